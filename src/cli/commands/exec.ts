@@ -1,0 +1,98 @@
+import type { Command } from 'commander';
+import type { ExecIO } from '../../engine/engine.js';
+import type { ExecResult } from '../../service/exec.js';
+import type { CliContext } from '../main.js';
+
+/** Wires the terminal to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
+function terminalIO(tty: boolean): { io: ExecIO; restore: () => void } {
+  const stdin = process.stdin;
+  const attachStdin = tty || !stdin.isTTY;
+  if (tty && stdin.isTTY) stdin.setRawMode(true);
+  const io: ExecIO = {
+    stdin: attachStdin ? stdin : undefined,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    size: () => ({ rows: process.stdout.rows ?? 24, columns: process.stdout.columns ?? 80 }),
+    onResize: (listener) => {
+      process.stdout.on('resize', listener);
+      return () => process.stdout.off('resize', listener);
+    },
+  };
+  return {
+    io,
+    restore: () => {
+      if (tty && stdin.isTTY) stdin.setRawMode(false);
+      stdin.pause();
+    },
+  };
+}
+
+function report(cli: CliContext, result: ExecResult): number {
+  const out = cli.output(false);
+  if (result.explanation) out.note(`${result.task}: command ${result.explanation}`);
+  if (result.sync?.warning) out.note(result.sync.warning);
+  return result.exitCode;
+}
+
+/** passThroughOptions keeps the `--` that separates moat's options from the command. */
+function stripDashes(command: string[]): string[] {
+  return command[0] === '--' ? command.slice(1) : command;
+}
+
+export function registerExec(program: Command, cli: CliContext): void {
+  program
+    .command('exec')
+    .description('run a command in a task\'s sandbox; its exit status is moat\'s')
+    .argument('<task>')
+    .argument('<command...>', 'command and arguments, after --')
+    .option('-t, --tty', 'allocate a terminal')
+    .option('-w, --workdir <dir>', 'working directory inside (default /workspace)')
+    .option('--no-sync', 'do not bring commits home afterwards')
+    .passThroughOptions()
+    .addHelpText('after', '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c')
+    .action(async (task: string, command: string[], opts: { tty?: boolean; workdir?: string; sync: boolean }) => {
+      const { io, restore } = terminalIO(Boolean(opts.tty));
+      try {
+        const result = await cli.moat(cli.output(false)).exec(task, stripDashes(command), io, { tty: opts.tty, workdir: opts.workdir, sync: opts.sync });
+        cli.setExit(report(cli, result));
+      } finally {
+        restore();
+      }
+    });
+
+  program
+    .command('shell')
+    .description('open an interactive shell in a task\'s sandbox')
+    .argument('<task>')
+    .addHelpText('after', '\nExample:\n  moat shell fix-login')
+    .action(async (task: string) => {
+      const { io, restore } = terminalIO(true);
+      try {
+        const result = await cli.moat(cli.output(false)).exec(task, ['bash', '-l'], io, { tty: Boolean(process.stdin.isTTY) });
+        cli.setExit(report(cli, result));
+      } finally {
+        restore();
+      }
+    });
+
+  program
+    .command('run')
+    .description('up + exec + down in one step; the branch and its commits stay')
+    .argument('<command...>', 'command and arguments, after --')
+    .option('--task <name>', 'task name (default: generated)')
+    .option('-t, --template <name>', 'template')
+    .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
+    .option('--tty', 'allocate a terminal')
+    .passThroughOptions()
+    .addHelpText('after', '\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"')
+    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean }) => {
+      const { io, restore } = terminalIO(Boolean(opts.tty));
+      try {
+        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty });
+        cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}); ${result.sync?.commits ?? 0} commit(s) on ${result.branch}`);
+        cli.setExit(report(cli, result));
+      } finally {
+        restore();
+      }
+    });
+}

@@ -1,0 +1,63 @@
+import type { Command } from 'commander';
+import { formatSize } from '../../domain/size.js';
+import { listTemplates } from '../../image/template-image.js';
+import type { CliContext } from '../main.js';
+import { formatAge, table } from '../output.js';
+
+export function registerInspect(program: Command, cli: CliContext): void {
+  program
+    .command('ls')
+    .description('list tasks with their state, branch, image, age and limits')
+    .option('-a, --all', 'tasks of every repository')
+    .option('--json', 'print as JSON')
+    .action(async (opts: { all?: boolean; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const tasks = await cli.moat(out).ls({ all: opts.all });
+      out.result(tasks, () =>
+        tasks.length === 0
+          ? 'no tasks (create one with: moat up)'
+          : table([
+              ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'LIMITS', 'IMAGE'],
+              ...tasks.map((t) => [t.name, t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
+            ]),
+      );
+    });
+
+  program
+    .command('logs')
+    .description('show what the task\'s container wrote to its output')
+    .argument('<task>')
+    .option('-f, --follow', 'keep following')
+    .option('-n, --tail <lines>', 'only the last lines', (v) => Number.parseInt(v, 10))
+    .action(async (task: string, opts: { follow?: boolean; tail?: number }) => {
+      await cli.moat(cli.output(false)).logs(task, { follow: Boolean(opts.follow), tail: opts.tail }, process.stdout, process.stderr);
+    });
+
+  program
+    .command('doctor')
+    .description('check the engine, kernel features and what moat can enforce here, each with a fix')
+    .option('--json', 'print as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const report = await cli.moat(out).doctor();
+      out.result(report, () =>
+        [
+          ...report.checks.map((c) => `${c.status === 'ok' ? 'ok  ' : c.status === 'warn' ? 'warn' : 'FAIL'}  ${c.name}: ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ''}`),
+          '',
+          'enforced here:',
+          ...Object.entries(report.enforcement).map(([key, value]) => `  ${key}: ${value}`),
+        ].join('\n'),
+      );
+      if (!report.ok) cli.setExit(1);
+    });
+
+  program
+    .command('templates')
+    .description('list the templates a task can be built from')
+    .option('--json', 'print as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const templates = await listTemplates();
+      out.result(templates, () => templates.join('\n'));
+    });
+}

@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import { formatSize } from '../../domain/size.js';
+import { isMoatError } from '../../errors.js';
+import type { CliContext } from '../main.js';
+import { confirm } from '../prompt.js';
+
+export function registerLifecycle(program: Command, cli: CliContext): void {
+  program
+    .command('up')
+    .description('create a task: branch moat/<task>, its own workspace repository, and a hardened container')
+    .option('--task <name>', 'task name (default: generated)')
+    .option('-t, --template <name>', 'template to build the sandbox from (default: config, else shell)')
+    .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
+    .option('--json', 'print the task record as JSON')
+    .addHelpText('after', '\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json')
+    .action(async (opts: { task?: string; template?: string; base?: string; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base });
+      out.result(record, () =>
+        [
+          `task ${record.name} is up`,
+          `  branch  ${record.branch} (from ${record.baseRef} ${record.baseCommit.slice(0, 10)})`,
+          `  image   ${record.image}`,
+          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}`,
+          `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
+        ].join('\n'),
+      );
+    });
+
+  program
+    .command('down')
+    .description('bring the task\'s commits home and remove its container (workspace and branch stay)')
+    .argument('<task>')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExample:\n  moat down fix-login')
+    .action(async (task: string, opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).down(task);
+      if (result.sync?.warning) out.note(result.sync.warning);
+      out.result(result, () => `task ${task} is down; ${result.sync?.commits ?? 0} commit(s) on ${result.sync?.branch ?? `moat/${task}`}`);
+    });
+
+  program
+    .command('reset')
+    .description('replace the task\'s container with a fresh one over the same workspace')
+    .argument('<task>')
+    .option('--json', 'print the task record as JSON')
+    .addHelpText('after', '\nExample:\n  moat reset fix-login   # the sandbox is wedged or was tampered with')
+    .action(async (task: string, opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const record = await cli.moat(out).reset(task);
+      out.result(record, () => `task ${task} has a fresh container`);
+    });
+
+  program
+    .command('rm')
+    .description('discard a task: container, workspace and branch (asks if it has unmerged commits)')
+    .argument('<task>')
+    .option('-f, --force', 'discard unmerged commits without asking')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExamples:\n  moat rm fix-login\n  moat rm --force experiment-1')
+    .action(async (task: string, opts: { force?: boolean; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const moat = cli.moat(out);
+      let result;
+      try {
+        result = await moat.rm(task, { force: opts.force });
+      } catch (error) {
+        if (!isMoatError(error) || error.code !== 'E_CONFIRM' || opts.json) throw error;
+        if (!(await confirm(`moat: ${error.message}. Discard them?`))) throw error;
+        result = await moat.rm(task, { force: true });
+      }
+      out.result(result, () => `task ${task} removed${result.unmergedCommits ? ` (${result.unmergedCommits} unmerged commit(s) discarded)` : ''}`);
+    });
+
+  program
+    .command('gc')
+    .description('remove what a crash left behind: containers, networks and volumes of tasks that are gone, half-made tasks')
+    .option('--json', 'print what was removed as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).gc();
+      const total = result.removedContainers.length + result.removedNetworks.length + result.removedVolumes.length + result.removedTasks.length;
+      out.result(result, () => (total === 0 ? 'nothing to collect' : [...result.removedTasks.map((t) => `removed half-made task ${t}`), ...result.removedContainers.map((c) => `removed container ${c}`), ...result.removedNetworks.map((n) => `removed network ${n}`), ...result.removedVolumes.map((v) => `removed volume ${v}`)].join('\n')));
+    });
+}

@@ -1,0 +1,74 @@
+import type { Command } from 'commander';
+import { FLAG_TEXT } from '../../domain/review-flags.js';
+import { isMoatError } from '../../errors.js';
+import type { MergeStrategy } from '../../service/review.js';
+import type { CliContext } from '../main.js';
+import { confirm } from '../prompt.js';
+
+export function registerReview(program: Command, cli: CliContext): void {
+  program
+    .command('sync')
+    .description('bring the task\'s commits (and a snapshot of uncommitted work) home now')
+    .argument('<task>')
+    .option('--json', 'print as JSON')
+    .action(async (task: string, opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).sync(task);
+      if (result.warning) out.note(result.warning);
+      out.result(result, () => `${result.branch}: ${result.commits} commit(s), tip ${result.tip.slice(0, 10)}`);
+    });
+
+  program
+    .command('diff')
+    .description('show the task\'s committed and uncommitted work against its base, with risky changes flagged')
+    .argument('<task>')
+    .option('--stat', 'a summary per file')
+    .option('--name-only', 'only the changed paths')
+    .option('--json', 'print as JSON')
+    .action(async (task: string, opts: { stat?: boolean; nameOnly?: boolean; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).diff(task, { patch: !opts.stat && !opts.nameOnly, stat: opts.stat });
+      if (!opts.json) {
+        for (const file of result.flagged) out.note(`flag: ${file.path}: ${file.flags.map((f) => FLAG_TEXT[f]).join(', ')}${file.linkTarget !== undefined ? ` -> ${JSON.stringify(file.linkTarget)}` : ''}`);
+      }
+      out.result(result, () => (opts.nameOnly ? result.files.map((f) => f.path).join('\n') : opts.stat ? (result.stat ?? '') : (result.patch ?? '')));
+    });
+
+  const confirmed = async <T>(opts: { yes?: boolean; json?: boolean }, attempt: (yes: boolean) => Promise<T>): Promise<T> => {
+    try {
+      return await attempt(Boolean(opts.yes));
+    } catch (error) {
+      if (!isMoatError(error) || error.code !== 'E_CONFIRM' || opts.json) throw error;
+      if (!(await confirm(`moat: ${error.message}. Continue?`))) throw error;
+      return attempt(true);
+    }
+  };
+
+  program
+    .command('merge')
+    .description('merge the task\'s commits into your current branch (refuses on a dirty checkout or conflicts)')
+    .argument('<task>')
+    .option('--squash', 'one commit')
+    .option('--rebase', 'replay the task\'s commits on top of your branch')
+    .option('-y, --yes', 'merge flagged changes without asking')
+    .option('--json', 'print as JSON')
+    .action(async (task: string, opts: { squash?: boolean; rebase?: boolean; yes?: boolean; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const strategy: MergeStrategy = opts.squash ? 'squash' : opts.rebase ? 'rebase' : 'merge';
+      const result = await confirmed(opts, (yes) => cli.moat(out).merge(task, { strategy, yes }));
+      if (result.uncommittedLeftBehind) out.note(`the task has uncommitted work that was not merged (see moat diff ${task}; moat apply ${task} lays it on your checkout)`);
+      out.result(result, () => (result.commits === 0 ? `nothing to merge from ${task}` : `merged ${result.commits} commit(s) from ${task} into ${result.into} (${result.strategy})`));
+    });
+
+  program
+    .command('apply')
+    .description('lay the task\'s work (committed and uncommitted) on your checkout as unstaged changes')
+    .argument('<task>')
+    .option('-y, --yes', 'apply flagged changes without asking')
+    .option('--json', 'print as JSON')
+    .action(async (task: string, opts: { yes?: boolean; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await confirmed(opts, (yes) => cli.moat(out).apply(task, { yes }));
+      out.result(result, () => `applied ${result.files} file(s) from ${task} to your checkout (unstaged)`);
+    });
+}

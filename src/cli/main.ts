@@ -1,0 +1,55 @@
+import { Command, CommanderError } from 'commander';
+import { Moat } from '../index.js';
+import { MOAT_VERSION } from '../version.js';
+import { ExitCode, MoatError } from '../errors.js';
+import { registerExec } from './commands/exec.js';
+import { registerInspect } from './commands/inspect.js';
+import { registerLifecycle } from './commands/lifecycle.js';
+import { registerReview } from './commands/review.js';
+import { createOutput, reportError, type Output } from './output.js';
+
+export interface CliContext {
+  output(json?: boolean): Output;
+  moat(out: Output): Moat;
+  setExit(code: number): void;
+}
+
+/** Runs the CLI; returns the exit code (the child's for exec/run/shell). */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode: number = ExitCode.ok;
+  let json = argv.includes('--json');
+  const cli: CliContext = {
+    output: (wantJson) => {
+      json = Boolean(wantJson);
+      return createOutput(json);
+    },
+    moat: (out) => new Moat({ progress: (line) => out.note(line) }),
+    setExit: (code) => {
+      exitCode = code;
+    },
+  };
+
+  const program = new Command('moat')
+    .description('Run AI code agents in hardened, disposable sandboxes: one git branch, one container, no credentials, no way out.')
+    .version(MOAT_VERSION)
+    .enablePositionalOptions()
+    .showSuggestionAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+    .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal;\nexec, run and shell exit with the command\'s own status (128+N when killed by signal N).');
+  registerLifecycle(program, cli);
+  registerExec(program, cli);
+  registerInspect(program, cli);
+  registerReview(program, cli);
+
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.exitCode === 0 || error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
+      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat --help, or moat <command> --help' }), json);
+    }
+    return reportError(error, json);
+  }
+  return exitCode;
+}

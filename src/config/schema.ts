@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import { parseSize } from '../domain/size.js';
+
+/**
+ * The config schema is the single source of truth: TypeScript types, validation and the JSON
+ * schema for editors (schema/config.schema.json, checked for drift by a test) all come from it.
+ */
+
+const size = z
+  .union([z.string(), z.number().int().positive()])
+  .refine((value) => parseSize(value) !== undefined, { message: 'expected a size such as 512m, 2g or a number of bytes' })
+  .describe('A size: bytes, or a number with k, m, g (powers of 1024), e.g. "2g".');
+
+export const limitsSchema = z
+  .strictObject({
+    memory: size.describe('Memory limit; swap is held to the same figure. Default 2g.').optional(),
+    cpus: z.number().positive().max(1024).describe('CPU cores the task may use (fractions allowed). Default 2.').optional(),
+    pids: z.number().int().min(16).max(1_000_000).describe('Most processes and threads at once. Default 512.').optional(),
+    nofile: z.number().int().min(64).max(1_048_576).describe('Open files per process. Default 4096.').optional(),
+    tmp: size.describe('Size of /tmp (tmpfs, counts against memory). Default 512m.').optional(),
+    home: size.describe('Size of the home directory (tmpfs, counts against memory). Default 512m.').optional(),
+  })
+  .describe('Resource limits of each task.');
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name');
+
+const gitIdentity = z
+  .strictObject({
+    name: z.string().min(1).max(200).describe('user.name for commits made in the sandbox.').optional(),
+    email: z.string().min(1).max(200).describe('user.email for commits made in the sandbox.').optional(),
+  })
+  .describe('Identity for commits made inside the sandbox. Default: your own user.name and user.email.');
+
+const templateName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'expected a template name such as shell');
+
+export const configSchema = z
+  .strictObject({
+    $schema: z.string().describe('Path or URL of this file\'s JSON schema, for editors.').optional(),
+    template: templateName.describe('Template a new task uses when none is given. Default "shell".').optional(),
+    baseImage: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._\/:@-]{0,254}$/, 'expected an image reference such as moat-base:bookworm')
+      .describe('Image the templates build on. Default moat-base:bookworm, built offline by scripts/build-base-image.sh.')
+      .optional(),
+    limits: limitsSchema.optional(),
+    network: z
+      .enum(['none'])
+      .describe('Outbound network of each task. "none": no network at all (the only mode until the egress gateway lands).')
+      .optional(),
+    env: z
+      .record(envName, z.string().max(65536))
+      .describe('Variables set in every sandbox, by value. User config only: a repository cannot grant environment.')
+      .optional(),
+    envPassthrough: z
+      .array(envName)
+      .describe('Host environment variables copied into every sandbox by name. User config only.')
+      .optional(),
+    git: gitIdentity.optional(),
+    sandboxUid: z
+      .number()
+      .int()
+      .min(1)
+      .max(2_147_483_646)
+      .describe('uid:gid the sandbox runs as when moat itself runs as root (never 0). Default 1000.')
+      .optional(),
+  })
+  .describe('moat configuration: ~/.config/moat/config.yaml (yours) or moat.yaml at a repository root (the repository\'s, which may only narrow).');
+
+export type MoatConfig = z.infer<typeof configSchema>;
+
+/** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
+export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git'] as const;

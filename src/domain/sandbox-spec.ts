@@ -1,0 +1,86 @@
+import type { Limits } from './limits.js';
+
+/** Where the sandbox sees the task's repository, and its home. */
+export const WORKSPACE_DIR = '/workspace';
+export const SANDBOX_HOME = '/home/agent';
+export const SANDBOX_PATH = '/home/agent/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Engine-neutral description of a hardened sandbox container. Pure data, built by {@link sandboxSpec}. */
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  hostname: string;
+  user: string;
+  workdir: string;
+  command: string[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  /** The only host path the sandbox sees. */
+  workspaceMount: { source: string; target: string };
+  tmpfs: Record<string, string>;
+  limits: Limits;
+  readOnlyRoot: true;
+  capDrop: ['ALL'];
+  noNewPrivileges: true;
+  init: true;
+  network: 'none';
+  /** Cap on what the engine keeps of stdout/stderr: an agent flooding its output must not fill the host disk. */
+  logMaxBytes: number;
+  logMaxFiles: number;
+}
+
+export interface SandboxInput {
+  containerName: string;
+  taskName: string;
+  image: string;
+  workspacePath: string;
+  uid: number;
+  gid: number;
+  limits: Limits;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+}
+
+/**
+ * The hardening every task gets. Nothing here is configurable upward: limits come from the
+ * (already narrowed) config, everything else is fixed.
+ */
+export function sandboxSpec(input: SandboxInput): ContainerSpec {
+  const { uid, gid, limits } = input;
+  return {
+    name: input.containerName,
+    image: input.image,
+    hostname: `moat-${input.taskName}`.slice(0, 63),
+    user: `${uid}:${gid}`,
+    workdir: WORKSPACE_DIR,
+    // Keeps the container alive between execs; the engine's init (tini) reaps zombies.
+    command: ['sleep', 'infinity'],
+    env: {
+      // The user's grants first: moat's own variables must win so the sandbox stays consistent.
+      ...input.env,
+      HOME: SANDBOX_HOME,
+      USER: 'agent',
+      LOGNAME: 'agent',
+      PATH: SANDBOX_PATH,
+      LANG: 'C.UTF-8',
+      MOAT_TASK: input.taskName,
+      MOAT_SANDBOX: '1',
+    },
+    labels: input.labels,
+    workspaceMount: { source: input.workspacePath, target: WORKSPACE_DIR },
+    tmpfs: {
+      '/tmp': `rw,nosuid,nodev,size=${limits.tmpBytes},mode=1777`,
+      [SANDBOX_HOME]: `rw,nosuid,nodev,size=${limits.homeBytes},uid=${uid},gid=${gid},mode=0700`,
+      '/run': 'rw,nosuid,nodev,noexec,size=16m,mode=0755',
+      '/var/tmp': `rw,nosuid,nodev,size=${Math.min(limits.tmpBytes, 64 * 1024 ** 2)},mode=1777`,
+    },
+    limits,
+    readOnlyRoot: true,
+    capDrop: ['ALL'],
+    noNewPrivileges: true,
+    init: true,
+    network: 'none',
+    logMaxBytes: 10 * 1024 ** 2,
+    logMaxFiles: 3,
+  };
+}

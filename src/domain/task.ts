@@ -1,0 +1,32 @@
+import type { Limits } from './limits.js';
+
+/** Where a task is in its life. `creating` left behind by a crash is what `gc` collects. */
+export type TaskState = 'creating' | 'running' | 'stopped' | 'exited' | 'missing';
+
+/** What moat records about a task on the host (never inside the sandbox, which the agent controls). */
+export interface TaskRecord {
+  name: string;
+  repoKey: string;
+  /** Real path of the user's repository top level. */
+  repoPath: string;
+  branch: string;
+  /** Commit the task started from (full object id). */
+  baseCommit: string;
+  /** What the user asked for as base (a ref name or "HEAD"), for display. */
+  baseRef: string;
+  /** Last tip of the task branch that moat brought home; the branch moving from it means the user moved it. */
+  syncedTip: string;
+  template: string;
+  image: string;
+  limits: Limits;
+  network: 'none';
+  /** uid:gid the sandbox runs as. */
+  user: { uid: number; gid: number };
+  createdAt: string;
+  state: TaskState;
+  /** Process that is creating the task, so `gc` can tell a crash from work in progress. */
+  creatorPid?: number;
+  containerId?: string;
+  /** Last values of kernel counters, so that a new OOM kill or pids hit can be told apart. */
+  counters?: { oomKills: number; pidsMax: number };
+}

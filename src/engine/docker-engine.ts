@@ -1,0 +1,335 @@
+import Docker from 'dockerode';
+import { PassThrough, type Writable } from 'node:stream';
+import { MoatError } from '../errors.js';
+import type { ContainerSpec } from '../domain/sandbox-spec.js';
+import type { BuildInput, ContainerEngine, ContainerInfo, EngineInfo, ExecCommand, ExecIO } from './engine.js';
+import type { EngineEndpoint } from './find-engine.js';
+
+/** Docker Engine API adapter (also serves Podman's Docker-compatible socket). */
+export class DockerEngine implements ContainerEngine {
+  readonly kind: 'docker' | 'podman';
+  readonly endpoint: string;
+  private readonly docker: Docker;
+
+  constructor(endpoint: EngineEndpoint) {
+    this.kind = endpoint.kind;
+    this.endpoint = endpoint.socketPath;
+    this.docker = new Docker({ socketPath: endpoint.socketPath });
+  }
+
+  async info(): Promise<EngineInfo> {
+    const [info, version] = await Promise.all([this.call(() => this.docker.info()), this.call(() => this.docker.version())]);
+    const runtimes = (info.Runtimes ?? {}) as Record<string, { path?: string }>;
+    const backing = (info.DriverStatus as Array<[string, string]> | undefined)?.find(([key]) => key === 'Backing Filesystem')?.[1];
+    const runc = (version.Components as Array<{ Name: string; Version: string }> | undefined)?.find((c) => c.Name.toLowerCase() === 'runc')?.Version;
+    return {
+      kind: this.kind,
+      version: version.Version,
+      apiVersion: version.ApiVersion,
+      os: info.OperatingSystem ?? '',
+      kernel: info.KernelVersion ?? '',
+      storageDriver: info.Driver ?? '',
+      backingFilesystem: backing,
+      cgroupVersion: String(info.CgroupVersion ?? ''),
+      cgroupDriver: info.CgroupDriver ?? '',
+      securityOptions: info.SecurityOptions ?? [],
+      runtimes: Object.fromEntries(Object.keys(runtimes).map((name) => [name, {}])),
+      defaultRuntime: info.DefaultRuntime ?? 'runc',
+      rootless: (info.SecurityOptions ?? []).some((opt: string) => opt.includes('rootless')),
+      runcVersion: runc,
+    };
+  }
+
+  async imageId(ref: string): Promise<string | undefined> {
+    try {
+      const image = await this.docker.getImage(ref).inspect();
+      return image.Id;
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.wrap(error, `inspect image ${ref}`);
+    }
+  }
+
+  async buildImage(input: BuildInput): Promise<void> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.buildImage(
+        { context: input.contextDir, src: input.files },
+        { t: input.tag, buildargs: input.buildArgs, labels: input.labels, rm: true, forcerm: true, pull: false },
+      );
+    } catch (error) {
+      throw this.wrap(error, `build image ${input.tag}`);
+    }
+    const tail: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (error: Error | null, output: Array<{ error?: string; errorDetail?: { message?: string } }>) => {
+          const failed = error?.message ?? output.find((item) => item.error)?.error;
+          if (failed) {
+            reject(new MoatError('E_IMAGE_BUILD', `building ${input.tag} failed: ${failed.trim().split('\n').pop()}`, {
+              hint: 'see the build log above; fix the template or base image, then run the command again',
+              details: { logTail: tail.slice(-20) },
+            }));
+          } else resolve();
+        },
+        (event: { stream?: string; status?: string }) => {
+          const line = (event.stream ?? event.status ?? '').trimEnd();
+          if (!line) return;
+          tail.push(line);
+          if (tail.length > 50) tail.shift();
+          input.onProgress?.(line);
+        },
+      );
+    });
+  }
+
+  async createContainer(spec: ContainerSpec): Promise<string> {
+    const { limits } = spec;
+    try {
+      const container = await this.docker.createContainer({
+        name: spec.name,
+        Image: spec.image,
+        Hostname: spec.hostname,
+        User: spec.user,
+        WorkingDir: spec.workdir,
+        Cmd: spec.command,
+        Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+        Labels: spec.labels,
+        NetworkDisabled: spec.network === 'none',
+        StopSignal: 'SIGTERM',
+        HostConfig: {
+          Mounts: [{ Type: 'bind', Source: spec.workspaceMount.source, Target: spec.workspaceMount.target, ReadOnly: false, BindOptions: { Propagation: 'rprivate' } }],
+          Tmpfs: spec.tmpfs,
+          ReadonlyRootfs: spec.readOnlyRoot,
+          CapDrop: spec.capDrop,
+          SecurityOpt: spec.noNewPrivileges ? ['no-new-privileges:true'] : [],
+          Init: spec.init,
+          NetworkMode: spec.network,
+          Memory: limits.memoryBytes,
+          MemorySwap: limits.memoryBytes,
+          NanoCpus: Math.round(limits.cpus * 1e9),
+          PidsLimit: limits.pids,
+          Ulimits: [{ Name: 'nofile', Soft: limits.nofile, Hard: limits.nofile }],
+          IpcMode: 'private',
+          ShmSize: 64 * 1024 * 1024,
+          OomScoreAdj: 500,
+          Privileged: false,
+          LogConfig: { Type: 'json-file', Config: { 'max-size': String(spec.logMaxBytes), 'max-file': String(spec.logMaxFiles) } },
+          RestartPolicy: { Name: 'no' },
+        },
+      });
+      return container.id;
+    } catch (error) {
+      throw this.wrap(error, `create container ${spec.name}`);
+    }
+  }
+
+  async startContainer(id: string): Promise<void> {
+    await this.call(() => this.docker.getContainer(id).start(), `start container ${id.slice(0, 12)}`);
+  }
+
+  async inspectContainer(idOrName: string): Promise<ContainerInfo | undefined> {
+    try {
+      const data = await this.docker.getContainer(idOrName).inspect();
+      return {
+        id: data.Id,
+        name: data.Name.replace(/^\//, ''),
+        image: data.Config.Image,
+        state: data.State.Status,
+        running: data.State.Running,
+        exitCode: data.State.ExitCode,
+        oomKilled: data.State.OOMKilled,
+        startedAt: data.State.StartedAt,
+        labels: data.Config.Labels ?? {},
+        raw: data,
+      };
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.wrap(error, `inspect container ${idOrName}`);
+    }
+  }
+
+  async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    try {
+      await this.docker.getContainer(id).stop({ t: timeoutSeconds });
+    } catch (error) {
+      // 304: already stopped; 404: already gone. Both are the state we wanted.
+      if (statusOf(error) === 304 || statusOf(error) === 404) return;
+      throw this.wrap(error, `stop container ${id.slice(0, 12)}`);
+    }
+  }
+
+  async removeContainer(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).remove({ force: true, v: true });
+    } catch (error) {
+      if (statusOf(error) === 404) return;
+      // 409 "removal already in progress" is success for us too.
+      if (statusOf(error) === 409 && /already in progress/.test(String((error as Error).message))) return;
+      throw this.wrap(error, `remove container ${id.slice(0, 12)}`);
+    }
+  }
+
+  async listContainers(labels: Record<string, string>): Promise<ContainerInfo[]> {
+    const list = await this.call(() => this.docker.listContainers({ all: true, filters: { label: labelFilters(labels) } }));
+    return list.map((c) => ({
+      id: c.Id,
+      name: (c.Names[0] ?? '').replace(/^\//, ''),
+      image: c.Image,
+      state: c.State,
+      running: c.State === 'running',
+      labels: c.Labels ?? {},
+    }));
+  }
+
+  async listNetworks(labels: Record<string, string>) {
+    const list = await this.call(() => this.docker.listNetworks({ filters: { label: labelFilters(labels) } }));
+    return list.map((n) => ({ id: n.Id, name: n.Name, labels: n.Labels ?? {} }));
+  }
+
+  async listVolumes(labels: Record<string, string>) {
+    const list = await this.call(() => this.docker.listVolumes({ filters: { label: labelFilters(labels) } }));
+    return (list.Volumes ?? []).map((v) => ({ name: v.Name, labels: v.Labels ?? {} }));
+  }
+
+  async removeNetwork(id: string): Promise<void> {
+    await this.docker.getNetwork(id).remove().catch((error: unknown) => {
+      if (statusOf(error) !== 404) throw this.wrap(error, `remove network ${id}`);
+    });
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    await this.docker.getVolume(name).remove().catch((error: unknown) => {
+      if (statusOf(error) !== 404) throw this.wrap(error, `remove volume ${name}`);
+    });
+  }
+
+  async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
+    const container = this.docker.getContainer(id);
+    const tty = command.tty ?? false;
+    const exec = await this.call(
+      () =>
+        container.exec({
+          Cmd: command.cmd,
+          User: command.user,
+          WorkingDir: command.workdir,
+          Env: Object.entries(command.env ?? {}).map(([key, value]) => `${key}=${value}`),
+          AttachStdin: io.stdin !== undefined,
+          AttachStdout: true,
+          AttachStderr: true,
+          Tty: tty,
+        }),
+      'exec in the task container',
+    );
+    const stream = (await this.call(() => exec.start({ hijack: true, stdin: io.stdin !== undefined, Tty: tty }), 'start exec')) as NodeJS.ReadWriteStream & {
+      end(): void;
+      destroy(): void;
+      on(event: string, listener: (...args: unknown[]) => void): void;
+    };
+    const done = new Promise<void>((resolve) => {
+      stream.on('end', () => resolve());
+      stream.on('close', () => resolve());
+      stream.on('error', () => resolve());
+    });
+    if (tty) {
+      stream.pipe(io.stdout);
+    } else {
+      this.docker.modem.demuxStream(stream, io.stdout, io.stderr);
+    }
+    let stopResize: (() => void) | undefined;
+    if (tty && io.size) {
+      const resize = () => {
+        const { rows, columns } = io.size!();
+        exec.resize({ h: rows, w: columns }).catch(() => undefined);
+      };
+      resize();
+      stopResize = io.onResize?.(resize);
+    }
+    if (io.stdin) {
+      io.stdin.on('data', (chunk: Buffer) => stream.write(chunk));
+      // Half-close so the command sees EOF on its stdin while its output keeps flowing.
+      io.stdin.on('end', () => stream.end());
+    }
+    await done;
+    stopResize?.();
+    if (io.stdin) io.stdin.removeAllListeners('data');
+    // The exec's exit code can lag the end of its stream by a moment.
+    for (let attempt = 0; attempt < 50; attempt += 1) {
+      const state = await this.call(() => exec.inspect(), 'inspect exec');
+      if (!state.Running && state.ExitCode !== null) return state.ExitCode;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new MoatError('E_ENGINE_FAILED', 'the engine did not report the exit status of the command', { hint: 'check the engine with `moat doctor`' });
+  }
+
+  async execCapture(id: string, command: ExecCommand, maxBytes = 16 * 1024 * 1024): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let overflow = false;
+    const stdout = new PassThrough();
+    stdout.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) overflow = true;
+      else chunks.push(chunk);
+    });
+    const errChunks: Buffer[] = [];
+    const stderr = new PassThrough();
+    stderr.on('data', (chunk: Buffer) => {
+      if (errChunks.length < 64) errChunks.push(chunk);
+    });
+    const exitCode = await this.exec(id, command, { stdout, stderr });
+    if (overflow) {
+      throw new MoatError('E_SYNC_FAILED', `output of ${command.cmd[0]} in the sandbox exceeded ${maxBytes} bytes`, { hint: 'the task produced more data than moat accepts in one go' });
+    }
+    return { exitCode, stdout: Buffer.concat(chunks), stderr: Buffer.concat(errChunks).toString('utf8') };
+  }
+
+  async logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {
+    const container = this.docker.getContainer(id);
+    const common = { stdout: true, stderr: true, timestamps: false, ...(options.tail !== undefined ? { tail: options.tail } : {}) };
+    if (options.follow) {
+      const stream = await this.call(() => container.logs({ ...common, follow: true }), 'read logs');
+      this.docker.modem.demuxStream(stream, out, err);
+      await new Promise<void>((resolve) => stream.on('end', resolve));
+    } else {
+      const buffer = (await this.call(() => container.logs({ ...common, follow: false }), 'read logs')) as unknown as Buffer;
+      const stream = new PassThrough();
+      this.docker.modem.demuxStream(stream, out, err);
+      stream.end(buffer);
+      await new Promise((resolve) => stream.on('end', resolve));
+    }
+  }
+
+  private async call<T>(fn: () => Promise<T>, what = 'talk to the engine'): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw this.wrap(error, what);
+    }
+  }
+
+  private wrap(error: unknown, what: string): MoatError {
+    if ((error as { isMoatError?: boolean }).isMoatError) return error as MoatError;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EACCES') {
+      return new MoatError('E_ENGINE_PERMISSION', `permission denied on ${this.endpoint}`, { hint: 'add yourself to the docker group or use a rootless engine', cause: error });
+    }
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') {
+      return new MoatError('E_ENGINE_UNREACHABLE', `the container engine at ${this.endpoint} is not answering`, { hint: 'start it: systemctl start docker (or run dockerd)', cause: error });
+    }
+    const message = String((error as { json?: { message?: string } }).json?.message ?? (error as Error).message ?? error).trim();
+    if (statusOf(error) === 404 && /No such image|not found/i.test(message)) {
+      return new MoatError('E_IMAGE_MISSING', `could not ${what}: ${message}`, { hint: 'build the base image: npm run base-image (scripts/build-base-image.sh)', cause: error });
+    }
+    return new MoatError('E_ENGINE_FAILED', `could not ${what}: ${message}`, { hint: 'check the engine with `moat doctor`', cause: error });
+  }
+}
+
+function statusOf(error: unknown): number | undefined {
+  return (error as { statusCode?: number }).statusCode;
+}
+
+function labelFilters(labels: Record<string, string>): string[] {
+  return Object.entries(labels).map(([key, value]) => (value === '' ? key : `${key}=${value}`));
+}

@@ -1,0 +1,84 @@
+import type { Readable, Writable } from 'node:stream';
+import type { ContainerSpec } from '../domain/sandbox-spec.js';
+
+/** What moat needs from a container engine. Docker and Podman (its Docker-compatible socket) implement it. */
+export interface ContainerEngine {
+  readonly kind: 'docker' | 'podman';
+  /** Where the engine was found (socket path), for messages and `doctor`. */
+  readonly endpoint: string;
+  info(): Promise<EngineInfo>;
+  imageId(ref: string): Promise<string | undefined>;
+  buildImage(input: BuildInput): Promise<void>;
+  createContainer(spec: ContainerSpec): Promise<string>;
+  startContainer(id: string): Promise<void>;
+  inspectContainer(idOrName: string): Promise<ContainerInfo | undefined>;
+  stopContainer(id: string, timeoutSeconds: number): Promise<void>;
+  removeContainer(id: string): Promise<void>;
+  listContainers(labels: Record<string, string>): Promise<ContainerInfo[]>;
+  listNetworks(labels: Record<string, string>): Promise<Array<{ id: string; name: string; labels: Record<string, string> }>>;
+  listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>>;
+  removeNetwork(id: string): Promise<void>;
+  removeVolume(name: string): Promise<void>;
+  /** Streams a command: the caller's streams are wired straight through. */
+  exec(id: string, command: ExecCommand, io: ExecIO): Promise<number>;
+  /** Runs a command and collects its output, up to `maxBytes` of stdout. */
+  execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }>;
+  logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void>;
+}
+
+export interface EngineInfo {
+  kind: 'docker' | 'podman';
+  version: string;
+  apiVersion: string;
+  os: string;
+  kernel: string;
+  storageDriver: string;
+  backingFilesystem?: string;
+  cgroupVersion: string;
+  cgroupDriver: string;
+  securityOptions: string[];
+  runtimes: Record<string, { version?: string }>;
+  defaultRuntime: string;
+  rootless: boolean;
+  runcVersion?: string;
+}
+
+export interface BuildInput {
+  contextDir: string;
+  files: string[];
+  tag: string;
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+  onProgress?: (line: string) => void;
+}
+
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  image: string;
+  state: 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead' | string;
+  running: boolean;
+  exitCode?: number;
+  oomKilled?: boolean;
+  startedAt?: string;
+  labels: Record<string, string>;
+  /** Raw engine inspect data, for tests and `doctor`. */
+  raw?: unknown;
+}
+
+export interface ExecCommand {
+  cmd: string[];
+  user: string;
+  workdir?: string;
+  env?: Record<string, string>;
+  tty?: boolean;
+}
+
+export interface ExecIO {
+  stdin?: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  /** For a TTY: current size, and a way to be told of changes. */
+  size?: () => { rows: number; columns: number };
+  onResize?: (listener: () => void) => () => void;
+}

@@ -1,0 +1,84 @@
+import { join } from 'node:path';
+import { resolvePaths, type MoatPaths } from '../config/paths.js';
+import { loadConfigFile } from '../config/load.js';
+import { effectiveConfig, type EffectiveConfig } from '../config/effective.js';
+import type { MoatConfig } from '../config/schema.js';
+import { DockerEngine } from '../engine/docker-engine.js';
+import type { ContainerEngine } from '../engine/engine.js';
+import { findEngine } from '../engine/find-engine.js';
+import { TaskStore } from '../state/task-store.js';
+import { UserRepository } from '../workspace/user-repo.js';
+
+/** Ambient things every operation needs, passed in (with real defaults) so tests need no globals. */
+export interface MoatOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  paths?: MoatPaths;
+  /** Supplies the engine; defaults to finding the local Docker/Podman socket. */
+  engine?: () => Promise<ContainerEngine>;
+  /** Progress lines (image builds, sync notes). Results never go here. */
+  progress?: (line: string) => void;
+  /** Host uid/gid, injectable for tests. */
+  hostUser?: { uid: number; gid: number };
+}
+
+export class MoatContext {
+  readonly cwd: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly paths: MoatPaths;
+  readonly store: TaskStore;
+  readonly progress: (line: string) => void;
+  readonly hostUser: { uid: number; gid: number };
+  private readonly engineFactory: () => Promise<ContainerEngine>;
+  private enginePromise?: Promise<ContainerEngine>;
+  private repoPromise?: Promise<UserRepository>;
+
+  constructor(options: MoatOptions = {}) {
+    this.cwd = options.cwd ?? process.cwd();
+    this.env = options.env ?? process.env;
+    this.paths = options.paths ?? resolvePaths(this.env);
+    this.store = new TaskStore(this.paths.home);
+    this.progress = options.progress ?? (() => undefined);
+    this.hostUser = options.hostUser ?? { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000 };
+    this.engineFactory = options.engine ?? (async () => new DockerEngine(await findEngine(this.env)));
+  }
+
+  /** The engine, found and checked once per context; a dead daemon fails here, before anything is made. */
+  engine(): Promise<ContainerEngine> {
+    this.enginePromise ??= this.engineFactory().then(async (engine) => {
+      await engine.info();
+      return engine;
+    });
+    return this.enginePromise;
+  }
+
+  repo(): Promise<UserRepository> {
+    this.repoPromise ??= UserRepository.open(this.cwd);
+    return this.repoPromise;
+  }
+
+  async userConfig(): Promise<MoatConfig> {
+    return loadConfigFile(this.paths.userConfig);
+  }
+
+  /** The repository's moat.yaml (or .yml/.json), read from the user's checkout, never from a task. */
+  async repoConfig(repo: UserRepository): Promise<{ config: MoatConfig; file: string }> {
+    for (const name of ['moat.yaml', 'moat.yml', 'moat.json']) {
+      const file = join(repo.path, name);
+      const config = await loadConfigFile(file);
+      if (Object.keys(config).length > 0) return { config, file };
+    }
+    return { config: {}, file: join(repo.path, 'moat.yaml') };
+  }
+
+  async effectiveConfig(repo: UserRepository): Promise<EffectiveConfig> {
+    const [user, repoConfig] = await Promise.all([this.userConfig(), this.repoConfig(repo)]);
+    return effectiveConfig(user, repoConfig.config, repoConfig.file);
+  }
+
+  /** The uid/gid the sandbox runs as: the host user's own, but never root. */
+  sandboxUser(config: EffectiveConfig): { uid: number; gid: number } {
+    if (this.hostUser.uid === 0) return { uid: config.sandboxUid, gid: config.sandboxUid };
+    return this.hostUser;
+  }
+}

@@ -1,0 +1,101 @@
+import { execa } from 'execa';
+import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
+import { isMoatError } from '../errors.js';
+import type { EngineInfo } from '../engine/engine.js';
+import type { MoatContext } from './context.js';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
+export interface DoctorCheck {
+  name: string;
+  status: CheckStatus;
+  detail: string;
+  fix?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  checks: DoctorCheck[];
+  /** What moat enforces on this machine, and what it cannot. */
+  enforcement: Record<string, string>;
+}
+
+function versionAtLeast(version: string, minimum: number[]): boolean {
+  const parts = version.split(/[.+~-]/).map((part) => Number.parseInt(part, 10));
+  for (let i = 0; i < minimum.length; i += 1) {
+    const have = parts[i] ?? 0;
+    if (Number.isNaN(have)) return false;
+    if (have !== minimum[i]) return have > minimum[i]!;
+  }
+  return true;
+}
+
+/** Checks that moat can do its job here, each finding with a fix. Never changes anything. */
+export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
+  const checks: DoctorCheck[] = [];
+  const enforcement: Record<string, string> = {};
+
+  const gitVersion = await execa('git', ['--version'], { reject: false });
+  checks.push(
+    gitVersion.exitCode === 0
+      ? { name: 'git', status: 'ok', detail: String(gitVersion.stdout).trim() }
+      : { name: 'git', status: 'fail', detail: 'git is not installed', fix: 'apt-get install git' },
+  );
+
+  let info: EngineInfo | undefined;
+  try {
+    const engine = await ctx.engine();
+    info = await engine.info();
+    checks.push({ name: 'engine', status: 'ok', detail: `${info.kind} ${info.version} (API ${info.apiVersion}) at ${engine.endpoint}` });
+    const base = await engine.imageId(DEFAULT_BASE_IMAGE);
+    const userConfig = await ctx.userConfig().catch(() => ({ baseImage: undefined }));
+    const wanted = userConfig.baseImage ?? DEFAULT_BASE_IMAGE;
+    const baseId = wanted === DEFAULT_BASE_IMAGE ? base : await engine.imageId(wanted);
+    checks.push(
+      baseId
+        ? { name: 'base image', status: 'ok', detail: `${wanted} present` }
+        : { name: 'base image', status: 'fail', detail: `${wanted} is missing`, fix: 'bash scripts/build-base-image.sh (builds it offline with debootstrap)' },
+    );
+  } catch (error) {
+    checks.push({
+      name: 'engine',
+      status: 'fail',
+      detail: isMoatError(error) ? error.message : String(error),
+      fix: isMoatError(error) ? error.hint : 'install and start Docker (apt-get install docker.io)',
+    });
+  }
+
+  if (info) {
+    const seccomp = info.securityOptions.some((opt) => opt.includes('seccomp'));
+    checks.push(seccomp ? { name: 'seccomp', status: 'ok', detail: 'default seccomp profile applies to every task' } : { name: 'seccomp', status: 'fail', detail: 'the engine has no seccomp support', fix: 'use a Docker built with seccomp (Debian\'s docker.io is)' });
+    enforcement.seccomp = seccomp ? 'engine default profile' : 'none';
+    if (info.runcVersion) {
+      // CVE-2024-21626 (leaked fd, container escape) is fixed in runc 1.1.12; Debian backported it to 1.1.5+ds1-1+deb12u1.
+      const patched = versionAtLeast(info.runcVersion, [1, 1, 12]) || /deb12u[1-9]/.test(info.runcVersion);
+      checks.push(
+        patched
+          ? { name: 'runc', status: 'ok', detail: `runc ${info.runcVersion}` }
+          : { name: 'runc', status: 'warn', detail: `runc ${info.runcVersion} may be open to CVE-2024-21626`, fix: 'upgrade runc to 1.1.12 or later (apt-get upgrade runc)' },
+      );
+    }
+    checks.push({ name: 'cgroups', status: info.cgroupVersion === '1' || info.cgroupVersion === '2' ? 'ok' : 'warn', detail: `cgroup v${info.cgroupVersion} (${info.cgroupDriver} driver)` });
+    enforcement.memory = 'kernel (memory cgroup, swap held to the same limit)';
+    enforcement.cpu = 'kernel (CFS quota)';
+    enforcement.pids = 'kernel (pids cgroup)';
+    enforcement.network = 'none: tasks have no network interface but loopback';
+    const quota = info.storageDriver === 'overlay2' && info.backingFilesystem === 'xfs';
+    enforcement.disk = quota
+      ? 'engine storage quota possible (overlay2 on xfs); the workspace bind mount is not covered'
+      : `no kernel disk quota here (${info.storageDriver} on ${info.backingFilesystem ?? 'unknown'}): /tmp and home are size-limited tmpfs, the workspace is not capped yet`;
+    checks.push({ name: 'disk quota', status: 'warn', detail: enforcement.disk, fix: quota ? undefined : 'run the engine on xfs with pquota for per-container quotas' });
+    if (info.rootless) checks.push({ name: 'rootless', status: 'ok', detail: 'the engine runs rootless: a container escape lands in an unprivileged user' });
+  }
+
+  const uid = ctx.hostUser.uid;
+  checks.push(
+    uid === 0
+      ? { name: 'host user', status: 'warn', detail: 'moat runs as root: sandboxes run as uid 1000 (sandboxUid), and workspace files are owned by that uid', fix: 'run moat as your normal user (in the docker group)' }
+      : { name: 'host user', status: 'ok', detail: `sandboxes run as your uid ${uid}` },
+  );
+  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement };
+}

@@ -1,0 +1,68 @@
+import { describeExit, exitReason, type ExitReason } from '../domain/exit-reason.js';
+import { SANDBOX_PATH, WORKSPACE_DIR } from '../domain/sandbox-spec.js';
+import type { TaskRecord } from '../domain/task.js';
+import { MoatError } from '../errors.js';
+import type { ExecIO } from '../engine/engine.js';
+import type { MoatContext } from './context.js';
+import { readCounters } from './exit-counters.js';
+import { runningContainer } from './task-container.js';
+import { syncTask, type SyncResult } from './sync.js';
+
+export interface ExecOptions {
+  tty?: boolean;
+  /** Bring commits home afterwards (default true). */
+  sync?: boolean;
+  workdir?: string;
+  env?: Record<string, string>;
+}
+
+export interface ExecResult {
+  task: string;
+  exitCode: number;
+  reason: ExitReason;
+  /** Why the command died, in words, when a limit or a signal ended it. */
+  explanation?: string;
+  sync?: SyncResult;
+}
+
+export async function requireRunning(ctx: MoatContext, task: string): Promise<{ record: TaskRecord; id: string }> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  const engine = await ctx.engine();
+  const id = await runningContainer(engine, record);
+  if (!id) {
+    throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, { hint: `start a fresh container over its workspace with \`moat reset ${task}\`` });
+  }
+  return { record, id };
+}
+
+/** Runs a command in a task's sandbox, wiring the caller's streams through; the status is the command's. */
+export async function execInTask(ctx: MoatContext, task: string, cmd: string[], io: ExecIO, options: ExecOptions = {}): Promise<ExecResult> {
+  if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat exec my-task -- npm test' });
+  const { record, id } = await requireRunning(ctx, task);
+  const engine = await ctx.engine();
+  const user = `${record.user.uid}:${record.user.gid}`;
+  const before = record.counters ?? { oomKills: 0, pidsMax: 0 };
+  const env: Record<string, string> = { ...(options.env ?? {}) };
+  if (options.tty) {
+    env.TERM = ctx.env.TERM && /^[a-zA-Z0-9._+-]{1,64}$/.test(ctx.env.TERM) ? ctx.env.TERM : 'xterm-256color';
+    env.PATH = SANDBOX_PATH;
+  }
+  const exitCode = await engine.exec(id, { cmd, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, io);
+
+  let oomKilled = false;
+  let pidsLimitHit = false;
+  if (exitCode !== 0) {
+    const after = await readCounters(engine, id, user);
+    if (after) {
+      oomKilled = after.oomKills > before.oomKills;
+      pidsLimitHit = after.pidsMax > before.pidsMax;
+      record.counters = after;
+      await ctx.store.save(record);
+    }
+  }
+  const reason = exitReason({ exitCode, oomKilled, pidsLimitHit });
+  const result: ExecResult = { task, exitCode, reason, explanation: describeExit(reason) };
+  if (options.sync !== false) result.sync = await syncTask(ctx, await ctx.repo(), record);
+  return result;
+}

@@ -1,0 +1,75 @@
+import { LABEL } from '../domain/labels.js';
+import { taskBranch } from '../domain/task-name.js';
+import type { TaskRecord } from '../domain/task.js';
+import { UserRepository } from '../workspace/user-repo.js';
+import type { MoatContext } from './context.js';
+
+export interface GcResult {
+  removedContainers: string[];
+  removedNetworks: string[];
+  removedVolumes: string[];
+  /** Tasks whose creation was interrupted (moat killed during `up`), removed whole. */
+  removedTasks: string[];
+}
+
+function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes what a crash left: resources labelled with this moat home whose task no longer exists,
+ * helper containers, and tasks whose `up` died half-way. A task's branch is deleted only while it
+ * still points at its base, so no commit is ever lost to gc.
+ */
+export async function gc(ctx: MoatContext): Promise<GcResult> {
+  const engine = await ctx.engine();
+  const result: GcResult = { removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] };
+  const records = await ctx.store.listAll();
+
+  const interrupted = records.filter((r) => r.state === 'creating' && !alive(r.creatorPid));
+  for (const record of interrupted) {
+    await removeInterrupted(ctx, record);
+    result.removedTasks.push(record.name);
+  }
+  const live = new Map(records.filter((r) => !interrupted.includes(r)).map((r) => [`${r.repoKey}/${r.name}`, r]));
+
+  const owned = { [LABEL.home]: ctx.store.homeKey };
+  for (const container of await engine.listContainers(owned)) {
+    const record = live.get(`${container.labels[LABEL.repo]}/${container.labels[LABEL.task]}`);
+    const orphan = !record || container.labels[LABEL.role] === 'helper' || (container.labels[LABEL.role] === 'task' && record.containerId !== container.id && record.state !== 'creating');
+    if (orphan) {
+      await engine.removeContainer(container.id);
+      result.removedContainers.push(container.name);
+    }
+  }
+  for (const network of await engine.listNetworks(owned)) {
+    if (!live.has(`${network.labels[LABEL.repo]}/${network.labels[LABEL.task]}`)) {
+      await engine.removeNetwork(network.id);
+      result.removedNetworks.push(network.name);
+    }
+  }
+  for (const volume of await engine.listVolumes(owned)) {
+    if (!live.has(`${volume.labels[LABEL.repo]}/${volume.labels[LABEL.task]}`)) {
+      await engine.removeVolume(volume.name);
+      result.removedVolumes.push(volume.name);
+    }
+  }
+  return result;
+}
+
+async function removeInterrupted(ctx: MoatContext, record: TaskRecord): Promise<void> {
+  const engine = await ctx.engine();
+  for (const container of await engine.listContainers({ [LABEL.home]: ctx.store.homeKey, [LABEL.repo]: record.repoKey, [LABEL.task]: record.name })) {
+    await engine.removeContainer(container.id);
+  }
+  const repo = await UserRepository.open(record.repoPath).catch(() => undefined);
+  // Only while the branch is still at its base: a branch with commits is never thrown away.
+  if (repo) await repo.deleteRef(`refs/heads/${taskBranch(record.name)}`, record.baseCommit);
+  await ctx.store.remove(record.repoKey, record.name);
+}

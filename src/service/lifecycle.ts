@@ -1,0 +1,115 @@
+import { taskBranch } from '../domain/task-name.js';
+import type { TaskRecord } from '../domain/task.js';
+import { MoatError } from '../errors.js';
+import type { ExecIO } from '../engine/engine.js';
+import { removeTaskWorkspace } from '../workspace/task-workspace.js';
+import type { MoatContext } from './context.js';
+import { execInTask, type ExecResult } from './exec.js';
+import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
+import { startContainer, taskSpec } from './task-container.js';
+import { taskEnv } from './task-env.js';
+import { up, type UpOptions } from './up.js';
+
+export interface DownResult {
+  task: string;
+  removedContainer: boolean;
+  sync?: SyncResult;
+}
+
+/** Removes the task's container after bringing its commits home; the workspace and branch stay. */
+export async function down(ctx: MoatContext, task: string): Promise<DownResult> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  const engine = await ctx.engine();
+  const sync = await syncTask(ctx, repo, record);
+  let removed = false;
+  if (record.containerId) {
+    await engine.stopContainer(record.containerId, 3);
+    await engine.removeContainer(record.containerId);
+    removed = true;
+  }
+  delete record.containerId;
+  record.state = 'stopped';
+  await ctx.store.save(record);
+  return { task, removedContainer: removed, sync };
+}
+
+/** A fresh container over the same workspace: the answer to "the sandbox is in a bad state". */
+export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  const engine = await ctx.engine();
+  await syncTask(ctx, repo, record).catch(() => undefined);
+  if (record.containerId) await engine.removeContainer(record.containerId);
+  const config = await ctx.effectiveConfig(repo);
+  const spec = taskSpec(ctx, record, taskEnv(config, ctx.env));
+  // A container of the same name left by a crash would block the new one.
+  await engine.removeContainer(spec.name);
+  record.containerId = await startContainer(engine, spec);
+  record.state = 'running';
+  delete record.counters;
+  await ctx.store.save(record);
+  return record;
+}
+
+export interface RemoveResult {
+  task: string;
+  branchDeleted: boolean;
+  unmergedCommits: number;
+}
+
+/**
+ * Discards a task: container, workspace, record and branch. Refuses while the branch has commits
+ * that are not in the user's current branch, unless forced: those commits would be lost.
+ */
+export async function remove(ctx: MoatContext, task: string, options: { force?: boolean } = {}): Promise<RemoveResult> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  const engine = await ctx.engine();
+  // Commits the agent made since the last sync count too: read them (from a helper if need be).
+  await syncTask(ctx, repo, record).catch(() => undefined);
+  const unmerged = await unmergedCommits(ctx, record);
+  if (unmerged > 0 && !options.force) {
+    throw new MoatError('E_CONFIRM', `task ${task} has ${unmerged} commit(s) not merged into your current branch`, {
+      hint: `review them (moat diff ${task}), merge them (moat merge ${task}), or discard them with moat rm --force ${task}`,
+      details: { unmergedCommits: unmerged },
+    });
+  }
+  if (record.containerId) await engine.removeContainer(record.containerId);
+  for (const container of await engine.listContainers({ 'moat.task': task, 'moat.repo': record.repoKey, 'moat.home': ctx.store.homeKey })) {
+    await engine.removeContainer(container.id);
+  }
+  await removeTaskWorkspace(ctx.store.workspacePath(record.repoKey, task));
+  const branchRef = `refs/heads/${taskBranch(task)}`;
+  const branchDeleted = await repo.deleteRef(branchRef);
+  await repo.deleteRef(wipRef(task));
+  await repo.deleteRef(incomingRef(task));
+  await ctx.store.remove(record.repoKey, task);
+  return { task, branchDeleted, unmergedCommits: unmerged };
+}
+
+async function unmergedCommits(ctx: MoatContext, record: TaskRecord): Promise<number> {
+  const repo = await ctx.repo();
+  const tip = await repo.refValue(`refs/heads/${record.branch}`);
+  if (!tip || tip === record.baseCommit) return 0;
+  const head = await repo.refValue('HEAD');
+  if (head && (await repo.isAncestor(tip, head))) return 0;
+  return repo.countCommits(head ?? record.baseCommit, tip);
+}
+
+export interface RunResult extends ExecResult {
+  branch: string;
+}
+
+/** up + exec + down: the branch and its commits stay. */
+export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: UpOptions & { tty?: boolean } = {}): Promise<RunResult> {
+  const record = await up(ctx, options);
+  let result: ExecResult | undefined;
+  try {
+    result = await execInTask(ctx, record.name, cmd, io, { tty: options.tty, sync: false });
+  } finally {
+    const downResult = await down(ctx, record.name);
+    if (result) result.sync = downResult.sync;
+  }
+  return { ...result, branch: record.branch };
+}

@@ -1,0 +1,64 @@
+import type { Writable } from 'node:stream';
+import type { Limits } from '../domain/limits.js';
+import type { TaskState } from '../domain/task.js';
+import { MoatError } from '../errors.js';
+import type { MoatContext } from './context.js';
+
+export interface TaskSummary {
+  name: string;
+  state: TaskState;
+  branch: string;
+  image: string;
+  template: string;
+  createdAt: string;
+  ageSeconds: number;
+  limits: Limits;
+  network: string;
+  /** Commits on the task branch beyond its base, as last synced. */
+  commits: number;
+  repoPath: string;
+  containerId?: string;
+}
+
+/** Tasks of the current repository (or of every repository with `all`), with the state the engine reports. */
+export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {}): Promise<TaskSummary[]> {
+  const records = options.all ? await ctx.store.listAll() : await ctx.store.list((await ctx.repo()).key);
+  const engine = await ctx.engine();
+  const now = Date.now();
+  return Promise.all(
+    records.map(async (record): Promise<TaskSummary> => {
+      let state: TaskState = record.state;
+      if (record.containerId) {
+        const info = await engine.inspectContainer(record.containerId);
+        state = !info ? 'missing' : info.running ? 'running' : 'exited';
+      } else if (state === 'running') state = 'missing';
+      let commits = 0;
+      if (!options.all) {
+        const repo = await ctx.repo();
+        commits = await repo.countCommits(record.baseCommit, record.syncedTip).catch(() => 0);
+      }
+      return {
+        name: record.name,
+        state,
+        branch: record.branch,
+        image: record.image,
+        template: record.template,
+        createdAt: record.createdAt,
+        ageSeconds: Math.max(0, Math.round((now - Date.parse(record.createdAt)) / 1000)),
+        limits: record.limits,
+        network: record.network,
+        commits,
+        repoPath: record.repoPath,
+        containerId: record.containerId,
+      };
+    }),
+  );
+}
+
+export async function taskLogs(ctx: MoatContext, task: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  if (!record.containerId) throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no container, so no logs`, { hint: `start one with moat reset ${task}` });
+  const engine = await ctx.engine();
+  await engine.logs(record.containerId, options, out, err);
+}

@@ -1,0 +1,136 @@
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MoatError } from '../errors.js';
+import { WORKSPACE_DIR } from '../domain/sandbox-spec.js';
+import type { TaskRecord } from '../domain/task.js';
+import { OBJECT_ID } from '../workspace/git.js';
+import type { UserRepository } from '../workspace/user-repo.js';
+import type { MoatContext } from './context.js';
+import { withWorkspaceContainer } from './task-container.js';
+
+/**
+ * Runs inside the sandbox, as the sandbox user: snapshots uncommitted work into a commit on a
+ * private index (so the agent's own index is untouched) and prints the branch tip and snapshot.
+ * The script is a constant; the branch and base are positional arguments, never spliced in.
+ */
+const SNAPSHOT_SCRIPT = `
+set -eu
+cd ${WORKSPACE_DIR}
+g() { timeout -s KILL 300 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c gc.auto=0 -c maintenance.auto=false "$@"; }
+tip=$(g rev-parse --verify -q "refs/heads/$1^{commit}" 2>/dev/null) || tip=""
+parent="\${tip:-$2}"
+idx=$(mktemp /tmp/.moat-index.XXXXXX)
+trap 'rm -f "$idx"' EXIT
+GIT_INDEX_FILE="$idx" g read-tree "$parent"
+GIT_INDEX_FILE="$idx" g add -A .
+tree=$(GIT_INDEX_FILE="$idx" g write-tree)
+wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "$parent" -m "moat: uncommitted work")
+g update-ref refs/moat/wip "$wip"
+echo "$tip $wip"
+`;
+
+const MAX_BUNDLE_BYTES = 2 * 1024 ** 3;
+
+export interface SyncResult {
+  task: string;
+  branch: string;
+  /** Tip of the task branch in the user's repository after the sync. */
+  tip: string;
+  /** Commits on the task branch that are not in its base. */
+  commits: number;
+  /** Snapshot of committed + uncommitted work, at refs/moat/wip/<task>. */
+  wip?: string;
+  /** Set when the user moved or deleted the branch: the task's work is parked at refs/moat/incoming/<task>. */
+  parkedAt?: string;
+  warning?: string;
+}
+
+export function wipRef(task: string): string {
+  return `refs/moat/wip/${task}`;
+}
+
+export function incomingRef(task: string): string {
+  return `refs/moat/incoming/${task}`;
+}
+
+/**
+ * Brings a task's commits home. The sandbox writes a git bundle to its stdout; moat stores it in
+ * a host-owned file and fetches from it into the user's repository. Host git never opens the
+ * sandbox's repository, so nothing planted there (hooks, config, links) can act on the host.
+ */
+export async function syncTask(ctx: MoatContext, repo: UserRepository, record: TaskRecord): Promise<SyncResult> {
+  const engine = await ctx.engine();
+  const user = `${record.user.uid}:${record.user.gid}`;
+  const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `sync-${process.pid}.bundle`);
+
+  const readWork = async (id: string) => {
+    const snap = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, 4096);
+    if (snap.exitCode !== 0) return { error: snap.stderr.trim().split('\n').pop() ?? `exit ${snap.exitCode}` };
+    const [tip = '', wip = ''] = snap.stdout.toString('utf8').trim().split(' ');
+    if ((tip && !OBJECT_ID.test(tip)) || !OBJECT_ID.test(wip)) return { error: 'the sandbox answered with something that is not a commit id' };
+    const refs = [...(tip ? [`refs/heads/${record.branch}`] : []), 'refs/moat/wip'];
+    const bundle = await engine.execCapture(
+      id,
+      { cmd: ['timeout', '-s', 'KILL', '600', 'git', '-c', 'core.hooksPath=/dev/null', 'bundle', 'create', '--quiet', '-', ...refs, `^${record.baseCommit}`], user, workdir: WORKSPACE_DIR },
+      MAX_BUNDLE_BYTES,
+    );
+    if (bundle.exitCode !== 0) return { error: bundle.stderr.trim().split('\n').pop() ?? `exit ${bundle.exitCode}` };
+    return { tip, wip, bundle: bundle.stdout };
+  };
+  let snapshot = await withWorkspaceContainer(ctx, record, readWork);
+  // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from
+  // coming home: read the same workspace from a fresh helper container instead.
+  if ('error' in snapshot && record.containerId) snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
+
+  if ('error' in snapshot) {
+    const current = (await repo.refValue(`refs/heads/${record.branch}`)) ?? record.syncedTip;
+    return {
+      task: record.name,
+      branch: record.branch,
+      tip: current,
+      commits: await repo.countCommits(record.baseCommit, current).catch(() => 0),
+      warning: `could not read the task's repository (${snapshot.error}); commits synced earlier are safe on ${record.branch}`,
+    };
+  }
+
+  try {
+    await writeFile(bundleFile, snapshot.bundle!, { mode: 0o600 });
+    // git leaves out of a bundle the refs whose commit is already in the base (no new commits,
+    // or a branch reset backwards); those need no transfer, the user's repository has them.
+    const heads = await repo.bundleHeads(bundleFile);
+    const specs = [`+refs/moat/wip:${wipRef(record.name)}`];
+    if (heads.has(`refs/heads/${record.branch}`)) specs.unshift(`+refs/heads/${record.branch}:${incomingRef(record.name)}`);
+    else if (snapshot.tip && !(await repo.refValue(snapshot.tip))) throw new Error(`commit ${snapshot.tip} is missing from the bundle`);
+    await repo.importBundle(bundleFile, heads.has('refs/moat/wip') ? specs : specs.filter((s) => !s.includes('refs/moat/wip')));
+  } catch (error) {
+    throw new MoatError('E_SYNC_FAILED', `could not bring ${record.name}'s commits home: ${(error as Error).message}`, {
+      hint: 'the task\'s work is still in its workspace; run `moat sync` again after fixing the cause',
+      cause: error,
+    });
+  } finally {
+    await rm(bundleFile, { force: true });
+  }
+
+  const result: SyncResult = { task: record.name, branch: record.branch, tip: record.syncedTip, commits: 0, wip: snapshot.wip };
+  if (snapshot.tip) {
+    const branchRef = `refs/heads/${record.branch}`;
+    const current = await repo.refValue(branchRef);
+    if (current === snapshot.tip) {
+      result.tip = current;
+    } else if (current === record.syncedTip && (await repo.compareAndSetRef(branchRef, snapshot.tip, current, `moat: sync task ${record.name}`))) {
+      result.tip = snapshot.tip;
+    } else {
+      // The user moved or deleted the branch since the last sync: never overwrite their choice.
+      result.tip = current ?? record.syncedTip;
+      result.parkedAt = incomingRef(record.name);
+      result.warning = `${record.branch} was ${current ? 'moved' : 'deleted'} outside moat; the task's latest work is at ${incomingRef(record.name)}`;
+    }
+    if (!result.parkedAt) {
+      await repo.deleteRef(incomingRef(record.name));
+      record.syncedTip = result.tip;
+      await ctx.store.save(record);
+    }
+  }
+  result.commits = await repo.countCommits(record.baseCommit, result.tip).catch(() => 0);
+  return result;
+}

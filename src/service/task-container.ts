@@ -1,0 +1,64 @@
+import { LABEL, resourceLabels } from '../domain/labels.js';
+import { sandboxSpec, type ContainerSpec } from '../domain/sandbox-spec.js';
+import type { TaskRecord } from '../domain/task.js';
+import type { ContainerEngine } from '../engine/engine.js';
+import { MOAT_VERSION } from '../version.js';
+import type { MoatContext } from './context.js';
+
+export function containerName(record: Pick<TaskRecord, 'repoKey' | 'name'>, role = 'task'): string {
+  const suffix = role === 'task' ? '' : `-${role}`;
+  return `moat-${record.repoKey}-${record.name}${suffix}`;
+}
+
+/** The hardened spec of a task's container, from its record alone (so `reset` rebuilds the same). */
+export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<string, string>, role = 'task'): ContainerSpec {
+  return sandboxSpec({
+    containerName: containerName(record, role),
+    taskName: record.name,
+    image: record.image,
+    workspacePath: ctx.store.workspacePath(record.repoKey, record.name),
+    uid: record.user.uid,
+    gid: record.user.gid,
+    limits: record.limits,
+    env,
+    labels: { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template },
+  });
+}
+
+/** Creates and starts a container; removes it again if starting fails. */
+export async function startContainer(engine: ContainerEngine, spec: ContainerSpec): Promise<string> {
+  const id = await engine.createContainer(spec);
+  try {
+    await engine.startContainer(id);
+  } catch (error) {
+    await engine.removeContainer(id).catch(() => undefined);
+    throw error;
+  }
+  return id;
+}
+
+/** The task's container if it is running. */
+export async function runningContainer(engine: ContainerEngine, record: TaskRecord): Promise<string | undefined> {
+  if (!record.containerId) return undefined;
+  const info = await engine.inspectContainer(record.containerId);
+  return info?.running ? info.id : undefined;
+}
+
+/**
+ * Runs `fn` against a container that sees the task's workspace: the task's own when it runs,
+ * otherwise a short-lived one made from the same spec (after `down`, a crash or an engine restart).
+ */
+export async function withWorkspaceContainer<T>(ctx: MoatContext, record: TaskRecord, fn: (id: string) => Promise<T>, options: { helper?: boolean } = {}): Promise<T> {
+  const engine = await ctx.engine();
+  const running = options.helper ? undefined : await runningContainer(engine, record);
+  if (running) return fn(running);
+  const spec = taskSpec(ctx, record, {}, 'helper');
+  // A helper left by a crash would block the name.
+  await engine.removeContainer(spec.name).catch(() => undefined);
+  const id = await startContainer(engine, spec);
+  try {
+    return await fn(id);
+  } finally {
+    await engine.removeContainer(id).catch(() => undefined);
+  }
+}

@@ -1,0 +1,93 @@
+import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
+import type { TaskRecord } from '../domain/task.js';
+import { MoatError } from '../errors.js';
+import { ensureTemplateImage } from '../image/template-image.js';
+import { createTaskWorkspace } from '../workspace/task-workspace.js';
+import type { MoatContext } from './context.js';
+import { taskEnv } from './task-env.js';
+import { startContainer, taskSpec } from './task-container.js';
+
+export interface UpOptions {
+  task?: string;
+  template?: string;
+  base?: string;
+}
+
+/** Undo steps of a half-made task, run newest first when a later step fails. */
+class Rollback {
+  private readonly steps: Array<() => Promise<unknown>> = [];
+  add(step: () => Promise<unknown>): void {
+    this.steps.push(step);
+  }
+  async run(): Promise<void> {
+    for (const step of this.steps.reverse()) await step().catch(() => undefined);
+  }
+}
+
+/**
+ * Creates a task: branch `moat/<name>` at the base, a workspace repository cloned from it, and a
+ * hardened container that sees only that workspace. Everything that can fail without side
+ * effects (names, config, engine, image) is checked first; after that, a failure undoes every
+ * step already taken.
+ */
+export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<TaskRecord> {
+  const name = options.task === undefined ? generateTaskName() : validateTaskName(options.task);
+  const repo = await ctx.repo();
+  const config = await ctx.effectiveConfig(repo);
+  const baseRef = options.base ?? 'HEAD';
+  const baseCommit = await repo.resolveCommit(baseRef);
+  const branch = taskBranch(name);
+  if (await repo.refValue(`refs/heads/${branch}`)) {
+    throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
+  }
+  const env = taskEnv(config, ctx.env);
+  const engine = await ctx.engine();
+  const user = ctx.sandboxUser(config);
+  const template = options.template ?? config.template;
+  const image = await ensureTemplateImage(engine, { template, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress });
+
+  const record: TaskRecord = {
+    name,
+    repoKey: repo.key,
+    repoPath: repo.path,
+    branch,
+    baseCommit,
+    baseRef,
+    syncedTip: baseCommit,
+    template,
+    image,
+    limits: config.limits,
+    network: config.network,
+    user,
+    createdAt: new Date().toISOString(),
+    state: 'creating',
+    creatorPid: process.pid,
+  };
+  const rollback = new Rollback();
+  try {
+    await ctx.store.reserve(record);
+    rollback.add(() => ctx.store.remove(record.repoKey, name));
+    await repo.createRef(`refs/heads/${branch}`, baseCommit);
+    rollback.add(() => repo.deleteRef(`refs/heads/${branch}`, baseCommit));
+    const identity = { ...(await repo.userIdentity()), ...config.git };
+    await createTaskWorkspace({
+      repo,
+      branch,
+      baseCommit,
+      path: ctx.store.workspacePath(record.repoKey, name),
+      identity,
+      owner: user.uid === ctx.hostUser.uid ? undefined : user,
+    });
+    const spec = taskSpec(ctx, record, env);
+    const id = await startContainer(engine, spec);
+    rollback.add(() => engine.removeContainer(id));
+    record.containerId = id;
+    record.state = 'running';
+    delete record.creatorPid;
+    await ctx.store.save(record);
+    return record;
+  } catch (error) {
+    await rollback.run();
+    throw error;
+  }
+}

@@ -1,0 +1,83 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MoatError } from '../errors.js';
+import type { TaskRecord } from '../domain/task.js';
+
+/**
+ * Task records on the host, one JSON file per task under `<home>/repos/<repoKey>/tasks/<name>/`.
+ * The workspace the sandbox writes lives beside it; the record itself is never mounted.
+ */
+export class TaskStore {
+  constructor(readonly home: string) {}
+
+  /** Short hash of the home directory: labels resources so that each home collects only its own. */
+  get homeKey(): string {
+    return createHash('sha256').update(this.home).digest('hex').slice(0, 12);
+  }
+
+  taskDir(repoKey: string, name: string): string {
+    return join(this.home, 'repos', repoKey, 'tasks', name);
+  }
+
+  workspacePath(repoKey: string, name: string): string {
+    return join(this.taskDir(repoKey, name), 'workspace');
+  }
+
+  private recordPath(repoKey: string, name: string): string {
+    return join(this.taskDir(repoKey, name), 'task.json');
+  }
+
+  async get(repoKey: string, name: string): Promise<TaskRecord | undefined> {
+    try {
+      return JSON.parse(await readFile(this.recordPath(repoKey, name), 'utf8')) as TaskRecord;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new MoatError('E_INTERNAL', `task record of ${name} is unreadable: ${(error as Error).message}`, { hint: `inspect or remove ${this.recordPath(repoKey, name)}`, cause: error });
+    }
+  }
+
+  async require(repoKey: string, name: string): Promise<TaskRecord> {
+    const record = await this.get(repoKey, name);
+    if (!record) throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(name)} in this repository`, { hint: 'list tasks with `moat ls`' });
+    return record;
+  }
+
+  /** Reserves the task directory; fails if the task exists (mkdir is atomic, so two `up`s cannot both win). */
+  async reserve(record: TaskRecord): Promise<void> {
+    await mkdir(join(this.home, 'repos', record.repoKey, 'tasks'), { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(this.taskDir(record.repoKey, record.name), { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new MoatError('E_TASK_EXISTS', `task ${record.name} already exists`, { hint: 'choose another --task name, or `moat rm` the old one' });
+      }
+      throw error;
+    }
+    await this.save(record);
+  }
+
+  /** Atomic write: a crash leaves the old record or the new one, never half of one. */
+  async save(record: TaskRecord): Promise<void> {
+    const file = this.recordPath(record.repoKey, record.name);
+    const tmp = `${file}.${process.pid}.tmp`;
+    await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, file);
+  }
+
+  async remove(repoKey: string, name: string): Promise<void> {
+    await rm(this.taskDir(repoKey, name), { recursive: true, force: true, maxRetries: 2 });
+  }
+
+  async list(repoKey: string): Promise<TaskRecord[]> {
+    const dir = join(this.home, 'repos', repoKey, 'tasks');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const records = await Promise.all(names.map((name) => this.get(repoKey, name).catch(() => undefined)));
+    return records.filter((r): r is TaskRecord => r !== undefined).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  async listAll(): Promise<TaskRecord[]> {
+    const repos = await readdir(join(this.home, 'repos')).catch(() => [] as string[]);
+    return (await Promise.all(repos.map((key) => this.list(key)))).flat();
+  }
+}
