@@ -24,6 +24,25 @@ export async function findEngine(env: NodeJS.ProcessEnv = process.env): Promise<
     }
     candidates.push({ kind: wanted ?? 'docker', socketPath: env.DOCKER_HOST.slice('unix://'.length), source: 'DOCKER_HOST' });
   }
+  // An engine the user named explicitly is the only one we may talk to: falling back to another
+  // socket would run their tasks somewhere they did not choose.
+  if (candidates.length > 0) {
+    const chosen = candidates[0]!;
+    const info = await stat(chosen.socketPath).catch(() => undefined);
+    if (!info?.isSocket()) {
+      throw new MoatError('E_ENGINE_UNREACHABLE', `no engine socket at ${chosen.socketPath} (from ${chosen.source})`, {
+        hint: `start the engine, or fix/unset ${chosen.source}`,
+      });
+    }
+    try {
+      await access(chosen.socketPath, constants.R_OK | constants.W_OK);
+    } catch {
+      throw new MoatError('E_ENGINE_PERMISSION', `permission denied on the engine socket ${chosen.socketPath}`, {
+        hint: 'add yourself to the docker group (sudo usermod -aG docker $USER, then log in again) or use rootless Docker/Podman',
+      });
+    }
+    return chosen;
+  }
   const runtimeDir = env.XDG_RUNTIME_DIR;
   if (wanted !== 'podman') {
     candidates.push({ kind: 'docker', socketPath: '/var/run/docker.sock', source: 'default' });

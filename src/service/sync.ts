@@ -14,19 +14,26 @@ import { withWorkspaceContainer } from './task-container.js';
  * The script is a constant; the branch and base are positional arguments, never spliced in.
  */
 const SNAPSHOT_SCRIPT = `
-set -eu
-cd ${WORKSPACE_DIR}
-g() { timeout -s KILL 300 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c gc.auto=0 -c maintenance.auto=false "$@"; }
+set -u
+cd ${WORKSPACE_DIR} || exit 3
+g() { timeout -s KILL 120 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c gc.auto=0 -c maintenance.auto=false "$@"; }
 tip=$(g rev-parse --verify -q "refs/heads/$1^{commit}" 2>/dev/null) || tip=""
-parent="\${tip:-$2}"
-idx=$(mktemp /tmp/.moat-index.XXXXXX)
-trap 'rm -f "$idx"' EXIT
-GIT_INDEX_FILE="$idx" g read-tree "$parent"
-GIT_INDEX_FILE="$idx" g add -A .
-tree=$(GIT_INDEX_FILE="$idx" g write-tree)
-wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "$parent" -m "moat: uncommitted work")
-g update-ref refs/moat/wip "$wip"
-echo "$tip $wip"
+# Best effort: the agent's own config (filters, attributes) can break "git add"; commits still sync.
+wip=""
+nbig=0
+idx=$(mktemp /tmp/.moat-index.XXXXXX) && {
+  export GIT_INDEX_FILE="$idx"
+  # Files over 50 MiB stay out of the snapshot (they would land in the user's object store);
+  # they are counted so the review can say so.
+  big=$(mktemp /tmp/.moat-big.XXXXXX)
+  find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big"
+  nbig=$(wc -l < "$big")
+  if g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree); then
+    wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "\${tip:-$2}" -m "moat: uncommitted work") && g update-ref refs/moat/wip "$wip" || wip=""
+  fi
+  rm -f "$idx" "$big"
+} >/dev/null 2>&1
+echo "$tip $wip \${nbig:-0}"
 `;
 
 const MAX_BUNDLE_BYTES = 2 * 1024 ** 3;
@@ -43,6 +50,8 @@ export interface SyncResult {
   /** Set when the user moved or deleted the branch: the task's work is parked at refs/moat/incoming/<task>. */
   parkedAt?: string;
   warning?: string;
+  /** Uncommitted files over 50 MiB left out of the snapshot. */
+  skippedLarge?: number;
 }
 
 export function wipRef(task: string): string {
@@ -66,16 +75,20 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
   const readWork = async (id: string) => {
     const snap = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, 4096);
     if (snap.exitCode !== 0) return { error: snap.stderr.trim().split('\n').pop() ?? `exit ${snap.exitCode}` };
-    const [tip = '', wip = ''] = snap.stdout.toString('utf8').trim().split(' ');
-    if ((tip && !OBJECT_ID.test(tip)) || !OBJECT_ID.test(wip)) return { error: 'the sandbox answered with something that is not a commit id' };
-    const refs = [...(tip ? [`refs/heads/${record.branch}`] : []), 'refs/moat/wip'];
+    const [tip = '', wip = '', big = '0'] = snap.stdout.toString('utf8').replace(/\n$/, '').split(' ');
+    const skippedLarge = Number.parseInt(big, 10) || 0;
+    if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id' };
+    const refs = [...(tip ? [`refs/heads/${record.branch}`] : []), ...(wip ? ['refs/moat/wip'] : [])];
+    if (refs.length === 0) return { error: `the task's repository has no ${record.branch} branch` };
+    // Nothing new at all: git refuses an empty bundle, and there is nothing to carry.
+    if (!wip && tip === record.baseCommit) return { tip, wip: undefined, bundle: undefined, skippedLarge };
     const bundle = await engine.execCapture(
       id,
       { cmd: ['timeout', '-s', 'KILL', '600', 'git', '-c', 'core.hooksPath=/dev/null', 'bundle', 'create', '--quiet', '-', ...refs, `^${record.baseCommit}`], user, workdir: WORKSPACE_DIR },
       MAX_BUNDLE_BYTES,
     );
     if (bundle.exitCode !== 0) return { error: bundle.stderr.trim().split('\n').pop() ?? `exit ${bundle.exitCode}` };
-    return { tip, wip, bundle: bundle.stdout };
+    return { tip, wip: wip || undefined, bundle: bundle.stdout, skippedLarge };
   };
   let snapshot = await withWorkspaceContainer(ctx, record, readWork);
   // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from
@@ -94,14 +107,8 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
   }
 
   try {
-    await writeFile(bundleFile, snapshot.bundle!, { mode: 0o600 });
-    // git leaves out of a bundle the refs whose commit is already in the base (no new commits,
-    // or a branch reset backwards); those need no transfer, the user's repository has them.
-    const heads = await repo.bundleHeads(bundleFile);
-    const specs = [`+refs/moat/wip:${wipRef(record.name)}`];
-    if (heads.has(`refs/heads/${record.branch}`)) specs.unshift(`+refs/heads/${record.branch}:${incomingRef(record.name)}`);
-    else if (snapshot.tip && !(await repo.refValue(snapshot.tip))) throw new Error(`commit ${snapshot.tip} is missing from the bundle`);
-    await repo.importBundle(bundleFile, heads.has('refs/moat/wip') ? specs : specs.filter((s) => !s.includes('refs/moat/wip')));
+    if (!snapshot.wip) await repo.deleteRef(wipRef(record.name));
+    if (snapshot.bundle) await importBundle(repo, record, bundleFile, snapshot.bundle, snapshot.tip);
   } catch (error) {
     throw new MoatError('E_SYNC_FAILED', `could not bring ${record.name}'s commits home: ${(error as Error).message}`, {
       hint: 'the task\'s work is still in its workspace; run `moat sync` again after fixing the cause',
@@ -111,7 +118,7 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
     await rm(bundleFile, { force: true });
   }
 
-  const result: SyncResult = { task: record.name, branch: record.branch, tip: record.syncedTip, commits: 0, wip: snapshot.wip };
+  const result: SyncResult = { task: record.name, branch: record.branch, tip: record.syncedTip, commits: 0, wip: snapshot.wip, skippedLarge: snapshot.skippedLarge };
   if (snapshot.tip) {
     const branchRef = `refs/heads/${record.branch}`;
     const current = await repo.refValue(branchRef);
@@ -133,4 +140,16 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
   }
   result.commits = await repo.countCommits(record.baseCommit, result.tip).catch(() => 0);
   return result;
+}
+
+async function importBundle(repo: UserRepository, record: TaskRecord, bundleFile: string, bundle: Buffer, tip: string): Promise<void> {
+  await writeFile(bundleFile, bundle, { mode: 0o600 });
+  // git leaves out of a bundle the refs whose commit is already in the base (no new commits,
+  // or a branch reset backwards); those need no transfer, the user's repository has them.
+  const heads = await repo.bundleHeads(bundleFile);
+  const specs: string[] = [];
+  if (heads.has(`refs/heads/${record.branch}`)) specs.push(`+refs/heads/${record.branch}:${incomingRef(record.name)}`);
+  else if (tip && !(await repo.refValue(tip))) throw new Error(`commit ${tip} is missing from the bundle`);
+  if (heads.has('refs/moat/wip')) specs.push(`+refs/moat/wip:${wipRef(record.name)}`);
+  if (specs.length > 0) await repo.importBundle(bundleFile, specs);
 }

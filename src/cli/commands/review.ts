@@ -29,6 +29,7 @@ export function registerReview(program: Command, cli: CliContext): void {
       const out = cli.output(opts.json);
       const result = await cli.moat(out).diff(task, { patch: !opts.stat && !opts.nameOnly, stat: opts.stat });
       if (!opts.json) {
+        if (result.sync.skippedLarge) out.note(`${result.sync.skippedLarge} uncommitted file(s) over 50 MiB are not shown (they stay in the task's workspace)`);
         for (const file of result.flagged) out.note(`flag: ${file.path}: ${file.flags.map((f) => FLAG_TEXT[f]).join(', ')}${file.linkTarget !== undefined ? ` -> ${JSON.stringify(file.linkTarget)}` : ''}`);
       }
       out.result(result, () => (opts.nameOnly ? result.files.map((f) => f.path).join('\n') : opts.stat ? (result.stat ?? '') : (result.patch ?? '')));

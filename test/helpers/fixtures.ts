@@ -1,0 +1,93 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import Docker from 'dockerode';
+import { Moat } from '../../src/index.js';
+import { findEngine } from '../../src/engine/find-engine.js';
+
+export const GIT_ENV = { GIT_AUTHOR_NAME: 'Test User', GIT_AUTHOR_EMAIL: 'test@example.invalid', GIT_COMMITTER_NAME: 'Test User', GIT_COMMITTER_EMAIL: 'test@example.invalid' };
+
+export function sh(cmd: string, args: string[], cwd: string, env: Record<string, string> = {}): string {
+  return execFileSync(cmd, args, { cwd, env: { ...process.env, ...GIT_ENV, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function gitIn(cwd: string, ...args: string[]): string {
+  return sh('git', args, cwd).trim();
+}
+
+/** A scratch world for one test: a user repository with one commit, a moat home, a user config. */
+export class Scratch {
+  readonly root: string;
+  readonly repo: string;
+  readonly home: string;
+  readonly config: string;
+  private readonly moats: Moat[] = [];
+
+  constructor(options: { commit?: boolean; name?: string } = {}) {
+    this.root = mkdtempSync(join(tmpdir(), 'moat-test-'));
+    this.repo = join(this.root, options.name ?? 'repo');
+    this.home = join(this.root, 'home');
+    this.config = join(this.root, 'config.yaml');
+    mkdirSync(this.repo, { recursive: true });
+    gitIn(this.repo, 'init', '-q', '--initial-branch=main');
+    gitIn(this.repo, 'config', 'user.name', 'Test User');
+    gitIn(this.repo, 'config', 'user.email', 'test@example.invalid');
+    if (options.commit !== false) {
+      writeFileSync(join(this.repo, 'README.md'), '# sample\n');
+      writeFileSync(join(this.repo, 'app.sh'), '#!/bin/sh\necho app\n');
+      gitIn(this.repo, 'add', '-A');
+      gitIn(this.repo, 'commit', '-qm', 'initial');
+    }
+  }
+
+  env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return { ...process.env, MOAT_HOME: this.home, MOAT_CONFIG: this.config, ...extra };
+  }
+
+  moat(options: { cwd?: string; env?: Record<string, string> } = {}): Moat {
+    const moat = new Moat({ cwd: options.cwd ?? this.repo, env: this.env(options.env) });
+    this.moats.push(moat);
+    return moat;
+  }
+
+  writeConfig(yaml: string): void {
+    writeFileSync(this.config, yaml);
+  }
+
+  /** Removes every engine resource this scratch home made, then the files. Runs on failure too. */
+  async cleanup(): Promise<void> {
+    const moat = this.moats[0] ?? this.moat();
+    const endpoint = await findEngine();
+    const docker = new Docker({ socketPath: endpoint.socketPath });
+    const filters = { label: [`moat.home=${moat.context.store.homeKey}`] };
+    for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    for (const n of await docker.listNetworks({ filters })) await docker.getNetwork(n.Id).remove().catch(() => undefined);
+    // Workspaces may hold files of the sandbox uid; root removes them, others own them.
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Collects a command's output for assertions. */
+export function captureIO(input?: string) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
+  let stdin: PassThrough | undefined;
+  if (input !== undefined) {
+    stdin = new PassThrough();
+    stdin.end(input);
+  }
+  return { io: { stdout, stderr, stdin }, out: () => out, err: () => err };
+}
+
+export async function inspect(id: string): Promise<Docker.ContainerInspectInfo> {
+  const endpoint = await findEngine();
+  return new Docker({ socketPath: endpoint.socketPath }).getContainer(id).inspect();
+}
+
+export const MOAT_BIN = join(import.meta.dirname, '..', '..', 'bin', 'moat.js');

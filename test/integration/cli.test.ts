@@ -1,0 +1,75 @@
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+
+/** The real binary, as a user runs it: exit codes, one-line errors with hints, --json. */
+describe('moat CLI', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  function moat(args: string[], options: { cwd?: string; input?: string } = {}) {
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: options.cwd ?? scratch.repo, env: scratch.env(), encoding: 'utf8', input: options.input ?? '' });
+    return { code: result.status, out: result.stdout, err: result.stderr };
+  }
+
+  it('up --json, exec passes the status through and pipes stdin, ls --json, down, rm', () => {
+    const up = moat(['up', '--task', 'cli', '--json']);
+    expect(up.code, up.err).toBe(0);
+    expect(JSON.parse(up.out)).toMatchObject({ name: 'cli', branch: 'moat/cli', state: 'running' });
+
+    const exec = moat(['exec', 'cli', '--', 'sh', '-c', 'cat; exit 9'], { input: 'piped\n' });
+    expect(exec.code).toBe(9);
+    expect(exec.out).toBe('piped\n');
+
+    const ls = moat(['ls', '--json']);
+    expect(JSON.parse(ls.out)[0]).toMatchObject({ name: 'cli', state: 'running' });
+
+    expect(moat(['down', 'cli']).code).toBe(0);
+    const rm = moat(['rm', 'cli', '--json']);
+    expect(rm.code).toBe(0);
+    expect(JSON.parse(rm.out)).toMatchObject({ task: 'cli' });
+  });
+
+  it.each([
+    [['up', '--task', 'Bad Name'], 2, /invalid task name/],
+    [['exec', 'ghost', '--', 'true'], 6, /no task named "ghost"/],
+    [['frobnicate'], 2, /unknown command/],
+  ])('%j fails with exit %i, one line and a hint', (args, code, message) => {
+    const result = moat(args);
+    expect(result.code).toBe(code);
+    expect(result.err).toMatch(message);
+    expect(result.err).toMatch(/hint: /);
+    expect(result.err.split('\n').filter((l) => l.startsWith('moat: error')).length).toBe(1);
+  });
+
+  it('outside a repository: exit 5 with a hint', () => {
+    const result = moat(['up'], { cwd: scratch.root });
+    expect(result.code).toBe(5);
+    expect(result.err).toMatch(/not inside a git repository/);
+  });
+
+  it('a bad config names file:line:col, exit 3, and --json carries the code', () => {
+    writeFileSync(join(scratch.repo, 'moat.yaml'), 'template: shell\nlimits:\n  pids: many\n');
+    const result = moat(['up', '--task', 'cfg', '--json']);
+    expect(result.code).toBe(3);
+    expect(result.err).toContain(`${join(scratch.repo, 'moat.yaml')}:3:9: limits.pids:`);
+    expect(JSON.parse(result.out).error).toMatchObject({ code: 'E_CONFIG_INVALID', exitCode: 3 });
+  });
+
+  it('every command has --help with a description', () => {
+    for (const command of ['up', 'exec', 'shell', 'run', 'ls', 'logs', 'down', 'reset', 'rm', 'gc', 'doctor', 'sync', 'diff', 'merge', 'apply', 'templates']) {
+      const result = moat([command, '--help']);
+      expect(result.code, command).toBe(0);
+      expect(result.out, command).toMatch(/Usage: moat/);
+    }
+  });
+
+  it('doctor reports the engine and what is enforced', () => {
+    const result = moat(['doctor', '--json']);
+    const report = JSON.parse(result.out);
+    expect(report.checks.find((c: { name: string }) => c.name === 'engine').status).toBe('ok');
+    expect(report.enforcement.network).toMatch(/none/);
+  });
+});
