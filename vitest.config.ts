@@ -9,6 +9,7 @@ export default defineConfig({
     // Two cores: integration files each start containers; more workers only add contention.
     maxWorkers: 2,
     minWorkers: 1,
-    reporters: ['default'],
+    // The JSON report lets .ci/run print a plain 'N passed, N failed' line.
+    reporters: ['default', ['json', { outputFile: 'test-results/results.json' }]],
   },
 });

@@ -35,7 +35,7 @@ export async function main(argv: string[]): Promise<number> {
     .enablePositionalOptions()
     .showSuggestionAfterError()
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+    .configureOutput({ writeErr: (text) => process.stderr.write(text), outputError: () => undefined })
     .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal;\nexec, run and shell exit with the command\'s own status (128+N when killed by signal N).');
   registerLifecycle(program, cli);
   registerExec(program, cli);
@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.exitCode === 0 || error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
-      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat --help, or moat <command> --help' }), json);
+      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test' }), json);
     }
     return reportError(error, json);
   }

@@ -67,7 +67,8 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   const record = await ctx.store.require(repo.key, task);
   const engine = await ctx.engine();
   // Commits the agent made since the last sync count too: read them (from a helper if need be).
-  await syncTask(ctx, repo, record).catch(() => undefined);
+  // Forced, everything is discarded anyway, so there is nothing to read.
+  if (!options.force) await syncTask(ctx, repo, record).catch(() => undefined);
   const unmerged = await unmergedCommits(ctx, record);
   if (unmerged > 0 && !options.force) {
     throw new MoatError('E_CONFIRM', `task ${task} has ${unmerged} commit(s) not merged into your current branch`, {

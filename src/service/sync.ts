@@ -17,7 +17,9 @@ const SNAPSHOT_SCRIPT = `
 set -u
 cd ${WORKSPACE_DIR} || exit 3
 g() { timeout -s KILL 120 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c gc.auto=0 -c maintenance.auto=false "$@"; }
-tip=$(g rev-parse --verify -q "refs/heads/$1^{commit}" 2>/dev/null) || tip=""
+# A missing branch prints nothing; a failure (say, no fork left after a fork bomb) must not pass
+# for one, or the host would think the task has no commits: fail, and a fresh helper retries.
+tip=$(g for-each-ref --format="%(objectname)" "refs/heads/$1") || exit 5
 # Best effort: the agent's own config (filters, attributes) can break "git add"; commits still sync.
 wip=""
 nbig=0
@@ -34,6 +36,14 @@ idx=$(mktemp /tmp/.moat-index.XXXXXX) && {
   rm -f "$idx" "$big"
 } >/dev/null 2>&1
 echo "$tip $wip \${nbig:-0}"
+# Nothing new at all: git refuses an empty bundle, and there is nothing to carry.
+if [ -z "$wip" ] && [ "$tip" = "$2" ]; then exit 0; fi
+refs=""
+[ -n "$tip" ] && refs="refs/heads/$1"
+[ -n "$wip" ] && refs="$refs refs/moat/wip"
+[ -n "$refs" ] || exit 4
+# The bundle follows the header line on stdout, so one exec carries everything home.
+timeout -s KILL 600 git -c core.hooksPath=/dev/null bundle create --quiet - $refs "^$2"
 `;
 
 const MAX_BUNDLE_BYTES = 2 * 1024 ** 3;
@@ -73,22 +83,14 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `sync-${process.pid}.bundle`);
 
   const readWork = async (id: string) => {
-    const snap = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, 4096);
-    if (snap.exitCode !== 0) return { error: snap.stderr.trim().split('\n').pop() ?? `exit ${snap.exitCode}` };
-    const [tip = '', wip = '', big = '0'] = snap.stdout.toString('utf8').replace(/\n$/, '').split(' ');
-    const skippedLarge = Number.parseInt(big, 10) || 0;
+    const run = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, MAX_BUNDLE_BYTES);
+    const newline = run.stdout.indexOf(0x0a);
+    if (run.exitCode !== 0 || newline < 0) return { error: run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}` };
+    const [tip = '', wip = '', big = '0'] = run.stdout.subarray(0, newline).toString('utf8').split(' ');
     if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id' };
-    const refs = [...(tip ? [`refs/heads/${record.branch}`] : []), ...(wip ? ['refs/moat/wip'] : [])];
-    if (refs.length === 0) return { error: `the task's repository has no ${record.branch} branch` };
-    // Nothing new at all: git refuses an empty bundle, and there is nothing to carry.
-    if (!wip && tip === record.baseCommit) return { tip, wip: undefined, bundle: undefined, skippedLarge };
-    const bundle = await engine.execCapture(
-      id,
-      { cmd: ['timeout', '-s', 'KILL', '600', 'git', '-c', 'core.hooksPath=/dev/null', 'bundle', 'create', '--quiet', '-', ...refs, `^${record.baseCommit}`], user, workdir: WORKSPACE_DIR },
-      MAX_BUNDLE_BYTES,
-    );
-    if (bundle.exitCode !== 0) return { error: bundle.stderr.trim().split('\n').pop() ?? `exit ${bundle.exitCode}` };
-    return { tip, wip: wip || undefined, bundle: bundle.stdout, skippedLarge };
+    if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch` };
+    const bundle = run.stdout.subarray(newline + 1);
+    return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number.parseInt(big, 10) || 0 };
   };
   let snapshot = await withWorkspaceContainer(ctx, record, readWork);
   // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from

@@ -48,7 +48,7 @@ describe('exec', () => {
   it('a fork bomb hits the pids limit, moat says so, and the task stays usable', async () => {
     const cap = captureIO();
     // The bomb runs in its own session so its whole process group can be killed afterwards.
-    const bomb = 'setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & sleep 2; for i in 1 2 3 4 5 6 7 8; do kill -9 -- -$! 2>/dev/null; sleep 0.2; done; exit 3';
+    const bomb = 'setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & pg=$!; sleep 2; while kill -9 -$pg 2>/dev/null; do sleep 0.1; done; exit 3';
     const result = await moat.exec('ex', ['sh', '-c', bomb], cap.io, { sync: false });
     expect(result.exitCode).toBe(3);
     expect(result.reason.kind).toBe('pids-limit');
@@ -60,6 +60,8 @@ describe('exec', () => {
 
   it('a sandbox that killed its own processes is back with one reset', async () => {
     await moat.exec('ex', ['sh', '-c', 'kill -9 -1; sleep 1'], captureIO().io, { sync: false });
+    // The engine notices the main process died a moment later.
+    for (let i = 0; i < 100 && (await moat.ls()).find((t) => t.name === 'ex')!.state === 'running'; i += 1) await new Promise((r) => setTimeout(r, 100));
     await expect(moat.exec('ex', ['true'], captureIO().io, { sync: false })).rejects.toMatchObject({ code: 'E_TASK_NOT_RUNNING' });
     await moat.reset('ex');
     expect((await moat.exec('ex', ['true'], captureIO().io, { sync: false })).exitCode).toBe(0);

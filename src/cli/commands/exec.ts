@@ -48,7 +48,6 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('-t, --tty', 'allocate a terminal')
     .option('-w, --workdir <dir>', 'working directory inside (default /workspace)')
     .option('--no-sync', 'do not bring commits home afterwards')
-    .passThroughOptions()
     .addHelpText('after', '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c')
     .action(async (task: string, command: string[], opts: { tty?: boolean; workdir?: string; sync: boolean }) => {
       const { io, restore } = terminalIO(Boolean(opts.tty));
@@ -83,7 +82,6 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('-t, --template <name>', 'template')
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
     .option('--tty', 'allocate a terminal')
-    .passThroughOptions()
     .addHelpText('after', '\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"')
     .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean }) => {
       const { io, restore } = terminalIO(Boolean(opts.tty));
