@@ -6,18 +6,26 @@ import { findEngine } from '../../src/engine/find-engine.js';
  * skips. After the suite, any container, network or volume labelled by moat is a leak
  * and fails the run too (the check covers every resource labelled moat.task).
  */
+/** Resources that existed before the suite (a user's own tasks) are not the suite's leaks. */
+const before = new Set<string>();
+
 export async function setup(): Promise<void> {
   const endpoint = await findEngine();
-  await new Docker({ socketPath: endpoint.socketPath }).ping();
+  const docker = new Docker({ socketPath: endpoint.socketPath });
+  await docker.ping();
+  const filters = { label: ['moat.task'] };
+  for (const c of await docker.listContainers({ all: true, filters })) before.add(c.Id);
+  for (const n of await docker.listNetworks({ filters })) before.add(n.Id);
+  for (const v of (await docker.listVolumes({ filters })).Volumes ?? []) before.add(v.Name);
 }
 
 export async function teardown(): Promise<void> {
   const endpoint = await findEngine();
   const docker = new Docker({ socketPath: endpoint.socketPath });
   const filters = { label: ['moat.task'] };
-  const containers = await docker.listContainers({ all: true, filters });
-  const networks = await docker.listNetworks({ filters });
-  const volumes = (await docker.listVolumes({ filters })).Volumes ?? [];
+  const containers = (await docker.listContainers({ all: true, filters })).filter((c) => !before.has(c.Id));
+  const networks = (await docker.listNetworks({ filters })).filter((n) => !before.has(n.Id));
+  const volumes = ((await docker.listVolumes({ filters })).Volumes ?? []).filter((v) => !before.has(v.Name));
   const leftovers = [...containers.map((c) => `container ${c.Names[0]}`), ...networks.map((n) => `network ${n.Name}`), ...volumes.map((v) => `volume ${v.Name}`)];
   if (leftovers.length > 0) {
     await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));

@@ -1,0 +1,60 @@
+// moat's benchmark: `moat run -- true` (network off, cached image, task repository created and
+// removed) against `docker run --rm` with the same hardening flags, alternating the two in one
+// run so that both see the same machine state. Prints medians, spread and the ratio, and writes
+// bench/results/latest.json. Not a test: nothing here asserts a time.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 15);
+const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
+const root = mkdtempSync(join(tmpdir(), 'moat-bench-'));
+const repo = join(root, 'repo');
+mkdirSync(repo);
+const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'b', GIT_AUTHOR_EMAIL: 'b@b.invalid', GIT_COMMITTER_NAME: 'b', GIT_COMMITTER_EMAIL: 'b@b.invalid' };
+execFileSync('git', ['init', '-q', repo]);
+writeFileSync(join(repo, 'file.txt'), 'x\n');
+execFileSync('git', ['add', '-A'], { cwd: repo });
+execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml') };
+
+function timed(cmd, args, options = {}) {
+  const start = process.hrtime.bigint();
+  const result = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...options });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);
+  return ms;
+}
+
+// The image moat would run, so docker runs exactly the same thing.
+const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
+execFileSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env });
+const image = up.image;
+const uid = `${up.user.uid}:${up.user.gid}`;
+const dockerArgs = ['run', '--rm', '--network', 'none', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--init', '--user', uid,
+  '--memory', '2g', '--memory-swap', '2g', '--cpus', '2', '--pids-limit', '512', '--ulimit', 'nofile=4096:4096', '--tmpfs', '/tmp:size=512m', '--tmpfs', '/home/agent:size=512m',
+  '-v', `${repo}:/workspace`, '--label', 'moat.task=bench', image, 'true'];
+
+const scenarios = {
+  'moat run -- true (task created, run, synced, removed)': (i) =>
+    timed(process.execPath, [bin, 'run', '--task', `b${i}`, '--', 'true'], { cwd: repo, env }) + timed(process.execPath, [bin, 'rm', '--force', `b${i}`], { cwd: repo, env }),
+  'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
+};
+const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
+for (let i = 0; i < rounds; i += 1) {
+  for (const [name, run] of Object.entries(scenarios)) samples[name].push(run(i));
+}
+rmSync(root, { recursive: true, force: true });
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
+const [moatRow, dockerRow] = rows;
+const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
+console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
+console.log('| scenario | median ms | p10 ms | p90 ms |\n|---|---|---|---|');
+for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} |`);
+console.log(`ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2)`);
+mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: moatRow.median / dockerRow.median }, null, 2));
