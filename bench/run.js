@@ -37,8 +37,7 @@ const dockerArgs = ['run', '--rm', '--network', 'none', '--read-only', '--cap-dr
   '-v', `${repo}:/workspace`, '--label', 'moat.task=bench', image, 'true'];
 
 const scenarios = {
-  'moat run -- true (task created, run, synced, removed)': (i) =>
-    timed(process.execPath, [bin, 'run', '--task', `b${i}`, '--', 'true'], { cwd: repo, env }) + timed(process.execPath, [bin, 'rm', '--force', `b${i}`], { cwd: repo, env }),
+  'moat run --rm -- true (task repo and branch created, run, synced, removed)': (i) => timed(process.execPath, [bin, 'run', '--rm', '--task', `b${i}`, '--', 'true'], { cwd: repo, env }),
   'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
 };
 const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));

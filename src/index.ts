@@ -2,70 +2,7 @@
  * moat's library API. The CLI (src/cli) is a thin layer over these calls; everything it can do,
  * a program can do by creating a {@link Moat} and calling its methods.
  */
-import type { ExecIO } from './engine/engine.js';
-import { MoatContext, type MoatOptions } from './service/context.js';
-import { doctor } from './service/doctor.js';
-import { execInTask, type ExecOptions } from './service/exec.js';
-import { gc } from './service/gc.js';
-import { down, remove, reset, run } from './service/lifecycle.js';
-import { listTasks, taskLogs } from './service/list.js';
-import { applyTask, diffTask, mergeTask, type MergeStrategy } from './service/review.js';
-import { syncTask } from './service/sync.js';
-import { up, type UpOptions } from './service/up.js';
-import type { Writable } from 'node:stream';
-
-export class Moat {
-  readonly context: MoatContext;
-
-  constructor(options: MoatOptions = {}) {
-    this.context = new MoatContext(options);
-  }
-
-  up(options?: UpOptions) {
-    return up(this.context, options);
-  }
-  exec(task: string, cmd: string[], io: ExecIO, options?: ExecOptions) {
-    return execInTask(this.context, task, cmd, io, options);
-  }
-  run(cmd: string[], io: ExecIO, options?: UpOptions & { tty?: boolean }) {
-    return run(this.context, cmd, io, options);
-  }
-  ls(options?: { all?: boolean }) {
-    return listTasks(this.context, options);
-  }
-  logs(task: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable) {
-    return taskLogs(this.context, task, options, out, err);
-  }
-  down(task: string) {
-    return down(this.context, task);
-  }
-  reset(task: string) {
-    return reset(this.context, task);
-  }
-  rm(task: string, options?: { force?: boolean }) {
-    return remove(this.context, task, options);
-  }
-  gc() {
-    return gc(this.context);
-  }
-  doctor() {
-    return doctor(this.context);
-  }
-  async sync(task: string) {
-    const repo = await this.context.repo();
-    return syncTask(this.context, repo, await this.context.store.require(repo.key, task));
-  }
-  diff(task: string, options?: { patch?: boolean; stat?: boolean }) {
-    return diffTask(this.context, task, options);
-  }
-  merge(task: string, options?: { strategy?: MergeStrategy; yes?: boolean }) {
-    return mergeTask(this.context, task, options);
-  }
-  apply(task: string, options?: { yes?: boolean }) {
-    return applyTask(this.context, task, options);
-  }
-}
-
+export { Moat } from './moat.js';
 export { MoatError, isMoatError, ExitCode, type ErrorCode } from './errors.js';
 export type { MoatOptions } from './service/context.js';
 export type { UpOptions } from './service/up.js';
@@ -77,7 +14,8 @@ export { DockerEngine } from './engine/docker-engine.js';
 export { findEngine } from './engine/find-engine.js';
 export { configSchema, type MoatConfig } from './config/schema.js';
 export { configJsonSchema } from './config/json-schema.js';
-export { parseConfig, loadConfigFile } from './config/load.js';
+export { loadConfigFile } from './config/load.js';
+export { parseConfig } from './config/parse.js';
 export { effectiveConfig } from './config/effective.js';
 export { sandboxSpec, type ContainerSpec } from './domain/sandbox-spec.js';
 export { LABEL } from './domain/labels.js';

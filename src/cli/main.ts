@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { Moat } from '../index.js';
+import { Moat } from '../moat.js';
 import { MOAT_VERSION } from '../version.js';
 import { ExitCode, MoatError } from '../errors.js';
 import { registerExec } from './commands/exec.js';

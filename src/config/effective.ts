@@ -1,7 +1,10 @@
 import { MoatError } from '../errors.js';
 import { DEFAULT_LIMITS, LIMIT_CONFIG_KEY, widenedLimits, type Limits } from '../domain/limits.js';
 import { parseSize } from '../domain/size.js';
-import { REPO_ALLOWED_KEYS, type MoatConfig } from './schema.js';
+import type { MoatConfig } from './schema.js';
+
+/** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
+export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git'] as const;
 
 /** The settings a task actually runs with, after the user's grants and the repository's narrowing. */
 export interface EffectiveConfig {

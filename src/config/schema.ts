@@ -67,6 +67,3 @@ export const configSchema = z
   .describe('moat configuration: ~/.config/moat/config.yaml (yours) or moat.yaml at a repository root (the repository\'s, which may only narrow).');
 
 export type MoatConfig = z.infer<typeof configSchema>;
-
-/** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
-export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git'] as const;

@@ -3,7 +3,6 @@ import { resolvePaths, type MoatPaths } from '../config/paths.js';
 import { loadConfigFile } from '../config/load.js';
 import { effectiveConfig, type EffectiveConfig } from '../config/effective.js';
 import type { MoatConfig } from '../config/schema.js';
-import { DockerEngine } from '../engine/docker-engine.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { findEngine } from '../engine/find-engine.js';
 import { TaskStore } from '../state/task-store.js';
@@ -40,7 +39,8 @@ export class MoatContext {
     this.store = new TaskStore(this.paths.home);
     this.progress = options.progress ?? (() => undefined);
     this.hostUser = options.hostUser ?? { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000 };
-    this.engineFactory = options.engine ?? (async () => new DockerEngine(await findEngine(this.env)));
+    // dockerode loads only when a command needs the engine.
+    this.engineFactory = options.engine ?? (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await findEngine(this.env)));
   }
 
   /** The engine, found and checked once per context; a dead daemon fails here, before anything is made. */

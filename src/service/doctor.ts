@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { runProcess } from '../workspace/run-process.js';
 import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 import { isMoatError } from '../errors.js';
 import type { EngineInfo } from '../engine/engine.js';
@@ -35,7 +35,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
   const enforcement: Record<string, string> = {};
 
-  const gitVersion = await execa('git', ['--version'], { reject: false });
+  const gitVersion = await runProcess('git', ['--version'], { cwd: ctx.cwd, env: { PATH: ctx.env.PATH ?? '/usr/bin:/bin' } });
   checks.push(
     gitVersion.exitCode === 0
       ? { name: 'git', status: 'ok', detail: String(gitVersion.stdout).trim() }

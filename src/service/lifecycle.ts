@@ -3,6 +3,7 @@ import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import type { ExecIO } from '../engine/engine.js';
 import { removeTaskWorkspace } from '../workspace/task-workspace.js';
+import { assertObjectId, git } from '../workspace/git.js';
 import type { MoatContext } from './context.js';
 import { execInTask, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
@@ -24,7 +25,7 @@ export async function down(ctx: MoatContext, task: string): Promise<DownResult> 
   const sync = await syncTask(ctx, repo, record);
   let removed = false;
   if (record.containerId) {
-    await engine.stopContainer(record.containerId, 3);
+    // The work is synced; the sandbox holds nothing worth a graceful stop.
     await engine.removeContainer(record.containerId);
     removed = true;
   }
@@ -100,10 +101,15 @@ async function unmergedCommits(ctx: MoatContext, record: TaskRecord): Promise<nu
 
 export interface RunResult extends ExecResult {
   branch: string;
+  /** With `rm`: the task was removed because it left nothing behind. */
+  removed: boolean;
 }
 
-/** up + exec + down: the branch and its commits stay. */
-export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: UpOptions & { tty?: boolean } = {}): Promise<RunResult> {
+/**
+ * up + exec + down: the branch and its commits stay. With `rm`, a task that left no commits and no
+ * uncommitted work is removed afterwards, like `docker run --rm`; one with work is always kept.
+ */
+export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: UpOptions & { tty?: boolean; rm?: boolean } = {}): Promise<RunResult> {
   const record = await up(ctx, options);
   let result: ExecResult | undefined;
   try {
@@ -112,5 +118,20 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
     const downResult = await down(ctx, record.name);
     if (result) result.sync = downResult.sync;
   }
-  return { ...result, branch: record.branch };
+  const sync = result.sync;
+  const nothingLeft = sync !== undefined && !sync.warning && sync.commits === 0 && (await workIsEmpty(ctx, record.baseCommit, sync.wip));
+  let removed = false;
+  if (options.rm && nothingLeft) {
+    await remove(ctx, record.name, { force: true });
+    removed = true;
+  }
+  return { ...result, branch: record.branch, removed };
+}
+
+/** Does the snapshot of uncommitted work hold anything beyond the base? */
+async function workIsEmpty(ctx: MoatContext, base: string, wip: string | undefined): Promise<boolean> {
+  if (!wip) return true;
+  const repo = await ctx.repo();
+  const changed = await git(['diff', '--quiet', assertObjectId(base, 'base'), assertObjectId(wip, 'wip')], { cwd: repo.path, allowExit: [1] });
+  return changed.exitCode === 0;
 }

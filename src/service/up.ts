@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
@@ -70,17 +71,17 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     await repo.createRef(`refs/heads/${branch}`, baseCommit);
     rollback.add(() => repo.deleteRef(`refs/heads/${branch}`, baseCommit));
     const identity = { ...(await repo.userIdentity()), ...config.git };
-    await createTaskWorkspace({
-      repo,
-      branch,
-      baseCommit,
-      path: ctx.store.workspacePath(record.repoKey, name),
-      identity,
-      owner: user.uid === ctx.hostUser.uid ? undefined : user,
-    });
-    const spec = taskSpec(ctx, record, env);
-    const id = await startContainer(engine, spec);
-    rollback.add(() => engine.removeContainer(id));
+    const workspacePath = ctx.store.workspacePath(record.repoKey, name);
+    // The container only needs the workspace directory to exist; it runs nothing until the first
+    // exec, after `up` returns. So the clone and the container start overlap.
+    await mkdir(workspacePath, { mode: 0o755 });
+    const container = startContainer(engine, taskSpec(ctx, record, env));
+    const workspace = createTaskWorkspace({ repo, branch, baseCommit, path: workspacePath, identity, owner: user.uid === ctx.hostUser.uid ? undefined : user });
+    const [started, cloned] = await Promise.allSettled([container, workspace]);
+    if (started.status === 'fulfilled') rollback.add(() => engine.removeContainer(started.value));
+    if (started.status === 'rejected') throw started.reason;
+    if (cloned.status === 'rejected') throw cloned.reason;
+    const id = started.value;
     record.containerId = id;
     record.state = 'running';
     delete record.creatorPid;

@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { runProcess } from './run-process.js';
 import { MoatError } from '../errors.js';
 
 /**
@@ -47,32 +47,21 @@ export interface GitOptions {
 }
 
 export async function git(args: string[], options: GitOptions): Promise<GitResult> {
-  let result;
-  try {
-    result = await execa('git', [...HARDENING, ...args], {
-      cwd: options.cwd,
-      env: { ...gitEnv(), ...(options.env ?? {}) },
-      extendEnv: false,
-      reject: false,
-      stripFinalNewline: !options.raw,
-      input: options.input,
-      maxBuffer: 256 * 1024 * 1024,
-    });
-  } catch (error) {
-    throw new MoatError('E_GIT_FAILED', `could not run git: ${(error as Error).message}`, { hint: 'install git (apt-get install git)', cause: error });
+  const result = await runProcess('git', [...HARDENING, ...args], { cwd: options.cwd, env: { ...gitEnv(), ...(options.env ?? {}) }, input: options.input });
+  if (result.exitCode === undefined) {
+    throw new MoatError('E_GIT_FAILED', `could not run git: ${result.error?.message ?? 'unknown error'}`, { hint: 'install git (apt-get install git)', cause: result.error });
   }
-  if ((result as { failed?: boolean }).failed && result.exitCode === undefined) {
-    throw new MoatError('E_GIT_FAILED', `could not run git: ${result.shortMessage ?? 'unknown error'}`, { hint: 'install git (apt-get install git)' });
-  }
-  const exitCode = result.exitCode ?? 1;
+  const stdout = options.raw ? result.stdout : result.stdout.replace(/\n$/, '');
+  const stderr = result.stderr.replace(/\n$/, '');
+  const exitCode = result.exitCode;
   if (exitCode !== 0 && !(options.allowExit ?? []).includes(exitCode)) {
-    const firstLine = (result.stderr || result.stdout).split('\n').find((line) => line.trim()) ?? `exit ${exitCode}`;
+    const firstLine = (stderr || stdout).split('\n').find((line) => line.trim()) ?? `exit ${exitCode}`;
     throw new MoatError('E_GIT_FAILED', `git ${args[0]} failed: ${firstLine.replace(/^(fatal|error): /, '')}`, {
       hint: 'run the same git command yourself to see the whole message',
-      details: { args, exitCode, stderr: result.stderr.slice(0, 4000) },
+      details: { args, exitCode, stderr: stderr.slice(0, 4000) },
     });
   }
-  return { stdout: String(result.stdout), stderr: String(result.stderr), exitCode };
+  return { stdout, stderr, exitCode };
 }
 
 /** Full object ids only: refs chosen by a sandbox never reach a host git command line. */

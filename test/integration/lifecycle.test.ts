@@ -187,3 +187,17 @@ describe('bad input changes nothing', () => {
     await expectNothingMade(s);
   });
 });
+
+describe('run --rm', () => {
+  it('removes a task that left nothing, keeps one with work', async () => {
+    const s = scratch();
+    const moat = s.moat();
+    const empty = await moat.run(['true'], captureIO().io, { task: 'empty', rm: true });
+    expect(empty.removed).toBe(true);
+    expect(branches(s.repo)).toEqual(['refs/heads/main']);
+    const kept = await moat.run(['sh', '-c', 'echo x > untracked-work.txt'], captureIO().io, { task: 'kept', rm: true });
+    expect(kept.removed).toBe(false);
+    expect(branches(s.repo)).toContain('refs/heads/moat/kept');
+    expect(await containersOf(s)).toEqual([]);
+  });
+});

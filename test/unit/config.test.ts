@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/config/parse.js';
 import { effectiveConfig } from '../../src/config/effective.js';
 import { configJsonSchema } from '../../src/config/json-schema.js';
 import { DEFAULT_LIMITS } from '../../src/domain/limits.js';

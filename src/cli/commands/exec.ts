@@ -82,12 +82,14 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('-t, --template <name>', 'template')
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
     .option('--tty', 'allocate a terminal')
+    .option('--rm', 'remove the task afterwards if it left no commits and no uncommitted work')
     .addHelpText('after', '\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"')
-    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean }) => {
+    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean }) => {
       const { io, restore } = terminalIO(Boolean(opts.tty));
       try {
-        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty });
-        cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}); ${result.sync?.commits ?? 0} commit(s) on ${result.branch}`);
+        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty, rm: opts.rm });
+        if (result.removed) cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}) and was removed: it left no work`);
+        else cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}); ${result.sync?.commits ?? 0} commit(s) on ${result.branch}`);
         cli.setExit(report(cli, result));
       } finally {
         restore();
