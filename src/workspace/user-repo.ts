@@ -18,14 +18,13 @@ export class UserRepository {
   ) {}
 
   static async open(cwd: string): Promise<UserRepository> {
-    const result = await git(['rev-parse', '--is-bare-repository', '--show-toplevel', '--git-common-dir'], { cwd, allowExit: [128] }).catch((error: unknown) => {
-      throw error;
-    });
-    if (result.exitCode !== 0) {
+    const probe = await git(['rev-parse', '--is-bare-repository', '--git-common-dir'], { cwd, allowExit: [128] });
+    if (probe.exitCode !== 0) {
       throw new MoatError('E_NOT_GIT_REPO', `${cwd} is not inside a git repository`, { hint: 'cd into your project, or run `git init` and commit first' });
     }
-    const [bare, top, common] = result.stdout.split('\n');
-    if (bare === 'true' || !top) {
+    const [bare, common] = probe.stdout.split('\n');
+    const top = bare === 'true' ? undefined : (await git(['rev-parse', '--show-toplevel'], { cwd, allowExit: [128] })).stdout.trim();
+    if (!top) {
       throw new MoatError('E_NOT_GIT_REPO', `${cwd} is a bare repository (no working tree)`, { hint: 'run moat in a checkout: git clone <bare> <dir> && cd <dir>' });
     }
     const topReal = await realpath(top);

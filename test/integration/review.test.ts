@@ -1,0 +1,131 @@
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+
+const scratches: Scratch[] = [];
+function scratch(options?: ConstructorParameters<typeof Scratch>[0]): Scratch {
+  const s = new Scratch(options);
+  scratches.push(s);
+  return s;
+}
+afterEach(async () => {
+  await Promise.all(scratches.splice(0).map((s) => s.cleanup()));
+});
+
+async function taskWithCommits(s: Scratch, task: string, script: string) {
+  const moat = s.moat();
+  await moat.up({ task });
+  const cap = captureIO();
+  const result = await moat.exec(task, ['sh', '-c', script], cap.io);
+  expect(result.exitCode, cap.err()).toBe(0);
+  return moat;
+}
+
+describe('merge, apply and the user\'s checkout', () => {
+  it.each(['merge', 'squash', 'rebase'] as const)('%s brings the commits into the current branch', async (strategy) => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'm', 'echo one > one.txt && git add -A && git commit -qm one && echo two > two.txt && git add -A && git commit -qm two');
+    const result = await moat.merge('m', { strategy });
+    expect(result.commits).toBe(2);
+    expect(readFileSync(join(s.repo, 'two.txt'), 'utf8')).toBe('two\n');
+    const subjects = gitIn(s.repo, 'log', '--format=%s').split('\n');
+    if (strategy === 'merge') expect(subjects[0]).toMatch(/^Merge moat task m/);
+    if (strategy === 'squash') expect(subjects.slice(0, 2)).toEqual([expect.stringMatching(/squashed 2 commit/), 'initial']);
+    if (strategy === 'rebase') expect(subjects.slice(0, 3)).toEqual(['two', 'one', 'initial']);
+    expect(gitIn(s.repo, 'status', '--porcelain')).toBe('');
+  });
+
+  it('refuses a dirty checkout and changes nothing', async () => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'd', 'echo x > x.txt && git add -A && git commit -qm x');
+    writeFileSync(join(s.repo, 'README.md'), 'my unsaved work\n');
+    const head = gitIn(s.repo, 'rev-parse', 'HEAD');
+    await expect(moat.merge('d')).rejects.toMatchObject({ code: 'E_DIRTY_CHECKOUT', exitCode: 7 });
+    expect(gitIn(s.repo, 'rev-parse', 'HEAD')).toBe(head);
+    expect(readFileSync(join(s.repo, 'README.md'), 'utf8')).toBe('my unsaved work\n');
+  });
+
+  it.each(['merge', 'squash', 'rebase'] as const)('%s: a conflict leaves no half-merged state', async (strategy) => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'c', 'echo agent > README.md && git commit -qam agent');
+    writeFileSync(join(s.repo, 'README.md'), 'user\n');
+    gitIn(s.repo, 'commit', '-qam', 'user change');
+    const head = gitIn(s.repo, 'rev-parse', 'HEAD');
+    await expect(moat.merge('c', { strategy })).rejects.toMatchObject({ code: 'E_MERGE_CONFLICT' });
+    expect(gitIn(s.repo, 'rev-parse', 'HEAD')).toBe(head);
+    expect(gitIn(s.repo, 'status', '--porcelain')).toBe('');
+    expect(readFileSync(join(s.repo, 'README.md'), 'utf8')).toBe('user\n');
+  });
+
+  it('refuses on a detached HEAD', async () => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'h', 'echo x > x && git add x && git commit -qm x');
+    gitIn(s.repo, 'checkout', '-q', '--detach');
+    await expect(moat.merge('h')).rejects.toMatchObject({ code: 'E_GIT_HEAD' });
+  });
+
+  it('apply lays committed and uncommitted work on the checkout, unstaged', async () => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'a', 'echo c > committed.txt && git add -A && git commit -qm c && echo u > uncommitted.txt');
+    const result = await moat.apply('a');
+    expect(result.files).toBe(2);
+    expect(readFileSync(join(s.repo, 'uncommitted.txt'), 'utf8')).toBe('u\n');
+    expect(gitIn(s.repo, 'log', '--format=%s')).toBe('initial');
+  });
+
+  it('a branch the user moved is never overwritten: new work is parked', async () => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'mv', 'echo 1 > f && git add f && git commit -qm first');
+    gitIn(s.repo, 'branch', '-f', 'moat/mv', 'main');
+    await moat.exec('mv', ['sh', '-c', 'echo 2 > f && git commit -qam second'], captureIO().io, { sync: false });
+    const sync = await moat.sync('mv');
+    expect(sync.parkedAt).toBe('refs/moat/incoming/mv');
+    expect(sync.warning).toMatch(/moved outside moat/);
+    expect(gitIn(s.repo, 'rev-parse', 'moat/mv')).toBe(gitIn(s.repo, 'rev-parse', 'main'));
+    expect(gitIn(s.repo, 'log', '-1', '--format=%s', 'refs/moat/incoming/mv')).toBe('second');
+    await expect(moat.merge('mv')).rejects.toMatchObject({ code: 'E_BRANCH_MOVED' });
+  });
+
+  it('a deleted task branch loses nothing: the work is parked', async () => {
+    const s = scratch();
+    const moat = await taskWithCommits(s, 'del', 'echo 1 > f && git add f && git commit -qm first');
+    gitIn(s.repo, 'branch', '-D', 'moat/del');
+    const sync = await moat.sync('del');
+    expect(sync.warning).toMatch(/deleted outside moat/);
+    expect(gitIn(s.repo, 'log', '-1', '--format=%s', 'refs/moat/incoming/del')).toBe('first');
+  });
+
+  it('the base branch may go away: the task keeps working', async () => {
+    const s = scratch();
+    gitIn(s.repo, 'checkout', '-q', '-b', 'feature');
+    const moat = await taskWithCommits(s, 'gone', 'echo 1 > f && git add f && git commit -qm on-feature');
+    gitIn(s.repo, 'checkout', '-q', 'main');
+    gitIn(s.repo, 'branch', '-D', 'feature');
+    const diff = await moat.diff('gone', { stat: true });
+    expect(diff.commits).toBe(1);
+    expect((await moat.merge('gone')).commits).toBe(1);
+  });
+
+  it('works in a repository on a path with spaces, and with submodules', async () => {
+    const s = scratch({ name: 'my repo with spaces' });
+    const sub = join(s.root, 'sub repo');
+    mkdirSync(sub);
+    gitIn(sub, 'init', '-q');
+    writeFileSync(join(sub, 'x'), 'x\n');
+    gitIn(sub, 'add', '-A');
+    gitIn(sub, '-c', 'user.name=t', '-c', 'user.email=t@t.invalid', 'commit', '-qm', 'sub');
+    gitIn(s.repo, '-c', 'protocol.file.allow=always', 'submodule', 'add', '-q', sub, 'vendor/sub');
+    gitIn(s.repo, 'commit', '-qm', 'add submodule');
+    const moat = await taskWithCommits(s, 'sp', 'echo y > y.txt && git add y.txt && git commit -qm y');
+    expect((await moat.diff('sp')).files.map((f) => f.path)).toEqual(['y.txt']);
+    expect((await moat.merge('sp')).commits).toBe(1);
+  });
+
+  it('a bare repository is refused with a hint', async () => {
+    const s = scratch();
+    const bare = join(s.root, 'bare.git');
+    gitIn(s.root, 'clone', '-q', '--bare', s.repo, bare);
+    await expect(s.moat({ cwd: bare }).up({ task: 'b' })).rejects.toMatchObject({ code: 'E_NOT_GIT_REPO', hint: expect.stringMatching(/checkout/) });
+  });
+});
