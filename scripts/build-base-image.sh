@@ -11,9 +11,10 @@ image="${MOAT_BASE_IMAGE:-moat-base:bookworm}"
 suite="${MOAT_DEBIAN_SUITE:-bookworm}"
 mirror="${MOAT_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 docker_bin="${DOCKER:-docker}"
-# The packages every template needs: git for the task repository, tini-free (`--init` uses the
+# The packages every template needs: git for the task repository, socat for the egress relay
+# (the sandbox's only way out is a unix socket to the gateway; `--init` uses the
 # engine's own), procps/curl so that agents and the demo find the usual tools.
-packages="git,ca-certificates,curl,procps,less,openssh-client,xz-utils"
+packages="git,ca-certificates,curl,procps,less,openssh-client,xz-utils,socat"
 
 if [[ "${1:-}" != "--force" ]] && "$docker_bin" image inspect "$image" >/dev/null 2>&1; then
   echo "base image $image already present (use --force to rebuild)"

@@ -12,6 +12,9 @@ import { applyTask, diffTask, mergeTask, type MergeStrategy } from './service/re
 import { syncTask } from './service/sync.js';
 import { up, type UpOptions } from './service/up.js';
 import type { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { changeEgress, egressLog } from './service/egress.js';
+import { egressDir } from './gateway/task-egress.js';
 
 export class Moat {
   readonly context: MoatContext;
@@ -59,6 +62,15 @@ export class Moat {
   }
   merge(task: string, options?: { strategy?: MergeStrategy; yes?: boolean }) {
     return mergeTask(this.context, task, options);
+  }
+  changeEgress(task: string, change: { allow?: string[]; deny?: string[] }) {
+    return changeEgress(this.context, task, change);
+  }
+  egress(task: string) {
+    return egressLog(this.context, task);
+  }
+  egressFile(repoKey: string, task: string) {
+    return join(egressDir(this.context.store.taskDir(repoKey, task)), 'audit.jsonl');
   }
   apply(task: string, options?: { yes?: boolean }) {
     return applyTask(this.context, task, options);

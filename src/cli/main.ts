@@ -6,6 +6,7 @@ import { registerExec } from './commands/exec.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerLifecycle } from './commands/lifecycle.js';
 import { registerReview } from './commands/review.js';
+import { registerEgress } from './commands/egress.js';
 import { createOutput, reportError, type Output } from './output.js';
 
 export interface CliContext {
@@ -41,6 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   registerExec(program, cli);
   registerInspect(program, cli);
   registerReview(program, cli);
+  registerEgress(program, cli);
 
   try {
     await program.parseAsync(argv);

@@ -2,16 +2,20 @@ import { MoatError } from '../errors.js';
 import { DEFAULT_LIMITS, LIMIT_CONFIG_KEY, widenedLimits, type Limits } from '../domain/limits.js';
 import { parseSize } from '../domain/size.js';
 import type { MoatConfig } from './schema.js';
+import { buildPolicy, type NetworkMode } from '../domain/egress-policy.js';
 
 /** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
-export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git'] as const;
+export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git', 'egress'] as const;
+
+const NETWORK_WIDTH: Record<NetworkMode, number> = { none: 0, allowlist: 1, open: 2 };
 
 /** The settings a task actually runs with, after the user's grants and the repository's narrowing. */
 export interface EffectiveConfig {
   template: string;
   baseImage: string;
   limits: Limits;
-  network: 'none';
+  network: NetworkMode;
+  egress: { allow: string[]; deny: string[] };
   env: Record<string, string>;
   envPassthrough: string[];
   git: { name?: string; email?: string };
@@ -47,6 +51,13 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
   for (const key of widenedLimits(granted, requested)) {
     widening.push(`${LIMIT_CONFIG_KEY[key]} above the ${granted[key]} you granted (raise "${LIMIT_CONFIG_KEY[key]}" in your user config)`);
   }
+  const userNetwork = user.network ?? 'none';
+  if (repo.network && NETWORK_WIDTH[repo.network] > NETWORK_WIDTH[userNetwork]) {
+    widening.push(`network: ${repo.network} wider than your ${userNetwork} (set "network" in your user config)`);
+  }
+  if (repo.egress?.allow?.length) {
+    widening.push(`egress.allow ${repo.egress.allow.join(', ')} (grant hosts in your user config's "egress.allow" or with moat up --allow)`);
+  }
   if (widening.length > 0) {
     throw new MoatError('E_CONFIG_WIDENS', `${repoFile} asks for more than you granted: ${widening.join('; ')}`, {
       hint: 'a repository may only narrow the sandbox; remove those keys from the repository config or grant them in ~/.config/moat/config.yaml',
@@ -57,10 +68,21 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     template: repo.template ?? user.template ?? 'shell',
     baseImage: user.baseImage ?? DEFAULT_BASE_IMAGE,
     limits: { ...granted, ...requested },
-    network: 'none',
+    network: repo.network ?? userNetwork,
+    egress: { allow: [...(user.egress?.allow ?? [])], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])] },
     env: { ...(user.env ?? {}) },
     envPassthrough: [...(user.envPassthrough ?? [])],
     git: { ...(user.git ?? {}), ...(repo.git ?? {}) },
     sandboxUid: user.sandboxUid ?? 1000,
   };
+}
+
+/** Checks egress rules up front, so a typo is a config error and not a silent "denied" later. */
+export function checkEgressRules(mode: NetworkMode, allow: string[], deny: string[], where: string): void {
+  const policy = buildPolicy(mode, allow, deny);
+  if ('errors' in policy) {
+    throw new MoatError('E_CONFIG_INVALID', `${where}: ${policy.errors[0]}${policy.errors.length > 1 ? ` (and ${policy.errors.length - 1} more)` : ''}`, {
+      hint: 'egress entries are host names, *.domain wildcards, host:port, IP addresses or CIDR blocks',
+    });
+  }
 }

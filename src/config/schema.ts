@@ -44,8 +44,15 @@ export const configSchema = z
       .optional(),
     limits: limitsSchema.optional(),
     network: z
-      .enum(['none'])
-      .describe('Outbound network of each task. "none": no network at all (the only mode until the egress gateway lands).')
+      .enum(['none', 'allowlist', 'open'])
+      .describe('Outbound network of each task. "none" (default): no network at all. "allowlist": only egress.allow, through moat\'s gateway. "open": any public address, through the gateway, logged.')
+      .optional(),
+    egress: z
+      .strictObject({
+        allow: z.array(z.string().min(1).max(300)).describe('Hosts a task may reach: "example.com", "*.example.com" (subdomains only), "host:443", an IP or a CIDR block ("10.1.2.0/24", needed for internal addresses).').optional(),
+        deny: z.array(z.string().min(1).max(300)).describe('Hosts never reachable; deny wins over allow.').optional(),
+      })
+      .describe('Egress rules for network: allowlist (and deny rules for open). A repository may add deny rules only.')
       .optional(),
     env: z
       .record(envName, z.string().max(65536))

@@ -17,6 +17,8 @@ export interface ContainerSpec {
   labels: Record<string, string>;
   /** The only host path the sandbox sees. */
   workspaceMount: { source: string; target: string };
+  /** With a network: the directory holding the gateway's socket, read-only. */
+  egressMount?: { source: string; target: string };
   tmpfs: Record<string, string>;
   limits: Limits;
   readOnlyRoot: true;
@@ -39,7 +41,13 @@ export interface SandboxInput {
   limits: Limits;
   env: Record<string, string>;
   labels: Record<string, string>;
+  /** Host directory with the gateway's socket, when the task has a network. */
+  egressSocketDir?: string;
 }
+
+/** Where programs in the sandbox find the gateway: a relay on loopback to the socket. */
+export const PROXY_PORT = 3128;
+const EGRESS_TARGET = '/moat/egress';
 
 /**
  * The hardening every task gets. Nothing here is configurable upward: limits come from the
@@ -53,11 +61,17 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     hostname: `moat-${input.taskName}`.slice(0, 63),
     user: `${uid}:${gid}`,
     workdir: WORKSPACE_DIR,
-    // Keeps the container alive between execs; the engine's init (tini) reaps zombies.
-    command: ['sleep', 'infinity'],
+    // Keeps the container alive between execs; the engine's init (tini) reaps zombies. With a
+    // network, the keep-alive is the relay from loopback to the gateway's socket: the sandbox
+    // still has no network interface, so programs that ignore the proxy variables get nowhere.
+    command: input.egressSocketDir
+      ? ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`]
+      : ['sleep', 'infinity'],
+    egressMount: input.egressSocketDir ? { source: input.egressSocketDir, target: EGRESS_TARGET } : undefined,
     env: {
       // The user's grants first: moat's own variables must win so the sandbox stays consistent.
       ...input.env,
+      ...(input.egressSocketDir ? proxyEnv() : {}),
       HOME: SANDBOX_HOME,
       USER: 'agent',
       LOGNAME: 'agent',
@@ -83,4 +97,10 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     logMaxBytes: 10 * 1024 ** 2,
     logMaxFiles: 3,
   };
+}
+
+function proxyEnv(): Record<string, string> {
+  const proxy = `http://127.0.0.1:${PROXY_PORT}`;
+  const local = 'localhost,127.0.0.1,::1';
+  return { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: local, no_proxy: local };
 }

@@ -1,4 +1,5 @@
 import type { Limits } from './limits.js';
+import type { NetworkMode } from './egress-policy.js';
 
 /** Where a task is in its life. `creating` left behind by a crash is what `gc` collects. */
 export type TaskState = 'creating' | 'running' | 'stopped' | 'exited' | 'missing';
@@ -19,7 +20,9 @@ export interface TaskRecord {
   template: string;
   image: string;
   limits: Limits;
-  network: 'none';
+  network: NetworkMode;
+  /** Egress rules granted at creation; `moat allow`/`deny` change the live copy the gateway reads. */
+  egress?: { allow: string[]; deny: string[] };
   /** uid:gid the sandbox runs as. */
   user: { uid: number; gid: number };
   createdAt: string;

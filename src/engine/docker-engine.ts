@@ -99,7 +99,10 @@ export class DockerEngine implements ContainerEngine {
         NetworkDisabled: spec.network === 'none',
         StopSignal: 'SIGTERM',
         HostConfig: {
-          Mounts: [{ Type: 'bind', Source: spec.workspaceMount.source, Target: spec.workspaceMount.target, ReadOnly: false, BindOptions: { Propagation: 'rprivate' } }],
+          Mounts: [
+            { Type: 'bind', Source: spec.workspaceMount.source, Target: spec.workspaceMount.target, ReadOnly: false, BindOptions: { Propagation: 'rprivate' } },
+            ...(spec.egressMount ? [{ Type: 'bind' as const, Source: spec.egressMount.source, Target: spec.egressMount.target, ReadOnly: true, BindOptions: { Propagation: 'rprivate' as const } }] : []),
+          ],
           Tmpfs: spec.tmpfs,
           ReadonlyRootfs: spec.readOnlyRoot,
           CapDrop: spec.capDrop,

@@ -10,6 +10,7 @@ import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
 import { up, type UpOptions } from './up.js';
+import { openTaskEgress, removeTaskEgress } from './egress.js';
 
 export interface DownResult {
   task: string;
@@ -43,6 +44,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   await syncTask(ctx, repo, record).catch(() => undefined);
   if (record.containerId) await engine.removeContainer(record.containerId);
   const config = await ctx.effectiveConfig(repo);
+  if (record.network !== 'none') await openTaskEgress(ctx, record);
   const spec = taskSpec(ctx, record, taskEnv(config, ctx.env));
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
@@ -82,6 +84,7 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
     await engine.removeContainer(container.id);
   }
   await removeTaskWorkspace(ctx.store.workspacePath(record.repoKey, task));
+  await removeTaskEgress(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
   const branchDeleted = await repo.deleteRef(branchRef);
   await repo.deleteRef(wipRef(task));

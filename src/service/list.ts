@@ -3,6 +3,7 @@ import type { Limits } from '../domain/limits.js';
 import type { TaskState } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import type { MoatContext } from './context.js';
+import { egressCounts } from './egress.js';
 
 export interface TaskSummary {
   name: string;
@@ -16,6 +17,8 @@ export interface TaskSummary {
   network: string;
   /** Commits on the task branch beyond its base, as last synced. */
   commits: number;
+  /** Outbound attempts through the gateway, from the audit log. */
+  egress: { allowed: number; denied: number };
   repoPath: string;
   containerId?: string;
 }
@@ -48,6 +51,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         limits: record.limits,
         network: record.network,
         commits,
+        egress: await egressCounts(ctx, record),
         repoPath: record.repoPath,
         containerId: record.containerId,
       };

@@ -4,6 +4,7 @@ import type { TaskRecord } from '../domain/task.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { MOAT_VERSION } from '../version.js';
 import type { MoatContext } from './context.js';
+import { socketDir } from '../gateway/task-egress.js';
 
 export function containerName(record: Pick<TaskRecord, 'repoKey' | 'name'>, role = 'task'): string {
   const suffix = role === 'task' ? '' : `-${role}`;
@@ -21,6 +22,8 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
     gid: record.user.gid,
     limits: record.limits,
     env,
+    // Helpers only read the workspace: they never get the way out.
+    egressSocketDir: record.network !== 'none' && role === 'task' ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
     labels: { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template },
   });
 }

@@ -1,4 +1,7 @@
 import { mkdir } from 'node:fs/promises';
+import { checkEgressRules } from '../config/effective.js';
+import type { NetworkMode } from '../domain/egress-policy.js';
+import { openTaskEgress, removeTaskEgress } from './egress.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
@@ -12,6 +15,10 @@ export interface UpOptions {
   task?: string;
   template?: string;
   base?: string;
+  /** Network mode, given by the user (flags widen; a repository's config cannot). */
+  network?: NetworkMode;
+  /** Extra hosts to allow, given by the user. */
+  allow?: string[];
 }
 
 /** Undo steps of a half-made task, run newest first when a later step fails. */
@@ -42,6 +49,9 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
   const env = taskEnv(config, ctx.env);
+  const network = options.network ?? config.network;
+  const egress = { allow: [...config.egress.allow, ...(options.allow ?? [])], deny: config.egress.deny };
+  checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
   const engine = await ctx.engine();
   const user = ctx.sandboxUser(config);
   const template = options.template ?? config.template;
@@ -58,7 +68,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     template,
     image,
     limits: config.limits,
-    network: config.network,
+    network,
+    egress,
     user,
     createdAt: new Date().toISOString(),
     state: 'creating',
@@ -70,6 +81,10 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     rollback.add(() => ctx.store.remove(record.repoKey, name));
     await repo.createRef(`refs/heads/${branch}`, baseCommit);
     rollback.add(() => repo.deleteRef(`refs/heads/${branch}`, baseCommit));
+    if (network !== 'none') {
+      await openTaskEgress(ctx, record);
+      rollback.add(() => removeTaskEgress(ctx, record));
+    }
     const identity = { ...(await repo.userIdentity()), ...config.git };
     const workspacePath = ctx.store.workspacePath(record.repoKey, name);
     // The container only needs the workspace directory to exist; it runs nothing until the first

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -64,6 +64,12 @@ export class Scratch {
     const filters = { label: [`moat.home=${moat.context.store.homeKey}`] };
     for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
     for (const n of await docker.listNetworks({ filters })) await docker.getNetwork(n.Id).remove().catch(() => undefined);
+    // The home's egress gateway, if a test started one.
+    try {
+      process.kill(Number(readFileSync(join(this.home, 'gateway', 'pid'), 'utf8')), 'SIGTERM');
+    } catch {
+      // none running
+    }
     // Workspaces may hold files of the sandbox uid; root removes them, others own them.
     rmSync(this.root, { recursive: true, force: true });
   }

@@ -39,7 +39,7 @@ describe('config parsing', () => {
   });
 
   it('reports every problem, and YAML syntax errors with their position', () => {
-    const error = failure(() => parseConfig('network: open\ncolour: blue\n', 'u.yaml'));
+    const error = failure(() => parseConfig('network: wide\ncolour: blue\n', 'u.yaml'));
     expect(error.details?.problems).toHaveLength(2);
     expect(error.message).toContain('(and 1 more)');
     const syntax = failure(() => parseConfig('limits: [\n', 'bad.yaml'));
@@ -74,6 +74,14 @@ describe('repository config may only narrow', () => {
       expect(error.message).toContain(key);
     },
   );
+
+  it('network: a repository may only narrow, and may add deny rules but not allow rules', () => {
+    expect(effectiveConfig({ network: 'allowlist' }, { network: 'none' }).network).toBe('none');
+    expect(failure(() => effectiveConfig({ network: 'allowlist' }, { network: 'open' })).message).toContain('network: open');
+    expect(failure(() => effectiveConfig({}, { network: 'allowlist' })).code).toBe('E_CONFIG_WIDENS');
+    expect(failure(() => effectiveConfig({ network: 'allowlist' }, { egress: { allow: ['evil.com'] } })).message).toContain('egress.allow');
+    expect(effectiveConfig({ network: 'allowlist', egress: { allow: ['a.com'] } }, { egress: { deny: ['b.com'] } }).egress).toEqual({ allow: ['a.com'], deny: ['b.com'] });
+  });
 
   it('takes env only from the user config', () => {
     expect(effectiveConfig({ env: { A: '1' }, envPassthrough: ['B'] }, {}).env).toEqual({ A: '1' });

@@ -17,8 +17,8 @@ export function registerInspect(program: Command, cli: CliContext): void {
         tasks.length === 0
           ? 'no tasks (create one with: moat up)'
           : table([
-              ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'LIMITS', 'IMAGE'],
-              ...tasks.map((t) => [t.name, t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
+              ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE'],
+              ...tasks.map((t) => [t.name, t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
             ]),
       );
     });

@@ -3,6 +3,7 @@ import { formatSize } from '../../domain/size.js';
 import { isMoatError } from '../../errors.js';
 import type { CliContext } from '../main.js';
 import { confirm } from '../prompt.js';
+import { assertNetworkMode } from '../../service/egress.js';
 
 export function registerLifecycle(program: Command, cli: CliContext): void {
   program
@@ -11,17 +12,20 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .option('--task <name>', 'task name (default: generated)')
     .option('-t, --template <name>', 'template to build the sandbox from (default: config, else shell)')
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
+    .option('--network <mode>', 'none (default), allowlist or open; a network goes through moat\'s gateway')
+    .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--json', 'print the task record as JSON')
-    .addHelpText('after', '\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json')
-    .action(async (opts: { task?: string; template?: string; base?: string; json?: boolean }) => {
+    .addHelpText('after', '\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json\n  moat up --task deps --allow registry.npmjs.org')
+    .action(async (opts: { task?: string; template?: string; base?: string; network?: string; allow: string[]; json?: boolean }) => {
       const out = cli.output(opts.json);
-      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base });
+      const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
+      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base, network, allow: opts.allow });
       out.result(record, () =>
         [
           `task ${record.name} is up`,
           `  branch  ${record.branch} (from ${record.baseRef} ${record.baseCommit.slice(0, 10)})`,
           `  image   ${record.image}`,
-          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}`,
+          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}${record.network !== 'none' ? ` (allow: ${record.egress?.allow.join(', ') || 'nothing yet'})` : ''}`,
           `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
         ].join('\n'),
       );

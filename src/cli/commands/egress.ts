@@ -1,0 +1,51 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import type { AuditRecord } from '../../gateway/audit.js';
+import type { CliContext } from '../main.js';
+
+function line(record: AuditRecord): string {
+  const target = `${record.method} ${record.host}:${record.port}${record.sni && record.sni !== record.host ? ` sni=${record.sni}` : ''}`;
+  return `${record.time}  ${record.decision === 'allowed' ? 'ALLOW' : 'DENY '}  ${target}${record.address ? ` -> ${record.address}` : ''}  (${record.rule})  up ${record.bytesUp}B down ${record.bytesDown}B ${record.durationMs}ms`;
+}
+
+export function registerEgress(program: Command, cli: CliContext): void {
+  for (const verb of ['allow', 'deny'] as const) {
+    program
+      .command(verb)
+      .description(verb === 'allow' ? 'let a running task reach more hosts (no restart)' : 'stop a running task from reaching hosts (no restart; deny wins)')
+      .argument('<task>')
+      .argument('<hosts...>', 'host names, *.domain wildcards, host:port, IPs or CIDR blocks')
+      .option('--json', 'print the new policy as JSON')
+      .addHelpText('after', `\nExample:\n  moat ${verb} fix-login registry.npmjs.org`)
+      .action(async (task: string, hosts: string[], opts: { json?: boolean }) => {
+        const out = cli.output(opts.json);
+        const result = await cli.moat(out).changeEgress(task, verb === 'allow' ? { allow: hosts } : { deny: hosts });
+        if (result.needsReset) out.note(`task ${task} had no network; run \`moat reset ${task}\` to give its container the gateway`);
+        out.result(result, () => `task ${task}: network ${result.mode}; allow ${result.allow.join(', ') || '(none)'}; deny ${result.deny.join(', ') || '(none)'}`);
+      });
+  }
+
+  program
+    .command('egress')
+    .description('every outbound attempt of a task, allowed or denied')
+    .argument('<task>')
+    .option('-f, --follow', 'keep printing new attempts')
+    .option('--json', 'one JSON object per line')
+    .action(async (task: string, opts: { follow?: boolean; json?: boolean }) => {
+      const moat = cli.moat(cli.output(opts.json));
+      const print = (records: AuditRecord[]) => {
+        for (const record of records) process.stdout.write(`${opts.json ? JSON.stringify(record) : line(record)}\n`);
+      };
+      let seen = (await moat.egress(task)).length;
+      print(await moat.egress(task));
+      if (!opts.follow) return;
+      const file = moat.egressFile(await moat.context.repo().then((r) => r.key), task);
+      for (;;) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const text = await readFile(file, 'utf8').catch(() => '');
+        const records = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+        print(records.slice(seen));
+        seen = records.length;
+      }
+    });
+}

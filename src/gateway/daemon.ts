@@ -1,0 +1,140 @@
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { dirname, join } from 'node:path';
+import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
+import { appendAudit } from './audit.js';
+import { EgressGateway, systemResolver } from './egress-gateway.js';
+import type { TaskEgressFile } from './task-egress.js';
+
+/**
+ * The gateway process: one per moat home, serving every task with a network through a unix
+ * socket of its own. It runs on the host, outside every sandbox; moat starts it when a task needs
+ * it and it leaves when no task does. `reload` on the control socket makes it rescan the tasks.
+ */
+const home = process.argv[2];
+if (!home) {
+  process.stderr.write('usage: daemon.js <moat home>\n');
+  process.exit(2);
+}
+const controlPath = join(home, 'gateway', 'control.sock');
+const dnsServers = process.env.MOAT_GATEWAY_DNS ? process.env.MOAT_GATEWAY_DNS.split(',') : undefined;
+const gateway = new EgressGateway(systemResolver(dnsServers));
+
+interface Listener {
+  server: Server;
+  file: string;
+  cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string };
+}
+const listeners = new Map<string, Listener>();
+
+/** The task's policy as of now; an unreadable or invalid file means no network (fail closed). */
+function current(listener: Listener): { policy: EgressPolicy; audit: string; task: string } {
+  const closed = { policy: { mode: 'none' as const, allow: [], deny: [] }, audit: join(dirname(listener.file), 'audit.jsonl'), task: '?' };
+  try {
+    const mtimeMs = statSync(listener.file).mtimeMs;
+    if (listener.cached?.mtimeMs === mtimeMs) return listener.cached;
+    const value = JSON.parse(readFileSync(listener.file, 'utf8')) as TaskEgressFile;
+    const policy = buildPolicy(value.mode, value.allow, value.deny);
+    if ('errors' in policy) return { ...closed, task: value.task };
+    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task };
+    return listener.cached;
+  } catch {
+    return closed;
+  }
+}
+
+function taskFiles(): string[] {
+  const files: string[] = [];
+  const reposDir = join(home!, 'repos');
+  for (const repo of existsSync(reposDir) ? readdirSync(reposDir) : []) {
+    const tasksDir = join(reposDir, repo, 'tasks');
+    for (const task of existsSync(tasksDir) ? readdirSync(tasksDir) : []) {
+      const file = join(tasksDir, task, 'egress', 'policy.json');
+      if (existsSync(file)) files.push(file);
+    }
+  }
+  return files;
+}
+
+async function reload(): Promise<number> {
+  const wanted = new Map<string, string>();
+  for (const file of taskFiles()) {
+    try {
+      const value = JSON.parse(readFileSync(file, 'utf8')) as TaskEgressFile;
+      if (value.mode !== 'none') wanted.set(value.socket, file);
+    } catch {
+      // A half-written file is picked up at the next reload.
+    }
+  }
+  for (const [socket, listener] of listeners) {
+    if (!wanted.has(socket)) {
+      listener.server.close();
+      listeners.delete(socket);
+      try {
+        unlinkSync(socket);
+      } catch {
+        // already gone
+      }
+    }
+  }
+  for (const [socket, file] of wanted) {
+    if (listeners.has(socket)) continue;
+    mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
+    if (existsSync(socket)) unlinkSync(socket);
+    const listener: Listener = { server: createServer(), file };
+    listener.server.on('connection', (client) => {
+      const now = current(listener);
+      void gateway.handle(client, { task: now.task, policy: () => current(listener).policy, audit: (record) => appendAudit(current(listener).audit, record) }).catch(() => client.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      listener.server.once('error', reject);
+      listener.server.listen(socket, () => resolve());
+    });
+    // The sandbox user (any uid) must be able to connect; the directory is the task's alone.
+    chmodSync(socket, 0o666);
+    listeners.set(socket, listener);
+  }
+  return listeners.size;
+}
+
+let idleTimer: NodeJS.Timeout | undefined;
+function exitWhenIdle(): void {
+  clearTimeout(idleTimer);
+  if (listeners.size === 0) idleTimer = setTimeout(() => process.exit(0), 30_000);
+}
+
+mkdirSync(dirname(controlPath), { recursive: true, mode: 0o700 });
+if (existsSync(controlPath)) unlinkSync(controlPath);
+const control = createServer((socket) => {
+  socket.on('error', () => undefined);
+  socket.once('data', (data) => {
+    if (data.toString().trim() !== 'reload') return void socket.end('error unknown command\n');
+    reload()
+      .then((count) => {
+        socket.end(`ok ${count}\n`);
+        exitWhenIdle();
+      })
+      .catch((error: Error) => socket.end(`error ${error.message}\n`));
+  });
+});
+control.listen(controlPath, () => {
+  chmodSync(controlPath, 0o600);
+  writeFileSync(join(home, 'gateway', 'pid'), String(process.pid));
+  void reload().then(exitWhenIdle);
+});
+// A home that is gone (removed by the user or a test) has no tasks left to serve.
+setInterval(() => {
+  if (!existsSync(join(home, 'gateway'))) process.exit(0);
+}, 5_000).unref();
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    for (const socket of listeners.keys()) {
+      try {
+        unlinkSync(socket);
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(0);
+  });
+}

@@ -1,0 +1,270 @@
+import { promises as dns } from 'node:dns';
+import { connect, type Socket } from 'node:net';
+import { decideAddress, decideTarget, parseTarget, type EgressPolicy, type Target } from '../domain/egress-policy.js';
+import { formatIp, parseIp, type IpAddress } from '../domain/ip-address.js';
+import type { AuditRecord } from './audit.js';
+import { header, readRequestHead, type RequestHead } from './request-head.js';
+import { readSni } from './tls-sni.js';
+
+/** Resolves a name to addresses; the gateway's own, never the sandbox's. */
+export type Resolve = (name: string) => Promise<IpAddress[]>;
+
+export function systemResolver(servers?: string[]): Resolve {
+  const resolver = new dns.Resolver({ timeout: 3000, tries: 2 });
+  if (servers && servers.length > 0) resolver.setServers(servers);
+  return async (name) => {
+    const [v4, v6] = await Promise.all([resolver.resolve4(name).catch(() => [] as string[]), resolver.resolve6(name).catch(() => [] as string[])]);
+    return [...v4, ...v6].map((a) => parseIp(a)).filter((a): a is IpAddress => a !== undefined);
+  };
+}
+
+export interface TaskChannel {
+  task: string;
+  policy: () => EgressPolicy;
+  audit: (record: AuditRecord) => void;
+}
+
+interface Attempt {
+  method: string;
+  host: string;
+  port: number;
+  sni?: string;
+  address?: string;
+  started: number;
+  up: number;
+  down: number;
+}
+
+/**
+ * The only way out of a sandbox: an HTTP proxy (absolute-URI requests and CONNECT) that judges
+ * every connection against the task's policy. It decides on the name before resolving it (a
+ * denied name is never looked up), resolves names itself and dials the address it resolved (no
+ * rebinding between check and use), refuses internal addresses, and for CONNECT requires the TLS
+ * server name to be the CONNECT host.
+ */
+export class EgressGateway {
+  constructor(private readonly resolve: Resolve, private readonly connectTimeoutMs = 10_000) {}
+
+  async handle(client: Socket, channel: TaskChannel): Promise<void> {
+    client.on('error', () => undefined);
+    const head = await readRequestHead(client);
+    if (!head) {
+      client.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    if (head.method === 'CONNECT') await this.tunnel(client, head, channel);
+    else await this.forward(client, head, channel);
+  }
+
+  private finish(channel: TaskChannel, attempt: Attempt, allowed: boolean, rule: string): void {
+    channel.audit({
+      time: new Date(attempt.started).toISOString(),
+      task: channel.task,
+      method: attempt.method,
+      host: attempt.host,
+      port: attempt.port,
+      ...(attempt.sni !== undefined ? { sni: attempt.sni } : {}),
+      ...(attempt.address !== undefined ? { address: attempt.address } : {}),
+      decision: allowed ? 'allowed' : 'denied',
+      rule,
+      bytesUp: attempt.up,
+      bytesDown: attempt.down,
+      durationMs: Date.now() - attempt.started,
+    });
+  }
+
+  private deny(client: Socket, channel: TaskChannel, attempt: Attempt, rule: string, status = '403 Forbidden'): void {
+    const body = `moat: egress denied (${rule})\n`;
+    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    this.finish(channel, attempt, false, rule);
+  }
+
+  /** Name check, then resolution, then address check; returns the address to dial or a reason. */
+  private async choose(channel: TaskChannel, target: Target, port: number): Promise<{ ip: IpAddress; rule: string } | { denied: string }> {
+    const policy = channel.policy();
+    const byName = decideTarget(policy, target, port);
+    if (!byName.allowed) return { denied: byName.rule };
+    const addresses = target.kind === 'ip' ? [target.ip] : await this.resolve(target.name);
+    if (addresses.length === 0) return { denied: 'name did not resolve' };
+    let last = 'no usable address';
+    for (const ip of addresses) {
+      const byAddress = decideAddress(policy, ip, port);
+      if (byAddress.allowed) return { ip, rule: byName.rule };
+      last = byAddress.rule;
+    }
+    return { denied: last };
+  }
+
+  private dial(ip: IpAddress, port: number): Promise<Socket | undefined> {
+    return new Promise((resolve) => {
+      const upstream = connect({ host: formatIp(ip), port, family: ip.family });
+      const timer = setTimeout(() => {
+        upstream.destroy();
+        resolve(undefined);
+      }, this.connectTimeoutMs);
+      upstream.once('connect', () => {
+        clearTimeout(timer);
+        resolve(upstream);
+      });
+      upstream.once('error', () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+    });
+  }
+
+  private splice(client: Socket, upstream: Socket, attempt: Attempt, onClose: () => void): void {
+    client.on('data', (chunk: Buffer) => (attempt.up += chunk.length));
+    upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
+    client.pipe(upstream);
+    upstream.pipe(client);
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      client.destroy();
+      upstream.destroy();
+      onClose();
+    };
+    client.on('close', close);
+    upstream.on('close', close);
+    upstream.on('error', close);
+    client.resume();
+  }
+
+  private async tunnel(client: Socket, head: RequestHead, channel: TaskChannel): Promise<void> {
+    const match = /^(\[[0-9a-fA-F:.]+\]|[^:]+):(\d{1,5})$/.exec(head.target);
+    const attempt: Attempt = { method: 'CONNECT', host: match?.[1] ?? head.target.slice(0, 255), port: Number(match?.[2] ?? 0), started: Date.now(), up: 0, down: 0 };
+    const target = match ? parseTarget(match[1]!) : undefined;
+    if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request');
+    // Decide on the name first: a denied name is refused without being looked up.
+    const byName = decideTarget(channel.policy(), target, attempt.port);
+    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
+
+    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    const hello = await this.readHello(client, head.rest);
+    if (hello.kind !== 'sni') {
+      // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
+      const rule = hello.kind === 'no-sni' && target.kind === 'ip' ? undefined : `tunnel without a TLS server name (${hello.kind})`;
+      if (rule) {
+        client.destroy();
+        return this.finish(channel, attempt, false, rule);
+      }
+    }
+    const buffered = hello.data;
+    if (hello.kind === 'sni') {
+      attempt.sni = hello.name;
+      const sni = parseTarget(hello.name);
+      const same = sni && target.kind === 'name' && sni.kind === 'name' && sni.name === target.name;
+      if (!same) {
+        client.destroy();
+        return this.finish(channel, attempt, false, `TLS server name ${JSON.stringify(hello.name.slice(0, 255))} is not the CONNECT host`);
+      }
+    }
+    const chosen = await this.choose(channel, target, attempt.port);
+    if ('denied' in chosen) {
+      client.destroy();
+      return this.finish(channel, attempt, false, chosen.denied);
+    }
+    attempt.address = formatIp(chosen.ip);
+    const upstream = await this.dial(chosen.ip, attempt.port);
+    if (!upstream) {
+      client.destroy();
+      return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
+    }
+    upstream.write(buffered);
+    attempt.up += buffered.length;
+    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, chosen.rule));
+  }
+
+  private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
+    return new Promise((resolve) => {
+      let data = initial;
+      const finish = () => {
+        clearTimeout(timer);
+        client.off('data', onData);
+        client.pause();
+        const result = readSni(data);
+        resolve({ ...result, data });
+      };
+      const onData = (chunk: Buffer) => {
+        data = Buffer.concat([data, chunk]);
+        if (readSni(data).kind !== 'incomplete' || data.length > 32 * 1024) finish();
+      };
+      const timer = setTimeout(finish, 10_000);
+      if (readSni(data).kind !== 'incomplete') return finish();
+      client.on('data', onData);
+      client.on('end', finish);
+      client.resume();
+    });
+  }
+
+  private async forward(client: Socket, head: RequestHead, channel: TaskChannel): Promise<void> {
+    let url: URL | undefined;
+    try {
+      url = new URL(head.target);
+    } catch {
+      url = undefined;
+    }
+    const attempt: Attempt = { method: head.method, host: url?.hostname ?? head.target.slice(0, 255), port: url ? Number(url.port || 80) : 0, started: Date.now(), up: 0, down: 0 };
+    if (!url || url.protocol !== 'http:' || !head.target.startsWith('http://') || url.username || url.password) {
+      return this.deny(client, channel, attempt, 'only absolute http:// requests and CONNECT are proxied', '400 Bad Request');
+    }
+    const target = parseTarget(url.hostname);
+    if (!target) return this.deny(client, channel, attempt, 'invalid host', '400 Bad Request');
+    // The Host header must name the target: otherwise a shared front end could route elsewhere.
+    const hosts = header(head, 'host');
+    const expected = url.host.toLowerCase();
+    const expectedNoPort = url.port === '' ? expected : expected.replace(/:80$/, '');
+    if (hosts.length !== 1 || ![expected, expectedNoPort, `${url.hostname.toLowerCase()}:80`].includes(hosts[0]!.toLowerCase())) {
+      return this.deny(client, channel, attempt, `Host header ${JSON.stringify((hosts[0] ?? '').slice(0, 255))} is not the request target`);
+    }
+    if (header(head, 'transfer-encoding').length > 0) return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required');
+    const lengths = header(head, 'content-length');
+    if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request');
+    const bodyLength = Number(lengths[0] ?? 0);
+
+    const chosen = await this.choose(channel, target, attempt.port);
+    if ('denied' in chosen) return this.deny(client, channel, attempt, chosen.denied);
+    attempt.address = formatIp(chosen.ip);
+    const upstream = await this.dial(chosen.ip, attempt.port);
+    if (!upstream) return this.deny(client, channel, attempt, `could not connect to ${attempt.address}:${attempt.port}`, '502 Bad Gateway');
+
+    const hop = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade']);
+    const lines = [`${head.method} ${url.pathname}${url.search} HTTP/1.1`, ...head.headers.filter(([k]) => !hop.has(k)).map(([k, v]) => `${k}: ${v}`), 'connection: close', '', ''];
+    const requestHead = Buffer.from(lines.join('\r\n'), 'latin1');
+    upstream.write(requestHead);
+    // Exactly the declared body, nothing after it: a second request on the same connection
+    // would otherwise reach this upstream without being judged.
+    let remaining = bodyLength;
+    const first = head.rest.subarray(0, remaining);
+    upstream.write(first);
+    remaining -= first.length;
+    attempt.up += requestHead.length + first.length;
+    upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
+    upstream.pipe(client);
+    const onData = (chunk: Buffer) => {
+      if (remaining <= 0) return;
+      const part = chunk.subarray(0, remaining);
+      remaining -= part.length;
+      attempt.up += part.length;
+      upstream.write(part);
+    };
+    client.on('data', onData);
+    client.resume();
+    await new Promise<void>((resolve) => {
+      let closed = false;
+      const close = () => {
+        if (closed) return;
+        closed = true;
+        client.destroy();
+        upstream.destroy();
+        resolve();
+      };
+      upstream.on('close', close);
+      upstream.on('error', close);
+      client.on('close', close);
+    });
+    this.finish(channel, attempt, true, chosen.rule);
+  }
+}

