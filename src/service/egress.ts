@@ -5,7 +5,7 @@ import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import type { AuditRecord } from '../gateway/audit.js';
 import { reloadGateway } from '../gateway/gateway-process.js';
-import { egressDir, readTaskEgress, SOCKET_NAME, socketDir, writeTaskEgress } from '../gateway/task-egress.js';
+import { egressDir, policyFile, readTaskEgress, SOCKET_NAME, socketDir, writeTaskEgress } from '../gateway/task-egress.js';
 import type { MoatContext } from './context.js';
 
 /** Writes the task's egress file and makes the gateway listen for it. */
@@ -51,7 +51,7 @@ export async function changeEgress(ctx: MoatContext, task: string, change: { all
   record.network = mode;
   record.egress = { allow, deny };
   await ctx.store.save(record);
-  if (mode !== 'none') await openTaskEgress(ctx, record);
+  if (mode !== 'none' && record.containerId) await openTaskEgress(ctx, record);
   return { task, mode, allow, deny, needsReset: wasNone && mode !== 'none' };
 }
 
@@ -73,6 +73,14 @@ export async function egressCounts(ctx: MoatContext, record: TaskRecord): Promis
     else if (line.includes('"decision":"denied"')) denied += 1;
   }
   return { allowed, denied };
+}
+
+/** A task without a container needs no listener: the gateway leaves when no task needs it. */
+export async function suspendTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {
+  if (record.network === 'none') return;
+  await rm(policyFile(ctx.store.taskDir(record.repoKey, record.name)), { force: true });
+  await rm(socketDir(ctx.store.home, record.repoKey, record.name), { recursive: true, force: true });
+  await closeTaskEgress(ctx);
 }
 
 export async function removeTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {

@@ -10,7 +10,7 @@ import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
 import { up, type UpOptions } from './up.js';
-import { openTaskEgress, removeTaskEgress } from './egress.js';
+import { openTaskEgress, removeTaskEgress, suspendTaskEgress } from './egress.js';
 
 export interface DownResult {
   task: string;
@@ -33,6 +33,7 @@ export async function down(ctx: MoatContext, task: string): Promise<DownResult> 
   delete record.containerId;
   record.state = 'stopped';
   await ctx.store.save(record);
+  await suspendTaskEgress(ctx, record);
   return { task, removedContainer: removed, sync };
 }
 
