@@ -20,6 +20,7 @@ export interface EffectiveConfig {
   envPassthrough: string[];
   git: { name?: string; email?: string };
   sandboxUid: number;
+  secrets: Record<string, NonNullable<MoatConfig['secrets']>[string]>;
 }
 
 export const DEFAULT_BASE_IMAGE = 'moat-base:bookworm';
@@ -74,6 +75,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     envPassthrough: [...(user.envPassthrough ?? [])],
     git: { ...(user.git ?? {}), ...(repo.git ?? {}) },
     sandboxUid: user.sandboxUid ?? 1000,
+    secrets: { ...(user.secrets ?? {}) },
   };
 }
 

@@ -70,6 +70,27 @@ export const configSchema = z
       .max(2_147_483_646)
       .describe('uid:gid the sandbox runs as when moat itself runs as root (never 0). Default 1000.')
       .optional(),
+    secrets: z
+      .record(
+        envName,
+        z.strictObject({
+          from: z
+            .union([
+              z.strictObject({ env: envName.describe('A variable of the environment moat runs in.') }),
+              z.strictObject({ file: z.string().min(1).describe('A file on the host (~ allowed); its content, trimmed.') }),
+              z.strictObject({ command: z.array(z.string()).min(1).describe('A command moat runs on the host (argv, no shell); its output, trimmed.') }),
+            ])
+            .describe('Where moat reads the real value, on the host.'),
+          hosts: z.array(z.string().min(1)).min(1).describe('Hosts the value may be sent to (exact names). They are allowed for egress too.'),
+          header: z.string().regex(/^[A-Za-z0-9-]{1,64}$/).default('Authorization').describe('Header the gateway overwrites with the value. Default Authorization.'),
+          format: z.string().includes('{value}').optional().describe('How the header is written; default "Bearer {value}" for Authorization, "{value}" otherwise.'),
+          methods: z.array(z.string().regex(/^[A-Z]{1,16}$/)).optional().describe('Only for these methods (default: all).'),
+          pathPrefixes: z.array(z.string().startsWith('/')).optional().describe('Only for paths under these prefixes (default: all).'),
+          route: z.string().regex(/^[a-z0-9-]{1,32}$/).optional().describe('Plain-HTTP route in the sandbox: http://moat.gateway/<route>/… goes to https://<first host>/… with the header set.'),
+        }),
+      )
+      .describe('Bound secrets: the sandbox sees a placeholder in the variable; the gateway writes the real value into the declared header on requests to the bound hosts only. User config only.')
+      .optional(),
   })
   .describe('moat configuration: ~/.config/moat/config.yaml (yours) or moat.yaml at a repository root (the repository\'s, which may only narrow).');
 

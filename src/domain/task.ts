@@ -1,5 +1,6 @@
 import type { Limits } from './limits.js';
 import type { NetworkMode } from './egress-policy.js';
+import type { BoundSecret } from './bound-secret.js';
 
 /** Where a task is in its life. `creating` left behind by a crash is what `gc` collects. */
 export type TaskState = 'creating' | 'running' | 'stopped' | 'exited' | 'missing';
@@ -23,6 +24,8 @@ export interface TaskRecord {
   network: NetworkMode;
   /** Egress rules granted at creation; `moat allow`/`deny` change the live copy the gateway reads. */
   egress?: { allow: string[]; deny: string[] };
+  /** Bound secrets: names, placeholders and bindings; values never leave the host's memory. */
+  secrets?: BoundSecret[];
   /** uid:gid the sandbox runs as. */
   user: { uid: number; gid: number };
   createdAt: string;

@@ -5,6 +5,7 @@ import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
 import { appendAudit } from './audit.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
 import type { TaskEgressFile } from './task-egress.js';
+import type { BoundSecret } from '../domain/bound-secret.js';
 
 /**
  * The gateway process: one per moat home, serving every task with a network through a unix
@@ -18,25 +19,28 @@ if (!home) {
 }
 const controlPath = join(home, 'gateway', 'control.sock');
 const dnsServers = process.env.MOAT_GATEWAY_DNS ? process.env.MOAT_GATEWAY_DNS.split(',') : undefined;
-const gateway = new EgressGateway(systemResolver(dnsServers));
+const extraCa = process.env.MOAT_GATEWAY_CA ? [readFileSync(process.env.MOAT_GATEWAY_CA, 'utf8')] : [];
+const gateway = new EgressGateway(systemResolver(dnsServers), 10_000, extraCa);
+/** Secret values per task socket: in memory only, handed over by moat on the control socket. */
+const secretValues = new Map<string, Record<string, string>>();
 
 interface Listener {
   server: Server;
   file: string;
-  cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string };
+  cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[] };
 }
 const listeners = new Map<string, Listener>();
 
 /** The task's policy as of now; an unreadable or invalid file means no network (fail closed). */
-function current(listener: Listener): { policy: EgressPolicy; audit: string; task: string } {
-  const closed = { policy: { mode: 'none' as const, allow: [], deny: [] }, audit: join(dirname(listener.file), 'audit.jsonl'), task: '?' };
+function current(listener: Listener): { policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[] } {
+  const closed = { policy: { mode: 'none' as const, allow: [], deny: [] }, audit: join(dirname(listener.file), 'audit.jsonl'), task: '?', secrets: [] };
   try {
     const mtimeMs = statSync(listener.file).mtimeMs;
     if (listener.cached?.mtimeMs === mtimeMs) return listener.cached;
     const value = JSON.parse(readFileSync(listener.file, 'utf8')) as TaskEgressFile;
     const policy = buildPolicy(value.mode, value.allow, value.deny);
     if ('errors' in policy) return { ...closed, task: value.task };
-    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task };
+    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [] };
     return listener.cached;
   } catch {
     return closed;
@@ -84,7 +88,16 @@ async function reload(): Promise<number> {
     const listener: Listener = { server: createServer(), file };
     listener.server.on('connection', (client) => {
       const now = current(listener);
-      void gateway.handle(client, { task: now.task, policy: () => current(listener).policy, audit: (record) => appendAudit(current(listener).audit, record) }).catch(() => client.destroy());
+      const values = () => secretValues.get(socket) ?? {};
+      void gateway
+        .handle(client, {
+          task: now.task,
+          policy: () => current(listener).policy,
+          // Every audit line passes through redaction of the task's secret values.
+          audit: (record) => appendAudit(current(listener).audit, record, Object.values(values())),
+          secrets: () => current(listener).secrets.map((secret) => ({ secret, value: values()[secret.name] })),
+        })
+        .catch(() => client.destroy());
     });
     await new Promise<void>((resolve, reject) => {
       listener.server.once('error', reject);
@@ -107,15 +120,26 @@ mkdirSync(dirname(controlPath), { recursive: true, mode: 0o700 });
 if (existsSync(controlPath)) unlinkSync(controlPath);
 const control = createServer((socket) => {
   socket.on('error', () => undefined);
-  socket.once('data', (data) => {
-    if (data.toString().trim() !== 'reload') return void socket.end('error unknown command\n');
+  let buffered = '';
+  socket.on('data', (chunk) => {
+    buffered += chunk.toString();
+    if (buffered.includes('\n')) handleCommand(buffered);
+  });
+  const handleCommand = (data: string) => {
+    socket.removeAllListeners('data');
+    const [command, target, payload] = data.trim().split(' ');
+    if (command === 'secrets' && target && payload) {
+      secretValues.set(target, JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, string>);
+      return void socket.end('ok\n');
+    }
+    if (command !== 'reload') return void socket.end('error unknown command\n');
     reload()
       .then((count) => {
         socket.end(`ok ${count}\n`);
         exitWhenIdle();
       })
       .catch((error: Error) => socket.end(`error ${error.message}\n`));
-  });
+  };
 });
 control.listen(controlPath, () => {
   chmodSync(controlPath, 0o600);

@@ -5,6 +5,8 @@ import { formatIp, parseIp, type IpAddress } from '../domain/ip-address.js';
 import type { AuditRecord } from './audit.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
 import { readSni } from './tls-sni.js';
+import { connect as tlsConnect, rootCertificates } from 'node:tls';
+import { GATEWAY_HOST, headerValue, hostOf, portOf, secretApplies, type BoundSecret } from '../domain/bound-secret.js';
 
 /** Resolves a name to addresses; the gateway's own, never the sandbox's. */
 export type Resolve = (name: string) => Promise<IpAddress[]>;
@@ -22,6 +24,8 @@ export interface TaskChannel {
   task: string;
   policy: () => EgressPolicy;
   audit: (record: AuditRecord) => void;
+  /** Bound secrets of the task, with their values when moat has handed them over. */
+  secrets?: () => Array<{ secret: BoundSecret; value?: string }>;
 }
 
 interface Attempt {
@@ -43,7 +47,12 @@ interface Attempt {
  * server name to be the CONNECT host.
  */
 export class EgressGateway {
-  constructor(private readonly resolve: Resolve, private readonly connectTimeoutMs = 10_000) {}
+  constructor(
+    private readonly resolve: Resolve,
+    private readonly connectTimeoutMs = 10_000,
+    /** Extra CAs the gateway trusts for routes' upstream TLS (tests use their own CA). */
+    private readonly extraCa: string[] = [],
+  ) {}
 
   async handle(client: Socket, channel: TaskChannel): Promise<void> {
     client.on('error', () => undefined);
@@ -210,6 +219,7 @@ export class EgressGateway {
     if (!url || url.protocol !== 'http:' || !head.target.startsWith('http://') || url.username || url.password) {
       return this.deny(client, channel, attempt, 'only absolute http:// requests and CONNECT are proxied', '400 Bad Request');
     }
+    if (url.hostname.toLowerCase() === GATEWAY_HOST) return this.route(client, head, url, channel, attempt);
     const target = parseTarget(url.hostname);
     if (!target) return this.deny(client, channel, attempt, 'invalid host', '400 Bad Request');
     // The Host header must name the target: otherwise a shared front end could route elsewhere.
@@ -266,5 +276,88 @@ export class EgressGateway {
       client.on('close', close);
     });
     this.finish(channel, attempt, true, chosen.rule);
+  }
+
+  /**
+   * A plain-HTTP route inside the sandbox (http://moat.gateway/<route>/…) to a bound host over TLS,
+   * with the secret written into its declared header: the agent configures a base URL and never
+   * holds the key, and no TLS interception is needed.
+   */
+  private async route(client: Socket, head: RequestHead, url: URL, channel: TaskChannel, attempt: Attempt): Promise<void> {
+    const [, routeName = '', ...rest] = url.pathname.split('/');
+    const bound = (channel.secrets?.() ?? []).find((entry) => entry.secret.route === routeName);
+    if (!bound) return this.deny(client, channel, attempt, `no route ${JSON.stringify(routeName.slice(0, 64))}`, '404 Not Found');
+    const host = hostOf(bound.secret.hosts[0]!);
+    const port = portOf(bound.secret.hosts[0]!, 443);
+    const path = `/${rest.join('/')}${url.search}`;
+    attempt.host = host;
+    attempt.port = port;
+    attempt.sni = host;
+    if (bound.value === undefined) return this.deny(client, channel, attempt, `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`, '503 Service Unavailable');
+    if (header(head, 'transfer-encoding').length > 0) return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required');
+    const bodyLength = Number(header(head, 'content-length')[0] ?? 0);
+    if (!Number.isSafeInteger(bodyLength)) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request');
+    const target = parseTarget(host)!;
+    const chosen = await this.choose(channel, target, port);
+    if ('denied' in chosen) return this.deny(client, channel, attempt, chosen.denied);
+    attempt.address = formatIp(chosen.ip);
+    const upstream = await new Promise<Socket | undefined>((resolve) => {
+      const socket = tlsConnect({ host: attempt.address, port, servername: host, ca: [...rootCertificates, ...this.extraCa] });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve(undefined);
+      }, this.connectTimeoutMs);
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        resolve(socket);
+      });
+      socket.once('error', () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+    });
+    if (!upstream) return this.deny(client, channel, attempt, `could not open TLS to ${host} (${attempt.address})`, '502 Bad Gateway');
+    const applies = secretApplies(bound.secret, { host, method: head.method, path });
+    const dropped = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade', 'host', 'transfer-encoding', bound.secret.header.toLowerCase()]);
+    const lines = [
+      `${head.method} ${path} HTTP/1.1`,
+      `host: ${port === 443 ? host : `${host}:${port}`}`,
+      ...head.headers.filter(([k]) => !dropped.has(k)).map(([k, v]) => `${k}: ${v}`),
+      // The one place the real value is written: the declared header, for the bound host only.
+      ...(applies ? [`${bound.secret.header}: ${headerValue(bound.secret, bound.value)}`] : []),
+      'connection: close',
+      '',
+      '',
+    ];
+    upstream.write(Buffer.from(lines.join('\r\n'), 'latin1'));
+    let remaining = bodyLength;
+    const first = head.rest.subarray(0, remaining);
+    upstream.write(first);
+    remaining -= first.length;
+    attempt.up += first.length;
+    upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
+    upstream.pipe(client);
+    client.on('data', (chunk: Buffer) => {
+      if (remaining <= 0) return;
+      const part = chunk.subarray(0, remaining);
+      remaining -= part.length;
+      attempt.up += part.length;
+      upstream.write(part);
+    });
+    client.resume();
+    await new Promise<void>((resolve) => {
+      let closed = false;
+      const close = () => {
+        if (closed) return;
+        closed = true;
+        client.destroy();
+        upstream.destroy();
+        resolve();
+      };
+      upstream.on('close', close);
+      upstream.on('error', close);
+      client.on('close', close);
+    });
+    this.finish(channel, attempt, true, `route ${routeName}${applies ? ` with ${bound.secret.name}` : ''}`);
   }
 }

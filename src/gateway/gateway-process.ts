@@ -35,7 +35,7 @@ export async function reloadGateway(home: string, env: NodeJS.ProcessEnv): Promi
   }
   await mkdir(join(home, 'gateway'), { recursive: true, mode: 0o700 });
   const log = openSync(join(home, 'gateway', 'gateway.log'), 'a', 0o600);
-  const child = spawn(process.execPath, [DAEMON, home], { detached: true, stdio: ['ignore', log, log], env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(env.MOAT_GATEWAY_DNS ? { MOAT_GATEWAY_DNS: env.MOAT_GATEWAY_DNS } : {}) } });
+  const child = spawn(process.execPath, [DAEMON, home], { detached: true, stdio: ['ignore', log, log], env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(env.MOAT_GATEWAY_DNS ? { MOAT_GATEWAY_DNS: env.MOAT_GATEWAY_DNS } : {}), ...(env.MOAT_GATEWAY_CA ? { MOAT_GATEWAY_CA: env.MOAT_GATEWAY_CA } : {}) } });
   child.unref();
   for (let i = 0; i < 100; i += 1) {
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -43,4 +43,11 @@ export async function reloadGateway(home: string, env: NodeJS.ProcessEnv): Promi
     if (answer?.startsWith('ok')) return;
   }
   throw new MoatError('E_ENGINE_FAILED', 'the egress gateway did not start', { hint: `see ${join(home, 'gateway', 'gateway.log')}` });
+}
+
+/** Hands a task's secret values to the gateway, in memory; they are never written to disk by moat. */
+export async function sendSecrets(home: string, socketPath: string, values: Record<string, string>): Promise<void> {
+  const payload = Buffer.from(JSON.stringify(values), 'utf8').toString('base64');
+  const answer = await ask(join(home, 'gateway', 'control.sock'), `secrets ${socketPath} ${payload}`);
+  if (!answer.startsWith('ok')) throw new MoatError('E_ENGINE_FAILED', 'the egress gateway refused the secrets', { hint: `see ${join(home, 'gateway', 'gateway.log')}` });
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NetworkMode } from '../domain/egress-policy.js';
+import type { BoundSecret } from '../domain/bound-secret.js';
 
 /**
  * What the gateway needs to serve one task, written by moat into the task's directory (never
@@ -17,6 +18,8 @@ export interface TaskEgressFile {
   /** The unix socket the sandbox reaches the gateway through. */
   socket: string;
   audit: string;
+  /** Bound secrets, without their values (those reach the gateway over its control socket only). */
+  secrets?: BoundSecret[];
 }
 
 export function egressDir(taskDir: string): string {

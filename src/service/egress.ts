@@ -19,6 +19,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     deny: record.egress?.deny ?? [],
     socket: join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME),
     audit: join(egressDir(taskDir), 'audit.jsonl'),
+    secrets: record.secrets,
   });
   await reloadGateway(ctx.store.home, ctx.env);
 }

@@ -7,6 +7,8 @@ import type { MoatContext } from './context.js';
 import { readCounters } from './exit-counters.js';
 import { runningContainer } from './task-container.js';
 import { syncTask, type SyncResult } from './sync.js';
+import { openTaskEgress } from './egress.js';
+import { pushSecrets } from './secrets.js';
 
 export interface ExecOptions {
   tty?: boolean;
@@ -41,6 +43,11 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
   if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat exec my-task -- npm test' });
   const { record, id } = await requireRunning(ctx, task);
   const engine = await ctx.engine();
+  // The gateway keeps secret values in memory only: hand them over again in case it restarted.
+  if (record.secrets?.length) {
+    await openTaskEgress(ctx, record);
+    await pushSecrets(ctx, record);
+  }
   const user = `${record.user.uid}:${record.user.gid}`;
   const before = record.counters ?? { oomKills: 0, pidsMax: 0 };
   const env: Record<string, string> = { ...(options.env ?? {}) };

@@ -11,6 +11,7 @@ import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
 import { up, type UpOptions } from './up.js';
 import { openTaskEgress, removeTaskEgress, suspendTaskEgress } from './egress.js';
+import { pushSecrets } from './secrets.js';
 
 export interface DownResult {
   task: string;
@@ -45,8 +46,13 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   await syncTask(ctx, repo, record).catch(() => undefined);
   if (record.containerId) await engine.removeContainer(record.containerId);
   const config = await ctx.effectiveConfig(repo);
-  if (record.network !== 'none') await openTaskEgress(ctx, record);
-  const spec = taskSpec(ctx, record, taskEnv(config, ctx.env));
+  if (record.network !== 'none') {
+    await openTaskEgress(ctx, record);
+    await pushSecrets(ctx, record);
+  }
+  const env = taskEnv(config, ctx.env);
+  for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
+  const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
   record.containerId = await startContainer(engine, spec);

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import { openTaskEgress, removeTaskEgress } from './egress.js';
+import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
@@ -49,8 +50,12 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
   const env = taskEnv(config, ctx.env);
-  const network = options.network ?? config.network;
-  const egress = { allow: [...config.egress.allow, ...(options.allow ?? [])], deny: config.egress.deny };
+  const secrets = await bindSecrets(config, ctx.env);
+  // A bound secret is a grant to talk to its hosts: it brings the network with it.
+  const secretHosts = secrets.bound.flatMap((s) => s.hosts);
+  const network = options.network ?? (config.network === 'none' && secretHosts.length > 0 ? 'allowlist' : config.network);
+  const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...secretHosts])], deny: config.egress.deny };
+  for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
   const engine = await ctx.engine();
   const user = ctx.sandboxUser(config);
@@ -70,6 +75,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     limits: config.limits,
     network,
     egress,
+    ...(secrets.bound.length > 0 ? { secrets: secrets.bound } : {}),
     user,
     createdAt: new Date().toISOString(),
     state: 'creating',
@@ -84,6 +90,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     if (network !== 'none') {
       await openTaskEgress(ctx, record);
       rollback.add(() => removeTaskEgress(ctx, record));
+      await pushSecrets(ctx, record, secrets.values);
     }
     const identity = { ...(await repo.userIdentity()), ...config.git };
     const workspacePath = ctx.store.workspacePath(record.repoKey, name);

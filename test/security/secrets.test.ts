@@ -1,0 +1,128 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Moat, TaskRecord } from '../../src/index.js';
+import { DnsStub } from '../helpers/dns-stub.js';
+import { captureIO, inspect, Scratch } from '../helpers/fixtures.js';
+
+const REAL = 'sk-real-9f8e7d6c5b4a-never-inside';
+
+/**
+ * Bound secrets: the sandbox holds a placeholder; the gateway writes the real value into the
+ * declared header on the way to the bound host only. Upstreams are local servers that record
+ * what they receive; the gateway trusts a CA made for this test.
+ */
+describe('bound secrets never enter the sandbox', () => {
+  const scratch = new Scratch();
+  const dns = new DnsStub({ 'api.test': '127.0.0.1', 'echo.test': '127.0.0.1' });
+  const received: Array<{ url: string; headers: IncomingHttpHeaders; body: string }> = [];
+  let api: Server;
+  let echo: Server;
+  let moat: Moat;
+  let record: TaskRecord;
+
+  const record_ = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c));
+    req.on('end', () => {
+      received.push({ url: req.url ?? '', headers: req.headers, body });
+      res.end(`echo ${body}\n`);
+    });
+  };
+  const listen = (server: Server) => new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+
+  beforeAll(async () => {
+    await dns.start();
+    const d = scratch.root;
+    const run = (args: string[]) => execFileSync('openssl', args, { cwd: d, stdio: 'ignore' });
+    run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=moat test CA', '-days', '1']);
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'api.key', '-out', 'api.csr', '-subj', '/CN=api.test']);
+    writeFileSync(join(d, 'ext.cnf'), 'subjectAltName=DNS:api.test\n');
+    run(['x509', '-req', '-in', 'api.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'api.pem', '-days', '1', '-extfile', 'ext.cnf']);
+    api = createHttpsServer({ key: readFileSync(join(d, 'api.key')), cert: readFileSync(join(d, 'api.pem')) }, record_);
+    echo = createHttpServer(record_);
+    const apiPort = await listen(api);
+    const echoPort = await listen(echo);
+    scratch.writeConfig(
+      [
+        'network: allowlist',
+        'egress:',
+        `  allow: [echo.test, 127.0.0.1/32]`,
+        'secrets:',
+        '  API_KEY:',
+        '    from: { env: TEST_REAL_KEY }',
+        `    hosts: ["api.test:${apiPort}"]`,
+        '    route: api',
+        '',
+      ].join('\n'),
+    );
+    moat = scratch.moat({ env: { TEST_REAL_KEY: REAL, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: join(d, 'ca.pem') } });
+    record = await moat.up({ task: 'keys' });
+    (globalThis as { echoPort?: number }).echoPort = echoPort;
+  });
+  afterAll(async () => {
+    api.close();
+    echo.close();
+    dns.stop();
+    await scratch.cleanup();
+  });
+
+  async function inside(script: string): Promise<string> {
+    const cap = captureIO();
+    await moat.exec('keys', ['sh', '-c', script], cap.io, { sync: false });
+    return cap.out() + cap.err();
+  }
+
+  it('the agent sees a placeholder; no process, file or the container config holds the value', async () => {
+    const out = await inside('echo "$API_KEY"; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" "\\n" | grep -c "sk-rea[l]"; grep -rs "sk-rea[l]" /workspace /home /tmp /etc /run /moat /var 2>/dev/null | head -1; echo scanned');
+    const lines = out.trim().split('\n');
+    expect(lines[0]).toMatch(/^moat-placeholder-api-key-[0-9a-f]{12}$/);
+    expect(lines[1]).toBe('0');
+    expect(lines[2]).toBe('scanned');
+    expect(JSON.stringify((await inspect(record.containerId!)).Config)).not.toContain(REAL);
+  });
+
+  it('the bound host gets the real value in the declared header, through the plain-HTTP route', async () => {
+    const out = await inside('curl -sS -m 10 http://moat.gateway/api/v1/models');
+    expect(out).toContain('echo');
+    expect(out).not.toContain(REAL.slice(0, 12));
+    const last = received.at(-1)!;
+    expect(last.url).toBe('/v1/models');
+    expect(last.headers.authorization).toBe(`Bearer ${REAL}`);
+  });
+
+  it('a placeholder the agent sends is overwritten only in the header, never in the body', async () => {
+    await inside('curl -sS -m 10 -H "Authorization: Bearer $API_KEY" --data "key=$API_KEY" http://moat.gateway/api/v1/echo');
+    const last = received.at(-1)!;
+    expect(last.headers.authorization).toBe(`Bearer ${REAL}`);
+    expect(last.body).toMatch(/^key=moat-placeholder-api-key-/);
+  });
+
+  it('unbound hosts get no secret, even when the agent sends the placeholder there', async () => {
+    const port = (globalThis as { echoPort?: number }).echoPort!;
+    const out = await inside(`curl -sS -m 10 -H "Authorization: Bearer $API_KEY" --data "x=$API_KEY" http://echo.test:${port}/leak`);
+    expect(out).not.toContain(REAL);
+    const last = received.at(-1)!;
+    expect(last.url).toBe('/leak');
+    expect(JSON.stringify(last)).not.toContain(REAL);
+  });
+
+  it('neither the audit log, the task record, moat ls nor the gateway log contains the value', async () => {
+    const taskDir = join(scratch.home, 'repos', record.repoKey, 'tasks', 'keys');
+    const files = [join(taskDir, 'task.json'), join(taskDir, 'egress', 'audit.jsonl'), join(taskDir, 'egress', 'policy.json'), join(scratch.home, 'gateway', 'gateway.log')];
+    for (const file of files) expect(readFileSync(file, 'utf8'), file).not.toContain(REAL);
+    expect(JSON.stringify(await moat.ls())).not.toContain(REAL);
+    expect(JSON.stringify(await moat.egress('keys'))).not.toContain(REAL);
+    expect((await moat.egress('keys')).some((a) => a.rule === 'route api with API_KEY')).toBe(true);
+    expect(readdirSync(taskDir)).not.toContain('secrets');
+  });
+
+  it('a missing secret is a clear error and creates nothing', async () => {
+    const bare = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
+    await expect(bare.up({ task: 'nokey' })).rejects.toMatchObject({ code: 'E_CONFIG_INVALID', message: expect.stringContaining('TEST_REAL_KEY is not set') });
+    expect((await bare.ls()).map((t) => t.name)).toEqual(['keys']);
+  });
+});
