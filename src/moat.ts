@@ -14,6 +14,8 @@ import { up, type UpOptions } from './service/up.js';
 import type { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { changeEgress, egressLog } from './service/egress.js';
+import { taskStats } from './service/stats.js';
+import { pushTask } from './service/push.js';
 import { egressDir } from './gateway/task-egress.js';
 
 export class Moat {
@@ -65,6 +67,13 @@ export class Moat {
   }
   changeEgress(task: string, change: { allow?: string[]; deny?: string[] }) {
     return changeEgress(this.context, task, change);
+  }
+  stats(task?: string) {
+    return taskStats(this.context, task);
+  }
+  /** Pushes the task branch with the user's own git credentials: the sandbox never needs any. */
+  push(task: string, options?: { remote?: string }) {
+    return pushTask(this.context, task, options);
   }
   egress(task: string) {
     return egressLog(this.context, task);

@@ -1,5 +1,5 @@
 import { MoatError } from '../errors.js';
-import { DEFAULT_LIMITS, LIMIT_CONFIG_KEY, widenedLimits, type Limits } from '../domain/limits.js';
+import { DEFAULT_LIMITS, LIMIT_CONFIG_KEY, parseDuration, widenedLimits, type Limits } from '../domain/limits.js';
 import { parseSize } from '../domain/size.js';
 import type { MoatConfig } from './schema.js';
 import { buildPolicy, type NetworkMode } from '../domain/egress-policy.js';
@@ -34,6 +34,7 @@ function limitsFrom(config: MoatConfig['limits']): Partial<Limits> {
   if (config.nofile !== undefined) out.nofile = config.nofile;
   if (config.tmp !== undefined) out.tmpBytes = parseSize(config.tmp)!;
   if (config.home !== undefined) out.homeBytes = parseSize(config.home)!;
+  if (config.timeout !== undefined) out.timeoutSeconds = parseDuration(config.timeout)!;
   return out;
 }
 

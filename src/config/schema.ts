@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseSize } from '../domain/size.js';
+import { parseDuration } from '../domain/limits.js';
 
 /**
  * The config schema is the single source of truth: TypeScript types, validation and the JSON
@@ -19,6 +20,11 @@ export const limitsSchema = z
     nofile: z.number().int().min(64).max(1_048_576).describe('Open files per process. Default 4096.').optional(),
     tmp: size.describe('Size of /tmp (tmpfs, counts against memory). Default 512m.').optional(),
     home: size.describe('Size of the home directory (tmpfs, counts against memory). Default 512m.').optional(),
+    timeout: z
+      .union([z.string(), z.number().int().min(0)])
+      .refine((value) => parseDuration(value) !== undefined, { message: 'expected a duration such as 90s, 30m, 2h or 1d (0: no limit)' })
+      .describe('Wall-clock life of a task\'s container; at the limit the container is stopped (its commits stay). Default: no limit.')
+      .optional(),
   })
   .describe('Resource limits of each task.');
 

@@ -12,6 +12,8 @@ export interface Limits {
   tmpBytes: number;
   /** Size of the home directory tmpfs. */
   homeBytes: number;
+  /** Wall-clock life of the task's container in seconds; 0 for no limit. */
+  timeoutSeconds: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -21,6 +23,7 @@ export const DEFAULT_LIMITS: Limits = {
   nofile: 4096,
   tmpBytes: 512 * 1024 ** 2,
   homeBytes: 512 * 1024 ** 2,
+  timeoutSeconds: 0,
 };
 
 export type LimitKey = keyof Limits;
@@ -33,12 +36,24 @@ export const LIMIT_CONFIG_KEY: Record<LimitKey, string> = {
   nofile: 'limits.nofile',
   tmpBytes: 'limits.tmp',
   homeBytes: 'limits.home',
+  timeoutSeconds: 'limits.timeout',
 };
 
 /** Limits where `requested` asks for more than `granted`: every limit is "lower is narrower". */
 export function widenedLimits(granted: Limits, requested: Partial<Limits>): LimitKey[] {
   return (Object.keys(requested) as LimitKey[]).filter((key) => {
     const value = requested[key];
-    return value !== undefined && value > granted[key];
+    if (value === undefined) return false;
+    // For the time limit 0 means "none", the widest of all.
+    if (key === 'timeoutSeconds') return (value === 0 ? Infinity : value) > (granted[key] === 0 ? Infinity : granted[key]);
+    return value > granted[key];
   });
+}
+
+/** Durations as users write them ("90s", "30m", "2h", "1d", or seconds) to seconds. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+  const match = /^\s*(\d+)\s*(s|m|h|d)?\s*$/.exec(value);
+  if (!match) return undefined;
+  return Number(match[1]) * ({ s: 1, m: 60, h: 3600, d: 86400 } as Record<string, number>)[match[2] ?? 's']!;
 }

@@ -64,9 +64,12 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     // Keeps the container alive between execs; the engine's init (tini) reaps zombies. With a
     // network, the keep-alive is the relay from loopback to the gateway's socket: the sandbox
     // still has no network interface, so programs that ignore the proxy variables get nowhere.
-    command: input.egressSocketDir
-      ? ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`]
-      : ['sleep', 'infinity'],
+    // A time limit wraps it in `timeout`: when it fires, the container's main process ends and the
+    // kernel ends every process in it. Killing `timeout` early only stops the task sooner.
+    command: [
+      ...(limits.timeoutSeconds > 0 ? ['timeout', '-s', 'KILL', String(limits.timeoutSeconds)] : []),
+      ...(input.egressSocketDir ? ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`] : ['sleep', 'infinity']),
+    ],
     egressMount: input.egressSocketDir ? { source: input.egressSocketDir, target: EGRESS_TARGET } : undefined,
     env: {
       // The user's grants first: moat's own variables must win so the sandbox stays consistent.

@@ -144,6 +144,7 @@ export class DockerEngine implements ContainerEngine {
         exitCode: data.State.ExitCode,
         oomKilled: data.State.OOMKilled,
         startedAt: data.State.StartedAt,
+        finishedAt: data.State.FinishedAt,
         labels: data.Config.Labels ?? {},
         raw: data,
       };
@@ -286,6 +287,31 @@ export class DockerEngine implements ContainerEngine {
       throw new MoatError('E_SYNC_FAILED', `output of ${command.cmd[0]} in the sandbox exceeded ${maxBytes} bytes`, { hint: 'the task produced more data than moat accepts in one go' });
     }
     return { exitCode, stdout: Buffer.concat(chunks), stderr: Buffer.concat(errChunks).toString('utf8') };
+  }
+
+  async stats(id: string) {
+    try {
+      const s = (await this.docker.getContainer(id).stats({ stream: false })) as unknown as {
+        cpu_stats: { cpu_usage: { total_usage: number }; system_cpu_usage?: number; online_cpus?: number };
+        precpu_stats: { cpu_usage: { total_usage: number }; system_cpu_usage?: number };
+        memory_stats: { usage?: number; limit?: number; stats?: { cache?: number; inactive_file?: number } };
+        pids_stats: { current?: number };
+      };
+      const cpuDelta = s.cpu_stats.cpu_usage.total_usage - s.precpu_stats.cpu_usage.total_usage;
+      const systemDelta = (s.cpu_stats.system_cpu_usage ?? 0) - (s.precpu_stats.system_cpu_usage ?? 0);
+      const cpus = s.cpu_stats.online_cpus ?? 1;
+      // Like `docker stats`: page cache the kernel can drop does not count as used.
+      const cache = s.memory_stats.stats?.inactive_file ?? s.memory_stats.stats?.cache ?? 0;
+      return {
+        cpuPercent: systemDelta > 0 && cpuDelta > 0 ? (cpuDelta / systemDelta) * cpus * 100 : 0,
+        memoryBytes: Math.max(0, (s.memory_stats.usage ?? 0) - cache),
+        memoryLimitBytes: s.memory_stats.limit ?? 0,
+        pids: s.pids_stats.current ?? 0,
+      };
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.wrap(error, 'read container stats');
+    }
   }
 
   async logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {

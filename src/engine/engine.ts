@@ -23,6 +23,8 @@ export interface ContainerEngine {
   exec(id: string, command: ExecCommand, io: ExecIO): Promise<number>;
   /** Runs a command and collects its output, up to `maxBytes` of stdout. */
   execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }>;
+  /** One sample of a running container's resource use. */
+  stats(id: string): Promise<ContainerStats | undefined>;
   logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void>;
 }
 
@@ -52,6 +54,13 @@ export interface BuildInput {
   onProgress?: (line: string) => void;
 }
 
+export interface ContainerStats {
+  cpuPercent: number;
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  pids: number;
+}
+
 export interface ContainerInfo {
   id: string;
   name: string;
@@ -61,6 +70,7 @@ export interface ContainerInfo {
   exitCode?: number;
   oomKilled?: boolean;
   startedAt?: string;
+  finishedAt?: string;
   labels: Record<string, string>;
   /** Raw engine inspect data, for tests and `doctor`. */
   raw?: unknown;

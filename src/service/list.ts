@@ -17,6 +17,8 @@ export interface TaskSummary {
   network: string;
   /** Commits on the task branch beyond its base, as last synced. */
   commits: number;
+  /** Why the container is no longer running, when it stopped by itself. */
+  stopReason?: string;
   /** Outbound attempts through the gateway, from the audit log. */
   egress: { allowed: number; denied: number };
   repoPath: string;
@@ -31,9 +33,11 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
   return Promise.all(
     records.map(async (record): Promise<TaskSummary> => {
       let state: TaskState = record.state;
+      let stopReason: string | undefined;
       if (record.containerId) {
         const info = await engine.inspectContainer(record.containerId);
         state = !info ? 'missing' : info.running ? 'running' : 'exited';
+        if (info && !info.running) stopReason = whyStopped(record.limits.timeoutSeconds, info);
       } else if (state === 'running') state = 'missing';
       let commits = 0;
       if (!options.all) {
@@ -51,6 +55,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         limits: record.limits,
         network: record.network,
         commits,
+        ...(stopReason ? { stopReason } : {}),
         egress: await egressCounts(ctx, record),
         repoPath: record.repoPath,
         containerId: record.containerId,
@@ -65,4 +70,12 @@ export async function taskLogs(ctx: MoatContext, task: string, options: { follow
   if (!record.containerId) throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no container, so no logs`, { hint: `start one with moat reset ${task}` });
   const engine = await ctx.engine();
   await engine.logs(record.containerId, options, out, err);
+}
+
+/** The time limit shows as the main process dying at (about) the limit; anything else is said as is. */
+function whyStopped(timeoutSeconds: number | undefined, info: { exitCode?: number; oomKilled?: boolean; startedAt?: string; finishedAt?: string }): string {
+  if (info.oomKilled) return 'memory limit';
+  const ran = (Date.parse(info.finishedAt ?? '') - Date.parse(info.startedAt ?? '')) / 1000;
+  if (timeoutSeconds && timeoutSeconds > 0 && (info.exitCode === 137 || info.exitCode === 124) && ran >= timeoutSeconds - 1) return `time limit (${timeoutSeconds}s)`;
+  return `main process exited (${info.exitCode ?? '?'}); moat reset starts a fresh container`;
 }

@@ -9,7 +9,7 @@ import { MoatError } from '../errors.js';
 import { ensureTemplateImage } from '../image/template-image.js';
 import { createTaskWorkspace } from '../workspace/task-workspace.js';
 import type { MoatContext } from './context.js';
-import { taskEnv } from './task-env.js';
+import { secretLookingNames, taskEnv } from './task-env.js';
 import { startContainer, taskSpec } from './task-container.js';
 
 export interface UpOptions {
@@ -50,6 +50,9 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
   const env = taskEnv(config, ctx.env);
+  for (const name of secretLookingNames(config.envPassthrough)) {
+    ctx.progress(`warning: envPassthrough hands ${name} to the agent and everything it runs; bind it as a secret instead (secrets.${name} in your config)`);
+  }
   const secrets = await bindSecrets(config, ctx.env);
   // A bound secret is a grant to talk to its hosts: it brings the network with it.
   const secretHosts = secrets.bound.flatMap((s) => s.hosts);

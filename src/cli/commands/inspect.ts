@@ -18,7 +18,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
           ? 'no tasks (create one with: moat up)'
           : table([
               ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE'],
-              ...tasks.map((t) => [t.name, t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
+              ...tasks.map((t) => [t.name, t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
             ]),
       );
     });
@@ -31,6 +31,31 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .option('-n, --tail <lines>', 'only the last lines', (v) => Number.parseInt(v, 10))
     .action(async (task: string, opts: { follow?: boolean; tail?: number }) => {
       await cli.moat(cli.output(false)).logs(task, { follow: Boolean(opts.follow), tail: opts.tail }, process.stdout, process.stderr);
+    });
+
+  program
+    .command('stats')
+    .description('CPU, memory, pids, workspace disk and egress of tasks')
+    .argument('[task]')
+    .option('--json', 'print as JSON')
+    .action(async (task: string | undefined, opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const stats = await cli.moat(out).stats(task);
+      out.result(stats, () =>
+        stats.length === 0
+          ? 'no tasks'
+          : table([
+              ['TASK', 'CPU', 'MEMORY', 'PIDS', 'WORKSPACE', 'EGRESS up/down (ok/denied)'],
+              ...stats.map((s) => [
+                s.task,
+                s.container ? `${s.container.cpuPercent.toFixed(1)}%` : '-',
+                s.container ? `${formatSize(s.container.memoryBytes)} / ${formatSize(s.limits.memoryBytes)}` : '-',
+                s.container ? `${s.container.pids} / ${s.limits.pids}` : '-',
+                formatSize(s.workspaceBytes),
+                `${formatSize(s.egress.bytesUp)}/${formatSize(s.egress.bytesDown)} (${s.egress.allowed}/${s.egress.denied})`,
+              ]),
+            ]),
+      );
     });
 
   program

@@ -62,6 +62,18 @@ export function registerReview(program: Command, cli: CliContext): void {
     });
 
   program
+    .command('push')
+    .description('push the task branch to your remote with your own credentials (the sandbox has none)')
+    .argument('<task>')
+    .option('--remote <name>', 'remote to push to', 'origin')
+    .option('--json', 'print as JSON')
+    .action(async (task: string, opts: { remote: string; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).push(task, { remote: opts.remote });
+      out.result(result, () => `pushed ${result.branch} (${result.tip.slice(0, 10)}) to ${result.remote}`);
+    });
+
+  program
     .command('apply')
     .description('lay the task\'s work (committed and uncommitted) on your checkout as unstaged changes')
     .argument('<task>')

@@ -1,0 +1,60 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+
+describe('time limit, stats and push', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('a task past its time limit is stopped, says why in ls, and its commits still come home', async () => {
+    scratch.writeConfig('limits:\n  timeout: 3s\n');
+    const moat = scratch.moat();
+    await moat.up({ task: 'timed' });
+    await moat.exec('timed', ['sh', '-c', 'echo t > t && git add t && git commit -qm before-timeout'], captureIO().io, { sync: false });
+    const started = Date.now();
+    // A command that would run for a minute is cut at the limit, with the whole container.
+    const result = await moat.exec('timed', ['sleep', '60'], captureIO().io, { sync: false });
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(result.exitCode).not.toBe(0);
+    let row = (await moat.ls())[0]!;
+    for (let i = 0; i < 50 && row.state === 'running'; i += 1) {
+      await new Promise((r) => setTimeout(r, 100));
+      row = (await moat.ls())[0]!;
+    }
+    expect(row.state).toBe('exited');
+    expect(row.stopReason).toMatch(/^time limit/);
+    const sync = await moat.sync('timed');
+    expect(sync.commits).toBe(1);
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/timed')).toBe('before-timeout');
+  });
+
+  it('a repository cannot lift the time limit', async () => {
+    const { effectiveConfig } = await import('../../src/config/effective.js');
+    expect(() => effectiveConfig({ limits: { timeout: '1h' } }, { limits: { timeout: 0 } })).toThrow(/limits.timeout/);
+    expect(effectiveConfig({ limits: { timeout: '1h' } }, { limits: { timeout: '10m' } }).limits.timeoutSeconds).toBe(600);
+  });
+
+  it('stats reports memory, pids and workspace disk of a running task', async () => {
+    scratch.writeConfig('');
+    const moat = scratch.moat();
+    await moat.up({ task: 'stat' });
+    await moat.exec('stat', ['sh', '-c', 'head -c 3000000 /dev/urandom > blob.bin'], captureIO().io, { sync: false });
+    const [stats] = await moat.stats('stat');
+    expect(stats!.running).toBe(true);
+    expect(stats!.container!.pids).toBeGreaterThan(0);
+    expect(stats!.container!.memoryLimitBytes).toBe(2 * 1024 ** 3);
+    expect(stats!.workspaceBytes).toBeGreaterThan(3_000_000);
+  });
+
+  it('push sends the task branch to the user\'s remote with the user\'s credentials', async () => {
+    const moat = scratch.moat();
+    const remote = `${scratch.root}/remote.git`;
+    gitIn(scratch.root, 'init', '-q', '--bare', remote);
+    gitIn(scratch.repo, 'remote', 'add', 'origin', remote);
+    await moat.up({ task: 'pushme' });
+    await moat.exec('pushme', ['sh', '-c', 'echo p > p && git add p && git commit -qm pushed-commit'], captureIO().io);
+    const result = await moat.push('pushme');
+    expect(result.branch).toBe('moat/pushme');
+    expect(gitIn(remote, 'log', '-1', '--format=%s', 'moat/pushme')).toBe('pushed-commit');
+    await expect(moat.push('pushme', { remote: 'nowhere' })).rejects.toMatchObject({ code: 'E_GIT_REF' });
+  });
+});
