@@ -15,6 +15,7 @@ import type { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { changeEgress, egressLog } from './service/egress.js';
 import { taskStats } from './service/stats.js';
+import { newTemplate, runAgent, templates } from './service/agent.js';
 import { pushTask } from './service/push.js';
 import { egressDir } from './gateway/task-egress.js';
 
@@ -74,6 +75,15 @@ export class Moat {
   /** Pushes the task branch with the user's own git credentials: the sandbox never needs any. */
   push(task: string, options?: { remote?: string }) {
     return pushTask(this.context, task, options);
+  }
+  templates() {
+    return templates();
+  }
+  newTemplate(template: string) {
+    return newTemplate(this.context, template);
+  }
+  agent(prompt: string, io: ExecIO, options?: { task?: string; template?: string }) {
+    return runAgent(this.context, prompt, io, options);
   }
   egress(task: string) {
     return egressLog(this.context, task);

@@ -2,7 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { Moat } from '../moat.js';
 import { MOAT_VERSION } from '../version.js';
 import { ExitCode, MoatError } from '../errors.js';
-import { registerExec } from './commands/exec.js';
+import { registerAgent, registerExec } from './commands/exec.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerLifecycle } from './commands/lifecycle.js';
 import { registerReview } from './commands/review.js';
@@ -40,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal;\nexec, run and shell exit with the command\'s own status (128+N when killed by signal N).');
   registerLifecycle(program, cli);
   registerExec(program, cli);
+  registerAgent(program, cli);
   registerInspect(program, cli);
   registerReview(program, cli);
   registerEgress(program, cli);

@@ -12,6 +12,8 @@ const NETWORK_WIDTH: Record<NetworkMode, number> = { none: 0, allowlist: 1, open
 /** The settings a task actually runs with, after the user's grants and the repository's narrowing. */
 export interface EffectiveConfig {
   template: string;
+  /** Who chose the template: a repository's choice does not bring the template's network grants. */
+  templateSource: 'repo' | 'user' | 'default';
   baseImage: string;
   limits: Limits;
   network: NetworkMode;
@@ -68,6 +70,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
   }
   return {
     template: repo.template ?? user.template ?? 'shell',
+    templateSource: repo.template ? 'repo' : user.template ? 'user' : 'default',
     baseImage: user.baseImage ?? DEFAULT_BASE_IMAGE,
     limits: { ...granted, ...requested },
     network: repo.network ?? userNetwork,

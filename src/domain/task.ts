@@ -26,6 +26,8 @@ export interface TaskRecord {
   egress?: { allow: string[]; deny: string[] };
   /** Bound secrets: names, placeholders and bindings; values never leave the host's memory. */
   secrets?: BoundSecret[];
+  /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */
+  templateEnv?: Record<string, string>;
   /** uid:gid the sandbox runs as. */
   user: { uid: number; gid: number };
   createdAt: string;

@@ -1,18 +1,21 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { MoatError } from '../errors.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { LABEL } from '../domain/labels.js';
 import { MOAT_VERSION } from '../version.js';
+import { loadTemplate } from './template.js';
 
 /** Built-in templates ship in the package's templates/ folder. */
 export const BUILTIN_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
 
+/** Template folders; those starting with _ are shared build recipes, not templates. */
 export async function listTemplates(dir = BUILTIN_TEMPLATES_DIR): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  return entries.filter((e) => e.isDirectory() && !e.name.startsWith('_')).map((e) => e.name).sort();
 }
 
 async function templateFiles(dir: string): Promise<string[]> {
@@ -35,6 +38,7 @@ export interface TemplateImageRequest {
   gid: number;
   templatesDir?: string;
   onProgress?: (line: string) => void;
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -42,10 +46,15 @@ export interface TemplateImageRequest {
  * is a hash of everything that goes into it, so a cached image is reused and a change rebuilds.
  */
 export async function ensureTemplateImage(engine: ContainerEngine, request: TemplateImageRequest): Promise<string> {
-  const dir = join(request.templatesDir ?? BUILTIN_TEMPLATES_DIR, request.template);
+  const root = request.templatesDir ?? BUILTIN_TEMPLATES_DIR;
+  const known = await listTemplates(request.templatesDir);
+  if (!known.includes(request.template)) {
+    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(request.template)}`, { hint: `choose one of: ${known.join(', ')} (moat templates)` });
+  }
+  const spec = await loadTemplate(root, request.template);
+  const dir = join(root, spec.build ?? request.template);
   if (!(await stat(join(dir, 'Dockerfile')).catch(() => undefined))?.isFile()) {
-    const known = await listTemplates(request.templatesDir);
-    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(request.template)}`, { hint: `choose one of: ${known.join(', ')}` });
+    throw new MoatError('E_TEMPLATE_UNKNOWN', `template ${request.template} has no Dockerfile in ${dir}`, { hint: 'fix the template folder' });
   }
   const baseId = await engine.imageId(request.baseImage);
   if (!baseId) {
@@ -55,19 +64,41 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
   }
   const files = await templateFiles(dir);
   const hash = createHash('sha256');
-  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0`);
+  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(spec.args ?? {})}\0`);
   for (const file of files) hash.update(`${file}\0`).update(await readFile(join(dir, file))).update('\0');
   const tag = `moat-${request.template}:${hash.digest('hex').slice(0, 16)}`;
   if (await engine.imageId(tag)) return tag;
 
   request.onProgress?.(`building image ${tag} (template ${request.template} on ${request.baseImage})`);
+  // The build context: the template's files plus the host's CA bundle for the build's downloads.
+  const context = await mkdtemp(join(tmpdir(), 'moat-build-'));
+  try {
+    await cp(dir, context, { recursive: true });
+    await writeFile(join(context, 'build-ca.pem'), await hostCaBundle(request.env ?? process.env));
+    await buildIn(engine, request, spec, context, [...files, 'build-ca.pem'], tag);
+  } finally {
+    await rm(context, { recursive: true, force: true });
+  }
+  return tag;
+}
+
+/** The CAs this host trusts (where TLS goes through an inspecting proxy, its CA is among them). */
+async function hostCaBundle(env: NodeJS.ProcessEnv): Promise<string> {
+  for (const file of [env.SSL_CERT_FILE, env.NODE_EXTRA_CA_CERTS, '/etc/ssl/certs/ca-certificates.crt']) {
+    if (!file) continue;
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    if (text?.includes('BEGIN CERTIFICATE')) return text;
+  }
+  return '';
+}
+
+async function buildIn(engine: ContainerEngine, request: TemplateImageRequest, spec: { args?: Record<string, string> }, context: string, files: string[], tag: string): Promise<void> {
   await engine.buildImage({
-    contextDir: dir,
+    contextDir: context,
     files,
     tag,
-    buildArgs: { BASE_IMAGE: request.baseImage, MOAT_UID: String(request.uid), MOAT_GID: String(request.gid) },
+    buildArgs: { ...(spec.args ?? {}), BASE_IMAGE: request.baseImage, MOAT_UID: String(request.uid), MOAT_GID: String(request.gid) },
     labels: { [LABEL.version]: MOAT_VERSION, [LABEL.role]: 'image', [LABEL.template]: request.template },
     onProgress: request.onProgress,
   });
-  return tag;
 }

@@ -9,7 +9,9 @@ import { execInTask, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
-import { up, type UpOptions } from './up.js';
+import { seedHome, up, type UpOptions } from './up.js';
+import { BUILTIN_TEMPLATES_DIR } from '../image/template-image.js';
+import { loadTemplate } from '../image/template.js';
 import { openTaskEgress, removeTaskEgress, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
 
@@ -50,12 +52,13 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
     await openTaskEgress(ctx, record);
     await pushSecrets(ctx, record);
   }
-  const env = taskEnv(config, ctx.env);
+  const env = { ...taskEnv(config, ctx.env), ...(record.templateEnv ?? {}) };
   for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
   record.containerId = await startContainer(engine, spec);
+  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, await loadTemplate(BUILTIN_TEMPLATES_DIR, record.template));
   record.state = 'running';
   delete record.counters;
   await ctx.store.save(record);

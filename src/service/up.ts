@@ -6,7 +6,12 @@ import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
-import { ensureTemplateImage } from '../image/template-image.js';
+import { BUILTIN_TEMPLATES_DIR, ensureTemplateImage } from '../image/template-image.js';
+import { loadTemplate, type TemplateSpec } from '../image/template.js';
+import type { EffectiveConfig } from '../config/effective.js';
+import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
+import type { ContainerEngine } from '../engine/engine.js';
+import { PassThrough } from 'node:stream';
 import { createTaskWorkspace } from '../workspace/task-workspace.js';
 import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
@@ -53,17 +58,29 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   for (const name of secretLookingNames(config.envPassthrough)) {
     ctx.progress(`warning: envPassthrough hands ${name} to the agent and everything it runs; bind it as a secret instead (secrets.${name} in your config)`);
   }
-  const secrets = await bindSecrets(config, ctx.env);
-  // A bound secret is a grant to talk to its hosts: it brings the network with it.
-  const secretHosts = secrets.bound.flatMap((s) => s.hosts);
-  const network = options.network ?? (config.network === 'none' && secretHosts.length > 0 ? 'allowlist' : config.network);
-  const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...secretHosts])], deny: config.egress.deny };
-  for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
-  checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
   const engine = await ctx.engine();
   const user = ctx.sandboxUser(config);
   const template = options.template ?? config.template;
-  const image = await ensureTemplateImage(engine, { template, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress });
+  const spec = await loadTemplate(BUILTIN_TEMPLATES_DIR, template);
+  // What a template asks for (its model API, its key) is granted when the user picked it, not
+  // when a repository's moat.yaml did: the repository must not widen the sandbox.
+  const userChoseTemplate = options.template !== undefined || config.templateSource !== 'repo';
+  const withTemplate = userChoseTemplate ? grantTemplate(config, spec, ctx.env) : config;
+  if (!userChoseTemplate && (spec.egress?.length || spec.secret)) {
+    ctx.progress(`note: the repository chose template ${template}; its network and key are not granted (pass -t ${template} to grant them)`);
+  }
+  const templateEnv = userChoseTemplate ? (spec.env ?? {}) : {};
+  Object.assign(env, templateEnv);
+  const secrets = await bindSecrets(withTemplate, ctx.env);
+  // A bound secret is a grant to talk to its hosts: it brings the network with it.
+  const secretHosts = secrets.bound.flatMap((s) => s.hosts);
+  const templateHosts = userChoseTemplate ? (spec.egress ?? []) : [];
+  const granted = [...secretHosts, ...templateHosts];
+  const network = options.network ?? (config.network === 'none' && granted.length > 0 ? 'allowlist' : config.network);
+  const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny };
+  for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
+  checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
+  const image = await ensureTemplateImage(engine, { template, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
 
   const record: TaskRecord = {
     name,
@@ -79,6 +96,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     network,
     egress,
     ...(secrets.bound.length > 0 ? { secrets: secrets.bound } : {}),
+    ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
     user,
     createdAt: new Date().toISOString(),
     state: 'creating',
@@ -107,6 +125,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     if (started.status === 'rejected') throw started.reason;
     if (cloned.status === 'rejected') throw cloned.reason;
     const id = started.value;
+    await seedHome(engine, id, `${user.uid}:${user.gid}`, spec);
     record.containerId = id;
     record.state = 'running';
     delete record.creatorPid;
@@ -115,5 +134,29 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   } catch (error) {
     await rollback.run();
     throw error;
+  }
+}
+
+/**
+ * The user picked this template: bind its key from the user's environment when the user's config
+ * does not bind it already (the agent still only sees a placeholder).
+ */
+function grantTemplate(config: EffectiveConfig, spec: TemplateSpec, env: NodeJS.ProcessEnv): EffectiveConfig {
+  const secret = spec.secret;
+  if (!secret || config.secrets[secret.name] || !env[secret.name]) return config;
+  return {
+    ...config,
+    secrets: { ...config.secrets, [secret.name]: { from: { env: secret.name }, hosts: secret.hosts, header: secret.header, route: secret.route } },
+  };
+}
+
+/** Writes the template's config files into the sandbox's home (a tmpfs), as the sandbox user. */
+export async function seedHome(engine: ContainerEngine, id: string, user: string, spec: TemplateSpec): Promise<void> {
+  for (const [path, content] of Object.entries(spec.home ?? {})) {
+    const stdin = new PassThrough();
+    stdin.end(content);
+    const sink = new PassThrough().resume();
+    const code = await engine.exec(id, { cmd: ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1"', 'seed', `${SANDBOX_HOME}/${path}`], user }, { stdin, stdout: sink, stderr: sink });
+    if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not write ${path} into the sandbox's home`, { hint: 'moat reset the task, or check the template' });
   }
 }

@@ -100,3 +100,36 @@ export function registerExec(program: Command, cli: CliContext): void {
       }
     });
 }
+
+export function registerAgent(program: Command, cli: CliContext): void {
+  program
+    .command('agent')
+    .description('run a template\'s agent on a prompt, non-interactively, in a task (created if needed)')
+    .argument('<prompt>', 'what to ask the agent')
+    .option('--task <name>', 'task to run in (created when it does not exist)')
+    .option('-t, --template <name>', 'template of a new task (default: moat.yaml, your config, or shell)')
+    .addHelpText('after', '\nExamples:\n  OPENAI_API_KEY=… moat agent -t codex "fix the failing test"\n  moat agent --task fix-login "now add a test for it"')
+    .action(async (prompt: string, opts: { task?: string; template?: string }) => {
+      const { io, restore } = terminalIO(false);
+      try {
+        const result = await cli.moat(cli.output(false)).agent(prompt, io, { task: opts.task, template: opts.template });
+        const out = cli.output(false);
+        out.note(`task ${result.task} on ${result.branch}: agent exited ${result.exitCode}; egress ${result.egress.allowed} allowed, ${result.egress.denied} denied`);
+        if (result.diffStat) process.stderr.write(`${result.diffStat}\n`);
+        cli.setExit(report(cli, result));
+      } finally {
+        restore();
+      }
+    });
+
+  program
+    .command('new')
+    .description('choose the template for this repository (writes template: into moat.yaml)')
+    .requiredOption('-t, --template <name>', 'template (see moat templates)')
+    .option('--json', 'print as JSON')
+    .action(async (opts: { template: string; json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).newTemplate(opts.template);
+      out.result(result, () => `${result.file}: template ${result.template}`);
+    });
+}

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { formatSize } from '../../domain/size.js';
-import { listTemplates } from '../../image/template-image.js';
 import type { CliContext } from '../main.js';
 import { formatAge, table } from '../output.js';
 
@@ -82,7 +81,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .option('--json', 'print as JSON')
     .action(async (opts: { json?: boolean }) => {
       const out = cli.output(opts.json);
-      const templates = await listTemplates();
-      out.result(templates, () => templates.join('\n'));
+      const templates = await cli.moat(out).templates();
+      out.result(templates, () => table([['TEMPLATE', 'DESCRIPTION', 'NETWORK IT ASKS FOR'], ...templates.map((t) => [t.name, t.description, t.egress?.join(', ') ?? 'none'])]));
     });
 }

@@ -1,0 +1,52 @@
+import { readFile, writeFile, lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { MoatError } from '../errors.js';
+import { BUILTIN_TEMPLATES_DIR, listTemplates } from '../image/template-image.js';
+import { agentCommand, loadTemplate, type TemplateSpec } from '../image/template.js';
+import type { ExecIO } from '../engine/engine.js';
+import type { MoatContext } from './context.js';
+import { execInTask, type ExecResult } from './exec.js';
+import { egressCounts } from './egress.js';
+import { up } from './up.js';
+import { git } from '../workspace/git.js';
+
+export async function templates(): Promise<TemplateSpec[]> {
+  return Promise.all((await listTemplates()).map((name) => loadTemplate(BUILTIN_TEMPLATES_DIR, name)));
+}
+
+/** `moat new -t NAME`: records the repository's template choice in its moat.yaml, keeping comments. */
+export async function newTemplate(ctx: MoatContext, template: string): Promise<{ file: string; template: string }> {
+  const known = await listTemplates();
+  if (!known.includes(template)) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(template)}`, { hint: `choose one of: ${known.join(', ')}` });
+  const repo = await ctx.repo();
+  const file = join(repo.path, 'moat.yaml');
+  const info = await lstat(file).catch(() => undefined);
+  if (info && !info.isFile()) throw new MoatError('E_CONFIG_INVALID', `${file} is not a regular file`, { hint: 'replace it with a plain file' });
+  const doc = parseDocument(info ? await readFile(file, 'utf8') : '');
+  if (doc.errors.length > 0) throw new MoatError('E_CONFIG_INVALID', `${file}: ${doc.errors[0]!.message.split('\n')[0]}`, { hint: 'fix the YAML first' });
+  if (!doc.contents) doc.contents = doc.createNode({}) as never;
+  doc.set('template', template);
+  await writeFile(file, doc.toString());
+  return { file, template };
+}
+
+export interface AgentResult extends ExecResult {
+  branch: string;
+  diffStat: string;
+  egress: { allowed: number; denied: number };
+}
+
+/** Runs a template's agent on a prompt, non-interactively, in a task (created when needed). */
+export async function runAgent(ctx: MoatContext, prompt: string, io: ExecIO, options: { task?: string; template?: string } = {}): Promise<AgentResult> {
+  const repo = await ctx.repo();
+  let record = options.task ? await ctx.store.get(repo.key, options.task) : undefined;
+  // Check the template can run an agent before creating anything.
+  const templateName = record?.template ?? options.template ?? (await ctx.effectiveConfig(repo)).template;
+  const command = agentCommand(await loadTemplate(BUILTIN_TEMPLATES_DIR, templateName), prompt);
+  if (!record) record = await up(ctx, { task: options.task, template: options.template });
+  const result = await execInTask(ctx, record.name, command, io);
+  const fresh = await ctx.store.require(repo.key, record.name);
+  const diffStat = (await git(['diff', '--stat', fresh.baseCommit, result.sync?.wip ?? fresh.syncedTip], { cwd: repo.path })).stdout;
+  return { ...result, branch: fresh.branch, diffStat, egress: await egressCounts(ctx, fresh) };
+}

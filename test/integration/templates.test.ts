@@ -1,0 +1,72 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { captureIO, Scratch } from '../helpers/fixtures.js';
+
+/** Each template's image builds offline from the base image, and its CLI starts inside a sandbox. */
+describe('templates', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('lists the built-in templates with what they ask for', async () => {
+    const templates = await scratch.moat().templates();
+    expect(templates.map((t) => t.name)).toEqual(['claude', 'codex', 'gemini', 'opencode', 'shell']);
+    expect(templates.find((t) => t.name === 'codex')!.egress).toEqual(['api.openai.com']);
+  });
+
+  it.each([
+    ['codex', /codex-cli \d/],
+    ['claude', /\d+\.\d+\.\d+ \(Claude Code\)/],
+    ['gemini', /^\d+\.\d+\.\d+/],
+    ['opencode', /^\d+\.\d+\.\d+/],
+  ])('%s: the CLI starts inside its sandbox, as the sandbox user, with its network and no key', async (template, version) => {
+    const moat = scratch.moat();
+    const record = await moat.up({ task: `t-${template}`, template });
+    expect(record.network).toBe('allowlist');
+    const cap = captureIO();
+    const result = await moat.exec(`t-${template}`, [template, '--version'], cap.io, { sync: false });
+    expect(result.exitCode, cap.err()).toBe(0);
+    expect(cap.out().trim()).toMatch(version);
+    const who = captureIO();
+    await moat.exec(`t-${template}`, ['sh', '-c', 'id -u; node --version'], who.io, { sync: false });
+    const [uid, node] = who.out().trim().split('\n');
+    expect(Number(uid)).toBeGreaterThan(0);
+    expect(node).toMatch(/^v2[2-9]\./);
+    await moat.rm(`t-${template}`, { force: true });
+  }, 600_000);
+
+  it('codex gets its config seeded into the sandbox home, pointing at the gateway route', async () => {
+    const moat = scratch.moat();
+    await moat.up({ task: 'seeded', template: 'codex' });
+    const cap = captureIO();
+    await moat.exec('seeded', ['cat', '/home/agent/.codex/config.toml'], cap.io, { sync: false });
+    expect(cap.out()).toContain('base_url = "http://moat.gateway/openai/v1"');
+    await moat.reset('seeded');
+    const again = captureIO();
+    await moat.exec('seeded', ['cat', '/home/agent/.codex/config.toml'], again.io, { sync: false });
+    expect(again.out()).toContain('moat.gateway');
+    await moat.rm('seeded', { force: true });
+  }, 600_000);
+
+  it('moat new writes the choice into moat.yaml and keeps what was there', async () => {
+    writeFileSync(join(scratch.repo, 'moat.yaml'), '# our sandbox settings\nlimits:\n  pids: 256\n');
+    await scratch.moat().newTemplate('codex');
+    const text = readFileSync(join(scratch.repo, 'moat.yaml'), 'utf8');
+    expect(text).toContain('# our sandbox settings');
+    expect(text).toContain('template: codex');
+    expect(text).toContain('pids: 256');
+    await expect(scratch.moat().newTemplate('nope')).rejects.toMatchObject({ code: 'E_TEMPLATE_UNKNOWN' });
+  });
+
+  it('a template chosen by the repository does not get its network', async () => {
+    const moat = scratch.moat();
+    const record = await moat.up({ task: 'repo-choice' });
+    expect(record.template).toBe('codex');
+    expect(record.network).toBe('none');
+    await moat.rm('repo-choice', { force: true });
+  }, 600_000);
+
+  it('agent on a template without an agent command is a clear error', async () => {
+    await expect(scratch.moat().agent('hello', captureIO().io, { task: 'plain', template: 'shell' })).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+});
