@@ -20,6 +20,7 @@ export const limitsSchema = z
     nofile: z.number().int().min(64).max(1_048_576).describe('Open files per process. Default 4096.').optional(),
     tmp: size.describe('Size of /tmp (tmpfs, counts against memory). Default 512m.').optional(),
     home: size.describe('Size of the home directory (tmpfs, counts against memory). Default 512m.').optional(),
+    disk: size.describe('Cap on what a task writes to its workspace (a loop-mounted filesystem of that size, where moat runs as root). Default 10g.').optional(),
     timeout: z
       .union([z.string(), z.number().int().min(0)])
       .refine((value) => parseDuration(value) !== undefined, { message: 'expected a duration such as 90s, 30m, 2h or 1d (0: no limit)' })

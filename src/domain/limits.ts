@@ -14,6 +14,8 @@ export interface Limits {
   homeBytes: number;
   /** Wall-clock life of the task's container in seconds; 0 for no limit. */
   timeoutSeconds: number;
+  /** Everything the task can write to its workspace, where the kernel can enforce it. */
+  diskBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -24,6 +26,7 @@ export const DEFAULT_LIMITS: Limits = {
   tmpBytes: 512 * 1024 ** 2,
   homeBytes: 512 * 1024 ** 2,
   timeoutSeconds: 0,
+  diskBytes: 10 * 1024 ** 3,
 };
 
 export type LimitKey = keyof Limits;
@@ -37,6 +40,7 @@ export const LIMIT_CONFIG_KEY: Record<LimitKey, string> = {
   tmpBytes: 'limits.tmp',
   homeBytes: 'limits.home',
   timeoutSeconds: 'limits.timeout',
+  diskBytes: 'limits.disk',
 };
 
 /** Limits where `requested` asks for more than `granted`: every limit is "lower is narrower". */

@@ -24,6 +24,8 @@ export interface TaskRecord {
   network: NetworkMode;
   /** Egress rules granted at creation; `moat allow`/`deny` change the live copy the gateway reads. */
   egress?: { allow: string[]; deny: string[] };
+  /** How the disk cap is enforced for this task. */
+  disk?: 'loop' | 'none';
   /** Bound secrets: names, placeholders and bindings; values never leave the host's memory. */
   secrets?: BoundSecret[];
   /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */

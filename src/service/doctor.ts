@@ -1,4 +1,5 @@
 import { runProcess } from '../workspace/run-process.js';
+import { loopMountAvailable } from '../workspace/task-volume.js';
 import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 import { isMoatError } from '../errors.js';
 import type { EngineInfo } from '../engine/engine.js';
@@ -83,11 +84,11 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.cpu = 'kernel (CFS quota)';
     enforcement.pids = 'kernel (pids cgroup)';
     enforcement.network = 'none: tasks have no network interface but loopback';
-    const quota = info.storageDriver === 'overlay2' && info.backingFilesystem === 'xfs';
-    enforcement.disk = quota
-      ? 'engine storage quota possible (overlay2 on xfs); the workspace bind mount is not covered'
-      : `no kernel disk quota here (${info.storageDriver} on ${info.backingFilesystem ?? 'unknown'}): /tmp and home are size-limited tmpfs, the workspace is not capped yet`;
-    checks.push({ name: 'disk quota', status: 'warn', detail: enforcement.disk, fix: quota ? undefined : 'run the engine on xfs with pquota for per-container quotas' });
+    const loop = await loopMountAvailable(ctx.hostUser.uid);
+    enforcement.disk = loop
+      ? 'kernel: each task writes to its own loop-mounted ext4 image of limits.disk; /tmp and home are size-limited tmpfs; the root filesystem is read-only'
+      : 'workspace NOT capped (needs root, loop devices and mkfs.ext4); /tmp and home are size-limited tmpfs; the root filesystem is read-only';
+    checks.push(loop ? { name: 'disk cap', status: 'ok', detail: enforcement.disk } : { name: 'disk cap', status: 'warn', detail: enforcement.disk, fix: 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs' });
     if (info.rootless) checks.push({ name: 'rootless', status: 'ok', detail: 'the engine runs rootless: a container escape lands in an unprivileged user' });
   }
 

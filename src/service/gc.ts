@@ -2,6 +2,7 @@ import { LABEL } from '../domain/labels.js';
 import { taskBranch } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { UserRepository } from '../workspace/user-repo.js';
+import { releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 
 export interface GcResult {
@@ -71,5 +72,6 @@ async function removeInterrupted(ctx: MoatContext, record: TaskRecord): Promise<
   const repo = await UserRepository.open(record.repoPath).catch(() => undefined);
   // Only while the branch is still at its base: a branch with commits is never thrown away.
   if (repo) await repo.deleteRef(`refs/heads/${taskBranch(record.name)}`, record.baseCommit);
+  await releaseVolume(ctx.store.taskDir(record.repoKey, record.name));
   await ctx.store.remove(record.repoKey, record.name);
 }

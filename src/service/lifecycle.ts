@@ -4,6 +4,7 @@ import { MoatError } from '../errors.js';
 import type { ExecIO } from '../engine/engine.js';
 import { removeTaskWorkspace } from '../workspace/task-workspace.js';
 import { assertObjectId, git } from '../workspace/git.js';
+import { releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 import { execInTask, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
@@ -94,6 +95,7 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
     await engine.removeContainer(container.id);
   }
   await removeTaskWorkspace(ctx.store.workspacePath(record.repoKey, task));
+  await releaseVolume(ctx.store.taskDir(record.repoKey, task));
   await removeTaskEgress(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
   const branchDeleted = await repo.deleteRef(branchRef);

@@ -11,6 +11,8 @@ export interface TaskStats {
   limits: { memoryBytes: number; cpus: number; pids: number };
   /** Bytes the task's workspace takes on the host disk (allocated blocks, so sparse files count as they are). */
   workspaceBytes: number;
+  /** The kernel-enforced cap on the workspace, when there is one. */
+  diskCapBytes?: number;
   egress: { bytesUp: number; bytesDown: number; allowed: number; denied: number };
 }
 
@@ -39,6 +41,7 @@ export async function taskStats(ctx: MoatContext, task?: string): Promise<TaskSt
         container,
         limits: { memoryBytes: record.limits.memoryBytes, cpus: record.limits.cpus, pids: record.limits.pids },
         workspaceBytes: await diskUsage(ctx.store.workspacePath(record.repoKey, record.name)),
+        ...(record.disk === 'loop' ? { diskCapBytes: record.limits.diskBytes } : {}),
         egress: {
           bytesUp: audit.reduce((sum, a) => sum + a.bytesUp, 0),
           bytesDown: audit.reduce((sum, a) => sum + a.bytesDown, 0),

@@ -5,6 +5,8 @@ import type { ContainerEngine } from '../engine/engine.js';
 import { MOAT_VERSION } from '../version.js';
 import type { MoatContext } from './context.js';
 import { socketDir } from '../gateway/task-egress.js';
+import { mountVolume } from '../workspace/task-volume.js';
+import { dirname } from 'node:path';
 
 export function containerName(record: Pick<TaskRecord, 'repoKey' | 'name'>, role = 'task'): string {
   const suffix = role === 'task' ? '' : `-${role}`;
@@ -30,6 +32,9 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
 
 /** Creates and starts a container; removes it again if starting fails. */
 export async function startContainer(engine: ContainerEngine, spec: ContainerSpec): Promise<string> {
+  // After a reboot the task's capped volume is no longer mounted: mount it before anything
+  // binds the workspace (binding the empty mount point would hide the task's work).
+  await mountVolume(dirname(dirname(spec.workspaceMount.source)));
   const id = await engine.createContainer(spec);
   try {
     await engine.startContainer(id);

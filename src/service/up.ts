@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import { openTaskEgress, removeTaskEgress } from './egress.js';
@@ -80,6 +81,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny };
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
+  const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
+  if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
   const image = await ensureTemplateImage(engine, { template, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
 
   const record: TaskRecord = {
@@ -99,6 +102,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
     user,
     createdAt: new Date().toISOString(),
+    disk,
     state: 'creating',
     creatorPid: process.pid,
   };
@@ -115,6 +119,9 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     }
     const identity = { ...(await repo.userIdentity()), ...config.git };
     const workspacePath = ctx.store.workspacePath(record.repoKey, name);
+    const taskDir = ctx.store.taskDir(record.repoKey, name);
+    await createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none');
+    rollback.add(() => releaseVolume(taskDir));
     // The container only needs the workspace directory to exist; it runs nothing until the first
     // exec, after `up` returns. So the clone and the container start overlap.
     await mkdir(workspacePath, { mode: 0o755 });

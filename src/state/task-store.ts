@@ -20,8 +20,9 @@ export class TaskStore {
     return join(this.home, 'repos', repoKey, 'tasks', name);
   }
 
+  /** Inside the task's volume (a capped filesystem where the machine allows one). */
   workspacePath(repoKey: string, name: string): string {
-    return join(this.taskDir(repoKey, name), 'workspace');
+    return join(this.taskDir(repoKey, name), 'volume', 'workspace');
   }
 
   private recordPath(repoKey: string, name: string): string {

@@ -70,6 +70,9 @@ export class Scratch {
     } catch {
       // none running
     }
+    // Capped task volumes a failed test left mounted.
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith(`${this.root}/`));
+    for (const mount of mounts.reverse()) execFileSync('umount', ['-l', mount], { stdio: 'ignore' });
     // Workspaces may hold files of the sandbox uid; root removes them, others own them.
     rmSync(this.root, { recursive: true, force: true });
   }

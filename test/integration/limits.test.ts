@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
 
@@ -56,5 +57,38 @@ describe('time limit, stats and push', () => {
     expect(result.branch).toBe('moat/pushme');
     expect(gitIn(remote, 'log', '-1', '--format=%s', 'moat/pushme')).toBe('pushed-commit');
     await expect(moat.push('pushme', { remote: 'nowhere' })).rejects.toMatchObject({ code: 'E_GIT_REF' });
+  });
+});
+
+describe('disk cap', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('writing past the cap fails with ENOSPC inside, the host loses no more than the cap, earlier commits stay', async () => {
+    const { loopMountAvailable } = await import('../../src/workspace/task-volume.js');
+    scratch.writeConfig('limits:\n  disk: 64m\n');
+    const moat = scratch.moat();
+    const record = await moat.up({ task: 'filler' });
+    if (!(await loopMountAvailable())) {
+      // Without root the cap cannot be enforced by the kernel, and moat must say so, not pretend.
+      expect(record.disk).toBe('none');
+      return;
+    }
+    expect(record.disk).toBe('loop');
+    await moat.exec('filler', ['sh', '-c', 'echo keep > keep.txt && git add keep.txt && git commit -qm kept'], captureIO().io);
+    const { statfsSync } = await import('node:fs');
+    const free = () => { const s = statfsSync(scratch.root); return s.bavail * s.bsize; };
+    const before = free();
+    const cap = captureIO();
+    const result = await moat.exec('filler', ['sh', '-c', 'dd if=/dev/urandom of=fill.bin bs=1M count=200 2>&1; df -k /workspace | tail -1'], cap.io, { sync: false });
+    expect(cap.out()).toMatch(/No space left on device/);
+    expect(result.exitCode).toBe(0);
+    expect(before - free()).toBeLessThan(64 * 1024 * 1024 + 8 * 1024 * 1024);
+    const [stats] = await moat.stats('filler');
+    expect(stats!.diskCapBytes).toBe(64 * 1024 * 1024);
+    await moat.exec('filler', ['rm', '-f', 'fill.bin'], captureIO().io, { sync: false });
+    expect((await moat.sync('filler')).commits).toBe(1);
+    await moat.rm('filler', { force: true });
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(scratch.root);
   });
 });
