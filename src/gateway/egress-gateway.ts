@@ -84,8 +84,9 @@ export class EgressGateway {
 
   private deny(client: Socket, channel: TaskChannel, attempt: Attempt, rule: string, status = '403 Forbidden'): void {
     const body = `moat: egress denied (${rule})\n`;
-    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    // The audit line first: by the time the client reads the refusal, the attempt is on record.
     this.finish(channel, attempt, false, rule);
+    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
   /** Name check, then resolution, then address check; returns the address to dial or a reason. */

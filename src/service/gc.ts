@@ -2,7 +2,7 @@ import { LABEL } from '../domain/labels.js';
 import { taskBranch } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { UserRepository } from '../workspace/user-repo.js';
-import { releaseVolume } from '../workspace/task-volume.js';
+import { mountedVolumes, releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 
 export interface GcResult {
@@ -48,6 +48,14 @@ export async function gc(ctx: MoatContext): Promise<GcResult> {
       await engine.removeContainer(container.id);
       result.removedContainers.push(container.name);
     }
+  }
+  // Capped volumes still mounted for tasks whose record is gone.
+  for (const taskDir of await mountedVolumes(ctx.store.home)) {
+    // <home>/repos/<repoKey>/tasks/<name>
+    const parts = taskDir.split('/');
+    const repoKey = parts[parts.length - 3];
+    const name = parts[parts.length - 1];
+    if (!live.has(`${repoKey}/${name}`)) await releaseVolume(taskDir);
   }
   for (const network of await engine.listNetworks(owned)) {
     if (!live.has(`${network.labels[LABEL.repo]}/${network.labels[LABEL.task]}`)) {

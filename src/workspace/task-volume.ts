@@ -82,3 +82,14 @@ export async function releaseVolume(taskDir: string): Promise<void> {
   }
   await rm(volumeImage(taskDir), { force: true });
 }
+
+/** Task directories under a moat home whose volume is mounted. */
+export async function mountedVolumes(home: string): Promise<string[]> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const prefix = join(home, 'repos') + '/';
+  return info
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((path) => path.startsWith(prefix) && path.endsWith('/volume'))
+    .map((path) => path.slice(0, -'/volume'.length));
+}

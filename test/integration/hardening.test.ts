@@ -52,7 +52,7 @@ describe('a task container is hardened by default', () => {
     const mounts = info.Mounts.filter((m) => m.Type === 'bind' || m.Type === 'volume');
     expect(mounts).toHaveLength(1);
     expect(mounts[0]!.Destination).toBe('/workspace');
-    expect(mounts[0]!.Source).toBe(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'workspace'));
+    expect(mounts[0]!.Source).toBe(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'volume', 'workspace'));
     expect(JSON.stringify(info.Mounts)).not.toContain('docker.sock');
     expect(mounts[0]!.Source.startsWith(scratch.repo)).toBe(false);
   });
@@ -96,7 +96,7 @@ describe('a task container is hardened by default', () => {
 
   it('files the agent writes in the workspace belong to the invoking user (or the sandbox uid when moat runs as root)', async () => {
     await inside('echo hi > /workspace/owned.txt');
-    const owner = statSync(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'workspace', 'owned.txt')).uid;
+    const owner = statSync(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'volume', 'workspace', 'owned.txt')).uid;
     const expected = process.getuid!() === 0 ? 1000 : process.getuid!();
     expect(owner).toBe(expected);
   });

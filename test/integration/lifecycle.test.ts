@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -119,12 +119,15 @@ describe('task lifecycle', () => {
     await store.save({ ...record, state: 'creating', creatorPid: 2 ** 22 + 12345 });
     const orphan = await moat.up({ task: 'kept' });
     await moat.exec('kept', ['sh', '-c', 'echo k > k && git add k && git commit -qm kept'], captureIO().io);
-    await store.remove(orphan.repoKey, 'kept');
+    // The record is lost; the container (and a mounted volume, where disks are capped) is what a crash leaves.
+    const { rm } = await import('node:fs/promises');
+    await rm(join(store.taskDir(orphan.repoKey, 'kept'), 'task.json'));
     const result = await moat.gc();
     expect(result.removedTasks).toEqual(['crashed']);
     expect(result.removedContainers).toHaveLength(1);
     expect(await containersOf(s)).toEqual([]);
     expect(branches(s.repo)).not.toContain('refs/heads/moat/crashed');
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(store.taskDir(orphan.repoKey, 'kept'));
     // The orphan's commits stay on its branch even though its record is gone.
     expect(gitIn(s.repo, 'log', '-1', '--format=%s', 'moat/kept')).toBe('kept');
   });

@@ -53,10 +53,13 @@ describe('egress through the gateway', () => {
   });
 
   async function curl(task: string, args: string): Promise<{ code: number; out: string }> {
+    const before = (await moat.egress(task)).length;
     const cap = captureIO();
     const result = await moat.exec(task, ['sh', '-c', `curl -sS -m 10 ${args} 2>&1; echo "exit=$?"`], cap.io, { sync: false });
     expect(result.exitCode).toBe(0);
     const out = cap.out();
+    // An allowed connection is logged when it closes, a moment after the client is done.
+    for (let i = 0; i < 40 && (await moat.egress(task)).length === before && !out.includes('Could not resolve'); i += 1) await new Promise((r) => setTimeout(r, 50));
     return { code: Number(/exit=(\d+)\s*$/.exec(out)?.[1] ?? -1), out };
   }
   const audit = async () => moat.egress('net');
