@@ -101,7 +101,8 @@ async function reload(): Promise<number> {
     });
     await new Promise<void>((resolve, reject) => {
       listener.server.once('error', reject);
-      listener.server.listen(socket, () => resolve());
+      // Unix sockets refuse connects past the backlog (no retry as with TCP): room for bursts.
+      listener.server.listen({ path: socket, backlog: 4096 }, () => resolve());
     });
     // The sandbox user (any uid) must be able to connect; the directory is the task's alone.
     chmodSync(socket, 0o666);

@@ -1,0 +1,157 @@
+// Egress gateway benchmark (issue 4): on loopback, side by side in one run, a direct connection,
+// moat's gateway (the real EgressGateway on a unix socket, as a sandbox reaches it) and Debian's
+// squid as a plain CONNECT proxy. Measures throughput of a 1 GiB transfer, added latency per
+// request (p50, p99) and 1,000 concurrent connections held. Not a test: nothing asserts a time.
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer, connect } from 'node:net';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EgressGateway } from '../dist/gateway/egress-gateway.js';
+import { buildPolicy } from '../dist/domain/egress-policy.js';
+import { parseIp } from '../dist/domain/ip-address.js';
+
+const GIB = 1024 ** 3;
+const transferBytes = Number(process.env.BENCH_BYTES ?? GIB);
+const latencyRounds = Number(process.env.BENCH_LATENCY_ROUNDS ?? 400);
+const concurrent = Number(process.env.BENCH_CONNECTIONS ?? 1000);
+const dir = mkdtempSync(join(tmpdir(), 'moat-gw-bench-'));
+// squid drops to its own user after start: it must be able to read its files here.
+chmodSync(dir, 0o755);
+
+// Upstream, over TLS as real egress is: sinks what it is sent (throughput), and answers "pong"
+// to each "ping" (latency). Every path carries the same TLS bytes; the proxies only splice them.
+execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-subj', '/CN=bench.test', '-days', '1'], { stdio: 'ignore' });
+const upstream = createTlsServer({ key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) }, (socket) => {
+  socket.on('data', (chunk) => {
+    if (chunk.length === 4 && chunk.toString() === 'ping') socket.write('pong');
+  });
+  socket.on('error', () => undefined);
+});
+await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
+const upPort = upstream.address().port;
+const target = `bench.test:${upPort}`;
+
+// moat's gateway, on a unix socket, resolving bench.test to loopback, which the policy allows by CIDR.
+const policy = buildPolicy('allowlist', ['bench.test', '127.0.0.1/32'], []);
+const gateway = new EgressGateway(async () => [parseIp('127.0.0.1')]);
+const gatewaySocket = join(dir, 'gw.sock');
+const gatewayServer = createServer((client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }));
+gatewayServer.maxConnections = 100000;
+// The same backlog as the daemon: a unix socket refuses connects past it instead of retrying.
+await new Promise((r) => gatewayServer.listen({ path: gatewaySocket, backlog: 4096 }, r));
+
+// squid as a plain CONNECT proxy on loopback.
+const squidPort = 31280 + Math.floor(Math.random() * 1000);
+writeFileSync(join(dir, 'squid.conf'), [
+  `http_port 127.0.0.1:${squidPort}`, 'acl all_ports port 1-65535', 'http_access allow all', 'acl CONNECT method CONNECT', 'cache deny all',
+  `pid_filename ${join(dir, 'squid.pid')}`, `cache_log ${join(dir, 'cache.log')}`, 'access_log none', 'max_filedescriptors 8192', 'shutdown_lifetime 0 seconds',
+  `hosts_file ${join(dir, 'hosts')}`, 'dns_nameservers 127.0.0.1', `coredump_dir ${dir}`,
+].join('\n'));
+writeFileSync(join(dir, 'hosts'), '127.0.0.1 bench.test\n');
+const squid = spawn('squid', ['-N', '-f', join(dir, 'squid.conf')], { stdio: 'ignore' });
+for (let i = 0; i < 100; i += 1) {
+  const up = await new Promise((r) => { const s = connect(squidPort, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
+  if (up) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+const secure = (socket) => new Promise((resolve, reject) => {
+  const t = tlsConnect({ socket, servername: 'bench.test', rejectUnauthorized: false }, () => resolve(t));
+  t.on('error', reject);
+});
+const routes = {
+  direct: async () => secure(await new Promise((resolve, reject) => { const s = connect(upPort, '127.0.0.1', () => resolve(s)); s.on('error', reject); })),
+  'moat gateway': async () => secure(await tunnel(() => connect(gatewaySocket))),
+  squid: async () => secure(await tunnel(() => connect(squidPort, '127.0.0.1'))),
+};
+
+function tunnel(open) {
+  return new Promise((resolve, reject) => {
+    const s = open();
+    s.on('error', reject);
+    s.once('connect', () => s.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+    let head = '';
+    const onData = (chunk) => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      s.off('data', onData);
+      if (!/^HTTP\/1\.[01] 200/.test(head)) return reject(new Error(head.split('\r\n')[0]));
+      resolve(s);
+    };
+    s.on('data', onData);
+  });
+}
+
+async function throughput(open) {
+  const s = await open();
+  const chunk = Buffer.alloc(1024 * 1024, 7);
+  const start = process.hrtime.bigint();
+  let sent = 0;
+  await new Promise((resolve) => {
+    const pump = () => {
+      while (sent < transferBytes) {
+        sent += chunk.length;
+        if (!s.write(chunk)) return s.once('drain', pump);
+      }
+      s.end(resolve);
+    };
+    pump();
+  });
+  s.destroy();
+  return transferBytes / (Number(process.hrtime.bigint() - start) / 1e9);
+}
+
+async function latency(open) {
+  const samples = [];
+  for (let i = 0; i < latencyRounds; i += 1) {
+    const start = process.hrtime.bigint();
+    const s = await open();
+    await new Promise((resolve) => { s.once('data', resolve); s.write('ping'); });
+    samples.push(Number(process.hrtime.bigint() - start) / 1e6);
+    s.destroy();
+  }
+  samples.sort((a, b) => a - b);
+  return { p50: samples[Math.floor(samples.length * 0.5)], p99: samples[Math.floor(samples.length * 0.99)] };
+}
+
+async function held(open) {
+  const results = await Promise.allSettled(Array.from({ length: concurrent }, async () => {
+    const s = await open();
+    await new Promise((resolve, reject) => { const t = setTimeout(() => reject(new Error('no pong')), 20000); s.once('data', () => { clearTimeout(t); resolve(); }); s.write('ping'); });
+    return s;
+  }));
+  const errors = results.filter((r) => r.status === 'rejected').length;
+  for (const r of results) if (r.status === 'fulfilled') r.value.destroy();
+  return errors;
+}
+
+const rows = {};
+for (const name of Object.keys(routes)) rows[name] = { throughput: [], p50: [], p99: [], errors: 0 };
+// Alternate the three paths, two rounds each.
+for (let round = 0; round < 2; round += 1) {
+  for (const [name, open] of Object.entries(routes)) {
+    rows[name].throughput.push(await throughput(open));
+    const l = await latency(open);
+    rows[name].p50.push(l.p50);
+    rows[name].p99.push(l.p99);
+  }
+}
+for (const [name, open] of Object.entries(routes)) rows[name].errors = await held(open);
+
+const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const direct = rows.direct;
+console.log(`loopback, ${(transferBytes / GIB).toFixed(2)} GiB per transfer, ${latencyRounds} connect+ping rounds, ${concurrent} concurrent connections`);
+console.log('| path | throughput MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' + concurrent + ' |');
+console.log('|---|---|---|---|---|---|---|');
+for (const [name, r] of Object.entries(rows)) {
+  const t = med(r.throughput) / 1024 ** 2;
+  console.log(`| ${name} | ${t.toFixed(0)} | ${(med(r.throughput) / med(direct.throughput)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(direct.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
+}
+squid.kill('SIGKILL');
+gatewayServer.close();
+upstream.close();
+rmSync(dir, { recursive: true, force: true });
+process.exit(0);
