@@ -1,0 +1,123 @@
+// Security report (issue 8): the same attack cases run inside a moat sandbox and inside a plain
+// `docker run` the way people commonly use it (the project mounted read-write, default flags).
+// Every verdict comes from what was observed in this run: outputs, exit codes, files on the host.
+// Prints a Markdown table and writes docs/security.md.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { Moat } from '../dist/index.js';
+
+const root = mkdtempSync(join(tmpdir(), 'moat-security-'));
+const repo = join(root, 'project');
+const home = join(root, 'host-home');
+const KEY = 'SECREPORT-PRIVATE-KEY-7d1e';
+const ENV_SECRET = 'sk-secreport-2b9c';
+const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'r', GIT_AUTHOR_EMAIL: 'r@r.invalid', GIT_COMMITTER_NAME: 'r', GIT_COMMITTER_EMAIL: 'r@r.invalid' };
+mkdirSync(join(home, '.ssh'), { recursive: true });
+writeFileSync(join(home, '.ssh', 'id_ed25519'), `${KEY}\n`);
+mkdirSync(repo);
+execFileSync('git', ['init', '-q', '--initial-branch=main', repo]);
+writeFileSync(join(repo, '.gitignore'), '.env\n');
+writeFileSync(join(repo, '.env'), `API_KEY=${ENV_SECRET}\n`);
+writeFileSync(join(repo, 'main.c'), 'int main(void) { return 0; }\n');
+execFileSync('git', ['add', '-A'], { cwd: repo });
+execFileSync('git', ['commit', '-qm', 'project'], { cwd: repo, env: gitEnv });
+const marker = join(root, 'HOOK-RAN-ON-HOST');
+
+/** The cases: a script to run inside, and how to read what happened. */
+const cases = [
+  { name: 'read the host ~/.ssh key', script: `cat ${home}/.ssh/id_ed25519 2>&1 | head -1`, judge: (r) => (r.out.includes(KEY) ? ['leaked', 'key content read'] : ['blocked', firstLine(r.out)]) },
+  { name: 'read the project .env', script: 'cat .env 2>&1 | head -1', judge: (r) => (r.out.includes(ENV_SECRET) ? ['leaked', 'secret read'] : ['blocked', firstLine(r.out)]) },
+  { name: 'a route out of the sandbox', script: 'awk \'$2 == "00000000" { print "default route via " $1 }\' /proc/net/route; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " "', judge: (r) => (r.out.includes('default route') ? ['leaked', `${firstLine(r.out)} (any host can be reached)`] : ['blocked', `interfaces: ${r.out.trim().split('\n').pop()}`]) },
+  { name: 'plant a git hook the host runs', script: `mkdir -p .git/hooks && printf '#!/bin/sh\\ntouch ${marker}\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && echo planted`, after: () => spawnSync('git', ['checkout', '-q', '-b', `probe-${Math.random().toString(16).slice(2, 8)}`], { cwd: repo }), judge: () => (existsSync(marker) ? ['leaked', 'hook ran on the host at `git checkout`'] : ['blocked', 'nothing ran on the host']) },
+  { name: 'rm -rf the project', script: 'rm -rf ./* ./.git 2>&1; ls -A | wc -l', judge: () => (existsSync(join(repo, 'main.c')) && existsSync(join(repo, '.git')) ? ['contained', 'your checkout is intact'] : ['leaked', 'your checkout was deleted']) },
+  { name: 'write to /etc', script: '{ echo x >> /etc/hosts; } 2>&1 && echo wrote', judge: (r) => (r.out.includes('wrote') ? ['contained', 'writable /etc (inside the container only)'] : ['blocked', firstLine(r.out)]) },
+  { name: 'run as root with capabilities', script: 'id -u; grep CapEff /proc/self/status', judge: (r) => (/^0\n/.test(r.out) || !/CapEff:\s+0+$/m.test(r.out) ? ['leaked', r.out.trim().replace(/\n/g, ', ')] : ['blocked', r.out.trim().replace(/\s+/g, ' ')]) },
+  { name: 'reach the Docker socket', script: 'ls -l /var/run/docker.sock 2>&1', judge: (r) => (r.out.includes('No such') ? ['blocked', 'no socket'] : ['leaked', firstLine(r.out)]) },
+  { name: 'fork without limit', script: 'cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null | head -1', judge: (r) => (r.out.trim() === 'max' || r.out.trim() === '' ? ['leaked', 'no pids limit (a fork bomb takes the host down)'] : ['contained', `pids.max ${r.out.trim()}`]) },
+  { name: 'take all memory', script: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null | head -1', judge: (r) => (/^(max|9223372036854\d+)$/.test(r.out.trim()) ? ['leaked', 'no memory limit'] : ['contained', `limit ${r.out.trim()} bytes`]) },
+];
+function firstLine(text) {
+  return (text.trim().split('\n')[0] ?? '').slice(0, 90) || '(nothing)';
+}
+
+async function runMoat() {
+  const moat = new Moat({ cwd: repo, env: { ...process.env, MOAT_HOME: join(root, 'moat-home'), MOAT_CONFIG: join(root, 'config.yaml') } });
+  const results = [];
+  for (const c of cases) {
+    await moat.up({ task: 'report' });
+    const stdout = new PassThrough();
+    let out = '';
+    stdout.on('data', (d) => (out += d));
+    await moat.exec('report', ['sh', '-c', `${c.script} 2>&1`], { stdout, stderr: stdout }, { sync: false });
+    await moat.down('report');
+    c.after?.();
+    results.push(c.judge({ out }));
+    await moat.rm('report', { force: true });
+  }
+  return results;
+}
+
+function runDocker(image) {
+  // As commonly done: the project mounted read-write (with its .git), default flags.
+  return cases.map((c) => {
+    const r = spawnSync('docker', ['run', '--rm', '--label', 'moat.task=security-report', '-v', `${repo}:/work`, '-w', '/work', image, 'sh', '-c', `${c.script} 2>&1`], { encoding: 'utf8' });
+    c.after?.();
+    const verdict = c.judge({ out: r.stdout ?? '' });
+    // Put the project back for the next case (the rm case deletes it for real here).
+    if (!existsSync(join(repo, 'main.c')) || !existsSync(join(repo, '.git'))) {
+      rmSync(repo, { recursive: true, force: true });
+      mkdirSync(repo);
+      execFileSync('git', ['init', '-q', '--initial-branch=main', repo]);
+      writeFileSync(join(repo, '.gitignore'), '.env\n');
+      writeFileSync(join(repo, '.env'), `API_KEY=${ENV_SECRET}\n`);
+      writeFileSync(join(repo, 'main.c'), 'int main(void) { return 0; }\n');
+      execFileSync('git', ['add', '-A'], { cwd: repo });
+      execFileSync('git', ['commit', '-qm', 'project'], { cwd: repo, env: gitEnv });
+    }
+    rmSync(join(repo, '.git', 'hooks', 'post-checkout'), { force: true });
+    rmSync(marker, { force: true });
+    return verdict;
+  });
+}
+
+const moatResults = await runMoat();
+rmSync(marker, { force: true });
+const image = 'moat-base:bookworm';
+const dockerResults = runDocker(image);
+
+const lines = [
+  '| case | moat (defaults) | docker run -v $PWD:/work (defaults) |',
+  '|---|---|---|',
+  ...cases.map((c, i) => `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} |`),
+];
+const table = lines.join('\n');
+console.log(table);
+const count = (rs, v) => rs.filter((r) => r[0] === v).length;
+const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}`;
+console.log(summary);
+const doc = `# Security report
+
+Produced by \`npm run security-report\` (scripts/security-report.mjs) on ${new Date().toISOString().slice(0, 10)}. The same attack
+cases run inside a moat sandbox (default settings) and inside a plain \`docker run\` the way it is
+commonly used for agents (the project mounted read-write at /work, default flags, the same base
+image). Each verdict is worked out from what happened in that run: the sandbox's output, the
+host's files (the key, the checkout, a marker a planted hook would create) and the sandbox's
+cgroup limits as the kernel reports them. Resource cases read the limits rather than exhaust the
+machine; the containment itself is exercised by \`test/integration/exec.test.ts\`.
+
+"blocked": the attempt got nothing. "contained": it happened, but inside the sandbox only.
+"leaked": it reached the host or had no limit.
+
+${table}
+
+${summary}
+
+Not compared yet: Anthropic's sandbox-runtime (\`srt\`) needs Node.js >= 22.12, and this project's
+machines run Node 20; the devcontainer CLI runs the same engine as the docker column.
+`;
+writeFileSync(resolve(import.meta.dirname, '..', 'docs', 'security.md'), doc);
+spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=security-report) >/dev/null 2>&1']);
+rmSync(root, { recursive: true, force: true });
