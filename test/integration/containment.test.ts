@@ -1,0 +1,82 @@
+import { statSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Moat } from '../../src/index.js';
+import { captureIO, inspect, Scratch } from '../helpers/fixtures.js';
+
+/** Abuse inside one sandbox costs the user that task only, and moat says which limit acted. */
+describe('containment', () => {
+  const scratch = new Scratch();
+  let moat: Moat;
+  let id: string;
+
+  beforeAll(async () => {
+    scratch.writeConfig('limits:\n  cpus: 0.5\n  pids: 128\n  nofile: 256\n  tmp: 32m\n  home: 16m\n  memory: 512m\n');
+    moat = scratch.moat();
+    id = (await moat.up({ task: 'abuse' })).containerId!;
+  });
+  afterAll(() => scratch.cleanup());
+
+  async function inside(script: string) {
+    const cap = captureIO();
+    const result = await moat.exec('abuse', ['sh', '-c', script], cap.io, { sync: false });
+    return { ...result, out: cap.out() + cap.err() };
+  }
+
+  it('a CPU spin on every core is throttled to the CPU limit', async () => {
+    const r = await inside('for i in 1 2 3 4; do (timeout 3 sh -c "while :; do :; done" &) ; done; sleep 3.5; cat /sys/fs/cgroup/cpu/cpu.stat /sys/fs/cgroup/cpu.stat 2>/dev/null | grep -E "^nr_throttled"');
+    expect(Number(/nr_throttled (\d+)/.exec(r.out)?.[1] ?? 0)).toBeGreaterThan(0);
+    expect((await inspect(id)).HostConfig.NanoCpus).toBe(5e8);
+  });
+
+  it('open files run out at the nofile limit (EMFILE), not the host\'s', async () => {
+    const r = await inside('perl -e \'my @f; while (open(my $h, "<", "/dev/null")) { push @f, $h; last if @f > 5000 } print "opened ", scalar(@f), " ($!)\\n"\'');
+    expect(r.out).toContain('Too many open files');
+    const opened = Number(/opened (\d+)/.exec(r.out)?.[1]);
+    expect(opened).toBeLessThan(256);
+    expect(opened).toBeGreaterThan(100);
+  });
+
+  it.each([
+    ['/tmp', 32],
+    ['/home/agent', 16],
+  ])('a disk filler in %s stops at its size (ENOSPC)', async (dir, mib) => {
+    const r = await inside(`dd if=/dev/zero of=${dir}/fill bs=1M count=${mib * 3} 2>&1; du -m ${dir}/fill | cut -f1; rm -f ${dir}/fill`);
+    expect(r.out).toMatch(/No space left on device/);
+    expect(Number(r.out.trim().split('\n').pop())).toBeLessThanOrEqual(mib);
+  });
+
+  it('the root filesystem takes no writes at all', async () => {
+    const r = await inside('for d in / /usr /var /opt /etc; do touch $d/x 2>/dev/null && echo "wrote $d"; done; echo done');
+    expect(r.out.trim()).toBe('done');
+  });
+
+  it('a zombie storm is reaped by the init process', async () => {
+    const r = await inside('for i in $(seq 1 60); do (sleep 0.01 &) ; done; sleep 1; ps -eo stat | grep -c "^Z" || true');
+    expect(Number(r.out.trim().split('\n').pop())).toBe(0);
+  });
+
+  it('a log flood is capped by the engine (10 MiB x 3 files)', async () => {
+    await inside('head -c 60000000 /dev/zero | tr "\\0" "x" | fold -w 1000 > /proc/1/fd/1 2>/dev/null; echo flooded');
+    const info = await inspect(id);
+    expect(info.HostConfig.LogConfig?.Config).toMatchObject({ 'max-size': String(10 * 1024 * 1024), 'max-file': '3' });
+    expect(statSync(info.LogPath).size).toBeLessThanOrEqual(10 * 1024 * 1024 + 1024 * 1024);
+  });
+
+  it('a process that ignores SIGTERM does not keep the task alive: down removes it', async () => {
+    await inside('(trap "" TERM; sleep 1000 &) ; echo started');
+    const down = await moat.down('abuse');
+    expect(down.removedContainer).toBe(true);
+    expect(await inspect(id).catch(() => undefined)).toBeUndefined();
+  });
+
+  it('the host keeps answering while a task is under attack', async () => {
+    await moat.reset('abuse');
+    const bomb = moat.exec('abuse', ['sh', '-c', 'setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & pg=$!; sleep 4; while kill -9 -$pg 2>/dev/null; do sleep 0.1; done; exit 1'], captureIO().io, { sync: false });
+    await new Promise((r) => setTimeout(r, 1500));
+    const started = Date.now();
+    const tasks = await moat.ls();
+    expect(tasks.find((t) => t.name === 'abuse')!.state).toBe('running');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect((await bomb).reason.kind).toBe('pids-limit');
+  });
+});
