@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/main.js';
+import { existsSync } from 'node:fs';
 
 // A closed pipe (moat ls | head) is the reader's choice, not an error.
 for (const stream of [process.stdout, process.stderr]) {
@@ -8,4 +8,7 @@ for (const stream of [process.stdout, process.stderr]) {
     throw error;
   });
 }
+// The one-file bundle starts faster; the plain build is the fallback.
+const bundle = new URL('../dist/cli/main.bundle.mjs', import.meta.url);
+const { main } = await import(existsSync(bundle) ? bundle.href : '../dist/cli/main.js');
 process.exitCode = await main(process.argv);

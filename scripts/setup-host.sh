@@ -42,7 +42,7 @@ if [[ ! -d node_modules ]]; then
 fi
 if [[ ! -f dist/cli/main.js || -n "$(find src -newer dist/cli/main.js -name '*.ts' -print -quit 2>/dev/null)" ]]; then
   say "building moat"
-  npx tsc -p tsconfig.json
+  npm run build --silent
 fi
 
 bash scripts/build-base-image.sh >&2
