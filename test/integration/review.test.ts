@@ -129,3 +129,29 @@ describe('merge, apply and the user\'s checkout', () => {
     await expect(s.moat({ cwd: bare }).up({ task: 'b' })).rejects.toMatchObject({ code: 'E_NOT_GIT_REPO', hint: expect.stringMatching(/checkout/) });
   });
 });
+
+describe('git inside the sandbox works as a developer expects', () => {
+  it('status, add, commit, log, diff, branch, stash and rebasing its own commits; identity from the host', async () => {
+    const s = scratch();
+    const moat = s.moat();
+    await moat.up({ task: 'dev' });
+    const script = [
+      'set -e',
+      'echo a > a.txt && git add a.txt && git commit -qm one',
+      'echo b > b.txt && git add b.txt && git commit -qm two',
+      'git status --short',
+      'echo wip >> a.txt && git stash -q && git stash pop -q && git diff --stat | tail -1',
+      'git commit -qam three',
+      'git branch side && git branch --list side',
+      // Squash its own last two commits, as an agent tidying up would.
+      'GIT_SEQUENCE_EDITOR="sed -i 2s/^pick/squash/" GIT_EDITOR=true git rebase -q -i HEAD~2',
+      'git log --format="%s|%an|%ae" | head -3',
+    ].join('\n');
+    const cap = captureIO();
+    const result = await moat.exec('dev', ['sh', '-c', script], cap.io);
+    expect(result.exitCode, cap.err()).toBe(0);
+    expect(cap.out()).toContain('side');
+    expect(cap.out()).toContain('two|Test User|test@example.invalid');
+    expect(gitIn(s.repo, 'rev-list', '--count', 'main..moat/dev')).toBe('2');
+  });
+});

@@ -111,6 +111,19 @@ describe('the git boundary holds', () => {
     expect(plantedRan()).toEqual([]);
   });
 
+  it('apply lays the work on the checkout and runs nothing planted', async () => {
+    // From before the merge: git's own fsck now (rightly) refuses the merged .gitmodules in new clones.
+    const other = await moat.up({ task: 'apply-probe', base: 'HEAD^1' });
+    await moat.exec('apply-probe', ['sh', '-c', `echo applied > applied.txt && git config core.fsmonitor "touch ${join(markers, 'apply-fsmonitor')}" && printf '#!/bin/sh\\ntouch ${join(markers, 'apply-hook')}\\n' > .git/hooks/post-applypatch && chmod +x .git/hooks/post-applypatch`], captureIO().io);
+    const applied = await moat.apply('apply-probe', { yes: true });
+    expect(applied.files).toBeGreaterThan(0);
+    expect(readFileSync(join(scratch.repo, 'applied.txt'), 'utf8')).toBe('applied\n');
+    sh('git', ['checkout', '--', '.'], scratch.repo);
+    sh('git', ['clean', '-fdq'], scratch.repo);
+    await moat.rm(other.name, { force: true });
+    expect(plantedRan()).toEqual([]);
+  });
+
   it('the user\'s own git status, log -p, diff and checkout run nothing planted', () => {
     for (const args of [['status'], ['log', '-p', '-3'], ['diff', 'HEAD~1'], ['checkout', '-q', 'HEAD~1'], ['checkout', '-q', 'main'], ['submodule', 'status']]) {
       try {
