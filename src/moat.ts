@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { changeEgress, egressLog } from './service/egress.js';
 import { taskStats } from './service/stats.js';
 import { newTemplate, runAgent, templates } from './service/agent.js';
+import { approveRepo } from './service/approve.js';
 import { pushTask } from './service/push.js';
 import { egressDir } from './gateway/task-egress.js';
 
@@ -75,6 +76,10 @@ export class Moat {
   /** Pushes the task branch with the user's own git credentials: the sandbox never needs any. */
   push(task: string, options?: { remote?: string }) {
     return pushTask(this.context, task, options);
+  }
+  /** Approves the hosts this repository's moat.yaml requests (stored in the user's config). */
+  approve() {
+    return approveRepo(this.context);
   }
   templates() {
     return templates();

@@ -46,7 +46,7 @@ function limitsFrom(config: MoatConfig['limits']): Partial<Limits> {
  * The repository is attacker-controlled: anything in it that would widen what the sandbox gets
  * is refused, naming the user-config key that would grant it.
  */
-export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = 'moat.yaml'): EffectiveConfig {
+export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = 'moat.yaml', repoPath?: string): EffectiveConfig {
   const widening: string[] = [];
   for (const key of Object.keys(repo)) {
     if (!(REPO_ALLOWED_KEYS as readonly string[]).includes(key)) widening.push(`${key} (grant it with "${key}" in your user config)`);
@@ -60,8 +60,15 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
   if (repo.network && NETWORK_WIDTH[repo.network] > NETWORK_WIDTH[userNetwork]) {
     widening.push(`network: ${repo.network} wider than your ${userNetwork} (set "network" in your user config)`);
   }
-  if (repo.egress?.allow?.length) {
-    widening.push(`egress.allow ${repo.egress.allow.join(', ')} (grant hosts in your user config's "egress.allow" or with moat up --allow)`);
+  // A repository may *request* hosts; they count only once you approved them (moat approve).
+  const requestedHosts = repo.egress?.allow ?? [];
+  const approved = new Set(repoPath ? (user.approvals?.[repoPath]?.egress ?? []) : []);
+  const unapproved = requestedHosts.filter((host) => !approved.has(host));
+  if (unapproved.length > 0) {
+    throw new MoatError('E_CONFIG_WIDENS', `${repoFile} requests network access to ${unapproved.join(', ')}, which you have not approved`, {
+      hint: 'review the hosts, then run `moat approve` (it records your approval for this repository in your user config), or remove them from moat.yaml',
+      details: { requested: unapproved },
+    });
   }
   if (widening.length > 0) {
     throw new MoatError('E_CONFIG_WIDENS', `${repoFile} asks for more than you granted: ${widening.join('; ')}`, {
@@ -74,8 +81,9 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     templateSource: repo.template ? 'repo' : user.template ? 'user' : 'default',
     baseImage: user.baseImage ?? DEFAULT_BASE_IMAGE,
     limits: { ...granted, ...requested },
-    network: repo.network ?? userNetwork,
-    egress: { allow: [...(user.egress?.allow ?? [])], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])] },
+    // Approved requests bring the network they need; a repository's own "network" still only narrows.
+    network: repo.network ?? (userNetwork === 'none' && requestedHosts.length > 0 ? 'allowlist' : userNetwork),
+    egress: { allow: [...(user.egress?.allow ?? []), ...requestedHosts], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])] },
     env: { ...(user.env ?? {}) },
     envPassthrough: [...(user.envPassthrough ?? [])],
     git: { ...(user.git ?? {}), ...(repo.git ?? {}) },

@@ -77,6 +77,13 @@ export const configSchema = z
       .max(2_147_483_646)
       .describe('uid:gid the sandbox runs as when moat itself runs as root (never 0). Default 1000.')
       .optional(),
+    approvals: z
+      .record(
+        z.string().min(1),
+        z.strictObject({ egress: z.array(z.string().min(1).max(300)).describe('Hosts this repository\'s moat.yaml asked for and you approved.') }),
+      )
+      .describe('What you approved per repository (keyed by its path), written by `moat approve`. User config only.')
+      .optional(),
     secrets: z
       .record(
         envName,

@@ -73,7 +73,7 @@ export class MoatContext {
 
   async effectiveConfig(repo: UserRepository): Promise<EffectiveConfig> {
     const [user, repoConfig] = await Promise.all([this.userConfig(), this.repoConfig(repo)]);
-    return effectiveConfig(user, repoConfig.config, repoConfig.file);
+    return effectiveConfig(user, repoConfig.config, repoConfig.file, repo.path);
   }
 
   /** The uid/gid the sandbox runs as: the host user's own, but never root. */

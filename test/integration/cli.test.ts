@@ -59,7 +59,7 @@ describe('moat CLI', () => {
   });
 
   it('every command has --help with a description', () => {
-    for (const command of ['up', 'exec', 'shell', 'run', 'ls', 'logs', 'down', 'reset', 'rm', 'gc', 'doctor', 'sync', 'diff', 'merge', 'apply', 'templates', 'allow', 'deny', 'egress', 'stats', 'push']) {
+    for (const command of ['up', 'exec', 'shell', 'run', 'ls', 'logs', 'down', 'reset', 'rm', 'gc', 'doctor', 'sync', 'diff', 'merge', 'apply', 'templates', 'allow', 'deny', 'egress', 'stats', 'push', 'approve', 'agent', 'new']) {
       const result = moat([command, '--help']);
       expect(result.code, command).toBe(0);
       expect(result.out, command).toMatch(/Usage: moat/);

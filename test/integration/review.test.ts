@@ -155,3 +155,23 @@ describe('git inside the sandbox works as a developer expects', () => {
     expect(gitIn(s.repo, 'rev-list', '--count', 'main..moat/dev')).toBe('2');
   });
 });
+
+describe('moat approve', () => {
+  it('a repository\'s requested hosts count only after the user approved them, and again after they change', async () => {
+    const s = scratch();
+    s.writeConfig('# my settings\nlimits:\n  pids: 300\n');
+    writeFileSync(join(s.repo, 'moat.yaml'), 'egress:\n  allow: [registry.npmjs.org]\n');
+    const moat = s.moat();
+    await expect(moat.up({ task: 'req' })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS', hint: expect.stringContaining('moat approve') });
+    const approved = await moat.approve();
+    expect(approved.approved).toEqual(['registry.npmjs.org']);
+    const config = readFileSync(s.config, 'utf8');
+    expect(config).toContain('# my settings');
+    expect(config).toContain(s.repo);
+    const record = await s.moat().up({ task: 'req' });
+    expect(record.network).toBe('allowlist');
+    expect(record.egress?.allow).toContain('registry.npmjs.org');
+    writeFileSync(join(s.repo, 'moat.yaml'), 'egress:\n  allow: [registry.npmjs.org, evil.example.com]\n');
+    await expect(s.moat().up({ task: 'req2' })).rejects.toMatchObject({ message: expect.stringContaining('evil.example.com') });
+  });
+});

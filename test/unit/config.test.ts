@@ -79,7 +79,16 @@ describe('repository config may only narrow', () => {
     expect(effectiveConfig({ network: 'allowlist' }, { network: 'none' }).network).toBe('none');
     expect(failure(() => effectiveConfig({ network: 'allowlist' }, { network: 'open' })).message).toContain('network: open');
     expect(failure(() => effectiveConfig({}, { network: 'allowlist' })).code).toBe('E_CONFIG_WIDENS');
-    expect(failure(() => effectiveConfig({ network: 'allowlist' }, { egress: { allow: ['evil.com'] } })).message).toContain('egress.allow');
+    expect(failure(() => effectiveConfig({ network: 'allowlist' }, { egress: { allow: ['evil.com'] } }, 'moat.yaml', '/r')).message).toContain('evil.com, which you have not approved');
+    // Approved for this repository (moat approve): granted, and it brings the network it needs.
+    const approved = effectiveConfig({ approvals: { '/r': { egress: ['registry.npmjs.org'] } } }, { egress: { allow: ['registry.npmjs.org'] } }, 'moat.yaml', '/r');
+    expect(approved.network).toBe('allowlist');
+    expect(approved.egress.allow).toEqual(['registry.npmjs.org']);
+    // An approval for another repository, or for other hosts, counts for nothing.
+    expect(failure(() => effectiveConfig({ approvals: { '/other': { egress: ['registry.npmjs.org'] } } }, { egress: { allow: ['registry.npmjs.org'] } }, 'moat.yaml', '/r')).code).toBe('E_CONFIG_WIDENS');
+    expect(failure(() => effectiveConfig({ approvals: { '/r': { egress: ['a.com'] } } }, { egress: { allow: ['a.com', 'b.com'] } }, 'moat.yaml', '/r')).message).toContain('b.com');
+    // A repository cannot approve for itself.
+    expect(failure(() => effectiveConfig({}, { approvals: { '/r': { egress: ['x.com'] } } } as never)).message).toContain('approvals');
     expect(effectiveConfig({ network: 'allowlist', egress: { allow: ['a.com'] } }, { egress: { deny: ['b.com'] } }).egress).toEqual({ allow: ['a.com'], deny: ['b.com'] });
   });
 

@@ -26,6 +26,17 @@ export function registerEgress(program: Command, cli: CliContext): void {
   }
 
   program
+    .command('approve')
+    .description('approve the hosts this repository\'s moat.yaml asks for (stored in your user config)')
+    .option('--json', 'print as JSON')
+    .addHelpText('after', '\nA repository may request hosts (egress.allow in moat.yaml); they count only after you approve them here.')
+    .action(async (opts: { json?: boolean }) => {
+      const out = cli.output(opts.json);
+      const result = await cli.moat(out).approve();
+      out.result(result, () => (result.approved.length === 0 ? 'this repository requests no hosts' : `approved for ${result.repo}: ${result.approved.join(', ')} (in ${result.file})`));
+    });
+
+  program
     .command('egress')
     .description('every outbound attempt of a task, allowed or denied')
     .argument('<task>')
