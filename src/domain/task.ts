@@ -30,6 +30,8 @@ export interface TaskRecord {
   secrets?: BoundSecret[];
   /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */
   templateEnv?: Record<string, string>;
+  /** --env given at creation: NAME (read from the environment again at reset) or NAME=value. */
+  flagEnv?: string[];
   /** uid:gid the sandbox runs as. */
   user: { uid: number; gid: number };
   createdAt: string;

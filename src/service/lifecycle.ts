@@ -54,6 +54,11 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
     await pushSecrets(ctx, record);
   }
   const env = { ...taskEnv(config, ctx.env), ...(record.templateEnv ?? {}) };
+  for (const entry of record.flagEnv ?? []) {
+    const at = entry.indexOf('=');
+    const value = at < 0 ? ctx.env[entry] : entry.slice(at + 1);
+    if (value !== undefined) env[at < 0 ? entry : entry.slice(0, at)] = value;
+  }
   for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.

@@ -26,6 +26,8 @@ export interface UpOptions {
   network?: NetworkMode;
   /** Extra hosts to allow, given by the user. */
   allow?: string[];
+  /** Host variables to pass through by name (NAME) or to set (NAME=value), given by the user. */
+  env?: string[];
 }
 
 /** Undo steps of a half-made task, run newest first when a later step fails. */
@@ -56,7 +58,19 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
   const env = taskEnv(config, ctx.env);
-  for (const name of secretLookingNames(config.envPassthrough)) {
+  const flagged: string[] = [];
+  // Kept for `reset`: names are read again from the environment then; NAME=value as given.
+  const flagEnv: string[] = [];
+  for (const entry of options.env ?? []) {
+    const match = /^([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$/s.exec(entry);
+    if (!match) throw new MoatError('E_USAGE', `invalid --env ${JSON.stringify(entry)}`, { hint: 'use --env NAME (passes your value through) or --env NAME=value' });
+    const value = match[2] ?? ctx.env[match[1]!];
+    if (value === undefined) throw new MoatError('E_USAGE', `--env ${match[1]}: the variable is not set in your environment`, { hint: `export ${match[1]}=… first, or pass --env ${match[1]}=value` });
+    env[match[1]!] = value;
+    flagged.push(match[1]!);
+    flagEnv.push(match[2] === undefined ? match[1]! : entry);
+  }
+  for (const name of secretLookingNames([...config.envPassthrough, ...flagged])) {
     ctx.progress(`warning: envPassthrough hands ${name} to the agent and everything it runs; bind it as a secret instead (secrets.${name} in your config)`);
   }
   const engine = await ctx.engine();
@@ -100,6 +114,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     egress,
     ...(secrets.bound.length > 0 ? { secrets: secrets.bound } : {}),
     ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
+    ...(flagEnv.length > 0 ? { flagEnv } : {}),
     user,
     createdAt: new Date().toISOString(),
     disk,

@@ -73,3 +73,25 @@ describe('moat CLI', () => {
     expect(report.enforcement.network).toMatch(/none/);
   });
 });
+
+describe('moat shell', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('gives an interactive TTY with the terminal\'s size, and passes the exit status through', async () => {
+    const moat = scratch.moat();
+    await moat.up({ task: 'tty' });
+    // util-linux `script` gives moat a real terminal of a known size.
+    const input = 'tty; echo "size=$(stty size)"; exit 3\n';
+    const result = spawnSync('script', ['-qec', `stty rows 33 cols 101; ${process.execPath} ${MOAT_BIN} shell tty`, '/dev/null'], {
+      cwd: scratch.repo,
+      env: scratch.env(),
+      encoding: 'utf8',
+      input,
+      timeout: 60_000,
+    });
+    expect(result.status, result.stdout).toBe(3);
+    expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
+    expect(result.stdout).toContain('size=33 101');
+  });
+});

@@ -204,3 +204,19 @@ describe('run --rm', () => {
     expect(await containersOf(s)).toEqual([]);
   });
 });
+
+describe('--env', () => {
+  it('passes a named host variable (and NAME=value) into the sandbox, and nothing else', async () => {
+    const s = scratch();
+    const moat = s.moat({ env: { SHARED_FLAG: 'from-host', NOT_SHARED: 'stays-out' } });
+    await moat.up({ task: 'envs', env: ['SHARED_FLAG', 'MODE=test'] });
+    const cap = captureIO();
+    await moat.exec('envs', ['sh', '-c', 'echo "$SHARED_FLAG $MODE ${NOT_SHARED:-absent}"'], cap.io, { sync: false });
+    expect(cap.out().trim()).toBe('from-host test absent');
+    await moat.reset('envs');
+    const again = captureIO();
+    await moat.exec('envs', ['sh', '-c', 'echo "$SHARED_FLAG $MODE"'], again.io, { sync: false });
+    expect(again.out().trim()).toBe('from-host test');
+    await expect(moat.up({ task: 'bad-env', env: ['UNSET_VARIABLE_X'] })).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+});

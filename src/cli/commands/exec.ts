@@ -85,13 +85,14 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('--tty', 'allocate a terminal')
     .option('--rm', 'remove the task afterwards if it left no commits and no uncommitted work')
     .option('--network <mode>', 'none (default), allowlist or open')
+    .option('-e, --env <name>', 'pass a variable of yours by name, or NAME=value (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
     .addHelpText('after', '\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"')
-    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean; network?: string; allow: string[] }) => {
+    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean; network?: string; allow: string[]; env: string[] }) => {
       const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
       const { io, restore } = terminalIO(Boolean(opts.tty));
       try {
-        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty, rm: opts.rm, network, allow: opts.allow });
+        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty, rm: opts.rm, network, allow: opts.allow, env: opts.env });
         if (result.removed) cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}) and was removed: it left no work`);
         else cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}); ${result.sync?.commits ?? 0} commit(s) on ${result.branch}`);
         cli.setExit(report(cli, result));
