@@ -82,7 +82,7 @@ export class Moat {
     return approveRepo(this.context);
   }
   templates() {
-    return templates();
+    return templates(this.context);
   }
   newTemplate(template: string) {
     return newTemplate(this.context, template);

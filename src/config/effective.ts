@@ -2,6 +2,7 @@ import { MoatError } from '../errors.js';
 import { DEFAULT_LIMITS, LIMIT_CONFIG_KEY, parseDuration, widenedLimits, type Limits } from '../domain/limits.js';
 import { parseSize } from '../domain/size.js';
 import type { MoatConfig } from './schema.js';
+import { homedir } from 'node:os';
 import { buildPolicy, type NetworkMode } from '../domain/egress-policy.js';
 
 /** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
@@ -23,6 +24,8 @@ export interface EffectiveConfig {
   git: { name?: string; email?: string };
   sandboxUid: number;
   secrets: Record<string, NonNullable<MoatConfig['secrets']>[string]>;
+  /** The user's template folders, searched before the built-in ones. */
+  templateDirs: string[];
 }
 
 export const DEFAULT_BASE_IMAGE = 'moat-base:bookworm';
@@ -89,6 +92,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     git: { ...(user.git ?? {}), ...(repo.git ?? {}) },
     sandboxUid: user.sandboxUid ?? 1000,
     secrets: { ...(user.secrets ?? {}) },
+    templateDirs: (user.templates ?? []).map((dir) => (dir.startsWith('~/') ? `${homedir()}/${dir.slice(2)}` : dir)),
   };
 }
 

@@ -77,6 +77,10 @@ export const configSchema = z
       .max(2_147_483_646)
       .describe('uid:gid the sandbox runs as when moat itself runs as root (never 0). Default 1000.')
       .optional(),
+    templates: z
+      .array(z.string().min(1))
+      .describe('Folders with your own templates (one sub-folder each, with a Dockerfile and an optional template.yaml). User config only: a template decides what runs.')
+      .optional(),
     approvals: z
       .record(
         z.string().min(1),

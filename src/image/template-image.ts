@@ -12,6 +12,23 @@ import { loadTemplate } from './template.js';
 /** Built-in templates ship in the package's templates/ folder. */
 export const BUILTIN_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
 
+/** Where each template lives: the user's folders first, then the built-in ones. */
+export async function templateCatalog(userDirs: string[] = []): Promise<Map<string, string>> {
+  const catalog = new Map<string, string>();
+  for (const dir of [...userDirs, BUILTIN_TEMPLATES_DIR]) {
+    for (const name of await listTemplates(dir)) if (!catalog.has(name)) catalog.set(name, dir);
+  }
+  return catalog;
+}
+
+/** The folder holding a template, or a clear error naming the ones there are. */
+export async function templateRoot(name: string, userDirs: string[] = []): Promise<string> {
+  const catalog = await templateCatalog(userDirs);
+  const root = catalog.get(name);
+  if (!root) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(name)}`, { hint: `choose one of: ${[...catalog.keys()].sort().join(', ')} (moat templates)` });
+  return root;
+}
+
 /** Template folders; those starting with _ are shared build recipes, not templates. */
 export async function listTemplates(dir = BUILTIN_TEMPLATES_DIR): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
@@ -46,13 +63,11 @@ export interface TemplateImageRequest {
  * is a hash of everything that goes into it, so a cached image is reused and a change rebuilds.
  */
 export async function ensureTemplateImage(engine: ContainerEngine, request: TemplateImageRequest): Promise<string> {
-  const root = request.templatesDir ?? BUILTIN_TEMPLATES_DIR;
-  const known = await listTemplates(request.templatesDir);
-  if (!known.includes(request.template)) {
-    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(request.template)}`, { hint: `choose one of: ${known.join(', ')} (moat templates)` });
-  }
+  const root = request.templatesDir ?? (await templateRoot(request.template));
   const spec = await loadTemplate(root, request.template);
-  const dir = join(root, spec.build ?? request.template);
+  // A shared recipe (build: _agent) comes from the built-in templates when the user's folder has none.
+  let dir = join(root, spec.build ?? request.template);
+  if (spec.build && !(await stat(join(dir, 'Dockerfile')).catch(() => undefined))) dir = join(BUILTIN_TEMPLATES_DIR, spec.build);
   if (!(await stat(join(dir, 'Dockerfile')).catch(() => undefined))?.isFile()) {
     throw new MoatError('E_TEMPLATE_UNKNOWN', `template ${request.template} has no Dockerfile in ${dir}`, { hint: 'fix the template folder' });
   }

@@ -2,7 +2,8 @@ import { readFile, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MoatError } from '../errors.js';
-import { BUILTIN_TEMPLATES_DIR, listTemplates } from '../image/template-image.js';
+import { BUILTIN_TEMPLATES_DIR, templateCatalog, templateRoot } from '../image/template-image.js';
+import { homedir } from 'node:os';
 import { agentCommand, loadTemplate, type TemplateSpec } from '../image/template.js';
 import type { ExecIO } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
@@ -11,13 +12,16 @@ import { egressCounts } from './egress.js';
 import { up } from './up.js';
 import { git } from '../workspace/git.js';
 
-export async function templates(): Promise<TemplateSpec[]> {
-  return Promise.all((await listTemplates()).map((name) => loadTemplate(BUILTIN_TEMPLATES_DIR, name)));
+export async function templates(ctx: MoatContext): Promise<Array<TemplateSpec & { source: string }>> {
+  const userDirs = (await ctx.userConfig().then((c) => c.templates ?? []).catch(() => [])) as string[];
+  const catalog = await templateCatalog(userDirs.map((d) => (d.startsWith('~/') ? join(homedir(), d.slice(2)) : d)));
+  const names = [...catalog.keys()].sort();
+  return Promise.all(names.map(async (name) => ({ ...(await loadTemplate(catalog.get(name)!, name)), source: catalog.get(name) === BUILTIN_TEMPLATES_DIR ? 'built-in' : catalog.get(name)! })));
 }
 
 /** `moat new -t NAME`: records the repository's template choice in its moat.yaml, keeping comments. */
 export async function newTemplate(ctx: MoatContext, template: string): Promise<{ file: string; template: string }> {
-  const known = await listTemplates();
+  const known = (await templates(ctx)).map((t) => t.name);
   if (!known.includes(template)) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(template)}`, { hint: `choose one of: ${known.join(', ')}` });
   const repo = await ctx.repo();
   const file = join(repo.path, 'moat.yaml');
@@ -43,7 +47,9 @@ export async function runAgent(ctx: MoatContext, prompt: string, io: ExecIO, opt
   let record = options.task ? await ctx.store.get(repo.key, options.task) : undefined;
   // Check the template can run an agent before creating anything.
   const templateName = record?.template ?? options.template ?? (await ctx.effectiveConfig(repo)).template;
-  const command = agentCommand(await loadTemplate(BUILTIN_TEMPLATES_DIR, templateName), prompt);
+
+  const config = await ctx.effectiveConfig(repo);
+  const command = agentCommand(await loadTemplate(await templateRoot(templateName, config.templateDirs), templateName), prompt);
   if (!record) record = await up(ctx, { task: options.task, template: options.template });
   const result = await execInTask(ctx, record.name, command, io);
   const fresh = await ctx.store.require(repo.key, record.name);

@@ -11,7 +11,7 @@ import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
 import { seedHome, up, type UpOptions } from './up.js';
-import { BUILTIN_TEMPLATES_DIR } from '../image/template-image.js';
+import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
 import { openTaskEgress, removeTaskEgress, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
@@ -64,7 +64,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
   record.containerId = await startContainer(engine, spec);
-  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, await loadTemplate(BUILTIN_TEMPLATES_DIR, record.template));
+  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template));
   record.state = 'running';
   delete record.counters;
   await ctx.store.save(record);

@@ -7,7 +7,7 @@ import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
-import { BUILTIN_TEMPLATES_DIR, ensureTemplateImage } from '../image/template-image.js';
+import { ensureTemplateImage, templateRoot } from '../image/template-image.js';
 import { loadTemplate, type TemplateSpec } from '../image/template.js';
 import type { EffectiveConfig } from '../config/effective.js';
 import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
@@ -76,7 +76,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const engine = await ctx.engine();
   const user = ctx.sandboxUser(config);
   const template = options.template ?? config.template;
-  const spec = await loadTemplate(BUILTIN_TEMPLATES_DIR, template);
+  const root = await templateRoot(template, config.templateDirs);
+  const spec = await loadTemplate(root, template);
   // What a template asks for (its model API, its key) is granted when the user picked it, not
   // when a repository's moat.yaml did: the repository must not widen the sandbox.
   const userChoseTemplate = options.template !== undefined || config.templateSource !== 'repo';
@@ -97,7 +98,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
   const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
   if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
-  const image = await ensureTemplateImage(engine, { template, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
+  const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
 
   const record: TaskRecord = {
     name,

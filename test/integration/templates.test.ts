@@ -66,6 +66,29 @@ describe('templates', () => {
     await moat.rm('repo-choice', { force: true });
   }, 600_000);
 
+  it('the user\'s own template folder (user config only) adds templates', async () => {
+    const { mkdirSync } = await import('node:fs');
+    const dir = join(scratch.root, 'my-templates');
+    mkdirSync(join(dir, 'rusty'), { recursive: true });
+    writeFileSync(join(dir, 'rusty', 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MOAT_UID=1000\nARG MOAT_GID=1000\nRUN groupadd -o -g "$MOAT_GID" agent && useradd -o -u "$MOAT_UID" -g "$MOAT_GID" -M -d /home/agent agent && echo custom > /etc/marker\nUSER ${MOAT_UID}:${MOAT_GID}\n');
+    writeFileSync(join(dir, 'rusty', 'template.yaml'), 'description: my own template\n');
+    scratch.writeConfig(`templates: [${dir}]\n`);
+    const moat = scratch.moat();
+    const listed = await moat.templates();
+    expect(listed.find((t) => t.name === 'rusty')).toMatchObject({ description: 'my own template', source: dir });
+    writeFileSync(join(scratch.repo, 'moat.yaml'), 'template: shell\n');
+    await moat.up({ task: 'mine', template: 'rusty' });
+    const cap = captureIO();
+    await moat.exec('mine', ['cat', '/etc/marker'], cap.io, { sync: false });
+    expect(cap.out().trim()).toBe('custom');
+    await moat.rm('mine', { force: true });
+    // A repository cannot point moat at template folders: that would let it decide what runs.
+    writeFileSync(join(scratch.repo, 'moat.yaml'), `templates: [${dir}]\n`);
+    await expect(scratch.moat().up({ task: 'nope' })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS' });
+    writeFileSync(join(scratch.repo, 'moat.yaml'), '');
+    scratch.writeConfig('');
+  }, 600_000);
+
   it('agent on a template without an agent command is a clear error', async () => {
     await expect(scratch.moat().agent('hello', captureIO().io, { task: 'plain', template: 'shell' })).rejects.toMatchObject({ code: 'E_USAGE' });
   });

@@ -36,10 +36,22 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .command('stats')
     .description('CPU, memory, pids, workspace disk and egress of tasks')
     .argument('[task]')
+    .option('-f, --follow', 'refresh every two seconds (JSON: one array per line)')
     .option('--json', 'print as JSON')
-    .action(async (task: string | undefined, opts: { json?: boolean }) => {
+    .action(async (task: string | undefined, opts: { json?: boolean; follow?: boolean }) => {
       const out = cli.output(opts.json);
-      const stats = await cli.moat(out).stats(task);
+      const moat = cli.moat(out);
+      for (;;) {
+        const stats = await moat.stats(task);
+        if (opts.follow && opts.json) process.stdout.write(`${JSON.stringify(stats)}\n`);
+        else {
+          if (opts.follow && process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');
+          printStats(stats);
+        }
+        if (!opts.follow) return;
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+      }
+      function printStats(stats: Awaited<ReturnType<typeof moat.stats>>): void {
       out.result(stats, () =>
         stats.length === 0
           ? 'no tasks'
@@ -55,6 +67,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
               ]),
             ]),
       );
+      }
     });
 
   program
@@ -82,6 +95,6 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .action(async (opts: { json?: boolean }) => {
       const out = cli.output(opts.json);
       const templates = await cli.moat(out).templates();
-      out.result(templates, () => table([['TEMPLATE', 'DESCRIPTION', 'NETWORK IT ASKS FOR'], ...templates.map((t) => [t.name, t.description, t.egress?.join(', ') ?? 'none'])]));
+      out.result(templates, () => table([['TEMPLATE', 'DESCRIPTION', 'NETWORK IT ASKS FOR', 'FROM'], ...templates.map((t) => [t.name, t.description, t.egress?.join(', ') ?? 'none', t.source])]));
     });
 }
