@@ -53,10 +53,15 @@ export class DockerEngine implements ContainerEngine {
   async buildImage(input: BuildInput): Promise<void> {
     let stream: NodeJS.ReadableStream;
     try {
-      stream = await this.docker.buildImage(
-        { context: input.contextDir, src: input.files },
-        { t: input.tag, buildargs: input.buildArgs, labels: input.labels, rm: true, forcerm: true, pull: false },
-      );
+      stream = await this.docker.buildImage(input.tar ?? { context: input.contextDir, src: input.files }, {
+        t: input.tag,
+        buildargs: input.buildArgs,
+        labels: input.labels,
+        rm: true,
+        forcerm: true,
+        pull: false,
+        ...(input.dockerfile ? { dockerfile: input.dockerfile } : {}),
+      });
     } catch (error) {
       throw this.wrap(error, `build image ${input.tag}`);
     }

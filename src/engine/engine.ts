@@ -48,6 +48,10 @@ export interface EngineInfo {
 export interface BuildInput {
   contextDir: string;
   files: string[];
+  /** A ready tar of the context (e.g. from `git archive`) instead of contextDir/files. */
+  tar?: NodeJS.ReadableStream;
+  /** Path of the Dockerfile inside the context (default "Dockerfile"). */
+  dockerfile?: string;
   tag: string;
   buildArgs: Record<string, string>;
   labels: Record<string, string>;

@@ -1,5 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
+import { devcontainerBase } from './devcontainer.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import { openTaskEgress, removeTaskEgress } from './egress.js';
@@ -28,6 +29,8 @@ export interface UpOptions {
   allow?: string[];
   /** Host variables to pass through by name (NAME) or to set (NAME=value), given by the user. */
   env?: string[];
+  /** Build the environment from the repository's committed devcontainer.json. */
+  devcontainer?: boolean;
 }
 
 /** Undo steps of a half-made task, run newest first when a later step fails. */
@@ -76,6 +79,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const engine = await ctx.engine();
   const user = ctx.sandboxUser(config);
   const template = options.template ?? config.template;
+  const dev = options.devcontainer ? await devcontainerBase(repo, baseCommit, engine, ctx.progress) : undefined;
+  if (dev) Object.assign(env, dev.containerEnv);
   const root = await templateRoot(template, config.templateDirs);
   const spec = await loadTemplate(root, template);
   // What a template asks for (its model API, its key) is granted when the user picked it, not
@@ -85,7 +90,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   if (!userChoseTemplate && (spec.egress?.length || spec.secret)) {
     ctx.progress(`note: the repository chose template ${template}; its network and key are not granted (pass -t ${template} to grant them)`);
   }
-  const templateEnv = userChoseTemplate ? (spec.env ?? {}) : {};
+  const templateEnv = { ...(dev?.containerEnv ?? {}), ...(userChoseTemplate ? (spec.env ?? {}) : {}) };
   Object.assign(env, templateEnv);
   const secrets = await bindSecrets(withTemplate, ctx.env);
   // A bound secret is a grant to talk to its hosts: it brings the network with it.
@@ -98,7 +103,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
   const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
   if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
-  const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
+  const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
 
   const record: TaskRecord = {
     name,
@@ -149,6 +154,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     if (cloned.status === 'rejected') throw cloned.reason;
     const id = started.value;
     await seedHome(engine, id, `${user.uid}:${user.gid}`, spec);
+    if (dev?.postCreateCommand) await postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress);
     record.containerId = id;
     record.state = 'running';
     delete record.creatorPid;
@@ -181,5 +187,17 @@ export async function seedHome(engine: ContainerEngine, id: string, user: string
     const sink = new PassThrough().resume();
     const code = await engine.exec(id, { cmd: ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1"', 'seed', `${SANDBOX_HOME}/${path}`], user }, { stdin, stdout: sink, stderr: sink });
     if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not write ${path} into the sandbox's home`, { hint: 'moat reset the task, or check the template' });
+  }
+}
+
+/** devcontainer.json's postCreateCommand, run inside the sandbox as the sandbox user, never on the host. */
+async function postCreate(engine: ContainerEngine, id: string, user: string, cmd: string[], progress: (line: string) => void): Promise<void> {
+  const out = new PassThrough();
+  let tail = '';
+  out.on('data', (chunk: Buffer) => (tail = (tail + chunk.toString('utf8')).slice(-2000)));
+  progress(`devcontainer: postCreateCommand ${JSON.stringify(cmd.join(' ')).slice(0, 120)}`);
+  const code = await engine.exec(id, { cmd, user, workdir: '/workspace' }, { stdout: out, stderr: out });
+  if (code !== 0) {
+    throw new MoatError('E_ENGINE_FAILED', `devcontainer postCreateCommand exited ${code}: ${tail.trim().split('\n').pop() ?? ''}`, { hint: 'fix the command in devcontainer.json (it runs inside the sandbox, without network unless you allow hosts)' });
   }
 }

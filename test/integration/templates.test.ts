@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { captureIO, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
 
 /** Each template's image builds offline from the base image, and its CLI starts inside a sandbox. */
 describe('templates', () => {
@@ -91,5 +91,41 @@ describe('templates', () => {
 
   it('agent on a template without an agent command is a clear error', async () => {
     await expect(scratch.moat().agent('hello', captureIO().io, { task: 'plain', template: 'shell' })).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+});
+
+describe('devcontainer.json as the environment', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('builds from the committed Dockerfile (committed files only), sets containerEnv, runs postCreateCommand inside', async () => {
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(scratch.repo, '.devcontainer'));
+    writeFileSync(join(scratch.repo, '.devcontainer', 'Dockerfile'), 'FROM moat-base:bookworm\nCOPY . /ctx\nRUN echo from-devcontainer > /etc/dev-marker\n');
+    writeFileSync(join(scratch.repo, '.devcontainer', 'devcontainer.json'), '{\n  // a comment\n  "build": { "dockerfile": "Dockerfile" },\n  "containerEnv": { "PROJECT_MODE": "dev" },\n  "postCreateCommand": "echo created > /workspace/.post-created",\n  "forwardPorts": [3000],\n}\n');
+    writeFileSync(join(scratch.repo, '.gitignore'), '.env\n');
+    gitIn(scratch.repo, 'add', '-A');
+    gitIn(scratch.repo, 'commit', '-qm', 'devcontainer');
+    // Uncommitted and ignored: must never reach the build.
+    writeFileSync(join(scratch.repo, '.devcontainer', '.env'), 'SECRET=devcontainer-build-leak\n');
+    const moat = scratch.moat();
+    await moat.up({ task: 'dev', devcontainer: true });
+    const cap = captureIO();
+    await moat.exec('dev', ['sh', '-c', 'cat /etc/dev-marker; echo "$PROJECT_MODE"; cat /workspace/.post-created; ls -A /ctx; id -u'], cap.io, { sync: false });
+    const lines = cap.out().trim().split('\n');
+    expect(lines.slice(0, 3)).toEqual(['from-devcontainer', 'dev', 'created']);
+    expect(lines).not.toContain('.env');
+    expect(Number(lines.at(-1))).toBeGreaterThan(0);
+    await moat.rm('dev', { force: true });
+  }, 600_000);
+
+  it('refuses a devcontainer that would weaken the sandbox, and changes nothing', async () => {
+    writeFileSync(join(scratch.repo, '.devcontainer', 'devcontainer.json'), '{ "image": "moat-base:bookworm", "privileged": true, "runArgs": ["--network=host"] }');
+    gitIn(scratch.repo, 'commit', '-qam', 'privileged');
+    await expect(scratch.moat().up({ task: 'priv', devcontainer: true })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS', message: expect.stringContaining('privileged') });
+    writeFileSync(join(scratch.repo, '.devcontainer', 'devcontainer.json'), '{ "image": "registry.example/never-pulled:1" }');
+    gitIn(scratch.repo, 'commit', '-qam', 'remote image');
+    await expect(scratch.moat().up({ task: 'pull', devcontainer: true })).rejects.toMatchObject({ code: 'E_IMAGE_MISSING', hint: expect.stringContaining('never pulls') });
+    expect(await scratch.moat().ls()).toEqual([]);
   });
 });
