@@ -17,6 +17,8 @@ import { changeEgress, egressLog } from './service/egress.js';
 import { taskStats } from './service/stats.js';
 import { newTemplate, runAgent, templates } from './service/agent.js';
 import { approveRepo } from './service/approve.js';
+import { loadTemplate } from './image/template.js';
+import { templateRoot } from './image/template-image.js';
 import { pushTask } from './service/push.js';
 import { egressDir } from './gateway/task-egress.js';
 
@@ -80,6 +82,14 @@ export class Moat {
   /** Approves the hosts this repository's moat.yaml requests (stored in the user's config). */
   approve() {
     return approveRepo(this.context);
+  }
+  /** What `moat shell` runs: the template's interactive command (the agent's UI), else a login shell. */
+  async interactiveCommand(task: string): Promise<string[]> {
+    const repo = await this.context.repo();
+    const record = await this.context.store.require(repo.key, task);
+    const config = await this.context.effectiveConfig(repo);
+    const spec = await loadTemplate(await templateRoot(record.template, config.templateDirs), record.template);
+    return spec.interactive ?? ['bash', '-l'];
   }
   templates() {
     return templates(this.context);

@@ -84,7 +84,10 @@ export const configSchema = z
     approvals: z
       .record(
         z.string().min(1),
-        z.strictObject({ egress: z.array(z.string().min(1).max(300)).describe('Hosts this repository\'s moat.yaml asked for and you approved.') }),
+        z.strictObject({
+          egress: z.array(z.string().min(1).max(300)).describe('Hosts this repository\'s moat.yaml asked for and you approved.').optional(),
+          templates: z.array(z.string().min(1)).describe('Repository templates you approved, as name@tree (their exact content).').optional(),
+        }),
       )
       .describe('What you approved per repository (keyed by its path), written by `moat approve`. User config only.')
       .optional(),

@@ -66,15 +66,17 @@ export class DockerEngine implements ContainerEngine {
       throw this.wrap(error, `build image ${input.tag}`);
     }
     const tail: string[] = [];
+    let step = '';
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
         (error: Error | null, output: Array<{ error?: string; errorDetail?: { message?: string } }>) => {
           const failed = error?.message ?? output.find((item) => item.error)?.error;
           if (failed) {
-            reject(new MoatError('E_IMAGE_BUILD', `building ${input.tag} failed: ${failed.trim().split('\n').pop()}`, {
-              hint: 'see the build log above; fix the template or base image, then run the command again',
-              details: { logTail: tail.slice(-20) },
+            const lines = tail.slice(-12).map((l) => `  | ${l.slice(0, 200)}`);
+            reject(new MoatError('E_IMAGE_BUILD', `building ${input.tag} failed at ${step ? `"${step.slice(0, 160)}"` : 'an unknown step'}: ${failed.trim().split('\n').pop()}`, {
+              hint: 'the log tail is above; fix the template, Dockerfile or base image, then run the command again',
+              details: { step, logTail: tail.slice(-20), lines: [`building ${input.tag} failed`, ...lines] },
             }));
           } else resolve();
         },
@@ -82,6 +84,7 @@ export class DockerEngine implements ContainerEngine {
           const line = (event.stream ?? event.status ?? '').trimEnd();
           if (!line) return;
           tail.push(line);
+          if (/^Step \d+\/\d+ :/.test(line)) step = line;
           if (tail.length > 50) tail.shift();
           input.onProgress?.(line);
         },

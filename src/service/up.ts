@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { devcontainerBase } from './devcontainer.js';
+import { approvedRepoTemplateRoot } from './repo-templates.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import { openTaskEgress, removeTaskEgress } from './egress.js';
@@ -81,7 +82,12 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const template = options.template ?? config.template;
   const dev = options.devcontainer ? await devcontainerBase(repo, baseCommit, engine, ctx.progress) : undefined;
   if (dev) Object.assign(env, dev.containerEnv);
-  const root = await templateRoot(template, config.templateDirs);
+  const root = await templateRoot(template, config.templateDirs).catch(async (error: unknown) => {
+    // Not one of yours or built in: a template the repository carries, if you approved it.
+    const fromRepo = await approvedRepoTemplateRoot(ctx, repo, baseCommit, template);
+    if (!fromRepo) throw error;
+    return fromRepo;
+  });
   const spec = await loadTemplate(root, template);
   // What a template asks for (its model API, its key) is granted when the user picked it, not
   // when a repository's moat.yaml did: the repository must not widen the sandbox.
@@ -93,6 +99,9 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const templateEnv = { ...(dev?.containerEnv ?? {}), ...(userChoseTemplate ? (spec.env ?? {}) : {}) };
   Object.assign(env, templateEnv);
   const secrets = await bindSecrets(withTemplate, ctx.env);
+  if (userChoseTemplate && spec.secret && !secrets.bound.some((s) => s.name === spec.secret!.name)) {
+    ctx.progress(`warning: template ${template} needs ${spec.secret.name}, and none is bound: set ${spec.secret.name} in your environment or secrets.${spec.secret.name} in your config (the agent will see only a placeholder either way)`);
+  }
   // A bound secret is a grant to talk to its hosts: it brings the network with it.
   const secretHosts = secrets.bound.flatMap((s) => s.hosts);
   const templateHosts = userChoseTemplate ? (spec.egress ?? []) : [];

@@ -86,6 +86,14 @@ describe('templates', () => {
     writeFileSync(join(scratch.repo, 'moat.yaml'), `templates: [${dir}]\n`);
     await expect(scratch.moat().up({ task: 'nope' })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS' });
     writeFileSync(join(scratch.repo, 'moat.yaml'), '');
+    // A template whose build fails: the failing step and the log tail, and nothing made.
+    mkdirSync(join(dir, 'broken'), { recursive: true });
+    writeFileSync(join(dir, 'broken', 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 42\n');
+    scratch.writeConfig(`templates: [${dir}]\n`);
+    const failed = await scratch.moat().up({ task: 'broken', template: 'broken' }).catch((e: unknown) => e as { code: string; message: string; details: { logTail: string[] } });
+    expect(failed).toMatchObject({ code: 'E_IMAGE_BUILD', message: expect.stringContaining('RUN echo about to fail') });
+    expect(failed.details.logTail.join('\n')).toContain('about to fail');
+    expect((await scratch.moat().ls()).map((t) => t.name)).not.toContain('broken');
     scratch.writeConfig('');
   }, 600_000);
 
@@ -128,4 +136,31 @@ describe('devcontainer.json as the environment', () => {
     await expect(scratch.moat().up({ task: 'pull', devcontainer: true })).rejects.toMatchObject({ code: 'E_IMAGE_MISSING', hint: expect.stringContaining('never pulls') });
     expect(await scratch.moat().ls()).toEqual([]);
   });
+});
+
+describe('a repository\'s own template', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('is used only after the user approved its exact content, read from git objects', async () => {
+    const { mkdirSync } = await import('node:fs');
+    const dir = join(scratch.repo, '.moat', 'templates', 'proj');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MOAT_UID=1000\nARG MOAT_GID=1000\nRUN groupadd -o -g "$MOAT_GID" agent && useradd -o -u "$MOAT_UID" -g "$MOAT_GID" -M -d /home/agent agent && echo repo-template > /etc/which\nUSER ${MOAT_UID}:${MOAT_GID}\n');
+    writeFileSync(join(dir, 'template.yaml'), 'description: the project\'s own environment\n');
+    gitIn(scratch.repo, 'add', '-A');
+    gitIn(scratch.repo, 'commit', '-qm', 'repo template');
+    const moat = scratch.moat();
+    await expect(moat.up({ task: 'rt', template: 'proj' })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS', hint: expect.stringContaining('moat approve') });
+    const approval = await moat.approve();
+    expect(approval.templates).toHaveLength(1);
+    await scratch.moat().up({ task: 'rt', template: 'proj' });
+    const cap = captureIO();
+    await scratch.moat().exec('rt', ['cat', '/etc/which'], cap.io, { sync: false });
+    expect(cap.out().trim()).toBe('repo-template');
+    // Changed content is a new question.
+    writeFileSync(join(dir, 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo changed\n');
+    gitIn(scratch.repo, 'commit', '-qam', 'changed template');
+    await expect(scratch.moat().up({ task: 'rt2', template: 'proj' })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS' });
+  }, 600_000);
 });

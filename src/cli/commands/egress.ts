@@ -33,7 +33,11 @@ export function registerEgress(program: Command, cli: CliContext): void {
     .action(async (opts: { json?: boolean }) => {
       const out = cli.output(opts.json);
       const result = await cli.moat(out).approve();
-      out.result(result, () => (result.approved.length === 0 ? 'this repository requests no hosts' : `approved for ${result.repo}: ${result.approved.join(', ')} (in ${result.file})`));
+      out.result(result, () =>
+        result.approved.length === 0 && result.templates.length === 0
+          ? 'this repository requests no hosts and carries no templates'
+          : `approved for ${result.repo} (in ${result.file}):${result.approved.length ? `\n  hosts: ${result.approved.join(', ')}` : ''}${result.templates.length ? `\n  templates: ${result.templates.map((t) => t.replace(/@(.{12}).*/, ' ($1)')).join(', ')}` : ''}`,
+      );
     });
 
   program

@@ -62,13 +62,16 @@ export function registerExec(program: Command, cli: CliContext): void {
 
   program
     .command('shell')
-    .description('open an interactive shell in a task\'s sandbox')
+    .description('the task\'s interactive program with a TTY: the agent\'s own UI for agent templates, a shell otherwise')
     .argument('<task>')
-    .addHelpText('after', '\nExample:\n  moat shell fix-login')
-    .action(async (task: string) => {
+    .option('--bash', 'a plain shell even in an agent template')
+    .addHelpText('after', '\nExamples:\n  moat shell fix-login\n  moat up -t codex --task cx && moat shell cx   # Codex\'s own TUI, sandboxed')
+    .action(async (task: string, opts: { bash?: boolean }) => {
       const { io, restore } = terminalIO(true);
       try {
-        const result = await cli.moat(cli.output(false)).exec(task, ['bash', '-l'], io, { tty: Boolean(process.stdin.isTTY) });
+        const moat = cli.moat(cli.output(false));
+        const command = opts.bash ? ['bash', '-l'] : await moat.interactiveCommand(task);
+        const result = await moat.exec(task, command, io, { tty: Boolean(process.stdin.isTTY) });
         cli.setExit(report(cli, result));
       } finally {
         restore();
