@@ -108,6 +108,7 @@ export const configSchema = z
           methods: z.array(z.string().regex(/^[A-Z]{1,16}$/)).optional().describe('Only for these methods (default: all).'),
           pathPrefixes: z.array(z.string().startsWith('/')).optional().describe('Only for paths under these prefixes (default: all).'),
           route: z.string().regex(/^[a-z0-9-]{1,32}$/).optional().describe('Plain-HTTP route in the sandbox: http://moat.gateway/<route>/… goes to https://<first host>/… with the header set.'),
+          intercept: z.boolean().optional().describe('For clients that cannot use a route: the gateway terminates TLS to the bound hosts (only those) with a CA made for this task alone, which only this sandbox trusts, and sets the header there.'),
         }),
       )
       .describe('Bound secrets: the sandbox sees a placeholder in the variable; the gateway writes the real value into the declared header on requests to the bound hosts only. User config only.')

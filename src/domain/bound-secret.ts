@@ -14,6 +14,8 @@ export interface BoundSecret {
   methods?: string[];
   pathPrefixes?: string[];
   route?: string;
+  /** TLS to the bound hosts is terminated by the gateway with the task's own CA. */
+  intercept?: boolean;
 }
 
 /** The reserved host name of the gateway's own plain-HTTP routes; never resolved. */

@@ -6,6 +6,7 @@ import { appendAudit } from './audit.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
 import type { TaskEgressFile } from './task-egress.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
+import { leafFor, type TaskCa } from './task-ca.js';
 
 /**
  * The gateway process: one per moat home, serving every task with a network through a unix
@@ -27,12 +28,12 @@ const secretValues = new Map<string, Record<string, string>>();
 interface Listener {
   server: Server;
   file: string;
-  cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[] };
+  cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[]; ca?: TaskCa };
 }
 const listeners = new Map<string, Listener>();
 
 /** The task's policy as of now; an unreadable or invalid file means no network (fail closed). */
-function current(listener: Listener): { policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[] } {
+function current(listener: Listener): { policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[]; ca?: TaskCa } {
   const closed = { policy: { mode: 'none' as const, allow: [], deny: [] }, audit: join(dirname(listener.file), 'audit.jsonl'), task: '?', secrets: [] };
   try {
     const mtimeMs = statSync(listener.file).mtimeMs;
@@ -40,7 +41,7 @@ function current(listener: Listener): { policy: EgressPolicy; audit: string; tas
     const value = JSON.parse(readFileSync(listener.file, 'utf8')) as TaskEgressFile;
     const policy = buildPolicy(value.mode, value.allow, value.deny);
     if ('errors' in policy) return { ...closed, task: value.task };
-    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [] };
+    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [], ca: value.ca };
     return listener.cached;
   } catch {
     return closed;
@@ -96,6 +97,7 @@ async function reload(): Promise<number> {
           // Every audit line passes through redaction of the task's secret values.
           audit: (record) => appendAudit(current(listener).audit, record, Object.values(values())),
           secrets: () => current(listener).secrets.map((secret) => ({ secret, value: values()[secret.name] })),
+          leaf: current(listener).ca ? (host) => leafFor(current(listener).ca!, host) : undefined,
         })
         .catch(() => client.destroy());
     });

@@ -5,7 +5,9 @@ import { formatIp, parseIp, type IpAddress } from '../domain/ip-address.js';
 import type { AuditRecord } from './audit.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
 import { readSni } from './tls-sni.js';
-import { connect as tlsConnect, rootCertificates } from 'node:tls';
+import { connect as tlsConnect, rootCertificates, TLSSocket } from 'node:tls';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { GATEWAY_HOST, headerValue, hostOf, portOf, secretApplies, type BoundSecret } from '../domain/bound-secret.js';
 
 /** Resolves a name to addresses; the gateway's own, never the sandbox's. */
@@ -26,6 +28,8 @@ export interface TaskChannel {
   audit: (record: AuditRecord) => void;
   /** Bound secrets of the task, with their values when moat has handed them over. */
   secrets?: () => Array<{ secret: BoundSecret; value?: string }>;
+  /** A leaf certificate from the task's own CA, for a bound host whose secret asks for interception. */
+  leaf?: (host: string) => { key: string; cert: string };
 }
 
 interface Attempt {
@@ -152,6 +156,8 @@ export class EgressGateway {
     if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
 
     client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
+    if (intercepted && channel.leaf && target.kind === 'name') return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
     const hello = await this.readHello(client, head.rest);
     if (hello.kind !== 'sni') {
       // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
@@ -360,5 +366,50 @@ export class EgressGateway {
       client.on('close', close);
     });
     this.finish(channel, attempt, true, `route ${routeName}${applies ? ` with ${bound.secret.name}` : ''}`);
+  }
+
+  /**
+   * TLS to a bound host, terminated here with a leaf from the task's own CA (which only that
+   * sandbox trusts), so the declared header can be set on each request. Only for hosts a secret
+   * with `intercept` is bound to; every other tunnel stays end-to-end encrypted.
+   */
+  private intercept(client: Socket, rest: Buffer, channel: TaskChannel, host: string, port: number, bound: { secret: BoundSecret; value?: string }): void {
+    if (rest.length > 0) client.unshift(rest);
+    const leaf = channel.leaf!(host);
+    const tlsSocket = new TLSSocket(client, { isServer: true, key: leaf.key, cert: leaf.cert });
+    tlsSocket.on('error', () => client.destroy());
+    const server = createHttpServer((req, res) => void this.interceptedRequest(req, res, tlsSocket, channel, host, port, bound));
+    server.on('clientError', (_error, socket) => socket.destroy());
+    server.emit('connection', tlsSocket);
+  }
+
+  private async interceptedRequest(req: IncomingMessage, res: ServerResponse, tlsSocket: TLSSocket, channel: TaskChannel, host: string, port: number, bound: { secret: BoundSecret; value?: string }): Promise<void> {
+    const path = req.url ?? '/';
+    const attempt: Attempt = { method: req.method ?? 'GET', host, port, sni: String((tlsSocket as unknown as { servername?: string }).servername ?? ''), started: Date.now(), up: 0, down: 0 };
+    const refuse = (status: number, rule: string) => {
+      this.finish(channel, attempt, false, rule);
+      res.writeHead(status, { 'content-type': 'text/plain', connection: 'close' }).end(`moat: egress denied (${rule})\n`);
+    };
+    if (attempt.sni !== host) return refuse(403, `TLS server name ${JSON.stringify((attempt.sni ?? "").slice(0, 255))} is not the CONNECT host`);
+    const hostHeader = String(req.headers.host ?? '').toLowerCase();
+    if (hostHeader !== host && hostHeader !== `${host}:${port}`) return refuse(403, `Host header ${JSON.stringify(hostHeader.slice(0, 255))} is not the request target`);
+    if (bound.value === undefined) return refuse(503, `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`);
+    const chosen = await this.choose(channel, { kind: 'name', name: host }, port);
+    if ('denied' in chosen) return refuse(403, chosen.denied);
+    attempt.address = formatIp(chosen.ip);
+    const applies = secretApplies(bound.secret, { host, method: attempt.method, path });
+    const hop = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade', 'transfer-encoding', bound.secret.header.toLowerCase()]);
+    const headers: Record<string, string | string[]> = {};
+    for (const [key, value] of Object.entries(req.headers)) if (value !== undefined && !hop.has(key)) headers[key] = value;
+    if (applies) headers[bound.secret.header.toLowerCase()] = headerValue(bound.secret, bound.value);
+    const upstream = httpsRequest({ host: attempt.address, port, servername: host, method: attempt.method, path, headers, ca: [...rootCertificates, ...this.extraCa], agent: false, timeout: this.connectTimeoutMs }, (response) => {
+      res.writeHead(response.statusCode ?? 502, response.headers);
+      response.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
+      response.pipe(res);
+      response.on('end', () => this.finish(channel, attempt, true, `intercept ${host}${applies ? ` with ${bound.secret.name}` : ''}`));
+    });
+    upstream.on('error', () => refuse(502, `could not open TLS to ${host} (${attempt.address})`));
+    req.on('data', (chunk: Buffer) => (attempt.up += chunk.length));
+    req.pipe(upstream);
   }
 }

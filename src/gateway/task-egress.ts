@@ -20,6 +20,8 @@ export interface TaskEgressFile {
   audit: string;
   /** Bound secrets, without their values (those reach the gateway over its control socket only). */
   secrets?: BoundSecret[];
+  /** The task's own CA (host-side key), when a secret is bound with interception. */
+  ca?: { key: string; cert: string };
 }
 
 export function egressDir(taskDir: string): string {

@@ -1,4 +1,5 @@
-import { readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createTaskCa } from '../gateway/task-ca.js';
 import { join } from 'node:path';
 import { checkEgressRules } from '../config/effective.js';
 import type { TaskRecord } from '../domain/task.js';
@@ -11,6 +12,7 @@ import type { MoatContext } from './context.js';
 /** Writes the task's egress file and makes the gateway listen for it. */
 export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {
   const taskDir = ctx.store.taskDir(record.repoKey, record.name);
+  const ca = record.secrets?.some((s) => s.intercept) ? await shareTaskCa(ctx, record, taskDir) : undefined;
   await writeTaskEgress(taskDir, {
     task: record.name,
     repoKey: record.repoKey,
@@ -20,6 +22,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     socket: join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME),
     audit: join(egressDir(taskDir), 'audit.jsonl'),
     secrets: record.secrets,
+    ...(ca ? { ca } : {}),
   });
   await reloadGateway(ctx.store.home, ctx.env);
 }
@@ -93,4 +96,24 @@ export async function removeTaskEgress(ctx: MoatContext, record: TaskRecord): Pr
 export function assertNetworkMode(value: string | undefined): 'none' | 'allowlist' | 'open' | undefined {
   if (value === undefined || value === 'none' || value === 'allowlist' || value === 'open') return value;
   throw new MoatError('E_USAGE', `unknown network mode ${JSON.stringify(value)}`, { hint: 'use --network none, allowlist or open' });
+}
+
+/** The sandbox's trust for interception: the task's CA alone, and a bundle of the usual CAs plus it. */
+export const SANDBOX_CA_ENV = {
+  SSL_CERT_FILE: '/moat/egress/bundle.pem',
+  CURL_CA_BUNDLE: '/moat/egress/bundle.pem',
+  REQUESTS_CA_BUNDLE: '/moat/egress/bundle.pem',
+  GIT_SSL_CAINFO: '/moat/egress/bundle.pem',
+  NODE_EXTRA_CA_CERTS: '/moat/egress/ca.pem',
+};
+
+async function shareTaskCa(ctx: MoatContext, record: TaskRecord, taskDir: string) {
+  const ca = createTaskCa(join(egressDir(taskDir), 'ca'), record.name);
+  const dir = socketDir(ctx.store.home, record.repoKey, record.name);
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const cert = await readFile(ca.cert, 'utf8');
+  const system = await readFile('/etc/ssl/certs/ca-certificates.crt', 'utf8').catch(() => '');
+  await writeFile(join(dir, 'ca.pem'), cert, { mode: 0o644 });
+  await writeFile(join(dir, 'bundle.pem'), `${system}\n${cert}`, { mode: 0o644 });
+  return ca;
 }

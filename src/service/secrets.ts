@@ -49,6 +49,7 @@ export async function bindSecrets(config: EffectiveConfig, env: NodeJS.ProcessEn
       methods: spec.methods,
       pathPrefixes: spec.pathPrefixes,
       route: spec.route,
+      ...(spec.intercept ? { intercept: true } : {}),
     });
   }
   return { bound, values };

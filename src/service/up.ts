@@ -4,7 +4,7 @@ import { devcontainerBase } from './devcontainer.js';
 import { approvedRepoTemplateRoot } from './repo-templates.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
-import { openTaskEgress, removeTaskEgress } from './egress.js';
+import { openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV } from './egress.js';
 import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
@@ -109,6 +109,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const network = options.network ?? (config.network === 'none' && granted.length > 0 ? 'allowlist' : config.network);
   const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny };
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
+  if (secrets.bound.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
   const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
   if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');

@@ -9,6 +9,7 @@ import { DnsStub } from '../helpers/dns-stub.js';
 import { captureIO, inspect, Scratch } from '../helpers/fixtures.js';
 
 const REAL = 'sk-real-9f8e7d6c5b4a-never-inside';
+const SECOND = 'second-real-3e2d1c-never-inside';
 
 /**
  * Bound secrets: the sandbox holds a placeholder; the gateway writes the real value into the
@@ -56,12 +57,18 @@ describe('bound secrets never enter the sandbox', () => {
         '    from: { env: TEST_REAL_KEY }',
         `    hosts: ["api.test:${apiPort}"]`,
         '    route: api',
+        '  SECOND_KEY:',
+        '    from: { env: TEST_SECOND_KEY }',
+        `    hosts: ["api.test:${apiPort}"]`,
+        '    header: x-api-key',
+        '    intercept: true',
         '',
       ].join('\n'),
     );
-    moat = scratch.moat({ env: { TEST_REAL_KEY: REAL, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: join(d, 'ca.pem') } });
+    moat = scratch.moat({ env: { TEST_SECOND_KEY: SECOND, TEST_REAL_KEY: REAL, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: join(d, 'ca.pem') } });
     record = await moat.up({ task: 'keys' });
     (globalThis as { echoPort?: number }).echoPort = echoPort;
+    (globalThis as { apiPort?: number }).apiPort = apiPort;
   });
   afterAll(async () => {
     api.close();
@@ -113,11 +120,28 @@ describe('bound secrets never enter the sandbox', () => {
   it('neither the audit log, the task record, moat ls nor the gateway log contains the value', async () => {
     const taskDir = join(scratch.home, 'repos', record.repoKey, 'tasks', 'keys');
     const files = [join(taskDir, 'task.json'), join(taskDir, 'egress', 'audit.jsonl'), join(taskDir, 'egress', 'policy.json'), join(scratch.home, 'gateway', 'gateway.log')];
-    for (const file of files) expect(readFileSync(file, 'utf8'), file).not.toContain(REAL);
+    for (const file of files) {
+      expect(readFileSync(file, 'utf8'), file).not.toContain(REAL);
+      expect(readFileSync(file, 'utf8'), file).not.toContain(SECOND);
+    }
     expect(JSON.stringify(await moat.ls())).not.toContain(REAL);
     expect(JSON.stringify(await moat.egress('keys'))).not.toContain(REAL);
     expect((await moat.egress('keys')).some((a) => a.rule === 'route api with API_KEY')).toBe(true);
     expect(readdirSync(taskDir)).not.toContain('secrets');
+  });
+
+  it('interception (opt-in, bound hosts only): the task CA is trusted inside, the header is set by the gateway', async () => {
+    const port = (globalThis as { apiPort?: number }).apiPort!;
+    // No -k: curl verifies the gateway's leaf against the bundle that holds the task's own CA.
+    const out = await inside(`curl -sS -m 10 -H "x-api-key: $SECOND_KEY" --data "k=$SECOND_KEY" https://api.test:${port}/intercepted`);
+    expect(out).toContain('echo k=moat-placeholder-second-key-');
+    const last = received.at(-1)!;
+    expect(last.url).toBe('/intercepted');
+    expect(last.headers['x-api-key']).toBe(SECOND);
+    expect(last.body).toMatch(/^k=moat-placeholder-second-key-/);
+    expect((await moat.egress('keys')).at(-1)).toMatchObject({ method: 'POST', host: 'api.test', rule: 'intercept api.test with SECOND_KEY', decision: 'allowed' });
+    const scan = await inside('grep -rs "second-rea[l]" /moat /home /tmp /workspace 2>/dev/null | head -1; cat /proc/[0-9]*/environ 2>/dev/null | tr "\\0" "\\n" | grep -c "second-rea[l]"');
+    expect(scan.trim()).toBe('0');
   });
 
   it('a missing secret is a clear error and creates nothing', async () => {
