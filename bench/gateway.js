@@ -38,7 +38,7 @@ const target = `bench.test:${upPort}`;
 const policy = buildPolicy('allowlist', ['bench.test', '127.0.0.1/32'], []);
 const gateway = new EgressGateway(async () => [parseIp('127.0.0.1')]);
 const gatewaySocket = join(dir, 'gw.sock');
-const gatewayServer = createServer((client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }));
+const gatewayServer = createServer({ allowHalfOpen: true }, (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }));
 gatewayServer.maxConnections = 100000;
 // The same backlog as the daemon: a unix socket refuses connects past it instead of retrying.
 await new Promise((r) => gatewayServer.listen({ path: gatewaySocket, backlog: 4096 }, r));

@@ -26,6 +26,7 @@ export interface EffectiveConfig {
   secrets: Record<string, NonNullable<MoatConfig['secrets']>[string]>;
   /** The user's template folders, searched before the built-in ones. */
   templateDirs: string[];
+  sshKeys: string[];
 }
 
 export const DEFAULT_BASE_IMAGE = 'moat-base:bookworm';
@@ -92,6 +93,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     git: { ...(user.git ?? {}), ...(repo.git ?? {}) },
     sandboxUid: user.sandboxUid ?? 1000,
     secrets: { ...(user.secrets ?? {}) },
+    sshKeys: [...(user.ssh?.keys ?? [])],
     templateDirs: (user.templates ?? []).map((dir) => (dir.startsWith('~/') ? `${homedir()}/${dir.slice(2)}` : dir)),
   };
 }

@@ -77,6 +77,12 @@ export const configSchema = z
       .max(2_147_483_646)
       .describe('uid:gid the sandbox runs as when moat itself runs as root (never 0). Default 1000.')
       .optional(),
+    ssh: z
+      .strictObject({
+        keys: z.array(z.string().min(1)).describe('Private keys a dedicated ssh-agent of the task holds (the sandbox gets the agent, never the keys).'),
+      })
+      .describe('ssh for tasks with a network: allow the hosts as host:22. User config only.')
+      .optional(),
     templates: z
       .array(z.string().min(1))
       .describe('Folders with your own templates (one sub-folder each, with a Dockerfile and an optional template.yaml). User config only: a template decides what runs.')

@@ -24,6 +24,11 @@ export interface Decision {
   allowed: boolean;
   /** The rule or reason that decided, for the audit log. */
   rule: string;
+  /**
+   * The allowing rule names this port explicitly (github.com:22): the user admitted that service,
+   * so a tunnel there may carry any protocol (ssh). Without a port, a tunnel must carry TLS.
+   */
+  anyProtocol?: boolean;
 }
 
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
@@ -107,7 +112,7 @@ export function decideTarget(policy: EgressPolicy, target: Target, port: number)
   if (denied) return { allowed: false, rule: `deny ${denied.text}` };
   if (policy.mode === 'open') return { allowed: true, rule: 'network: open' };
   const allowed = policy.allow.find((rule) => ruleMatches(rule, target, port));
-  if (allowed) return { allowed: true, rule: `allow ${allowed.text}` };
+  if (allowed) return { allowed: true, rule: `allow ${allowed.text}`, ...(allowed.port !== undefined ? { anyProtocol: true } : {}) };
   const what = target.kind === 'name' ? target.name : formatIp(target.ip);
   return { allowed: false, rule: `not in allowlist: ${what}` };
 }

@@ -19,6 +19,8 @@ export interface ContainerSpec {
   workspaceMount: { source: string; target: string };
   /** With a network: the directory holding the gateway's socket, read-only. */
   egressMount?: { source: string; target: string };
+  /** The task's own ssh-agent socket folder, read-only. */
+  sshMount?: { source: string; target: string };
   tmpfs: Record<string, string>;
   limits: Limits;
   readOnlyRoot: true;
@@ -43,6 +45,8 @@ export interface SandboxInput {
   labels: Record<string, string>;
   /** Host directory with the gateway's socket, when the task has a network. */
   egressSocketDir?: string;
+  /** Host directory with the task's ssh-agent socket. */
+  sshAgentDir?: string;
 }
 
 /** Where programs in the sandbox find the gateway: a relay on loopback to the socket. */
@@ -71,6 +75,7 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
       ...(input.egressSocketDir ? ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`] : ['sleep', 'infinity']),
     ],
     egressMount: input.egressSocketDir ? { source: input.egressSocketDir, target: EGRESS_TARGET } : undefined,
+    sshMount: input.sshAgentDir ? { source: input.sshAgentDir, target: '/moat/ssh' } : undefined,
     env: {
       // The user's grants first: moat's own variables must win so the sandbox stays consistent.
       ...input.env,

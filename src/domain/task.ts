@@ -30,6 +30,10 @@ export interface TaskRecord {
   secrets?: BoundSecret[];
   /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */
   templateEnv?: Record<string, string>;
+  /** Keys a dedicated ssh-agent holds for this task (paths on the host). */
+  sshKeys?: string[];
+  /** Host folder of the task's running ssh-agent socket. */
+  sshAgentDir?: string;
   /** --env given at creation: NAME (read from the environment again at reset) or NAME=value. */
   flagEnv?: string[];
   /** uid:gid the sandbox runs as. */

@@ -86,7 +86,8 @@ async function reload(): Promise<number> {
     if (listeners.has(socket)) continue;
     mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
     if (existsSync(socket)) unlinkSync(socket);
-    const listener: Listener = { server: createServer(), file };
+    // Half-open connections pass through: a client that has sent everything (FIN) still gets its answer.
+    const listener: Listener = { server: createServer({ allowHalfOpen: true }), file };
     listener.server.on('connection', (client) => {
       const now = current(listener);
       const values = () => secretValues.get(socket) ?? {};

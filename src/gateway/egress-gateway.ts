@@ -158,6 +158,7 @@ export class EgressGateway {
     client.write('HTTP/1.1 200 Connection established\r\n\r\n');
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
     if (intercepted && channel.leaf && target.kind === 'name') return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
+    if (byName.anyProtocol) return this.rawTunnel(client, head.rest, channel, target, attempt);
     const hello = await this.readHello(client, head.rest);
     if (hello.kind !== 'sni') {
       // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
@@ -411,5 +412,23 @@ export class EgressGateway {
     upstream.on('error', () => refuse(502, `could not open TLS to ${host} (${attempt.address})`));
     req.on('data', (chunk: Buffer) => (attempt.up += chunk.length));
     req.pipe(upstream);
+  }
+
+  /** A tunnel to a host:port the user allowed by name and port: any protocol (ssh, say), still resolved and guarded here. */
+  private async rawTunnel(client: Socket, rest: Buffer, channel: TaskChannel, target: Target, attempt: Attempt): Promise<void> {
+    const chosen = await this.choose(channel, target, attempt.port);
+    if ('denied' in chosen) {
+      client.destroy();
+      return this.finish(channel, attempt, false, chosen.denied);
+    }
+    attempt.address = formatIp(chosen.ip);
+    const upstream = await this.dial(chosen.ip, attempt.port);
+    if (!upstream) {
+      client.destroy();
+      return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
+    }
+    if (rest.length > 0) upstream.write(rest);
+    attempt.up += rest.length;
+    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, `${chosen.rule} (any protocol)`));
   }
 }

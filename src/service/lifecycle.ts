@@ -15,6 +15,7 @@ import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js'
 import { loadTemplate } from '../image/template.js';
 import { openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
+import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 
 export interface DownResult {
   task: string;
@@ -37,6 +38,7 @@ export async function down(ctx: MoatContext, task: string): Promise<DownResult> 
   delete record.containerId;
   record.state = 'stopped';
   await ctx.store.save(record);
+  await stopTaskAgent(ctx, record);
   await suspendTaskEgress(ctx, record);
   return { task, removedContainer: removed, sync };
 }
@@ -52,6 +54,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   if (record.network !== 'none') {
     await openTaskEgress(ctx, record);
     await pushSecrets(ctx, record);
+    await startTaskAgent(ctx, record);
   }
   const env = { ...taskEnv(config, ctx.env), ...(record.templateEnv ?? {}) };
   for (const entry of record.flagEnv ?? []) {
@@ -61,11 +64,13 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   }
   for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
   if (record.secrets?.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
+  if (record.sshKeys?.length) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
   record.containerId = await startContainer(engine, spec);
-  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template));
+  const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
+  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template);
   record.state = 'running';
   delete record.counters;
   await ctx.store.save(record);
@@ -102,6 +107,7 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   }
   await removeTaskWorkspace(ctx.store.workspacePath(record.repoKey, task));
   await releaseVolume(ctx.store.taskDir(record.repoKey, task));
+  await stopTaskAgent(ctx, record);
   await removeTaskEgress(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
   const branchDeleted = await repo.deleteRef(branchRef);

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { devcontainerBase } from './devcontainer.js';
 import { approvedRepoTemplateRoot } from './repo-templates.js';
+import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import { openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV } from './egress.js';
@@ -32,6 +33,8 @@ export interface UpOptions {
   env?: string[];
   /** Build the environment from the repository's committed devcontainer.json. */
   devcontainer?: boolean;
+  /** Private keys for the task's own ssh-agent, given by the user. */
+  sshKeys?: string[];
 }
 
 /** Undo steps of a half-made task, run newest first when a later step fails. */
@@ -111,6 +114,11 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
   if (secrets.bound.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
+  const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? [])];
+  if (sshKeys.length > 0 && network === 'none') {
+    throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
+  }
+  if (sshKeys.length > 0) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
   if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
   const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
@@ -131,6 +139,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     ...(secrets.bound.length > 0 ? { secrets: secrets.bound } : {}),
     ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
     ...(flagEnv.length > 0 ? { flagEnv } : {}),
+    ...(sshKeys.length > 0 ? { sshKeys } : {}),
     user,
     createdAt: new Date().toISOString(),
     disk,
@@ -147,6 +156,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
       await openTaskEgress(ctx, record);
       rollback.add(() => removeTaskEgress(ctx, record));
       await pushSecrets(ctx, record, secrets.values);
+      await startTaskAgent(ctx, record);
+      rollback.add(() => stopTaskAgent(ctx, record));
     }
     const identity = { ...(await repo.userIdentity()), ...config.git };
     const workspacePath = ctx.store.workspacePath(record.repoKey, name);
@@ -163,7 +174,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     if (started.status === 'rejected') throw started.reason;
     if (cloned.status === 'rejected') throw cloned.reason;
     const id = started.value;
-    await seedHome(engine, id, `${user.uid}:${user.gid}`, spec);
+    await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec);
     if (dev?.postCreateCommand) await postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress);
     record.containerId = id;
     record.state = 'running';

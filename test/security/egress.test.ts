@@ -168,3 +168,50 @@ describe('egress through the gateway', () => {
     expect(row.egress.denied).toBeGreaterThan(5);
   });
 });
+
+describe('ssh through the gateway, with a task\'s own agent', () => {
+  const scratch = new Scratch();
+  const dns = new DnsStub({ 'git.test': '127.0.0.1' });
+  let echo: import('node:net').Server;
+  let port = 0;
+
+  beforeAll(async () => {
+    await dns.start();
+    const { createServer } = await import('node:net');
+    // A plain TCP service (like ssh: not TLS) that echoes a line.
+    echo = createServer((s) => s.on('data', (d) => s.end(`echo:${d.toString().trim()}\n`)));
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', () => resolve()));
+    port = (echo.address() as { port: number }).port;
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'moat-test-key', '-f', join(scratch.root, 'id_test')]);
+  });
+  afterAll(async () => {
+    echo.close();
+    dns.stop();
+    await scratch.cleanup();
+  });
+
+  it('the sandbox can use the key through the agent but never read it; host:port rules admit non-TLS tunnels', async () => {
+    scratch.writeConfig(`ssh:\n  keys: [${join(scratch.root, 'id_test')}]\negress:\n  allow: ["git.test:${port}", 127.0.0.1/32]\n`);
+    const moat = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
+    await moat.up({ task: 'ssh', network: 'allowlist' });
+    const cap = captureIO();
+    const script = [
+      'ssh-add -l | grep -c moat-test-key',
+      'ls -A ~/.ssh',
+      'ssh-add -L > /tmp/k.pub && echo data > /tmp/f && ssh-keygen -Y sign -f /tmp/k.pub -n file /tmp/f >/dev/null 2>&1 && test -s /tmp/f.sig && echo signed',
+      `echo hello | socat - PROXY:127.0.0.1:git.test:${port},proxyport=3128`,
+      'grep -rsl "OPENSSH PRIVATE KEY" /home /tmp /workspace /moat 2>/dev/null | head -1; echo scanned',
+    ].join('; ');
+    await moat.exec('ssh', ['sh', '-c', script], cap.io, { sync: false });
+    const lines = cap.out().trim().split('\n');
+    expect(lines).toEqual(['1', 'config', 'signed', 'echo:hello', 'scanned']);
+    expect((await moat.egress('ssh')).at(-1)).toMatchObject({ host: 'git.test', decision: 'allowed', rule: expect.stringContaining('any protocol') });
+    // Without the port in the rule, a tunnel must carry TLS for that name.
+    await moat.changeEgress('ssh', { deny: [`git.test:${port}`], allow: ['git.test'] });
+    const denied = captureIO();
+    await moat.exec('ssh', ['sh', '-c', `echo hello | timeout 15 socat - PROXY:127.0.0.1:git.test:${port},proxyport=3128 2>&1; echo done`], denied.io, { sync: false });
+    expect(denied.out()).not.toContain('echo:hello');
+    await moat.down('ssh');
+    await moat.rm('ssh', { force: true });
+  });
+});

@@ -14,14 +14,15 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
     .option('--network <mode>', 'none (default), allowlist or open; a network goes through moat\'s gateway')
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
+    .option('--ssh-key <path>', 'a private key for the task\'s own ssh-agent (repeatable; needs a network)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--devcontainer', 'build the environment from the repository\'s committed .devcontainer/devcontainer.json')
     .option('-e, --env <name>', 'pass a variable of yours by name, or NAME=value (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--json', 'print the task record as JSON')
     .addHelpText('after', '\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json\n  moat up --task deps --allow registry.npmjs.org')
-    .action(async (opts: { task?: string; template?: string; base?: string; network?: string; allow: string[]; env: string[]; devcontainer?: boolean; json?: boolean }) => {
+    .action(async (opts: { task?: string; template?: string; base?: string; network?: string; allow: string[]; env: string[]; devcontainer?: boolean; sshKey: string[]; json?: boolean }) => {
       const out = cli.output(opts.json);
       const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
-      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base, network, allow: opts.allow, env: opts.env, devcontainer: opts.devcontainer });
+      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base, network, allow: opts.allow, env: opts.env, devcontainer: opts.devcontainer, sshKeys: opts.sshKey });
       out.result(record, () =>
         [
           `task ${record.name} is up`,
