@@ -41,6 +41,7 @@ function limitsFrom(config: MoatConfig['limits']): Partial<Limits> {
   if (config.tmp !== undefined) out.tmpBytes = parseSize(config.tmp)!;
   if (config.home !== undefined) out.homeBytes = parseSize(config.home)!;
   if (config.disk !== undefined) out.diskBytes = parseSize(config.disk)!;
+  if (config.idle !== undefined) out.idleSeconds = parseDuration(config.idle)!;
   if (config.timeout !== undefined) out.timeoutSeconds = parseDuration(config.timeout)!;
   return out;
 }

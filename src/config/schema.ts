@@ -21,6 +21,11 @@ export const limitsSchema = z
     tmp: size.describe('Size of /tmp (tmpfs, counts against memory). Default 512m.').optional(),
     home: size.describe('Size of the home directory (tmpfs, counts against memory). Default 512m.').optional(),
     disk: size.describe('Cap on what a task writes to its workspace (a loop-mounted filesystem of that size, where moat runs as root). Default 10g.').optional(),
+    idle: z
+      .union([z.string(), z.number().int().min(0)])
+      .refine((value) => parseDuration(value) !== undefined, { message: 'expected a duration such as 10m or 1h (0: no limit)' })
+      .describe('Stop a task after this long with nothing running in it (commits stay). Default: no limit.')
+      .optional(),
     timeout: z
       .union([z.string(), z.number().int().min(0)])
       .refine((value) => parseDuration(value) !== undefined, { message: 'expected a duration such as 90s, 30m, 2h or 1d (0: no limit)' })

@@ -16,6 +16,8 @@ export interface Limits {
   timeoutSeconds: number;
   /** Everything the task can write to its workspace, where the kernel can enforce it. */
   diskBytes: number;
+  /** Stop the task after this many seconds with nothing running in it; 0 for no limit. */
+  idleSeconds?: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -41,6 +43,7 @@ export const LIMIT_CONFIG_KEY: Record<LimitKey, string> = {
   homeBytes: 'limits.home',
   timeoutSeconds: 'limits.timeout',
   diskBytes: 'limits.disk',
+  idleSeconds: 'limits.idle',
 };
 
 /** Limits where `requested` asks for more than `granted`: every limit is "lower is narrower". */
@@ -49,7 +52,7 @@ export function widenedLimits(granted: Limits, requested: Partial<Limits>): Limi
     const value = requested[key];
     if (value === undefined) return false;
     // For the time limit 0 means "none", the widest of all.
-    if (key === 'timeoutSeconds') return (value === 0 ? Infinity : value) > (granted[key] === 0 ? Infinity : granted[key]);
+    if (key === 'timeoutSeconds' || key === 'idleSeconds') return (value === 0 ? Infinity : value) > ((granted[key] ?? 0) === 0 ? Infinity : granted[key]!);
     return value > granted[key];
   });
 }

@@ -70,10 +70,7 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     // still has no network interface, so programs that ignore the proxy variables get nowhere.
     // A time limit wraps it in `timeout`: when it fires, the container's main process ends and the
     // kernel ends every process in it. Killing `timeout` early only stops the task sooner.
-    command: [
-      ...(limits.timeoutSeconds > 0 ? ['timeout', '-s', 'KILL', String(limits.timeoutSeconds)] : []),
-      ...(input.egressSocketDir ? ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`] : ['sleep', 'infinity']),
-    ],
+    command: keepAlive(limits, input.egressSocketDir !== undefined),
     egressMount: input.egressSocketDir ? { source: input.egressSocketDir, target: EGRESS_TARGET } : undefined,
     sshMount: input.sshAgentDir ? { source: input.sshAgentDir, target: '/moat/ssh' } : undefined,
     env: {
@@ -111,4 +108,31 @@ function proxyEnv(): Record<string, string> {
   const proxy = `http://127.0.0.1:${PROXY_PORT}`;
   const local = 'localhost,127.0.0.1,::1';
   return { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: local, no_proxy: local };
+}
+
+/** Exit status of the keep-alive when the idle limit ends the task (shown by `moat ls`). */
+export const IDLE_EXIT = 3;
+
+/**
+ * The container's main process. With an idle limit it is a small watchdog: every five seconds it
+ * looks for a process that is neither the engine's init nor itself and its children (a command
+ * moat runs, or one the agent left running); after `idleSeconds` without one it exits, and the
+ * kernel ends the task. Killing it early only stops the task sooner.
+ */
+function keepAlive(limits: Limits, egress: boolean): string[] {
+  const relay = ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`];
+  const timeout = limits.timeoutSeconds > 0 ? ['timeout', '-s', 'KILL', String(limits.timeoutSeconds)] : [];
+  const idle = limits.idleSeconds ?? 0;
+  if (idle <= 0) return [...timeout, ...(egress ? relay : ['sleep', 'infinity'])];
+  const watchdog = [
+    egress ? '"$@" &' : ':',
+    'idle=0',
+    'while sleep 5; do',
+    // Busy: a process moat or the user started (parent outside, 0) or one left running (parent init).
+    '  busy=$(ps -e -o pid=,ppid= | awk -v me=$$ \'($2 == 0 && $1 != 1) || ($2 == 1 && $1 != me)\' | wc -l)',
+    '  if [ "$busy" -gt 0 ]; then idle=0; else idle=$((idle + 5)); fi',
+    `  if [ "$idle" -ge ${idle} ]; then exit ${IDLE_EXIT}; fi`,
+    'done',
+  ].join('\n');
+  return [...timeout, 'sh', '-c', watchdog, 'moat-keepalive', ...(egress ? relay : [])];
 }

@@ -4,6 +4,7 @@ import type { TaskState } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import type { MoatContext } from './context.js';
 import { egressCounts } from './egress.js';
+import { IDLE_EXIT } from '../domain/sandbox-spec.js';
 
 export interface TaskSummary {
   name: string;
@@ -75,6 +76,7 @@ export async function taskLogs(ctx: MoatContext, task: string, options: { follow
 /** The time limit shows as the main process dying at (about) the limit; anything else is said as is. */
 function whyStopped(timeoutSeconds: number | undefined, info: { exitCode?: number; oomKilled?: boolean; startedAt?: string; finishedAt?: string }): string {
   if (info.oomKilled) return 'memory limit';
+  if (info.exitCode === IDLE_EXIT) return 'idle limit';
   const ran = (Date.parse(info.finishedAt ?? '') - Date.parse(info.startedAt ?? '')) / 1000;
   if (timeoutSeconds && timeoutSeconds > 0 && (info.exitCode === 137 || info.exitCode === 124) && ran >= timeoutSeconds - 1) return `time limit (${timeoutSeconds}s)`;
   return `main process exited (${info.exitCode ?? '?'}); moat reset starts a fresh container`;

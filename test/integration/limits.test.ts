@@ -92,3 +92,26 @@ describe('disk cap', () => {
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(scratch.root);
   });
 });
+
+describe('idle limit', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('a task with nothing running is stopped at its idle limit; a running command keeps it alive', async () => {
+    scratch.writeConfig('limits:\n  idle: 6s\n');
+    const moat = scratch.moat();
+    await moat.up({ task: 'idler' });
+    // Busy for longer than the limit: still running afterwards.
+    const busy = await moat.exec('idler', ['sh', '-c', 'sleep 9; echo still-here'], captureIO().io, { sync: false });
+    expect(busy.exitCode).toBe(0);
+    expect((await moat.ls())[0]!.state).toBe('running');
+    // Then idle: stopped within the limit plus one check.
+    let row = (await moat.ls())[0]!;
+    for (let i = 0; i < 40 && row.state === 'running'; i += 1) {
+      await new Promise((r) => setTimeout(r, 500));
+      row = (await moat.ls())[0]!;
+    }
+    expect(row.state).toBe('exited');
+    expect(row.stopReason).toBe('idle limit');
+  }, 60_000);
+});
