@@ -27,6 +27,7 @@ export interface EffectiveConfig {
   /** The user's template folders, searched before the built-in ones. */
   templateDirs: string[];
   sshKeys: string[];
+  mounts: Array<{ source: string; target: string }>;
 }
 
 export const DEFAULT_BASE_IMAGE = 'moat-base:bookworm';
@@ -95,6 +96,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     sandboxUid: user.sandboxUid ?? 1000,
     secrets: { ...(user.secrets ?? {}) },
     sshKeys: [...(user.ssh?.keys ?? [])],
+    mounts: (user.mounts ?? []).map((m) => ({ source: m.source.startsWith('~/') ? `${homedir()}/${m.source.slice(2)}` : m.source, target: m.target })),
     templateDirs: (user.templates ?? []).map((dir) => (dir.startsWith('~/') ? `${homedir()}/${dir.slice(2)}` : dir)),
   };
 }

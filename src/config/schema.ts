@@ -82,6 +82,15 @@ export const configSchema = z
       .max(2_147_483_646)
       .describe('uid:gid the sandbox runs as when moat itself runs as root (never 0). Default 1000.')
       .optional(),
+    mounts: z
+      .array(
+        z.strictObject({
+          source: z.string().min(1).describe('A folder on the host (~ allowed), e.g. ~/.cache/pip.'),
+          target: z.string().regex(/^\/(home\/agent|opt|mnt|cache)\/[A-Za-z0-9._\/-]+$/, 'expected a path under /home/agent, /opt, /mnt or /cache').describe('Where the sandbox sees it (read-only).'),
+        }),
+      )
+      .describe('Host folders (package caches, reference data) shown read-only inside every sandbox. User config only.')
+      .optional(),
     ssh: z
       .strictObject({
         keys: z.array(z.string().min(1)).describe('Private keys a dedicated ssh-agent of the task holds (the sandbox gets the agent, never the keys).'),

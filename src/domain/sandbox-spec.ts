@@ -21,6 +21,8 @@ export interface ContainerSpec {
   egressMount?: { source: string; target: string };
   /** The task's own ssh-agent socket folder, read-only. */
   sshMount?: { source: string; target: string };
+  /** Folders the user granted, read-only (package caches and the like). */
+  readOnlyMounts: Array<{ source: string; target: string }>;
   tmpfs: Record<string, string>;
   limits: Limits;
   readOnlyRoot: true;
@@ -47,6 +49,7 @@ export interface SandboxInput {
   egressSocketDir?: string;
   /** Host directory with the task's ssh-agent socket. */
   sshAgentDir?: string;
+  readOnlyMounts?: Array<{ source: string; target: string }>;
 }
 
 /** Where programs in the sandbox find the gateway: a relay on loopback to the socket. */
@@ -73,6 +76,7 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     command: keepAlive(limits, input.egressSocketDir !== undefined),
     egressMount: input.egressSocketDir ? { source: input.egressSocketDir, target: EGRESS_TARGET } : undefined,
     sshMount: input.sshAgentDir ? { source: input.sshAgentDir, target: '/moat/ssh' } : undefined,
+    readOnlyMounts: input.readOnlyMounts ?? [],
     env: {
       // The user's grants first: moat's own variables must win so the sandbox stays consistent.
       ...input.env,

@@ -30,6 +30,8 @@ export interface TaskRecord {
   secrets?: BoundSecret[];
   /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */
   templateEnv?: Record<string, string>;
+  /** Host folders shown read-only (checked at creation: real paths, not secrets). */
+  mounts?: Array<{ source: string; target: string }>;
   /** Keys a dedicated ssh-agent holds for this task (paths on the host). */
   sshKeys?: string[];
   /** Host folder of the task's running ssh-agent socket. */

@@ -27,6 +27,7 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
     // Helpers only read the workspace: they never get the way out.
     egressSocketDir: record.network !== 'none' && role === 'task' ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
     sshAgentDir: role === 'task' ? record.sshAgentDir : undefined,
+    readOnlyMounts: role === 'task' ? (record.mounts ?? []) : [],
     labels: { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template },
   });
 }

@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { devcontainerBase } from './devcontainer.js';
+import { checkMounts } from './mounts.js';
 import { approvedRepoTemplateRoot } from './repo-templates.js';
 import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 import { checkEgressRules } from '../config/effective.js';
@@ -114,6 +115,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
   if (secrets.bound.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
+  const mounts = await checkMounts(config.mounts);
   const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? [])];
   if (sshKeys.length > 0 && network === 'none') {
     throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
@@ -140,6 +142,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
     ...(flagEnv.length > 0 ? { flagEnv } : {}),
     ...(sshKeys.length > 0 ? { sshKeys } : {}),
+    ...(mounts.length > 0 ? { mounts } : {}),
     user,
     createdAt: new Date().toISOString(),
     disk,

@@ -115,3 +115,26 @@ describe('idle limit', () => {
     expect(row.stopReason).toBe('idle limit');
   }, 60_000);
 });
+
+describe('read-only mounts (package caches)', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('a granted folder is visible read-only; credential folders are refused', async () => {
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const cache = `${scratch.root}/pip-cache`;
+    mkdirSync(cache);
+    writeFileSync(`${cache}/pkg.whl`, 'wheel');
+    scratch.writeConfig(`mounts:\n  - { source: ${cache}, target: /home/agent/.cache/pip }\n`);
+    const moat = scratch.moat();
+    await moat.up({ task: 'cache' });
+    const cap = captureIO();
+    await moat.exec('cache', ['sh', '-c', 'cat ~/.cache/pip/pkg.whl; echo; touch ~/.cache/pip/x 2>&1 | grep -c "Read-only"'], cap.io, { sync: false });
+    expect(cap.out().trim().split('\n')).toEqual(['wheel', '1']);
+    const { checkMounts } = await import('../../src/service/mounts.js');
+    mkdirSync(`${scratch.root}/fakehome/.ssh`, { recursive: true });
+    await expect(checkMounts([{ source: `${scratch.root}/fakehome/.ssh`, target: '/home/agent/x' }], `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('credentials') });
+    await expect(checkMounts([{ source: `${scratch.root}/fakehome`, target: '/home/agent/x' }], `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('too broad') });
+    await expect(checkMounts([{ source: '/etc', target: '/opt/etc' }])).rejects.toMatchObject({ code: 'E_CONFIG_INVALID' });
+  });
+});
