@@ -17,13 +17,18 @@ const ENV_SECRET = 'sk-secreport-2b9c';
 const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'r', GIT_AUTHOR_EMAIL: 'r@r.invalid', GIT_COMMITTER_NAME: 'r', GIT_COMMITTER_EMAIL: 'r@r.invalid' };
 mkdirSync(join(home, '.ssh'), { recursive: true });
 writeFileSync(join(home, '.ssh', 'id_ed25519'), `${KEY}\n`);
-mkdirSync(repo);
-execFileSync('git', ['init', '-q', '--initial-branch=main', repo]);
-writeFileSync(join(repo, '.gitignore'), '.env\n');
-writeFileSync(join(repo, '.env'), `API_KEY=${ENV_SECRET}\n`);
-writeFileSync(join(repo, 'main.c'), 'int main(void) { return 0; }\n');
-execFileSync('git', ['add', '-A'], { cwd: repo });
-execFileSync('git', ['commit', '-qm', 'project'], { cwd: repo, env: gitEnv });
+/** The user's project: a commit, and a gitignored .env beside it. */
+function makeProject() {
+  rmSync(repo, { recursive: true, force: true });
+  mkdirSync(repo);
+  execFileSync('git', ['init', '-q', '--initial-branch=main', repo]);
+  writeFileSync(join(repo, '.gitignore'), '.env\n');
+  writeFileSync(join(repo, '.env'), `API_KEY=${ENV_SECRET}\n`);
+  writeFileSync(join(repo, 'main.c'), 'int main(void) { return 0; }\n');
+  execFileSync('git', ['add', '-A'], { cwd: repo });
+  execFileSync('git', ['commit', '-qm', 'project'], { cwd: repo, env: gitEnv });
+}
+makeProject();
 const marker = join(root, 'HOOK-RAN-ON-HOST');
 
 /** The cases: a script to run inside, and how to read what happened. */
@@ -67,16 +72,7 @@ function runDocker(image) {
     c.after?.();
     const verdict = c.judge({ out: r.stdout ?? '' });
     // Put the project back for the next case (the rm case deletes it for real here).
-    if (!existsSync(join(repo, 'main.c')) || !existsSync(join(repo, '.git'))) {
-      rmSync(repo, { recursive: true, force: true });
-      mkdirSync(repo);
-      execFileSync('git', ['init', '-q', '--initial-branch=main', repo]);
-      writeFileSync(join(repo, '.gitignore'), '.env\n');
-      writeFileSync(join(repo, '.env'), `API_KEY=${ENV_SECRET}\n`);
-      writeFileSync(join(repo, 'main.c'), 'int main(void) { return 0; }\n');
-      execFileSync('git', ['add', '-A'], { cwd: repo });
-      execFileSync('git', ['commit', '-qm', 'project'], { cwd: repo, env: gitEnv });
-    }
+    if (!existsSync(join(repo, 'main.c')) || !existsSync(join(repo, '.git'))) makeProject();
     rmSync(join(repo, '.git', 'hooks', 'post-checkout'), { force: true });
     rmSync(marker, { force: true });
     return verdict;

@@ -252,37 +252,8 @@ export class EgressGateway {
     const lines = [`${head.method} ${url.pathname}${url.search} HTTP/1.1`, ...head.headers.filter(([k]) => !hop.has(k)).map(([k, v]) => `${k}: ${v}`), 'connection: close', '', ''];
     const requestHead = Buffer.from(lines.join('\r\n'), 'latin1');
     upstream.write(requestHead);
-    // Exactly the declared body, nothing after it: a second request on the same connection
-    // would otherwise reach this upstream without being judged.
-    let remaining = bodyLength;
-    const first = head.rest.subarray(0, remaining);
-    upstream.write(first);
-    remaining -= first.length;
-    attempt.up += requestHead.length + first.length;
-    upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
-    upstream.pipe(client);
-    const onData = (chunk: Buffer) => {
-      if (remaining <= 0) return;
-      const part = chunk.subarray(0, remaining);
-      remaining -= part.length;
-      attempt.up += part.length;
-      upstream.write(part);
-    };
-    client.on('data', onData);
-    client.resume();
-    await new Promise<void>((resolve) => {
-      let closed = false;
-      const close = () => {
-        if (closed) return;
-        closed = true;
-        client.destroy();
-        upstream.destroy();
-        resolve();
-      };
-      upstream.on('close', close);
-      upstream.on('error', close);
-      client.on('close', close);
-    });
+    attempt.up += requestHead.length;
+    await this.exchange(client, upstream, head.rest, bodyLength, attempt);
     this.finish(channel, attempt, true, chosen.rule);
   }
 
@@ -338,34 +309,7 @@ export class EgressGateway {
       '',
     ];
     upstream.write(Buffer.from(lines.join('\r\n'), 'latin1'));
-    let remaining = bodyLength;
-    const first = head.rest.subarray(0, remaining);
-    upstream.write(first);
-    remaining -= first.length;
-    attempt.up += first.length;
-    upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
-    upstream.pipe(client);
-    client.on('data', (chunk: Buffer) => {
-      if (remaining <= 0) return;
-      const part = chunk.subarray(0, remaining);
-      remaining -= part.length;
-      attempt.up += part.length;
-      upstream.write(part);
-    });
-    client.resume();
-    await new Promise<void>((resolve) => {
-      let closed = false;
-      const close = () => {
-        if (closed) return;
-        closed = true;
-        client.destroy();
-        upstream.destroy();
-        resolve();
-      };
-      upstream.on('close', close);
-      upstream.on('error', close);
-      client.on('close', close);
-    });
+    await this.exchange(client, upstream, head.rest, bodyLength, attempt);
     this.finish(channel, attempt, true, `route ${routeName}${applies ? ` with ${bound.secret.name}` : ''}`);
   }
 
@@ -430,5 +374,39 @@ export class EgressGateway {
     if (rest.length > 0) upstream.write(rest);
     attempt.up += rest.length;
     this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, `${chosen.rule} (any protocol)`));
+  }
+
+  /**
+   * After a request head went upstream: forwards exactly the declared body (what arrived with the
+   * head, then from the client), nothing after it, since a second request on the same connection
+   * would reach this upstream without being judged; relays the answer; resolves when either side closes.
+   */
+  private exchange(client: Socket, upstream: Socket, early: Buffer, bodyLength: number, attempt: Attempt): Promise<void> {
+    let remaining = bodyLength;
+    const send = (chunk: Buffer) => {
+      if (remaining <= 0) return;
+      const part = chunk.subarray(0, remaining);
+      remaining -= part.length;
+      attempt.up += part.length;
+      upstream.write(part);
+    };
+    send(early);
+    upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
+    upstream.pipe(client);
+    client.on('data', send);
+    client.resume();
+    return new Promise<void>((resolve) => {
+      let closed = false;
+      const close = () => {
+        if (closed) return;
+        closed = true;
+        client.destroy();
+        upstream.destroy();
+        resolve();
+      };
+      upstream.on('close', close);
+      upstream.on('error', close);
+      client.on('close', close);
+    });
   }
 }

@@ -100,3 +100,28 @@ export async function inspect(id: string): Promise<Docker.ContainerInspectInfo> 
 }
 
 export const MOAT_BIN = join(import.meta.dirname, '..', '..', 'bin', 'moat.js');
+
+/** Scratches made in a test file, all cleaned up after each test (also when it failed). */
+export function scratchPool(): { scratch: (options?: ConstructorParameters<typeof Scratch>[0]) => Scratch; cleanup: () => Promise<void> } {
+  const made: Scratch[] = [];
+  return {
+    scratch: (options) => {
+      const s = new Scratch(options);
+      made.push(s);
+      return s;
+    },
+    cleanup: async () => {
+      await Promise.all(made.splice(0).map((s) => s.cleanup()));
+    },
+  };
+}
+
+/** A CA of the test's own and a certificate it signed for `host`, made with openssl in `dir`. */
+export function makeTestCa(dir: string, host: string): { ca: string; key: string; cert: string } {
+  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=moat test CA', '-days', '1']);
+  run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', `/CN=${host}`]);
+  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${host}\n`);
+  run(['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext.cnf']);
+  return { ca: join(dir, 'ca.pem'), key: join(dir, 'leaf.key'), cert: join(dir, 'leaf.pem') };
+}

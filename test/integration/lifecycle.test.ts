@@ -3,17 +3,11 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findEngine } from '../../src/engine/find-engine.js';
-import { captureIO, gitIn, inspect, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, inspect, Scratch, scratchPool } from '../helpers/fixtures.js';
 
-const scratches: Scratch[] = [];
-function scratch(options?: ConstructorParameters<typeof Scratch>[0]): Scratch {
-  const s = new Scratch(options);
-  scratches.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(scratches.splice(0).map((s) => s.cleanup()));
-});
+const pool = scratchPool();
+const scratch = pool.scratch;
+afterEach(pool.cleanup);
 
 async function containersOf(s: Scratch): Promise<Docker.ContainerInfo[]> {
   const docker = new Docker({ socketPath: (await findEngine()).socketPath });

@@ -1,17 +1,11 @@
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, Scratch, scratchPool } from '../helpers/fixtures.js';
 
-const scratches: Scratch[] = [];
-function scratch(options?: ConstructorParameters<typeof Scratch>[0]): Scratch {
-  const s = new Scratch(options);
-  scratches.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(scratches.splice(0).map((s) => s.cleanup()));
-});
+const pool = scratchPool();
+const scratch = pool.scratch;
+afterEach(pool.cleanup);
 
 async function taskWithCommits(s: Scratch, task: string, script: string) {
   const moat = s.moat();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat, TaskRecord } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, inspect, Scratch } from '../helpers/fixtures.js';
+import { captureIO, inspect, makeTestCa, Scratch } from '../helpers/fixtures.js';
 
 const REAL = 'sk-real-9f8e7d6c5b4a-never-inside';
 const SECOND = 'second-real-3e2d1c-never-inside';
@@ -38,12 +38,8 @@ describe('bound secrets never enter the sandbox', () => {
   beforeAll(async () => {
     await dns.start();
     const d = scratch.root;
-    const run = (args: string[]) => execFileSync('openssl', args, { cwd: d, stdio: 'ignore' });
-    run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=moat test CA', '-days', '1']);
-    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'api.key', '-out', 'api.csr', '-subj', '/CN=api.test']);
-    writeFileSync(join(d, 'ext.cnf'), 'subjectAltName=DNS:api.test\n');
-    run(['x509', '-req', '-in', 'api.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'api.pem', '-days', '1', '-extfile', 'ext.cnf']);
-    api = createHttpsServer({ key: readFileSync(join(d, 'api.key')), cert: readFileSync(join(d, 'api.pem')) }, record_);
+    const tls = makeTestCa(d, 'api.test');
+    api = createHttpsServer({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) }, record_);
     echo = createHttpServer(record_);
     const apiPort = await listen(api);
     const echoPort = await listen(echo);
@@ -65,7 +61,7 @@ describe('bound secrets never enter the sandbox', () => {
         '',
       ].join('\n'),
     );
-    moat = scratch.moat({ env: { TEST_SECOND_KEY: SECOND, TEST_REAL_KEY: REAL, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: join(d, 'ca.pem') } });
+    moat = scratch.moat({ env: { TEST_SECOND_KEY: SECOND, TEST_REAL_KEY: REAL, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: tls.ca } });
     record = await moat.up({ task: 'keys' });
     (globalThis as { echoPort?: number }).echoPort = echoPort;
     (globalThis as { apiPort?: number }).apiPort = apiPort;
