@@ -43,8 +43,9 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
   if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat exec my-task -- npm test' });
   const { record, id } = await requireRunning(ctx, task);
   const engine = await ctx.engine();
-  // The gateway keeps secret values in memory only: hand them over again in case it restarted.
-  if (record.secrets?.length) {
+  // The gateway may have stopped (a crash, a reboot): make sure it serves this task, and hand
+  // secret values over again, which it keeps in memory only.
+  if (record.network !== 'none') {
     await openTaskEgress(ctx, record);
     await pushSecrets(ctx, record);
   }

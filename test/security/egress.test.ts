@@ -215,3 +215,21 @@ describe('ssh through the gateway, with a task\'s own agent', () => {
     await moat.rm('ssh', { force: true });
   });
 });
+
+describe('the gateway comes back', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('after the gateway process dies, the next moat command brings it back for the task', async () => {
+    const { readFileSync: read } = await import('node:fs');
+    const moat = scratch.moat();
+    await moat.up({ task: 'revive', network: 'allowlist' });
+    const pid = Number(read(join(scratch.home, 'gateway', 'pid'), 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    const cap = captureIO();
+    await moat.exec('revive', ['sh', '-c', 'curl -sS -m 5 http://exfil.test/ 2>&1'], cap.io, { sync: false });
+    expect(cap.out()).toContain('egress denied');
+    expect(Number(read(join(scratch.home, 'gateway', 'pid'), 'utf8'))).not.toBe(pid);
+  });
+});
