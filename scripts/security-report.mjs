@@ -79,27 +79,48 @@ function runDocker(image) {
   });
 }
 
+/** Anthropic's sandbox-runtime with its defaults (no settings file), in the project folder. */
+function runSrt() {
+  const peers = resolve(import.meta.dirname, '..', '.peers');
+  const cli = join(peers, 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
+  if (!existsSync(cli)) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
+  const srtHome = join(root, 'srt-home');
+  mkdirSync(srtHome, { recursive: true });
+  return cases.map((c) => {
+    const r = spawnSync(join(peers, 'node22'), [cli, '-c', `${c.script} 2>&1`], { cwd: repo, encoding: 'utf8', env: { ...process.env, HOME: srtHome }, timeout: 60_000 });
+    c.after?.();
+    const verdict = c.judge({ out: r.stdout ?? '' });
+    if (!existsSync(join(repo, 'main.c')) || !existsSync(join(repo, '.git'))) makeProject();
+    rmSync(join(repo, '.git', 'hooks', 'post-checkout'), { force: true });
+    rmSync(marker, { force: true });
+    return verdict;
+  });
+}
+
 const moatResults = await runMoat();
 rmSync(marker, { force: true });
 const image = 'moat-base:bookworm';
 const dockerResults = runDocker(image);
+const srtResults = runSrt();
 
 const lines = [
-  '| case | moat (defaults) | docker run -v $PWD:/work (defaults) |',
-  '|---|---|---|',
-  ...cases.map((c, i) => `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} |`),
+  '| case | moat (defaults) | docker run -v $PWD:/work (defaults) | srt (defaults) |',
+  '|---|---|---|---|',
+  ...cases.map((c, i) => `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} | **${srtResults[i][0]}**: ${srtResults[i][1]} |`),
 ];
 const table = lines.join('\n');
 console.log(table);
 const count = (rs, v) => rs.filter((r) => r[0] === v).length;
-const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}`;
+const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}; srt: ${count(srtResults, 'leaked')} leaked of ${cases.length}`;
 console.log(summary);
 const doc = `# Security report
 
 Produced by \`npm run security-report\` (scripts/security-report.mjs) on ${new Date().toISOString().slice(0, 10)}. The same attack
-cases run inside a moat sandbox (default settings) and inside a plain \`docker run\` the way it is
+cases run inside a moat sandbox (default settings), inside a plain \`docker run\` the way it is
 commonly used for agents (the project mounted read-write at /work, default flags, the same base
-image). Each verdict is worked out from what happened in that run: the sandbox's output, the
+image), and under Anthropic's sandbox-runtime (\`srt\` 0.0.83, no settings file, so its defaults;
+run in the project folder with its own Node.js 22, bubblewrap, ripgrep and socat, installed by
+scripts/setup-peers.sh). Each verdict is worked out from what happened in that run: the sandbox's output, the
 host's files (the key, the checkout, a marker a planted hook would create) and the sandbox's
 cgroup limits as the kernel reports them. Resource cases read the limits rather than exhaust the
 machine; the containment itself is exercised by \`test/integration/exec.test.ts\`.
@@ -111,8 +132,9 @@ ${table}
 
 ${summary}
 
-Not compared yet: Anthropic's sandbox-runtime (\`srt\`) needs Node.js >= 22.12, and this project's
-machines run Node 20; the devcontainer CLI runs the same engine as the docker column.
+srt runs commands as the invoking user (here root) without a container, so it sets no cgroup
+limits of its own; "fork without limit" and "take all memory" read the host's cgroup as the process
+sees it. The devcontainer CLI runs the same engine as the docker column.
 `;
 writeFileSync(resolve(import.meta.dirname, '..', 'docs', 'security.md'), doc);
 spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=security-report) >/dev/null 2>&1']);
