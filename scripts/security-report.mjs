@@ -82,7 +82,7 @@ function runDocker(image) {
 /** Anthropic's sandbox-runtime with its defaults (no settings file), in the project folder. */
 function runSrt() {
   const peers = resolve(import.meta.dirname, '..', '.peers');
-  const cli = join(peers, 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
+  const cli = resolve(import.meta.dirname, '..', 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
   if (!existsSync(cli)) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
   const srtHome = join(root, 'srt-home');
   mkdirSync(srtHome, { recursive: true });

@@ -40,6 +40,10 @@ export class DockerEngine implements ContainerEngine {
     };
   }
 
+  async ping(): Promise<void> {
+    await this.call(() => this.docker.ping(), 'reach the engine');
+  }
+
   async imageId(ref: string): Promise<string | undefined> {
     try {
       const image = await this.docker.getImage(ref).inspect();

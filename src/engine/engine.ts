@@ -7,6 +7,8 @@ export interface ContainerEngine {
   /** Where the engine was found (socket path), for messages and `doctor`. */
   readonly endpoint: string;
   info(): Promise<EngineInfo>;
+  /** Cheap reachability check (the engine's ping), before anything is made. */
+  ping(): Promise<void>;
   imageId(ref: string): Promise<string | undefined>;
   buildImage(input: BuildInput): Promise<void>;
   createContainer(spec: ContainerSpec): Promise<string>;

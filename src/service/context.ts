@@ -46,7 +46,7 @@ export class MoatContext {
   /** The engine, found and checked once per context; a dead daemon fails here, before anything is made. */
   engine(): Promise<ContainerEngine> {
     this.enginePromise ??= this.engineFactory().then(async (engine) => {
-      await engine.info();
+      await engine.ping();
       return engine;
     });
     return this.enginePromise;
