@@ -238,7 +238,10 @@ export class DockerEngine implements ContainerEngine {
         }),
       'exec in the task container',
     );
-    const stream = (await this.call(() => exec.start({ hijack: true, stdin: io.stdin !== undefined, Tty: tty }), 'start exec')) as NodeJS.ReadWriteStream & {
+    // Engines with API 1.42+ take the first size with the start; older ones get the resize below.
+    const size = tty && io.size ? io.size() : undefined;
+    const startOptions = { hijack: true, stdin: io.stdin !== undefined, Tty: tty, ...(size && size.rows > 0 ? { ConsoleSize: [size.rows, size.columns] } : {}) };
+    const stream = (await this.call(() => exec.start(startOptions), 'start exec')) as NodeJS.ReadWriteStream & {
       end(): void;
       destroy(): void;
       on(event: string, listener: (...args: unknown[]) => void): void;

@@ -81,13 +81,13 @@ describe('moat shell', () => {
   it('gives an interactive TTY with the terminal\'s size, and passes the exit status through', async () => {
     const moat = scratch.moat();
     await moat.up({ task: 'tty' });
-    // util-linux `script` gives moat a real terminal of a known size.
-    const input = 'tty; echo "size=$(stty size)"; exit 3\n';
-    const result = spawnSync('script', ['-qec', `stty rows 33 cols 101; ${process.execPath} ${MOAT_BIN} shell tty`, '/dev/null'], {
+    // util-linux `script` gives moat a real terminal of a known size. The keys come a moment
+    // later, as a person's would (the size is set right after the shell starts).
+    const typed = `(sleep 1.5; printf '%s\\n' 'tty; echo "size=$(stty size)"; exit 3'; sleep 5)`;
+    const result = spawnSync('sh', ['-c', `${typed} | script -qec "stty rows 33 cols 101; ${process.execPath} ${MOAT_BIN} shell tty" /dev/null`], {
       cwd: scratch.repo,
       env: scratch.env(),
       encoding: 'utf8',
-      input,
       timeout: 60_000,
     });
     expect(result.status, result.stdout).toBe(3);
