@@ -159,12 +159,18 @@ export class EgressGateway {
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
     if (intercepted && channel.leaf && target.kind === 'name') return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
     if (byName.anyProtocol) return this.rawTunnel(client, head.rest, channel, target, attempt);
+    // Resolve and connect while the client sends its ClientHello (as a plain proxy would): the
+    // name is allowed and the address is guarded, and not a byte goes upstream before the server
+    // name is checked. A refused hello closes the early connection unused.
+    const early = this.choose(channel, target, attempt.port).then(async (chosen) => ('denied' in chosen ? { chosen, upstream: undefined } : { chosen, upstream: await this.dial(chosen.ip, attempt.port) }));
+    const drop = () => void early.then(({ upstream }) => upstream?.destroy(), () => undefined);
     const hello = await this.readHello(client, head.rest);
     if (hello.kind !== 'sni') {
       // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
       const rule = hello.kind === 'no-sni' && target.kind === 'ip' ? undefined : `tunnel without a TLS server name (${hello.kind})`;
       if (rule) {
         client.destroy();
+        drop();
         return this.finish(channel, attempt, false, rule);
       }
     }
@@ -175,16 +181,16 @@ export class EgressGateway {
       const same = sni && target.kind === 'name' && sni.kind === 'name' && sni.name === target.name;
       if (!same) {
         client.destroy();
+        drop();
         return this.finish(channel, attempt, false, `TLS server name ${JSON.stringify(hello.name.slice(0, 255))} is not the CONNECT host`);
       }
     }
-    const chosen = await this.choose(channel, target, attempt.port);
+    const { chosen, upstream } = await early;
     if ('denied' in chosen) {
       client.destroy();
       return this.finish(channel, attempt, false, chosen.denied);
     }
     attempt.address = formatIp(chosen.ip);
-    const upstream = await this.dial(chosen.ip, attempt.port);
     if (!upstream) {
       client.destroy();
       return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
