@@ -19,12 +19,14 @@ export interface CliContext {
 export async function main(argv: string[]): Promise<number> {
   let exitCode: number = ExitCode.ok;
   let json = argv.includes('--json');
+  const secrets = new Set<string>();
   const cli: CliContext = {
     output: (wantJson) => {
       json = Boolean(wantJson);
-      return createOutput(json);
+      return createOutput(json, () => secrets);
     },
-    moat: (out) => new Moat({ progress: (line) => out.note(line) }),
+    // The secret values this command reads are redacted from everything it prints, errors included.
+    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets }),
     setExit: (code) => {
       exitCode = code;
     },
@@ -50,9 +52,9 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.exitCode === 0 || error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
-      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test' }), json);
+      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test' }), json, secrets);
     }
-    return reportError(error, json);
+    return reportError(error, json, secrets);
   }
   return exitCode;
 }

@@ -1,4 +1,5 @@
 import { isMoatError, ExitCode } from '../errors.js';
+import { redact } from '../domain/redact.js';
 
 /** Results go to stdout (text or JSON); everything else (progress, warnings, errors) to stderr. */
 export interface Output {
@@ -7,24 +8,29 @@ export interface Output {
   note(line: string): void;
 }
 
-export function createOutput(json: boolean, stdout: NodeJS.WritableStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): Output {
+export function createOutput(json: boolean, secrets: () => Iterable<string> = () => [], stdout: NodeJS.WritableStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): Output {
+  // Results, notes and errors all pass through the one redaction function.
+  const clean = (text: string) => redact(text, [...secrets()]);
   return {
     json,
     result(data, text) {
-      if (json) stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+      if (json) stdout.write(clean(`${JSON.stringify(data, null, 2)}\n`));
       else {
         const body = text();
-        if (body) stdout.write(body.endsWith('\n') ? body : `${body}\n`);
+        if (body) stdout.write(clean(body.endsWith('\n') ? body : `${body}\n`));
       }
     },
     note(line) {
-      stderr.write(`moat: ${line}\n`);
+      stderr.write(clean(`moat: ${line}\n`));
     },
   };
 }
 
 /** Turns any error into the one-line cause + hint the user sees, and the exit code. */
-export function reportError(error: unknown, json: boolean, stdout: NodeJS.WritableStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): number {
+export function reportError(error: unknown, json: boolean, secrets: Iterable<string> = [], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): number {
+  const values = [...secrets];
+  const stdout = { write: (text: string) => out.write(redact(text, values)) };
+  const stderr = { write: (text: string) => err.write(redact(text, values)) };
   if (isMoatError(error)) {
     if (json) stdout.write(`${JSON.stringify({ error: error.toJSON() }, null, 2)}\n`);
     const lines = (error.details?.lines as string[] | undefined) ?? [];

@@ -19,6 +19,8 @@ export interface MoatOptions {
   progress?: (line: string) => void;
   /** Host uid/gid, injectable for tests. */
   hostUser?: { uid: number; gid: number };
+  /** Where the secret values this context reads are collected, for redacting the caller's output. */
+  secretValues?: Set<string>;
 }
 
 export class MoatContext {
@@ -28,6 +30,8 @@ export class MoatContext {
   readonly store: TaskStore;
   readonly progress: (line: string) => void;
   readonly hostUser: { uid: number; gid: number };
+  /** Every secret value this context has read: all output passes through redaction of these. */
+  readonly secretValues: Set<string>;
   private readonly engineFactory: () => Promise<ContainerEngine>;
   private enginePromise?: Promise<ContainerEngine>;
   private repoPromise?: Promise<UserRepository>;
@@ -38,6 +42,7 @@ export class MoatContext {
     this.paths = options.paths ?? resolvePaths(this.env);
     this.store = new TaskStore(this.paths.home);
     this.progress = options.progress ?? (() => undefined);
+    this.secretValues = options.secretValues ?? new Set<string>();
     this.hostUser = options.hostUser ?? { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000 };
     // dockerode loads only when a command needs the engine.
     this.engineFactory = options.engine ?? (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await findEngine(this.env)));

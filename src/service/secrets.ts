@@ -67,6 +67,7 @@ export async function pushSecrets(ctx: MoatContext, record: TaskRecord, values?:
       if (spec) resolved[secret.name] = await resolveSecret(secret.name, spec.from, ctx.env);
     }
   }
+  for (const value of Object.values(resolved)) ctx.secretValues.add(value);
   await sendSecrets(ctx.store.home, join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME), resolved);
 }
 

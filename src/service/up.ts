@@ -103,6 +103,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const templateEnv = { ...(dev?.containerEnv ?? {}), ...(userChoseTemplate ? (spec.env ?? {}) : {}) };
   Object.assign(env, templateEnv);
   const secrets = await bindSecrets(withTemplate, ctx.env);
+  for (const value of Object.values(secrets.values)) ctx.secretValues.add(value);
   if (userChoseTemplate && spec.secret && !secrets.bound.some((s) => s.name === spec.secret!.name)) {
     ctx.progress(`warning: template ${template} needs ${spec.secret.name}, and none is bound: set ${spec.secret.name} in your environment or secrets.${spec.secret.name} in your config (the agent will see only a placeholder either way)`);
   }

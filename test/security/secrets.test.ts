@@ -80,7 +80,8 @@ describe('bound secrets never enter the sandbox', () => {
   }
 
   it('the agent sees a placeholder; no process, file or the container config holds the value', async () => {
-    const out = await inside('echo "$API_KEY"; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" "\\n" | grep -c "sk-rea[l]"; grep -rs "sk-rea[l]" /workspace /home /tmp /etc /run /moat /var 2>/dev/null | head -1; echo scanned');
+    // Every process's environment and command line, and every readable file but the kernel's.
+    const out = await inside('echo "$API_KEY"; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" "\\n" | grep -c "sk-rea[l]"; grep -rsI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "sk-rea[l]" / 2>/dev/null | head -1; echo scanned');
     const lines = out.trim().split('\n');
     expect(lines[0]).toMatch(/^moat-placeholder-api-key-[0-9a-f]{12}$/);
     expect(lines[1]).toBe('0');
@@ -138,6 +139,21 @@ describe('bound secrets never enter the sandbox', () => {
     expect((await moat.egress('keys')).at(-1)).toMatchObject({ method: 'POST', host: 'api.test', rule: 'intercept api.test with SECOND_KEY', decision: 'allowed' });
     const scan = await inside('grep -rs "second-rea[l]" /moat /home /tmp /workspace 2>/dev/null | head -1; cat /proc/[0-9]*/environ 2>/dev/null | tr "\\0" "\\n" | grep -c "second-rea[l]"');
     expect(scan.trim()).toBe('0');
+  });
+
+  it('the CLI redacts every value it read from what it prints, errors included', async () => {
+    const { createOutput, reportError } = await import('../../src/cli/output.js');
+    const { PassThrough } = await import('node:stream');
+    const { MoatError } = await import('../../src/errors.js');
+    const sink = new PassThrough();
+    let printed = '';
+    sink.on('data', (c: Buffer) => (printed += c));
+    const out = createOutput(true, () => [REAL], sink, sink);
+    out.result({ leaked: `x${REAL}y` }, () => '');
+    out.note(`a note with ${REAL}`);
+    reportError(new MoatError('E_INTERNAL', `boom ${REAL}`, { hint: `hint ${REAL}` }), true, [REAL], sink, sink);
+    expect(printed).toContain('[redacted]');
+    expect(printed).not.toContain(REAL);
   });
 
   it('a missing secret is a clear error and creates nothing', async () => {
