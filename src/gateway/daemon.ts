@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
@@ -84,6 +84,7 @@ async function reload(): Promise<number> {
   }
   for (const [socket, file] of wanted) {
     if (listeners.has(socket)) continue;
+    const owner = (JSON.parse(readFileSync(file, 'utf8')) as TaskEgressFile).user;
     mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
     if (existsSync(socket)) unlinkSync(socket);
     // Half-open connections pass through: a client that has sent everything (FIN) still gets its answer.
@@ -107,8 +108,10 @@ async function reload(): Promise<number> {
       // Unix sockets refuse connects past the backlog (no retry as with TCP): room for bursts.
       listener.server.listen({ path: socket, backlog: 4096 }, () => resolve());
     });
-    // The sandbox user (any uid) must be able to connect; the directory is the task's alone.
-    chmodSync(socket, 0o666);
+    // The sandbox's user alone may connect: another account on this host must not borrow the
+    // task's grants (or its bound secrets) through the socket.
+    if (owner && process.getuid?.() === 0) chownSync(socket, owner.uid, owner.gid);
+    chmodSync(socket, 0o600);
     listeners.set(socket, listener);
   }
   return listeners.size;

@@ -22,6 +22,8 @@ export interface TaskEgressFile {
   secrets?: BoundSecret[];
   /** The task's own CA (host-side key), when a secret is bound with interception. */
   ca?: { key: string; cert: string };
+  /** The sandbox's uid/gid: the socket is that user's alone (others on the host must not use the task's grants). */
+  user?: { uid: number; gid: number };
 }
 
 export function egressDir(taskDir: string): string {

@@ -22,6 +22,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     socket: join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME),
     audit: join(egressDir(taskDir), 'audit.jsonl'),
     secrets: record.secrets,
+    user: record.user,
     ...(ca ? { ca } : {}),
   });
   await reloadGateway(ctx.store.home, ctx.env);

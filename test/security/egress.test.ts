@@ -162,6 +162,17 @@ describe('egress through the gateway', () => {
     expect(narrow.out).toContain('egress denied');
   });
 
+  it('the gateway socket is the sandbox user\'s alone (other host accounts cannot use the task\'s grants)', async () => {
+    const { statSync, readdirSync } = await import('node:fs');
+    const dirs = readdirSync(join(scratch.home, 's'));
+    expect(dirs.length).toBeGreaterThan(0);
+    for (const dir of dirs) {
+      const info = statSync(join(scratch.home, 's', dir, 'p.sock'));
+      expect(info.mode & 0o777).toBe(0o600);
+      expect(info.uid).toBe(process.getuid!() === 0 ? 1000 : process.getuid!());
+    }
+  });
+
   it('ls counts allowed and denied attempts', async () => {
     const row = (await moat.ls()).find((t) => t.name === 'net')!;
     expect(row.egress.allowed).toBeGreaterThan(3);
