@@ -61,8 +61,17 @@ function runGroup(group) {
 const results = { 'one-shot, network off': runGroup(oneShot), 'one-shot, network through an allowlist': runGroup(withNetwork) };
 
 // Running environments for the exec comparison (made after the one-shot rounds, which clean up theirs).
+let dockerId = '';
+const cleanup = () => {
+  spawnSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env, stdio: 'ignore' });
+  if (dockerId) spawnSync('docker', ['rm', '-f', dockerId], { stdio: 'ignore' });
+  devcontainerCleanup();
+  try { process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM'); } catch {}
+  rmSync(root, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
 execFileSync(process.execPath, [bin, 'up', '--task', 'warm'], { cwd: repo, env, stdio: 'ignore' });
-const dockerId = execFileSync('docker', ['run', '-d', ...hardened, image, 'sleep', 'infinity'], { encoding: 'utf8' }).trim();
+dockerId = execFileSync('docker', ['run', '-d', ...hardened, image, 'sleep', 'infinity'], { encoding: 'utf8' }).trim();
 execFileSync(process.execPath, [devcontainer, 'up', '--workspace-folder', repo, '--remove-existing-container'], { stdio: 'ignore' });
 const execs = {
   'moat exec (then sync)': () => moat(['exec', 'warm', '--', 'true']),
@@ -72,11 +81,8 @@ const execs = {
 };
 
 results['exec on a running environment'] = runGroup(execs);
-execFileSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env, stdio: 'ignore' });
-spawnSync('docker', ['rm', '-f', dockerId], { stdio: 'ignore' });
-devcontainerCleanup();
-try { process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM'); } catch {}
-rmSync(root, { recursive: true, force: true });
+cleanup();
+process.off('exit', cleanup);
 
 const sorted = (xs) => [...xs].sort((a, b) => a - b);
 const median = (xs) => sorted(xs)[Math.floor(xs.length / 2)];

@@ -2,7 +2,7 @@
 // task (the gateway is the only moat process that stays; the engine's per-container cost is not
 // counted) — and twenty tasks started in parallel against twenty parallel `docker run -d` with
 // the same flags, alternating. Not a test: nothing asserts a time.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,15 @@ writeFileSync(join(repo, 'f'), 'x\n');
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml') };
+// Whatever happens, leave nothing behind: this run's containers carry its home's label.
+const { TaskStore } = await import('../dist/state/task-store.js');
+const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
+process.on('exit', () => {
+  spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) $(docker ps -aq --filter label=moat.task=scale) >/dev/null 2>&1`]);
+  spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
+  try { process.kill(Number(readFileSync(join(env.MOAT_HOME, 'gateway', 'pid'), 'utf8')), 'SIGTERM'); } catch {}
+  rmSync(root, { recursive: true, force: true });
+});
 writeFileSync(env.MOAT_CONFIG, 'network: allowlist\negress:\n  allow: [registry.npmjs.org]\n');
 
 const moat = (args) => new Promise((resolve, reject) => {
@@ -60,5 +69,3 @@ console.log(`| ${parallel} in parallel | median ms | runs |\n|---|---|---|`);
 console.log(`| moat up (network allowlist: gateway, capped volume, task repository) | ${med(samples.moat).toFixed(0)} | ${samples.moat.map((x) => x.toFixed(0)).join(', ')} |`);
 console.log(`| docker run -d (same flags) | ${med(samples.docker).toFixed(0)} | ${samples.docker.map((x) => x.toFixed(0)).join(', ')} |`);
 console.log(`ratio: ${(med(samples.moat) / med(samples.docker)).toFixed(2)} (goal <= 1.3)`);
-try { process.kill(gatewayPid(), 'SIGTERM'); } catch {}
-rmSync(root, { recursive: true, force: true });

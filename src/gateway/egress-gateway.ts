@@ -110,17 +110,22 @@ export class EgressGateway {
   }
 
   private dial(ip: IpAddress, port: number): Promise<Socket | undefined> {
+    return this.open(() => connect({ host: formatIp(ip), port, family: ip.family }), 'connect');
+  }
+
+  /** A connection that is ready (connected, or TLS established) within the timeout, or undefined. */
+  private open(make: () => Socket, ready: 'connect' | 'secureConnect'): Promise<Socket | undefined> {
     return new Promise((resolve) => {
-      const upstream = connect({ host: formatIp(ip), port, family: ip.family });
+      const socket = make();
       const timer = setTimeout(() => {
-        upstream.destroy();
+        socket.destroy();
         resolve(undefined);
       }, this.connectTimeoutMs);
-      upstream.once('connect', () => {
+      socket.once(ready, () => {
         clearTimeout(timer);
-        resolve(upstream);
+        resolve(socket);
       });
-      upstream.once('error', () => {
+      socket.once('error', () => {
         clearTimeout(timer);
         resolve(undefined);
       });
@@ -286,21 +291,7 @@ export class EgressGateway {
     const chosen = await this.choose(channel, target, port);
     if ('denied' in chosen) return this.deny(client, channel, attempt, chosen.denied);
     attempt.address = formatIp(chosen.ip);
-    const upstream = await new Promise<Socket | undefined>((resolve) => {
-      const socket = tlsConnect({ host: attempt.address, port, servername: host, ca: [...rootCertificates, ...this.extraCa] });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        resolve(undefined);
-      }, this.connectTimeoutMs);
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        resolve(socket);
-      });
-      socket.once('error', () => {
-        clearTimeout(timer);
-        resolve(undefined);
-      });
-    });
+    const upstream = await this.open(() => tlsConnect({ host: attempt.address, port, servername: host, ca: [...rootCertificates, ...this.extraCa] }), 'secureConnect');
     if (!upstream) return this.deny(client, channel, attempt, `could not open TLS to ${host} (${attempt.address})`, '502 Bad Gateway');
     const applies = secretApplies(bound.secret, { host, method: head.method, path });
     const dropped = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade', 'host', 'transfer-encoding', bound.secret.header.toLowerCase()]);
