@@ -110,7 +110,8 @@ export class EgressGateway {
   }
 
   private dial(ip: IpAddress, port: number): Promise<Socket | undefined> {
-    return this.open(() => connect({ host: formatIp(ip), port, family: ip.family }), 'connect');
+    // No Nagle delay: a proxy must not hold back the small writes of a handshake or a ping.
+    return this.open(() => connect({ host: formatIp(ip), port, family: ip.family, noDelay: true }), 'connect');
   }
 
   /** A connection that is ready (connected, or TLS established) within the timeout, or undefined. */
