@@ -70,8 +70,3 @@ export async function pushSecrets(ctx: MoatContext, record: TaskRecord, values?:
   for (const value of Object.values(resolved)) ctx.secretValues.add(value);
   await sendSecrets(ctx.store.home, join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME), resolved);
 }
-
-/** Every secret value this context knows, for redaction of output. */
-export function secretValues(values: Record<string, string>): string[] {
-  return Object.values(values);
-}
