@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EgressGateway } from '../dist/gateway/egress-gateway.js';
@@ -150,6 +150,8 @@ for (const [name, r] of Object.entries(rows)) {
   const t = med(r.throughput) / 1024 ** 2;
   console.log(`| ${name} | ${t.toFixed(0)} | ${(med(r.throughput) / med(direct.throughput)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(direct.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
 }
+mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
 squid.kill('SIGKILL');
 gatewayServer.close();
 upstream.close();

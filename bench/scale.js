@@ -69,3 +69,5 @@ console.log(`| ${parallel} in parallel | median ms | runs |\n|---|---|---|`);
 console.log(`| moat up (network allowlist: gateway, capped volume, task repository) | ${med(samples.moat).toFixed(0)} | ${samples.moat.map((x) => x.toFixed(0)).join(', ')} |`);
 console.log(`| docker run -d (same flags) | ${med(samples.docker).toFixed(0)} | ${samples.docker.map((x) => x.toFixed(0)).join(', ')} |`);
 console.log(`ratio: ${(med(samples.moat) / med(samples.docker)).toFixed(2)} (goal <= 1.3)`);
+mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+writeFileSync(join(import.meta.dirname, 'results', 'scale.json'), JSON.stringify({ date: new Date().toISOString(), idle, perTaskMiB, parallel, moatMs: samples.moat, dockerMs: samples.docker, ratio: med(samples.moat) / med(samples.docker) }, null, 2));
