@@ -12,6 +12,11 @@ missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# Used by moat itself (disk caps, ssh agents, interception) and by the tests (TLS fixtures, a real terminal).
+command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || [[ -x /sbin/mkfs.ext4 ]] || missing+=(e2fsprogs)
+command -v ssh-agent >/dev/null 2>&1 || missing+=(openssh-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if ((${#missing[@]} > 0)); then
   if [[ $(id -u) -ne 0 ]]; then
     say "missing ${missing[*]}; install them as root: apt-get install ${missing[*]}"
