@@ -94,6 +94,8 @@ export interface ExecIO {
   stdin?: Readable;
   stdout: Writable;
   stderr: Writable;
+  /** Without a TTY: a way to be told when the caller is interrupted (Ctrl-C), to pass it on. */
+  onInterrupt?: (listener: (signal: 'INT' | 'TERM') => void) => () => void;
   /** For a TTY: current size, and a way to be told of changes. */
   size?: () => { rows: number; columns: number };
   onResize?: (listener: () => void) => () => void;

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import { describeExit, exitReason, type ExitReason } from '../domain/exit-reason.js';
 import { SANDBOX_PATH, WORKSPACE_DIR } from '../domain/sandbox-spec.js';
 import type { TaskRecord } from '../domain/task.js';
@@ -56,7 +58,26 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
     env.TERM = ctx.env.TERM && /^[a-zA-Z0-9._+-]{1,64}$/.test(ctx.env.TERM) ? ctx.env.TERM : 'xterm-256color';
     env.PATH = SANDBOX_PATH;
   }
-  const exitCode = await engine.exec(id, { cmd, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, io);
+  // Without a TTY the engine passes no signal on: the command records its pid, and an interrupt
+  // of the caller is sent to it (with a TTY, Ctrl-C travels as a keystroke).
+  let command = cmd;
+  let stopForwarding: (() => void) | undefined;
+  if (!options.tty && io.onInterrupt) {
+    const pidFile = `/tmp/.moat-exec-${randomBytes(6).toString('hex')}`;
+    command = ['sh', '-c', 'echo $$ > "$0"; exec "$@"', pidFile, ...cmd];
+    stopForwarding = io.onInterrupt((signal) => {
+      const sink = new PassThrough().resume();
+      // The engine starts each exec in a session of its own, so its pid is its process group:
+      // the whole group gets the signal, as a terminal's foreground group would.
+      void engine.exec(id, { cmd: ['sh', '-c', '/bin/kill -"$1" -- "-$(cat "$0")" 2>/dev/null; rm -f "$0"', pidFile, signal], user }, { stdout: sink, stderr: sink }).catch(() => undefined);
+    });
+  }
+  let exitCode: number;
+  try {
+    exitCode = await engine.exec(id, { cmd: command, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, io);
+  } finally {
+    stopForwarding?.();
+  }
 
   let oomKilled = false;
   let pidsLimitHit = false;

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { captureIO, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 
 /** The real binary, as a user runs it: exit codes, one-line errors with hints, --json. */
 describe('moat CLI', () => {
@@ -71,6 +71,30 @@ describe('moat CLI', () => {
     const report = JSON.parse(result.out);
     expect(report.checks.find((c: { name: string }) => c.name === 'engine').status).toBe('ok');
     expect(report.enforcement.network).toMatch(/none/);
+  });
+});
+
+describe('Ctrl-C', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  it('reaches the command inside (no TTY), which ends; moat exits with its status', async () => {
+    const { spawn } = await import('node:child_process');
+    await scratch.moat().up({ task: 'intr' });
+    const child = spawn(process.execPath, [MOAT_BIN, 'exec', 'intr', '--no-sync', '--', 'sh', '-c', 'echo started; sleep 60; echo never'], { cwd: scratch.repo, env: scratch.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('started')) child.kill('SIGINT');
+    });
+    const started = Date.now();
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(130);
+    expect(out).not.toContain('never');
+    expect(Date.now() - started).toBeLessThan(30_000);
+    const ps = captureIO();
+    await scratch.moat().exec('intr', ['sh', '-c', 'ps -eo args | grep -c "^sleep 60" || true'], ps.io, { sync: false });
+    expect(ps.out().trim()).toBe('0');
   });
 });
 

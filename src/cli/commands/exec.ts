@@ -13,6 +13,22 @@ function terminalIO(tty: boolean): { io: ExecIO; restore: () => void } {
     stdin: attachStdin ? stdin : undefined,
     stdout: process.stdout,
     stderr: process.stderr,
+    // Ctrl-C (or a TERM to moat) goes to the command; a second one leaves at once.
+    onInterrupt: (listener) => {
+      let count = 0;
+      const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+        const handler = () => {
+          count += 1;
+          if (count > 1) process.exit(130);
+          listener(signal === 'SIGINT' ? 'INT' : 'TERM');
+        };
+        process.on(signal, handler);
+        return [signal, handler] as const;
+      });
+      return () => {
+        for (const [signal, handler] of handlers) process.off(signal, handler);
+      };
+    },
     size: () => ({ rows: process.stdout.rows ?? 24, columns: process.stdout.columns ?? 80 }),
     onResize: (listener) => {
       process.stdout.on('resize', listener);
