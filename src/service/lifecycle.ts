@@ -110,9 +110,8 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   await stopTaskAgent(ctx, record);
   await removeTaskEgress(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
-  const branchDeleted = await repo.deleteRef(branchRef);
-  await repo.deleteRef(wipRef(task));
-  await repo.deleteRef(incomingRef(task));
+  const branchDeleted = (await repo.refValue(branchRef)) !== undefined;
+  await repo.deleteRefs([branchRef, wipRef(task), incomingRef(task)]);
   await ctx.store.remove(record.repoKey, task);
   return { task, branchDeleted, unmergedCommits: unmerged };
 }

@@ -1,4 +1,4 @@
-import { lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertObjectId, git } from './git.js';
 import type { UserRepository } from './user-repo.js';
@@ -25,8 +25,10 @@ export async function createTaskWorkspace(input: {
   await git(['reset', '--quiet', '--hard', assertObjectId(input.baseCommit, 'base')], { cwd: path });
   const name = input.identity.name ?? 'moat agent';
   const email = input.identity.email ?? 'agent@moat.invalid';
-  await git(['config', 'user.name', name], { cwd: path });
-  await git(['config', 'user.email', email], { cwd: path });
+  // The repository was created a moment ago by moat: its config is ours to append to (quoted, so
+  // an identity cannot inject config lines).
+  const quote = (value: string) => `"${value.replace(/[\\"]/g, '\\$&').replace(/[\r\n]/g, ' ')}"`;
+  await appendFile(join(path, '.git', 'config'), `[user]\n\tname = ${quote(name)}\n\temail = ${quote(email)}\n`);
   if (input.owner) await chownTree(path, input.owner.uid, input.owner.gid);
 }
 

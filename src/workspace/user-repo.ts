@@ -89,6 +89,12 @@ export class UserRepository {
     return result.exitCode === 0;
   }
 
+  /** Deletes refs moat owns in one git process; refs that do not exist are fine. */
+  async deleteRefs(refs: string[]): Promise<void> {
+    // One transaction; a ref that does not exist is no error.
+    await git(['update-ref', '--no-deref', '--stdin'], { cwd: this.path, input: refs.map((ref) => `delete ${ref}\n`).join('') });
+  }
+
   /** Is `ancestor` reachable from `descendant`? */
   async isAncestor(ancestor: string, descendant: string): Promise<boolean> {
     const result = await this.run(['merge-base', '--is-ancestor', assertObjectId(ancestor, 'ancestor'), assertObjectId(descendant, 'descendant')], [1]);
@@ -127,8 +133,16 @@ export class UserRepository {
   }
 
   async userIdentity(): Promise<{ name?: string; email?: string }> {
-    const name = await this.run(['config', '--get', 'user.name'], [1]);
-    const email = await this.run(['config', '--get', 'user.email'], [1]);
-    return { name: name.stdout.trim() || undefined, email: email.stdout.trim() || undefined };
+    const result = await this.run(['config', '-z', '--get-regexp', '^user\\.(name|email)$'], [1]);
+    const identity: { name?: string; email?: string } = {};
+    for (const entry of result.stdout.split('\0')) {
+      const at = entry.indexOf('\n');
+      if (at < 0) continue;
+      const key = entry.slice(0, at);
+      const value = entry.slice(at + 1).trim();
+      if (key === 'user.name' && value) identity.name = value;
+      if (key === 'user.email' && value) identity.email = value;
+    }
+    return identity;
   }
 }
