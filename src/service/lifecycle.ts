@@ -28,11 +28,13 @@ export async function down(ctx: MoatContext, task: string): Promise<DownResult> 
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   const engine = await ctx.engine();
-  const sync = await syncTask(ctx, repo, record);
+  // The container goes as soon as its work is read (while the work is brought home): the
+  // sandbox holds nothing worth a graceful stop once the bundle is out.
+  const containerId = record.containerId;
+  const sync = await syncTask(ctx, repo, record, { afterRead: async () => (containerId ? engine.removeContainer(containerId) : undefined) });
   let removed = false;
-  if (record.containerId) {
-    // The work is synced; the sandbox holds nothing worth a graceful stop.
-    await engine.removeContainer(record.containerId);
+  if (containerId) {
+    await engine.removeContainer(containerId);
     removed = true;
   }
   delete record.containerId;

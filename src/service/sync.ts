@@ -64,6 +64,9 @@ export interface SyncResult {
   skippedLarge?: number;
 }
 
+/** What reading a workspace gave: the branch tip, the snapshot of uncommitted work, the bundle. */
+type Snapshot = { error: string } | { tip: string; wip?: string; bundle?: Buffer; skippedLarge: number };
+
 export function wipRef(task: string): string {
   return `refs/moat/wip/${task}`;
 }
@@ -77,12 +80,12 @@ export function incomingRef(task: string): string {
  * a host-owned file and fetches from it into the user's repository. Host git never opens the
  * sandbox's repository, so nothing planted there (hooks, config, links) can act on the host.
  */
-export async function syncTask(ctx: MoatContext, repo: UserRepository, record: TaskRecord): Promise<SyncResult> {
+export async function syncTask(ctx: MoatContext, repo: UserRepository, record: TaskRecord, options: { afterRead?: () => Promise<unknown> } = {}): Promise<SyncResult> {
   const engine = await ctx.engine();
   const user = `${record.user.uid}:${record.user.gid}`;
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `sync-${process.pid}.bundle`);
 
-  const readWork = async (id: string) => {
+  const readWork = async (id: string): Promise<Snapshot> => {
     const run = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, MAX_BUNDLE_BYTES);
     const newline = run.stdout.indexOf(0x0a);
     if (run.exitCode !== 0 || newline < 0) return { error: run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}` };
@@ -96,6 +99,16 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
   // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from
   // coming home: read the same workspace from a fresh helper container instead.
   if ('error' in snapshot && record.containerId) snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
+  // Once the work is read, the caller may tear the sandbox down while it is brought home.
+  const afterRead = 'error' in snapshot ? Promise.resolve() : (options.afterRead?.() ?? Promise.resolve());
+  try {
+    return await bringHome(ctx, repo, record, snapshot, bundleFile);
+  } finally {
+    await afterRead;
+  }
+}
+
+async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRecord, snapshot: Snapshot, bundleFile: string): Promise<SyncResult> {
 
   if ('error' in snapshot) {
     const current = (await repo.refValue(`refs/heads/${record.branch}`)) ?? record.syncedTip;
