@@ -29,6 +29,8 @@ await build({
   format: 'esm',
   target: 'node20',
   logLevel: 'warning',
+  minifyWhitespace: true,
+  minifySyntax: true,
   plugins: [standIns],
   external: ['cpu-features'],
   banner: { js: "import { createRequire as __moatRequire } from 'node:module'; const require = __moatRequire(import.meta.url);" },
