@@ -65,18 +65,23 @@ async function runMoat() {
   return results;
 }
 
-function runDocker(image) {
-  // As commonly done: the project mounted read-write (with its .git), default flags.
+/** Runs every case with `run` (which returns what the sandbox printed), then puts the project back. */
+function runCases(run) {
   return cases.map((c) => {
-    const r = spawnSync('docker', ['run', '--rm', '--label', 'moat.task=security-report', '-v', `${repo}:/work`, '-w', '/work', image, 'sh', '-c', `${c.script} 2>&1`], { encoding: 'utf8' });
+    const out = run(c);
     c.after?.();
-    const verdict = c.judge({ out: r.stdout ?? '' });
-    // Put the project back for the next case (the rm case deletes it for real here).
+    const verdict = c.judge({ out });
+    // The rm case deletes the project for real where nothing stops it.
     if (!existsSync(join(repo, 'main.c')) || !existsSync(join(repo, '.git'))) makeProject();
     rmSync(join(repo, '.git', 'hooks', 'post-checkout'), { force: true });
     rmSync(marker, { force: true });
     return verdict;
   });
+}
+
+function runDocker(image) {
+  // As commonly done: the project mounted read-write (with its .git), default flags.
+  return runCases((c) => spawnSync('docker', ['run', '--rm', '--label', 'moat.task=security-report', '-v', `${repo}:/work`, '-w', '/work', image, 'sh', '-c', `${c.script} 2>&1`], { encoding: 'utf8' }).stdout ?? '');
 }
 
 /** Anthropic's sandbox-runtime with its defaults (no settings file), in the project folder. */
@@ -86,15 +91,7 @@ function runSrt() {
   if (!existsSync(cli)) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
   const srtHome = join(root, 'srt-home');
   mkdirSync(srtHome, { recursive: true });
-  return cases.map((c) => {
-    const r = spawnSync(join(peers, 'node22'), [cli, '-c', `${c.script} 2>&1`], { cwd: repo, encoding: 'utf8', env: { ...process.env, HOME: srtHome }, timeout: 60_000 });
-    c.after?.();
-    const verdict = c.judge({ out: r.stdout ?? '' });
-    if (!existsSync(join(repo, 'main.c')) || !existsSync(join(repo, '.git'))) makeProject();
-    rmSync(join(repo, '.git', 'hooks', 'post-checkout'), { force: true });
-    rmSync(marker, { force: true });
-    return verdict;
-  });
+  return runCases((c) => spawnSync(join(peers, 'node22'), [cli, '-c', `${c.script} 2>&1`], { cwd: repo, encoding: 'utf8', env: { ...process.env, HOME: srtHome }, timeout: 60_000 }).stdout ?? '');
 }
 
 const moatResults = await runMoat();

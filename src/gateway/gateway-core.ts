@@ -116,6 +116,12 @@ export class GatewayCore {
     upstream.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
     client.pipe(upstream);
     upstream.pipe(client);
+    this.closeTogether(client, upstream, onClose);
+    client.resume();
+  }
+
+  /** When either side of a relayed connection closes or fails, both go, once. */
+  protected closeTogether(client: Socket, upstream: Socket, onClose: () => void): void {
     let closed = false;
     const close = () => {
       if (closed) return;
@@ -127,7 +133,6 @@ export class GatewayCore {
     client.on('close', close);
     upstream.on('close', close);
     upstream.on('error', close);
-    client.resume();
   }
 
   /**
@@ -149,18 +154,6 @@ export class GatewayCore {
     upstream.pipe(client);
     client.on('data', send);
     client.resume();
-    return new Promise<void>((resolve) => {
-      let closed = false;
-      const close = () => {
-        if (closed) return;
-        closed = true;
-        client.destroy();
-        upstream.destroy();
-        resolve();
-      };
-      upstream.on('close', close);
-      upstream.on('error', close);
-      client.on('close', close);
-    });
+    return new Promise<void>((resolve) => this.closeTogether(client, upstream, resolve));
   }
 }
