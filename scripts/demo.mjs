@@ -40,6 +40,12 @@ function checkoutFingerprint(dir) {
 }
 
 // 1. The host: a sample project with a gitignored .env, and an SSH key in a home directory.
+// A previous run's task is removed through moat first (it unmounts the task's volume), then its files.
+if (existsSync(repo)) {
+  const previous = new Moat({ cwd: repo, env: { ...process.env, MOAT_HOME: join(root, 'moat-home'), MOAT_CONFIG: join(root, 'config.yaml') } });
+  await previous.rm('demo', { force: true }).catch(() => undefined);
+  await previous.gc().catch(() => undefined);
+}
 rmSync(root, { recursive: true, force: true });
 mkdirSync(join(fakeHome, '.ssh'), { recursive: true, mode: 0o700 });
 writeFileSync(keyFile, `${KEY}\n`, { mode: 0o600 });

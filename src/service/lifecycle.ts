@@ -4,7 +4,7 @@ import { MoatError } from '../errors.js';
 import type { ExecIO } from '../engine/engine.js';
 import { removeTaskWorkspace } from '../workspace/task-workspace.js';
 import { assertObjectId, git } from '../workspace/git.js';
-import { releaseVolume } from '../workspace/task-volume.js';
+import { releaseVolume, unmountVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 import { execInTask, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
@@ -42,6 +42,8 @@ export async function down(ctx: MoatContext, task: string): Promise<DownResult> 
   await ctx.store.save(record);
   await stopTaskAgent(ctx, record);
   await suspendTaskEgress(ctx, record);
+  // Nothing uses the task's volume until the next container: no mount lingers on the host.
+  await unmountVolume(ctx.store.taskDir(record.repoKey, task));
   return { task, removedContainer: removed, sync };
 }
 

@@ -73,13 +73,17 @@ export async function mountVolume(taskDir: string): Promise<void> {
   );
 }
 
+/** Unmounts the volume and keeps its image (a stopped task); the next container mounts it again. */
+export async function unmountVolume(taskDir: string): Promise<void> {
+  const mountPath = volumeMount(taskDir);
+  if (!(await isMounted(mountPath))) return;
+  const result = await runProcess('umount', [mountPath], { cwd: '/', env: PATH_ENV });
+  if (result.exitCode !== 0) await runProcess('umount', ['-l', mountPath], { cwd: '/', env: PATH_ENV });
+}
+
 /** Unmounts and deletes the volume's image. Links inside are never followed: the image is dropped whole. */
 export async function releaseVolume(taskDir: string): Promise<void> {
-  const mountPath = volumeMount(taskDir);
-  if (await isMounted(mountPath)) {
-    const result = await runProcess('umount', [mountPath], { cwd: '/', env: PATH_ENV });
-    if (result.exitCode !== 0) await runProcess('umount', ['-l', mountPath], { cwd: '/', env: PATH_ENV });
-  }
+  await unmountVolume(taskDir);
   await rm(volumeImage(taskDir), { force: true });
 }
 

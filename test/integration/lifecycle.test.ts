@@ -33,6 +33,13 @@ describe('task lifecycle', () => {
     const down = await moat.down('life');
     expect(down.removedContainer).toBe(true);
     expect(await containersOf(s)).toEqual([]);
+    // No mount of the task's capped volume lingers while it has no container; reset brings it back.
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(join(s.home, 'repos'));
+    await moat.reset('life');
+    const back = captureIO();
+    await moat.exec('life', ['cat', 'work.txt'], back.io, { sync: false });
+    expect(back.out()).toBe('work\n');
+    await moat.down('life');
     expect(gitIn(s.repo, 'show', 'moat/life:work.txt')).toBe('work');
     expect((await moat.ls())[0]).toMatchObject({ name: 'life', state: 'stopped', commits: 1 });
 
