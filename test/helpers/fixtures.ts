@@ -125,3 +125,13 @@ export function makeTestCa(dir: string, host: string): { ca: string; key: string
   run(['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext.cnf']);
   return { ca: join(dir, 'ca.pem'), key: join(dir, 'leaf.key'), cert: join(dir, 'leaf.pem') };
 }
+
+/** Polls until `check` passes (audit lines are written when a connection closes, a moment later). */
+export async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, ms = 3000): Promise<T> {
+  let value = await read();
+  for (let waited = 0; !check(value) && waited < ms; waited += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    value = await read();
+  }
+  return value;
+}

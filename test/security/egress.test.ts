@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, Scratch } from '../helpers/fixtures.js';
 
 /**
  * The egress gateway, end to end: real sandboxes, the real gateway process, local upstream
@@ -59,7 +59,7 @@ describe('egress through the gateway', () => {
     expect(result.exitCode).toBe(0);
     const out = cap.out();
     // An allowed connection is logged when it closes, a moment after the client is done.
-    for (let i = 0; i < 40 && (await moat.egress(task)).length === before && !out.includes('Could not resolve'); i += 1) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => moat.egress(task), (a) => a.length > before || out.includes('Could not resolve'), 2000);
     return { code: Number(/exit=(\d+)\s*$/.exec(out)?.[1] ?? -1), out };
   }
   const audit = async () => moat.egress('net');
@@ -216,7 +216,9 @@ describe('ssh through the gateway, with a task\'s own agent', () => {
     await moat.exec('ssh', ['sh', '-c', script], cap.io, { sync: false });
     const lines = cap.out().trim().split('\n');
     expect(lines).toEqual(['1', 'config', 'signed', 'echo:hello', 'scanned']);
-    expect((await moat.egress('ssh')).at(-1)).toMatchObject({ host: 'git.test', decision: 'allowed', rule: expect.stringContaining('any protocol') });
+    // A tunnel is logged when it closes, a moment after the client is done.
+    const entry = (await eventually(() => moat.egress('ssh'), (a) => a.at(-1)?.host === 'git.test')).at(-1);
+    expect(entry).toMatchObject({ host: 'git.test', decision: 'allowed', rule: expect.stringContaining('any protocol') });
     // Without the port in the rule, a tunnel must carry TLS for that name.
     await moat.changeEgress('ssh', { deny: [`git.test:${port}`], allow: ['git.test'] });
     const denied = captureIO();

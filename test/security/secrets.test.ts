@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat, TaskRecord } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, inspect, makeTestCa, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, inspect, makeTestCa, Scratch } from '../helpers/fixtures.js';
 
 const REAL = 'sk-real-9f8e7d6c5b4a-never-inside';
 const SECOND = 'second-real-3e2d1c-never-inside';
@@ -123,7 +123,7 @@ describe('bound secrets never enter the sandbox', () => {
     }
     expect(JSON.stringify(await moat.ls())).not.toContain(REAL);
     expect(JSON.stringify(await moat.egress('keys'))).not.toContain(REAL);
-    expect((await moat.egress('keys')).some((a) => a.rule === 'route api with API_KEY')).toBe(true);
+    expect((await eventually(() => moat.egress('keys'), (a) => a.some((x) => x.rule === 'route api with API_KEY'))).some((a) => a.rule === 'route api with API_KEY')).toBe(true);
     expect(readdirSync(taskDir)).not.toContain('secrets');
   });
 
@@ -136,7 +136,8 @@ describe('bound secrets never enter the sandbox', () => {
     expect(last.url).toBe('/intercepted');
     expect(last.headers['x-api-key']).toBe(SECOND);
     expect(last.body).toMatch(/^k=moat-placeholder-second-key-/);
-    expect((await moat.egress('keys')).at(-1)).toMatchObject({ method: 'POST', host: 'api.test', rule: 'intercept api.test with SECOND_KEY', decision: 'allowed' });
+    const audit = await eventually(() => moat.egress('keys'), (a) => a.at(-1)?.rule === 'intercept api.test with SECOND_KEY');
+    expect(audit.at(-1)).toMatchObject({ method: 'POST', host: 'api.test', rule: 'intercept api.test with SECOND_KEY', decision: 'allowed' });
     const scan = await inside('grep -rs "second-rea[l]" /moat /home /tmp /workspace 2>/dev/null | head -1; cat /proc/[0-9]*/environ 2>/dev/null | tr "\\0" "\\n" | grep -c "second-rea[l]"');
     expect(scan.trim()).toBe('0');
   });
