@@ -2,16 +2,13 @@
 // moat's gateway (the real EgressGateway on a unix socket, as a sandbox reaches it) and Debian's
 // squid as a plain CONNECT proxy. Measures throughput of a 1 GiB transfer, added latency per
 // request (p50, p99) and 1,000 concurrent connections held. Not a test: nothing asserts a time.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, fork, spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EgressGateway } from '../dist/gateway/egress-gateway.js';
-import { buildPolicy } from '../dist/domain/egress-policy.js';
-import { parseIp } from '../dist/domain/ip-address.js';
 
 const GIB = 1024 ** 3;
 const transferBytes = Number(process.env.BENCH_BYTES ?? GIB);
@@ -34,14 +31,12 @@ await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
 const upPort = upstream.address().port;
 const target = `bench.test:${upPort}`;
 
-// moat's gateway, on a unix socket, resolving bench.test to loopback, which the policy allows by CIDR.
-const policy = buildPolicy('allowlist', ['bench.test', '127.0.0.1/32'], []);
-const gateway = new EgressGateway(async () => [parseIp('127.0.0.1')]);
+// moat's gateway in a process of its own, as the daemon runs it (on a unix socket, resolving
+// bench.test to loopback, which the policy allows by CIDR). In the benchmark's own process it
+// would share an event loop with the client and the upstream, which flatters nobody fairly.
 const gatewaySocket = join(dir, 'gw.sock');
-const gatewayServer = createServer({ allowHalfOpen: true }, (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }));
-gatewayServer.maxConnections = 100000;
-// The same backlog as the daemon: a unix socket refuses connects past it instead of retrying.
-await new Promise((r) => gatewayServer.listen({ path: gatewaySocket, backlog: 4096 }, r));
+const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket], { stdio: 'ignore' });
+await new Promise((resolve) => gatewayProcess.once('message', resolve));
 
 // squid as a plain CONNECT proxy on loopback.
 const squidPort = 31280 + Math.floor(Math.random() * 1000);
@@ -153,7 +148,7 @@ for (const [name, r] of Object.entries(rows)) {
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
 squid.kill('SIGKILL');
-gatewayServer.close();
+gatewayProcess.kill();
 upstream.close();
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);
