@@ -16,7 +16,12 @@ export interface BoundSecret {
   route?: string;
   /** TLS to the bound hosts is terminated by the gateway with the task's own CA. */
   intercept?: boolean;
+  /** Where the host reads the value again (never the value itself). */
+  from?: SecretSource;
 }
+
+/** A host environment variable, a file, or a command moat runs on the host. */
+export type SecretSource = { env: string } | { file: string } | { command: string[] };
 
 /** The reserved host name of the gateway's own plain-HTTP routes; never resolved. */
 export const GATEWAY_HOST = 'moat.gateway';

@@ -136,7 +136,8 @@ const control = createServer((socket) => {
     socket.removeAllListeners('data');
     const [command, target, payload] = data.trim().split(' ');
     if (command === 'secrets' && target && payload) {
-      secretValues.set(target, JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, string>);
+      // Merged: a value moat could not read this time stays as it was.
+      secretValues.set(target, { ...(secretValues.get(target) ?? {}), ...(JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, string>) });
       return void socket.end('ok\n');
     }
     if (command !== 'reload') return void socket.end('error unknown command\n');

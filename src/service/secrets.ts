@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { EffectiveConfig } from '../config/effective.js';
-import { placeholderFor, type BoundSecret } from '../domain/bound-secret.js';
+import { placeholderFor, type BoundSecret, type SecretSource } from '../domain/bound-secret.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import { sendSecrets } from '../gateway/gateway-process.js';
@@ -11,7 +11,7 @@ import { SOCKET_NAME, socketDir } from '../gateway/task-egress.js';
 import { runProcess } from '../workspace/run-process.js';
 import type { MoatContext } from './context.js';
 
-type Source = EffectiveConfig['secrets'][string]['from'];
+type Source = SecretSource;
 
 /** Reads a secret's real value on the host, from what the user's config names. Never from a repository. */
 export async function resolveSecret(name: string, source: Source, env: NodeJS.ProcessEnv): Promise<string> {
@@ -50,21 +50,30 @@ export async function bindSecrets(config: EffectiveConfig, env: NodeJS.ProcessEn
       pathPrefixes: spec.pathPrefixes,
       route: spec.route,
       ...(spec.intercept ? { intercept: true } : {}),
+      from: spec.from,
     });
   }
   return { bound, values };
 }
 
-/** (Re)hands a task's secret values to the gateway: after `up`, and before each exec in case it restarted. */
+/**
+ * (Re)hands a task's secret values to the gateway: after `up`, and before each exec in case it
+ * restarted. Values are read again from the sources recorded at creation (a key a template bound
+ * from the environment is in no config file); one that cannot be read now is left as the gateway
+ * has it, with a warning.
+ */
 export async function pushSecrets(ctx: MoatContext, record: TaskRecord, values?: Record<string, string>): Promise<void> {
   if (!record.secrets?.length || record.network === 'none') return;
   let resolved = values;
   if (!resolved) {
-    const config = await ctx.effectiveConfig(await ctx.repo());
     resolved = {};
     for (const secret of record.secrets) {
-      const spec = config.secrets[secret.name];
-      if (spec) resolved[secret.name] = await resolveSecret(secret.name, spec.from, ctx.env);
+      if (!secret.from) continue;
+      try {
+        resolved[secret.name] = await resolveSecret(secret.name, secret.from, ctx.env);
+      } catch (error) {
+        ctx.progress(`warning: ${(error as Error).message}; the gateway keeps the value it had, if any`);
+      }
     }
   }
   for (const value of Object.values(resolved)) ctx.secretValues.add(value);

@@ -157,6 +157,22 @@ describe('bound secrets never enter the sandbox', () => {
     expect(printed).not.toContain(REAL);
   });
 
+  it('after a gateway restart the value is read again from its recorded source, not from config', async () => {
+    const config = readFileSync(scratch.config, 'utf8');
+    try {
+      // The gateway loses its in-memory values; the binding is gone from the config (as for a key a
+      // template bound from the environment): the next command still hands the value over.
+      process.kill(Number(readFileSync(join(scratch.home, 'gateway', 'pid'), 'utf8')), 'SIGKILL');
+      writeFileSync(scratch.config, config.slice(0, config.indexOf('secrets:')));
+      await inside('curl -sS -m 10 http://moat.gateway/api/v1/after-restart');
+      const last = received.at(-1)!;
+      expect(last.url).toBe('/v1/after-restart');
+      expect(last.headers.authorization).toBe(`Bearer ${REAL}`);
+    } finally {
+      writeFileSync(scratch.config, config);
+    }
+  });
+
   it('a missing secret is a clear error and creates nothing', async () => {
     const bare = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
     await expect(bare.up({ task: 'nokey' })).rejects.toMatchObject({ code: 'E_CONFIG_INVALID', message: expect.stringContaining('TEST_REAL_KEY is not set') });
