@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Script } from 'node:vm';
 
 // A closed pipe (moat ls | head) is the reader's choice, not an error.
 for (const stream of [process.stdout, process.stderr]) {
@@ -8,7 +13,39 @@ for (const stream of [process.stdout, process.stderr]) {
     throw error;
   });
 }
-// The one-file bundle starts faster; the plain build is the fallback.
-const bundle = new URL('../dist/cli/main.bundle.mjs', import.meta.url);
-const { main } = await import(existsSync(bundle) ? bundle.href : '../dist/cli/main.js');
-process.exitCode = await main(process.argv);
+
+/**
+ * The one-file bundle, compiled from V8's code cache when one was written for exactly this
+ * bundle: parsing and compiling it is most of a command's start. V8 checks the cache against the
+ * source's length only, so moat keys it by the bundle's hash; anything off, and it compiles anew.
+ */
+function loadBundle(file) {
+  const source = readFileSync(file, 'utf8');
+  const digest = createHash('sha256').update(source).digest();
+  const cacheFile = file.replace(/\.cjs$/, '.cache');
+  let cachedData;
+  try {
+    const cache = readFileSync(cacheFile);
+    if (cache.subarray(0, 32).equals(digest)) cachedData = cache.subarray(32);
+  } catch {
+    // No cache: compile from source.
+  }
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: file, cachedData });
+  const module = { exports: {} };
+  script.runInThisContext().call(module.exports, module.exports, createRequire(file), module, file, dirname(file));
+  const writeCache = () => writeFileSync(cacheFile, Buffer.concat([digest, script.createCachedData()]));
+  return { main: module.exports.main, writeCache: process.env.MOAT_WRITE_CODE_CACHE === '1' ? writeCache : undefined };
+}
+
+const bundle = fileURLToPath(new URL('../dist/cli/main.bundle.cjs', import.meta.url));
+let loaded;
+try {
+  loaded = loadBundle(bundle);
+} catch (error) {
+  // Only a missing bundle falls back to the plain build; a broken one is a bug to see.
+  if (error.code !== 'ENOENT') throw error;
+  loaded = { main: (await import('../dist/cli/main.js')).main };
+}
+process.exitCode = await loaded.main(process.argv);
+// After a run, the cache also holds the functions that run compiled (npm run build does this once).
+loaded.writeCache?.();

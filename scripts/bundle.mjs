@@ -1,6 +1,10 @@
-// Bundles the CLI into one file (dist/cli/main.bundle.mjs): resolving and reading hundreds of
+// Bundles the CLI into one file (dist/cli/main.bundle.cjs): resolving and reading hundreds of
 // module files is a measurable share of every moat command's start (docs/benchmarks.md). It sits
 // beside dist/cli/main.js so paths relative to it (templates/, the gateway daemon) stay the same.
+// CommonJS, because a classic script can be compiled from V8's code cache (bin/moat.js), which
+// Node 20 offers for no ES module; the cache is written here by one warm-up run.
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
 
 /**
@@ -23,15 +27,21 @@ module.exports = new Proxy({}, { get: (_, key) => (key === '__esModule' ? false 
 
 await build({
   entryPoints: ['dist/cli/main.js'],
-  outfile: 'dist/cli/main.bundle.mjs',
+  outfile: 'dist/cli/main.bundle.cjs',
   bundle: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
   logLevel: 'warning',
   minifyWhitespace: true,
   minifySyntax: true,
   plugins: [standIns],
   external: ['cpu-features'],
-  banner: { js: "import { createRequire as __moatRequire } from 'node:module'; const require = __moatRequire(import.meta.url);" },
+  // Paths relative to the module (templates/, the gateway daemon) resolve from the bundle's own place.
+  define: { 'import.meta.url': '__moatModuleUrl' },
+  banner: { js: "const __moatModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
+
+rmSync('dist/cli/main.bundle.mjs', { force: true });
+const warmUp = spawnSync(process.execPath, ['bin/moat.js', '--version'], { env: { ...process.env, MOAT_WRITE_CODE_CACHE: '1' }, stdio: ['ignore', 'ignore', 'inherit'] });
+if (warmUp.status !== 0) throw new Error('bundle: the warm-up run that writes the code cache failed');

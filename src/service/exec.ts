@@ -7,8 +7,9 @@ import { MoatError } from '../errors.js';
 import type { ExecIO } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
 import { readCounters } from './exit-counters.js';
+import { readConfinedFile } from '../workspace/read-confined.js';
 import { runningContainer } from './task-container.js';
-import { syncTask, type SyncResult } from './sync.js';
+import { commandThenSnapshot, MAX_BUNDLE_BYTES, syncTask, type SyncResult } from './sync.js';
 import { openTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
 
@@ -18,6 +19,8 @@ export interface ExecOptions {
   sync?: boolean;
   workdir?: string;
   env?: Record<string, string>;
+  /** Snapshot the work in the same exec, right after the command (see commandThenSnapshot); default: when syncing. */
+  captureWork?: boolean;
 }
 
 export interface ExecResult {
@@ -42,6 +45,11 @@ export async function requireRunning(ctx: MoatContext, task: string): Promise<{ 
 
 /** Runs a command in a task's sandbox, wiring the caller's streams through; the status is the command's. */
 export async function execInTask(ctx: MoatContext, task: string, cmd: string[], io: ExecIO, options: ExecOptions = {}): Promise<ExecResult> {
+  return (await execCapturingWork(ctx, task, cmd, io, options)).result;
+}
+
+/** execInTask, and with captureWork the snapshot the command's exec left (undefined if it could not). */
+export async function execCapturingWork(ctx: MoatContext, task: string, cmd: string[], io: ExecIO, options: ExecOptions = {}): Promise<{ result: ExecResult; work?: Buffer }> {
   if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat exec my-task -- npm test' });
   const { record, id } = await requireRunning(ctx, task);
   const engine = await ctx.engine();
@@ -60,11 +68,19 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
   }
   // Without a TTY the engine passes no signal on: the command records its pid, and an interrupt
   // of the caller is sent to it (with a TTY, Ctrl-C travels as a keystroke).
+  const nonce = randomBytes(6).toString('hex');
+  // In the workspace's .git: the host reads it from the mount's source (cheaper than any engine
+  // call), and there it is on the task's capped volume and outside the working tree.
+  const workName = `.git/moat-work-${nonce}`;
+  const workFile = `${WORKSPACE_DIR}/${workName}`;
+  const forward = !options.tty && io.onInterrupt !== undefined;
+  const pidFile = forward ? `/tmp/.moat-exec-${nonce}` : undefined;
   let command = cmd;
+  const captureWork = options.captureWork ?? options.sync !== false;
+  if (captureWork) command = commandThenSnapshot(cmd, record, workFile, pidFile);
+  else if (pidFile) command = ['sh', '-c', 'echo $$ > "$0"; exec "$@"', pidFile, ...cmd];
   let stopForwarding: (() => void) | undefined;
-  if (!options.tty && io.onInterrupt) {
-    const pidFile = `/tmp/.moat-exec-${randomBytes(6).toString('hex')}`;
-    command = ['sh', '-c', 'echo $$ > "$0"; exec "$@"', pidFile, ...cmd];
+  if (pidFile && io.onInterrupt) {
     stopForwarding = io.onInterrupt((signal) => {
       const sink = new PassThrough().resume();
       // The engine starts each exec in a session of its own, so its pid is its process group:
@@ -92,6 +108,7 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
   }
   const reason = exitReason({ exitCode, oomKilled, pidsLimitHit });
   const result: ExecResult = { task, exitCode, reason, explanation: describeExit(reason) };
-  if (options.sync !== false) result.sync = await syncTask(ctx, await ctx.repo(), record);
-  return result;
+  const work = captureWork ? await readConfinedFile(ctx.store.workspacePath(record.repoKey, record.name), workName, MAX_BUNDLE_BYTES).catch(() => undefined) : undefined;
+  if (options.sync !== false) result.sync = await syncTask(ctx, await ctx.repo(), record, { captured: work });
+  return { result, work };
 }

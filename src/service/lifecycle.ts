@@ -6,7 +6,7 @@ import { removeTaskWorkspace } from '../workspace/task-workspace.js';
 import { assertObjectId, git } from '../workspace/git.js';
 import { releaseVolume, unmountVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
-import { execInTask, type ExecResult } from './exec.js';
+import { execCapturingWork, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
@@ -24,14 +24,14 @@ export interface DownResult {
 }
 
 /** Removes the task's container after bringing its commits home; the workspace and branch stay. */
-export async function down(ctx: MoatContext, task: string): Promise<DownResult> {
+export async function down(ctx: MoatContext, task: string, options: { captured?: Buffer } = {}): Promise<DownResult> {
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   const engine = await ctx.engine();
   // The container goes as soon as its work is read (while the work is brought home): the
   // sandbox holds nothing worth a graceful stop once the bundle is out.
   const containerId = record.containerId;
-  const sync = await syncTask(ctx, repo, record, { afterRead: async () => (containerId ? engine.removeContainer(containerId) : undefined) });
+  const sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: async () => (containerId ? engine.removeContainer(containerId) : undefined) });
   let removed = false;
   if (containerId) {
     await engine.removeContainer(containerId);
@@ -142,10 +142,11 @@ export interface RunResult extends ExecResult {
 export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: UpOptions & { tty?: boolean; rm?: boolean } = {}): Promise<RunResult> {
   const record = await up(ctx, options);
   let result: ExecResult | undefined;
+  let work: Buffer | undefined;
   try {
-    result = await execInTask(ctx, record.name, cmd, io, { tty: options.tty, sync: false });
+    ({ result, work } = await execCapturingWork(ctx, record.name, cmd, io, { tty: options.tty, sync: false, captureWork: true }));
   } finally {
-    const downResult = await down(ctx, record.name);
+    const downResult = await down(ctx, record.name, { captured: work });
     if (result) result.sync = downResult.sync;
   }
   const sync = result.sync;

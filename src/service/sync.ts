@@ -30,7 +30,8 @@ idx=$(mktemp /tmp/.moat-index.XXXXXX) && {
   big=$(mktemp /tmp/.moat-big.XXXXXX)
   find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big"
   nbig=$(wc -l < "$big")
-  if g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree); then
+  # A tree equal to the tip's means nothing is uncommitted: no snapshot to carry.
+  if g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree) && [ "$tree" != "$(g rev-parse "\${tip:-$2}^{tree}")" ]; then
     wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "\${tip:-$2}" -m "moat: uncommitted work") && g update-ref refs/moat/wip "$wip" || wip=""
   fi
   rm -f "$idx" "$big"
@@ -46,7 +47,33 @@ refs=""
 timeout -s KILL 600 git -c core.hooksPath=/dev/null bundle create --quiet - $refs "^$2"
 `;
 
-const MAX_BUNDLE_BYTES = 2 * 1024 ** 3;
+/**
+ * Runs the user's command, then the snapshot, in one exec, and leaves the snapshot in a file of
+ * the workspace's .git for the host to read through the engine: a second exec costs more than the
+ * snapshot itself. The shell catches the signals meant for the command (its own process group's),
+ * so an interrupted command is still followed by the snapshot; the status is the command's.
+ * When the file is missing (a full disk, a fork bomb, a kill), the caller reads the work the
+ * usual way.
+ */
+const COMMAND_THEN_SNAPSHOT = `
+out=$1; branch=$2; base=$3; pidfile=$4; shift 4
+# Files of earlier execs were read when those ended (at worst, a reader falls back to an exec).
+rm -f ${WORKSPACE_DIR}/.git/moat-work-* 2>/dev/null
+[ -z "$pidfile" ] || echo $$ > "$pidfile"
+trap : INT TERM HUP QUIT
+"$@"
+rc=$?
+trap - INT TERM HUP QUIT
+[ -z "$pidfile" ] || rm -f "$pidfile"
+(set -- "$branch" "$base"; ${SNAPSHOT_SCRIPT}) > "$out.part" 2>/dev/null && mv -f "$out.part" "$out" || rm -f "$out.part"
+exit $rc
+`;
+
+export function commandThenSnapshot(cmd: string[], record: Pick<TaskRecord, 'branch' | 'baseCommit'>, outFile: string, pidFile = ''): string[] {
+  return ['sh', '-c', COMMAND_THEN_SNAPSHOT, 'moat-run', outFile, record.branch, record.baseCommit, pidFile, ...cmd];
+}
+
+export const MAX_BUNDLE_BYTES = 2 * 1024 ** 3;
 
 export interface SyncResult {
   task: string;
@@ -80,22 +107,18 @@ export function incomingRef(task: string): string {
  * a host-owned file and fetches from it into the user's repository. Host git never opens the
  * sandbox's repository, so nothing planted there (hooks, config, links) can act on the host.
  */
-export async function syncTask(ctx: MoatContext, repo: UserRepository, record: TaskRecord, options: { afterRead?: () => Promise<unknown> } = {}): Promise<SyncResult> {
+export async function syncTask(ctx: MoatContext, repo: UserRepository, record: TaskRecord, options: { afterRead?: () => Promise<unknown>; captured?: Buffer } = {}): Promise<SyncResult> {
   const engine = await ctx.engine();
   const user = `${record.user.uid}:${record.user.gid}`;
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `sync-${process.pid}.bundle`);
 
   const readWork = async (id: string): Promise<Snapshot> => {
     const run = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, MAX_BUNDLE_BYTES);
-    const newline = run.stdout.indexOf(0x0a);
-    if (run.exitCode !== 0 || newline < 0) return { error: run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}` };
-    const [tip = '', wip = '', big = '0'] = run.stdout.subarray(0, newline).toString('utf8').split(' ');
-    if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id' };
-    if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch` };
-    const bundle = run.stdout.subarray(newline + 1);
-    return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number.parseInt(big, 10) || 0 };
+    if (run.exitCode !== 0) return { error: run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}` };
+    return parseSnapshot(run.stdout, record);
   };
-  let snapshot = await withWorkspaceContainer(ctx, record, readWork);
+  const captured = options.captured ? parseSnapshot(options.captured, record) : undefined;
+  let snapshot = captured && !('error' in captured) ? captured : await withWorkspaceContainer(ctx, record, readWork);
   // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from
   // coming home: read the same workspace from a fresh helper container instead.
   if ('error' in snapshot && record.containerId) snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
@@ -106,6 +129,17 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
   } finally {
     await afterRead;
   }
+}
+
+/** The snapshot's output: a line "tip wip skipped", then the bundle. All of it is the sandbox's word. */
+function parseSnapshot(output: Buffer, record: TaskRecord): Snapshot {
+  const newline = output.indexOf(0x0a);
+  if (newline < 0) return { error: 'the sandbox gave no snapshot' };
+  const [tip = '', wip = '', big = '0'] = output.subarray(0, newline).toString('utf8').split(' ');
+  if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id' };
+  if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch` };
+  const bundle = output.subarray(newline + 1);
+  return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number.parseInt(big, 10) || 0 };
 }
 
 async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRecord, snapshot: Snapshot, bundleFile: string): Promise<SyncResult> {

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { captureIO, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 
 /** The real binary, as a user runs it: exit codes, one-line errors with hints, --json. */
 describe('moat CLI', () => {
@@ -95,6 +95,22 @@ describe('Ctrl-C', () => {
     const ps = captureIO();
     await scratch.moat().exec('intr', ['sh', '-c', 'ps -eo args | grep -c "^sleep 60" || true'], ps.io, { sync: false });
     expect(ps.out().trim()).toBe('0');
+  });
+
+  it('ends `moat run` with the command\'s status, and what the command committed still comes home', async () => {
+    const { spawn } = await import('node:child_process');
+    const script = 'echo w > w.txt && git add w.txt && git commit -qm before-interrupt && echo started && sleep 60; echo never';
+    const child = spawn(process.execPath, [MOAT_BIN, 'run', '--task', 'intr-run', '--', 'sh', '-c', script], { cwd: scratch.repo, env: scratch.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('started')) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(130);
+    expect(out).not.toContain('never');
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/intr-run')).toBe('before-interrupt');
+    expect((await scratch.moat().ls()).find((t) => t.name === 'intr-run')).toMatchObject({ state: 'stopped', commits: 1 });
   });
 });
 

@@ -29,6 +29,9 @@ describe('task lifecycle', () => {
 
     await moat.exec('life', ['sh', '-c', 'echo work > work.txt && git add work.txt && git commit -qm "agent work"'], captureIO().io);
     expect(gitIn(s.repo, 'log', '-1', '--format=%s', 'moat/life')).toBe('agent work');
+    // The work came home from the snapshot the command's own exec left, not from a second exec.
+    const gitDir = join(moat.context.store.workspacePath(record.repoKey, 'life'), '.git');
+    expect(readdirSync(gitDir).filter((f) => f.startsWith('moat-work-'))).toHaveLength(1);
 
     const down = await moat.down('life');
     expect(down.removedContainer).toBe(true);
