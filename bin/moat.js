@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Script } from 'node:vm';
+'use strict';
+// CommonJS (bin/package.json): an ES module entry costs every command the module loader's start.
+const { createHash } = require('node:crypto');
+const { mkdirSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
+const { homedir } = require('node:os');
+const { dirname, join } = require('node:path');
+const { Script } = require('node:vm');
 
 // A closed pipe (moat ls | head) is the reader's choice, not an error.
 for (const stream of [process.stdout, process.stderr]) {
@@ -14,38 +15,69 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
+function readCache(file, digest) {
+  try {
+    const cache = readFileSync(file);
+    return cache.subarray(0, 32).equals(digest) ? cache.subarray(32) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The one-file bundle, compiled from V8's code cache when one was written for exactly this
- * bundle: parsing and compiling it is most of a command's start. V8 checks the cache against the
- * source's length only, so moat keys it by the bundle's hash; anything off, and it compiles anew.
+ * The one-file bundle, compiled from V8's code cache: parsing and compiling it is most of a
+ * command's start. V8 checks a cache against the source's length only, so moat keys each cache by
+ * the bundle's hash; anything off, and V8 compiles anew. `npm run build` writes a first cache;
+ * the first runs of each command add what they compiled to one in the user's cache directory.
  */
 function loadBundle(file) {
   const source = readFileSync(file, 'utf8');
   const digest = createHash('sha256').update(source).digest();
-  const cacheFile = file.replace(/\.cjs$/, '.cache');
-  let cachedData;
+  const tag = digest.toString('hex').slice(0, 16);
+  const userCache = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'moat', `code-${tag}`);
+  const buildCache = file.replace(/\.cjs$/, '.cache');
+  const command = process.argv.slice(2).find((arg) => /^[a-z][a-z-]*$/.test(arg)) ?? '-';
+  let seen = [];
   try {
-    const cache = readFileSync(cacheFile);
-    if (cache.subarray(0, 32).equals(digest)) cachedData = cache.subarray(32);
+    seen = readFileSync(`${userCache}.seen`, 'utf8').split('\n');
   } catch {
-    // No cache: compile from source.
+    // First run of this bundle here.
   }
+  const cachedData = readCache(`${userCache}.cache`, digest) ?? readCache(buildCache, digest);
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: file, cachedData });
   const module = { exports: {} };
-  script.runInThisContext().call(module.exports, module.exports, createRequire(file), module, file, dirname(file));
-  const writeCache = () => writeFileSync(cacheFile, Buffer.concat([digest, script.createCachedData()]));
-  return { main: module.exports.main, writeCache: process.env.MOAT_WRITE_CODE_CACHE === '1' ? writeCache : undefined };
+  script.runInThisContext().call(module.exports, module.exports, require, module, file, dirname(file));
+  const save = (target) => {
+    const part = `${target}.${process.pid}`;
+    writeFileSync(part, Buffer.concat([digest, script.createCachedData()]), { mode: 0o600 });
+    renameSync(part, target);
+  };
+  const afterRun = () => {
+    if (process.env.MOAT_WRITE_CODE_CACHE === '1') return save(buildCache);
+    if (seen.includes(command) || seen.length > 24) return;
+    try {
+      mkdirSync(dirname(userCache), { recursive: true, mode: 0o700 });
+      save(`${userCache}.cache`);
+      writeFileSync(`${userCache}.seen`, [...seen.filter(Boolean), command].join('\n'), { mode: 0o600 });
+    } catch {
+      // A cache is an optimisation: a read-only home just means compiling each time.
+    }
+  };
+  return { main: module.exports.main, afterRun };
 }
 
-const bundle = fileURLToPath(new URL('../dist/cli/main.bundle.cjs', import.meta.url));
-let loaded;
-try {
-  loaded = loadBundle(bundle);
-} catch (error) {
-  // Only a missing bundle falls back to the plain build; a broken one is a bug to see.
-  if (error.code !== 'ENOENT') throw error;
-  loaded = { main: (await import('../dist/cli/main.js')).main };
+async function start() {
+  const bundle = join(__dirname, '..', 'dist', 'cli', 'main.bundle.cjs');
+  let loaded;
+  try {
+    loaded = loadBundle(bundle);
+  } catch (error) {
+    // Only a missing bundle falls back to the plain build; a broken one is a bug to see.
+    if (error.code !== 'ENOENT') throw error;
+    loaded = { main: (await import('../dist/cli/main.js')).main };
+  }
+  process.exitCode = await loaded.main(process.argv);
+  loaded.afterRun?.();
 }
-process.exitCode = await loaded.main(process.argv);
-// After a run, the cache also holds the functions that run compiled (npm run build does this once).
-loaded.writeCache?.();
+
+void start();

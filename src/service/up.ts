@@ -38,6 +38,13 @@ export interface UpOptions {
   sshKeys?: string[];
 }
 
+/** Awaits all at once, but reports the first failure in the order given, whichever came first. */
+async function inOrder<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  for (const result of settled) if (result.status === 'rejected') throw result.reason;
+  return settled.map((result) => (result as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
+
 /** Undo steps of a half-made task, run newest first when a later step fails. */
 class Rollback {
   private readonly steps: Array<() => Promise<unknown>> = [];
@@ -57,12 +64,14 @@ class Rollback {
  */
 export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<TaskRecord> {
   const name = options.task === undefined ? generateTaskName() : validateTaskName(options.task);
+  // The engine is asked while git and config answer; its error, if any, comes in its turn below.
+  const engineReady = ctx.engine();
+  engineReady.catch(() => undefined);
   const repo = await ctx.repo();
-  const config = await ctx.effectiveConfig(repo);
   const baseRef = options.base ?? 'HEAD';
-  const baseCommit = await repo.resolveCommit(baseRef);
   const branch = taskBranch(name);
-  if (await repo.refValue(`refs/heads/${branch}`)) {
+  const [config, baseCommit, existing] = await inOrder([ctx.effectiveConfig(repo), repo.resolveCommit(baseRef), repo.refValue(`refs/heads/${branch}`)] as const);
+  if (existing) {
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
   const env = taskEnv(config, ctx.env);
@@ -81,7 +90,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   for (const name of secretLookingNames([...config.envPassthrough, ...flagged])) {
     ctx.progress(`warning: envPassthrough hands ${name} to the agent and everything it runs; bind it as a secret instead (secrets.${name} in your config)`);
   }
-  const engine = await ctx.engine();
+  const engine = await engineReady;
   const user = ctx.sandboxUser(config);
   const template = options.template ?? config.template;
   const dev = options.devcontainer ? await devcontainerBase(repo, baseCommit, engine, ctx.progress) : undefined;
@@ -154,8 +163,19 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   try {
     await ctx.store.reserve(record);
     rollback.add(() => ctx.store.remove(record.repoKey, name));
-    await repo.createRef(`refs/heads/${branch}`, baseCommit);
-    rollback.add(() => repo.deleteRef(`refs/heads/${branch}`, baseCommit));
+    const workspacePath = ctx.store.workspacePath(record.repoKey, name);
+    const taskDir = ctx.store.taskDir(record.repoKey, name);
+    // Independent steps side by side; each one that happened is undone if any failed.
+    const [branchMade, volumeMade, identityRead] = await Promise.allSettled([
+      repo.createRef(`refs/heads/${branch}`, baseCommit),
+      createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none'),
+      repo.userIdentity(),
+    ]);
+    if (branchMade.status === 'fulfilled') rollback.add(() => repo.deleteRef(`refs/heads/${branch}`, baseCommit));
+    // Also after a failure half-way (an image made, its mount failed).
+    rollback.add(() => releaseVolume(taskDir));
+    for (const step of [branchMade, volumeMade, identityRead]) if (step.status === 'rejected') throw step.reason;
+    const identity = { ...(identityRead as PromiseFulfilledResult<{ name?: string; email?: string }>).value, ...config.git };
     if (network !== 'none') {
       await openTaskEgress(ctx, record);
       rollback.add(() => removeTaskEgress(ctx, record));
@@ -163,11 +183,6 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
       await startTaskAgent(ctx, record);
       rollback.add(() => stopTaskAgent(ctx, record));
     }
-    const identity = { ...(await repo.userIdentity()), ...config.git };
-    const workspacePath = ctx.store.workspacePath(record.repoKey, name);
-    const taskDir = ctx.store.taskDir(record.repoKey, name);
-    await createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none');
-    rollback.add(() => releaseVolume(taskDir));
     // The container only needs the workspace directory to exist; it runs nothing until the first
     // exec, after `up` returns. So the clone and the container start overlap.
     await mkdir(workspacePath, { mode: 0o755 });

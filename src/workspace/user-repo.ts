@@ -18,6 +18,10 @@ export class UserRepository {
   ) {}
 
   static async open(cwd: string): Promise<UserRepository> {
+    // One git process in the common case (a checkout); the failure is told apart afterwards.
+    const quick = await git(['rev-parse', '--git-common-dir', '--show-toplevel'], { cwd, allowExit: [128] });
+    const [quickCommon, quickTop] = quick.stdout.split('\n');
+    if (quick.exitCode === 0 && quickCommon && quickTop) return new UserRepository(await realpath(quickTop), await realpath(resolve(cwd, quickCommon)));
     const probe = await git(['rev-parse', '--is-bare-repository', '--git-common-dir'], { cwd, allowExit: [128] });
     if (probe.exitCode !== 0) {
       throw new MoatError('E_NOT_GIT_REPO', `${cwd} is not inside a git repository`, { hint: 'cd into your project, or run `git init` and commit first' });
