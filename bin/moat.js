@@ -2,8 +2,10 @@
 'use strict';
 // CommonJS (bin/package.json): an ES module entry costs every command the module loader's start.
 const { createHash } = require('node:crypto');
-const { mkdirSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
-const { homedir } = require('node:os');
+const { spawn } = require('node:child_process');
+const { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } = require('node:fs');
+const { connect } = require('node:net');
+const { homedir, tmpdir } = require('node:os');
 const { dirname, join } = require('node:path');
 const { Script } = require('node:vm');
 
@@ -63,11 +65,115 @@ function loadBundle(file) {
       // A cache is an optimisation: a read-only home just means compiling each time.
     }
   };
-  return { main: module.exports.main, afterRun };
+  return { main: module.exports.main, serve: module.exports.serve, afterRun };
+}
+
+/**
+ * Short commands that neither read stdin nor need the terminal: a warm server may run them
+ * (src/cli/server.ts). rm asks before discarding commits, so only a forced or --json rm goes there.
+ */
+const SERVED = new Set(['up', 'down', 'reset', 'ls', 'gc', 'rm']);
+// Differ between shells of one session without changing what a command does.
+const VOLATILE = new Set(['PWD', 'OLDPWD', '_', 'SHLVL']);
+
+function servedCommand(argv) {
+  if (process.env.MOAT_SERVER === 'off' || !SERVED.has(argv[2])) return false;
+  return argv[2] !== 'rm' || argv.includes('-f') || argv.includes('--force') || argv.includes('--json');
+}
+
+/** The socket of the server for exactly this build and environment, in a directory only this user can enter. */
+function serverSocket(bundle) {
+  const uid = process.getuid();
+  const info = statSync(bundle);
+  const env = Object.entries(process.env).filter(([key]) => !VOLATILE.has(key)).sort(([a], [b]) => (a < b ? -1 : 1));
+  const key = createHash('sha256').update(JSON.stringify([bundle, info.mtimeMs, info.size, process.execPath, process.version, uid, env])).digest('hex').slice(0, 32);
+  const dir = join(process.env.XDG_RUNTIME_DIR || tmpdir(), `moat-${uid}`);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (error) {
+    if (error.code !== 'EEXIST') return undefined;
+  }
+  const own = lstatSync(dir);
+  // Somebody else's directory (made first, in a shared /tmp) is never used.
+  if (!own.isDirectory() || own.uid !== uid || (own.mode & 0o077) !== 0) return undefined;
+  return join(dir, `${key}.sock`);
+}
+
+/** Runs the command on a warm server; undefined when none answers (then it runs here). */
+function runOnServer(socketPath) {
+  return new Promise((resolve) => {
+    const socket = connect(socketPath);
+    let started = false;
+    let done = false;
+    let pending = Buffer.alloc(0);
+    socket.once('connect', () => {
+      started = true;
+      socket.write(`${JSON.stringify({ argv: process.argv, cwd: process.cwd() })}\n`);
+    });
+    socket.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5) {
+        const length = pending.readUInt32BE(1);
+        if (pending.length < 5 + length) break;
+        const type = pending[0];
+        const body = pending.subarray(5, 5 + length);
+        pending = pending.subarray(5 + length);
+        if (type === 1) process.stdout.write(body);
+        else if (type === 2) process.stderr.write(body);
+        else if (type === 3) {
+          done = true;
+          socket.destroy();
+          return resolve(body.readInt32BE(0));
+        }
+      }
+    });
+    socket.once('error', () => {
+      if (!started) resolve(undefined);
+    });
+    socket.once('close', () => {
+      if (done) return;
+      if (!started) return resolve(undefined);
+      process.stderr.write('moat: error: the moat server ended before the command finished\n  hint: check the task with moat ls before running it again; MOAT_SERVER=off runs each command in its own process\n');
+      resolve(70);
+    });
+  });
+}
+
+/** Starts a server for the next commands, once: the first to take the start lock does it. */
+function startServer(socketPath) {
+  const lock = `${socketPath}.starting`;
+  try {
+    const stale = Date.now() - statSync(lock).mtimeMs > 10_000;
+    if (!stale) return;
+    unlinkSync(lock);
+  } catch {
+    // No lock: nobody is starting one.
+  }
+  try {
+    writeFileSync(lock, '', { flag: 'wx', mode: 0o600 });
+  } catch {
+    return;
+  }
+  spawn(process.execPath, [__filename, '__serve', socketPath], { detached: true, stdio: 'ignore' }).unref();
 }
 
 async function start() {
   const bundle = join(__dirname, '..', 'dist', 'cli', 'main.bundle.cjs');
+  if (process.argv[2] === '__serve') {
+    const { serve } = loadBundle(bundle);
+    const socketPath = process.argv[3];
+    await serve(socketPath, { idleSeconds: Number(process.env.MOAT_SERVER_IDLE_SECONDS) || 300 });
+    rmSync(`${socketPath}.starting`, { force: true });
+    return;
+  }
+  const socketPath = servedCommand(process.argv) && existsSync(bundle) ? serverSocket(bundle) : undefined;
+  if (socketPath) {
+    const code = await runOnServer(socketPath);
+    if (code !== undefined) {
+      process.exitCode = code;
+      return;
+    }
+  }
   let loaded;
   try {
     loaded = loadBundle(bundle);
@@ -78,6 +184,7 @@ async function start() {
   }
   process.exitCode = await loaded.main(process.argv);
   loaded.afterRun?.();
+  if (socketPath) startServer(socketPath);
 }
 
 void start();

@@ -26,7 +26,7 @@ module.exports = new Proxy({}, { get: (_, key) => (key === '__esModule' ? false 
 };
 
 await build({
-  entryPoints: ['dist/cli/main.js'],
+  entryPoints: ['dist/cli/entry.js'],
   outfile: 'dist/cli/main.bundle.cjs',
   bundle: true,
   platform: 'node',

@@ -15,18 +15,25 @@ export interface CliContext {
   setExit(code: number): void;
 }
 
+/** Where a command's output goes and where it runs: the process's own, or a client's (see server.ts). */
+export interface CliIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  cwd?: string;
+}
+
 /** Runs the CLI; returns the exit code (the child's for exec/run/shell). */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   let exitCode: number = ExitCode.ok;
   let json = argv.includes('--json');
   const secrets = new Set<string>();
   const cli: CliContext = {
     output: (wantJson) => {
       json = Boolean(wantJson);
-      return createOutput(json, () => secrets);
+      return createOutput(json, () => secrets, io.stdout, io.stderr);
     },
     // The secret values this command reads are redacted from everything it prints, errors included.
-    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets }),
+    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets, cwd: io.cwd }),
     setExit: (code) => {
       exitCode = code;
     },
@@ -38,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
     .enablePositionalOptions()
     .showSuggestionAfterError()
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text), outputError: () => undefined })
+    .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text), outputError: () => undefined })
     .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal;\nexec, run and shell exit with the command\'s own status (128+N when killed by signal N).');
   registerLifecycle(program, cli);
   registerExec(program, cli);
@@ -52,9 +59,9 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.exitCode === 0 || error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
-      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test' }), json, secrets);
+      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test' }), json, secrets, io.stdout, io.stderr);
     }
-    return reportError(error, json, secrets);
+    return reportError(error, json, secrets, io.stdout, io.stderr);
   }
   return exitCode;
 }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -18,6 +18,13 @@ export function gitIn(cwd: string, ...args: string[]): string {
 }
 
 /** A scratch world for one test: a user repository with one commit, a moat home, a user config. */
+/** Pids of the CLI servers whose sockets are under a runtime directory. */
+export function serverPids(runtimeDir: string): number[] {
+  const dir = join(runtimeDir, `moat-${process.getuid!()}`);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => f.endsWith('.sock.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8'))).filter((pid) => pid > 0);
+}
+
 export class Scratch {
   readonly root: string;
   readonly repo: string;
@@ -31,6 +38,7 @@ export class Scratch {
     this.home = join(this.root, 'home');
     this.config = join(this.root, 'config.yaml');
     mkdirSync(this.repo, { recursive: true });
+    mkdirSync(join(this.root, 'run'), { mode: 0o700 });
     gitIn(this.repo, 'init', '-q', '--initial-branch=main');
     gitIn(this.repo, 'config', 'user.name', 'Test User');
     gitIn(this.repo, 'config', 'user.email', 'test@example.invalid');
@@ -43,7 +51,8 @@ export class Scratch {
   }
 
   env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-    return { ...process.env, MOAT_HOME: this.home, MOAT_CONFIG: this.config, ...extra };
+    // The CLI's warm servers (bin/moat.js) of this scratch live under its root, and go with it.
+    return { ...process.env, MOAT_HOME: this.home, MOAT_CONFIG: this.config, XDG_RUNTIME_DIR: join(this.root, 'run'), ...extra };
   }
 
   moat(options: { cwd?: string; env?: Record<string, string> } = {}): Moat {
@@ -69,6 +78,13 @@ export class Scratch {
       process.kill(Number(readFileSync(join(this.home, 'gateway', 'pid'), 'utf8')), 'SIGTERM');
     } catch {
       // none running
+    }
+    for (const pid of serverPids(join(this.root, 'run'))) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
     }
     // Capped task volumes a failed test left mounted.
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith(`${this.root}/`));

@@ -1,3 +1,6 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import { findEngine } from '../../src/engine/find-engine.js';
 
@@ -27,8 +30,32 @@ export async function teardown(): Promise<void> {
   const networks = (await docker.listNetworks({ filters })).filter((n) => !before.has(n.Id));
   const volumes = ((await docker.listVolumes({ filters })).Volumes ?? []).filter((v) => !before.has(v.Name));
   const leftovers = [...containers.map((c) => `container ${c.Names[0]}`), ...networks.map((n) => `network ${n.Name}`), ...volumes.map((v) => `volume ${v.Name}`)];
+  // CLI servers a test started (their sockets are under a scratch root) must be gone too.
+  for (const server of testServers()) {
+    leftovers.push(`CLI server pid ${server}`);
+    try {
+      process.kill(server, 'SIGTERM');
+    } catch {
+      // gone meanwhile
+    }
+  }
   if (leftovers.length > 0) {
     await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
     throw new Error(`tests left labelled resources behind: ${leftovers.join(', ')}`);
   }
+}
+
+function testServers(): number[] {
+  const scratchRoot = join(tmpdir(), 'moat-test-');
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (args.includes('__serve') && args.some((a) => a.startsWith(scratchRoot))) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
 }

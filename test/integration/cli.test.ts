@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { captureIO, gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, gitIn, MOAT_BIN, Scratch, serverPids } from '../helpers/fixtures.js';
 
 /** The real binary, as a user runs it: exit codes, one-line errors with hints, --json. */
 describe('moat CLI', () => {
@@ -133,5 +133,54 @@ describe('moat shell', () => {
     expect(result.status, result.stdout).toBe(3);
     expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
     expect(result.stdout).toContain('size=33 101');
+  });
+});
+
+/** Short commands run on a warm server when one is up for this build and environment (bin/moat.js). */
+describe('the warm CLI server', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+  const runDir = () => join(scratch.root, 'run', `moat-${process.getuid!()}`);
+
+  function moat(args: string[], env: Record<string, string> = {}) {
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input: '' });
+    return { code: result.status, out: result.stdout, err: result.stderr };
+  }
+
+  it('gives the same output and status as a command in its own process, and only to its own environment', async () => {
+    const first = moat(['ls', '--json']);
+    expect(first.code).toBe(0);
+    // The first served command starts a server for the next ones.
+    const pids = await eventually(async () => serverPids(join(scratch.root, 'run')), (p) => p.length === 1, 10_000);
+    const sockets = () => readdirSync(runDir()).filter((f) => f.endsWith('.sock'));
+    expect(sockets()).toHaveLength(1);
+
+    const cases: string[][] = [['up', '--task', 'served', '--json'], ['ls', '--json'], ['up', '--task', 'Bad Name'], ['down', 'ghost'], ['rm', 'served', '--force', '--json']];
+    for (const args of cases) {
+      const served = moat(args);
+      // The same command in a process of its own, for comparison (state-changing ones are undone first).
+      if (args[0] === 'up' && served.code === 0) expect(moat(['rm', '--force', 'served'], { MOAT_SERVER: 'off' }).code).toBe(0);
+      if (args[0] === 'rm' && served.code === 0) expect(moat(['up', '--task', 'served'], { MOAT_SERVER: 'off' }).code).toBe(0);
+      const alone = moat(args, { MOAT_SERVER: 'off' });
+      expect({ args, code: served.code, err: served.err }).toEqual({ args, code: alone.code, err: alone.err });
+      const normal = (text: string) => text.replace(/"(createdAt|baseCommit|syncedTip|image|creatorPid|containerId)": [^,\n]+/g, '"$1": "…"');
+      expect(normal(served.out)).toBe(normal(alone.out));
+    }
+    // Only the one server answered all of that: no second one was started.
+    expect(serverPids(join(scratch.root, 'run'))).toEqual(pids);
+
+    // Another environment is another server's: this one never runs its commands.
+    expect(moat(['ls'], { MOAT_OTHER: '1' }).code).toBe(0);
+    await eventually(async () => sockets().length, (n) => n === 2, 10_000);
+  });
+
+  it('never uses a socket directory another user could enter', () => {
+    const runtime = join(scratch.root, 'shared-run');
+    const dir = join(runtime, `moat-${process.getuid!()}`);
+    mkdirSync(dir, { recursive: true, mode: 0o777 });
+    chmodSync(dir, 0o777);
+    expect(moat(['ls'], { XDG_RUNTIME_DIR: runtime }).code).toBe(0);
+    expect(moat(['ls'], { XDG_RUNTIME_DIR: runtime }).code).toBe(0);
+    expect(readdirSync(dir)).toEqual([]);
   });
 });
