@@ -69,16 +69,22 @@ function loadBundle(file) {
 }
 
 /**
- * Short commands that neither read stdin nor need the terminal: a warm server may run them
- * (src/cli/server.ts). rm asks before discarding commits, so only a forced or --json rm goes there.
+ * Commands that need no terminal: a warm server may run them (src/cli/server.ts). rm asks before
+ * discarding commits, so only a forced or --json rm goes there; exec and run only without --tty.
  */
-const SERVED = new Set(['up', 'down', 'reset', 'ls', 'gc', 'rm']);
+const SERVED = new Set(['up', 'down', 'reset', 'ls', 'gc', 'rm', 'exec', 'run']);
+const STREAMING = new Set(['exec', 'run']);
 // Differ between shells of one session without changing what a command does.
 const VOLATILE = new Set(['PWD', 'OLDPWD', '_', 'SHLVL']);
 
 function servedCommand(argv) {
-  if (process.env.MOAT_SERVER === 'off' || !SERVED.has(argv[2])) return false;
-  return argv[2] !== 'rm' || argv.includes('-f') || argv.includes('--force') || argv.includes('--json');
+  const command = argv[2];
+  if (process.env.MOAT_SERVER === 'off' || !SERVED.has(command)) return false;
+  const options = argv.includes('--') ? argv.slice(3, argv.indexOf('--')) : argv.slice(3);
+  if (command === 'rm') return options.includes('-f') || options.includes('--force') || options.includes('--json');
+  if (command === 'exec') return !options.includes('-t') && !options.includes('--tty');
+  if (command === 'run') return !options.includes('--tty');
+  return true;
 }
 
 /** The socket of the server for exactly this build and environment, in a directory only this user can enter. */
@@ -106,9 +112,30 @@ function runOnServer(socketPath) {
     let started = false;
     let done = false;
     let pending = Buffer.alloc(0);
+    const frame = (type, body) => {
+      const head = Buffer.alloc(5);
+      head.writeUInt8(type, 0);
+      head.writeUInt32BE(body.length, 1);
+      socket.write(Buffer.concat([head, body]));
+    };
     socket.once('connect', () => {
       started = true;
-      socket.write(`${JSON.stringify({ argv: process.argv, cwd: process.cwd() })}\n`);
+      const stdinIsTTY = Boolean(process.stdin.isTTY);
+      socket.write(`${JSON.stringify({ argv: process.argv, cwd: process.cwd(), stdinIsTTY })}\n`);
+      if (!STREAMING.has(process.argv[2])) return;
+      // As in a process of its own: a terminal's stdin is left alone without --tty.
+      if (!stdinIsTTY) {
+        process.stdin.on('data', (chunk) => frame(1, chunk));
+        process.stdin.once('end', () => frame(2, Buffer.alloc(0)));
+      }
+      let interrupts = 0;
+      for (const signal of ['SIGINT', 'SIGTERM']) {
+        process.on(signal, () => {
+          interrupts += 1;
+          if (interrupts > 1) process.exit(130);
+          frame(4, Buffer.from(signal === 'SIGINT' ? 'INT' : 'TERM'));
+        });
+      }
     });
     socket.on('data', (chunk) => {
       pending = Buffer.concat([pending, chunk]);
@@ -123,6 +150,7 @@ function runOnServer(socketPath) {
         else if (type === 3) {
           done = true;
           socket.destroy();
+          process.stdin.pause();
           return resolve(body.readInt32BE(0));
         }
       }

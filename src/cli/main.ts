@@ -1,3 +1,4 @@
+import type { Readable, Writable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { Moat } from '../moat.js';
 import { MOAT_VERSION } from '../version.js';
@@ -13,17 +14,51 @@ export interface CliContext {
   output(json?: boolean): Output;
   moat(out: Output): Moat;
   setExit(code: number): void;
+  readonly io: CliIO;
 }
 
-/** Where a command's output goes and where it runs: the process's own, or a client's (see server.ts). */
+/**
+ * Where a command's input and output are and where it runs: this process's own, or, on the warm
+ * server (server.ts), a client's. A client's commands never get a terminal: those run in the client.
+ */
 export interface CliIO {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
+  stdout: Writable;
+  stderr: Writable;
+  stdin: Readable;
+  /** Is the caller's stdin a terminal (then a command without --tty does not read it). */
+  stdinIsTTY: boolean;
+  /** Ctrl-C or a TERM of the caller; returns the unsubscribe. */
+  onSignal(listener: (signal: 'INT' | 'TERM') => void): () => void;
+  /** Leave now (a second Ctrl-C). */
+  abort(code: number): void;
+  /** Is this the process's own terminal (raw mode and resizing are possible). */
+  local: boolean;
   cwd?: string;
 }
 
+function processIO(): CliIO {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    stdinIsTTY: Boolean(process.stdin.isTTY),
+    onSignal: (listener) => {
+      const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+        const handler = () => listener(signal === 'SIGINT' ? 'INT' : 'TERM');
+        process.on(signal, handler);
+        return [signal, handler] as const;
+      });
+      return () => {
+        for (const [signal, handler] of handlers) process.off(signal, handler);
+      };
+    },
+    abort: (code) => process.exit(code),
+    local: true,
+  };
+}
+
 /** Runs the CLI; returns the exit code (the child's for exec/run/shell). */
-export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   let exitCode: number = ExitCode.ok;
   let json = argv.includes('--json');
   const secrets = new Set<string>();
@@ -37,6 +72,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
     setExit: (code) => {
       exitCode = code;
     },
+    io,
   };
 
   const program = new Command('moat')

@@ -1,18 +1,27 @@
 import { createConnection, createServer, type Socket } from 'node:net';
 import { unlink, writeFile } from 'node:fs/promises';
+import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
 
 /**
- * The CLI kept warm: runs short commands (up, down, ls, …) for thin clients (bin/moat.js), so that
- * twenty parallel `moat up` do not pay twenty Node starts. A server only ever serves the
- * environment it was started with: the client picks the socket by a hash of its environment and
- * of this build, under a directory only its user can enter; each request brings just argv and cwd.
+ * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
+ * …) for thin clients (bin/moat.js), so that they do not each pay a Node start. A server only
+ * ever serves the environment it was started with: the client picks the socket by a hash of its
+ * environment and of this build, under a directory only its user can enter; each request brings
+ * just argv, cwd and whether the caller's stdin is a terminal.
  *
- * Wire format: one JSON line {argv, cwd} in; frames out, each a type byte (1 stdout, 2 stderr,
- * 3 exit), a 32-bit length and the bytes; the exit frame carries the status as a 32-bit integer.
+ * Wire format, after one JSON request line: frames of a type byte, a 32-bit length and the bytes.
+ * Server to client: 1 stdout, 2 stderr, 3 exit (a 32-bit status). Client to server: 1 stdin,
+ * 2 end of stdin, 4 a signal ("INT" or "TERM").
  */
-export const FRAME = { stdout: 1, stderr: 2, exit: 3 } as const;
+export const FRAME = { stdout: 1, stderr: 2, exit: 3, stdin: 1, stdinEnd: 2, signal: 4 } as const;
 const MAX_REQUEST_BYTES = 256 * 1024;
+
+interface Request {
+  argv: string[];
+  cwd: string;
+  stdinIsTTY: boolean;
+}
 
 export async function serve(socketPath: string, options: { idleSeconds: number }): Promise<void> {
   const server = createServer({ allowHalfOpen: true }, (connection) => void handle(connection));
@@ -35,10 +44,33 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     clearTimeout(idleTimer);
     try {
       const request = await readRequest(connection);
-      if (!request) return;
-      const stdout = frameWriter(connection, FRAME.stdout);
-      const stderr = frameWriter(connection, FRAME.stderr);
-      const code = await main(request.argv, { stdout, stderr, cwd: request.cwd }).catch(() => 70);
+      if (!request) {
+        connection.destroy();
+        return;
+      }
+      const stdin = new PassThrough();
+      const signals = new Set<(signal: 'INT' | 'TERM') => void>();
+      readFrames(connection, request.rest, (type, body) => {
+        if (type === FRAME.stdin) stdin.write(body);
+        else if (type === FRAME.stdinEnd) stdin.end();
+        else if (type === FRAME.signal) for (const listener of signals) listener(body.toString() === 'TERM' ? 'TERM' : 'INT');
+      });
+      // A client that went away sends nothing more.
+      connection.once('close', () => stdin.end());
+      const code = await main(request.argv, {
+        stdout: frameWriter(connection, FRAME.stdout),
+        stderr: frameWriter(connection, FRAME.stderr),
+        stdin,
+        stdinIsTTY: request.stdinIsTTY,
+        onSignal: (listener) => {
+          signals.add(listener);
+          return () => signals.delete(listener);
+        },
+        // The client leaves by itself at a second Ctrl-C; the command here finishes and is recorded.
+        abort: () => undefined,
+        local: false,
+        cwd: request.cwd,
+      }).catch(() => 70);
       const exit = Buffer.alloc(9);
       exit.writeUInt8(FRAME.exit, 0);
       exit.writeUInt32BE(4, 1);
@@ -79,7 +111,8 @@ async function listen(server: ReturnType<typeof createServer>, socketPath: strin
   return error === undefined;
 }
 
-function readRequest(connection: Socket): Promise<{ argv: string[]; cwd: string } | undefined> {
+/** The request line, and whatever the client sent after it. */
+function readRequest(connection: Socket): Promise<(Request & { rest: Buffer }) | undefined> {
   return new Promise((resolve) => {
     let data = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -87,11 +120,12 @@ function readRequest(connection: Socket): Promise<{ argv: string[]; cwd: string 
       const newline = data.indexOf(0x0a);
       if (newline < 0 && data.length < MAX_REQUEST_BYTES) return;
       connection.off('data', onData);
+      connection.pause();
       try {
-        const parsed = JSON.parse(data.subarray(0, newline).toString('utf8')) as { argv?: unknown; cwd?: unknown };
+        const parsed = JSON.parse(data.subarray(0, newline).toString('utf8')) as Partial<Request>;
         const argv = parsed.argv;
         if (!Array.isArray(argv) || !argv.every((a) => typeof a === 'string') || typeof parsed.cwd !== 'string') return resolve(undefined);
-        resolve({ argv: argv as string[], cwd: parsed.cwd });
+        resolve({ argv, cwd: parsed.cwd, stdinIsTTY: parsed.stdinIsTTY === true, rest: data.subarray(newline + 1) });
       } catch {
         resolve(undefined);
       }
@@ -102,14 +136,36 @@ function readRequest(connection: Socket): Promise<{ argv: string[]; cwd: string 
   });
 }
 
-/** A stream-like writer whose every write becomes one frame on the connection, in order. */
-function frameWriter(connection: Socket, type: number): NodeJS.WritableStream {
-  const write = (chunk: string | Uint8Array) => {
-    const body = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk);
-    const head = Buffer.alloc(5);
-    head.writeUInt8(type, 0);
-    head.writeUInt32BE(body.length, 1);
-    return connection.write(Buffer.concat([head, body]));
+function readFrames(connection: Socket, initial: Buffer, onFrame: (type: number, body: Buffer) => void): void {
+  let pending = initial;
+  const drain = () => {
+    while (pending.length >= 5) {
+      const length = pending.readUInt32BE(1);
+      if (pending.length < 5 + length) return;
+      const type = pending[0]!;
+      const body = pending.subarray(5, 5 + length);
+      pending = pending.subarray(5 + length);
+      onFrame(type, body);
+    }
   };
-  return { write, isTTY: false } as unknown as NodeJS.WritableStream;
+  connection.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    drain();
+  });
+  connection.on('error', () => undefined);
+  connection.resume();
+  drain();
+}
+
+/** Every write becomes one frame on the connection, in order. */
+function frameWriter(connection: Socket, type: number): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const head = Buffer.alloc(5);
+      head.writeUInt8(type, 0);
+      head.writeUInt32BE(chunk.length, 1);
+      if (!connection.destroyed) connection.write(Buffer.concat([head, chunk]));
+      done();
+    },
+  });
 }

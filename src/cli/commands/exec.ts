@@ -4,33 +4,28 @@ import type { ExecResult } from '../../service/exec.js';
 import type { CliContext } from '../main.js';
 import { assertNetworkMode } from '../../service/egress.js';
 
-/** Wires the terminal to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
-function terminalIO(tty: boolean): { io: ExecIO; restore: () => void } {
-  const stdin = process.stdin;
-  const attachStdin = tty || !stdin.isTTY;
-  if (tty && stdin.isTTY) stdin.setRawMode(true);
+/** Wires the caller to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
+function terminalIO(cli: CliContext, tty: boolean): { io: ExecIO; restore: () => void } {
+  const { stdin, stdinIsTTY } = cli.io;
+  const terminal = cli.io.local && tty && stdinIsTTY ? process.stdin : undefined;
+  const attachStdin = tty || !stdinIsTTY;
+  terminal?.setRawMode(true);
   const io: ExecIO = {
     stdin: attachStdin ? stdin : undefined,
-    stdout: process.stdout,
-    stderr: process.stderr,
+    stdout: cli.io.stdout,
+    stderr: cli.io.stderr,
     // Ctrl-C (or a TERM to moat) goes to the command; a second one leaves at once.
     onInterrupt: (listener) => {
       let count = 0;
-      const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
-        const handler = () => {
-          count += 1;
-          if (count > 1) process.exit(130);
-          listener(signal === 'SIGINT' ? 'INT' : 'TERM');
-        };
-        process.on(signal, handler);
-        return [signal, handler] as const;
+      return cli.io.onSignal((signal) => {
+        count += 1;
+        if (count > 1) cli.io.abort(130);
+        else listener(signal);
       });
-      return () => {
-        for (const [signal, handler] of handlers) process.off(signal, handler);
-      };
     },
     size: () => ({ rows: process.stdout.rows ?? 24, columns: process.stdout.columns ?? 80 }),
     onResize: (listener) => {
+      if (!cli.io.local) return () => undefined;
       process.stdout.on('resize', listener);
       return () => process.stdout.off('resize', listener);
     },
@@ -38,7 +33,7 @@ function terminalIO(tty: boolean): { io: ExecIO; restore: () => void } {
   return {
     io,
     restore: () => {
-      if (tty && stdin.isTTY) stdin.setRawMode(false);
+      terminal?.setRawMode(false);
       stdin.pause();
     },
   };
@@ -67,7 +62,7 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('--no-sync', 'do not bring commits home afterwards')
     .addHelpText('after', '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c')
     .action(async (task: string, command: string[], opts: { tty?: boolean; workdir?: string; sync: boolean }) => {
-      const { io, restore } = terminalIO(Boolean(opts.tty));
+      const { io, restore } = terminalIO(cli, Boolean(opts.tty));
       try {
         const result = await cli.moat(cli.output(false)).exec(task, stripDashes(command), io, { tty: opts.tty, workdir: opts.workdir, sync: opts.sync });
         cli.setExit(report(cli, result));
@@ -83,11 +78,11 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('--bash', 'a plain shell even in an agent template')
     .addHelpText('after', '\nExamples:\n  moat shell fix-login\n  moat up -t codex --task cx && moat shell cx   # Codex\'s own TUI, sandboxed')
     .action(async (task: string, opts: { bash?: boolean }) => {
-      const { io, restore } = terminalIO(true);
+      const { io, restore } = terminalIO(cli, true);
       try {
         const moat = cli.moat(cli.output(false));
         const command = opts.bash ? ['bash', '-l'] : await moat.interactiveCommand(task);
-        const result = await moat.exec(task, command, io, { tty: Boolean(process.stdin.isTTY) });
+        const result = await moat.exec(task, command, io, { tty: cli.io.stdinIsTTY });
         cli.setExit(report(cli, result));
       } finally {
         restore();
@@ -109,7 +104,7 @@ export function registerExec(program: Command, cli: CliContext): void {
     .addHelpText('after', '\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"')
     .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean; network?: string; allow: string[]; env: string[] }) => {
       const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
-      const { io, restore } = terminalIO(Boolean(opts.tty));
+      const { io, restore } = terminalIO(cli, Boolean(opts.tty));
       try {
         const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty, rm: opts.rm, network, allow: opts.allow, env: opts.env });
         if (result.removed) cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}) and was removed: it left no work`);
@@ -130,12 +125,12 @@ export function registerAgent(program: Command, cli: CliContext): void {
     .option('-t, --template <name>', 'template of a new task (default: moat.yaml, your config, or shell)')
     .addHelpText('after', '\nExamples:\n  OPENAI_API_KEY=… moat agent -t codex "fix the failing test"\n  moat agent --task fix-login "now add a test for it"')
     .action(async (prompt: string, opts: { task?: string; template?: string }) => {
-      const { io, restore } = terminalIO(false);
+      const { io, restore } = terminalIO(cli, false);
       try {
         const result = await cli.moat(cli.output(false)).agent(prompt, io, { task: opts.task, template: opts.template });
         const out = cli.output(false);
         out.note(`task ${result.task} on ${result.branch}: agent exited ${result.exitCode}; egress ${result.egress.allowed} allowed, ${result.egress.denied} denied`);
-        if (result.diffStat) process.stderr.write(`${result.diffStat}\n`);
+        if (result.diffStat) cli.io.stderr.write(`${result.diffStat}\n`);
         cli.setExit(report(cli, result));
       } finally {
         restore();
