@@ -14,16 +14,30 @@ const GIB = 1024 ** 3;
 const transferBytes = Number(process.env.BENCH_BYTES ?? GIB);
 const latencyRounds = Number(process.env.BENCH_LATENCY_ROUNDS ?? 400);
 const concurrent = Number(process.env.BENCH_CONNECTIONS ?? 1000);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const dir = mkdtempSync(join(tmpdir(), 'moat-gw-bench-'));
 // squid drops to its own user after start: it must be able to read its files here.
 chmodSync(dir, 0o755);
 
-// Upstream, over TLS as real egress is: sinks what it is sent (throughput), and answers "pong"
-// to each "ping" (latency). Every path carries the same TLS bytes; the proxies only splice them.
+// Upstream, over TLS as real egress is: sinks what it is sent (upload), sends the transfer size
+// on "get" (download), and answers "pong" to each "ping" (latency). Every path carries the same
+// TLS bytes; the proxies only splice them.
 execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-subj', '/CN=bench.test', '-days', '1'], { stdio: 'ignore' });
 const upstream = createTlsServer({ key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) }, (socket) => {
   socket.on('data', (chunk) => {
     if (chunk.length === 4 && chunk.toString() === 'ping') socket.write('pong');
+    if (chunk.length === 3 && chunk.toString() === 'get') {
+      const block = Buffer.alloc(1024 * 1024, 7);
+      let sent = 0;
+      const pump = () => {
+        while (sent < transferBytes) {
+          sent += block.length;
+          if (!socket.write(block)) return socket.once('drain', pump);
+        }
+        socket.end();
+      };
+      pump();
+    }
   });
   socket.on('error', () => undefined);
 });
@@ -99,6 +113,19 @@ async function throughput(open) {
   return transferBytes / (Number(process.hrtime.bigint() - start) / 1e9);
 }
 
+async function download(open) {
+  const s = await open();
+  const start = process.hrtime.bigint();
+  let received = 0;
+  await new Promise((resolve) => {
+    s.on('data', (chunk) => (received += chunk.length));
+    s.once('end', resolve);
+    s.write('get');
+  });
+  s.destroy();
+  return received / (Number(process.hrtime.bigint() - start) / 1e9);
+}
+
 async function latency(open) {
   const samples = [];
   for (let i = 0; i < latencyRounds; i += 1) {
@@ -124,11 +151,13 @@ async function held(open) {
 }
 
 const rows = {};
-for (const name of Object.keys(routes)) rows[name] = { throughput: [], p50: [], p99: [], errors: 0 };
-// Alternate the three paths, two rounds each.
-for (let round = 0; round < 2; round += 1) {
+for (const name of Object.keys(routes)) rows[name] = { throughput: [], download: [], p50: [], p99: [], errors: 0 };
+// Alternate the three paths, round after round: loopback throughput on two cores swings by tens of
+// percent between runs, so one round each would say more about the moment than about the proxy.
+for (let round = 0; round < rounds; round += 1) {
   for (const [name, open] of Object.entries(routes)) {
     rows[name].throughput.push(await throughput(open));
+    rows[name].download.push(await download(open));
     const l = await latency(open);
     rows[name].p50.push(l.p50);
     rows[name].p99.push(l.p99);
@@ -138,15 +167,16 @@ for (const [name, open] of Object.entries(routes)) rows[name].errors = await hel
 
 const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const direct = rows.direct;
-console.log(`loopback, ${(transferBytes / GIB).toFixed(2)} GiB per transfer, ${latencyRounds} connect+ping rounds, ${concurrent} concurrent connections`);
-console.log('| path | throughput MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' + concurrent + ' |');
-console.log('|---|---|---|---|---|---|---|');
+console.log(`loopback, ${rounds} alternating rounds of: ${(transferBytes / GIB).toFixed(2)} GiB transfer, ${latencyRounds} connect+ping; then ${concurrent} concurrent connections; medians`);
+console.log('| path | upload MiB/s | x direct | download MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' + concurrent + ' |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const [name, r] of Object.entries(rows)) {
-  const t = med(r.throughput) / 1024 ** 2;
-  console.log(`| ${name} | ${t.toFixed(0)} | ${(med(r.throughput) / med(direct.throughput)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(direct.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
+  const up = med(r.throughput);
+  const down = med(r.download);
+  console.log(`| ${name} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(direct.throughput)).toFixed(2)} | ${(down / 1024 ** 2).toFixed(0)} | ${(down / med(direct.download)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(direct.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
 }
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
+writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
 squid.kill('SIGKILL');
 gatewayProcess.kill();
 upstream.close();

@@ -44,7 +44,7 @@ export class EgressGateway extends SecretPaths {
     // Resolve and connect while the client sends its ClientHello (as a plain proxy would): the
     // name is allowed and the address is guarded, and not a byte goes upstream before the server
     // name is checked. A refused hello closes the early connection unused.
-    const early = this.choose(channel, target, attempt.port).then(async (chosen) => ('denied' in chosen ? { chosen, upstream: undefined } : { chosen, upstream: await this.dial(chosen.ip, attempt.port) }));
+    const early = this.choose(channel, target, attempt.port).then(async (chosen) => ('denied' in chosen ? { chosen, upstream: undefined } : { chosen, upstream: await this.dial(chosen.ip, attempt.port, { relay: true }) }));
     const drop = () => void early.then(({ upstream }) => upstream?.destroy(), () => undefined);
     const hello = await this.readHello(client, head.rest);
     if (hello.kind !== 'sni') {
@@ -153,7 +153,7 @@ export class EgressGateway extends SecretPaths {
       return this.finish(channel, attempt, false, chosen.denied);
     }
     attempt.address = formatIp(chosen.ip);
-    const upstream = await this.dial(chosen.ip, attempt.port);
+    const upstream = await this.dial(chosen.ip, attempt.port, { relay: true });
     if (!upstream) {
       client.destroy();
       return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
