@@ -1,6 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { Moat } from '../moat.js';
+import type { TaskPool } from '../service/task-pool.js';
 import { MOAT_VERSION } from '../version.js';
 import { ExitCode, MoatError } from '../errors.js';
 import { registerAgent, registerExec } from './commands/exec.js';
@@ -34,6 +35,8 @@ export interface CliIO {
   /** Is this the process's own terminal (raw mode and resizing are possible). */
   local: boolean;
   cwd?: string;
+  /** The warm server's tasks made ahead of time. */
+  pool?: TaskPool;
 }
 
 function processIO(): CliIO {
@@ -68,7 +71,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       return createOutput(json, () => secrets, io.stdout, io.stderr);
     },
     // The secret values this command reads are redacted from everything it prints, errors included.
-    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets, cwd: io.cwd }),
+    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets, cwd: io.cwd, pool: io.pool }),
     setExit: (code) => {
       exitCode = code;
     },

@@ -2,6 +2,7 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { unlink, writeFile } from 'node:fs/promises';
 import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
+import { TaskPool } from '../service/task-pool.js';
 
 /**
  * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
@@ -25,19 +26,30 @@ interface Request {
 
 export async function serve(socketPath: string, options: { idleSeconds: number }): Promise<void> {
   const server = createServer({ allowHalfOpen: true }, (connection) => void handle(connection));
+  const pool = new TaskPool();
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   const armIdle = () => {
     clearTimeout(idleTimer);
-    if (active === 0) idleTimer = setTimeout(() => shutDown(), options.idleSeconds * 1000).unref();
+    if (active > 0) return;
+    // Quiet now: make what the last commands will want next, then wait for the next client.
+    pool.makeWanted();
+    idleTimer = setTimeout(() => void shutDown(), options.idleSeconds * 1000);
   };
-  const shutDown = () => {
+  let stopping = false;
+  const shutDown = async () => {
+    if (stopping) return;
+    stopping = true;
+    clearTimeout(idleTimer);
     server.close();
-    void unlink(socketPath).catch(() => undefined);
-    void unlink(`${socketPath}.pid`).catch(() => undefined);
+    await unlink(socketPath).catch(() => undefined);
+    // Nothing made ahead outlives the server.
+    await pool.close();
+    await unlink(`${socketPath}.pid`).catch(() => undefined);
+    process.exit(0);
   };
-  process.once('SIGTERM', shutDown);
-  process.once('SIGINT', shutDown);
+  process.once('SIGTERM', () => void shutDown());
+  process.once('SIGINT', () => void shutDown());
 
   async function handle(connection: Socket): Promise<void> {
     active += 1;
@@ -70,6 +82,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         abort: () => undefined,
         local: false,
         cwd: request.cwd,
+        pool,
       }).catch(() => 70);
       const exit = Buffer.alloc(9);
       exit.writeUInt8(FRAME.exit, 0);

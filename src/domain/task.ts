@@ -2,8 +2,11 @@ import type { Limits } from './limits.js';
 import type { NetworkMode } from './egress-policy.js';
 import type { BoundSecret } from './bound-secret.js';
 
-/** Where a task is in its life. `creating` left behind by a crash is what `gc` collects. */
-export type TaskState = 'creating' | 'running' | 'stopped' | 'exited' | 'missing';
+/**
+ * Where a task is in its life. `creating` left behind by a crash is what `gc` collects; `pooled`
+ * is made ahead by the warm CLI server for the next `run`/`up` and is nobody's task until taken.
+ */
+export type TaskState = 'creating' | 'pooled' | 'running' | 'stopped' | 'exited' | 'missing';
 
 /** What moat records about a task on the host (never inside the sandbox, which the agent controls). */
 export interface TaskRecord {
@@ -42,8 +45,10 @@ export interface TaskRecord {
   user: { uid: number; gid: number };
   createdAt: string;
   state: TaskState;
-  /** Process that is creating the task, so `gc` can tell a crash from work in progress. */
+  /** Process that is creating the task (or keeps it pooled), so `gc` can tell a crash from work in progress. */
   creatorPid?: number;
+  /** For a pooled task: the shape of request it was made for. */
+  poolKey?: string;
   containerId?: string;
   /** Last values of kernel counters, so that a new OOM kill or pids hit can be told apart. */
   counters?: { oomKills: number; pidsMax: number };

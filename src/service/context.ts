@@ -3,6 +3,7 @@ import { resolvePaths, type MoatPaths } from '../config/paths.js';
 import { loadConfigFile } from '../config/load.js';
 import { effectiveConfig, type EffectiveConfig } from '../config/effective.js';
 import type { MoatConfig } from '../config/schema.js';
+import type { TaskPool } from './task-pool.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { findEngine } from '../engine/find-engine.js';
 import { TaskStore } from '../state/task-store.js';
@@ -21,6 +22,8 @@ export interface MoatOptions {
   hostUser?: { uid: number; gid: number };
   /** Where the secret values this context reads are collected, for redacting the caller's output. */
   secretValues?: Set<string>;
+  /** Tasks made ahead of time (the warm CLI server's); without one, every task is made on request. */
+  pool?: TaskPool;
 }
 
 export class MoatContext {
@@ -32,11 +35,15 @@ export class MoatContext {
   readonly hostUser: { uid: number; gid: number };
   /** Every secret value this context has read: all output passes through redaction of these. */
   readonly secretValues: Set<string>;
+  readonly pool?: TaskPool;
+  private readonly options: MoatOptions;
   private readonly engineFactory: () => Promise<ContainerEngine>;
   private enginePromise?: Promise<ContainerEngine>;
   private repoPromise?: Promise<UserRepository>;
 
   constructor(options: MoatOptions = {}) {
+    this.options = options;
+    this.pool = options.pool;
     this.cwd = options.cwd ?? process.cwd();
     this.env = options.env ?? process.env;
     this.paths = options.paths ?? resolvePaths(this.env);
@@ -46,6 +53,11 @@ export class MoatContext {
     this.hostUser = options.hostUser ?? { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000 };
     // dockerode loads only when a command needs the engine.
     this.engineFactory = options.engine ?? (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await findEngine(this.env)));
+  }
+
+  /** The same place and settings, for work that outlives the current command (it reports nowhere). */
+  detached(): MoatContext {
+    return new MoatContext({ ...this.options, cwd: this.cwd, env: this.env, paths: this.paths, progress: undefined, secretValues: new Set() });
   }
 
   /** The engine, found and checked once per context; a dead daemon fails here, before anything is made. */

@@ -4,6 +4,7 @@ import type { TaskRecord } from '../domain/task.js';
 import { UserRepository } from '../workspace/user-repo.js';
 import { mountedVolumes, releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
+import { poolRef } from './task-pool.js';
 
 export interface GcResult {
   removedContainers: string[];
@@ -31,19 +32,20 @@ function alive(pid: number | undefined): boolean {
 export async function gc(ctx: MoatContext): Promise<GcResult> {
   const engine = await ctx.engine();
   const result: GcResult = { removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] };
-  const records = await ctx.store.listAll();
+  const records = await ctx.store.listAll({ pooled: true });
 
-  const interrupted = records.filter((r) => r.state === 'creating' && !alive(r.creatorPid));
+  // Half-made tasks, and pooled ones whose server is gone.
+  const interrupted = records.filter((r) => (r.state === 'creating' || r.state === 'pooled') && !alive(r.creatorPid));
   for (const record of interrupted) {
-    await removeInterrupted(ctx, record);
-    result.removedTasks.push(record.name);
+    await discardTask(ctx, record);
+    if (record.state === 'creating') result.removedTasks.push(record.name);
   }
   const live = new Map(records.filter((r) => !interrupted.includes(r)).map((r) => [`${r.repoKey}/${r.name}`, r]));
 
   const owned = { [LABEL.home]: ctx.store.homeKey };
   for (const container of await engine.listContainers(owned)) {
     const record = live.get(`${container.labels[LABEL.repo]}/${container.labels[LABEL.task]}`);
-    const orphan = !record || container.labels[LABEL.role] === 'helper' || (container.labels[LABEL.role] === 'task' && record.containerId !== container.id && record.state !== 'creating');
+    const orphan = !record || container.labels[LABEL.role] === 'helper' || (container.labels[LABEL.role] === 'task' && record.containerId !== container.id && record.state !== 'creating' && record.state !== 'pooled');
     if (orphan) {
       await engine.removeContainer(container.id);
       result.removedContainers.push(container.name);
@@ -72,7 +74,8 @@ export async function gc(ctx: MoatContext): Promise<GcResult> {
   return result;
 }
 
-async function removeInterrupted(ctx: MoatContext, record: TaskRecord): Promise<void> {
+/** Removes a task that has no work yet: a half-made one, or a pooled one nobody took. */
+export async function discardTask(ctx: MoatContext, record: TaskRecord): Promise<void> {
   const engine = await ctx.engine();
   for (const container of await engine.listContainers({ [LABEL.home]: ctx.store.homeKey, [LABEL.repo]: record.repoKey, [LABEL.task]: record.name })) {
     await engine.removeContainer(container.id);
@@ -80,6 +83,7 @@ async function removeInterrupted(ctx: MoatContext, record: TaskRecord): Promise<
   const repo = await UserRepository.open(record.repoPath).catch(() => undefined);
   // Only while the branch is still at its base: a branch with commits is never thrown away.
   if (repo) await repo.deleteRef(`refs/heads/${taskBranch(record.name)}`, record.baseCommit);
+  if (repo) await repo.deleteRef(poolRef(record.name));
   await releaseVolume(ctx.store.taskDir(record.repoKey, record.name));
   await ctx.store.remove(record.repoKey, record.name);
 }

@@ -20,7 +20,10 @@ import { PassThrough } from 'node:stream';
 import { createTaskWorkspace } from '../workspace/task-workspace.js';
 import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
-import { startContainer, taskSpec } from './task-container.js';
+import { runningContainer, startContainer, taskSpec } from './task-container.js';
+import { discardTask } from './gc.js';
+import { poolKey, poolRef } from './task-pool.js';
+import type { UserRepository } from '../workspace/user-repo.js';
 
 export interface UpOptions {
   task?: string;
@@ -36,6 +39,8 @@ export interface UpOptions {
   devcontainer?: boolean;
   /** Private keys for the task's own ssh-agent, given by the user. */
   sshKeys?: string[];
+  /** Made ahead for the warm server's pool (see task-pool.ts): no branch yet, nobody's task. */
+  intoPool?: boolean;
 }
 
 /** Awaits all at once, but reports the first failure in the order given, whichever came first. */
@@ -70,7 +75,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const repo = await ctx.repo();
   const baseRef = options.base ?? 'HEAD';
   const branch = taskBranch(name);
-  const [config, baseCommit, existing] = await inOrder([ctx.effectiveConfig(repo), repo.resolveCommit(baseRef), repo.refValue(`refs/heads/${branch}`)] as const);
+  const [config, baseCommit, existing, userIdentity] = await inOrder([ctx.effectiveConfig(repo), repo.resolveCommit(baseRef), repo.refValue(`refs/heads/${branch}`), repo.userIdentity()] as const);
   if (existing) {
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
@@ -135,6 +140,25 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
   const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
 
+  const identity = { ...userIdentity, ...config.git };
+  // A request of the common shape (no network, no keys, the current HEAD) can take a task the
+  // warm server made ahead of time for exactly this shape, and asks for the next one.
+  const poolable = ctx.pool !== undefined && options.base === undefined && network === 'none' && secrets.bound.length === 0 && sshKeys.length === 0 && !dev && !config.limits.timeoutSeconds && !config.limits.idleSeconds;
+  const key = poolable
+    ? poolKey({ home: ctx.store.home, repoKey: repo.key, repoPath: repo.path, baseCommit, template, image, limits: config.limits, network, egress, templateEnv, flagEnv, mounts, user, disk, env, identity })
+    : undefined;
+  if (key && !options.intoPool) {
+    const pool = ctx.pool!;
+    const pooled = options.task === undefined ? pool.take(key) : undefined;
+    pool.want(key, async () => {
+      const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true });
+      return made.poolKey === key ? { name: made.name, discard: () => discardTask(ctx.detached(), made) } : undefined;
+    });
+    const claimed = pooled ? await claimPooled(ctx, repo, pooled, key) : undefined;
+    if (claimed) return claimed;
+  }
+  if (options.intoPool && !key) throw new MoatError('E_INTERNAL', 'this task cannot be pooled');
+
   const record: TaskRecord = {
     name,
     repoKey: repo.key,
@@ -156,9 +180,12 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     user,
     createdAt: new Date().toISOString(),
     disk,
-    state: 'creating',
+    state: options.intoPool ? 'pooled' : 'creating',
     creatorPid: process.pid,
+    ...(options.intoPool ? { poolKey: key } : {}),
   };
+  // A pooled task's workspace is fetched from a ref of its own: its branch comes when it is taken.
+  const sourceRef = options.intoPool ? poolRef(name) : `refs/heads/${branch}`;
   const rollback = new Rollback();
   try {
     await ctx.store.reserve(record);
@@ -166,16 +193,11 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     const workspacePath = ctx.store.workspacePath(record.repoKey, name);
     const taskDir = ctx.store.taskDir(record.repoKey, name);
     // Independent steps side by side; each one that happened is undone if any failed.
-    const [branchMade, volumeMade, identityRead] = await Promise.allSettled([
-      repo.createRef(`refs/heads/${branch}`, baseCommit),
-      createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none'),
-      repo.userIdentity(),
-    ]);
-    if (branchMade.status === 'fulfilled') rollback.add(() => repo.deleteRef(`refs/heads/${branch}`, baseCommit));
+    const [branchMade, volumeMade] = await Promise.allSettled([repo.createRef(sourceRef, baseCommit), createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none')]);
+    if (branchMade.status === 'fulfilled') rollback.add(() => repo.deleteRef(sourceRef, baseCommit));
     // Also after a failure half-way (an image made, its mount failed).
     rollback.add(() => releaseVolume(taskDir));
-    for (const step of [branchMade, volumeMade, identityRead]) if (step.status === 'rejected') throw step.reason;
-    const identity = { ...(identityRead as PromiseFulfilledResult<{ name?: string; email?: string }>).value, ...config.git };
+    for (const step of [branchMade, volumeMade]) if (step.status === 'rejected') throw step.reason;
     if (network !== 'none') {
       await openTaskEgress(ctx, record);
       rollback.add(() => removeTaskEgress(ctx, record));
@@ -187,7 +209,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     // exec, after `up` returns. So the clone and the container start overlap.
     await mkdir(workspacePath, { mode: 0o755 });
     const container = startContainer(engine, taskSpec(ctx, record, env));
-    const workspace = createTaskWorkspace({ repo, branch, baseCommit, path: workspacePath, identity, owner: user.uid === ctx.hostUser.uid ? undefined : user });
+    const workspace = createTaskWorkspace({ repo, branch, baseCommit, sourceRef, path: workspacePath, identity, owner: user.uid === ctx.hostUser.uid ? undefined : user });
     const [started, cloned] = await Promise.allSettled([container, workspace]);
     if (started.status === 'fulfilled') rollback.add(() => engine.removeContainer(started.value));
     if (started.status === 'rejected') throw started.reason;
@@ -196,14 +218,38 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec);
     if (dev?.postCreateCommand) await postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress);
     record.containerId = id;
-    record.state = 'running';
-    delete record.creatorPid;
+    if (options.intoPool) {
+      await repo.deleteRef(sourceRef, baseCommit);
+    } else {
+      record.state = 'running';
+      delete record.creatorPid;
+    }
     await ctx.store.save(record);
     return record;
   } catch (error) {
     await rollback.run();
     throw error;
   }
+}
+
+/**
+ * Makes a pooled task the caller's: its branch, its record. A pooled task that is not exactly
+ * what was asked for, or whose container has gone, is thrown away and the caller makes its own.
+ */
+async function claimPooled(ctx: MoatContext, repo: UserRepository, pooled: { name: string; discard: () => Promise<void> }, key: string): Promise<TaskRecord | undefined> {
+  const record = await ctx.store.get(repo.key, pooled.name).catch(() => undefined);
+  const engine = await ctx.engine();
+  const usable = record?.state === 'pooled' && record.poolKey === key && (await runningContainer(engine, record)) !== undefined;
+  if (!record || !usable || !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(() => true, () => false))) {
+    await pooled.discard().catch(() => undefined);
+    return undefined;
+  }
+  record.state = 'running';
+  record.createdAt = new Date().toISOString();
+  delete record.creatorPid;
+  delete record.poolKey;
+  await ctx.store.save(record);
+  return record;
 }
 
 /**

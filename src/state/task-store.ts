@@ -40,7 +40,7 @@ export class TaskStore {
 
   async require(repoKey: string, name: string): Promise<TaskRecord> {
     const record = await this.get(repoKey, name);
-    if (!record) throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(name)} in this repository`, { hint: 'list tasks with `moat ls`' });
+    if (!record || record.state === 'pooled') throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(name)} in this repository`, { hint: 'list tasks with `moat ls`' });
     return record;
   }
 
@@ -70,15 +70,16 @@ export class TaskStore {
     await rm(this.taskDir(repoKey, name), { recursive: true, force: true, maxRetries: 2 });
   }
 
-  async list(repoKey: string): Promise<TaskRecord[]> {
+  /** The tasks of a repository; pooled ones (nobody's yet) only when asked for. */
+  async list(repoKey: string, options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
     const dir = join(this.home, 'repos', repoKey, 'tasks');
     const names = await readdir(dir).catch(() => [] as string[]);
     const records = await Promise.all(names.map((name) => this.get(repoKey, name).catch(() => undefined)));
-    return records.filter((r): r is TaskRecord => r !== undefined).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    return records.filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || r.state !== 'pooled')).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
-  async listAll(): Promise<TaskRecord[]> {
+  async listAll(options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
     const repos = await readdir(join(this.home, 'repos')).catch(() => [] as string[]);
-    return (await Promise.all(repos.map((key) => this.list(key)))).flat();
+    return (await Promise.all(repos.map((key) => this.list(key, options)))).flat();
   }
 }

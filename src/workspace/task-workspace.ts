@@ -15,13 +15,16 @@ export async function createTaskWorkspace(input: {
   path: string;
   identity: { name?: string; email?: string };
   owner?: { uid: number; gid: number };
+  /** The user's ref to fetch the base from (default: the task branch). */
+  sourceRef?: string;
 }): Promise<void> {
   const { path, branch } = input;
+  const source = input.sourceRef ?? `refs/heads/${branch}`;
   await mkdir(path, { recursive: true, mode: 0o755 });
   await git(['init', '--quiet', `--initial-branch=${branch}`, path], { cwd: path });
   // Fetch packs objects over the local transport: no hardlinks into the user's object store
   // (CVE-2024-32020) and only the history of the base commit, not every branch and stash.
-  await git(['fetch', '--quiet', '--no-tags', '--update-head-ok', '--end-of-options', input.repo.path, `+refs/heads/${branch}:refs/heads/${branch}`], { cwd: path });
+  await git(['fetch', '--quiet', '--no-tags', '--update-head-ok', '--end-of-options', input.repo.path, `+${source}:refs/heads/${branch}`], { cwd: path });
   await git(['reset', '--quiet', '--hard', assertObjectId(input.baseCommit, 'base')], { cwd: path });
   const name = input.identity.name ?? 'moat agent';
   const email = input.identity.email ?? 'agent@moat.invalid';

@@ -25,6 +25,19 @@ export function serverPids(runtimeDir: string): number[] {
   return readdirSync(dir).filter((f) => f.endsWith('.sock.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8'))).filter((pid) => pid > 0);
 }
 
+/** Stops the CLI servers under a runtime directory and waits until they are gone. */
+export async function stopServers(runtimeDir: string): Promise<void> {
+  const pids = serverPids(runtimeDir);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+  for (let i = 0; i < 300 && pids.some((pid) => existsSync(`/proc/${pid}`)); i += 1) await new Promise((r) => setTimeout(r, 100));
+}
+
 export class Scratch {
   readonly root: string;
   readonly repo: string;
@@ -67,6 +80,9 @@ export class Scratch {
 
   /** Removes every engine resource this scratch home made, then the files. Runs on failure too. */
   async cleanup(): Promise<void> {
+    // Warm servers first, and wait for them: one stopping removes the tasks it made ahead, and one
+    // still running could make another after the containers below were removed.
+    await stopServers(join(this.root, 'run'));
     const moat = this.moats[0] ?? this.moat();
     const endpoint = await findEngine();
     const docker = new Docker({ socketPath: endpoint.socketPath });
@@ -78,13 +94,6 @@ export class Scratch {
       process.kill(Number(readFileSync(join(this.home, 'gateway', 'pid'), 'utf8')), 'SIGTERM');
     } catch {
       // none running
-    }
-    for (const pid of serverPids(join(this.root, 'run'))) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
     }
     // Capped task volumes a failed test left mounted.
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith(`${this.root}/`));

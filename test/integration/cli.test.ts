@@ -1,8 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import Docker from 'dockerode';
+import { findEngine } from '../../src/engine/find-engine.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { captureIO, eventually, gitIn, MOAT_BIN, Scratch, serverPids } from '../helpers/fixtures.js';
+import { captureIO, eventually, gitIn, MOAT_BIN, Scratch, serverPids, stopServers } from '../helpers/fixtures.js';
 
 /** The real binary, as a user runs it: exit codes, one-line errors with hints, --json. */
 describe('moat CLI', () => {
@@ -182,5 +184,80 @@ describe('the warm CLI server', () => {
     expect(moat(['ls'], { XDG_RUNTIME_DIR: runtime }).code).toBe(0);
     expect(moat(['ls'], { XDG_RUNTIME_DIR: runtime }).code).toBe(0);
     expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
+/** The warm server makes the next task ahead of time, and nothing of that outlives it or shows. */
+describe('tasks made ahead by the warm server', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+
+  function moat(args: string[], env: Record<string, string> = {}) {
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input: '' });
+    return { code: result.status, out: result.stdout, err: result.stderr };
+  }
+  const containers = async () => {
+    const docker = new Docker({ socketPath: (await findEngine()).socketPath });
+    return docker.listContainers({ all: true, filters: { label: [`moat.home=${scratch.moat().context.store.homeKey}`] } });
+  };
+  const taskDirs = () => {
+    const dir = join(scratch.home, 'repos');
+    return existsSync(dir) ? readdirSync(dir).flatMap((repo) => readdirSync(join(dir, repo, 'tasks'))) : [];
+  };
+
+  it('a second run takes a container started before it was asked for, and its work comes home', async () => {
+    expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n === 1, 10_000);
+    // The server now makes one ahead: nobody's task, so `ls` and commands by name do not see it.
+    expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    const [pooled] = await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
+    const pooledName = pooled!.Labels['moat.task']!;
+    expect(JSON.parse(moat(['ls', '--json']).out)).toEqual([]);
+    expect(moat(['exec', pooledName, '--', 'true']).code).toBe(6);
+    // gc in a process of its own leaves a live server's task alone.
+    expect(moat(['gc', '--json'], { MOAT_SERVER: 'off' }).code).toBe(0);
+    expect((await containers()).map((c) => c.Id)).toEqual([pooled!.Id]);
+
+    const asked = Date.now();
+    const run = moat(['run', '--', 'sh', '-c', 'echo made > ahead.txt && git add ahead.txt && git commit -qm ahead']);
+    expect(run.code, run.err).toBe(0);
+    expect(run.err).toContain(`task ${pooledName} finished`);
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', `moat/${pooledName}`)).toBe('ahead');
+    const record = (await scratch.moat().ls()).find((t) => t.name === pooledName);
+    expect(record).toMatchObject({ state: 'stopped', commits: 1 });
+    // The container the work ran in was there before the run was asked for.
+    expect(pooled!.Created * 1000).toBeLessThan(asked);
+  });
+
+  it('a request of another shape is not served by it, and stopping the server removes it all', async () => {
+    await eventually(containers, (list) => list.length === 1, 20_000);
+    const pooled = (await containers())[0]!;
+    // Different limits: a different sandbox, made on request.
+    scratch.writeConfig('limits:\n  pids: 300\n');
+    const other = moat(['run', '--rm', '--', 'true']);
+    expect(other.code, other.err).toBe(0);
+    expect(other.err).not.toContain(pooled.Labels['moat.task']);
+    expect((await containers()).map((c) => c.Id)).toContain(pooled.Id);
+    await stopServers(join(scratch.root, 'run'));
+    const left = await containers();
+    expect(left.map((c) => c.Id)).not.toContain(pooled.Id);
+    expect(left).toEqual([]);
+    // Only the tasks the user ran are left: none made ahead.
+    const records = await scratch.moat().ls();
+    expect(taskDirs().sort()).toEqual(records.map((r) => r.name).sort());
+    expect(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(scratch.home) && !records.some((r) => l.includes(`/${r.name}/`)))).toEqual([]);
+  });
+
+  it('after the server is killed, gc collects what it had made ahead', async () => {
+    const before = taskDirs();
+    expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n === 1, 10_000);
+    expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
+    for (const pid of serverPids(join(scratch.root, 'run'))) process.kill(pid, 'SIGKILL');
+    await eventually(async () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`)).length, (n) => n === 0, 10_000);
+    expect(moat(['gc', '--json'], { MOAT_SERVER: 'off' }).code).toBe(0);
+    expect(await containers()).toEqual([]);
+    expect(taskDirs().sort()).toEqual(before.sort());
   });
 });
