@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { serverEnv, settle, stopServers } from './warm-server.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const here = import.meta.dirname;
@@ -23,7 +24,7 @@ writeFileSync(join(repo, 'f'), 'x\n');
 execFileSync('git', ['init', '-q', repo]);
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml') };
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 writeFileSync(join(root, 'srt-settings.json'), JSON.stringify({ network: { allowedDomains: ['example.invalid'], deniedDomains: [] }, filesystem: { denyRead: [], allowWrite: [repo], denyWrite: [] } }));
 
 function timed(cmd, args, options = {}) {
@@ -39,7 +40,7 @@ const hardened = ['--network', 'none', '--read-only', '--cap-drop', 'ALL', '--se
 const devcontainerCleanup = () => spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=peers-bench) >/dev/null 2>&1']);
 
 const oneShot = {
-  'moat run --rm -- true': (i) => moat(['run', '--rm', '--task', `o${i}`, '--', 'true']),
+  'moat run --rm -- true': () => moat(['run', '--rm', '--', 'true']),
   'docker run --rm (same flags)': () => timed('docker', ['run', '--rm', ...hardened, image, 'true']),
   'devcontainer up + exec (then removed)': () => {
     const t = timed(process.execPath, [devcontainer, 'up', '--workspace-folder', repo, '--remove-existing-container']) + timed(process.execPath, [devcontainer, 'exec', '--workspace-folder', repo, 'true']);
@@ -55,7 +56,12 @@ const withNetwork = {
 
 function runGroup(group) {
   const samples = Object.fromEntries(Object.keys(group).map((k) => [k, []]));
-  for (let i = 0; i < rounds; i += 1) for (const [name, fn] of Object.entries(group)) samples[name].push(fn(i));
+  for (let i = 0; i < rounds; i += 1) {
+    for (const [name, fn] of Object.entries(group)) {
+      samples[name].push(fn(i));
+      settle();
+    }
+  }
   return samples;
 }
 const results = { 'one-shot, network off': runGroup(oneShot), 'one-shot, network through an allowlist': runGroup(withNetwork) };
@@ -67,6 +73,7 @@ const cleanup = () => {
   if (dockerId) spawnSync('docker', ['rm', '-f', dockerId], { stdio: 'ignore' });
   devcontainerCleanup();
   try { process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM'); } catch {}
+  stopServers(root);
   rmSync(root, { recursive: true, force: true });
 };
 process.on('exit', cleanup);

@@ -3,9 +3,10 @@
 // run so that both see the same machine state. Prints medians, spread and the ratio, and writes
 // bench/results/latest.json. Not a test: nothing here asserts a time.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { serverEnv, settle, stopServers } from './warm-server.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 15);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
@@ -17,22 +18,7 @@ execFileSync('git', ['init', '-q', repo]);
 writeFileSync(join(repo, 'file.txt'), 'x\n');
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
-// The CLI's warm server (bin/moat.js) keeps its socket under this run's own runtime directory.
-mkdirSync(join(root, 'run'), { mode: 0o700 });
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), XDG_RUNTIME_DIR: join(root, 'run') };
-/** Stops this run's warm server; it removes the tasks it made ahead before it exits. */
-function stopServer() {
-  const dir = join(root, 'run', `moat-${process.getuid()}`);
-  for (const file of existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.sock.pid')) : []) {
-    const pid = Number(readFileSync(join(dir, file), 'utf8'));
-    try {
-      process.kill(pid, 'SIGTERM');
-      while (existsSync(`/proc/${pid}`)) spawnSync('sleep', ['0.1']);
-    } catch {
-      // gone already
-    }
-  }
-}
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 
 function timed(cmd, args, options = {}) {
   const start = process.hrtime.bigint();
@@ -57,16 +43,13 @@ const scenarios = {
   'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
 };
 const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
-// Each measurement starts on a quiet machine: what either side does after it returns (docker's
-// own cleanup, the warm server making the next task ahead of time) never overlaps the next one.
-const settle = () => spawnSync('sleep', [process.env.BENCH_SETTLE ?? '0.5']);
 for (let i = 0; i < rounds; i += 1) {
   for (const [name, run] of Object.entries(scenarios)) {
     samples[name].push(run(i));
     settle();
   }
 }
-stopServer();
+stopServers(root);
 rmSync(root, { recursive: true, force: true });
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };

@@ -3,9 +3,10 @@
 // counted) — and twenty tasks started in parallel against twenty parallel `docker run -d` with
 // the same flags, alternating. Not a test: nothing asserts a time.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { serverEnv, serverPids, stopServers } from './warm-server.js';
 
 const idle = Number(process.env.BENCH_IDLE ?? 50);
 const parallel = Number(process.env.BENCH_PARALLEL ?? 20);
@@ -17,22 +18,12 @@ execFileSync('git', ['init', '-q', repo]);
 writeFileSync(join(repo, 'f'), 'x\n');
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
-// The CLI's warm server (bin/moat.js) keeps its socket under this run's own runtime directory.
-mkdirSync(join(root, 'run'), { mode: 0o700 });
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), XDG_RUNTIME_DIR: join(root, 'run') };
-const serverPids = () => {
-  const dir = join(root, 'run', `moat-${process.getuid()}`);
-  try {
-    return readdirSync(dir).filter((f) => f.endsWith('.sock.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8')));
-  } catch {
-    return [];
-  }
-};
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 // Whatever happens, leave nothing behind: this run's containers carry its home's label.
 const { TaskStore } = await import('../dist/state/task-store.js');
 const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
 process.on('exit', () => {
-  for (const pid of serverPids()) try { process.kill(pid, 'SIGTERM'); } catch {}
+  stopServers(root);
   spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) $(docker ps -aq --filter label=moat.task=scale) >/dev/null 2>&1`]);
   spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
   try { process.kill(Number(readFileSync(join(env.MOAT_HOME, 'gateway', 'pid'), 'utf8')), 'SIGTERM'); } catch {}
@@ -52,13 +43,13 @@ const gatewayPid = () => Number(readFileSync(join(env.MOAT_HOME, 'gateway', 'pid
 // Memory: one task starts the gateway (and the CLI's warm server); then 49 more. RSS of moat's
 // processes before and after.
 await moat(['up', '--task', 'idle-0']);
-for (let i = 0; i < 50 && serverPids().length === 0; i += 1) await new Promise((r) => setTimeout(r, 100));
-const moatRss = () => rssKiB(gatewayPid()) + serverPids().reduce((sum, pid) => sum + rssKiB(pid), 0);
+for (let i = 0; i < 50 && serverPids(root).length === 0; i += 1) await new Promise((r) => setTimeout(r, 100));
+const moatRss = () => rssKiB(gatewayPid()) + serverPids(root).reduce((sum, pid) => sum + rssKiB(pid), 0);
 const before = moatRss();
 for (let i = 1; i < idle; i += 1) await moat(['up', '--task', `idle-${i}`]);
 const after = moatRss();
 const perTaskMiB = (after - before) / 1024 / (idle - 1);
-console.log(`idle tasks: ${idle}; moat processes left running: ${1 + serverPids().length} (the gateway, the CLI's warm server), RSS ${(before / 1024).toFixed(1)} MiB with 1 task, ${(after / 1024).toFixed(1)} MiB with ${idle}`);
+console.log(`idle tasks: ${idle}; moat processes left running: ${1 + serverPids(root).length} (the gateway, the CLI's warm server), RSS ${(before / 1024).toFixed(1)} MiB with 1 task, ${(after / 1024).toFixed(1)} MiB with ${idle}`);
 console.log(`memory moat adds per task: ${perTaskMiB.toFixed(2)} MiB (goal <= 30 MiB; tasks with network none add no moat process at all)`);
 await Promise.all(Array.from({ length: idle }, (_, i) => moat(['rm', '--force', `idle-${i}`])));
 

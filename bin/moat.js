@@ -112,6 +112,7 @@ function runOnServer(socketPath) {
     let started = false;
     let done = false;
     let pending = Buffer.alloc(0);
+    const waiting = new Set();
     const frame = (type, body) => {
       const head = Buffer.alloc(5);
       head.writeUInt8(type, 0);
@@ -125,7 +126,13 @@ function runOnServer(socketPath) {
       if (!STREAMING.has(process.argv[2])) return;
       // As in a process of its own: a terminal's stdin is left alone without --tty.
       if (!stdinIsTTY) {
-        process.stdin.on('data', (chunk) => frame(1, chunk));
+        process.stdin.on('data', (chunk) => {
+          frame(1, chunk);
+          if (socket.writableNeedDrain) {
+            process.stdin.pause();
+            socket.once('drain', () => process.stdin.resume());
+          }
+        });
         process.stdin.once('end', () => frame(2, Buffer.alloc(0)));
       }
       let interrupts = 0;
@@ -145,8 +152,18 @@ function runOnServer(socketPath) {
         const type = pending[0];
         const body = pending.subarray(5, 5 + length);
         pending = pending.subarray(5 + length);
-        if (type === 1) process.stdout.write(body);
-        else if (type === 2) process.stderr.write(body);
+        if (type === 1 || type === 2) {
+          // A slow reader of our output slows the server's command down, not our memory.
+          const out = type === 1 ? process.stdout : process.stderr;
+          if (!out.write(body) && !waiting.has(out)) {
+            waiting.add(out);
+            socket.pause();
+            out.once('drain', () => {
+              waiting.delete(out);
+              if (waiting.size === 0) socket.resume();
+            });
+          }
+        }
         else if (type === 3) {
           done = true;
           socket.destroy();

@@ -63,15 +63,20 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       const stdin = new PassThrough();
       const signals = new Set<(signal: 'INT' | 'TERM') => void>();
       readFrames(connection, request.rest, (type, body) => {
-        if (type === FRAME.stdin) stdin.write(body);
-        else if (type === FRAME.stdinEnd) stdin.end();
+        // A command that reads slowly slows the client down, rather than filling this process.
+        if (type === FRAME.stdin && !stdin.write(body)) {
+          connection.pause();
+          stdin.once('drain', () => connection.resume());
+        } else if (type === FRAME.stdinEnd) stdin.end();
         else if (type === FRAME.signal) for (const listener of signals) listener(body.toString() === 'TERM' ? 'TERM' : 'INT');
       });
       // A client that went away sends nothing more.
       connection.once('close', () => stdin.end());
+      const stdout = frameWriter(connection, FRAME.stdout);
+      const stderr = frameWriter(connection, FRAME.stderr);
       const code = await main(request.argv, {
-        stdout: frameWriter(connection, FRAME.stdout),
-        stderr: frameWriter(connection, FRAME.stderr),
+        stdout,
+        stderr,
         stdin,
         stdinIsTTY: request.stdinIsTTY,
         onSignal: (listener) => {
@@ -84,6 +89,8 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         cwd: request.cwd,
         pool,
       }).catch(() => 70);
+      // Everything the command printed goes out before its status.
+      await Promise.all([stdout, stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
       const exit = Buffer.alloc(9);
       exit.writeUInt8(FRAME.exit, 0);
       exit.writeUInt32BE(4, 1);
@@ -170,15 +177,21 @@ function readFrames(connection: Socket, initial: Buffer, onFrame: (type: number,
   drain();
 }
 
-/** Every write becomes one frame on the connection, in order. */
+/** Every write becomes one frame on the connection, in order; a slow client holds the writer back. */
 function frameWriter(connection: Socket, type: number): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, done) {
       const head = Buffer.alloc(5);
       head.writeUInt8(type, 0);
       head.writeUInt32BE(chunk.length, 1);
-      if (!connection.destroyed) connection.write(Buffer.concat([head, chunk]));
-      done();
+      if (connection.destroyed || connection.write(Buffer.concat([head, chunk]))) return done();
+      const go = () => {
+        connection.off('drain', go);
+        connection.off('close', go);
+        done();
+      };
+      connection.on('drain', go);
+      connection.on('close', go);
     },
   });
 }

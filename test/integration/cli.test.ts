@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import Docker from 'dockerode';
 import { findEngine } from '../../src/engine/find-engine.js';
@@ -174,6 +175,19 @@ describe('the warm CLI server', () => {
     // Another environment is another server's: this one never runs its commands.
     expect(moat(['ls'], { MOAT_OTHER: '1' }).code).toBe(0);
     await eventually(async () => sockets().length, (n) => n === 2, 10_000);
+  });
+
+  it('carries large input and output unchanged, in order, with the command\'s status', async () => {
+    expect(moat(['up', '--task', 'pipes']).code).toBe(0);
+    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n >= 1, 10_000);
+    const input = randomBytes(8 * 1024 * 1024);
+    const result = spawnSync(process.execPath, [MOAT_BIN, 'exec', 'pipes', '--no-sync', '--', 'sh', '-c', 'sha256sum; head -c 4000000 /dev/zero; echo done >&2; exit 3'], { cwd: scratch.repo, env: scratch.env(), input, maxBuffer: 64 * 1024 * 1024 });
+    expect(result.status).toBe(3);
+    const digest = createHash('sha256').update(input).digest('hex');
+    expect(result.stdout.subarray(0, 64).toString()).toBe(digest);
+    expect(result.stdout.length).toBe(`${digest}  -\n`.length + 4_000_000);
+    expect(result.stderr.toString()).toBe('done\n');
+    expect(moat(['rm', '--force', 'pipes']).code).toBe(0);
   });
 
   it('never uses a socket directory another user could enter', () => {
