@@ -43,7 +43,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     clearTimeout(idleTimer);
     server.close();
     await unlink(socketPath).catch(() => undefined);
-    // Nothing made ahead outlives the server.
+    // Commands under way finish (a while at most: a stop is a stop), and nothing made ahead
+    // outlives the server.
+    for (let waited = 0; active > 0 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
     await pool.close();
     await unlink(`${socketPath}.pid`).catch(() => undefined);
     process.exit(0);

@@ -152,7 +152,10 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     const pooled = options.task === undefined ? pool.take(key) : undefined;
     pool.want(key, async () => {
       const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true });
-      return made.poolKey === key ? { name: made.name, discard: () => discardTask(ctx.detached(), made) } : undefined;
+      const discard = () => discardTask(ctx.detached(), made);
+      // The config or HEAD changed in between: made for a request nobody will make.
+      if (made.poolKey !== key) return void (await discard());
+      return { name: made.name, discard };
     });
     const claimed = pooled ? await claimPooled(ctx, repo, pooled, key) : undefined;
     if (claimed) return claimed;

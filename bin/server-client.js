@@ -1,0 +1,145 @@
+'use strict';
+// The thin client of the warm CLI server (src/cli/server.ts, which documents the wire format).
+const { createHash } = require('node:crypto');
+const { spawn } = require('node:child_process');
+const { lstatSync, mkdirSync, statSync, unlinkSync, writeFileSync } = require('node:fs');
+const { connect } = require('node:net');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
+
+/**
+ * Commands that need no terminal: a warm server may run them (src/cli/server.ts). rm asks before
+ * discarding commits, so only a forced or --json rm goes there; exec and run only without --tty.
+ */
+const SERVED = new Set(['up', 'down', 'reset', 'ls', 'gc', 'rm', 'exec', 'run']);
+const STREAMING = new Set(['exec', 'run']);
+// Differ between shells of one session without changing what a command does.
+const VOLATILE = new Set(['PWD', 'OLDPWD', '_', 'SHLVL']);
+
+function servedCommand(argv) {
+  const command = argv[2];
+  if (process.env.MOAT_SERVER === 'off' || !SERVED.has(command)) return false;
+  const options = argv.includes('--') ? argv.slice(3, argv.indexOf('--')) : argv.slice(3);
+  if (command === 'rm') return options.includes('-f') || options.includes('--force') || options.includes('--json');
+  if (command === 'exec') return !options.includes('-t') && !options.includes('--tty');
+  if (command === 'run') return !options.includes('--tty');
+  return true;
+}
+
+/** The socket of the server for exactly this build and environment, in a directory only this user can enter. */
+function serverSocket(bundle) {
+  const uid = process.getuid();
+  const info = statSync(bundle);
+  const env = Object.entries(process.env).filter(([key]) => !VOLATILE.has(key)).sort(([a], [b]) => (a < b ? -1 : 1));
+  const key = createHash('sha256').update(JSON.stringify([bundle, info.mtimeMs, info.size, process.execPath, process.version, uid, env])).digest('hex').slice(0, 32);
+  const dir = join(process.env.XDG_RUNTIME_DIR || tmpdir(), `moat-${uid}`);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (error) {
+    if (error.code !== 'EEXIST') return undefined;
+  }
+  const own = lstatSync(dir);
+  // Somebody else's directory (made first, in a shared /tmp) is never used.
+  if (!own.isDirectory() || own.uid !== uid || (own.mode & 0o077) !== 0) return undefined;
+  return join(dir, `${key}.sock`);
+}
+
+/** Runs the command on a warm server; undefined when none answers (then it runs here). */
+function runOnServer(socketPath) {
+  return new Promise((resolve) => {
+    const socket = connect(socketPath);
+    let started = false;
+    let done = false;
+    let pending = Buffer.alloc(0);
+    const waiting = new Set();
+    const frame = (type, body) => {
+      if (socket.destroyed) return;
+      const head = Buffer.alloc(5);
+      head.writeUInt8(type, 0);
+      head.writeUInt32BE(body.length, 1);
+      socket.write(Buffer.concat([head, body]));
+    };
+    socket.once('connect', () => {
+      started = true;
+      const stdinIsTTY = Boolean(process.stdin.isTTY);
+      socket.write(`${JSON.stringify({ argv: process.argv, cwd: process.cwd(), stdinIsTTY })}\n`);
+      if (!STREAMING.has(process.argv[2])) return;
+      // As in a process of its own: a terminal's stdin is left alone without --tty.
+      if (!stdinIsTTY) {
+        process.stdin.on('data', (chunk) => {
+          frame(1, chunk);
+          if (socket.writableNeedDrain) {
+            process.stdin.pause();
+            socket.once('drain', () => process.stdin.resume());
+          }
+        });
+        process.stdin.once('end', () => frame(2, Buffer.alloc(0)));
+      }
+      let interrupts = 0;
+      for (const signal of ['SIGINT', 'SIGTERM']) {
+        process.on(signal, () => {
+          interrupts += 1;
+          if (interrupts > 1) process.exit(130);
+          frame(4, Buffer.from(signal === 'SIGINT' ? 'INT' : 'TERM'));
+        });
+      }
+    });
+    socket.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5) {
+        const length = pending.readUInt32BE(1);
+        if (pending.length < 5 + length) break;
+        const type = pending[0];
+        const body = pending.subarray(5, 5 + length);
+        pending = pending.subarray(5 + length);
+        if (type === 1 || type === 2) {
+          // A slow reader of our output slows the server's command down, not our memory.
+          const out = type === 1 ? process.stdout : process.stderr;
+          if (!out.write(body) && !waiting.has(out)) {
+            waiting.add(out);
+            socket.pause();
+            out.once('drain', () => {
+              waiting.delete(out);
+              if (waiting.size === 0) socket.resume();
+            });
+          }
+        }
+        else if (type === 3) {
+          done = true;
+          socket.destroy();
+          process.stdin.pause();
+          return resolve(body.readInt32BE(0));
+        }
+      }
+    });
+    socket.on('error', () => {
+      if (!started) resolve(undefined);
+    });
+    socket.once('close', () => {
+      if (done) return;
+      if (!started) return resolve(undefined);
+      process.stderr.write('moat: error: the moat server ended before the command finished\n  hint: check the task with moat ls before running it again; MOAT_SERVER=off runs each command in its own process\n');
+      resolve(70);
+    });
+  });
+}
+
+/** Starts a server for the next commands, once: the first to take the start lock does it. */
+function startServer(socketPath) {
+  const lock = `${socketPath}.starting`;
+  try {
+    const stale = Date.now() - statSync(lock).mtimeMs > 10_000;
+    if (!stale) return;
+    unlinkSync(lock);
+  } catch {
+    // No lock: nobody is starting one.
+  }
+  try {
+    writeFileSync(lock, '', { flag: 'wx', mode: 0o600 });
+  } catch {
+    return;
+  }
+  spawn(process.execPath, [join(__dirname, 'moat.js'), '__serve', socketPath], { detached: true, stdio: 'ignore' }).unref();
+}
+
+module.exports = { runOnServer, servedCommand, serverSocket, startServer };
