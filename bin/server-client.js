@@ -16,9 +16,13 @@ const STREAMING = new Set(['exec', 'run']);
 // Differ between shells of one session without changing what a command does.
 const VOLATILE = new Set(['PWD', 'OLDPWD', '_', 'SHLVL']);
 
+// Paths the CLI reads from the environment; a relative one means something else in another directory.
+const PATH_VARIABLES = ['MOAT_HOME', 'MOAT_CONFIG', 'XDG_DATA_HOME', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME', 'XDG_RUNTIME_DIR', 'HOME'];
+
 function servedCommand(argv) {
   const command = argv[2];
   if (process.env.MOAT_SERVER === 'off' || !SERVED.has(command)) return false;
+  if (PATH_VARIABLES.some((name) => process.env[name] && !process.env[name].startsWith('/'))) return false;
   const options = argv.includes('--') ? argv.slice(3, argv.indexOf('--')) : argv.slice(3);
   if (command === 'rm') return options.includes('-f') || options.includes('--force') || options.includes('--json');
   if (command === 'exec') return !options.includes('-t') && !options.includes('--tty');

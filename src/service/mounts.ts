@@ -1,6 +1,6 @@
 import { realpath, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { MoatError } from '../errors.js';
 
 /** Host places that hold credentials or control the host: never shown to a sandbox, even if asked. */
@@ -11,12 +11,13 @@ const NEVER_ABSOLUTE = ['/', '/etc', '/root', '/home', '/var/run', '/run', '/pro
  * The user's read-only mounts, checked once at creation on their real paths: an existing folder,
  * not a credential store, no engine socket, nothing that contains the whole host.
  */
-export async function checkMounts(mounts: Array<{ source: string; target: string }>, home: string = homedir()): Promise<Array<{ source: string; target: string }>> {
+export async function checkMounts(mounts: Array<{ source: string; target: string }>, cwd: string, home: string = homedir()): Promise<Array<{ source: string; target: string }>> {
   const checked: Array<{ source: string; target: string }> = [];
   const targets = new Set<string>();
   for (const mount of mounts) {
     const fail = (why: string) => new MoatError('E_CONFIG_INVALID', `mounts: ${mount.source} -> ${mount.target}: ${why}`, { hint: 'mount package caches or data folders only; credentials reach a sandbox as bound secrets' });
-    const real = await realpath(mount.source).catch(() => undefined);
+    // Relative to where the command was given (the warm server runs elsewhere).
+    const real = await realpath(resolve(cwd, mount.source)).catch(() => undefined);
     if (!real || !(await stat(real)).isDirectory()) throw fail('not an existing folder');
     if (NEVER_ABSOLUTE.includes(real) || real === home) throw fail('too broad: it would show the host');
     const sensitive = NEVER.map((p) => join(home, p));

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { devcontainerBase } from './devcontainer.js';
 import { checkMounts } from './mounts.js';
@@ -130,8 +131,9 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
   if (secrets.bound.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
-  const mounts = await checkMounts(config.mounts);
-  const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? [])];
+  const mounts = await checkMounts(config.mounts, ctx.cwd);
+  // Key paths given on the command line are relative to where it was given (the warm server runs elsewhere).
+  const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? []).map((key) => (key.startsWith('~/') ? key : resolve(ctx.cwd, key)))];
   if (sshKeys.length > 0 && network === 'none') {
     throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
   }

@@ -190,6 +190,20 @@ describe('the warm CLI server', () => {
     expect(moat(['rm', '--force', 'pipes']).code).toBe(0);
   });
 
+  it('reads relative paths from where the command was given, not from where the server started', async () => {
+    const config = join(scratch.root, 'mounts.yaml');
+    writeFileSync(config, 'mounts:\n  - source: shared-cache\n    target: /opt/cache\n');
+    mkdirSync(join(scratch.repo, 'shared-cache'));
+    writeFileSync(join(scratch.repo, 'shared-cache', 'note'), 'from the repository\n');
+    const env = scratch.env({ MOAT_CONFIG: config });
+    // This environment's server starts in another directory.
+    spawnSync(process.execPath, [MOAT_BIN, 'ls'], { cwd: scratch.root, env });
+    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n >= 2, 10_000);
+    const run = spawnSync(process.execPath, [MOAT_BIN, 'run', '--rm', '--', 'cat', '/opt/cache/note'], { cwd: scratch.repo, env, encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toBe('from the repository\n');
+  });
+
   it('never uses a socket directory another user could enter', () => {
     const runtime = join(scratch.root, 'shared-run');
     const dir = join(runtime, `moat-${process.getuid!()}`);

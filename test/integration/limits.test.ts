@@ -133,8 +133,8 @@ describe('read-only mounts (package caches)', () => {
     expect(cap.out().trim().split('\n')).toEqual(['wheel', '1']);
     const { checkMounts } = await import('../../src/service/mounts.js');
     mkdirSync(`${scratch.root}/fakehome/.ssh`, { recursive: true });
-    await expect(checkMounts([{ source: `${scratch.root}/fakehome/.ssh`, target: '/home/agent/x' }], `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('credentials') });
-    await expect(checkMounts([{ source: `${scratch.root}/fakehome`, target: '/home/agent/x' }], `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('too broad') });
-    await expect(checkMounts([{ source: '/etc', target: '/opt/etc' }])).rejects.toMatchObject({ code: 'E_CONFIG_INVALID' });
+    await expect(checkMounts([{ source: `${scratch.root}/fakehome/.ssh`, target: '/home/agent/x' }], scratch.root, `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('credentials') });
+    await expect(checkMounts([{ source: `${scratch.root}/fakehome`, target: '/home/agent/x' }], scratch.root, `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('too broad') });
+    await expect(checkMounts([{ source: '/etc', target: '/opt/etc' }], scratch.root)).rejects.toMatchObject({ code: 'E_CONFIG_INVALID' });
   });
 });
