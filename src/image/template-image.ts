@@ -11,6 +11,7 @@ import { loadTemplate } from './template.js';
 
 /** Built-in templates ship in the package's templates/ folder. */
 export const BUILTIN_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
+const SANDBOX_USER_SCRIPT = join(BUILTIN_TEMPLATES_DIR, 'sandbox-user.sh');
 
 /** Where each template lives: the user's folders first, then the built-in ones. */
 export async function templateCatalog(userDirs: string[] = []): Promise<Map<string, string>> {
@@ -78,19 +79,22 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
     });
   }
   const files = await templateFiles(dir);
+  const sandboxUser = await readFile(SANDBOX_USER_SCRIPT);
   const hash = createHash('sha256');
-  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(spec.args ?? {})}\0`);
+  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(spec.args ?? {})}\0`).update(sandboxUser).update('\0');
   for (const file of files) hash.update(`${file}\0`).update(await readFile(join(dir, file))).update('\0');
   const tag = `moat-${request.template}:${hash.digest('hex').slice(0, 16)}`;
   if (await engine.imageId(tag)) return tag;
 
   request.onProgress?.(`building image ${tag} (template ${request.template} on ${request.baseImage})`);
-  // The build context: the template's files plus the host's CA bundle for the build's downloads.
+  // The build context: the template's files, the host's CA bundle for the build's downloads, and
+  // the step that makes the sandbox's user (one recipe for every template).
   const context = await mkdtemp(join(tmpdir(), 'moat-build-'));
   try {
     await cp(dir, context, { recursive: true });
     await writeFile(join(context, 'build-ca.pem'), await hostCaBundle(request.env ?? process.env));
-    await buildIn(engine, request, spec, context, [...files, 'build-ca.pem'], tag);
+    await writeFile(join(context, 'sandbox-user.sh'), sandboxUser);
+    await buildIn(engine, request, spec, context, [...files, 'build-ca.pem', 'sandbox-user.sh'], tag);
   } finally {
     await rm(context, { recursive: true, force: true });
   }
