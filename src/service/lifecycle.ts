@@ -31,12 +31,12 @@ export async function down(ctx: MoatContext, task: string, options: { captured?:
   // The container goes as soon as its work is read (while the work is brought home): the
   // sandbox holds nothing worth a graceful stop once the bundle is out.
   const containerId = record.containerId;
-  const sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: async () => (containerId ? engine.removeContainer(containerId) : undefined) });
-  let removed = false;
-  if (containerId) {
-    await engine.removeContainer(containerId);
-    removed = true;
-  }
+  let removal: Promise<void> | undefined;
+  const remove = () => (removal ??= containerId ? engine.removeContainer(containerId) : Promise.resolve());
+  // When the work could not be read, the container goes after the attempt all the same.
+  const sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: remove });
+  await remove();
+  const removed = containerId !== undefined;
   delete record.containerId;
   record.state = 'stopped';
   await ctx.store.save(record);
