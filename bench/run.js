@@ -39,6 +39,7 @@ const dockerArgs = ['run', '--rm', '--network', 'none', '--read-only', '--cap-dr
 
 const scenarios = {
   'moat run --rm -- true (task repo and branch created, run, synced, removed)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
+  'moat run --rm -- true, MOAT_POOL=off (warm server, nothing made ahead)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
   'moat run --rm -- true, MOAT_SERVER=off (own Node process, nothing made ahead)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
   'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
 };
@@ -55,11 +56,11 @@ rmSync(root, { recursive: true, force: true });
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
-const [moatRow, coldRow, dockerRow] = rows;
+const [moatRow, noPoolRow, coldRow, dockerRow] = rows;
 const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms |\n|---|---|---|---|');
 for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} |`);
-console.log(`ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`);
+console.log(`ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`);
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: moatRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }, null, 2));
+writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }, null, 2));

@@ -3,7 +3,8 @@
 // CommonJS (bin/package.json): an ES module entry costs every command the module loader's start.
 const { existsSync, rmSync } = require('node:fs');
 const { join } = require('node:path');
-const { loadBundle } = require('./code-cache.js');
+// The code cache loads only where the command runs here (a served one does not need it).
+const loadBundle = (file) => require('./code-cache.js').loadBundle(file);
 const { runOnServer, servedCommand, serverSocket, startServer } = require('./server-client.js');
 
 // A closed pipe (moat ls | head) is the reader's choice, not an error.

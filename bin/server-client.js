@@ -1,7 +1,6 @@
 'use strict';
 // The thin client of the warm CLI server (src/cli/server.ts, which documents the wire format).
 const { createHash } = require('node:crypto');
-const { spawn } = require('node:child_process');
 const { lstatSync, mkdirSync, statSync, unlinkSync, writeFileSync } = require('node:fs');
 const { connect } = require('node:net');
 const { tmpdir } = require('node:os');
@@ -143,7 +142,7 @@ function startServer(socketPath) {
   } catch {
     return;
   }
-  spawn(process.execPath, [join(__dirname, 'moat.js'), '__serve', socketPath], { detached: true, stdio: 'ignore' }).unref();
+  require('node:child_process').spawn(process.execPath, [join(__dirname, 'moat.js'), '__serve', socketPath], { detached: true, stdio: 'ignore' }).unref();
 }
 
 module.exports = { runOnServer, servedCommand, serverSocket, startServer };

@@ -26,14 +26,15 @@ interface Request {
 
 export async function serve(socketPath: string, options: { idleSeconds: number }): Promise<void> {
   const server = createServer({ allowHalfOpen: true }, (connection) => void handle(connection));
-  const pool = new TaskPool();
+  // MOAT_POOL=off: the warm server, but no task made ahead (no container waits in the background).
+  const pool = process.env.MOAT_POOL === 'off' ? undefined : new TaskPool();
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   const armIdle = () => {
     clearTimeout(idleTimer);
     if (active > 0) return;
     // Quiet now: make what the last commands will want next, then wait for the next client.
-    pool.makeWanted();
+    pool?.makeWanted();
     idleTimer = setTimeout(() => void shutDown(), options.idleSeconds * 1000);
   };
   let stopping = false;
@@ -46,7 +47,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     // Commands under way finish (a while at most: a stop is a stop), and nothing made ahead
     // outlives the server.
     for (let waited = 0; active > 0 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
-    await pool.close();
+    await pool?.close();
     await unlink(`${socketPath}.pid`).catch(() => undefined);
     process.exit(0);
   };
