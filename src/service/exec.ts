@@ -66,13 +66,13 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
     env.TERM = ctx.env.TERM && /^[a-zA-Z0-9._+-]{1,64}$/.test(ctx.env.TERM) ? ctx.env.TERM : 'xterm-256color';
     env.PATH = SANDBOX_PATH;
   }
-  // Without a TTY the engine passes no signal on: the command records its pid, and an interrupt
-  // of the caller is sent to it (with a TTY, Ctrl-C travels as a keystroke).
   const nonce = randomBytes(6).toString('hex');
-  // In the workspace's .git: the host reads it from the mount's source (cheaper than any engine
-  // call), and there it is on the task's capped volume and outside the working tree.
+  // The snapshot goes to the workspace's .git: the host reads it from the mount's source (cheaper
+  // than any engine call), and there it is on the task's capped volume and outside the working tree.
   const workName = `.git/moat-work-${nonce}`;
   const workFile = `${WORKSPACE_DIR}/${workName}`;
+  // Without a TTY the engine passes no signal on: the command records its pid, and an interrupt
+  // of the caller is sent to it (with a TTY, Ctrl-C travels as a keystroke).
   const forward = !options.tty && io.onInterrupt !== undefined;
   const pidFile = forward ? `/tmp/.moat-exec-${nonce}` : undefined;
   let command = cmd;

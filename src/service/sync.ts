@@ -49,8 +49,8 @@ timeout -s KILL 600 git -c core.hooksPath=/dev/null bundle create --quiet - $ref
 
 /**
  * Runs the user's command, then the snapshot, in one exec, and leaves the snapshot in a file of
- * the workspace's .git for the host to read through the engine: a second exec costs more than the
- * snapshot itself. The shell catches the signals meant for the command (its own process group's),
+ * the workspace's .git, which the host reads from the mount's source (read-confined.ts): a second
+ * exec costs more than the snapshot itself. The shell catches the signals meant for the command (its own process group's),
  * so an interrupted command is still followed by the snapshot; the status is the command's.
  * When the file is missing (a full disk, a fork bomb, a kill), the caller reads the work the
  * usual way.
