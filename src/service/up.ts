@@ -143,15 +143,16 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
 
   const identity = { ...userIdentity, ...config.git };
-  // A request of the common shape (no network, no keys, the current HEAD) can take a task the
-  // warm server made ahead of time for exactly this shape, and asks for the next one.
-  const poolable = ctx.pool !== undefined && options.base === undefined && network === 'none' && secrets.bound.length === 0 && sshKeys.length === 0 && !dev && !config.limits.timeoutSeconds && !config.limits.idleSeconds;
+  // A nameless request of the common shape (no network, no keys, the current HEAD) can take a task
+  // the warm server made ahead of time for exactly this shape, and asks for the next one. Named
+  // tasks neither take one nor cause one to be made.
+  const poolable = ctx.pool !== undefined && options.task === undefined && options.base === undefined && network === 'none' && secrets.bound.length === 0 && sshKeys.length === 0 && !dev && !config.limits.timeoutSeconds && !config.limits.idleSeconds;
   const key = poolable
     ? poolKey({ home: ctx.store.home, repoKey: repo.key, repoPath: repo.path, baseCommit, template, image, limits: config.limits, network, egress, templateEnv, flagEnv, mounts, user, disk, env, identity })
     : undefined;
   if (key && !options.intoPool) {
     const pool = ctx.pool!;
-    const pooled = options.task === undefined ? pool.take(key) : undefined;
+    const pooled = pool.take(key);
     pool.want(key, async () => {
       const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true });
       const discard = () => discardTask(ctx.detached(), made);
