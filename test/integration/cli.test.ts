@@ -233,9 +233,17 @@ describe('tasks made ahead by the warm server', () => {
     return existsSync(dir) ? readdirSync(dir).flatMap((repo) => readdirSync(join(dir, repo, 'tasks'))) : [];
   };
 
+  it('a named task neither takes one nor causes one to be made', async () => {
+    expect(moat(['run', '--rm', '--task', 'named-1', '--', 'true']).code).toBe(0);
+    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n === 1, 10_000);
+    expect(moat(['run', '--rm', '--task', 'named-2', '--', 'true']).code).toBe(0);
+    // Time enough for one to be made, were it wanted.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    expect(await containers()).toEqual([]);
+  });
+
   it('a second run takes a container started before it was asked for, and its work comes home', async () => {
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
-    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n === 1, 10_000);
     // The server now makes one ahead: nobody's task, so `ls` and commands by name do not see it.
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
     const [pooled] = await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
