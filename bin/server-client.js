@@ -1,5 +1,6 @@
 'use strict';
-// The thin client of the warm CLI server (src/cli/server.ts, which documents the wire format).
+// The thin client of the warm CLI server (src/cli/server.ts, which documents the wire format;
+// the frame layout here must match its frame()).
 const { createHash } = require('node:crypto');
 const { lstatSync, mkdirSync, statSync, unlinkSync, writeFileSync } = require('node:fs');
 const { connect } = require('node:net');

@@ -65,11 +65,16 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       }
       const stdin = new PassThrough();
       const signals = new Set<(signal: 'INT' | 'TERM') => void>();
+      let waitingForDrain = false;
       readFrames(connection, request.rest, (type, body) => {
         // A command that reads slowly slows the client down, rather than filling this process.
-        if (type === FRAME.stdin && !stdin.write(body)) {
+        if (type === FRAME.stdin && !stdin.write(body) && !waitingForDrain) {
+          waitingForDrain = true;
           connection.pause();
-          stdin.once('drain', () => connection.resume());
+          stdin.once('drain', () => {
+            waitingForDrain = false;
+            connection.resume();
+          });
         } else if (type === FRAME.stdinEnd) stdin.end();
         else if (type === FRAME.signal) for (const listener of signals) listener(body.toString() === 'TERM' ? 'TERM' : 'INT');
       });
@@ -94,11 +99,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       }).catch(() => 70);
       // Everything the command printed goes out before its status.
       await Promise.all([stdout, stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
-      const exit = Buffer.alloc(9);
-      exit.writeUInt8(FRAME.exit, 0);
-      exit.writeUInt32BE(4, 1);
-      exit.writeInt32BE(code, 5);
-      connection.end(exit);
+      const status = Buffer.alloc(4);
+      status.writeInt32BE(code, 0);
+      connection.end(frame(FRAME.exit, status));
     } catch {
       connection.destroy();
     } finally {
@@ -180,14 +183,19 @@ function readFrames(connection: Socket, initial: Buffer, onFrame: (type: number,
   drain();
 }
 
+/** One frame: its type, its length, its bytes. */
+function frame(type: number, body: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt8(type, 0);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
 /** Every write becomes one frame on the connection, in order; a slow client holds the writer back. */
 function frameWriter(connection: Socket, type: number): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, done) {
-      const head = Buffer.alloc(5);
-      head.writeUInt8(type, 0);
-      head.writeUInt32BE(chunk.length, 1);
-      if (connection.destroyed || connection.write(Buffer.concat([head, chunk]))) return done();
+      if (connection.destroyed || connection.write(frame(type, chunk))) return done();
       const go = () => {
         connection.off('drain', go);
         connection.off('close', go);
