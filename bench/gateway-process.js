@@ -1,12 +1,20 @@
 // The gateway as the benchmark runs it: a process of its own, like moat's gateway daemon, with a
-// policy that allows the benchmark's upstream name (mapped to loopback) and nothing else.
+// policy that allows the benchmark's upstream name (mapped to loopback) and nothing else. Like the
+// daemon, it serves a task's unix socket (for the socat relay) and takes listeners handed over
+// on the handover socket beside it.
 import { createServer } from 'node:net';
 import { EgressGateway } from '../dist/gateway/egress-gateway.js';
+import { fdPass, ListenerHandoff } from '../dist/gateway/listener-handoff.js';
 import { buildPolicy } from '../dist/domain/egress-policy.js';
 import { parseIp } from '../dist/domain/ip-address.js';
 
-const [socketPath] = process.argv.slice(2);
+const [socketPath, handoffPath] = process.argv.slice(2);
 const policy = buildPolicy('allowlist', ['bench.test', '127.0.0.1/32'], []);
 const gateway = new EgressGateway(async () => [parseIp('127.0.0.1')]);
-const server = createServer({ allowHalfOpen: true }, (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }).catch(() => client.destroy()));
-server.listen({ path: socketPath, backlog: 4096 }, () => process.send?.('ready'));
+const serve = (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }).catch(() => client.destroy());
+const server = createServer({ allowHalfOpen: true }, serve);
+await new Promise((resolve) => server.listen({ path: socketPath, backlog: 4096 }, resolve));
+const native = fdPass();
+if (!native) throw new Error('the native parts are not built (npm run build, with a C compiler)');
+await new ListenerHandoff(native, serve).listen(handoffPath);
+process.send?.('ready');

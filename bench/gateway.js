@@ -1,8 +1,13 @@
 // Egress gateway benchmark (issue 4): on loopback, side by side in one run, a direct connection,
-// moat's gateway (the real EgressGateway on a unix socket, as a sandbox reaches it) and Debian's
-// squid as a plain CONNECT proxy. Measures throughput of a 1 GiB transfer, added latency per
+// moat's gateway as a program in a sandbox reaches it, and Debian's squid as a plain CONNECT
+// proxy. moat's path is the one a sandbox uses: the program connects to the proxy port on its
+// loopback, where moat's helper has handed the listening socket to the gateway (the gateway
+// accepts it directly). A second moat row is the fallback for installs without the native parts:
+// the same port served by socat with the sandbox's own arguments, relaying to the unix socket. Measures throughput of a 1 GiB transfer, added latency per
 // request (p50, p99) and 1,000 concurrent connections held. Not a test: nothing asserts a time.
 import { execFileSync, fork, spawn } from 'node:child_process';
+import { sandboxSpec } from '../dist/domain/sandbox-spec.js';
+import { HANDOFF_BINARY } from '../dist/gateway/listener-handoff.js';
 import { createServer, connect } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -45,12 +50,25 @@ await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
 const upPort = upstream.address().port;
 const target = `bench.test:${upPort}`;
 
-// moat's gateway in a process of its own, as the daemon runs it (on a unix socket, resolving
-// bench.test to loopback, which the policy allows by CIDR). In the benchmark's own process it
-// would share an event loop with the client and the upstream, which flatters nobody fairly.
-const gatewaySocket = join(dir, 'gw.sock');
-const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket], { stdio: 'ignore' });
-await new Promise((resolve) => gatewayProcess.once('message', resolve));
+// moat's gateway in a process of its own, as the daemon runs it (resolving bench.test to
+// loopback, which the policy allows by CIDR). In the benchmark's own process it would share an
+// event loop with the client and the upstream, which flatters nobody fairly.
+const gatewaySocket = join(dir, 'p.sock');
+const handoffSocket = join(dir, 'h.sock');
+const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+await new Promise((resolve, reject) => {
+  gatewayProcess.once('message', resolve);
+  gatewayProcess.once('exit', () => reject(new Error('the gateway process failed')));
+});
+
+// The sandbox's side, with the arguments moat gives a task's container (its keep-alive), on
+// ports of their own: the helper that hands its listener over, and the socat relay.
+const keepAlive = sandboxSpec({ containerName: 'b', taskName: 'b', image: 'b', workspacePath: dir, uid: 1, gid: 1, limits: { timeoutSeconds: 0 }, env: {}, labels: {}, egressSocketDir: dir, handoffHelper: HANDOFF_BINARY }).command;
+const sandboxSide = (args, port) => args.map((a) => a.replace('/moat/egress', dir).replace('/moat/bin/moat-handoff', HANDOFF_BINARY).replace(/\b3128\b/, String(port)));
+const handoffPort = 32400 + Math.floor(Math.random() * 1000);
+const relayPort = handoffPort + 1000;
+const helper = spawn(HANDOFF_BINARY, sandboxSide(keepAlive.slice(1, keepAlive.indexOf('--')), handoffPort), { stdio: 'ignore' });
+const socat = spawn('socat', sandboxSide(keepAlive.slice(keepAlive.indexOf('--') + 2), relayPort), { stdio: 'ignore' });
 
 // squid as a plain CONNECT proxy on loopback.
 const squidPort = 31280 + Math.floor(Math.random() * 1000);
@@ -61,10 +79,12 @@ writeFileSync(join(dir, 'squid.conf'), [
 ].join('\n'));
 writeFileSync(join(dir, 'hosts'), '127.0.0.1 bench.test\n');
 const squid = spawn('squid', ['-N', '-f', join(dir, 'squid.conf')], { stdio: 'ignore' });
-for (let i = 0; i < 100; i += 1) {
-  const up = await new Promise((r) => { const s = connect(squidPort, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
-  if (up) break;
-  await new Promise((r) => setTimeout(r, 100));
+for (const port of [squidPort, handoffPort, relayPort]) {
+  for (let i = 0; i < 100; i += 1) {
+    const up = await new Promise((r) => { const s = connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
+    if (up) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 const secure = (socket) => new Promise((resolve, reject) => {
@@ -73,7 +93,8 @@ const secure = (socket) => new Promise((resolve, reject) => {
 });
 const routes = {
   direct: async () => secure(await new Promise((resolve, reject) => { const s = connect(upPort, '127.0.0.1', () => resolve(s)); s.on('error', reject); })),
-  'moat gateway': async () => secure(await tunnel(() => connect(gatewaySocket))),
+  'moat gateway': async () => secure(await tunnel(() => connect(handoffPort, '127.0.0.1'))),
+  'moat, socat relay': async () => secure(await tunnel(() => connect(relayPort, '127.0.0.1'))),
   squid: async () => secure(await tunnel(() => connect(squidPort, '127.0.0.1'))),
 };
 
@@ -178,6 +199,8 @@ for (const [name, r] of Object.entries(rows)) {
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
 squid.kill('SIGKILL');
+helper.kill('SIGKILL');
+socat.kill('SIGKILL');
 gatewayProcess.kill();
 upstream.close();
 rmSync(dir, { recursive: true, force: true });

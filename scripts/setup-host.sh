@@ -17,6 +17,8 @@ command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || [[ -x /s
 command -v ssh-agent >/dev/null 2>&1 || missing+=(openssh-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+# moat's native parts (scripts/build-native.mjs): a C compiler, and the C library to link statically.
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if ((${#missing[@]} > 0)); then
   if [[ $(id -u) -ne 0 ]]; then
     say "missing ${missing[*]}; install them as root: apt-get install ${missing[*]}"
@@ -45,7 +47,7 @@ if [[ ! -d node_modules ]]; then
   say "installing npm dependencies"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-if [[ ! -f dist/cli/main.js || -n "$(find src -newer dist/cli/main.js -name '*.ts' -print -quit 2>/dev/null)" ]]; then
+if [[ ! -f dist/cli/main.js || -n "$(find src native -newer dist/cli/main.js \( -name '*.ts' -o -name '*.c' \) -print -quit 2>/dev/null)" ]]; then
   say "building moat"
   npm run build --silent
 fi

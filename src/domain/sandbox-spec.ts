@@ -19,6 +19,8 @@ export interface ContainerSpec {
   workspaceMount: { source: string; target: string };
   /** With a network: the directory holding the gateway's socket, read-only. */
   egressMount?: { source: string; target: string };
+  /** With a network: moat's helper that hands the sandbox's proxy socket to the gateway, read-only. */
+  helperMount?: { source: string; target: string };
   /** The task's own ssh-agent socket folder, read-only. */
   sshMount?: { source: string; target: string };
   /** Folders the user granted, read-only (package caches and the like). */
@@ -47,14 +49,21 @@ export interface SandboxInput {
   labels: Record<string, string>;
   /** Host directory with the gateway's socket, when the task has a network. */
   egressSocketDir?: string;
+  /** Host path of moat's handover helper (native/handoff.c), when this install built it. */
+  handoffHelper?: string;
   /** Host directory with the task's ssh-agent socket. */
   sshAgentDir?: string;
   readOnlyMounts?: Array<{ source: string; target: string }>;
 }
 
-/** Where programs in the sandbox find the gateway: a relay on loopback to the socket. */
+/**
+ * Where programs in the sandbox find the gateway: a socket on the sandbox's own loopback that the
+ * gateway accepts on (handed over by moat's helper), or, where the helper was not built, a relay
+ * from that port to the gateway's unix socket.
+ */
 export const PROXY_PORT = 3128;
 const EGRESS_TARGET = '/moat/egress';
+const HELPER_TARGET = '/moat/bin/moat-handoff';
 
 /**
  * The hardening every task gets. Nothing here is configurable upward: limits come from the
@@ -73,8 +82,9 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     // still has no network interface, so programs that ignore the proxy variables get nowhere.
     // A time limit wraps it in `timeout`: when it fires, the container's main process ends and the
     // kernel ends every process in it. Killing `timeout` early only stops the task sooner.
-    command: keepAlive(limits, input.egressSocketDir !== undefined),
+    command: keepAlive(limits, input.egressSocketDir === undefined ? 'none' : input.handoffHelper ? 'handoff' : 'relay'),
     egressMount: input.egressSocketDir ? { source: input.egressSocketDir, target: EGRESS_TARGET } : undefined,
+    helperMount: input.egressSocketDir && input.handoffHelper ? { source: input.handoffHelper, target: HELPER_TARGET } : undefined,
     sshMount: input.sshAgentDir ? { source: input.sshAgentDir, target: '/moat/ssh' } : undefined,
     readOnlyMounts: input.readOnlyMounts ?? [],
     env: {
@@ -123,8 +133,11 @@ export const IDLE_EXIT = 3;
  * moat runs, or one the agent left running); after `idleSeconds` without one it exits, and the
  * kernel ends the task. Killing it early only stops the task sooner.
  */
-function keepAlive(limits: Limits, egress: boolean): string[] {
-  const relay = ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`];
+function keepAlive(limits: Limits, way: 'none' | 'handoff' | 'relay'): string[] {
+  const egress = way !== 'none';
+  const socat = ['socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork,backlog=4096`, `UNIX-CONNECT:${EGRESS_TARGET}/p.sock`];
+  // The helper falls back to the relay itself if the gateway cannot take its socket.
+  const relay = way === 'handoff' ? [HELPER_TARGET, `${EGRESS_TARGET}/h.sock`, String(PROXY_PORT), '--', ...socat] : socat;
   const timeout = limits.timeoutSeconds > 0 ? ['timeout', '-s', 'KILL', String(limits.timeoutSeconds)] : [];
   const idle = limits.idleSeconds ?? 0;
   if (idle <= 0) return [...timeout, ...(egress ? relay : ['sleep', 'infinity'])];

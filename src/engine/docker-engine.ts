@@ -113,7 +113,7 @@ export class DockerEngine implements ContainerEngine {
         HostConfig: {
           Mounts: [
             { Type: 'bind', Source: spec.workspaceMount.source, Target: spec.workspaceMount.target, ReadOnly: false, BindOptions: { Propagation: 'rprivate' } },
-            ...[spec.egressMount, spec.sshMount, ...spec.readOnlyMounts].filter((m) => m !== undefined).map((m) => ({ Type: 'bind' as const, Source: m.source, Target: m.target, ReadOnly: true, BindOptions: { Propagation: 'rprivate' as const } })),
+            ...[spec.egressMount, spec.helperMount, spec.sshMount, ...spec.readOnlyMounts].filter((m) => m !== undefined).map((m) => ({ Type: 'bind' as const, Source: m.source, Target: m.target, ReadOnly: true, BindOptions: { Propagation: 'rprivate' as const } })),
           ],
           Tmpfs: spec.tmpfs,
           ReadonlyRootfs: spec.readOnlyRoot,

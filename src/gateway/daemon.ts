@@ -1,10 +1,11 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
 import { appendAudit } from './audit.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
-import type { TaskEgressFile } from './task-egress.js';
+import { HANDOFF_NAME, type TaskEgressFile } from './task-egress.js';
+import { fdPass, ListenerHandoff } from './listener-handoff.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
 import { leafFor, type TaskCa } from './task-ca.js';
 
@@ -25,8 +26,13 @@ const gateway = new EgressGateway(systemResolver(dnsServers), 10_000, extraCa);
 /** Secret values per task socket: in memory only, handed over by moat on the control socket. */
 const secretValues = new Map<string, Record<string, string>>();
 
+/** Without the addon there is no handover: sandboxes then relay to the task's socket (socat). */
+const native = fdPass();
+
 interface Listener {
   server: Server;
+  /** Where the sandbox hands over the listener it made on its own loopback. */
+  handoff?: ListenerHandoff;
   file: string;
   cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[]; ca?: TaskCa };
 }
@@ -74,22 +80,19 @@ async function reload(): Promise<number> {
   for (const [socket, listener] of listeners) {
     if (!wanted.has(socket)) {
       listener.server.close();
+      listener.handoff?.close();
       listeners.delete(socket);
-      try {
-        unlinkSync(socket);
-      } catch {
-        // already gone
-      }
+      removeSockets(socket);
     }
   }
   for (const [socket, file] of wanted) {
     if (listeners.has(socket)) continue;
     const owner = (JSON.parse(readFileSync(file, 'utf8')) as TaskEgressFile).user;
     mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
-    if (existsSync(socket)) unlinkSync(socket);
+    removeSockets(socket);
     // Half-open connections pass through: a client that has sent everything (FIN) still gets its answer.
     const listener: Listener = { server: createServer({ allowHalfOpen: true }), file };
-    listener.server.on('connection', (client) => {
+    const serve = (client: Socket) => {
       const now = current(listener);
       const values = () => secretValues.get(socket) ?? {};
       void gateway
@@ -102,19 +105,42 @@ async function reload(): Promise<number> {
           leaf: current(listener).ca ? (host) => leafFor(current(listener).ca!, host) : undefined,
         })
         .catch(() => client.destroy());
-    });
+    };
+    listener.server.on('connection', serve);
     await new Promise<void>((resolve, reject) => {
       listener.server.once('error', reject);
       // Unix sockets refuse connects past the backlog (no retry as with TCP): room for bursts.
       listener.server.listen({ path: socket, backlog: 4096 }, () => resolve());
     });
+    const paths = [socket];
+    if (native) {
+      listener.handoff = new ListenerHandoff(native, serve);
+      await listener.handoff.listen(handoffPath(socket));
+      paths.push(handoffPath(socket));
+    }
     // The sandbox's user alone may connect: another account on this host must not borrow the
     // task's grants (or its bound secrets) through the socket.
-    if (owner && process.getuid?.() === 0) chownSync(socket, owner.uid, owner.gid);
-    chmodSync(socket, 0o600);
+    for (const path of paths) {
+      if (owner && process.getuid?.() === 0) chownSync(path, owner.uid, owner.gid);
+      chmodSync(path, 0o600);
+    }
     listeners.set(socket, listener);
   }
   return listeners.size;
+}
+
+function handoffPath(socket: string): string {
+  return join(dirname(socket), HANDOFF_NAME);
+}
+
+function removeSockets(socket: string): void {
+  for (const path of [socket, handoffPath(socket)]) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  }
 }
 
 let idleTimer: NodeJS.Timeout | undefined;
@@ -160,13 +186,7 @@ setInterval(() => {
 }, 5_000).unref();
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
-    for (const socket of listeners.keys()) {
-      try {
-        unlinkSync(socket);
-      } catch {
-        // already gone
-      }
-    }
+    for (const socket of listeners.keys()) removeSockets(socket);
     process.exit(0);
   });
 }

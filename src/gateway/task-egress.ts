@@ -44,6 +44,8 @@ export function socketDir(home: string, repoKey: string, task: string): string {
 
 export const SANDBOX_SOCKET_DIR = '/moat/egress';
 export const SOCKET_NAME = 'p.sock';
+/** Beside it: where the sandbox hands the gateway its own listening socket (listener-handoff.ts). */
+export const HANDOFF_NAME = 'h.sock';
 
 export async function writeTaskEgress(taskDir: string, value: TaskEgressFile): Promise<void> {
   await mkdir(egressDir(taskDir), { recursive: true, mode: 0o700 });

@@ -5,6 +5,7 @@ import type { ContainerEngine } from '../engine/engine.js';
 import { MOAT_VERSION } from '../version.js';
 import type { MoatContext } from './context.js';
 import { socketDir } from '../gateway/task-egress.js';
+import { HANDOFF_BINARY, handoffBuilt } from '../gateway/listener-handoff.js';
 import { mountVolume } from '../workspace/task-volume.js';
 import { dirname } from 'node:path';
 
@@ -26,6 +27,7 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
     env,
     // Helpers only read the workspace: they never get the way out.
     egressSocketDir: record.network !== 'none' && role === 'task' ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
+    handoffHelper: handoffBuilt() ? HANDOFF_BINARY : undefined,
     sshAgentDir: role === 'task' ? record.sshAgentDir : undefined,
     readOnlyMounts: role === 'task' ? (record.mounts ?? []) : [],
     labels: { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template },

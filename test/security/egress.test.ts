@@ -147,6 +147,22 @@ describe('egress through the gateway', () => {
     expect(cap.out()).toContain('upstream saw /relay');
   });
 
+  it("the proxy port is the gateway's own socket, handed over by moat's helper: no relay runs in the sandbox", async () => {
+    const cap = captureIO();
+    await moat.exec('net', ['sh', '-c', 'ps -eo args'], cap.io, { sync: false });
+    expect(cap.out()).toContain('/moat/bin/moat-handoff /moat/egress/h.sock 3128');
+    expect(cap.out()).not.toMatch(/^socat/m);
+    expect((await curl('net', `http://allowed.test:${httpPort}/handed`)).out).toContain('upstream saw /handed');
+  });
+
+  it('a listener the agent hands over itself gains nothing, and the proxy port comes back after it', async () => {
+    const cap = captureIO();
+    await moat.exec('net', ['sh', '-c', `(timeout 3 /moat/bin/moat-handoff /moat/egress/h.sock 9998 &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9998 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9998 http://allowed.test:${httpPort}/own 2>&1; sleep 3`], cap.io, { sync: false });
+    expect(cap.out()).toContain('egress denied');
+    expect(cap.out()).toContain('upstream saw /own');
+    expect((await curl('net', `http://allowed.test:${httpPort}/after`)).out).toContain('upstream saw /after');
+  });
+
   it('moat deny and moat allow change a running task at once', async () => {
     await moat.changeEgress('net', { deny: ['allowed.test'] });
     expect((await curl('net', `http://allowed.test:${httpPort}/`)).out).toContain('egress denied');
@@ -167,9 +183,11 @@ describe('egress through the gateway', () => {
     const dirs = readdirSync(join(scratch.home, 's'));
     expect(dirs.length).toBeGreaterThan(0);
     for (const dir of dirs) {
-      const info = statSync(join(scratch.home, 's', dir, 'p.sock'));
-      expect(info.mode & 0o777).toBe(0o600);
-      expect(info.uid).toBe(process.getuid!() === 0 ? 1000 : process.getuid!());
+      for (const name of ['p.sock', 'h.sock']) {
+        const info = statSync(join(scratch.home, 's', dir, name));
+        expect(info.mode & 0o777).toBe(0o600);
+        expect(info.uid).toBe(process.getuid!() === 0 ? 1000 : process.getuid!());
+      }
     }
   });
 
