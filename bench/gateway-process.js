@@ -4,7 +4,8 @@
 // on the handover socket beside it.
 import { createServer } from 'node:net';
 import { EgressGateway } from '../dist/gateway/egress-gateway.js';
-import { fdPass, ListenerHandoff } from '../dist/gateway/listener-handoff.js';
+import { ListenerHandoff } from '../dist/gateway/listener-handoff.js';
+import { fdPass } from '../dist/gateway/native.js';
 import { buildPolicy } from '../dist/domain/egress-policy.js';
 import { parseIp } from '../dist/domain/ip-address.js';
 

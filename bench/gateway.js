@@ -7,7 +7,7 @@
 // request (p50, p99) and 1,000 concurrent connections held. Not a test: nothing asserts a time.
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { sandboxSpec } from '../dist/domain/sandbox-spec.js';
-import { HANDOFF_BINARY } from '../dist/gateway/listener-handoff.js';
+import { HANDOFF_BINARY } from '../dist/gateway/native.js';
 import { createServer, connect } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -65,7 +65,8 @@ await new Promise((resolve, reject) => {
 // ports of their own: the helper that hands its listener over, and the socat relay.
 const keepAlive = sandboxSpec({ containerName: 'b', taskName: 'b', image: 'b', workspacePath: dir, uid: 1, gid: 1, limits: { timeoutSeconds: 0 }, env: {}, labels: {}, egressSocketDir: dir, handoffHelper: HANDOFF_BINARY }).command;
 const sandboxSide = (args, port) => args.map((a) => a.replace('/moat/egress', dir).replace('/moat/bin/moat-handoff', HANDOFF_BINARY).replace(/\b3128\b/, String(port)));
-const handoffPort = 32400 + Math.floor(Math.random() * 1000);
+// Below the kernel's ephemeral range (32768 and up), where the benchmark's own connections take ports.
+const handoffPort = 20000 + Math.floor(Math.random() * 9000);
 const relayPort = handoffPort + 1000;
 const helper = spawn(HANDOFF_BINARY, sandboxSide(keepAlive.slice(1, keepAlive.indexOf('--')), handoffPort), { stdio: 'ignore' });
 const socat = spawn('socat', sandboxSide(keepAlive.slice(keepAlive.indexOf('--') + 2), relayPort), { stdio: 'ignore' });
@@ -83,6 +84,7 @@ for (const port of [squidPort, handoffPort, relayPort]) {
   for (let i = 0; i < 100; i += 1) {
     const up = await new Promise((r) => { const s = connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
     if (up) break;
+    if (i === 99) throw new Error(`nothing listens on port ${port}: squid, moat's helper or socat did not start`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -5,7 +5,8 @@ import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
 import { appendAudit } from './audit.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
 import { HANDOFF_NAME, type TaskEgressFile } from './task-egress.js';
-import { fdPass, ListenerHandoff } from './listener-handoff.js';
+import { ListenerHandoff } from './listener-handoff.js';
+import { fdPass } from './native.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
 import { leafFor, type TaskCa } from './task-ca.js';
 

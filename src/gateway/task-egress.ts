@@ -44,7 +44,7 @@ export function socketDir(home: string, repoKey: string, task: string): string {
 
 export const SANDBOX_SOCKET_DIR = '/moat/egress';
 export const SOCKET_NAME = 'p.sock';
-/** Beside it: where the sandbox hands the gateway its own listening socket (listener-handoff.ts). */
+/** Beside it: where the sandbox hands the gateway its own listening socket (listener-handoff.ts, native/handoff.c). */
 export const HANDOFF_NAME = 'h.sock';
 
 export async function writeTaskEgress(taskDir: string, value: TaskEgressFile): Promise<void> {

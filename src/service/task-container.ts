@@ -5,7 +5,7 @@ import type { ContainerEngine } from '../engine/engine.js';
 import { MOAT_VERSION } from '../version.js';
 import type { MoatContext } from './context.js';
 import { socketDir } from '../gateway/task-egress.js';
-import { HANDOFF_BINARY, handoffBuilt } from '../gateway/listener-handoff.js';
+import { HANDOFF_BINARY, handoffBuilt } from '../gateway/native.js';
 import { mountVolume } from '../workspace/task-volume.js';
 import { dirname } from 'node:path';
 

@@ -4,7 +4,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { fdPass, HANDOFF_BINARY, ListenerHandoff, type FdPass } from '../../src/gateway/listener-handoff.js';
+import { ListenerHandoff } from '../../src/gateway/listener-handoff.js';
+import { fdPass, HANDOFF_BINARY, type FdPass } from '../../src/gateway/native.js';
 
 const fdOf = (thing: Socket | Server) => (thing as unknown as { _handle: { fd: number } })._handle.fd;
 
