@@ -78,8 +78,9 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     user: `${uid}:${gid}`,
     workdir: WORKSPACE_DIR,
     // Keeps the container alive between execs; the engine's init (tini) reaps zombies. With a
-    // network, the keep-alive is the relay from loopback to the gateway's socket: the sandbox
-    // still has no network interface, so programs that ignore the proxy variables get nowhere.
+    // network, the keep-alive is moat's helper, which hands the proxy port's listening socket to
+    // the gateway and keeps that handover alive (or the socat relay, without the helper): the
+    // sandbox still has no network interface, so programs that ignore the proxy variables get nowhere.
     // A time limit wraps it in `timeout`: when it fires, the container's main process ends and the
     // kernel ends every process in it. Killing `timeout` early only stops the task sooner.
     command: keepAlive(limits, input.egressSocketDir === undefined ? 'none' : input.handoffHelper ? 'handoff' : 'relay'),

@@ -11,9 +11,11 @@ import type { BoundSecret } from '../domain/bound-secret.js';
 import { leafFor, type TaskCa } from './task-ca.js';
 
 /**
- * The gateway process: one per moat home, serving every task with a network through a unix
- * socket of its own. It runs on the host, outside every sandbox; moat starts it when a task needs
- * it and it leaves when no task does. `reload` on the control socket makes it rescan the tasks.
+ * The gateway process: one per moat home, serving every task with a network through sockets of
+ * its own: the listener each sandbox hands over (the proxy port on the sandbox's loopback), and a
+ * unix socket for sandboxes that relay instead. It runs on the host, outside every sandbox; moat
+ * starts it when a task needs it and it leaves when no task does. `reload` on the control socket
+ * makes it rescan the tasks.
  */
 const home = process.argv[2];
 if (!home) {

@@ -21,7 +21,7 @@ const MAX_PENDING = 4;
  * sandbox's network namespace is not kept alive by the gateway.
  */
 export class ListenerHandoff {
-  readonly server: Server;
+  private readonly server: Server;
   private current?: { link: Socket; listener: Server };
   private pending = 0;
 
