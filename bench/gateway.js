@@ -80,6 +80,11 @@ writeFileSync(join(dir, 'squid.conf'), [
 ].join('\n'));
 writeFileSync(join(dir, 'hosts'), '127.0.0.1 bench.test\n');
 const squid = spawn('squid', ['-N', '-f', join(dir, 'squid.conf')], { stdio: 'ignore' });
+// Whichever way the benchmark ends (a path that fails throws), nothing it started stays behind.
+process.on('exit', () => {
+  for (const child of [squid, helper, socat, gatewayProcess]) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
 for (const port of [squidPort, handoffPort, relayPort]) {
   for (let i = 0; i < 100; i += 1) {
     const up = await new Promise((r) => { const s = connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
@@ -200,10 +205,5 @@ for (const [name, r] of Object.entries(rows)) {
 }
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
-squid.kill('SIGKILL');
-helper.kill('SIGKILL');
-socat.kill('SIGKILL');
-gatewayProcess.kill();
 upstream.close();
-rmSync(dir, { recursive: true, force: true });
 process.exit(0);
