@@ -19,3 +19,5 @@ const native = fdPass();
 if (!native) throw new Error('the native parts are not built (npm run build, with a C compiler)');
 await new ListenerHandoff(native, serve).listen(handoffPath);
 process.send?.('ready');
+// The benchmark gone, however it went (its IPC channel closes with it): this goes too.
+process.on('disconnect', () => process.exit(0));
