@@ -47,6 +47,14 @@ describe('rules', () => {
     expect(decideTarget(p, t('api.port.net'), 80).allowed).toBe(false);
   });
 
+  it('a rule with a port admits any protocol there, even after a rule for the bare name', () => {
+    for (const rules of [['github.com', 'github.com:22'], ['github.com:22', 'github.com']]) {
+      const p = policy(rules);
+      expect(decideTarget(p, t('github.com'), 22)).toMatchObject({ allowed: true, rule: 'allow github.com:22', anyProtocol: true });
+      expect(decideTarget(p, t('github.com'), 443)).toEqual({ allowed: true, rule: 'allow github.com' });
+    }
+  });
+
   it('deny wins over allow; none and empty allowlists allow nothing', () => {
     expect(decideTarget(policy(['*.example.com'], ['bad.example.com']), t('bad.example.com'), 443)).toEqual({ allowed: false, rule: 'deny bad.example.com' });
     expect(decideTarget(policy([]), t('example.com'), 443).allowed).toBe(false);
