@@ -9,8 +9,9 @@ import { fdPass } from '../dist/gateway/native.js';
 import { buildPolicy } from '../dist/domain/egress-policy.js';
 import { parseIp } from '../dist/domain/ip-address.js';
 
-const [socketPath, handoffPath] = process.argv.slice(2);
-const policy = buildPolicy('allowlist', ['bench.test', '127.0.0.1/32'], []);
+const [socketPath, handoffPath, plainPort] = process.argv.slice(2);
+// The plain TCP upstream by name and port: a tunnel there may carry any protocol.
+const policy = buildPolicy('allowlist', ['bench.test', `bench.test:${plainPort}`, '127.0.0.1/32'], []);
 const gateway = new EgressGateway(async () => [parseIp('127.0.0.1')]);
 const serve = (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined }).catch(() => client.destroy());
 const server = createServer({ allowHalfOpen: true }, serve);

@@ -3,7 +3,10 @@
 // proxy. moat's path is the one a sandbox uses: the program connects to the proxy port on its
 // loopback, where moat's helper has handed the listening socket to the gateway (the gateway
 // accepts it directly). A second moat row is the fallback for installs without the native parts:
-// the same port served by socat with the sandbox's own arguments, relaying to the unix socket. Measures throughput of a 1 GiB transfer, added latency per
+// the same port served by socat with the sandbox's own arguments, relaying to the unix socket.
+// Each round: a TLS upload and download (what egress carries; the benchmark's process, doing the
+// TLS of both ends, is then the limit), a plain TCP upload through a name:port rule (the relay is
+// then the limit), and connect + ping latency. Measures throughput of a 1 GiB transfer, added latency per
 // request (p50, p99) and 1,000 concurrent connections held. Not a test: nothing asserts a time.
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { sandboxSpec } from '../dist/domain/sandbox-spec.js';
@@ -49,13 +52,21 @@ const upstream = createTlsServer({ key: readFileSync(join(dir, 'k.pem')), cert: 
 await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
 const upPort = upstream.address().port;
 const target = `bench.test:${upPort}`;
+// And a plain TCP sink, for an upload without TLS: the benchmark's process then has little to do,
+// and the relay itself becomes the limit. The policy admits it by name and port (any protocol).
+const sink = createServer((socket) => {
+  socket.resume();
+  socket.on('error', () => undefined);
+});
+await new Promise((r) => sink.listen(0, '127.0.0.1', r));
+const sinkPort = sink.address().port;
 
 // moat's gateway in a process of its own, as the daemon runs it (resolving bench.test to
 // loopback, which the policy allows by CIDR). In the benchmark's own process it would share an
 // event loop with the client and the upstream, which flatters nobody fairly.
 const gatewaySocket = join(dir, 'p.sock');
 const handoffSocket = join(dir, 'h.sock');
-const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket, String(sinkPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
 await new Promise((resolve, reject) => {
   gatewayProcess.once('message', resolve);
   gatewayProcess.once('exit', () => reject(new Error('the gateway process failed')));
@@ -98,14 +109,17 @@ const secure = (socket) => new Promise((resolve, reject) => {
   const t = tlsConnect({ socket, servername: 'bench.test', rejectUnauthorized: false }, () => resolve(t));
   t.on('error', reject);
 });
-const routes = {
-  direct: async () => secure(await new Promise((resolve, reject) => { const s = connect(upPort, '127.0.0.1', () => resolve(s)); s.on('error', reject); })),
-  'moat gateway': async () => secure(await tunnel(() => connect(handoffPort, '127.0.0.1'))),
-  'moat, socat relay': async () => secure(await tunnel(() => connect(relayPort, '127.0.0.1'))),
-  squid: async () => secure(await tunnel(() => connect(squidPort, '127.0.0.1'))),
+const direct = (port) => new Promise((resolve, reject) => { const s = connect(port, '127.0.0.1', () => resolve(s)); s.on('error', reject); });
+const proxied = (port) => ({ tls: async () => secure(await tunnel(() => connect(port, '127.0.0.1'), target)), plain: () => tunnel(() => connect(port, '127.0.0.1'), `bench.test:${sinkPort}`) });
+const paths = {
+  direct: { tls: async () => secure(await direct(upPort)), plain: () => direct(sinkPort) },
+  'moat gateway': proxied(handoffPort),
+  'moat, socat relay': proxied(relayPort),
+  squid: proxied(squidPort),
 };
+const routes = Object.fromEntries(Object.entries(paths).map(([name, path]) => [name, path.tls]));
 
-function tunnel(open) {
+function tunnel(open, target) {
   return new Promise((resolve, reject) => {
     const s = open();
     s.on('error', reject);
@@ -179,12 +193,13 @@ async function held(open) {
 }
 
 const rows = {};
-for (const name of Object.keys(routes)) rows[name] = { throughput: [], download: [], p50: [], p99: [], errors: 0 };
+for (const name of Object.keys(routes)) rows[name] = { throughput: [], plain: [], download: [], p50: [], p99: [], errors: 0 };
 // Alternate the three paths, round after round: loopback throughput on two cores swings by tens of
 // percent between runs, so one round each would say more about the moment than about the proxy.
 for (let round = 0; round < rounds; round += 1) {
   for (const [name, open] of Object.entries(routes)) {
     rows[name].throughput.push(await throughput(open));
+    rows[name].plain.push(await throughput(paths[name].plain));
     rows[name].download.push(await download(open));
     const l = await latency(open);
     rows[name].p50.push(l.p50);
@@ -194,16 +209,18 @@ for (let round = 0; round < rounds; round += 1) {
 for (const [name, open] of Object.entries(routes)) rows[name].errors = await held(open);
 
 const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const direct = rows.direct;
-console.log(`loopback, ${rounds} alternating rounds of: ${(transferBytes / GIB).toFixed(2)} GiB transfer, ${latencyRounds} connect+ping; then ${concurrent} concurrent connections; medians`);
-console.log('| path | upload MiB/s | x direct | download MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' + concurrent + ' |');
-console.log('|---|---|---|---|---|---|---|---|---|');
+const baseline = rows.direct;
+console.log(`loopback, ${rounds} alternating rounds of: ${(transferBytes / GIB).toFixed(2)} GiB transfers (TLS upload, TLS download, plain TCP upload), ${latencyRounds} connect+ping; then ${concurrent} concurrent connections; medians`);
+console.log('| path | upload MiB/s | x direct | download MiB/s | x direct | plain TCP upload MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' + concurrent + ' |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [name, r] of Object.entries(rows)) {
   const up = med(r.throughput);
   const down = med(r.download);
-  console.log(`| ${name} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(direct.throughput)).toFixed(2)} | ${(down / 1024 ** 2).toFixed(0)} | ${(down / med(direct.download)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(direct.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
+  const plain = med(r.plain);
+  console.log(`| ${name} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(baseline.throughput)).toFixed(2)} | ${(down / 1024 ** 2).toFixed(0)} | ${(down / med(baseline.download)).toFixed(2)} | ${(plain / 1024 ** 2).toFixed(0)} | ${(plain / med(baseline.plain)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(baseline.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
 }
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(direct.p50), errors: r.errors }])) }, null, 2));
+writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, plainUploadMiBs: med(r.plain) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(baseline.p50), errors: r.errors }])) }, null, 2));
 upstream.close();
+sink.close();
 process.exit(0);

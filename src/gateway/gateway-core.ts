@@ -1,5 +1,5 @@
 import { promises as dns } from 'node:dns';
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { decideAddress, decideTarget, type EgressPolicy, type Target } from '../domain/egress-policy.js';
 import { formatIp, parseIp, type IpAddress } from '../domain/ip-address.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
@@ -93,7 +93,7 @@ export class GatewayCore {
     if (!options.relay) return this.open(() => connect(base), 'connect');
     // A tunnel's upstream reads into a buffer of its own, reused: no allocation per read, and
     // reads four times the default size. What arrives before the relay starts is kept.
-    const inbox = new UpstreamInbox();
+    const inbox = new RelayInbox();
     return this.open(() => {
       const socket = connect({ ...base, onread: { buffer: Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES), callback: (length, buffer) => inbox.receive(length, buffer) } });
       inboxes.set(socket, inbox);
@@ -128,10 +128,11 @@ export class GatewayCore {
     const clientRead = client.bytesRead;
     const upstreamRead = upstream.bytesRead;
     const upBefore = attempt.up;
-    relay(client, upstream);
-    const inbox = inboxes.get(upstream);
-    if (inbox) inbox.relayTo(upstream, client);
-    else relay(upstream, client);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      const inbox = inboxes.get(from);
+      if (inbox) inbox.relayTo(from, to);
+      else relay(from, to);
+    }
     this.closeTogether(client, upstream, () => {
       attempt.up = upBefore + client.bytesRead - clientRead;
       attempt.down += upstream.bytesRead - upstreamRead;
@@ -191,38 +192,68 @@ function relay(from: Socket, to: Socket): void {
 }
 
 const RELAY_BUFFER_BYTES = 256 * 1024;
-const inboxes = new WeakMap<Socket, UpstreamInbox>();
+const inboxes = new WeakMap<Socket, RelayInbox>();
 
 /**
- * The receiving end of an upstream socket that reads into its own buffer (onread). While the
- * buffer's bytes wait to be written on, reading pauses: the next read would overwrite them.
+ * A sandbox's connection, accepted paused, taken over by a socket that reads into a buffer of its
+ * own, like a tunnel's upstream: when the relay itself is the limit (a plain TCP upload), reading
+ * the sandbox's side into a fresh 64 KiB buffer per read cost a quarter of the throughput
+ * (docs/benchmarks.md). Until the relay starts, what the sandbox sends still arrives as 'data'
+ * (the request head, the TLS hello), copied. Node offers `onread` only to sockets it creates, so
+ * the accepted socket's handle moves to a new one; undefined if the connection is already gone.
  */
-class UpstreamInbox {
+export function adoptSandboxConnection(accepted: Socket): Socket | undefined {
+  const holder = accepted as unknown as { _handle: unknown };
+  const handle = holder._handle;
+  if (!handle || accepted.destroyed) return undefined;
+  holder._handle = null;
+  const inbox = new RelayInbox(true);
+  const options = { handle, allowHalfOpen: true, onread: { buffer: Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES), callback: (length: number, buffer: Uint8Array) => inbox.receive(length, buffer) } };
+  const socket = new Socket(options as ConstructorParameters<typeof Socket>[0]);
+  inbox.source = socket;
+  inboxes.set(socket, inbox);
+  // Nothing is read until the gateway asks (readRequestHead resumes it).
+  socket.pause();
+  return socket;
+}
+
+/**
+ * The receiving end of a socket that reads into its own buffer (onread). While the buffer's bytes
+ * wait to be written on, reading pauses: the next read would overwrite them.
+ */
+class RelayInbox {
   private early: Buffer[] = [];
   private deliver?: (length: number, buffer: Uint8Array) => boolean;
+  source?: Socket;
+
+  /** `asData`: before the relay, reads are emitted as 'data' on the source; otherwise kept until it starts (a server that speaks first). */
+  constructor(private readonly asData = false) {}
 
   receive(length: number, buffer: Uint8Array): boolean {
     if (this.deliver) return this.deliver(length, buffer);
-    // Before the relay starts (a server that speaks first): keep a copy.
-    this.early.push(Buffer.from(buffer.subarray(0, length)));
+    const copy = Buffer.from(buffer.subarray(0, length));
+    if (this.asData && this.source) this.source.emit('data', copy);
+    else this.early.push(copy);
     return true;
   }
 
-  relayTo(upstream: Socket, client: Socket): void {
-    for (const chunk of this.early) client.write(chunk);
+  relayTo(from: Socket, to: Socket): void {
+    for (const chunk of this.early) to.write(chunk);
     this.early = [];
     let paused = false;
     const resume = () => {
       if (!paused) return;
       paused = false;
-      upstream.resume();
+      from.resume();
     };
     this.deliver = (length, buffer) => {
-      client.write(buffer.subarray(0, length), resume);
-      if (client.writableLength === 0) return true;
+      to.write(buffer.subarray(0, length), resume);
+      if (to.writableLength === 0) return true;
       paused = true;
       return false;
     };
-    upstream.once('end', () => client.end());
+    from.once('end', () => to.end());
+    // The sandbox's side was paused after the hello; an upstream reads already.
+    from.resume();
   }
 }

@@ -2,6 +2,7 @@ import { closeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { FdPass } from './native.js';
+import { adoptSandboxConnection } from './gateway-core.js';
 
 const EAGAIN = constants.errno.EAGAIN;
 /** How long a connection on the handover socket has to send its descriptor. */
@@ -72,7 +73,11 @@ export class ListenerHandoff {
       return;
     }
     // No Nagle delay on the sandbox's side either: the handshakes and pings relayed are small writes.
-    const listener = createServer({ allowHalfOpen: true, noDelay: true }, this.onConnection);
+    // Accepted paused: the connection's reading moves to a socket that reads into its own buffer.
+    const listener = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (accepted) => {
+      const client = adoptSandboxConnection(accepted);
+      if (client) this.onConnection(client);
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         listener.once('error', reject);
