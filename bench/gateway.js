@@ -6,8 +6,8 @@
 // the same port served by socat with the sandbox's own arguments, relaying to the unix socket.
 // Each round: a TLS upload and download (what egress carries; the benchmark's process, doing the
 // TLS of both ends, is then the limit), a plain TCP upload through a name:port rule (the relay is
-// then the limit), and connect + ping latency. Measures throughput of a 1 GiB transfer, added latency per
-// request (p50, p99) and 1,000 concurrent connections held. Not a test: nothing asserts a time.
+// then the limit), and connect + ping latency; 1 GiB transfers, then 1,000 concurrent connections
+// held. Not a test: nothing asserts a time.
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { sandboxSpec } from '../dist/domain/sandbox-spec.js';
 import { HANDOFF_BINARY } from '../dist/gateway/native.js';
