@@ -26,12 +26,17 @@ export class TaskPool {
   private readonly ready = new Map<string, Pooled>();
   private readonly wanted = new Map<string, () => Promise<Pooled | undefined>>();
   private readonly making = new Set<Promise<unknown>>();
+  private readonly makingFor = new Map<string, Promise<unknown>>();
   private closed = false;
 
   constructor(private readonly maxEntries = 4) {}
 
-  /** A ready task made for exactly this key, now the caller's to finish; undefined if none. */
-  take(key: string): Pooled | undefined {
+  /**
+   * A ready task made for exactly this key, now the caller's to finish; undefined if none. One
+   * being made for the key is waited for: it is further along than one made from scratch.
+   */
+  async take(key: string): Promise<Pooled | undefined> {
+    if (!this.ready.has(key)) await this.makingFor.get(key);
     const entry = this.ready.get(key);
     this.ready.delete(key);
     return entry;
@@ -56,8 +61,12 @@ export class TaskPool {
           else this.ready.set(key, entry);
         })
         .catch(() => undefined)
-        .finally(() => this.making.delete(job));
+        .finally(() => {
+          this.making.delete(job);
+          if (this.makingFor.get(key) === job) this.makingFor.delete(key);
+        });
       this.making.add(job);
+      this.makingFor.set(key, job);
     }
   }
 

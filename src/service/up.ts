@@ -152,7 +152,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     : undefined;
   if (key && !options.intoPool) {
     const pool = ctx.pool!;
-    const pooled = pool.take(key);
+    const pooled = await pool.take(key);
     pool.want(key, async () => {
       const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true });
       const discard = () => discardTask(ctx.detached(), made);
