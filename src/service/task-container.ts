@@ -16,6 +16,7 @@ export function containerName(record: Pick<TaskRecord, 'repoKey' | 'name'>, role
 
 /** The hardened spec of a task's container, from its record alone (so `reset` rebuilds the same). */
 export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<string, string>, role = 'task'): ContainerSpec {
+  const egress = record.network !== 'none' && role === 'task';
   return sandboxSpec({
     containerName: containerName(record, role),
     taskName: record.name,
@@ -26,8 +27,8 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
     limits: record.limits,
     env,
     // Helpers only read the workspace: they never get the way out.
-    egressSocketDir: record.network !== 'none' && role === 'task' ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
-    handoffHelper: handoffBuilt() ? HANDOFF_BINARY : undefined,
+    egressSocketDir: egress ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
+    handoffHelper: egress && handoffBuilt() ? HANDOFF_BINARY : undefined,
     sshAgentDir: role === 'task' ? record.sshAgentDir : undefined,
     readOnlyMounts: role === 'task' ? (record.mounts ?? []) : [],
     labels: { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template },
