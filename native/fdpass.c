@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "send-descriptors.h"
+
 static int is_loopback_tcp_listener(int fd) {
   int value = 0;
   socklen_t length = sizeof value;
@@ -42,7 +44,7 @@ static int receive_listener(int sock) {
   /* Room for a few: descriptors beyond the first are received only to be closed. */
   union {
     struct cmsghdr header;
-    char buffer[CMSG_SPACE(sizeof(int) * 8)];
+    char buffer[CMSG_SPACE(sizeof(int) * MOAT_MAX_DESCRIPTORS)];
   } control;
   struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof control.buffer};
   ssize_t got = recvmsg(sock, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
@@ -53,7 +55,7 @@ static int receive_listener(int sock) {
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL; c = CMSG_NXTHDR(&message, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int fds[8];
+    int fds[MOAT_MAX_DESCRIPTORS];
     memcpy(fds, CMSG_DATA(c), count * sizeof(int));
     for (size_t i = 0; i < count; i += 1) {
       if (fd < 0) fd = fds[i];
@@ -69,24 +71,6 @@ static int receive_listener(int sock) {
     return -EPROTO;
   }
   return fd;
-}
-
-/* The sending side, for the tests: a byte and the given descriptors. Returns 0 or -errno. */
-static int send_descriptors(int sock, const int *fds, size_t count) {
-  char byte = 'L';
-  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-  union {
-    struct cmsghdr header;
-    char buffer[CMSG_SPACE(sizeof(int) * 8)];
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = CMSG_SPACE(sizeof(int) * count)};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&message);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-  memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
-  return sendmsg(sock, &message, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
 static napi_value number(napi_env env, int value) {
@@ -111,9 +95,9 @@ static napi_value js_send_descriptors(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int32_t sock = -1;
   uint32_t count = 0;
-  int fds[8];
+  int fds[MOAT_MAX_DESCRIPTORS];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &sock) != napi_ok ||
-      napi_get_array_length(env, argv[1], &count) != napi_ok || count < 1 || count > 8) {
+      napi_get_array_length(env, argv[1], &count) != napi_ok || count < 1 || count > MOAT_MAX_DESCRIPTORS) {
     napi_throw_type_error(env, NULL, "sendDescriptors(fd, [1 to 8 fds])");
     return NULL;
   }

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "send-descriptors.h"
+
 static int hand_over(const char *path, int listener) {
   int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (sock < 0) return -1;
@@ -40,24 +42,11 @@ static int hand_over(const char *path, int listener) {
     errno = saved;
     return -1;
   }
-  char byte = 'L';
-  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-  union {
-    struct cmsghdr header;
-    char buffer[CMSG_SPACE(sizeof(int))];
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof control.buffer};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&message);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &listener, sizeof(int));
   /* An answer within five seconds, or this gateway is no good; the wait for its end has no limit. */
   struct timeval limit = {.tv_sec = 5};
   setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   char answer;
-  if (sendmsg(sock, &message, MSG_NOSIGNAL) != 1 || read(sock, &answer, 1) != 1 || answer != 'k') {
+  if (send_descriptors(sock, &listener, 1) != 0 || read(sock, &answer, 1) != 1 || answer != 'k') {
     close(sock);
     errno = EPROTO;
     return -1;

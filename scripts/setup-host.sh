@@ -47,7 +47,7 @@ if [[ ! -d node_modules ]]; then
   say "installing npm dependencies"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-if [[ ! -f dist/cli/main.js || -n "$(find src native -newer dist/cli/main.js \( -name '*.ts' -o -name '*.c' \) -print -quit 2>/dev/null)" ]]; then
+if [[ ! -f dist/cli/main.js || -n "$(find src native -newer dist/cli/main.js \( -name '*.ts' -o -name '*.c' -o -name '*.h' \) -print -quit 2>/dev/null)" ]]; then
   say "building moat"
   npm run build --silent
 fi

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ListenerHandoff } from '../../src/gateway/listener-handoff.js';
 import { fdPass, HANDOFF_BINARY, type FdPass } from '../../src/gateway/native.js';
+import { eventually } from '../helpers/fixtures.js';
 
 const fdOf = (thing: Socket | Server) => (thing as unknown as { _handle: { fd: number } })._handle.fd;
 
@@ -149,18 +150,14 @@ describe('the listener handover', () => {
     const first = await gateway('helper.sock');
     const helper = spawn(HANDOFF_BINARY, [path, String(port)], { stdio: 'ignore' });
     open.push({ close: () => helper.kill('SIGKILL') });
-    const until = async (what: () => Promise<boolean>) => {
-      for (let i = 0; i < 50 && !(await what()); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
-      return what();
-    };
-    expect(await until(() => reaches(port))).toBe(true);
+    expect(await eventually(() => reaches(port), Boolean, 5000)).toBe(true);
     expect(first.served()).toBeGreaterThan(0);
     // The gateway goes (its socket file with it) and a new one takes the same path.
     const handoff = open.find((thing) => thing instanceof ListenerHandoff)!;
     handoff.close();
     open.splice(open.indexOf(handoff), 1);
     const second = await gateway('helper.sock');
-    expect(await until(async () => (await reaches(port)) && second.served() > 0)).toBe(true);
+    expect(await eventually(async () => (await reaches(port)) && second.served() > 0, Boolean, 5000)).toBe(true);
   });
 
   it('without a gateway to take it, the helper runs the fallback instead', async () => {
