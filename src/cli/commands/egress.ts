@@ -1,11 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { AuditRecord } from '../../gateway/audit.js';
+import { terminalJson, terminalText } from '../../domain/terminal-text.js';
 import type { CliContext } from '../main.js';
 
+/** One attempt on one line; the sandbox chose the host, the SNI and the method (and so part of the rule text): all escaped. */
 function line(record: AuditRecord): string {
   const target = `${record.method} ${record.host}:${record.port}${record.sni && record.sni !== record.host ? ` sni=${record.sni}` : ''}`;
-  return `${record.time}  ${record.decision === 'allowed' ? 'ALLOW' : 'DENY '}  ${target}${record.address ? ` -> ${record.address}` : ''}  (${record.rule})  up ${record.bytesUp}B down ${record.bytesDown}B ${record.durationMs}ms`;
+  return terminalText(`${record.time}  ${record.decision === 'allowed' ? 'ALLOW' : 'DENY '}  ${target}${record.address ? ` -> ${record.address}` : ''}  (${record.rule})  up ${record.bytesUp}B down ${record.bytesDown}B ${record.durationMs}ms`);
 }
 
 export function registerEgress(program: Command, cli: CliContext): void {
@@ -21,7 +23,7 @@ export function registerEgress(program: Command, cli: CliContext): void {
         const out = cli.output(opts.json);
         const result = await cli.moat(out).changeEgress(task, verb === 'allow' ? { allow: hosts } : { deny: hosts });
         if (result.needsReset) out.note(`task ${task} had no network; run \`moat reset ${task}\` to give its container the gateway`);
-        out.result(result, () => `task ${task}: network ${result.mode}; allow ${result.allow.join(', ') || '(none)'}; deny ${result.deny.join(', ') || '(none)'}`);
+        out.result(result, () => `task ${task}: network ${result.mode}; allow ${result.allow.map(terminalText).join(', ') || '(none)'}; deny ${result.deny.map(terminalText).join(', ') || '(none)'}`);
       });
   }
 
@@ -36,7 +38,7 @@ export function registerEgress(program: Command, cli: CliContext): void {
       out.result(result, () =>
         result.approved.length === 0 && result.templates.length === 0
           ? 'this repository requests no hosts and carries no templates'
-          : `approved for ${result.repo} (in ${result.file}):${result.approved.length ? `\n  hosts: ${result.approved.join(', ')}` : ''}${result.templates.length ? `\n  templates: ${result.templates.map((t) => t.replace(/@(.{12}).*/, ' ($1)')).join(', ')}` : ''}`,
+          : `approved for ${terminalText(result.repo)} (in ${terminalText(result.file)}):${result.approved.length ? `\n  hosts: ${result.approved.map(terminalText).join(', ')}` : ''}${result.templates.length ? `\n  templates: ${result.templates.map((t) => terminalText(t.replace(/@(.{12}).*/, ' ($1)'))).join(', ')}` : ''}`,
       );
     });
 
@@ -49,7 +51,7 @@ export function registerEgress(program: Command, cli: CliContext): void {
     .action(async (task: string, opts: { follow?: boolean; json?: boolean }) => {
       const moat = cli.moat(cli.output(opts.json));
       const print = (records: AuditRecord[]) => {
-        for (const record of records) process.stdout.write(`${opts.json ? JSON.stringify(record) : line(record)}\n`);
+        for (const record of records) cli.io.stdout.write(`${opts.json ? terminalJson(JSON.stringify(record)) : line(record)}\n`);
       };
       let seen = (await moat.egress(task)).length;
       print(await moat.egress(task));

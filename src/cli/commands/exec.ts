@@ -3,6 +3,8 @@ import type { ExecIO } from '../../engine/engine.js';
 import type { ExecResult } from '../../service/exec.js';
 import type { CliContext } from '../main.js';
 import { assertNetworkMode } from '../../service/egress.js';
+import { terminalLines } from '../../domain/terminal-text.js';
+import { escapedStream } from '../output.js';
 
 /** Wires the caller to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
 function terminalIO(cli: CliContext, tty: boolean): { io: ExecIO; restore: () => void } {
@@ -126,11 +128,16 @@ export function registerAgent(program: Command, cli: CliContext): void {
     .addHelpText('after', '\nExamples:\n  OPENAI_API_KEY=… moat agent -t codex "fix the failing test"\n  moat agent --task fix-login "now add a test for it"')
     .action(async (prompt: string, opts: { task?: string; template?: string }) => {
       const { io, restore } = terminalIO(cli, false);
+      // Unlike exec, run and shell (the program's own output, for pipes and terminals alike), this
+      // is an agent's answer for a person to read: what it wrote shows with controls escaped.
+      const answer = { stdout: escapedStream(cli.io.stdout), stderr: escapedStream(cli.io.stderr) };
+      const flush = () => Promise.all([answer.stdout, answer.stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
       try {
-        const result = await cli.moat(cli.output(false)).agent(prompt, io, { task: opts.task, template: opts.template });
+        const result = await cli.moat(cli.output(false)).agent(prompt, { ...io, ...answer }, { task: opts.task, template: opts.template }).finally(flush);
         const out = cli.output(false);
         out.note(`task ${result.task} on ${result.branch}: agent exited ${result.exitCode}; egress ${result.egress.allowed} allowed, ${result.egress.denied} denied`);
-        if (result.diffStat) cli.io.stderr.write(`${result.diffStat}\n`);
+        // git's --stat of the agent's work: file names the agent chose (git quotes most; the rest is escaped).
+        if (result.diffStat) cli.io.stderr.write(`${terminalLines(result.diffStat)}\n`);
         cli.setExit(report(cli, result));
       } finally {
         restore();

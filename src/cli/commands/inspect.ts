@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { terminalJson } from '../../domain/terminal-text.js';
 import { formatSize } from '../../domain/size.js';
 import type { CliContext } from '../main.js';
-import { formatAge, table } from '../output.js';
+import { escapedStream, formatAge, table } from '../output.js';
 
 export function registerInspect(program: Command, cli: CliContext): void {
   program
@@ -28,8 +29,16 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .argument('<task>')
     .option('-f, --follow', 'keep following')
     .option('-n, --tail <lines>', 'only the last lines', (v) => Number.parseInt(v, 10))
-    .action(async (task: string, opts: { follow?: boolean; tail?: number }) => {
-      await cli.moat(cli.output(false)).logs(task, { follow: Boolean(opts.follow), tail: opts.tail }, process.stdout, process.stderr);
+    .option('--raw', 'the output byte for byte, escape sequences and all (by default control characters show escaped)')
+    .action(async (task: string, opts: { follow?: boolean; tail?: number; raw?: boolean }) => {
+      // What the container wrote is the sandbox's: escaped unless the user asks for the bytes.
+      const out = opts.raw ? cli.io.stdout : escapedStream(cli.io.stdout);
+      const err = opts.raw ? cli.io.stderr : escapedStream(cli.io.stderr);
+      try {
+        await cli.moat(cli.output(false)).logs(task, { follow: Boolean(opts.follow), tail: opts.tail }, out, err);
+      } finally {
+        if (!opts.raw) await Promise.all([out, err].map((stream) => new Promise((resolve) => stream.end(resolve))));
+      }
     });
 
   program
@@ -43,7 +52,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
       const moat = cli.moat(out);
       for (;;) {
         const stats = await moat.stats(task);
-        if (opts.follow && opts.json) process.stdout.write(`${JSON.stringify(stats)}\n`);
+        if (opts.follow && opts.json) cli.io.stdout.write(`${terminalJson(JSON.stringify(stats))}\n`);
         else {
           if (opts.follow && process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');
           printStats(stats);

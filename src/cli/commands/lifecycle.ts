@@ -4,6 +4,7 @@ import { isMoatError } from '../../errors.js';
 import type { CliContext } from '../main.js';
 import { confirm } from '../prompt.js';
 import { assertNetworkMode } from '../../service/egress.js';
+import { terminalText } from '../../domain/terminal-text.js';
 
 export function registerLifecycle(program: Command, cli: CliContext): void {
   program
@@ -26,9 +27,10 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
       out.result(record, () =>
         [
           `task ${record.name} is up`,
-          `  branch  ${record.branch} (from ${record.baseRef} ${record.baseCommit.slice(0, 10)})`,
-          `  image   ${record.image}`,
-          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}${record.network !== 'none' ? ` (allow: ${record.egress?.allow.join(', ') || 'nothing yet'})` : ''}`,
+          `  branch  ${record.branch} (from ${terminalText(record.baseRef)} ${record.baseCommit.slice(0, 10)})`,
+          // The image may be named by the repository's devcontainer.json, the hosts by its moat.yaml.
+          `  image   ${terminalText(record.image)}`,
+          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}${record.network !== 'none' ? ` (allow: ${record.egress?.allow.map(terminalText).join(', ') || 'nothing yet'})` : ''}`,
           `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
         ].join('\n'),
       );
@@ -74,7 +76,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
         result = await moat.rm(task, { force: opts.force });
       } catch (error) {
         if (!isMoatError(error) || error.code !== 'E_CONFIRM' || opts.json) throw error;
-        if (!(await confirm(`moat: ${error.message}. Discard them?`))) throw error;
+        if (!(await confirm(`moat: ${terminalText(error.message)}. Discard them?`))) throw error;
         result = await moat.rm(task, { force: true });
       }
       out.result(result, () => `task ${task} removed${result.unmergedCommits ? ` (${result.unmergedCommits} unmerged commit(s) discarded)` : ''}`);

@@ -4,6 +4,7 @@ import { isMoatError } from '../../errors.js';
 import type { MergeStrategy } from '../../service/review.js';
 import type { CliContext } from '../main.js';
 import { confirm } from '../prompt.js';
+import { terminalText } from '../../domain/terminal-text.js';
 
 export function registerReview(program: Command, cli: CliContext): void {
   program
@@ -30,9 +31,12 @@ export function registerReview(program: Command, cli: CliContext): void {
       const result = await cli.moat(out).diff(task, { patch: !opts.stat && !opts.nameOnly, stat: opts.stat });
       if (!opts.json) {
         if (result.sync.skippedLarge) out.note(`${result.sync.skippedLarge} uncommitted file(s) over 50 MiB are not shown (they stay in the task's workspace)`);
-        for (const file of result.flagged) out.note(`flag: ${file.path}: ${file.flags.map((f) => FLAG_TEXT[f]).join(', ')}${file.linkTarget !== undefined ? ` -> ${JSON.stringify(file.linkTarget)}` : ''}`);
+        for (const file of result.flagged) out.note(`flag: ${terminalText(file.path)}: ${file.flags.map((f) => FLAG_TEXT[f]).join(', ')}${file.linkTarget !== undefined ? ` -> ${terminalText(JSON.stringify(file.linkTarget))}` : ''}`);
       }
-      out.result(result, () => (opts.nameOnly ? result.files.map((f) => f.path).join('\n') : opts.stat ? (result.stat ?? '') : (result.patch ?? '')));
+      // A name is escaped whole (a newline in it must not start a line of its own); the patch and
+      // the stat keep their lines and tabs (the reviewer must see the content as it is) and have
+      // every other control escaped by the output (git quotes unusual names in its headers).
+      out.result(result, () => (opts.nameOnly ? result.files.map((f) => terminalText(f.path)).join('\n') : opts.stat ? (result.stat ?? '') : (result.patch ?? '')));
     });
 
   const confirmed = async <T>(opts: { yes?: boolean; json?: boolean }, attempt: (yes: boolean) => Promise<T>): Promise<T> => {
@@ -40,7 +44,8 @@ export function registerReview(program: Command, cli: CliContext): void {
       return await attempt(Boolean(opts.yes));
     } catch (error) {
       if (!isMoatError(error) || error.code !== 'E_CONFIRM' || opts.json) throw error;
-      if (!(await confirm(`moat: ${error.message}. Continue?`))) throw error;
+      // The message names the flagged files: the sandbox chose those names.
+      if (!(await confirm(`moat: ${terminalText(error.message)}. Continue?`))) throw error;
       return attempt(true);
     }
   };
@@ -58,7 +63,7 @@ export function registerReview(program: Command, cli: CliContext): void {
       const strategy: MergeStrategy = opts.squash ? 'squash' : opts.rebase ? 'rebase' : 'merge';
       const result = await confirmed(opts, (yes) => cli.moat(out).merge(task, { strategy, yes }));
       if (result.uncommittedLeftBehind) out.note(`the task has uncommitted work that was not merged (see moat diff ${task}; moat apply ${task} lays it on your checkout)`);
-      out.result(result, () => (result.commits === 0 ? `nothing to merge from ${task}` : `merged ${result.commits} commit(s) from ${task} into ${result.into} (${result.strategy})`));
+      out.result(result, () => (result.commits === 0 ? `nothing to merge from ${task}` : `merged ${result.commits} commit(s) from ${task} into ${terminalText(result.into)} (${result.strategy})`));
     });
 
   program
