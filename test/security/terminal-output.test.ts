@@ -1,0 +1,194 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+
+/**
+ * Terminal escapes through every string a sandbox sets: a real sandbox plants control, C1, bidi
+ * and invisible characters in file names, file contents, a link's text, commit messages,
+ * uncommitted work, the hosts it tries (and so the gateway's rule text), its container's output
+ * and an agent's answer; then every command that prints them runs through the real CLI (the warm
+ * server for the commands it serves) and no such character may reach stdout or stderr. Only the
+ * program's own output of exec, run and shell (silenced here) and `logs --raw` pass bytes as they are.
+ */
+
+// What a terminal obeys (ESC, BEL, CR, C1 …) or what hides or reorders text; LF and TAB are lines.
+const RAW = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]|[\u{e0000}-\u{e007f}]/u;
+// A newline in a name must not start a line that looks like moat's own.
+const FORGED = /^ *moat: FORGED/m;
+
+/**
+ * The payload, as bash printf sees it: clear line, cursor up, OSC 0 (title), OSC 52 (clipboard),
+ * BEL, CR, DEL, C1 CSI (U+009B), a right-to-left override, a zero-width space, an invisible tag
+ * character, and a newline followed by a line that pretends to be moat's.
+ */
+const PAYLOAD = String.raw`\033[2K\033[1A\033]0;pwned\007\033]52;c;ZWNobyBoaQ==\007\r\177\302\233 31m\342\200\256gnp\342\200\213\363\240\201\201\nmoat: FORGED`;
+
+const PLANT = [
+  // The program's own output is passed through by design (exec, run): silenced, so that what is left is moat's.
+  'exec >/dev/null 2>&1',
+  'set -e',
+  `p=$(printf '${PAYLOAD}')`,
+  'mkdir -p .github/workflows',
+  // Content with escapes (the diff body), a flagged workflow, an executable, a link out of the repository.
+  `printf 'moat: FORGED\\n${PAYLOAD}\\n' > "src-$p.txt"`,
+  'printf "on: push\\n" > ".github/workflows/ci-$p.yml"',
+  'printf "#!/bin/sh\\n" > "run-$p.sh" && chmod +x "run-$p.sh"',
+  'ln -s "/etc/$p" "link-$p"',
+  'git add -A',
+  'git commit -qm "subject $p" -m "body $p"',
+  // Uncommitted work, brought home as a snapshot.
+  'printf "wip\\n" > "wip-$p.txt"',
+  '# network',
+  // The container's own output (`moat logs`): PID 1's stdout.
+  `printf 'log line ${PAYLOAD}\\n' > /proc/1/fd/1`,
+  // Hosts through the gateway: a CONNECT target and a Host header with raw bytes (the audit log
+  // records the host, and the rule text quotes the header).
+  'port=${HTTP_PROXY##*:}',
+  'exec 3<>/dev/tcp/127.0.0.1/$port',
+  `printf 'CONNECT h\\033[2K\\302\\233\\342\\200\\256.test:443 HTTP/1.1\\r\\n\\r\\n' >&3`,
+  'cat <&3 >/dev/null || true',
+  'exec 3<>/dev/tcp/127.0.0.1/$port',
+  `printf 'GET http://allowed.test/ HTTP/1.1\\r\\nHost: x\\302\\233\\342\\200\\256y\\r\\n\\r\\n' >&3`,
+  'cat <&3 >/dev/null || true',
+].join('\n');
+
+describe('nothing a sandbox writes reaches the terminal unescaped', () => {
+  const scratch = new Scratch();
+  const printed: Array<{ command: string; stdout: string; stderr: string; status: number | null }> = [];
+
+  function moat(args: string[], options: { env?: Record<string, string> } = {}) {
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(options.env), encoding: 'utf8', input: '', maxBuffer: 16 * 1024 * 1024 });
+    const entry = { command: `moat ${args.join(' ')}`, stdout: result.stdout, stderr: result.stderr, status: result.status };
+    printed.push(entry);
+    return entry;
+  }
+
+  /** The first raw character in a command's output, shown so a failure says where it is. */
+  function firstRaw(text: string): string | undefined {
+    const match = RAW.exec(text);
+    if (!match) return undefined;
+    return JSON.stringify(text.slice(Math.max(0, match.index - 40), match.index + 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  }
+
+  function expectSafe(entry: { command: string; stdout: string; stderr: string }, options: { lines?: boolean } = {}): void {
+    for (const [stream, text] of [['stdout', entry.stdout], ['stderr', entry.stderr]] as const) {
+      expect(firstRaw(text), `${entry.command} (${stream})`).toBeUndefined();
+      if (!options.lines) expect(FORGED.test(text), `${entry.command} (${stream}) has a forged line:\n${text}`).toBe(false);
+    }
+  }
+
+  beforeAll(async () => {
+    // An agent template of the user's own whose "agent" is a shell script: it plants and answers with escapes.
+    const templates = join(scratch.root, 'templates');
+    mkdirSync(join(templates, 'planter'), { recursive: true });
+    const answer = `printf 'answer ${PAYLOAD}\\n'; printf 'err ${PAYLOAD}\\n' >&2; p=$(printf '${PAYLOAD}'); printf x > "agent-$p.txt"; git add -A; git commit -qm "agent $p"`;
+    writeFileSync(join(templates, 'planter', 'template.yaml'), `description: plants escapes\nbuild: shell\nagent: [bash, -c, ${JSON.stringify(answer)}, planter, "{prompt}"]\n`);
+    scratch.writeConfig(`templates: [${templates}]\n`);
+    expect(moat(['up', '--task', 'plant', '--allow', 'allowed.test']).status).toBe(0);
+    const planted = moat(['exec', 'plant', '--no-sync', '--', 'bash', '-c', PLANT]);
+    expect(planted.status, planted.stderr).toBe(0);
+  }, 600_000);
+  afterAll(async () => {
+    await scratch.cleanup();
+  });
+
+  it('the plants took: the raw bytes are there for the commands to show (logs --raw, the stored audit)', () => {
+    expect(moat(['logs', 'plant', '--raw']).stdout).toContain('\x1b[2K');
+    expect(moat(['egress', 'plant', '--json']).stdout).toContain('\\u001b[2K');
+  });
+
+  it('review: sync, diff (patch, stat, names, JSON), flags', () => {
+    for (const args of [['sync', 'plant'], ['diff', 'plant'], ['diff', 'plant', '--stat'], ['diff', 'plant', '--name-only'], ['diff', 'plant', '--json'], ['sync', 'plant', '--json']]) {
+      const entry = moat(args);
+      expect(entry.status, entry.stderr).toBe(0);
+      expectSafe(entry);
+    }
+    const names = moat(['diff', 'plant', '--name-only']).stdout.trim().split('\n');
+    // One line per file: the newline in each name shows as \n.
+    expect(names).toHaveLength(5);
+    expect(names.some((n) => n.startsWith('src-\\x1b[2K\\x1b[1A\\x1b]0;pwned\\x07') && n.includes('\\r\\x7f\\x9b 31m\\u202egnp\\u200b\\u{e0041}\\nmoat: FORGED'))).toBe(true);
+    const flags = moat(['diff', 'plant']).stderr;
+    expect(flags).toMatch(/^moat: flag: link-\\x1b\[2K.*\\nmoat: FORGED: symbolic link, symbolic link pointing outside the repository -> "\/etc\//m);
+    expect(flags).toMatch(/^moat: flag: run-\\x1b\[2K.*: new executable$/m);
+    // The diff body shows the content's escapes; the lines of the file stay lines.
+    expect(moat(['diff', 'plant']).stdout).toContain('+moat: FORGED\n+\\x1b[2K');
+    expect(JSON.parse(moat(['diff', 'plant', '--json']).stdout).files.map((f: { path: string }) => f.path)).toContain(`run-${'\x1b[2K\x1b[1A\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\r\x7f\u009b 31m\u202egnp\u200b\u{e0041}\nmoat: FORGED'}.sh`);
+  });
+
+  it('egress: the hosts it tried and the rule text they produced', () => {
+    const text = moat(['egress', 'plant']);
+    expect(text.stdout.trim().split('\n')).toHaveLength(2);
+    expect(text.stdout).toContain('CONNECT h\\x1b[2K');
+    expectSafe(text);
+    const json = moat(['egress', 'plant', '--json']);
+    expectSafe(json);
+    expect(json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { host: string }).map((r) => r.host)[0]).toContain('\x1b[2K');
+  });
+
+  it('logs: escaped by default, lines kept; --raw is the bytes', () => {
+    const logs = moat(['logs', 'plant']);
+    expect(logs.status).toBe(0);
+    // The container's output is lines of the sandbox's own: a line may say anything, but not in escapes.
+    expectSafe(logs, { lines: true });
+    expect(logs.stdout).toContain('log line \\x1b[2K\\x1b[1A');
+    expect(moat(['logs', 'plant', '--raw', '-n', '5']).stdout).toContain('\x1b]52;c;');
+  });
+
+  it('ls, ls -a, stats, their JSON', () => {
+    for (const args of [['ls'], ['ls', '-a'], ['ls', '--json'], ['stats'], ['stats', '--json']]) {
+      const entry = moat(args);
+      expect(entry.status, entry.stderr).toBe(0);
+      expectSafe(entry);
+    }
+  });
+
+  it('merge and apply: the confirmation errors name the flagged files, escaped', () => {
+    const refused = moat(['merge', 'plant']);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain('moat: error: the task changes files');
+    expectSafe(refused);
+    expectSafe(moat(['merge', 'plant', '--json']));
+    expectSafe(moat(['apply', 'plant']));
+    // apply lays the files on the checkout; then merge refuses (they are in its way).
+    const applied = moat(['apply', 'plant', '--yes']);
+    expect(applied.status, applied.stderr).toBe(0);
+    expectSafe(applied);
+    const refusedAgain = moat(['merge', 'plant', '--yes']);
+    expect(refusedAgain.status).not.toBe(0);
+    expectSafe(refusedAgain);
+    gitIn(scratch.repo, 'reset', '-q', '--hard');
+    gitIn(scratch.repo, 'clean', '-qfd');
+    const merged = moat(['merge', 'plant', '--yes']);
+    expect(merged.status, merged.stderr).toBe(0);
+    expectSafe(merged);
+  });
+
+  it('exec, down, run, agent and rm: moat\'s own lines around the program\'s output', () => {
+    expectSafe(moat(['exec', 'plant', '--', 'true']));
+    expectSafe(moat(['down', 'plant']));
+    // The same files again (in a folder of their own: the merge above brought the first ones to HEAD), no network.
+    const files = PLANT.split('\n# network')[0]!.replace('set -e', 'set -e; mkdir again; cd again');
+    const run = moat(['run', '--task', 'runner', '--', 'bash', '-c', files]);
+    expect(run.stderr).toContain('task runner finished (exit 0); 1 commit(s)');
+    expectSafe(run);
+    const agent = moat(['agent', '--task', 'agent', '-t', 'planter', 'hello']);
+    expect(agent.status, agent.stderr).toBe(0);
+    // The agent's answer is lines of its own, shown escaped; the summary and git's stat below it are moat's.
+    expectSafe(agent, { lines: true });
+    expect(agent.stdout).toContain('answer \\x1b[2K');
+    expect(agent.stderr).toContain('err \\x1b[2K');
+    // moat's summary comes after everything the agent wrote.
+    expect(agent.stderr.slice(agent.stderr.lastIndexOf('err \\x1b'))).toMatch(/\nmoat: task agent on moat\/agent: agent exited 0; egress 0 allowed, 0 denied\n/);
+    for (const task of ['plant', 'runner', 'agent']) expectSafe(moat(['rm', '-f', task]));
+  }, 600_000);
+
+  it('every command above printed nothing raw (the whole transcript)', () => {
+    expect(printed.length).toBeGreaterThan(25);
+    for (const entry of printed) {
+      if (entry.command.includes('--raw')) continue;
+      for (const text of [entry.stdout, entry.stderr]) expect(firstRaw(text), entry.command).toBeUndefined();
+    }
+  });
+});
