@@ -144,7 +144,9 @@ make one name read as another. Every command prints such text through one functi
 marks, zero-width and other invisible characters show escaped (\`\\x1b\`, \`\\u202e\`). A name or a
 message is one line: a newline in it shows as \`\\n\`, so it cannot start a line that looks like
 moat's own. Text of many lines by nature (a diff body, git's \`--stat\`, \`moat logs\`, the answer
-of \`moat agent\`) keeps its newlines and tabs and escapes the rest, a carriage return included.
+of \`moat agent\`) keeps its newlines and tabs and escapes the rest, a carriage return included;
+in the last two, which interleave with moat's notes, a line that starts with \`moat:\` shows as
+\`\\x6doat:\`.
 \`moat logs --raw\` gives the container's bytes as written. \`exec\`, \`run\` and \`shell\` pass the
 program's own output through untouched, as a terminal or a pipe expects. \`--json\` keeps the data
 exact: JSON.stringify escapes C0 controls, and moat writes the C1, bidi and invisible characters it

@@ -65,19 +65,45 @@ export function terminalJson(json: string): string {
   });
 }
 
+/** How every line moat itself writes to stderr begins. */
+const OWN_PREFIX = 'moat:';
+
 /**
- * A stream of bytes (a container's output) as terminal-safe text of many lines: decodes UTF-8
- * across chunk boundaries (a character split between two chunks is escaped, or not, whole), and
- * escapes as {@link terminalLines}. Bytes that are not UTF-8 show as U+FFFD.
+ * A stream of bytes (a container's output, an agent's answer) as terminal-safe text of many lines:
+ * decodes UTF-8 across chunk boundaries (a character split between two chunks is escaped, or not,
+ * whole) and escapes as {@link terminalLines}. Its lines are the sandbox's and may say anything
+ * printable, but none may pass for one of moat's own (they interleave on stderr with moat's notes
+ * and errors): a line that starts with `moat:` shows as `\x6doat:`. Bytes that are not UTF-8 show
+ * as U+FFFD.
  */
 export class TerminalStream {
   private readonly decoder = new TextDecoder('utf-8', { fatal: false });
+  private atLineStart = true;
+  /** The start of a line, held back until it is known whether it reads `moat:`. */
+  private held = '';
 
   push(chunk: Uint8Array): string {
-    return terminalLines(this.decoder.decode(chunk, { stream: true }));
+    return this.lines(this.decoder.decode(chunk, { stream: true }), false);
   }
 
   end(): string {
-    return terminalLines(this.decoder.decode());
+    return this.lines(this.decoder.decode(), true);
+  }
+
+  private lines(text: string, final: boolean): string {
+    let input = this.held + text;
+    this.held = '';
+    if (!final) {
+      const tailStart = input.lastIndexOf('\n') + 1;
+      const tail = input.slice(tailStart);
+      if ((tailStart > 0 || this.atLineStart) && tail.length < OWN_PREFIX.length && OWN_PREFIX.startsWith(tail)) {
+        this.held = tail;
+        input = input.slice(0, tailStart);
+      }
+    }
+    if (!input) return '';
+    const marked = input.replace(/(^|\n)moat:/g, (match: string, before: string) => (before === '' && !this.atLineStart ? match : `${before}\\x6doat:`));
+    this.atLineStart = input.endsWith('\n');
+    return terminalLines(marked);
   }
 }

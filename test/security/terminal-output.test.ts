@@ -72,10 +72,10 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     return JSON.stringify(text.slice(Math.max(0, match.index - 40), match.index + 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   }
 
-  function expectSafe(entry: { command: string; stdout: string; stderr: string }, options: { lines?: boolean } = {}): void {
+  function expectSafe(entry: { command: string; stdout: string; stderr: string }): void {
     for (const [stream, text] of [['stdout', entry.stdout], ['stderr', entry.stderr]] as const) {
       expect(firstRaw(text), `${entry.command} (${stream})`).toBeUndefined();
-      if (!options.lines) expect(FORGED.test(text), `${entry.command} (${stream}) has a forged line:\n${text}`).toBe(false);
+      expect(FORGED.test(text), `${entry.command} (${stream}) has a forged line:\n${text}`).toBe(false);
     }
   }
 
@@ -130,8 +130,9 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
   it('logs: escaped by default, lines kept; --raw is the bytes', () => {
     const logs = moat(['logs', 'plant']);
     expect(logs.status).toBe(0);
-    // The container's output is lines of the sandbox's own: a line may say anything, but not in escapes.
-    expectSafe(logs, { lines: true });
+    // The container's output is lines of the sandbox's own: none in escapes, none passing for moat's.
+    expectSafe(logs);
+    expect(logs.stdout).toContain('\n\\x6doat: FORGED');
     expect(logs.stdout).toContain('log line \\x1b[2K\\x1b[1A');
     expect(moat(['logs', 'plant', '--raw', '-n', '5']).stdout).toContain('\x1b]52;c;');
   });
@@ -176,7 +177,7 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     const agent = moat(['agent', '--task', 'agent', '-t', 'planter', 'hello']);
     expect(agent.status, agent.stderr).toBe(0);
     // The agent's answer is lines of its own, shown escaped; the summary and git's stat below it are moat's.
-    expectSafe(agent, { lines: true });
+    expectSafe(agent);
     expect(agent.stdout).toContain('answer \\x1b[2K');
     expect(agent.stderr).toContain('err \\x1b[2K');
     // moat's summary comes after everything the agent wrote.

@@ -75,6 +75,18 @@ describe('TerminalStream', () => {
     }
   });
 
+  it('a line of the stream never starts like one of moat\'s, wherever the chunks are cut', () => {
+    const bytes = Buffer.from('moat: forged\nok moat: fine\nmoat:\nmoa\n\u202emoat: x\nmoat', 'utf8');
+    const expected = '\\x6doat: forged\nok moat: fine\n\\x6doat:\nmoa\n\\u202emoat: x\nmoat';
+    for (let cut = 0; cut <= bytes.length; cut += 1) {
+      for (let second = cut; second <= bytes.length; second += 3) {
+        const stream = new TerminalStream();
+        const all = stream.push(bytes.subarray(0, cut)) + stream.push(bytes.subarray(cut, second)) + stream.push(bytes.subarray(second)) + stream.end();
+        expect(all, `cut at ${cut} and ${second}`).toBe(expected);
+      }
+    }
+  });
+
   it('escapedStream writes the escaped text to its target', async () => {
     const target = new PassThrough();
     let seen = '';
