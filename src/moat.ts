@@ -54,8 +54,8 @@ export class Moat {
   rm(task: string, options?: { force?: boolean }) {
     return remove(this.context, task, options);
   }
-  gc() {
-    return gc(this.context);
+  gc(options?: { all?: boolean }) {
+    return gc(this.context, options);
   }
   doctor() {
     return doctor(this.context);
