@@ -51,7 +51,7 @@ describe('the cap on warm servers', () => {
   it('stops the least recently used past the cap, and removes the files of dead ones', async () => {
     const env = (n: number) => ({ MOAT_SERVER_MAX: '2', MOAT_OTHER: String(n) });
     expect(cli(scratch, ['ls'], { env: env(1) }).code).toBe(0);
-    await eventually(async () => live().length, (n) => n === 1, 10_000);
+    const [first] = await eventually(async () => live(), (list) => list.length === 1, 10_000);
     // What a server killed outright leaves behind, long enough ago.
     const stale = join(dir(), `${'0'.repeat(32)}.sock`);
     writeFileSync(stale, '');
@@ -63,9 +63,10 @@ describe('the cap on warm servers', () => {
     for (const n of [2, 3]) {
       expect(cli(scratch, ['ls'], { env: env(n) }).code).toBe(0);
       // Each server starts after its first command, in the background.
-      const now = await eventually(async () => live(), (list) => list.some((pid) => !pids.includes(pid) && !pids.includes(-pid)), 10_000);
-      pids.push(now.find((pid) => !pids.includes(pid))!);
+      const now = await eventually(async () => live(), (list) => list.some((pid) => pid !== first && !pids.includes(pid)), 10_000);
+      pids.push(now.find((pid) => pid !== first && !pids.includes(pid))!);
     }
+    expect(pids.every(Boolean)).toBe(true);
     // Three environments were served, two servers stay: the first one (least recently used) left.
     const left = await eventually(async () => live(), (list) => list.length <= 2, 10_000);
     expect(left.sort()).toEqual([...pids].sort());
@@ -121,5 +122,21 @@ describe('the egress audit log cap', () => {
     expect(readFileSync(audit, 'utf8').length + readFileSync(`${audit}.1`, 'utf8').length).toBeGreaterThan(cap);
     const ls = JSON.parse(cli(scratch, ['ls', '--json'], { env }).out);
     expect(ls[0].egress).toEqual({ allowed: 0, denied: records.length });
+  });
+
+  it('moat doctor lists every cap on what a sandbox can grow on the host, with what it takes now', () => {
+    const env = { MOAT_AUDIT_MAX_BYTES: String(cap), MOAT_SERVER_MAX: '2' };
+    const report = JSON.parse(cli(scratch, ['doctor', '--json'], { env }).out) as { caps: Array<{ name: string; cap: string; now?: string }> };
+    const caps = Object.fromEntries(report.caps.map((c) => [c.name, c]));
+    expect(Object.keys(caps).sort()).toEqual(['container logs', 'egress audit log', 'snapshot bundles', 'warm servers', 'workspace disk']);
+    expect(caps['egress audit log']!.cap).toContain('16KiB per file, rotated once: at most 32KiB per task');
+    // The loop above filled both files of the one task.
+    expect(caps['egress audit log']!.now).toMatch(/^\d+(\.\d)?KiB across 1 task\(s\)$/);
+    expect(caps['container logs']!.cap).toContain('at most 30MiB per task');
+    expect(caps['snapshot bundles']!.cap).toContain('at most 2GiB per sync');
+    expect(caps['warm servers']!.cap).toContain('at most 2 per user');
+    expect(caps['workspace disk']!.cap).toMatch(/limits\.disk \(10GiB per task\)|NOT capped/);
+    const text = cli(scratch, ['doctor'], { env }).out;
+    for (const name of Object.keys(caps)) expect(text).toMatch(new RegExp(`^  ${name}: `, 'm'));
   });
 });

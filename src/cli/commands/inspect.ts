@@ -83,6 +83,9 @@ export function registerInspect(program: Command, cli: CliContext): void {
           '',
           'enforced here:',
           ...Object.entries(report.enforcement).map(([key, value]) => `  ${key}: ${value}`),
+          '',
+          'host files a sandbox can make grow, and their caps:',
+          ...report.caps.map((c) => `  ${c.name}: ${c.cap}${c.now ? ` (now: ${c.now})` : ''}`),
         ].join('\n'),
       );
       if (!report.ok) cli.setExit(1);
