@@ -25,7 +25,7 @@ fi
 # the one command to run as root; the image then serves every user of the same daemon.
 if [[ $(id -u) -ne 0 ]]; then
   echo "the base image $image is missing, and building it (debootstrap) needs root; as root, run:" >&2
-  echo "  bash $(cd "$(dirname "$0")" && pwd)/build-base-image.sh" >&2
+  echo "  ${MOAT_BASE_IMAGE:+MOAT_BASE_IMAGE=$MOAT_BASE_IMAGE }bash $(cd "$(dirname "$0")" && pwd)/build-base-image.sh" >&2
   exit 1
 fi
 
