@@ -17,7 +17,7 @@ export interface TaskSummary {
   ageSeconds: number;
   limits: Limits;
   network: string;
-  /** Commits on the task branch beyond its base, as last synced. */
+  /** Commits on the task branch (in the user's repository: what moat brought home) beyond its base. */
   commits: number;
   /** Made ahead by a warm server for the next `run`/`up` (`ls -a` only): nobody's task yet, `gc --all` removes it. */
   spare?: true;
