@@ -21,9 +21,26 @@ if [[ "${1:-}" != "--force" ]] && "$docker_bin" image inspect "$image" >/dev/nul
   exit 0
 fi
 
-if ! command -v debootstrap >/dev/null 2>&1; then
+# debootstrap makes device nodes and chroots: only root can. A user of the docker group gets
+# the one command to run as root; the image then serves every user of the same daemon.
+if [[ $(id -u) -ne 0 ]]; then
+  echo "the base image $image is missing, and building it (debootstrap) needs root; as root, run:" >&2
+  echo "  ${MOAT_BASE_IMAGE:+MOAT_BASE_IMAGE=$MOAT_BASE_IMAGE }bash $(cd "$(dirname "$0")" && pwd)/build-base-image.sh" >&2
+  exit 1
+fi
+
+# An administrator's programs live in /usr/sbin, which not every root shell has on its PATH (su).
+find_debootstrap() {
+  command -v debootstrap && return
+  for candidate in /usr/sbin/debootstrap /sbin/debootstrap; do
+    if [[ -x "$candidate" ]]; then echo "$candidate"; return; fi
+  done
+}
+debootstrap_bin="$(find_debootstrap || true)"
+if [[ -z "$debootstrap_bin" ]]; then
   echo "debootstrap is missing; installing it from Debian's packages" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  debootstrap_bin=/usr/sbin/debootstrap
 fi
 
 root="$(mktemp -d /var/tmp/moat-rootfs.XXXXXX)"
@@ -31,7 +48,7 @@ cleanup() { rm -rf --one-file-system "$root"; }
 trap cleanup EXIT
 
 echo "debootstrap $suite from $mirror into $root (a few minutes)"
-debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$root.log" 2>&1 || {
+PATH="$PATH:/usr/sbin:/sbin" "$debootstrap_bin" --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$root.log" 2>&1 || {
   tail -n 30 "$root.log" >&2; rm -f "$root.log"; exit 1; }
 rm -f "$root.log"
 

@@ -7,21 +7,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
+# Installed programs, also the administrator's (dockerd, debootstrap, mkfs.ext4 are in /usr/sbin,
+# which a normal user's PATH does not hold on Debian).
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]] || [[ -x "/sbin/$1" ]]; }
 
 missing=()
-command -v git >/dev/null 2>&1 || missing+=(git)
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+have git || missing+=(git)
+have dockerd || missing+=(docker.io)
+have debootstrap || missing+=(debootstrap)
 # Used by moat itself (disk caps, ssh agents, interception) and by the tests (TLS fixtures, a real terminal).
-command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || [[ -x /sbin/mkfs.ext4 ]] || missing+=(e2fsprogs)
-command -v ssh-agent >/dev/null 2>&1 || missing+=(openssh-client)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+have mkfs.ext4 || missing+=(e2fsprogs)
+have ssh-agent || missing+=(openssh-client)
+have openssl || missing+=(openssl)
+have script || missing+=(bsdutils)
 # moat's native parts (scripts/build-native.mjs): a C compiler, and the C library to link statically.
-command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+have cc || missing+=(gcc libc6-dev)
 if ((${#missing[@]} > 0)); then
   if [[ $(id -u) -ne 0 ]]; then
-    say "missing ${missing[*]}; install them as root: apt-get install ${missing[*]}"
+    say "missing ${missing[*]}; install them as root (the one command): apt-get install ${missing[*]}"
     exit 1
   fi
   say "installing ${missing[*]} from Debian's packages"
@@ -32,7 +35,11 @@ fi
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok; then
   if [[ $(id -u) -ne 0 ]]; then
-    say "the Docker daemon is not reachable; start it (sudo systemctl start docker) or join the docker group"
+    if [[ -S /var/run/docker.sock && ! -w /var/run/docker.sock ]]; then
+      say "you may not use the Docker daemon; as root: usermod -aG docker $(id -un) (then log in again)"
+    else
+      say "the Docker daemon is not running; as root: systemctl start docker"
+    fi
     exit 1
   fi
   say "starting dockerd"

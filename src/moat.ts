@@ -13,7 +13,7 @@ import { syncTask } from './service/sync.js';
 import { up, type UpOptions } from './service/up.js';
 import type { Writable } from 'node:stream';
 import { join } from 'node:path';
-import { changeEgress, egressLog } from './service/egress.js';
+import { changeEgress, egressLog, egressLogSince } from './service/egress.js';
 import { taskStats } from './service/stats.js';
 import { newTemplate, runAgent, templates } from './service/agent.js';
 import { approveRepo } from './service/approve.js';
@@ -21,6 +21,7 @@ import { loadTemplate } from './image/template.js';
 import { templateRoot } from './image/template-image.js';
 import { pushTask } from './service/push.js';
 import { egressDir } from './gateway/task-egress.js';
+import { AUDIT_FILE, type AuditCursor } from './gateway/audit.js';
 
 export class Moat {
   readonly context: MoatContext;
@@ -53,8 +54,8 @@ export class Moat {
   rm(task: string, options?: { force?: boolean }) {
     return remove(this.context, task, options);
   }
-  gc() {
-    return gc(this.context);
+  gc(options?: { all?: boolean }) {
+    return gc(this.context, options);
   }
   doctor() {
     return doctor(this.context);
@@ -103,8 +104,12 @@ export class Moat {
   egress(task: string) {
     return egressLog(this.context, task);
   }
+  /** The egress records written since `cursor` (all that are kept without one), and the next cursor. */
+  egressSince(task: string, cursor?: AuditCursor) {
+    return egressLogSince(this.context, task, cursor);
+  }
   egressFile(repoKey: string, task: string) {
-    return join(egressDir(this.context.store.taskDir(repoKey, task)), 'audit.jsonl');
+    return join(egressDir(this.context.store.taskDir(repoKey, task)), AUDIT_FILE);
   }
   apply(task: string, options?: { yes?: boolean }) {
     return applyTask(this.context, task, options);

@@ -1,8 +1,10 @@
 import { createConnection, createServer, type Socket } from 'node:net';
-import { unlink, writeFile } from 'node:fs/promises';
+import { unlink, utimes, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
 import { TaskPool } from '../service/task-pool.js';
+import { maxServers, retireExcessServers, RETIRE_SIGNAL } from '../service/warm-servers.js';
 
 /**
  * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
@@ -30,9 +32,12 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   const pool = process.env.MOAT_POOL === 'off' ? undefined : new TaskPool();
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
+  // Past the servers' cap (warm-servers.ts): stop at the first moment no command is running.
+  let retiring = false;
   const armIdle = () => {
     clearTimeout(idleTimer);
     if (active > 0) return;
+    if (retiring) return void shutDown();
     // Quiet now: make what the last commands will want next, then wait for the next client.
     pool?.makeWanted();
     idleTimer = setTimeout(() => void shutDown(), options.idleSeconds * 1000);
@@ -53,6 +58,10 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   };
   process.once('SIGTERM', () => void shutDown());
   process.once('SIGINT', () => void shutDown());
+  process.on(RETIRE_SIGNAL, () => {
+    retiring = true;
+    armIdle();
+  });
 
   async function handle(connection: Socket): Promise<void> {
     active += 1;
@@ -106,6 +115,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       connection.destroy();
     } finally {
       active -= 1;
+      // The pid file's time says when this server last served: the least recently used goes first.
+      const now = new Date();
+      await utimes(`${socketPath}.pid`, now, now).catch(() => undefined);
       armIdle();
     }
   }
@@ -113,6 +125,8 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   if (!(await listen(server, socketPath))) return;
   await writeFile(`${socketPath}.pid`, `${process.pid}\n`, { mode: 0o600 });
   armIdle();
+  // One more environment, one more server: the least recently used past the cap are asked to stop.
+  await retireExcessServers(dirname(socketPath), socketPath, maxServers(process.env)).catch(() => undefined);
 }
 
 /** Binds the socket; a live server already there wins, a stale socket file is replaced. */

@@ -65,6 +65,9 @@ export const PROXY_PORT = 3128;
 const EGRESS_TARGET = '/moat/egress';
 const HELPER_TARGET = '/moat/bin/moat-handoff';
 
+/** What the engine keeps of a container's output: it is on the host, outside the task's disk cap. */
+export const CONTAINER_LOG = { maxBytes: 10 * 1024 ** 2, files: 3 } as const;
+
 /**
  * The hardening every task gets. Nothing here is configurable upward: limits come from the
  * (already narrowed) config, everything else is fixed.
@@ -114,8 +117,8 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     noNewPrivileges: true,
     init: true,
     network: 'none',
-    logMaxBytes: 10 * 1024 ** 2,
-    logMaxFiles: 3,
+    logMaxBytes: CONTAINER_LOG.maxBytes,
+    logMaxFiles: CONTAINER_LOG.files,
   };
 }
 

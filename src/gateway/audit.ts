@@ -1,4 +1,5 @@
-import { appendFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { redact } from '../domain/redact.js';
 
 /** One line of a task's egress audit log: every attempt, allowed or not. Never a secret value. */
@@ -17,6 +18,142 @@ export interface AuditRecord {
   durationMs: number;
 }
 
-export function appendAudit(file: string, record: AuditRecord, secrets: string[] = []): void {
-  appendFileSync(file, `${redact(JSON.stringify(record), secrets)}\n`, { mode: 0o600 });
+export const AUDIT_FILE = 'audit.jsonl';
+
+/**
+ * A task's audit log is a file the sandbox makes grow (one line per attempt, about 250 bytes for
+ * a refusal), on the host and outside its disk cap: a loop of denied attempts would fill the
+ * host's disk. So the file is rotated at this size to `<file>.1` (the older one is dropped), and
+ * a task's log takes at most twice this on disk. `MOAT_AUDIT_MAX_BYTES` changes it when the
+ * gateway starts.
+ */
+export const DEFAULT_AUDIT_MAX_BYTES = 8 * 1024 ** 2;
+/** Below this, a rotation would keep too few lines to be worth reading. */
+const MIN_AUDIT_MAX_BYTES = 16 * 1024;
+
+/** The cap of one audit file: `MOAT_AUDIT_MAX_BYTES` (bytes) if set and sensible, else the default. */
+export function auditMaxBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const value = Number(env.MOAT_AUDIT_MAX_BYTES);
+  if (!Number.isSafeInteger(value) || value <= 0) return DEFAULT_AUDIT_MAX_BYTES;
+  return Math.max(MIN_AUDIT_MAX_BYTES, value);
+}
+
+/** Where the older half of a task's log is kept. */
+export function rotatedAuditFile(file: string): string {
+  return `${file}.1`;
+}
+
+/**
+ * Appends one line; when it would take the file past `maxBytes`, the file first becomes
+ * `<file>.1` (replacing the older one) and the line starts a fresh file. Only the gateway writes
+ * here, one line at a time, so a rotation races no other writer.
+ */
+export function appendAudit(file: string, record: AuditRecord, secrets: string[] = [], maxBytes = DEFAULT_AUDIT_MAX_BYTES): void {
+  const line = Buffer.from(`${redact(JSON.stringify(record), secrets)}\n`, 'utf8');
+  let fd = openSync(file, 'a', 0o600);
+  try {
+    const size = fstatSync(fd).size;
+    if (size > 0 && size + line.length > maxBytes) {
+      closeSync(fd);
+      fd = -1;
+      renameSync(file, rotatedAuditFile(file));
+      fd = openSync(file, 'a', 0o600);
+    }
+    writeSync(fd, line);
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+function parseLines(text: string): AuditRecord[] {
+  const records: AuditRecord[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    try {
+      records.push(JSON.parse(line) as AuditRecord);
+    } catch {
+      // A line cut by a crash of the gateway: the others still count.
+    }
+  }
+  return records;
+}
+
+function inode(file: string): number | undefined {
+  try {
+    return statSync(file).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readText(file: string, from = 0): Promise<{ text: string; end: number }> {
+  const handle = await open(file, 'r').catch(() => undefined);
+  if (!handle) return { text: '', end: from };
+  try {
+    const { size } = await handle.stat();
+    if (size <= from) return { text: '', end: from };
+    const buffer = Buffer.alloc(size - from);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, from);
+    // Only whole lines: the rest is read when the gateway has finished writing it.
+    const last = buffer.subarray(0, bytesRead).lastIndexOf(0x0a);
+    return { text: buffer.subarray(0, last + 1).toString('utf8'), end: from + last + 1 };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Where a reader of the log stands: the file it was reading (by inode) and how far. */
+export interface AuditCursor {
+  ino: number;
+  offset: number;
+}
+
+/**
+ * The records written since `cursor` (all that are kept, without one), oldest first, and the
+ * cursor after them. Rotations are followed like `tail -F`: when the file read so far has become
+ * `<file>.1`, its rest comes first.
+ */
+export async function readAudit(file: string, cursor?: AuditCursor): Promise<{ records: AuditRecord[]; cursor?: AuditCursor }> {
+  const rotated = rotatedAuditFile(file);
+  // A rotation between the reads would skip the lines it moved: read again then.
+  for (let attempt = 0; ; attempt += 1) {
+    const ino = inode(file);
+    let older = '';
+    if (cursor?.ino !== ino) {
+      const rotatedIno = inode(rotated);
+      // Rotated more than once since the cursor: what is kept is all there is.
+      if (rotatedIno !== undefined) older = (await readText(rotated, cursor && rotatedIno === cursor.ino ? cursor.offset : 0)).text;
+    }
+    const newer = ino === undefined ? { text: '', end: 0 } : await readText(file, cursor?.ino === ino ? cursor.offset : 0);
+    if (inode(file) === ino || attempt >= 3) {
+      return { records: [...parseLines(older), ...parseLines(newer.text)], cursor: ino === undefined ? cursor : { ino, offset: newer.end } };
+    }
+  }
+}
+
+/** The bytes a task's audit log takes on disk (both files). */
+export function auditBytes(file: string): number {
+  let total = 0;
+  for (const path of [file, rotatedAuditFile(file)]) {
+    try {
+      total += statSync(path).size;
+    } catch {
+      // not there
+    }
+  }
+  return total;
+}
+
+/** Allowed and denied attempts still kept, counted without parsing (`moat ls` reads every task's log). */
+export async function countAudit(file: string): Promise<{ allowed: number; denied: number }> {
+  let allowed = 0;
+  let denied = 0;
+  for (const path of [rotatedAuditFile(file), file]) {
+    // Inside a JSON string a quote is escaped, so only the field itself matches.
+    for (const line of (await readText(path)).text.split('\n')) {
+      if (line.includes('"decision":"allowed"')) allowed += 1;
+      else if (line.includes('"decision":"denied"')) denied += 1;
+    }
+  }
+  return { allowed, denied };
 }

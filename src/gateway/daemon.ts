@@ -2,7 +2,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync,
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
-import { appendAudit } from './audit.js';
+import { appendAudit, auditMaxBytes } from './audit.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
 import { HANDOFF_NAME, type TaskEgressFile } from './task-egress.js';
 import { ListenerHandoff } from './listener-handoff.js';
@@ -25,6 +25,8 @@ if (!home) {
 const controlPath = join(home, 'gateway', 'control.sock');
 const dnsServers = process.env.MOAT_GATEWAY_DNS ? process.env.MOAT_GATEWAY_DNS.split(',') : undefined;
 const extraCa = process.env.MOAT_GATEWAY_CA ? [readFileSync(process.env.MOAT_GATEWAY_CA, 'utf8')] : [];
+/** Each task's audit log is rotated at this size (audit.ts): a sandbox cannot fill the host's disk with it. */
+const auditMax = auditMaxBytes(process.env);
 const gateway = new EgressGateway(systemResolver(dnsServers), 10_000, extraCa);
 /** Secret values per task socket: in memory only, handed over by moat on the control socket. */
 const secretValues = new Map<string, Record<string, string>>();
@@ -103,7 +105,7 @@ async function reload(): Promise<number> {
           task: now.task,
           policy: () => current(listener).policy,
           // Every audit line passes through redaction of the task's secret values.
-          audit: (record) => appendAudit(current(listener).audit, record, Object.values(values())),
+          audit: (record) => appendAudit(current(listener).audit, record, Object.values(values()), auditMax),
           secrets: () => current(listener).secrets.map((secret) => ({ secret, value: values()[secret.name] })),
           leaf: current(listener).ca ? (host) => leafFor(current(listener).ca!, host) : undefined,
         })

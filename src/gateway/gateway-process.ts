@@ -35,7 +35,7 @@ export async function reloadGateway(home: string, env: NodeJS.ProcessEnv): Promi
   }
   await mkdir(join(home, 'gateway'), { recursive: true, mode: 0o700 });
   const log = openSync(join(home, 'gateway', 'gateway.log'), 'a', 0o600);
-  const child = spawn(process.execPath, [DAEMON, home], { detached: true, stdio: ['ignore', log, log], env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(env.MOAT_GATEWAY_DNS ? { MOAT_GATEWAY_DNS: env.MOAT_GATEWAY_DNS } : {}), ...(env.MOAT_GATEWAY_CA ? { MOAT_GATEWAY_CA: env.MOAT_GATEWAY_CA } : {}) } });
+  const child = spawn(process.execPath, [DAEMON, home], { detached: true, stdio: ['ignore', log, log], env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(env.MOAT_GATEWAY_DNS ? { MOAT_GATEWAY_DNS: env.MOAT_GATEWAY_DNS } : {}), ...(env.MOAT_GATEWAY_CA ? { MOAT_GATEWAY_CA: env.MOAT_GATEWAY_CA } : {}), ...(env.MOAT_AUDIT_MAX_BYTES ? { MOAT_AUDIT_MAX_BYTES: env.MOAT_AUDIT_MAX_BYTES } : {}) } });
   child.unref();
   for (let i = 0; i < 100; i += 1) {
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -4,6 +4,7 @@ import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 import { isMoatError } from '../errors.js';
 import type { EngineInfo } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
+import { hostCaps, type HostCap } from './host-caps.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -19,6 +20,8 @@ export interface DoctorReport {
   checks: DoctorCheck[];
   /** What moat enforces on this machine, and what it cannot. */
   enforcement: Record<string, string>;
+  /** Every host file (and process) a sandbox's activity makes grow, with its cap. */
+  caps: HostCap[];
 }
 
 function versionAtLeast(version: string, minimum: number[]): boolean {
@@ -44,6 +47,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   );
 
   let info: EngineInfo | undefined;
+  let diskCapped = false;
   try {
     const engine = await ctx.engine();
     info = await engine.info();
@@ -85,6 +89,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.pids = 'kernel (pids cgroup)';
     enforcement.network = 'none: tasks have no network interface but loopback';
     const loop = await loopMountAvailable(ctx.hostUser.uid);
+    diskCapped = loop;
     enforcement.disk = loop
       ? 'kernel: each task writes to its own loop-mounted ext4 image of limits.disk; /tmp and home are size-limited tmpfs; the root filesystem is read-only'
       : 'workspace NOT capped (needs root, loop devices and mkfs.ext4); /tmp and home are size-limited tmpfs; the root filesystem is read-only';
@@ -98,5 +103,5 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
       ? { name: 'host user', status: 'warn', detail: 'moat runs as root: sandboxes run as uid 1000 (sandboxUid), and workspace files are owned by that uid', fix: 'run moat as your normal user (in the docker group)' }
       : { name: 'host user', status: 'ok', detail: `sandboxes run as your uid ${uid}` },
   );
-  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement };
+  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped) };
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { checkEgressRules } from '../config/effective.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
-import type { AuditRecord } from '../gateway/audit.js';
+import { AUDIT_FILE, countAudit, readAudit, type AuditCursor, type AuditRecord } from '../gateway/audit.js';
 import { reloadGateway } from '../gateway/gateway-process.js';
 import { egressDir, policyFile, readTaskEgress, SOCKET_NAME, socketDir, writeTaskEgress } from '../gateway/task-egress.js';
 import type { MoatContext } from './context.js';
@@ -20,7 +20,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     allow: record.egress?.allow ?? [],
     deny: record.egress?.deny ?? [],
     socket: join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME),
-    audit: join(egressDir(taskDir), 'audit.jsonl'),
+    audit: auditFile(ctx, record),
     secrets: record.secrets,
     user: record.user,
     ...(ca ? { ca } : {}),
@@ -61,23 +61,22 @@ export async function changeEgress(ctx: MoatContext, task: string, change: { all
 }
 
 export async function egressLog(ctx: MoatContext, task: string): Promise<AuditRecord[]> {
-  const repo = await ctx.repo();
-  const record = await ctx.store.require(repo.key, task);
-  const file = join(egressDir(ctx.store.taskDir(record.repoKey, task)), 'audit.jsonl');
-  const text = await readFile(file, 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as AuditRecord);
+  return (await egressLogSince(ctx, task)).records;
 }
 
-export async function egressCounts(ctx: MoatContext, record: TaskRecord): Promise<{ allowed: number; denied: number }> {
-  const file = join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'audit.jsonl');
-  const text = await readFile(file, 'utf8').catch(() => '');
-  let allowed = 0;
-  let denied = 0;
-  for (const line of text.split('\n')) {
-    if (line.includes('"decision":"allowed"')) allowed += 1;
-    else if (line.includes('"decision":"denied"')) denied += 1;
-  }
-  return { allowed, denied };
+/** For `moat egress -f`: what was written since the cursor, across the log's rotation. */
+export async function egressLogSince(ctx: MoatContext, task: string, cursor?: AuditCursor): Promise<{ records: AuditRecord[]; cursor?: AuditCursor }> {
+  const repo = await ctx.repo();
+  const record = await ctx.store.require(repo.key, task);
+  return readAudit(auditFile(ctx, record), cursor);
+}
+
+export function egressCounts(ctx: MoatContext, record: TaskRecord): Promise<{ allowed: number; denied: number }> {
+  return countAudit(auditFile(ctx, record));
+}
+
+export function auditFile(ctx: MoatContext, record: Pick<TaskRecord, 'repoKey' | 'name'>): string {
+  return join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), AUDIT_FILE);
 }
 
 /** A task without a container needs no listener: the gateway leaves when no task needs it. */

@@ -12,6 +12,8 @@ export interface GcResult {
   removedVolumes: string[];
   /** Tasks whose creation was interrupted (moat killed during `up`), removed whole. */
   removedTasks: string[];
+  /** With `all`: spare tasks live warm servers had made ahead (they make another when next asked). */
+  removedSpares: string[];
 }
 
 function alive(pid: number | undefined): boolean {
@@ -26,12 +28,13 @@ function alive(pid: number | undefined): boolean {
 
 /**
  * Removes what a crash left: resources labelled with this moat home whose task no longer exists,
- * helper containers, and tasks whose `up` died half-way. A task's branch is deleted only while it
- * still points at its base, so no commit is ever lost to gc.
+ * helper containers, and tasks whose `up` died half-way; with `all`, also the spare tasks live
+ * warm servers made ahead. A task's branch is deleted only while it still points at its base, so
+ * no commit is ever lost to gc.
  */
-export async function gc(ctx: MoatContext): Promise<GcResult> {
+export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Promise<GcResult> {
   const engine = await ctx.engine();
-  const result: GcResult = { removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] };
+  const result: GcResult = { removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [], removedSpares: [] };
   const records = await ctx.store.listAll({ pooled: true });
 
   // Half-made tasks, and pooled ones whose server is gone.
@@ -40,7 +43,17 @@ export async function gc(ctx: MoatContext): Promise<GcResult> {
     await discardTask(ctx, record);
     if (record.state === 'creating') result.removedTasks.push(record.name);
   }
-  const live = new Map(records.filter((r) => !interrupted.includes(r)).map((r) => [`${r.repoKey}/${r.name}`, r]));
+  const removed = new Set(interrupted);
+  if (options.all) {
+    for (const record of records.filter((r) => r.state === 'pooled' && !removed.has(r))) {
+      const spare = await finishedSpare(ctx, record);
+      if (!spare) continue;
+      await discardTask(ctx, spare);
+      removed.add(record);
+      result.removedSpares.push(record.name);
+    }
+  }
+  const live = new Map(records.filter((r) => !removed.has(r)).map((r) => [`${r.repoKey}/${r.name}`, r]));
 
   const owned = { [LABEL.home]: ctx.store.homeKey };
   for (const container of await engine.listContainers(owned)) {
@@ -73,6 +86,23 @@ export async function gc(ctx: MoatContext): Promise<GcResult> {
   }
   return result;
 }
+
+/**
+ * A spare task as it is now, once its server has finished making it (a task half-made by a live
+ * server is its server's to finish or roll back); undefined when it was taken meanwhile: it is
+ * somebody's task then, and gc leaves it alone. The server tolerates its spare going away: taking
+ * it finds no record, and the request makes a task from scratch.
+ */
+async function finishedSpare(ctx: MoatContext, record: TaskRecord): Promise<TaskRecord | undefined> {
+  for (let waited = 0; ; waited += 200) {
+    const now = await ctx.store.get(record.repoKey, record.name).catch(() => undefined);
+    if (!now || now.state !== 'pooled') return undefined;
+    if (now.containerId || !alive(now.creatorPid)) return now;
+    if (waited >= SPARE_WAIT_MS) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+const SPARE_WAIT_MS = 120_000;
 
 /** Removes a task that has no work yet: a half-made one, or a pooled one nobody took. */
 export async function discardTask(ctx: MoatContext, record: TaskRecord): Promise<void> {

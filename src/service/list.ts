@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import type { Limits } from '../domain/limits.js';
-import type { TaskState } from '../domain/task.js';
+import type { TaskRecord, TaskState } from '../domain/task.js';
+import { UserRepository } from '../workspace/user-repo.js';
 import { MoatError } from '../errors.js';
 import type { MoatContext } from './context.js';
 import { egressCounts } from './egress.js';
@@ -16,8 +17,10 @@ export interface TaskSummary {
   ageSeconds: number;
   limits: Limits;
   network: string;
-  /** Commits on the task branch beyond its base, as last synced. */
+  /** Commits on the task branch (in the user's repository: what moat brought home) beyond its base. */
   commits: number;
+  /** Made ahead by a warm server for the next `run`/`up` (`ls -a` only): nobody's task yet, `gc --all` removes it. */
+  spare?: true;
   /** Why the container is no longer running, when it stopped by itself. */
   stopReason?: string;
   /** Outbound attempts through the gateway, from the audit log. */
@@ -26,11 +29,21 @@ export interface TaskSummary {
   containerId?: string;
 }
 
-/** Tasks of the current repository (or of every repository with `all`), with the state the engine reports. */
+/**
+ * Tasks of the current repository (or, with `all`, of every repository, and the spare tasks warm
+ * servers made ahead), with the state the engine reports.
+ */
 export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {}): Promise<TaskSummary[]> {
-  const records = options.all ? await ctx.store.listAll() : await ctx.store.list((await ctx.repo()).key);
+  const records = options.all ? await ctx.store.listAll({ pooled: true }) : await ctx.store.list((await ctx.repo()).key);
   const engine = await ctx.engine();
   const now = Date.now();
+  // Each task's commits are counted in its own repository (with `all`, not the one moat runs in).
+  const repos = new Map<string, Promise<UserRepository | undefined>>();
+  const repoOf = (record: TaskRecord) => {
+    if (!options.all) return ctx.repo();
+    if (!repos.has(record.repoPath)) repos.set(record.repoPath, UserRepository.open(record.repoPath).catch(() => undefined));
+    return repos.get(record.repoPath)!;
+  };
   return Promise.all(
     records.map(async (record): Promise<TaskSummary> => {
       let state: TaskState = record.state;
@@ -40,11 +53,10 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         state = !info ? 'missing' : info.running ? 'running' : 'exited';
         if (info && !info.running) stopReason = whyStopped(record.limits.timeoutSeconds, info);
       } else if (state === 'running') state = 'missing';
-      let commits = 0;
-      if (!options.all) {
-        const repo = await ctx.repo();
-        commits = await repo.countCommits(record.baseCommit, record.syncedTip).catch(() => 0);
-      }
+      const spare = record.state === 'pooled';
+      if (spare) state = 'pooled';
+      const repo = spare ? undefined : await repoOf(record);
+      const commits = repo ? await countTaskCommits(repo, record) : 0;
       return {
         name: record.name,
         state,
@@ -56,6 +68,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         limits: record.limits,
         network: record.network,
         commits,
+        ...(spare ? { spare: true as const } : {}),
         ...(stopReason ? { stopReason } : {}),
         egress: await egressCounts(ctx, record),
         repoPath: record.repoPath,
@@ -63,6 +76,15 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
       };
     }),
   );
+}
+
+/**
+ * Commits on the task branch beyond its base: the branch as it is now (it is the user's to move;
+ * a sync that found it moved parks the task's work instead), or the last synced tip without it.
+ */
+async function countTaskCommits(repo: UserRepository, record: TaskRecord): Promise<number> {
+  const tip = (await repo.refValue(`refs/heads/${record.branch}`).catch(() => undefined)) ?? record.syncedTip;
+  return repo.countCommits(record.baseCommit, tip).catch(() => 0);
 }
 
 export async function taskLogs(ctx: MoatContext, task: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {

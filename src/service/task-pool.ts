@@ -10,6 +10,9 @@ export function poolKey(parts: Record<string, unknown>): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
+/** Spare tasks one server keeps at most (one per request shape). */
+export const MAX_SPARES_PER_SERVER = 4;
+
 interface Pooled {
   name: string;
   discard: () => Promise<void>;
@@ -29,7 +32,7 @@ export class TaskPool {
   private readonly makingFor = new Map<string, Promise<unknown>>();
   private closed = false;
 
-  constructor(private readonly maxEntries = 4) {}
+  constructor(private readonly maxEntries = MAX_SPARES_PER_SERVER) {}
 
   /**
    * A ready task made for exactly this key, now the caller's to finish; undefined if none. One

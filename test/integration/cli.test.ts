@@ -166,7 +166,7 @@ describe('the warm CLI server', () => {
       if (args[0] === 'rm' && served.code === 0) expect(moat(['up', '--task', 'served'], { MOAT_SERVER: 'off' }).code).toBe(0);
       const alone = moat(args, { MOAT_SERVER: 'off' });
       expect({ args, code: served.code, err: served.err }).toEqual({ args, code: alone.code, err: alone.err });
-      const normal = (text: string) => text.replace(/"(createdAt|baseCommit|syncedTip|image|creatorPid|containerId)": [^,\n]+/g, '"$1": "…"');
+      const normal = (text: string) => text.replace(/"(createdAt|ageSeconds|baseCommit|syncedTip|image|creatorPid|containerId)": [^,\n]+/g, '"$1": "…"');
       expect(normal(served.out)).toBe(normal(alone.out));
     }
     // Only the one server answered all of that: no second one was started.
@@ -295,5 +295,35 @@ describe('tasks made ahead by the warm server', () => {
     expect(moat(['gc', '--json'], { MOAT_SERVER: 'off' }).code).toBe(0);
     expect(await containers()).toEqual([]);
     expect(taskDirs().sort()).toEqual(before.sort());
+  });
+
+  it('ls -a shows a spare task, marked, and gc --all removes it while its server goes on serving', async () => {
+    expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    const [server] = await eventually(async () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`)), (p) => p.length === 1, 10_000);
+    expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    const [pooled] = await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
+    const spareName = pooled!.Labels['moat.task']!;
+    // Not the user's task: plain ls leaves it out; ls -a shows it, marked.
+    const names = (args: string[]) => (JSON.parse(moat(args).out) as Array<{ name: string }>).map((t) => t.name);
+    expect(names(['ls', '--json'])).not.toContain(spareName);
+    expect((JSON.parse(moat(['ls', '-a', '--json']).out) as Array<{ spare?: boolean }>).filter((t) => t.spare)).toEqual([expect.objectContaining({ name: spareName, spare: true, state: 'pooled', commits: 0 })]);
+    expect(moat(['ls', '-a']).out.split('\n').find((line) => line.startsWith(spareName))).toMatch(/^\S+\s+spare \(made ahead\)\s/);
+    // gc without --all leaves a live server's spare alone; with it, removes it.
+    expect(JSON.parse(moat(['gc', '--json']).out)).toMatchObject({ removedSpares: [] });
+    const gc = moat(['gc', '--all', '--json']);
+    expect(gc.code, gc.err).toBe(0);
+    expect(JSON.parse(gc.out)).toMatchObject({ removedSpares: [spareName] });
+    expect(await containers()).toEqual([]);
+    expect(taskDirs()).not.toContain(spareName);
+    expect(names(['ls', '-a', '--json'])).not.toContain(spareName);
+    // The server that had made it is still up, and the next run it serves works (made from scratch).
+    expect(existsSync(`/proc/${server}`)).toBe(true);
+    const run = moat(['run', '--', 'sh', '-c', 'echo after > after.txt && git add after.txt && git commit -qm after']);
+    expect(run.code, run.err).toBe(0);
+    const ran = /task (\S+) finished/.exec(run.err)?.[1];
+    expect(ran).toBeDefined();
+    expect(ran).not.toBe(spareName);
+    expect(serverPids(join(scratch.root, 'run'))).toContain(server);
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', `moat/${ran}`)).toBe('after');
   });
 });

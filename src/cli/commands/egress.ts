@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { AuditRecord } from '../../gateway/audit.js';
 import { terminalJson, terminalText } from '../../domain/terminal-text.js';
@@ -53,16 +52,14 @@ export function registerEgress(program: Command, cli: CliContext): void {
       const print = (records: AuditRecord[]) => {
         for (const record of records) cli.io.stdout.write(`${opts.json ? terminalJson(JSON.stringify(record)) : line(record)}\n`);
       };
-      let seen = (await moat.egress(task)).length;
-      print(await moat.egress(task));
+      // The log is rotated at its cap (gateway/audit.ts): follow it across that, like tail -F.
+      let { records, cursor } = await moat.egressSince(task);
+      print(records);
       if (!opts.follow) return;
-      const file = moat.egressFile(await moat.context.repo().then((r) => r.key), task);
       for (;;) {
         await new Promise((resolve) => setTimeout(resolve, 500));
-        const text = await readFile(file, 'utf8').catch(() => '');
-        const records = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
-        print(records.slice(seen));
-        seen = records.length;
+        ({ records, cursor } = await moat.egressSince(task, cursor));
+        print(records);
       }
     });
 }

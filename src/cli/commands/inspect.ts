@@ -8,7 +8,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
   program
     .command('ls')
     .description('list tasks with their state, branch, image, age and limits')
-    .option('-a, --all', 'tasks of every repository')
+    .option('-a, --all', 'tasks of every repository, and the spare ones warm servers made ahead')
     .option('--json', 'print as JSON')
     .action(async (opts: { all?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
@@ -18,7 +18,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
           ? 'no tasks (create one with: moat up)'
           : table([
               ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE'],
-              ...tasks.map((t) => [t.name, t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
+              ...tasks.map((t) => [t.name, t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
             ]),
       );
     });
@@ -92,6 +92,9 @@ export function registerInspect(program: Command, cli: CliContext): void {
           '',
           'enforced here:',
           ...Object.entries(report.enforcement).map(([key, value]) => `  ${key}: ${value}`),
+          '',
+          'host files a sandbox can make grow, and their caps:',
+          ...report.caps.map((c) => `  ${c.name}: ${c.cap}${c.now ? ` (now: ${c.now})` : ''}`),
         ].join('\n'),
       );
       if (!report.ok) cli.setExit(1);

@@ -85,11 +85,12 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
   program
     .command('gc')
     .description('remove what a crash left behind: containers, networks and volumes of tasks that are gone, half-made tasks')
+    .option('-a, --all', 'also the spare tasks warm servers made ahead (moat ls -a shows them)')
     .option('--json', 'print what was removed as JSON')
-    .action(async (opts: { json?: boolean }) => {
+    .action(async (opts: { all?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
-      const result = await cli.moat(out).gc();
-      const total = result.removedContainers.length + result.removedNetworks.length + result.removedVolumes.length + result.removedTasks.length;
-      out.result(result, () => (total === 0 ? 'nothing to collect' : [...result.removedTasks.map((t) => `removed half-made task ${t}`), ...result.removedContainers.map((c) => `removed container ${c}`), ...result.removedNetworks.map((n) => `removed network ${n}`), ...result.removedVolumes.map((v) => `removed volume ${v}`)].join('\n')));
+      const result = await cli.moat(out).gc({ all: opts.all });
+      const total = result.removedContainers.length + result.removedNetworks.length + result.removedVolumes.length + result.removedTasks.length + result.removedSpares.length;
+      out.result(result, () => (total === 0 ? 'nothing to collect' : [...result.removedTasks.map((t) => `removed half-made task ${t}`), ...result.removedSpares.map((t) => `removed spare task ${t}`), ...result.removedContainers.map((c) => `removed container ${c}`), ...result.removedNetworks.map((n) => `removed network ${n}`), ...result.removedVolumes.map((v) => `removed volume ${v}`)].join('\n')));
     });
 }
