@@ -13,6 +13,10 @@ const { join } = require('node:path');
  */
 const SERVED = new Set(['up', 'down', 'reset', 'ls', 'gc', 'rm', 'exec', 'run']);
 const STREAMING = new Set(['exec', 'run']);
+// Commands that stop at Ctrl-C (or TERM): the signal is carried to the server, which cancels them
+// (up rolls back what it had made). Elsewhere the signal ends this client as usual, and the
+// command, short and harmless, finishes on the server.
+const CANCELLABLE = new Set(['exec', 'run', 'up']);
 // Differ between shells of one session without changing what a command does.
 const VOLATILE = new Set(['PWD', 'OLDPWD', '_', 'SHLVL']);
 
@@ -67,9 +71,18 @@ function runOnServer(socketPath) {
       started = true;
       const stdinIsTTY = Boolean(process.stdin.isTTY);
       socket.write(`${JSON.stringify({ argv: process.argv, cwd: process.cwd(), stdinIsTTY })}\n`);
-      if (!STREAMING.has(process.argv[2])) return;
+      if (CANCELLABLE.has(process.argv[2])) {
+        let interrupts = 0;
+        for (const signal of ['SIGINT', 'SIGTERM']) {
+          process.on(signal, () => {
+            interrupts += 1;
+            if (interrupts > 1) process.exit(signal === 'SIGTERM' ? 143 : 130);
+            frame(4, Buffer.from(signal === 'SIGINT' ? 'INT' : 'TERM'));
+          });
+        }
+      }
       // As in a process of its own: a terminal's stdin is left alone without --tty.
-      if (!stdinIsTTY) {
+      if (STREAMING.has(process.argv[2]) && !stdinIsTTY) {
         process.stdin.on('data', (chunk) => {
           frame(1, chunk);
           if (socket.writableNeedDrain) {
@@ -78,14 +91,6 @@ function runOnServer(socketPath) {
           }
         });
         process.stdin.once('end', () => frame(2, Buffer.alloc(0)));
-      }
-      let interrupts = 0;
-      for (const signal of ['SIGINT', 'SIGTERM']) {
-        process.on(signal, () => {
-          interrupts += 1;
-          if (interrupts > 1) process.exit(130);
-          frame(4, Buffer.from(signal === 'SIGINT' ? 'INT' : 'TERM'));
-        });
       }
     });
     socket.on('data', (chunk) => {

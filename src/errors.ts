@@ -15,6 +15,9 @@ export const ExitCode = {
   conflict: 7,
   limit: 8,
   internal: 70,
+  /** Cancelled by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal's number, as a shell reports a killed process. */
+  interrupted: 130,
+  terminated: 143,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -42,6 +45,8 @@ export type ErrorCode =
   | 'E_MERGE_CONFLICT'
   | 'E_BRANCH_MOVED'
   | 'E_CONFIRM'
+  | 'E_INTERRUPTED'
+  | 'E_TERMINATED'
   | 'E_INTERNAL';
 
 const exitFor: Record<ErrorCode, ExitCodeValue> = {
@@ -68,6 +73,8 @@ const exitFor: Record<ErrorCode, ExitCodeValue> = {
   E_MERGE_CONFLICT: ExitCode.conflict,
   E_BRANCH_MOVED: ExitCode.conflict,
   E_CONFIRM: ExitCode.usage,
+  E_INTERRUPTED: ExitCode.interrupted,
+  E_TERMINATED: ExitCode.terminated,
   E_INTERNAL: ExitCode.internal,
 };
 

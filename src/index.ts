@@ -6,6 +6,7 @@ export { Moat } from './moat.js';
 export { MoatError, isMoatError, ExitCode, type ErrorCode } from './errors.js';
 export type { MoatOptions } from './service/context.js';
 export type { UpOptions } from './service/up.js';
+export type { RunOptions, RunResult } from './service/lifecycle.js';
 export type { ExecOptions, ExecResult } from './service/exec.js';
 export type { TaskRecord, TaskState } from './domain/task.js';
 export type { Limits } from './domain/limits.js';

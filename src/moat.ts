@@ -6,7 +6,7 @@ import { MoatContext, type MoatOptions } from './service/context.js';
 import { doctor } from './service/doctor.js';
 import { execInTask, type ExecOptions } from './service/exec.js';
 import { gc } from './service/gc.js';
-import { down, remove, reset, run } from './service/lifecycle.js';
+import { down, remove, reset, run, type RunOptions } from './service/lifecycle.js';
 import { listTasks, taskLogs } from './service/list.js';
 import { applyTask, diffTask, mergeTask, type MergeStrategy } from './service/review.js';
 import { syncTask } from './service/sync.js';
@@ -36,7 +36,7 @@ export class Moat {
   exec(task: string, cmd: string[], io: ExecIO, options?: ExecOptions) {
     return execInTask(this.context, task, cmd, io, options);
   }
-  run(cmd: string[], io: ExecIO, options?: UpOptions & { tty?: boolean; rm?: boolean }) {
+  run(cmd: string[], io: ExecIO, options?: RunOptions) {
     return run(this.context, cmd, io, options);
   }
   ls(options?: { all?: boolean }) {

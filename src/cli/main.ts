@@ -85,7 +85,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text), outputError: () => undefined })
-    .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal;\nexec, run and shell exit with the command\'s own status (128+N when killed by signal N).\n\nEnvironment: MOAT_HOME and MOAT_CONFIG move moat\'s files; MOAT_SERVER=off runs every command in its own\nprocess (no warm server, nothing made ahead); MOAT_POOL=off keeps the warm server but makes nothing\nahead; MOAT_SERVER_IDLE_SECONDS (default 300) is how long the warm server waits for the next command.');
+    .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal,\n130 cancelled by Ctrl-C (143 by TERM); exec, run and shell exit with the command\'s own status (128+N when killed by signal N).\n\nEnvironment: MOAT_HOME and MOAT_CONFIG move moat\'s files; MOAT_SERVER=off runs every command in its own\nprocess (no warm server, nothing made ahead); MOAT_POOL=off keeps the warm server but makes nothing\nahead; MOAT_SERVER_IDLE_SECONDS (default 300) is how long the warm server waits for the next command.');
   registerLifecycle(program, cli);
   registerExec(program, cli);
   registerAgent(program, cli);

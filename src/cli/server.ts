@@ -74,6 +74,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       }
       const stdin = new PassThrough();
       const signals = new Set<(signal: 'INT' | 'TERM') => void>();
+      // A Ctrl-C that came before the command listened (while it loaded its config, say) is not
+      // lost: the first listener gets it, as a process of its own would have been stopped by it.
+      let unheard: 'INT' | 'TERM' | undefined;
       let waitingForDrain = false;
       readFrames(connection, request.rest, (type, body) => {
         // A command that reads slowly slows the client down, rather than filling this process.
@@ -85,7 +88,11 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
             connection.resume();
           });
         } else if (type === FRAME.stdinEnd) stdin.end();
-        else if (type === FRAME.signal) for (const listener of signals) listener(body.toString() === 'TERM' ? 'TERM' : 'INT');
+        else if (type === FRAME.signal) {
+          const signal = body.toString() === 'TERM' ? 'TERM' : 'INT';
+          if (signals.size === 0) unheard ??= signal;
+          for (const listener of [...signals]) listener(signal);
+        }
       });
       // A client that went away sends nothing more.
       connection.once('close', () => stdin.end());
@@ -98,6 +105,11 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         stdinIsTTY: request.stdinIsTTY,
         onSignal: (listener) => {
           signals.add(listener);
+          if (unheard) {
+            const signal = unheard;
+            unheard = undefined;
+            queueMicrotask(() => listener(signal));
+          }
           return () => signals.delete(listener);
         },
         // The client leaves by itself at a second Ctrl-C; the command here finishes and is recorded.

@@ -65,6 +65,7 @@ export class DockerEngine implements ContainerEngine {
         forcerm: true,
         pull: false,
         ...(input.dockerfile ? { dockerfile: input.dockerfile } : {}),
+        ...(input.signal ? { abortSignal: input.signal } : {}),
       });
     } catch (error) {
       throw this.wrap(error, `build image ${input.tag}`);
@@ -267,8 +268,10 @@ export class DockerEngine implements ContainerEngine {
     }
     if (io.stdin) {
       io.stdin.on('data', (chunk: Buffer) => stream.write(chunk));
-      // Half-close so the command sees EOF on its stdin while its output keeps flowing.
-      io.stdin.on('end', () => stream.end());
+      // Half-close so the command sees EOF on its stdin while its output keeps flowing. Not with a
+      // TTY: there the engine answers a closed stdin by closing the output too, and the command's
+      // output (and exit status) would be lost; a terminal's EOF is a keystroke (Ctrl-D) anyway.
+      if (!tty) io.stdin.on('end', () => stream.end());
     }
     await done;
     stopResize?.();

@@ -58,6 +58,8 @@ export interface BuildInput {
   buildArgs: Record<string, string>;
   labels: Record<string, string>;
   onProgress?: (line: string) => void;
+  /** Aborting it ends the build in the engine (the connection closes, the daemon cancels). */
+  signal?: AbortSignal;
 }
 
 export interface ContainerStats {

@@ -57,6 +57,8 @@ export interface TemplateImageRequest {
   templatesDir?: string;
   onProgress?: (line: string) => void;
   env?: NodeJS.ProcessEnv;
+  /** Stops a build under way (the command was cancelled). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -119,5 +121,6 @@ async function buildIn(engine: ContainerEngine, request: TemplateImageRequest, s
     buildArgs: { ...(spec.args ?? {}), BASE_IMAGE: request.baseImage, MOAT_UID: String(request.uid), MOAT_GID: String(request.gid) },
     labels: { [LABEL.version]: MOAT_VERSION, [LABEL.role]: 'image', [LABEL.template]: request.template },
     onProgress: request.onProgress,
+    signal: request.signal,
   });
 }

@@ -11,6 +11,7 @@ import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec } from './task-container.js';
 import { taskEnv } from './task-env.js';
 import { seedHome, up, type UpOptions } from './up.js';
+import { cancelledError, isCancelledError } from './cancel.js';
 import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
 import { openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
@@ -88,8 +89,9 @@ export interface RemoveResult {
 }
 
 /**
- * Discards a task: container, workspace, record and branch. Refuses while the branch has commits
- * that are not in the user's current branch, unless forced: those commits would be lost.
+ * Discards a task: container, workspace, record and branch. Refuses, unless forced, while the
+ * branch has commits that are not in the user's current branch, and when the task's latest work
+ * could not be brought home first: either would be lost.
  */
 export async function remove(ctx: MoatContext, task: string, options: { force?: boolean } = {}): Promise<RemoveResult> {
   const repo = await ctx.repo();
@@ -97,7 +99,7 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   const engine = await ctx.engine();
   // Commits the agent made since the last sync count too: read them (from a helper if need be).
   // Forced, everything is discarded anyway, so there is nothing to read.
-  if (!options.force) await syncTask(ctx, repo, record).catch(() => undefined);
+  if (!options.force) await finalSync(task, () => syncTask(ctx, repo, record));
   const unmerged = await unmergedCommits(ctx, record);
   if (unmerged > 0 && !options.force) {
     throw new MoatError('E_CONFIRM', `task ${task} has ${unmerged} commit(s) not merged into your current branch`, {
@@ -120,6 +122,25 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   return { task, branchDeleted, unmergedCommits: unmerged };
 }
 
+/**
+ * The sync before a removal. When it fails, or when the work could only be parked (the branch was
+ * moved), the workspace is the only complete copy of the task's work: nothing is removed.
+ */
+async function finalSync(task: string, sync: () => Promise<SyncResult>): Promise<void> {
+  let cause: string | undefined;
+  try {
+    const result = await sync();
+    if (result.warning) cause = result.warning;
+  } catch (error) {
+    cause = (error as Error).message;
+  }
+  if (cause === undefined) return;
+  throw new MoatError('E_SYNC_FAILED', `task ${task} was not removed: its latest work could not be brought home first (${cause})`, {
+    hint: `fix the cause and run moat rm ${task} again (moat sync ${task} shows it), or use --force to discard anyway: moat rm --force ${task}`,
+    details: { cause },
+  });
+}
+
 async function unmergedCommits(ctx: MoatContext, record: TaskRecord): Promise<number> {
   const repo = await ctx.repo();
   const tip = await repo.refValue(`refs/heads/${record.branch}`);
@@ -129,34 +150,55 @@ async function unmergedCommits(ctx: MoatContext, record: TaskRecord): Promise<nu
   return repo.countCommits(head ?? record.baseCommit, tip);
 }
 
+export interface RunOptions extends UpOptions {
+  tty?: boolean;
+  /** Keep the task (stopped, with its branch) even when it left no work. */
+  keep?: boolean;
+  /** Remove the task if it left no work: the default, accepted so that `--rm` keeps working. */
+  rm?: boolean;
+}
+
 export interface RunResult extends ExecResult {
   branch: string;
-  /** With `rm`: the task was removed because it left nothing behind. */
+  /** The task left commits or uncommitted changes (false too when its work could not be read). */
+  work: boolean;
+  /** The task was removed because it left no work (no commit, no uncommitted change). */
   removed: boolean;
 }
 
 /**
- * up + exec + down: the branch and its commits stay. With `rm`, a task that left no commits and no
- * uncommitted work is removed afterwards, like `docker run --rm`; one with work is always kept.
+ * up + exec + down. A task that left no commits and no uncommitted work is removed afterwards,
+ * like `docker run --rm`, unless `keep`; one with work is always kept (branch and commits), so
+ * no run loses work and no run leaves an empty task behind. A cancel during the up rolls it back.
  */
-export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: UpOptions & { tty?: boolean; rm?: boolean } = {}): Promise<RunResult> {
-  const record = await up(ctx, options);
+export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: RunOptions = {}): Promise<RunResult> {
+  if (options.keep && options.rm) throw new MoatError('E_USAGE', '--rm and --keep contradict each other', { hint: 'a task that left no work is removed by default; --keep keeps it' });
+  // Checked before anything is made: the exec would refuse it only after the up.
+  if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat run -- npm test' });
+  const { signal } = options;
+  const record = await up(ctx, options).catch((error: unknown) => {
+    throw signal && isCancelledError(error) ? cancelledError(signal, 'run', (error as MoatError).details?.cleanedUp === true) : error;
+  });
+  if (signal?.aborted) {
+    // Cancelled after the up was done, before the command started: nothing ran, nothing to keep.
+    const clean = await remove(ctx, record.name, { force: true }).then(() => true, () => false);
+    throw cancelledError(signal, 'run', clean);
+  }
   let result: ExecResult | undefined;
-  let work: Buffer | undefined;
+  let captured: Buffer | undefined;
   try {
-    ({ result, work } = await execCapturingWork(ctx, record.name, cmd, io, { tty: options.tty, sync: false, captureWork: true }));
+    ({ result, work: captured } = await execCapturingWork(ctx, record.name, cmd, io, { tty: options.tty, sync: false, captureWork: true }));
   } finally {
-    const downResult = await down(ctx, record.name, { captured: work });
+    const downResult = await down(ctx, record.name, { captured });
     if (result) result.sync = downResult.sync;
   }
   const sync = result.sync;
-  const nothingLeft = sync !== undefined && !sync.warning && sync.commits === 0 && (await workIsEmpty(ctx, record.baseCommit, sync.wip));
-  let removed = false;
-  if (options.rm && nothingLeft) {
-    await remove(ctx, record.name, { force: true });
-    removed = true;
-  }
-  return { ...result, branch: record.branch, removed };
+  // A sync that warned (work unreadable, or parked because the branch moved) keeps the task whole.
+  const read = sync !== undefined && !sync.warning;
+  const work = read && (sync.commits > 0 || !(await workIsEmpty(ctx, record.baseCommit, sync.wip)));
+  const removed = read && !work && !options.keep;
+  if (removed) await remove(ctx, record.name, { force: true });
+  return { ...result, branch: record.branch, work, removed };
 }
 
 /** Does the snapshot of uncommitted work hold anything beyond the base? */

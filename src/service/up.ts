@@ -23,6 +23,7 @@ import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
 import { runningContainer, startContainer, taskSpec } from './task-container.js';
 import { discardTask } from './gc.js';
+import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
 import { poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 
@@ -42,6 +43,11 @@ export interface UpOptions {
   sshKeys?: string[];
   /** Made ahead for the warm server's pool (see task-pool.ts): no branch yet, nobody's task. */
   intoPool?: boolean;
+  /**
+   * Cancels the up (the CLI aborts it at Ctrl-C or TERM): whatever it made is removed and it
+   * throws E_INTERRUPTED (exit 130) or E_TERMINATED (143). Once `up` has returned, the task is whole.
+   */
+  signal?: AbortSignal;
 }
 
 /** Awaits all at once, but reports the first failure in the order given, whichever came first. */
@@ -57,8 +63,15 @@ class Rollback {
   add(step: () => Promise<unknown>): void {
     this.steps.push(step);
   }
-  async run(): Promise<void> {
-    for (const step of this.steps.reverse()) await step().catch(() => undefined);
+  /** Whether every step succeeded (a failed one leaves something for `moat gc`). */
+  async run(): Promise<boolean> {
+    let clean = true;
+    for (const step of this.steps.reverse()) {
+      await step().catch(() => {
+        clean = false;
+      });
+    }
+    return clean;
   }
 }
 
@@ -66,9 +79,23 @@ class Rollback {
  * Creates a task: branch `moat/<name>` at the base, a workspace repository cloned from it, and a
  * hardened container that sees only that workspace. Everything that can fail without side
  * effects (names, config, engine, image) is checked first; after that, a failure undoes every
- * step already taken.
+ * step already taken. A cancel (options.signal) is honoured between steps, and at once during
+ * the long ones that leave nothing behind (image builds); it is rolled back like a failure.
  */
 export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<TaskRecord> {
+  const { signal } = options;
+  try {
+    return await makeTask(ctx, options);
+  } catch (error) {
+    // Cancelled before anything was made, or a step failed of the cancel itself (a git child
+    // gets the terminal's Ctrl-C too): the user asked to stop, and that is what is reported.
+    if (signal?.aborted && !isCancelledError(error)) throw cancelledError(signal, 'up', true);
+    throw error;
+  }
+}
+
+async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecord> {
+  const { signal } = options;
   const name = options.task === undefined ? generateTaskName() : validateTaskName(options.task);
   // The engine is asked while git and config answer; its error, if any, comes in its turn below.
   const engineReady = ctx.engine();
@@ -99,7 +126,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   const engine = await engineReady;
   const user = ctx.sandboxUser(config);
   const template = options.template ?? config.template;
-  const dev = options.devcontainer ? await devcontainerBase(repo, baseCommit, engine, ctx.progress) : undefined;
+  const dev = options.devcontainer ? await untilCancelled(devcontainerBase(repo, baseCommit, engine, ctx.progress), signal) : undefined;
   if (dev) Object.assign(env, dev.containerEnv);
   const root = await templateRoot(template, config.templateDirs).catch(async (error: unknown) => {
     // Not one of yours or built in: a template the repository carries, if you approved it.
@@ -108,6 +135,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     return fromRepo;
   });
   const spec = await loadTemplate(root, template);
+  throwIfCancelled(signal);
   // What a template asks for (its model API, its key) is granted when the user picked it, not
   // when a repository's moat.yaml did: the repository must not widen the sandbox.
   const userChoseTemplate = options.template !== undefined || config.templateSource !== 'repo';
@@ -117,7 +145,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   }
   const templateEnv = { ...(dev?.containerEnv ?? {}), ...(userChoseTemplate ? (spec.env ?? {}) : {}) };
   Object.assign(env, templateEnv);
-  const secrets = await bindSecrets(withTemplate, ctx.env);
+  // A secret's command may wait for a passphrase: a cancel does not wait for it.
+  const secrets = await untilCancelled(bindSecrets(withTemplate, ctx.env), signal);
   for (const value of Object.values(secrets.values)) ctx.secretValues.add(value);
   if (userChoseTemplate && spec.secret && !secrets.bound.some((s) => s.name === spec.secret!.name)) {
     ctx.progress(`warning: template ${template} needs ${spec.secret.name}, and none is bound: set ${spec.secret.name} in your environment or secrets.${spec.secret.name} in your config (the agent will see only a placeholder either way)`);
@@ -140,7 +169,9 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
   if (sshKeys.length > 0) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
   if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
-  const image = await ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env });
+  // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
+  const imageBuilt = ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env, signal });
+  const image = await untilCancelled(imageBuilt, signal);
 
   const identity = { ...userIdentity, ...config.git };
   // A nameless request of the common shape (no network, no keys, the current HEAD) can take a task
@@ -152,9 +183,15 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     : undefined;
   if (key && !options.intoPool) {
     const pool = ctx.pool!;
+    // At most the wait for a task being made ahead: short, and then it is ours to claim or discard.
     const pooled = await pool.take(key);
+    if (signal?.aborted) {
+      await pooled?.discard().catch(() => undefined);
+      throw signal.reason;
+    }
     pool.want(key, async () => {
-      const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true });
+      // Made for the server, not for this command: this command's cancel is not its.
+      const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true, signal: undefined });
       const discard = () => discardTask(ctx.detached(), made);
       // The config or HEAD changed in between: made for a request nobody will make.
       if (made.poolKey !== key) return void (await discard());
@@ -164,6 +201,7 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     if (claimed) return claimed;
   }
   if (options.intoPool && !key) throw new MoatError('E_INTERNAL', 'this task cannot be pooled');
+  throwIfCancelled(signal);
 
   const record: TaskRecord = {
     name,
@@ -204,12 +242,14 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     // Also after a failure half-way (an image made, its mount failed).
     rollback.add(() => releaseVolume(taskDir));
     for (const step of [branchMade, volumeMade]) if (step.status === 'rejected') throw step.reason;
+    throwIfCancelled(signal);
     if (network !== 'none') {
       await openTaskEgress(ctx, record);
       rollback.add(() => removeTaskEgress(ctx, record));
       await pushSecrets(ctx, record, secrets.values);
       await startTaskAgent(ctx, record);
       rollback.add(() => stopTaskAgent(ctx, record));
+      throwIfCancelled(signal);
     }
     // The container only needs the workspace directory to exist; it runs nothing until the first
     // exec, after `up` returns. So the clone and the container start overlap.
@@ -220,9 +260,12 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     if (started.status === 'fulfilled') rollback.add(() => engine.removeContainer(started.value));
     if (started.status === 'rejected') throw started.reason;
     if (cloned.status === 'rejected') throw cloned.reason;
+    throwIfCancelled(signal);
     const id = started.value;
     await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec);
-    if (dev?.postCreateCommand) await postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress);
+    // postCreateCommand may run for minutes; removing the container (the rollback) ends it.
+    if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
+    throwIfCancelled(signal);
     record.containerId = id;
     if (options.intoPool) {
       await repo.deleteRef(sourceRef, baseCommit);
@@ -233,7 +276,8 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
     await ctx.store.save(record);
     return record;
   } catch (error) {
-    await rollback.run();
+    const clean = await rollback.run();
+    if (signal?.aborted) throw cancelledError(signal, 'up', clean);
     throw error;
   }
 }

@@ -5,6 +5,7 @@ import type { CliContext } from '../main.js';
 import { assertNetworkMode } from '../../service/egress.js';
 import { terminalLines } from '../../domain/terminal-text.js';
 import { escapedStream } from '../output.js';
+import { cancelOnSignal } from '../cancel.js';
 
 /** Wires the caller to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
 function terminalIO(cli: CliContext, tty: boolean): { io: ExecIO; restore: () => void } {
@@ -41,6 +42,18 @@ function terminalIO(cli: CliContext, tty: boolean): { io: ExecIO; restore: () =>
   };
 }
 
+/**
+ * A TTY only when the caller's stdin is a terminal. Without one (a script, a pipe, CI), the
+ * command runs with plain pipes, its output printed and its status passed through as usual, and
+ * one note says so: a TTY there could never see the end of its input.
+ */
+function useTTY(cli: CliContext, asked: boolean, flag?: string): boolean {
+  if (!asked) return false;
+  if (cli.io.stdinIsTTY) return true;
+  cli.output(false).note(`stdin is not a terminal: running without a TTY${flag ? ` (${flag} ignored)` : ''}`);
+  return false;
+}
+
 function report(cli: CliContext, result: ExecResult): number {
   const out = cli.output(false);
   if (result.explanation) out.note(`${result.task}: command ${result.explanation}`);
@@ -59,14 +72,15 @@ export function registerExec(program: Command, cli: CliContext): void {
     .description('run a command in a task\'s sandbox; its exit status is moat\'s')
     .argument('<task>')
     .argument('<command...>', 'command and arguments, after --')
-    .option('-t, --tty', 'allocate a terminal')
+    .option('-t, --tty', 'allocate a terminal (only when stdin is one; otherwise plain pipes, with a note)')
     .option('-w, --workdir <dir>', 'working directory inside (default /workspace)')
     .option('--no-sync', 'do not bring commits home afterwards')
-    .addHelpText('after', '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c')
+    .addHelpText('after', '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c\n  moat exec -t fix-login -- top   # -t from a script or pipe runs without a TTY and says so')
     .action(async (task: string, command: string[], opts: { tty?: boolean; workdir?: string; sync: boolean }) => {
-      const { io, restore } = terminalIO(cli, Boolean(opts.tty));
+      const tty = useTTY(cli, Boolean(opts.tty), '-t');
+      const { io, restore } = terminalIO(cli, tty);
       try {
-        const result = await cli.moat(cli.output(false)).exec(task, stripDashes(command), io, { tty: opts.tty, workdir: opts.workdir, sync: opts.sync });
+        const result = await cli.moat(cli.output(false)).exec(task, stripDashes(command), io, { tty, workdir: opts.workdir, sync: opts.sync });
         cli.setExit(report(cli, result));
       } finally {
         restore();
@@ -80,11 +94,12 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('--bash', 'a plain shell even in an agent template')
     .addHelpText('after', '\nExamples:\n  moat shell fix-login\n  moat up -t codex --task cx && moat shell cx   # Codex\'s own TUI, sandboxed')
     .action(async (task: string, opts: { bash?: boolean }) => {
-      const { io, restore } = terminalIO(cli, true);
+      const tty = useTTY(cli, true);
+      const { io, restore } = terminalIO(cli, tty);
       try {
         const moat = cli.moat(cli.output(false));
         const command = opts.bash ? ['bash', '-l'] : await moat.interactiveCommand(task);
-        const result = await moat.exec(task, command, io, { tty: cli.io.stdinIsTTY });
+        const result = await moat.exec(task, command, io, { tty });
         cli.setExit(report(cli, result));
       } finally {
         restore();
@@ -93,24 +108,34 @@ export function registerExec(program: Command, cli: CliContext): void {
 
   program
     .command('run')
-    .description('up + exec + down in one step; the branch and its commits stay')
+    .description('up + exec + down in one step; a task with work stays (branch and commits), one without is removed')
     .argument('<command...>', 'command and arguments, after --')
     .option('--task <name>', 'task name (default: generated)')
     .option('-t, --template <name>', 'template')
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
-    .option('--tty', 'allocate a terminal')
-    .option('--rm', 'remove the task afterwards if it left no commits and no uncommitted work')
+    .option('--tty', 'allocate a terminal (only when stdin is one; otherwise plain pipes, with a note)')
+    .option('--keep', 'keep the task even if it left no commits and no uncommitted work')
+    .option('--rm', 'remove the task if it left no work (the default; a task with work is always kept)')
     .option('--network <mode>', 'none (default), allowlist or open')
     .option('-e, --env <name>', 'pass a variable of yours by name, or NAME=value (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
-    .addHelpText('after', '\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"')
-    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean; network?: string; allow: string[]; env: string[] }) => {
+    .addHelpText('after', '\nA task that left no commits and no uncommitted work is removed afterwards (--keep keeps it);\none with work stays, stopped, with its branch: see it with moat diff TASK. Ctrl-C before the\ncommand starts cancels the run and removes what it had made; during the command it goes to the command.\n\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"\n  moat run --keep --task probe -- ./probe.sh   # keep the task to look at afterwards')
+    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean; keep?: boolean; network?: string; allow: string[]; env: string[] }) => {
       const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
-      const { io, restore } = terminalIO(cli, Boolean(opts.tty));
+      const tty = useTTY(cli, Boolean(opts.tty), '--tty');
+      // Ctrl-C while the task is being made cancels the run; once the command runs, it gets the
+      // Ctrl-C; while the work is brought home afterwards, a first one is held (a second leaves).
+      const cancel = cancelOnSignal(cli);
+      const { io, restore } = terminalIO(cli, tty);
       try {
-        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty: opts.tty, rm: opts.rm, network, allow: opts.allow, env: opts.env });
-        if (result.removed) cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}) and was removed: it left no work`);
-        else cli.output(false).note(`task ${result.task} finished (exit ${result.exitCode}); ${result.sync?.commits ?? 0} commit(s) on ${result.branch}`);
+        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty, rm: opts.rm, keep: opts.keep, network, allow: opts.allow, env: opts.env, signal: cancel.signal });
+        const out = cli.output(false);
+        const commits = result.sync?.commits ?? 0;
+        const finished = `task ${result.task} finished (exit ${result.exitCode})`;
+        if (result.removed) out.note(`${finished} and was removed: it left no work (--keep keeps it)`);
+        else if (result.work) out.note(`${finished}; ${commits} commit(s) on ${result.branch}${result.sync?.wip ? ', and uncommitted work' : ''}: see it with moat diff ${result.task}`);
+        else if (result.sync?.warning) out.note(`${finished}; kept, as its work could not be read (below)`);
+        else out.note(`${finished}; kept on ${result.branch}, with no work (moat rm ${result.task} removes it)`);
         cli.setExit(report(cli, result));
       } finally {
         restore();

@@ -5,6 +5,7 @@ import type { CliContext } from '../main.js';
 import { confirm } from '../prompt.js';
 import { assertNetworkMode } from '../../service/egress.js';
 import { terminalText } from '../../domain/terminal-text.js';
+import { cancelOnSignal } from '../cancel.js';
 
 export function registerLifecycle(program: Command, cli: CliContext): void {
   program
@@ -19,11 +20,14 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .option('--devcontainer', 'build the environment from the repository\'s committed .devcontainer/devcontainer.json')
     .option('-e, --env <name>', 'pass a variable of yours by name, or NAME=value (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--json', 'print the task record as JSON')
-    .addHelpText('after', '\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json\n  moat up --task deps --allow registry.npmjs.org')
+    .addHelpText('after', '\nCtrl-C (or a TERM) cancels: what the up had made (container, workspace, branch, record, gateway\nregistration) is removed and moat exits 130 (143 for TERM); a second Ctrl-C leaves at once (moat gc cleans up).\n\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json\n  moat up --task deps --allow registry.npmjs.org')
     .action(async (opts: { task?: string; template?: string; base?: string; network?: string; allow: string[]; env: string[]; devcontainer?: boolean; sshKey: string[]; json?: boolean }) => {
       const out = cli.output(opts.json);
       const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
-      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base, network, allow: opts.allow, env: opts.env, devcontainer: opts.devcontainer, sshKeys: opts.sshKey });
+      // Ctrl-C cancels: what the up had made is removed, and moat exits 130. One that comes after
+      // the task was made changes nothing (it must not kill moat with the task made and unreported).
+      const { signal } = cancelOnSignal(cli);
+      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base, network, allow: opts.allow, env: opts.env, devcontainer: opts.devcontainer, sshKeys: opts.sshKey, signal });
       out.result(record, () =>
         [
           `task ${record.name} is up`,
@@ -65,9 +69,9 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .command('rm')
     .description('discard a task: container, workspace and branch (asks if it has unmerged commits)')
     .argument('<task>')
-    .option('-f, --force', 'discard unmerged commits without asking')
+    .option('-f, --force', 'discard unmerged commits without asking, and without bringing the latest work home first')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  moat rm fix-login\n  moat rm --force experiment-1')
+    .addHelpText('after', '\nWithout --force, the task\'s latest work is brought home first; if that fails, nothing is removed\n(exit 5, with the cause). --force discards anyway.\n\nExamples:\n  moat rm fix-login\n  moat rm --force experiment-1')
     .action(async (task: string, opts: { force?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
       const moat = cli.moat(out);
