@@ -133,6 +133,11 @@ srt runs commands as the invoking user (here root) without a container, so it se
 limits of its own; "fork without limit" and "take all memory" read the host's cgroup as the process
 sees it. The devcontainer CLI runs the same engine as the docker column.
 `;
-writeFileSync(resolve(import.meta.dirname, '..', 'docs', 'security.md'), doc);
+// The report is the top of the file; the sections below it (## headings) are written by hand or by
+// their own generators (the review-flags table), and are kept.
+const docPath = resolve(import.meta.dirname, '..', 'docs', 'security.md');
+const previous = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
+const kept = previous.indexOf('\n## ');
+writeFileSync(docPath, kept >= 0 ? `${doc}${previous.slice(kept)}` : doc);
 spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=security-report) >/dev/null 2>&1']);
 rmSync(root, { recursive: true, force: true });
