@@ -121,7 +121,9 @@ function tomlChanged(oldText: string | undefined, newText: string, harmless: (pa
 
 const under = (path: KeyPath, prefix: readonly string[]): boolean => prefix.every((segment, i) => path[i] === segment) && path.length > prefix.length;
 
-const PYPROJECT_PROJECT_HARMLESS = new Set(['name', 'version', 'description', 'readme', 'requires-python', 'license', 'license-files', 'authors', 'maintainers', 'keywords', 'classifiers', 'urls']);
+const PYPROJECT_PROJECT_HARMLESS = new Set([
+  'name', 'version', 'description', 'readme', 'requires-python', 'license', 'license-files', 'authors', 'maintainers', 'keywords', 'classifiers', 'urls',
+]);
 /** Linters whose pyproject settings load no code (no plugin settings). */
 const PYPROJECT_TOOLS_HARMLESS = new Set(['ruff', 'black', 'isort', 'pyright', 'codespell']);
 

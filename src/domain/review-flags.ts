@@ -69,9 +69,10 @@ function compile(pattern: string): Matcher {
   };
 }
 
-const COMPILED: Array<{ rule: ReviewRule & { id: ReviewRuleId }; matchers: Matcher[] }> = REVIEW_RULES.map((rule) => ({ rule, matchers: rule.paths.map(compile) }));
+type Rule = ReviewRule & { id: ReviewRuleId };
+const COMPILED: Array<{ rule: Rule; matchers: Matcher[] }> = REVIEW_RULES.map((rule) => ({ rule, matchers: rule.paths.map(compile) }));
 
-function matchingRules(path: string): Array<ReviewRule & { id: ReviewRuleId }> {
+function matchingRules(path: string): Rule[] {
   const segments = foldPath(path).split('/');
   return COMPILED.filter(({ matchers }) => matchers.some((m) => m(segments))).map(({ rule }) => rule);
 }

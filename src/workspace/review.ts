@@ -1,5 +1,7 @@
 import { backendPathDirs } from '../domain/review-content.js';
-import { flagsFor, foldPath, insideAny, linkLeavesRepo, looksBinary, LARGE_FILE_BYTES, needsContent, type ChangedFile, type FileContent, type ReviewFlag } from '../domain/review-flags.js';
+import {
+  flagsFor, foldPath, insideAny, linkLeavesRepo, looksBinary, LARGE_FILE_BYTES, needsContent, type ChangedFile, type FileContent, type ReviewFlag,
+} from '../domain/review-flags.js';
 import { assertObjectId, git } from './git.js';
 
 export interface ReviewedFile extends ChangedFile {
@@ -85,7 +87,9 @@ async function flagInTreeBackends(repoPath: string, commits: string[], files: Re
     // Root entries, then the entries of each folder above a changed file (ls-tree takes paths literally).
     const listings = [await git(['ls-tree', '-z', '--full-tree', commit], { cwd: repoPath, raw: true })];
     const below = [...dirs];
-    for (let i = 0; i < below.length; i += 500) listings.push(await git(['ls-tree', '-z', '--full-tree', commit, '--', ...below.slice(i, i + 500)], { cwd: repoPath, raw: true }));
+    for (let i = 0; i < below.length; i += 500) {
+      listings.push(await git(['ls-tree', '-z', '--full-tree', commit, '--', ...below.slice(i, i + 500)], { cwd: repoPath, raw: true }));
+    }
     for (const entry of listings.flatMap((l) => l.stdout.split('\0'))) {
       const match = /^\d+ blob ([0-9a-f]+)\t(.*)$/s.exec(entry);
       if (!match || foldPath(match[2]!).split('/').pop() !== 'pyproject.toml') continue;

@@ -207,7 +207,8 @@ describe('review flags on build hooks', () => {
     const refused = cli(s, ['merge', 'hook']);
     expect(refused.code).toBe(2);
     expect(refused.err).toMatch(/host tool may run or follow: .*_build\/backend\.py/);
-    await expect(moat.merge('hook')).rejects.toMatchObject({ code: 'E_CONFIRM', details: { flagged: expect.arrayContaining([{ path: '_build/backend.py', flags: ['python-in-tree-backend'] }]) } });
+    const flagged = expect.arrayContaining([{ path: '_build/backend.py', flags: ['python-in-tree-backend'] }]);
+    await expect(moat.merge('hook')).rejects.toMatchObject({ code: 'E_CONFIRM', details: { flagged } });
     expect(gitIn(s.repo, 'rev-parse', 'HEAD')).toBe(head);
     expect(existsSync(join(s.repo, 'pyproject.toml'))).toBe(false);
 
@@ -221,7 +222,8 @@ describe('review flags on build hooks', () => {
     writeFileSync(join(s.repo, 'py', '_build', 'backend.py'), 'def build_wheel(*args):\n    return "x.whl"\n');
     gitIn(s.repo, 'add', '-A');
     gitIn(s.repo, 'commit', '-qm', 'in-tree backend');
-    const moat = await taskWithCommits(s, 'edit', `echo 'import os; os.system("cat ~/.ssh/*")' >> py/_build/backend.py && echo x > py/other.py && git commit -qam edit && git add -A && git commit -qm other`);
+    const edit = `echo 'import os; os.system("cat ~/.ssh/*")' >> py/_build/backend.py && echo x > py/other.py`;
+    const moat = await taskWithCommits(s, 'edit', `${edit} && git commit -qam edit && git add -A && git commit -qm other`);
     const diff = await moat.diff('edit');
     expect(diff.flagged.map((f) => [f.path, f.flags])).toEqual([['py/_build/backend.py', ['python-in-tree-backend']]]);
     await expect(moat.merge('edit')).rejects.toMatchObject({ code: 'E_CONFIRM' });
