@@ -71,11 +71,12 @@ function keySegments(text: string): string[] {
 
 /**
  * Splits TOML text into entries, keyed by the full key path, each with its text. Undefined when a
- * multi-line string could make a line look like a header or key that a TOML parser reads as text.
- * Comments and blank lines do not count.
+ * multi-line string, or an inline table spanning lines (TOML 1.1), could make a line look like a
+ * header or key that a TOML parser reads as part of another value. Comments and blank lines do not count.
  */
 export function tomlEntries(text: string): Map<string, { path: KeyPath; text: string }> | undefined {
   if (text.includes('"""') || text.includes("'''")) return undefined;
+  if (text.split('\n').some((line) => (line.match(/\{/g)?.length ?? 0) !== (line.match(/\}/g)?.length ?? 0))) return undefined;
   const entries = new Map<string, { path: KeyPath; text: string }>();
   let table: string[] = [];
   let current: { path: KeyPath; text: string } | undefined;
@@ -160,7 +161,10 @@ function addedLines(prev: string[], next: string[]): boolean {
   return false;
 }
 
-/** go.mod directives that change what the go command runs or builds from where, sorted, as one text. */
+/** go.mod directives that change which toolchain runs (go, toolchain), what is built from where (replace) and what runs (tool, godebug). */
+const GO_MOD_WATCHED = ['go', 'toolchain', 'replace', 'tool', 'godebug'];
+
+/** The watched go.mod directives, sorted, as one text. */
 function goModDirectives(text: string | undefined): string {
   const kept: string[] = [];
   let block: string | undefined;
@@ -169,7 +173,7 @@ function goModDirectives(text: string | undefined): string {
     if (line === '') continue;
     if (block !== undefined) {
       if (line === ')') block = undefined;
-      else if (['toolchain', 'replace', 'tool', 'godebug'].includes(block)) kept.push(`${block} ${line.replace(/\s+/g, ' ')}`);
+      else if (GO_MOD_WATCHED.includes(block)) kept.push(`${block} ${line.replace(/\s+/g, ' ')}`);
       continue;
     }
     const [verb = '', ...rest] = line.split(/\s+/);
@@ -177,7 +181,7 @@ function goModDirectives(text: string | undefined): string {
       block = verb;
       continue;
     }
-    if (['toolchain', 'replace', 'tool', 'godebug'].includes(verb)) kept.push(`${verb} ${rest.join(' ')}`);
+    if (GO_MOD_WATCHED.includes(verb)) kept.push(`${verb} ${rest.join(' ')}`);
   }
   return kept.sort().join('\n');
 }

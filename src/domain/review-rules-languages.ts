@@ -142,8 +142,8 @@ export const LANGUAGE_RULES = [
     id: 'go-mod', ecosystem: 'Go',
     paths: ['go.mod'],
     content: 'go-mod',
-    reason: 'the go command downloads and runs the toolchain it names, builds replaced modules from the paths it gives, and runs its tools (go tool)',
-    when: 'a toolchain, replace, tool or godebug line changed',
+    reason: 'the go command downloads and runs the toolchain its go and toolchain lines ask for, builds replaced modules from the paths it gives, and runs its tools (go tool)',
+    when: 'a go, toolchain, replace, tool or godebug line changed',
   },
   {
     id: 'go-work', ecosystem: 'Go',

@@ -172,6 +172,7 @@ describe('content checks fail closed', () => {
     ['a quoted header', `${PYPROJECT}\n[ "tool" . "setuptools" ]\ncmdclass = { build_py = "x:Evil" }\n`],
     ['a header this splitter cannot read', `${PYPROJECT}\n[tool."a]b"]\nx = 1\n`],
     ['a multi-line string (it could hide a header)', PYPROJECT.replace('line-length = 100', 'line-length = 100\nx = """\n[tool.black]\n"""')],
+    ['an inline table over lines (TOML 1.1)', PYPROJECT.replace('version = "1.0"', 'version = "1.0"\nurls = {\nversion = "2" }')],
     ['hatch build hooks', `${PYPROJECT}\n[tool.hatch.build.hooks.custom]\npath = "hooks.py"\n`],
     ['pytest plugins', `${PYPROJECT}\n[tool.pytest.ini_options]\naddopts = "-p evil"\n`],
     ['project dependencies', PYPROJECT.replace('version = "1.0"', 'version = "1.0"\ndependencies = ["evil"]')],
@@ -201,7 +202,8 @@ describe('content checks fail closed', () => {
     expect(go(`package x\n${line}`, 'package x\n')).toEqual([]);
   });
 
-  it('go.mod: toolchain, tool and replace blocks count', () => {
+  it('go.mod: go, toolchain, tool and replace lines count', () => {
+    expect(flagsOf({ path: 'go.mod', content: { old: GO_MOD, new: GO_MOD.replace('go 1.22', 'go 1.23') } })).toContain('go-mod');
     for (const extra of ['toolchain go1.23.1\n', 'tool (\n\texample.com/evil\n)\n', 'replace (\n\tgolang.org/x/text => ../text\n)\n']) {
       expect(flagsOf({ path: 'go.mod', content: { old: GO_MOD, new: `${GO_MOD}${extra}` } })).toContain('go-mod');
     }
