@@ -132,28 +132,12 @@ ${summary}
 srt runs commands as the invoking user (here root) without a container, so it sets no cgroup
 limits of its own; "fork without limit" and "take all memory" read the host's cgroup as the process
 sees it. The devcontainer CLI runs the same engine as the docker column.
-
-## Output a sandbox controls
-
-File names, commit messages, link texts, host names and methods it tries, the rule text they
-produce, its container's output and its agent's answer are the sandbox's text, and an escape
-sequence in them could erase or rewrite the lines you read (ESC [2K, ESC [1A), set the window
-title or write the clipboard (OSC 0, OSC 52); a bidi override or an invisible character could
-make one name read as another. Every command prints such text through one function
-(src/domain/terminal-text.ts): C0 and C1 controls, DEL, bidi embeddings, overrides, isolates and
-marks, zero-width and other invisible characters show escaped (\`\\x1b\`, \`\\u202e\`). A name or a
-message is one line: a newline in it shows as \`\\n\`, so it cannot start a line that looks like
-moat's own. Text of many lines by nature (a diff body, git's \`--stat\`, \`moat logs\`, the answer
-of \`moat agent\`) keeps its newlines and tabs and escapes the rest, a carriage return included;
-in the last two, which interleave with moat's notes, a line that starts with \`moat:\` shows as
-\`\\x6doat:\`.
-\`moat logs --raw\` gives the container's bytes as written. \`exec\`, \`run\` and \`shell\` pass the
-program's own output through untouched, as a terminal or a pipe expects. \`--json\` keeps the data
-exact: JSON.stringify escapes C0 controls, and moat writes the C1, bidi and invisible characters it
-leaves raw as \`\\u\` escapes too, which any JSON parser reads back as the same string.
-\`test/security/terminal-output.test.ts\` plants these characters through every string a sandbox
-sets and scans the output of every command that prints them.
 `;
-writeFileSync(resolve(import.meta.dirname, '..', 'docs', 'security.md'), doc);
+// The report is the top of the file; the sections below it (## headings) are written by hand or by
+// their own generators (the review-flags table), and are kept.
+const docPath = resolve(import.meta.dirname, '..', 'docs', 'security.md');
+const previous = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
+const kept = previous.indexOf('\n## ');
+writeFileSync(docPath, kept >= 0 ? `${doc}${previous.slice(kept)}` : doc);
 spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=security-report) >/dev/null 2>&1']);
 rmSync(root, { recursive: true, force: true });

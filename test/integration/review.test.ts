@@ -1,7 +1,8 @@
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { captureIO, gitIn, Scratch, scratchPool } from '../helpers/fixtures.js';
+import { captureIO, gitIn, MOAT_BIN, Scratch, scratchPool } from '../helpers/fixtures.js';
 
 const pool = scratchPool();
 const scratch = pool.scratch;
@@ -167,5 +168,64 @@ describe('moat approve', () => {
     expect(record.egress?.allow).toContain('registry.npmjs.org');
     writeFileSync(join(s.repo, 'moat.yaml'), 'egress:\n  allow: [registry.npmjs.org, evil.example.com]\n');
     await expect(s.moat().up({ task: 'req2' })).rejects.toMatchObject({ message: expect.stringContaining('evil.example.com') });
+  });
+});
+
+describe('review flags on build hooks', () => {
+  // The threat the project starts from: a PEP 517 build backend, kept in the repository, that
+  // reads ~/.ssh when the user runs `pip install .` after merging.
+  const BACKEND = [
+    'import os',
+    'def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):',
+    '    key = open(os.path.expanduser("~/.ssh/id_ed25519")).read()',
+    '    open(os.path.join(os.path.dirname(__file__), "stolen"), "w").write(key)',
+    '    raise SystemExit(0)',
+  ].join('\n');
+  const PYPROJECT = '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["_build"]\n';
+
+  function cli(s: Scratch, args: string[]) {
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: s.repo, env: s.env(), encoding: 'utf8', input: '' });
+    return { code: result.status, out: result.stdout, err: result.stderr };
+  }
+
+  it('a build backend hook written in the sandbox is flagged by moat diff, and moat merge refuses it without --yes', async () => {
+    const s = scratch();
+    const write = `mkdir _build && cat > _build/backend.py <<'EOF'\n${BACKEND}\nEOF\ncat > pyproject.toml <<'EOF'\n${PYPROJECT}EOF\n`;
+    const moat = await taskWithCommits(s, 'hook', `set -e\n${write}echo ok > notes.txt && git add -A && git commit -qm build`);
+    const diff = await moat.diff('hook');
+    const flags = Object.fromEntries(diff.files.map((f) => [f.path, f.flags]));
+    expect(flags['pyproject.toml']).toContain('python-pyproject');
+    expect(flags['_build/backend.py']).toContain('python-in-tree-backend');
+    expect(flags['notes.txt']).toEqual([]);
+
+    const shown = cli(s, ['diff', 'hook', '--name-only']);
+    expect(shown.code, shown.err).toBe(0);
+    expect(shown.err).toMatch(/flag: _build\/backend\.py: Python: pip and build import this in-tree PEP 517 backend/);
+    expect(shown.err).toMatch(/flag: pyproject\.toml: Python: pip, build and uv run the build backend/);
+
+    const head = gitIn(s.repo, 'rev-parse', 'HEAD');
+    const refused = cli(s, ['merge', 'hook']);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/host tool may run or follow: .*_build\/backend\.py/);
+    const flagged = expect.arrayContaining([{ path: '_build/backend.py', flags: ['python-in-tree-backend'] }]);
+    await expect(moat.merge('hook')).rejects.toMatchObject({ code: 'E_CONFIRM', details: { flagged } });
+    expect(gitIn(s.repo, 'rev-parse', 'HEAD')).toBe(head);
+    expect(existsSync(join(s.repo, 'pyproject.toml'))).toBe(false);
+
+    expect((await moat.merge('hook', { yes: true })).commits).toBe(1);
+  });
+
+  it('a change to an existing in-tree backend is flagged though pyproject.toml did not change', async () => {
+    const s = scratch();
+    mkdirSync(join(s.repo, 'py', '_build'), { recursive: true });
+    writeFileSync(join(s.repo, 'py', 'pyproject.toml'), '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["_build"]\n');
+    writeFileSync(join(s.repo, 'py', '_build', 'backend.py'), 'def build_wheel(*args):\n    return "x.whl"\n');
+    gitIn(s.repo, 'add', '-A');
+    gitIn(s.repo, 'commit', '-qm', 'in-tree backend');
+    const edit = `echo 'import os; os.system("cat ~/.ssh/*")' >> py/_build/backend.py && echo x > py/other.py`;
+    const moat = await taskWithCommits(s, 'edit', `${edit} && git commit -qam edit && git add -A && git commit -qm other`);
+    const diff = await moat.diff('edit');
+    expect(diff.flagged.map((f) => [f.path, f.flags])).toEqual([['py/_build/backend.py', ['python-in-tree-backend']]]);
+    await expect(moat.merge('edit')).rejects.toMatchObject({ code: 'E_CONFIRM' });
   });
 });

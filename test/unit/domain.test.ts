@@ -5,7 +5,6 @@ import { formatSize, parseSize } from '../../src/domain/size.js';
 import { describeExit, exitReason } from '../../src/domain/exit-reason.js';
 import { sandboxSpec } from '../../src/domain/sandbox-spec.js';
 import { DEFAULT_LIMITS } from '../../src/domain/limits.js';
-import { linkLeavesRepo, packageScriptsChanged, pathFlags } from '../../src/domain/review-flags.js';
 import { MOAT_VERSION } from '../../src/version.js';
 
 describe('task names', () => {
@@ -51,33 +50,6 @@ describe('sandbox spec', () => {
   it('lets moat\'s own variables win over granted ones', () => {
     expect(spec.env.HOME).toBe('/home/agent');
     expect(spec.env.FOO).toBe('bar');
-  });
-});
-
-describe('review flags', () => {
-  const file = (path: string, newMode = '100644', oldMode = '000000', status = 'A') => ({ path, newMode, oldMode, status });
-  it('flags what host tools run or follow', () => {
-    expect(pathFlags(file('.envrc'))).toContain('hook-or-automation');
-    expect(pathFlags(file('.husky/pre-commit'))).toContain('hook-or-automation');
-    expect(pathFlags(file('.vscode/tasks.json'))).toContain('editor-config');
-    expect(pathFlags(file('.github/workflows/ci.yml'))).toContain('ci-workflow');
-    expect(pathFlags(file('sub/Makefile'))).toContain('build-script');
-    expect(pathFlags(file('.gitattributes'))).toContain('git-attributes');
-    expect(pathFlags(file('run.sh', '100755'))).toContain('executable');
-    expect(pathFlags(file('link', '120000'))).toContain('symlink');
-    expect(pathFlags(file('src/index.ts'))).toEqual([]);
-    expect(pathFlags(file('.envrc', '000000', '100644', 'D'))).toEqual([]);
-  });
-  it('tells links that leave the repository', () => {
-    expect(linkLeavesRepo('a', '/etc/passwd')).toBe(true);
-    expect(linkLeavesRepo('a/b', '../../x')).toBe(true);
-    expect(linkLeavesRepo('a/b', '../x')).toBe(false);
-    expect(linkLeavesRepo('a', 'b/../../c')).toBe(true);
-  });
-  it('notices changed npm scripts only', () => {
-    expect(packageScriptsChanged('{"scripts":{"test":"vitest"}}', '{"scripts":{"test":"vitest"},"version":"2"}')).toBe(false);
-    expect(packageScriptsChanged('{"scripts":{"test":"vitest"}}', '{"scripts":{"test":"vitest","postinstall":"curl x"}}')).toBe(true);
-    expect(packageScriptsChanged(undefined, '{"scripts":{"x":"y"}}')).toBe(true);
   });
 });
 
