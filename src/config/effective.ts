@@ -83,8 +83,10 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     });
   }
   return {
-    template: repo.template ?? user.template ?? 'shell',
-    templateSource: repo.template ? 'repo' : user.template ? 'user' : 'default',
+    // Yours first: the repository's choice, and after it the toolchains its files point at
+    // (repo-templates.ts), apply when your config names none.
+    template: user.template ?? repo.template ?? 'shell',
+    templateSource: user.template ? 'user' : repo.template ? 'repo' : 'default',
     baseImage: user.baseImage ?? DEFAULT_BASE_IMAGE,
     limits: { ...granted, ...requested },
     // Approved requests bring the network they need; a repository's own "network" still only narrows.

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseSize } from '../domain/size.js';
 import { parseDuration } from '../domain/limits.js';
+import { TOOLCHAINS } from '../domain/toolchain.js';
 
 /**
  * The config schema is the single source of truth: TypeScript types, validation and the JSON
@@ -43,12 +44,13 @@ const gitIdentity = z
   })
   .describe('Identity for commits made inside the sandbox. Default: your own user.name and user.email.');
 
-const templateName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'expected a template name such as shell');
+// A template name, maybe with toolchains added (codex+python).
+const templateName = z.string().regex(new RegExp(`^[a-z0-9][a-z0-9-]{0,39}(?:\\+(?:${TOOLCHAINS.join('|')}))*$`), 'expected a template name such as shell or codex+python');
 
 export const configSchema = z
   .strictObject({
     $schema: z.string().describe('Path or URL of this file\'s JSON schema, for editors.').optional(),
-    template: templateName.describe('Template a new task uses when none is given. Default "shell".').optional(),
+    template: templateName.describe('Template a new task uses when -t gives none; yours wins over the repository\'s. With neither, toolchains are picked from the repository\'s files (package.json, pyproject.toml, requirements.txt, go.mod, Cargo.toml), else "shell". Toolchains can be added: codex+python.').optional(),
     baseImage: z
       .string()
       .regex(/^[a-z0-9][a-z0-9._\/:@-]{0,254}$/, 'expected an image reference such as moat-base:bookworm')

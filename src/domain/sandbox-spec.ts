@@ -105,11 +105,14 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     },
     labels: input.labels,
     workspaceMount: { source: input.workspacePath, target: WORKSPACE_DIR },
+    // `exec` because Docker's tmpfs default is noexec, and toolchains run what they write there:
+    // `go test` binaries in /tmp, what pip, go install and cargo install put in ~/.local/bin. noexec
+    // would protect nothing: the sandbox runs arbitrary code by design, and /workspace is executable.
     tmpfs: {
-      '/tmp': `rw,nosuid,nodev,size=${limits.tmpBytes},mode=1777`,
-      [SANDBOX_HOME]: `rw,nosuid,nodev,size=${limits.homeBytes},uid=${uid},gid=${gid},mode=0700`,
+      '/tmp': `rw,exec,nosuid,nodev,size=${limits.tmpBytes},mode=1777`,
+      [SANDBOX_HOME]: `rw,exec,nosuid,nodev,size=${limits.homeBytes},uid=${uid},gid=${gid},mode=0700`,
       '/run': 'rw,nosuid,nodev,noexec,size=16m,mode=0755',
-      '/var/tmp': `rw,nosuid,nodev,size=${Math.min(limits.tmpBytes, 64 * 1024 ** 2)},mode=1777`,
+      '/var/tmp': `rw,exec,nosuid,nodev,size=${Math.min(limits.tmpBytes, 64 * 1024 ** 2)},mode=1777`,
     },
     limits,
     readOnlyRoot: true,

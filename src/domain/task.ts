@@ -1,6 +1,7 @@
 import type { Limits } from './limits.js';
 import type { NetworkMode } from './egress-policy.js';
 import type { BoundSecret } from './bound-secret.js';
+import type { TemplateSource, Toolchain } from './toolchain.js';
 
 /**
  * Where a task is in its life. `creating` left behind by a crash is what `gc` collects; `pooled`
@@ -21,7 +22,10 @@ export interface TaskRecord {
   baseRef: string;
   /** Last tip of the task branch that moat brought home; the branch moving from it means the user moved it. */
   syncedTip: string;
+  /** A template reference: a name, maybe with toolchains added (`codex+python`). */
   template: string;
+  /** Why this template, and the toolchains its image carries (shown by `moat up`). */
+  templateChoice?: { source: TemplateSource; toolchains: Toolchain[]; markers?: string[] };
   image: string;
   limits: Limits;
   network: NetworkMode;

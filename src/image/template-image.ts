@@ -7,7 +7,7 @@ import { MoatError } from '../errors.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { LABEL } from '../domain/labels.js';
 import { MOAT_VERSION } from '../version.js';
-import { loadTemplate } from './template.js';
+import { loadTemplate, templateName, type TemplateSpec } from './template.js';
 
 /** Built-in templates ship in the package's templates/ folder. */
 export const BUILTIN_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
@@ -22,11 +22,11 @@ export async function templateCatalog(userDirs: string[] = []): Promise<Map<stri
   return catalog;
 }
 
-/** The folder holding a template, or a clear error naming the ones there are. */
-export async function templateRoot(name: string, userDirs: string[] = []): Promise<string> {
+/** The folder holding a template (by reference: `codex+python` is in codex's), or a clear error naming the ones there are. */
+export async function templateRoot(reference: string, userDirs: string[] = []): Promise<string> {
   const catalog = await templateCatalog(userDirs);
-  const root = catalog.get(name);
-  if (!root) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(name)}`, { hint: `choose one of: ${[...catalog.keys()].sort().join(', ')} (moat templates)` });
+  const root = catalog.get(templateName(reference));
+  if (!root) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(reference)}`, { hint: `choose one of: ${[...catalog.keys()].sort().join(', ')} (moat templates)` });
   return root;
 }
 
@@ -68,8 +68,8 @@ export interface TemplateImageRequest {
 export async function ensureTemplateImage(engine: ContainerEngine, request: TemplateImageRequest): Promise<string> {
   const root = request.templatesDir ?? (await templateRoot(request.template));
   const spec = await loadTemplate(root, request.template);
-  // A shared recipe (build: _agent) comes from the built-in templates when the user's folder has none.
-  let dir = join(root, spec.build ?? request.template);
+  // A shared recipe (build: _toolchains) comes from the built-in templates when the user's folder has none.
+  let dir = join(root, spec.build ?? templateName(request.template));
   if (spec.build && !(await stat(join(dir, 'Dockerfile')).catch(() => undefined))) dir = join(BUILTIN_TEMPLATES_DIR, spec.build);
   if (!(await stat(join(dir, 'Dockerfile')).catch(() => undefined))?.isFile()) {
     throw new MoatError('E_TEMPLATE_UNKNOWN', `template ${request.template} has no Dockerfile in ${dir}`, { hint: 'fix the template folder' });
@@ -83,9 +83,10 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
   const files = await templateFiles(dir);
   const sandboxUser = await readFile(SANDBOX_USER_SCRIPT);
   const hash = createHash('sha256');
-  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(spec.args ?? {})}\0`).update(sandboxUser).update('\0');
+  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(buildArgs(spec))}\0`).update(sandboxUser).update('\0');
   for (const file of files) hash.update(`${file}\0`).update(await readFile(join(dir, file))).update('\0');
-  const tag = `moat-${request.template}:${hash.digest('hex').slice(0, 16)}`;
+  // An image name has no `+`: codex+python is tagged moat-codex_python.
+  const tag = `moat-${request.template.replaceAll('+', '_')}:${hash.digest('hex').slice(0, 16)}`;
   if (await engine.imageId(tag)) return tag;
 
   request.onProgress?.(`building image ${tag} (template ${request.template} on ${request.baseImage})`);
@@ -113,12 +114,20 @@ async function hostCaBundle(env: NodeJS.ProcessEnv): Promise<string> {
   return '';
 }
 
-async function buildIn(engine: ContainerEngine, request: TemplateImageRequest, spec: { args?: Record<string, string> }, context: string, files: string[], tag: string): Promise<void> {
+/**
+ * The template's build arguments; a template of the shared recipe also gets the toolchains to
+ * install, space-separated in moat's order (so equal sets share cached layers).
+ */
+function buildArgs(spec: TemplateSpec): Record<string, string> {
+  return { ...(spec.args ?? {}), ...(spec.toolchains ? { TOOLCHAINS: spec.toolchains.join(' ') } : {}) };
+}
+
+async function buildIn(engine: ContainerEngine, request: TemplateImageRequest, spec: TemplateSpec, context: string, files: string[], tag: string): Promise<void> {
   await engine.buildImage({
     contextDir: context,
     files,
     tag,
-    buildArgs: { ...(spec.args ?? {}), BASE_IMAGE: request.baseImage, MOAT_UID: String(request.uid), MOAT_GID: String(request.gid) },
+    buildArgs: { ...buildArgs(spec), BASE_IMAGE: request.baseImage, MOAT_UID: String(request.uid), MOAT_GID: String(request.gid) },
     labels: { [LABEL.version]: MOAT_VERSION, [LABEL.role]: 'image', [LABEL.template]: request.template },
     onProgress: request.onProgress,
     signal: request.signal,

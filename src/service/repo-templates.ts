@@ -5,6 +5,10 @@ import { MoatError } from '../errors.js';
 import { assertObjectId, git, gitEnv } from '../workspace/git.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 import type { MoatContext } from './context.js';
+import type { EffectiveConfig } from '../config/effective.js';
+import { chooseTemplate, detectToolchains, statedTemplate, type TemplateChoice } from '../domain/toolchain.js';
+import { templateRoot } from '../image/template-image.js';
+import { loadTemplate, templateName, type TemplateSpec } from '../image/template.js';
 
 /** Where a repository keeps its own templates (committed). */
 export const REPO_TEMPLATES = '.moat/templates';
@@ -55,4 +59,43 @@ export async function approvedRepoTemplateRoot(ctx: MoatContext, repo: UserRepos
   await mkdir(root, { recursive: true });
   await rename(tmp, dir).catch(async () => rm(tmp, { recursive: true, force: true }));
   return root;
+}
+
+/** The names of the files at the top level of a commit's tree, read from git objects (never the working tree). */
+export async function topLevelFiles(repo: UserRepository, commit: string): Promise<string[]> {
+  const listing = await git(['ls-tree', '-z', assertObjectId(commit, 'commit')], { cwd: repo.path });
+  const names: string[] = [];
+  for (const entry of listing.stdout.split('\0')) {
+    const match = /^(?:100644|100755|120000) blob [0-9a-f]{40,64}\t(.+)$/s.exec(entry);
+    if (match) names.push(match[1]!);
+  }
+  return names;
+}
+
+export interface ChosenTemplate {
+  choice: TemplateChoice;
+  /** The folder holding the template (a user's, the built-in one, or an approved repository template's). */
+  root: string;
+  spec: TemplateSpec;
+}
+
+/**
+ * The template a new task gets (see chooseTemplate): the -t flag, your config, the repository's
+ * moat.yaml, else the toolchains its files at the base commit point at. `detect: false` (a
+ * devcontainer is the environment) leaves detection out.
+ */
+export async function chooseTaskTemplate(ctx: MoatContext, repo: UserRepository, commit: string, config: EffectiveConfig, flag: string | undefined, detect = true): Promise<ChosenTemplate> {
+  const stated = statedTemplate({ flag, user: config.templateSource === 'user' ? config.template : undefined, repo: config.templateSource === 'repo' ? config.template : undefined });
+  const locate = (reference: string): Promise<string> =>
+    templateRoot(reference, config.templateDirs).catch(async (error: unknown) => {
+      // Not one of yours or built in: a template the repository carries, if you approved it.
+      const fromRepo = await approvedRepoTemplateRoot(ctx, repo, commit, templateName(reference));
+      if (!fromRepo) throw error;
+      return fromRepo;
+    });
+  const statedSpec = stated ? await loadTemplate(await locate(stated.ref), stated.ref) : undefined;
+  const detection = detect && (!statedSpec || statedSpec.detect) ? detectToolchains(await topLevelFiles(repo, commit)) : { toolchains: [], markers: [] };
+  const choice = chooseTemplate(stated, detection, statedSpec ?? {});
+  const root = await locate(choice.template);
+  return { choice, root, spec: await loadTemplate(root, choice.template) };
 }

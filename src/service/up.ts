@@ -3,7 +3,8 @@ import { resolve } from 'node:path';
 import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { devcontainerBase } from './devcontainer.js';
 import { checkMounts } from './mounts.js';
-import { approvedRepoTemplateRoot } from './repo-templates.js';
+import { chooseTaskTemplate } from './repo-templates.js';
+import { describeChoice } from '../domain/toolchain.js';
 import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
@@ -12,8 +13,8 @@ import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
-import { ensureTemplateImage, templateRoot } from '../image/template-image.js';
-import { loadTemplate, type TemplateSpec } from '../image/template.js';
+import { ensureTemplateImage } from '../image/template-image.js';
+import type { TemplateSpec } from '../image/template.js';
 import type { EffectiveConfig } from '../config/effective.js';
 import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
 import type { ContainerEngine } from '../engine/engine.js';
@@ -125,20 +126,15 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   }
   const engine = await engineReady;
   const user = ctx.sandboxUser(config);
-  const template = options.template ?? config.template;
   const dev = options.devcontainer ? await untilCancelled(devcontainerBase(repo, baseCommit, engine, ctx.progress), signal) : undefined;
   if (dev) Object.assign(env, dev.containerEnv);
-  const root = await templateRoot(template, config.templateDirs).catch(async (error: unknown) => {
-    // Not one of yours or built in: a template the repository carries, if you approved it.
-    const fromRepo = await approvedRepoTemplateRoot(ctx, repo, baseCommit, template);
-    if (!fromRepo) throw error;
-    return fromRepo;
-  });
-  const spec = await loadTemplate(root, template);
+  const { choice, root, spec } = await chooseTaskTemplate(ctx, repo, baseCommit, config, options.template, !dev);
   throwIfCancelled(signal);
+  const template = choice.template;
+  ctx.progress(describeChoice(choice));
   // What a template asks for (its model API, its key) is granted when the user picked it, not
-  // when a repository's moat.yaml did: the repository must not widen the sandbox.
-  const userChoseTemplate = options.template !== undefined || config.templateSource !== 'repo';
+  // when a repository's moat.yaml or its files did: the repository must not widen the sandbox.
+  const userChoseTemplate = choice.source === 'flag' || choice.source === 'user' || choice.source === 'default';
   const withTemplate = userChoseTemplate ? grantTemplate(config, spec, ctx.env) : config;
   if (!userChoseTemplate && (spec.egress?.length || spec.secret)) {
     ctx.progress(`note: the repository chose template ${template}; its network and key are not granted (pass -t ${template} to grant them)`);
@@ -212,6 +208,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     baseRef,
     syncedTip: baseCommit,
     template,
+    templateChoice: { source: choice.source, toolchains: choice.toolchains, ...(choice.markers.length > 0 ? { markers: choice.markers } : {}) },
     image,
     limits: config.limits,
     network,

@@ -10,8 +10,10 @@ describe('templates', () => {
 
   it('lists the built-in templates with what they ask for', async () => {
     const templates = await scratch.moat().templates();
-    expect(templates.map((t) => t.name)).toEqual(['claude', 'codex', 'gemini', 'opencode', 'shell']);
-    expect(templates.find((t) => t.name === 'codex')!.egress).toEqual(['api.openai.com']);
+    expect(templates.map((t) => t.name)).toEqual(['claude', 'codex', 'gemini', 'go', 'node', 'opencode', 'python', 'rust', 'shell']);
+    expect(templates.find((t) => t.name === 'codex')).toMatchObject({ egress: ['api.openai.com'], toolchains: ['node'], detect: true });
+    for (const toolchain of ['node', 'python', 'go', 'rust']) expect(templates.find((t) => t.name === toolchain)).toMatchObject({ toolchains: [toolchain] });
+    expect(templates.find((t) => t.name === 'shell')).toMatchObject({ toolchains: [] });
   });
 
   it.each([

@@ -149,7 +149,7 @@ export function registerAgent(program: Command, cli: CliContext): void {
     .description('run a template\'s agent on a prompt, non-interactively, in a task (created if needed)')
     .argument('<prompt>', 'what to ask the agent')
     .option('--task <name>', 'task to run in (created when it does not exist)')
-    .option('-t, --template <name>', 'template of a new task (default: moat.yaml, your config, or shell)')
+    .option('-t, --template <name>', 'template of a new task (default: your config, moat.yaml, or shell)')
     .addHelpText('after', '\nExamples:\n  OPENAI_API_KEY=… moat agent -t codex "fix the failing test"\n  moat agent --task fix-login "now add a test for it"')
     .action(async (prompt: string, opts: { task?: string; template?: string }) => {
       const { io, restore } = terminalIO(cli, false);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { terminalJson } from '../../domain/terminal-text.js';
 import { formatSize } from '../../domain/size.js';
+import { templateContents, TOOLCHAIN_INFO, TOOLCHAINS } from '../../domain/toolchain.js';
 import type { CliContext } from '../main.js';
 import { escapedStream, formatAge, table } from '../output.js';
 
@@ -102,11 +103,21 @@ export function registerInspect(program: Command, cli: CliContext): void {
 
   program
     .command('templates')
-    .description('list the templates a task can be built from')
+    .description('list the templates a task can be built from, with the toolchains each carries')
     .option('--json', 'print as JSON')
     .action(async (opts: { json?: boolean }) => {
       const out = cli.output(opts.json);
-      const templates = await cli.moat(out).templates();
-      out.result(templates, () => table([['TEMPLATE', 'DESCRIPTION', 'NETWORK IT ASKS FOR', 'FROM'], ...templates.map((t) => [t.name, t.description, t.egress?.join(', ') ?? 'none', t.source])]));
+      const templates = (await cli.moat(out).templates()).map((t) => ({ ...t, contains: templateContents(t) }));
+      out.result(templates, () =>
+        [
+          table([['TEMPLATE', 'TOOLCHAINS', 'NETWORK IT ASKS FOR', 'FROM', 'DESCRIPTION'], ...templates.map((t) => [t.name, t.contains.summary, t.egress?.join(', ') ?? 'none', t.source, t.description])]),
+          '',
+          'toolchains:',
+          ...TOOLCHAINS.map((name) => `  ${name} ${TOOLCHAIN_INFO[name].version}: ${TOOLCHAIN_INFO[name].from}; picked for ${TOOLCHAIN_INFO[name].markers.join(', ')}`),
+          'Without -t or a template in your config or moat.yaml, `moat up` picks the toolchains whose files are at the',
+          "repository's top level (all of them when several), else shell. \"+ detected\": added to the template's own.",
+          'Add toolchains to a template yourself with -t NAME+TOOLCHAIN (e.g. codex+python, node+python).',
+        ].join('\n'),
+      );
     });
 }

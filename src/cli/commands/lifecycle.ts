@@ -12,7 +12,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .command('up')
     .description('create a task: branch moat/<task>, its own workspace repository, and a hardened container')
     .option('--task <name>', 'task name (default: generated)')
-    .option('-t, --template <name>', 'template to build the sandbox from (default: config, else shell)')
+    .option('-t, --template <name>', 'template to build the sandbox from (default: your config, moat.yaml, else detected from the repository\'s files, else shell; add toolchains: codex+python)')
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
     .option('--network <mode>', 'none (default), allowlist or open; a network goes through moat\'s gateway')
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
