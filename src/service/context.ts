@@ -4,6 +4,7 @@ import { loadConfigFile } from '../config/load.js';
 import { effectiveConfig, type EffectiveConfig } from '../config/effective.js';
 import type { MoatConfig } from '../config/schema.js';
 import type { TaskPool } from './task-pool.js';
+import type { PendingSyncs } from './pending-sync.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { findEngine } from '../engine/find-engine.js';
 import { TaskStore } from '../state/task-store.js';
@@ -24,6 +25,12 @@ export interface MoatOptions {
   secretValues?: Set<string>;
   /** Tasks made ahead of time (the warm CLI server's); without one, every task is made on request. */
   pool?: TaskPool;
+  /**
+   * The warm server's syncs under way: with one, an exec's sync comes after its status (which
+   * goes out when `statusSent` resolves), and later commands on the task wait for it.
+   */
+  syncs?: PendingSyncs;
+  statusSent?: Promise<void>;
 }
 
 export class MoatContext {
@@ -36,6 +43,8 @@ export class MoatContext {
   /** Every secret value this context has read: all output passes through redaction of these. */
   readonly secretValues: Set<string>;
   readonly pool?: TaskPool;
+  readonly syncs?: PendingSyncs;
+  readonly statusSent?: Promise<void>;
   private readonly options: MoatOptions;
   private readonly engineFactory: () => Promise<ContainerEngine>;
   private enginePromise?: Promise<ContainerEngine>;
@@ -44,6 +53,8 @@ export class MoatContext {
   constructor(options: MoatOptions = {}) {
     this.options = options;
     this.pool = options.pool;
+    this.syncs = options.syncs;
+    this.statusSent = options.statusSent;
     this.cwd = options.cwd ?? process.cwd();
     this.env = options.env ?? process.env;
     this.paths = options.paths ?? resolvePaths(this.env);

@@ -4,6 +4,7 @@ import type { TaskState } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import type { MoatContext } from './context.js';
 import { egressCounts } from './egress.js';
+import { settlePendingSync } from './sync.js';
 import { IDLE_EXIT } from '../domain/sandbox-spec.js';
 
 export interface TaskSummary {
@@ -32,7 +33,8 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
   const engine = await ctx.engine();
   const now = Date.now();
   return Promise.all(
-    records.map(async (record): Promise<TaskSummary> => {
+    records.map(async (listed): Promise<TaskSummary> => {
+      let record = listed;
       let state: TaskState = record.state;
       let stopReason: string | undefined;
       if (record.containerId) {
@@ -43,6 +45,8 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
       let commits = 0;
       if (!options.all) {
         const repo = await ctx.repo();
+        // Work an exec left pending (moat killed before its sync) comes home before it is counted.
+        record = await settlePendingSync(ctx, repo, record);
         commits = await repo.countCommits(record.baseCommit, record.syncedTip).catch(() => 0);
       }
       return {
