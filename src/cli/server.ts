@@ -4,6 +4,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
 import { TaskPool } from '../service/task-pool.js';
 import { PendingSyncs } from '../service/pending-sync.js';
+import { RepositoryCache } from '../workspace/user-repo.js';
 
 /**
  * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
@@ -31,6 +32,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   const pool = process.env.MOAT_POOL === 'off' ? undefined : new TaskPool();
   // Syncs of execs whose status went out first; they finish before the server exits.
   const syncs = new PendingSyncs();
+  const repos = new RepositoryCache();
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   const armIdle = () => {
@@ -107,6 +109,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         pool,
         syncs,
         statusSent: sent,
+        repos,
       }).catch(() => 70);
       // Everything the command printed goes out before its status.
       await Promise.all([stdout, stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));

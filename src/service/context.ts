@@ -8,7 +8,7 @@ import type { PendingSyncs } from './pending-sync.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { findEngine } from '../engine/find-engine.js';
 import { TaskStore } from '../state/task-store.js';
-import { UserRepository } from '../workspace/user-repo.js';
+import { UserRepository, type RepositoryCache } from '../workspace/user-repo.js';
 
 /** Ambient things every operation needs, passed in (with real defaults) so tests need no globals. */
 export interface MoatOptions {
@@ -31,6 +31,8 @@ export interface MoatOptions {
    */
   syncs?: PendingSyncs;
   statusSent?: Promise<void>;
+  /** Repositories found by earlier commands of a long-lived process. */
+  repos?: RepositoryCache;
 }
 
 export class MoatContext {
@@ -81,7 +83,7 @@ export class MoatContext {
   }
 
   repo(): Promise<UserRepository> {
-    this.repoPromise ??= UserRepository.open(this.cwd);
+    this.repoPromise ??= this.options.repos ? this.options.repos.open(this.cwd) : UserRepository.open(this.cwd);
     return this.repoPromise;
   }
 

@@ -99,7 +99,6 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
   } finally {
     stopForwarding?.();
   }
-  if (marker) await markDone(ctx.store, record, marker);
   killPoint(ctx.env, 'exec-after-command');
 
   let oomKilled = false;
@@ -126,12 +125,21 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
       const current = await ctx.store.get(record.repoKey, record.name);
       // Removed meanwhile (rm --force from another process): nothing to bring home to.
       if (!current) return;
-      await syncTask(ctx, repo, current, { captured: work, markers: marker ? [marker] : [], background: true });
+      await syncTask(ctx, repo, current, { captured: work, markers: marker ? [marker] : [], background: true }).catch(async (error: unknown) => {
+        // The next command on the task tries again (its owner, this process, lives on).
+        if (marker) await markDone(ctx.store, record, marker);
+        throw error;
+      });
     });
     return { result };
   }
   const work = captureWork ? await readConfinedFile(workspace, workName, MAX_BUNDLE_BYTES).catch(() => undefined) : undefined;
-  if (syncing) result.sync = await syncTask(ctx, repo, record, { captured: work, markers: marker ? [marker] : [] });
+  if (syncing) {
+    result.sync = await syncTask(ctx, repo, record, { captured: work, markers: marker ? [marker] : [] }).catch(async (error: unknown) => {
+      if (marker) await markDone(ctx.store, record, marker);
+      throw error;
+    });
+  }
   return { result, work };
 }
 
@@ -145,6 +153,8 @@ function notRunning(task: string): MoatError {
  * killed or failed): the sync then reads the workspace afresh, as after a crash.
  */
 async function waitForWork(engine: ContainerEngine, id: string, workspace: string, workName: string): Promise<Buffer | undefined> {
+  // No snapshot was started (the shell could not fork): nothing to wait for.
+  if (!(await readConfinedFile(workspace, `${workName}.forked`, 0).catch(() => undefined))) return undefined;
   const started = Date.now();
   let lastCheck = started;
   for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {

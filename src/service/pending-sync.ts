@@ -12,9 +12,10 @@ import type { TaskRecord } from '../domain/task.js';
  * first (the commits are in the task's repository, or in its workspace on the host if the
  * container died), so no commit is ever lost.
  *
- * A marker is `running` while its command runs (with the owner's pid and start time, so that one
- * left by a dead process is told apart) and `done` once the command ended: from then on any sync
- * that reads the workspace afresh brings that exec's work home and may clear it.
+ * A marker is `running` while its owner (with its pid and start time, so that one left by a dead
+ * process is told apart) runs the command and then its sync, and `done` when that sync failed. A
+ * marker that is `done`, or whose owner is gone, is due: any sync that reads the workspace afresh
+ * brings that exec's work home and clears it.
  */
 interface Marker {
   state: 'running' | 'done';
@@ -48,12 +49,16 @@ export async function markRunning(store: Store, record: Pick<TaskRecord, 'repoKe
   ownStart ??= startTime(process.pid).then((value) => value ?? '');
   const id = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   const dir = markerDir(store, record);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeMarker(join(dir, id), { state: 'running', pid: process.pid, started: await ownStart });
+  const marker: Marker = { state: 'running', pid: process.pid, started: await ownStart };
+  await writeMarker(join(dir, id), marker).catch(async (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeMarker(join(dir, id), marker);
+  });
   return id;
 }
 
-/** The command has ended: its work is due to come home. */
+/** The command has ended and its sync did not bring its work home: the next command on the task does. */
 export async function markDone(store: Store, record: Pick<TaskRecord, 'repoKey' | 'name'>, id: string): Promise<void> {
   await writeMarker(join(markerDir(store, record), id), { state: 'done', pid: process.pid, started: (await ownStart) ?? '' });
 }

@@ -56,7 +56,8 @@ timeout -s KILL 600 git -c core.hooksPath=/dev/null bundle create --quiet - $ref
  * so an interrupted command is still followed by the snapshot; the status is the command's.
  * In the background ($5 = 1, the warm server's exec) the snapshot is detached from the exec's
  * output, so the exec, and the caller's status, end with the command while the snapshot runs on;
- * it then always leaves the file, empty when it failed. When the file is missing or empty (a full
+ * it then always leaves the file, empty when it failed (and "$out.forked" says it was started).
+ * When the file is missing or empty (a full
  * disk, a fork bomb, a kill), the caller reads the work the usual way.
  */
 const COMMAND_THEN_SNAPSHOT = `
@@ -65,18 +66,24 @@ out=$1; branch=$2; base=$3; pidfile=$4; background=$5; shift 5
 trap : INT TERM HUP QUIT
 "$@"
 rc=$?
-trap - INT TERM HUP QUIT
-[ -z "$pidfile" ] || rm -f "$pidfile"
 snapshot() {
   (set -- "$branch" "$base"; ${SNAPSHOT_SCRIPT}) > "$out.part" 2>/dev/null && mv -f "$out.part" "$out" && return
   rm -f "$out.part"
   [ "$background" != 1 ] || : > "$out"
 }
-# Files of earlier execs were read within moments (a file of an exec still being read is never
-# that old; at worst, a reader falls back to reading the workspace).
-tidy() { find ${WORKSPACE_DIR}/.git -maxdepth 1 -name 'moat-work-*' -mmin +2 -exec rm -f {} + ; }
+# The command's pid file goes, and files of earlier execs, which were read within moments (one of
+# an exec still being read is never that old; at worst a reader falls back to reading the
+# workspace). Late signals for the command's group no longer concern these.
+tidy() {
+  trap '' INT TERM HUP QUIT
+  [ -z "$pidfile" ] || rm -f "$pidfile"
+  find ${WORKSPACE_DIR}/.git -maxdepth 1 -name 'moat-work-*' -mmin +2 -exec rm -f {} +
+}
 if [ "$background" = 1 ]; then
-  (snapshot; tidy) </dev/null >/dev/null 2>&1 &
+  # A shell that cannot fork (a fork bomb holds the pids limit) stops right here; the file after
+  # the fork says the snapshot is coming, so the host does not wait for one that never will.
+  (tidy; snapshot) </dev/null >/dev/null 2>&1 &
+  : > "$out.forked"
 else
   snapshot
   (tidy) </dev/null >/dev/null 2>&1 &
