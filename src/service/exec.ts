@@ -91,10 +91,14 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
     exitCode = await engine.exec(id, { cmd: command, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, io);
   } catch (error) {
     // The container is gone or stopped (the engine says so instead of a separate inspect first):
-    // nothing ran, so there is nothing to bring home.
-    if (marker) await clearMarkers(ctx.store, record, [marker]);
+    // nothing ran, so there is nothing to bring home. Any other failure may have come after the
+    // command ran: its work is left for the next command to bring home.
     const status = (error as { cause?: { statusCode?: number } }).cause?.statusCode;
-    if (status === 404 || status === 409) throw notRunning(task);
+    if (status === 404 || status === 409) {
+      if (marker) await clearMarkers(ctx.store, record, [marker]);
+      throw notRunning(task);
+    }
+    if (marker) await markDone(ctx.store, record, marker);
     throw error;
   } finally {
     stopForwarding?.();
