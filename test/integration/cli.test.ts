@@ -166,7 +166,7 @@ describe('the warm CLI server', () => {
       if (args[0] === 'rm' && served.code === 0) expect(moat(['up', '--task', 'served'], { MOAT_SERVER: 'off' }).code).toBe(0);
       const alone = moat(args, { MOAT_SERVER: 'off' });
       expect({ args, code: served.code, err: served.err }).toEqual({ args, code: alone.code, err: alone.err });
-      const normal = (text: string) => text.replace(/"(createdAt|baseCommit|syncedTip|image|creatorPid|containerId)": [^,\n]+/g, '"$1": "…"');
+      const normal = (text: string) => text.replace(/"(createdAt|ageSeconds|baseCommit|syncedTip|image|creatorPid|containerId)": [^,\n]+/g, '"$1": "…"');
       expect(normal(served.out)).toBe(normal(alone.out));
     }
     // Only the one server answered all of that: no second one was started.
