@@ -2,6 +2,8 @@ import type { Readable, Writable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { Moat } from '../moat.js';
 import type { TaskPool } from '../service/task-pool.js';
+import type { PendingSyncs } from '../service/pending-sync.js';
+import type { RepositoryCache } from '../workspace/user-repo.js';
 import { MOAT_VERSION } from '../version.js';
 import { ExitCode, MoatError } from '../errors.js';
 import { registerAgent, registerExec } from './commands/exec.js';
@@ -37,6 +39,10 @@ export interface CliIO {
   cwd?: string;
   /** The warm server's tasks made ahead of time. */
   pool?: TaskPool;
+  /** The warm server's syncs under way, and when this command's status has gone out (pending-sync.ts). */
+  syncs?: PendingSyncs;
+  statusSent?: Promise<void>;
+  repos?: RepositoryCache;
 }
 
 function processIO(): CliIO {
@@ -71,7 +77,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       return createOutput(json, () => secrets, io.stdout, io.stderr);
     },
     // The secret values this command reads are redacted from everything it prints, errors included.
-    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets, cwd: io.cwd, pool: io.pool }),
+    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets, cwd: io.cwd, pool: io.pool, syncs: io.syncs, statusSent: io.statusSent, repos: io.repos }),
     setExit: (code) => {
       exitCode = code;
     },

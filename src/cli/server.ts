@@ -5,6 +5,8 @@ import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
 import { TaskPool } from '../service/task-pool.js';
 import { maxServers, retireExcessServers, RETIRE_SIGNAL } from '../service/warm-servers.js';
+import { PendingSyncs } from '../service/pending-sync.js';
+import { RepositoryCache } from '../workspace/user-repo.js';
 
 /**
  * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
@@ -30,6 +32,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   const server = createServer({ allowHalfOpen: true }, (connection) => void handle(connection));
   // MOAT_POOL=off: the warm server, but no task made ahead (no container waits in the background).
   const pool = process.env.MOAT_POOL === 'off' ? undefined : new TaskPool();
+  // Syncs of execs whose status went out first; they finish before the server exits.
+  const syncs = new PendingSyncs();
+  const repos = new RepositoryCache();
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   // Past the servers' cap (warm-servers.ts): stop at the first moment no command is running.
@@ -52,6 +57,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     // Commands under way finish (a while at most: a stop is a stop), and nothing made ahead
     // outlives the server.
     for (let waited = 0; active > 0 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+    await syncs.waitAll();
     await pool?.close();
     await unlink(`${socketPath}.pid`).catch(() => undefined);
     process.exit(0);
@@ -66,6 +72,8 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   async function handle(connection: Socket): Promise<void> {
     active += 1;
     clearTimeout(idleTimer);
+    let statusSent = () => undefined as void;
+    const sent = new Promise<void>((resolve) => (statusSent = resolve));
     try {
       const request = await readRequest(connection);
       if (!request) {
@@ -98,6 +106,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       connection.once('close', () => stdin.end());
       const stdout = frameWriter(connection, FRAME.stdout);
       const stderr = frameWriter(connection, FRAME.stderr);
+      // An exec waits for the syncs of its own task only (service/exec.ts); anything else sees
+      // every commit home first.
+      if (request.argv[2] !== 'exec') await syncs.waitAll();
       const code = await main(request.argv, {
         stdout,
         stderr,
@@ -117,14 +128,20 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         local: false,
         cwd: request.cwd,
         pool,
+        syncs,
+        statusSent: sent,
+        repos,
       }).catch(() => 70);
       // Everything the command printed goes out before its status.
       await Promise.all([stdout, stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
       const status = Buffer.alloc(4);
       status.writeInt32BE(code, 0);
-      connection.end(frame(FRAME.exit, status));
+      connection.end(frame(FRAME.exit, status), () => statusSent());
+      // A client gone early does not hold the sync back.
+      connection.once('close', () => statusSent());
     } catch {
       connection.destroy();
+      statusSent();
     } finally {
       active -= 1;
       // The pid file's time says when this server last served: the least recently used goes first.

@@ -4,10 +4,11 @@ import { loadConfigFile } from '../config/load.js';
 import { effectiveConfig, type EffectiveConfig } from '../config/effective.js';
 import type { MoatConfig } from '../config/schema.js';
 import type { TaskPool } from './task-pool.js';
+import type { PendingSyncs } from './pending-sync.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { findEngine } from '../engine/find-engine.js';
 import { TaskStore } from '../state/task-store.js';
-import { UserRepository } from '../workspace/user-repo.js';
+import { UserRepository, type RepositoryCache } from '../workspace/user-repo.js';
 
 /** Ambient things every operation needs, passed in (with real defaults) so tests need no globals. */
 export interface MoatOptions {
@@ -24,6 +25,14 @@ export interface MoatOptions {
   secretValues?: Set<string>;
   /** Tasks made ahead of time (the warm CLI server's); without one, every task is made on request. */
   pool?: TaskPool;
+  /**
+   * The warm server's syncs under way: with one, an exec's sync comes after its status (which
+   * goes out when `statusSent` resolves), and later commands on the task wait for it.
+   */
+  syncs?: PendingSyncs;
+  statusSent?: Promise<void>;
+  /** Repositories found by earlier commands of a long-lived process. */
+  repos?: RepositoryCache;
 }
 
 export class MoatContext {
@@ -36,6 +45,8 @@ export class MoatContext {
   /** Every secret value this context has read: all output passes through redaction of these. */
   readonly secretValues: Set<string>;
   readonly pool?: TaskPool;
+  readonly syncs?: PendingSyncs;
+  readonly statusSent?: Promise<void>;
   private readonly options: MoatOptions;
   private readonly engineFactory: () => Promise<ContainerEngine>;
   private enginePromise?: Promise<ContainerEngine>;
@@ -44,6 +55,8 @@ export class MoatContext {
   constructor(options: MoatOptions = {}) {
     this.options = options;
     this.pool = options.pool;
+    this.syncs = options.syncs;
+    this.statusSent = options.statusSent;
     this.cwd = options.cwd ?? process.cwd();
     this.env = options.env ?? process.env;
     this.paths = options.paths ?? resolvePaths(this.env);
@@ -70,7 +83,7 @@ export class MoatContext {
   }
 
   repo(): Promise<UserRepository> {
-    this.repoPromise ??= UserRepository.open(this.cwd);
+    this.repoPromise ??= this.options.repos ? this.options.repos.open(this.cwd) : UserRepository.open(this.cwd);
     return this.repoPromise;
   }
 

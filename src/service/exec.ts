@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { describeExit, exitReason, type ExitReason } from '../domain/exit-reason.js';
 import { SANDBOX_PATH, WORKSPACE_DIR } from '../domain/sandbox-spec.js';
-import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
-import type { ExecIO } from '../engine/engine.js';
+import type { ContainerEngine, ExecIO } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
 import { readCounters } from './exit-counters.js';
 import { readConfinedFile } from '../workspace/read-confined.js';
-import { runningContainer } from './task-container.js';
-import { commandThenSnapshot, MAX_BUNDLE_BYTES, syncTask, type SyncResult } from './sync.js';
+import { commandThenSnapshot, MAX_BUNDLE_BYTES, settlePendingSync, syncTask, type SyncResult } from './sync.js';
+import { clearMarkers, killPoint, markDone, markRunning, taskKey } from './pending-sync.js';
+
 import { openTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
 
@@ -32,17 +32,6 @@ export interface ExecResult {
   sync?: SyncResult;
 }
 
-export async function requireRunning(ctx: MoatContext, task: string): Promise<{ record: TaskRecord; id: string }> {
-  const repo = await ctx.repo();
-  const record = await ctx.store.require(repo.key, task);
-  const engine = await ctx.engine();
-  const id = await runningContainer(engine, record);
-  if (!id) {
-    throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, { hint: `start a fresh container over its workspace with \`moat reset ${task}\`` });
-  }
-  return { record, id };
-}
-
 /** Runs a command in a task's sandbox, wiring the caller's streams through; the status is the command's. */
 export async function execInTask(ctx: MoatContext, task: string, cmd: string[], io: ExecIO, options: ExecOptions = {}): Promise<ExecResult> {
   return (await execCapturingWork(ctx, task, cmd, io, options)).result;
@@ -51,7 +40,12 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
 /** execInTask, and with captureWork the snapshot the command's exec left (undefined if it could not). */
 export async function execCapturingWork(ctx: MoatContext, task: string, cmd: string[], io: ExecIO, options: ExecOptions = {}): Promise<{ result: ExecResult; work?: Buffer }> {
   if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat exec my-task -- npm test' });
-  const { record, id } = await requireRunning(ctx, task);
+  const repo = await ctx.repo();
+  const syncing = options.sync !== false;
+  // The task's earlier work comes home before this command runs (pending-sync.ts).
+  const record = syncing ? await settlePendingSync(ctx, repo, await ctx.store.require(repo.key, task)) : await ctx.store.require(repo.key, task);
+  const id = record.containerId;
+  if (!id) throw notRunning(task);
   const engine = await ctx.engine();
   // The gateway may have stopped (a crash, a reboot): make sure it serves this task, and hand
   // secret values over again, which it keeps in memory only.
@@ -75,10 +69,14 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
   // of the caller is sent to it (with a TTY, Ctrl-C travels as a keystroke).
   const forward = !options.tty && io.onInterrupt !== undefined;
   const pidFile = forward ? `/tmp/.moat-exec-${nonce}` : undefined;
+  const captureWork = options.captureWork ?? syncing;
+  // On the warm server the status goes first: the snapshot runs on in the sandbox after the
+  // command's exec has ended, and its work comes home after the caller has the status.
+  const deferred = syncing && captureWork && ctx.syncs !== undefined;
   let command = cmd;
-  const captureWork = options.captureWork ?? options.sync !== false;
-  if (captureWork) command = commandThenSnapshot(cmd, record, workFile, pidFile);
+  if (captureWork) command = commandThenSnapshot(cmd, record, workFile, pidFile, { background: deferred });
   else if (pidFile) command = ['sh', '-c', 'echo $$ > "$0"; exec "$@"', pidFile, ...cmd];
+  const marker = syncing ? await markRunning(ctx.store, record) : undefined;
   let stopForwarding: (() => void) | undefined;
   if (pidFile && io.onInterrupt) {
     stopForwarding = io.onInterrupt((signal) => {
@@ -91,9 +89,21 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
   let exitCode: number;
   try {
     exitCode = await engine.exec(id, { cmd: command, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, io);
+  } catch (error) {
+    // The container is gone or stopped (the engine says so instead of a separate inspect first):
+    // nothing ran, so there is nothing to bring home. Any other failure may have come after the
+    // command ran: its work is left for the next command to bring home.
+    const status = (error as { cause?: { statusCode?: number } }).cause?.statusCode;
+    if (status === 404 || status === 409) {
+      if (marker) await clearMarkers(ctx.store, record, [marker]);
+      throw notRunning(task);
+    }
+    if (marker) await markDone(ctx.store, record, marker);
+    throw error;
   } finally {
     stopForwarding?.();
   }
+  killPoint(ctx.env, 'exec-after-command');
 
   let oomKilled = false;
   let pidsLimitHit = false;
@@ -102,13 +112,67 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
     if (after) {
       oomKilled = after.oomKills > before.oomKills;
       pidsLimitHit = after.pidsMax > before.pidsMax;
-      record.counters = after;
-      await ctx.store.save(record);
+      // Saved on the record as it is now: a sync under way may have moved syncedTip on.
+      const current = (await ctx.store.get(record.repoKey, record.name)) ?? record;
+      current.counters = record.counters = after;
+      await ctx.store.save(current);
     }
   }
   const reason = exitReason({ exitCode, oomKilled, pidsLimitHit });
   const result: ExecResult = { task, exitCode, reason, explanation: describeExit(reason) };
-  const work = captureWork ? await readConfinedFile(ctx.store.workspacePath(record.repoKey, record.name), workName, MAX_BUNDLE_BYTES).catch(() => undefined) : undefined;
-  if (options.sync !== false) result.sync = await syncTask(ctx, await ctx.repo(), record, { captured: work });
+  const workspace = ctx.store.workspacePath(record.repoKey, record.name);
+  if (deferred && ctx.syncs) {
+    ctx.syncs.add(taskKey(record), ctx.statusSent ?? Promise.resolve(), async () => {
+      killPoint(ctx.env, 'exec-after-status');
+      const work = await waitForWork(engine, id, workspace, workName);
+      // As saved by the syncs before this one (an exec that ran alongside may have brought work home).
+      const current = await ctx.store.get(record.repoKey, record.name);
+      // Removed meanwhile (rm --force from another process): nothing to bring home to.
+      if (!current) return;
+      await syncTask(ctx, repo, current, { captured: work, markers: marker ? [marker] : [], background: true }).catch(async (error: unknown) => {
+        // The next command on the task tries again (its owner, this process, lives on).
+        if (marker) await markDone(ctx.store, record, marker);
+        throw error;
+      });
+    });
+    return { result };
+  }
+  const work = captureWork ? await readConfinedFile(workspace, workName, MAX_BUNDLE_BYTES).catch(() => undefined) : undefined;
+  if (syncing) {
+    result.sync = await syncTask(ctx, repo, record, { captured: work, markers: marker ? [marker] : [] }).catch(async (error: unknown) => {
+      if (marker) await markDone(ctx.store, record, marker);
+      throw error;
+    });
+  }
   return { result, work };
 }
+
+function notRunning(task: string): MoatError {
+  return new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, { hint: `start a fresh container over its workspace with \`moat reset ${task}\`` });
+}
+
+/**
+ * The snapshot a deferred exec left running in the sandbox: polled for on the host (no engine
+ * call while it comes). Undefined when it does not come (the container died, the snapshot was
+ * killed or failed): the sync then reads the workspace afresh, as after a crash.
+ */
+async function waitForWork(engine: ContainerEngine, id: string, workspace: string, workName: string): Promise<Buffer | undefined> {
+  // No snapshot was started (the shell could not fork): nothing to wait for.
+  if (!(await readConfinedFile(workspace, `${workName}.forked`, 0).catch(() => undefined))) return undefined;
+  const started = Date.now();
+  let lastCheck = started;
+  for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+    const work = await readConfinedFile(workspace, workName, MAX_BUNDLE_BYTES).catch(() => undefined);
+    if (work) return work.length > 0 ? work : undefined;
+    const now = Date.now();
+    if (now - started > WORK_WAIT_MS) return undefined;
+    if (now - lastCheck > 1000) {
+      lastCheck = now;
+      if (!(await engine.inspectContainer(id).catch(() => undefined))?.running) return undefined;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+/** How long a deferred sync waits for the sandbox's snapshot before reading the workspace itself. */
+const WORK_WAIT_MS = 60_000;

@@ -5,6 +5,7 @@ import { UserRepository } from '../workspace/user-repo.js';
 import { MoatError } from '../errors.js';
 import type { MoatContext } from './context.js';
 import { egressCounts } from './egress.js';
+import { settlePendingSync } from './sync.js';
 import { IDLE_EXIT } from '../domain/sandbox-spec.js';
 
 export interface TaskSummary {
@@ -45,7 +46,8 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
     return repos.get(record.repoPath)!;
   };
   return Promise.all(
-    records.map(async (record): Promise<TaskSummary> => {
+    records.map(async (listed): Promise<TaskSummary> => {
+      let record = listed;
       let state: TaskState = record.state;
       let stopReason: string | undefined;
       if (record.containerId) {
@@ -56,6 +58,8 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
       const spare = record.state === 'pooled';
       if (spare) state = 'pooled';
       const repo = spare ? undefined : await repoOf(record);
+      // Work an exec left pending (moat killed before its sync) comes home before it is counted.
+      if (repo) record = await settlePendingSync(ctx, repo, record);
       const commits = repo ? await countTaskCommits(repo, record) : 0;
       return {
         name: record.name,

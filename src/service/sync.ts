@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MoatError } from '../errors.js';
@@ -7,6 +8,7 @@ import { OBJECT_ID } from '../workspace/git.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 import type { MoatContext } from './context.js';
 import { withWorkspaceContainer } from './task-container.js';
+import { clearMarkers, killPoint, pendingMarkers, taskKey } from './pending-sync.js';
 
 /**
  * Runs inside the sandbox, as the sandbox user: snapshots uncommitted work into a commit on a
@@ -52,25 +54,45 @@ timeout -s KILL 600 git -c core.hooksPath=/dev/null bundle create --quiet - $ref
  * the workspace's .git, which the host reads from the mount's source (read-confined.ts): a second
  * exec costs more than the snapshot itself. The shell catches the signals meant for the command (its own process group's),
  * so an interrupted command is still followed by the snapshot; the status is the command's.
- * When the file is missing (a full disk, a fork bomb, a kill), the caller reads the work the
- * usual way.
+ * In the background ($5 = 1, the warm server's exec) the snapshot is detached from the exec's
+ * output, so the exec, and the caller's status, end with the command while the snapshot runs on;
+ * it then always leaves the file, empty when it failed (and "$out.forked" says it was started).
+ * When the file is missing or empty (a full
+ * disk, a fork bomb, a kill), the caller reads the work the usual way.
  */
 const COMMAND_THEN_SNAPSHOT = `
-out=$1; branch=$2; base=$3; pidfile=$4; shift 4
-# Files of earlier execs were read when those ended (at worst, a reader falls back to an exec).
-rm -f ${WORKSPACE_DIR}/.git/moat-work-* 2>/dev/null
+out=$1; branch=$2; base=$3; pidfile=$4; background=$5; shift 5
 [ -z "$pidfile" ] || echo $$ > "$pidfile"
 trap : INT TERM HUP QUIT
 "$@"
 rc=$?
-trap - INT TERM HUP QUIT
-[ -z "$pidfile" ] || rm -f "$pidfile"
-(set -- "$branch" "$base"; ${SNAPSHOT_SCRIPT}) > "$out.part" 2>/dev/null && mv -f "$out.part" "$out" || rm -f "$out.part"
+snapshot() {
+  (set -- "$branch" "$base"; ${SNAPSHOT_SCRIPT}) > "$out.part" 2>/dev/null && mv -f "$out.part" "$out" && return
+  rm -f "$out.part"
+  [ "$background" != 1 ] || : > "$out"
+}
+# The command's pid file goes, and files of earlier execs, which were read within moments (one of
+# an exec still being read is never that old; at worst a reader falls back to reading the
+# workspace). Late signals for the command's group no longer concern these.
+tidy() {
+  trap '' INT TERM HUP QUIT
+  [ -z "$pidfile" ] || rm -f "$pidfile"
+  find ${WORKSPACE_DIR}/.git -maxdepth 1 -name 'moat-work-*' -mmin +2 -exec rm -f {} +
+}
+if [ "$background" = 1 ]; then
+  # A shell that cannot fork (a fork bomb holds the pids limit) stops right here; the file after
+  # the fork says the snapshot is coming, so the host does not wait for one that never will.
+  (tidy; snapshot) </dev/null >/dev/null 2>&1 &
+  : > "$out.forked"
+else
+  snapshot
+  (tidy) </dev/null >/dev/null 2>&1 &
+fi
 exit $rc
 `;
 
-export function commandThenSnapshot(cmd: string[], record: Pick<TaskRecord, 'branch' | 'baseCommit'>, outFile: string, pidFile = ''): string[] {
-  return ['sh', '-c', COMMAND_THEN_SNAPSHOT, 'moat-run', outFile, record.branch, record.baseCommit, pidFile, ...cmd];
+export function commandThenSnapshot(cmd: string[], record: Pick<TaskRecord, 'branch' | 'baseCommit'>, outFile: string, pidFile = '', options: { background?: boolean } = {}): string[] {
+  return ['sh', '-c', COMMAND_THEN_SNAPSHOT, 'moat-run', outFile, record.branch, record.baseCommit, pidFile, options.background ? '1' : '', ...cmd];
 }
 
 export const MAX_BUNDLE_BYTES = 2 * 1024 ** 3;
@@ -92,7 +114,7 @@ export interface SyncResult {
 }
 
 /** What reading a workspace gave: the branch tip, the snapshot of uncommitted work, the bundle. */
-type Snapshot = { error: string } | { tip: string; wip?: string; bundle?: Buffer; skippedLarge: number };
+type Snapshot = { error: string; final?: boolean } | { tip: string; wip?: string; bundle?: Buffer; skippedLarge: number };
 
 export function wipRef(task: string): string {
   return `refs/moat/wip/${task}`;
@@ -106,11 +128,22 @@ export function incomingRef(task: string): string {
  * Brings a task's commits home. The sandbox writes a git bundle to its stdout; moat stores it in
  * a host-owned file and fetches from it into the user's repository. Host git never opens the
  * sandbox's repository, so nothing planted there (hooks, config, links) can act on the host.
+ * A sync that reads the workspace afresh also brings home the work of every exec whose command
+ * has ended, and clears their "sync pending" markers (pending-sync.ts); with `captured` work it
+ * clears only the `markers` given (the execs that work was taken after).
  */
-export async function syncTask(ctx: MoatContext, repo: UserRepository, record: TaskRecord, options: { afterRead?: () => Promise<unknown>; captured?: Buffer } = {}): Promise<SyncResult> {
+export async function syncTask(
+  ctx: MoatContext,
+  repo: UserRepository,
+  record: TaskRecord,
+  options: { afterRead?: () => Promise<unknown>; captured?: Buffer; markers?: string[]; background?: boolean } = {},
+): Promise<SyncResult> {
+  // The warm server's sync of an earlier exec goes first (it is the one running this otherwise).
+  if (!options.background) await ctx.syncs?.wait(taskKey(record));
   const engine = await ctx.engine();
   const user = `${record.user.uid}:${record.user.gid}`;
-  const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `sync-${process.pid}.bundle`);
+  const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `sync-${process.pid}-${randomBytes(4).toString('hex')}.bundle`);
+  const due = (await pendingMarkers(ctx.store, record)).filter((marker) => marker.due).map((marker) => marker.id);
 
   const readWork = async (id: string): Promise<Snapshot> => {
     const run = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, MAX_BUNDLE_BYTES);
@@ -118,17 +151,33 @@ export async function syncTask(ctx: MoatContext, repo: UserRepository, record: T
     return parseSnapshot(run.stdout, record);
   };
   const captured = options.captured ? parseSnapshot(options.captured, record) : undefined;
+  const fresh = !captured || 'error' in captured;
   let snapshot = captured && !('error' in captured) ? captured : await withWorkspaceContainer(ctx, record, readWork);
   // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from
   // coming home: read the same workspace from a fresh helper container instead.
-  if ('error' in snapshot && record.containerId) snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
+  if ('error' in snapshot && !snapshot.final && record.containerId) snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
+  killPoint(ctx.env, 'sync-after-read');
   // Once the work is read, the caller may tear the sandbox down while it is brought home.
   const afterRead = 'error' in snapshot ? Promise.resolve() : (options.afterRead?.() ?? Promise.resolve());
   try {
-    return await bringHome(ctx, repo, record, snapshot, bundleFile);
+    const result = await bringHome(ctx, repo, record, snapshot, bundleFile);
+    // Home (or parked beside the user's branch), or nothing a second read would change.
+    if (!('error' in snapshot) || snapshot.final) await clearMarkers(ctx.store, record, [...(fresh ? due : []), ...(options.markers ?? [])]);
+    return result;
   } finally {
     await afterRead;
   }
+}
+
+/** Before a command on the task: the work of earlier execs that is not home yet comes first. */
+export async function settlePendingSync(ctx: MoatContext, repo: UserRepository, record: TaskRecord): Promise<TaskRecord> {
+  await ctx.syncs?.wait(taskKey(record));
+  const markers = await pendingMarkers(ctx.store, record);
+  if (!markers.some((marker) => marker.due)) return record;
+  // The record may have moved on while this command waited (the sync under way saved it).
+  const current = (await ctx.store.get(record.repoKey, record.name)) ?? record;
+  await syncTask(ctx, repo, current);
+  return current;
 }
 
 /** The snapshot's output: a line "tip wip skipped", then the bundle. All of it is the sandbox's word. */
@@ -136,8 +185,8 @@ function parseSnapshot(output: Buffer, record: TaskRecord): Snapshot {
   const newline = output.indexOf(0x0a);
   if (newline < 0) return { error: 'the sandbox gave no snapshot' };
   const [tip = '', wip = '', big = '0'] = output.subarray(0, newline).toString('utf8').split(' ');
-  if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id' };
-  if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch` };
+  if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id', final: true };
+  if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch`, final: true };
   const bundle = output.subarray(newline + 1);
   return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number.parseInt(big, 10) || 0 };
 }
@@ -158,6 +207,7 @@ async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRec
   try {
     if (!snapshot.wip) await repo.deleteRef(wipRef(record.name));
     if (snapshot.bundle) await importBundle(repo, record, bundleFile, snapshot.bundle, snapshot.tip);
+    killPoint(ctx.env, 'sync-after-fetch');
   } catch (error) {
     throw new MoatError('E_SYNC_FAILED', `could not bring ${record.name}'s commits home: ${(error as Error).message}`, {
       hint: 'the task\'s work is still in its workspace; run `moat sync` again after fixing the cause',

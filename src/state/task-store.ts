@@ -25,6 +25,11 @@ export class TaskStore {
     return join(this.taskDir(repoKey, name), 'volume', 'workspace');
   }
 
+  /** Markers of execs whose work may not be home yet (service/pending-sync.ts). */
+  syncMarkerDir(repoKey: string, name: string): string {
+    return join(this.taskDir(repoKey, name), 'sync-pending');
+  }
+
   private recordPath(repoKey: string, name: string): string {
     return join(this.taskDir(repoKey, name), 'task.json');
   }

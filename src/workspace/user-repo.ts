@@ -1,6 +1,6 @@
-import { realpath } from 'node:fs/promises';
+import { lstat, realpath } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { basename, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { MoatError } from '../errors.js';
 import { assertObjectId, git } from './git.js';
 
@@ -148,5 +148,39 @@ export class UserRepository {
       if (key === 'user.email' && value) identity.email = value;
     }
     return identity;
+  }
+}
+
+/**
+ * Where the repositories of working directories were found, for a process that serves many
+ * commands (the warm server): finding one takes a git process, checking the answer a few lstat
+ * calls. An entry holds while the directories from cwd up to the top level are the same ones
+ * (inode numbers) and none of them gained or lost a .git; else git is asked again.
+ */
+export class RepositoryCache {
+  private readonly entries = new Map<string, { repo: UserRepository; proof: string }>();
+
+  async open(cwd: string): Promise<UserRepository> {
+    const entry = this.entries.get(cwd);
+    if (entry && (await layoutProof(cwd, entry.repo.path)) === entry.proof) return entry.repo;
+    const repo = await UserRepository.open(cwd);
+    const proof = await layoutProof(cwd, repo.path);
+    if (proof !== undefined) this.entries.set(cwd, { repo, proof });
+    return repo;
+  }
+}
+
+async function layoutProof(cwd: string, top: string): Promise<string | undefined> {
+  try {
+    const parts: string[] = [];
+    for (let dir = await realpath(cwd); ; dir = dirname(dir)) {
+      const [self, dotGit] = await Promise.all([lstat(dir), lstat(join(dir, '.git')).catch(() => undefined)]);
+      // A .git file (a linked worktree) names its git directory in its content: its mtime counts too.
+      parts.push(`${dir}:${self.ino}:${dotGit ? `${dotGit.ino}${dotGit.isFile() ? `@${dotGit.mtimeMs}` : ''}` : '-'}`);
+      if (dir === top || dir === dirname(dir)) break;
+    }
+    return parts.join('/');
+  } catch {
+    return undefined;
   }
 }

@@ -1,0 +1,71 @@
+// `moat exec TASK -- true` against `docker exec <the same container> true` (issue 18), alternating
+// in one run so that both see the same machine state. Both run the same `true` in the task's own
+// container; moat's row is what a user types (the thin client and the warm server, the sync of
+// the task's work included, which comes right after the status). Extra rows say where the time goes.
+// Prints medians, spread and ratios, and writes bench/results/exec.json. Not a test: nothing asserts a time.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { serverEnv, settle, stopServers } from './warm-server.js';
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
+const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
+const root = mkdtempSync(join(tmpdir(), 'moat-bench-exec-'));
+const repo = join(root, 'repo');
+mkdirSync(repo);
+execFileSync('git', ['init', '-q', repo]);
+writeFileSync(join(repo, 'file.txt'), 'x\n');
+execFileSync('git', ['add', '-A'], { cwd: repo });
+execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
+
+function timed(cmd, args, options = {}) {
+  const start = process.hrtime.bigint();
+  const result = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...options });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);
+  return ms;
+}
+
+const { TaskStore } = await import('../dist/state/task-store.js');
+const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
+process.on('exit', () => {
+  stopServers(root);
+  spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) >/dev/null 2>&1`]);
+  spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
+  rmSync(root, { recursive: true, force: true });
+});
+
+const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
+const container = up.containerId;
+const user = `${up.user.uid}:${up.user.gid}`;
+const moat = (args, extra = {}) => () => timed(process.execPath, [bin, ...args], { cwd: repo, env: { ...env, ...extra } });
+const scenarios = {
+  'moat exec warm -- true (warm server, sync after the status)': moat(['exec', 'warm', '--', 'true']),
+  'docker exec (same container, same user and workdir)': () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
+  'moat exec --no-sync (warm server)': moat(['exec', 'warm', '--no-sync', '--', 'true']),
+  'moat exec, MOAT_SERVER=off (own Node process, sync included)': moat(['exec', 'warm', '--', 'true'], { MOAT_SERVER: 'off' }),
+  'node -e 0 (the floor of any Node client)': () => timed(process.execPath, ['-e', '0']),
+};
+// One unmeasured round: the server starts, and each path's caches fill.
+for (const run of Object.values(scenarios)) run();
+settle();
+const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
+for (let i = 0; i < rounds; i += 1) {
+  for (const [name, run] of Object.entries(scenarios)) {
+    samples[name].push(run());
+    settle();
+  }
+}
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
+const docker = rows[1].median;
+const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, docker ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
+console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
+console.log('| scenario | median ms | p10 ms | p90 ms | x docker exec |\n|---|---|---|---|---|');
+for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / docker).toFixed(2)} |`);
+console.log(`ratio moat exec / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.1)`);
+mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+writeFileSync(join(import.meta.dirname, 'results', 'exec.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: rows[0].median / docker }, null, 2));
