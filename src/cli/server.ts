@@ -2,6 +2,7 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { unlink, writeFile } from 'node:fs/promises';
 import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
+import { endAll } from './output.js';
 import { TaskPool } from '../service/task-pool.js';
 
 /**
@@ -98,7 +99,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         pool,
       }).catch(() => 70);
       // Everything the command printed goes out before its status.
-      await Promise.all([stdout, stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
+      await endAll([stdout, stderr]);
       const status = Buffer.alloc(4);
       status.writeInt32BE(code, 0);
       connection.end(frame(FRAME.exit, status));
