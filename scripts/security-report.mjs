@@ -140,19 +140,26 @@ produce, its container's output and its agent's answer are the sandbox's text, a
 sequence in them could erase or rewrite the lines you read (ESC [2K, ESC [1A), set the window
 title or write the clipboard (OSC 0, OSC 52); a bidi override or an invisible character could
 make one name read as another. Every command prints such text through one function
-(src/domain/terminal-text.ts): C0 and C1 controls, DEL, bidi embeddings, overrides, isolates and
-marks, zero-width and other invisible characters show escaped (\`\\x1b\`, \`\\u202e\`). A name or a
-message is one line: a newline in it shows as \`\\n\`, so it cannot start a line that looks like
-moat's own. Text of many lines by nature (a diff body, git's \`--stat\`, \`moat logs\`, the answer
-of \`moat agent\`) keeps its newlines and tabs and escapes the rest, a carriage return included;
-in the last two, which interleave with moat's notes, a line that starts with \`moat:\` shows as
-\`\\x6doat:\`.
+(src/domain/terminal-text.ts), which escapes by Unicode property: controls (C0, DEL, C1), format
+characters (bidi embeddings, overrides, isolates and marks, zero-width characters, tags), the line
+and paragraph separators and every default-ignorable code point (variation selectors, Hangul
+fillers) show as \`\\x1b\`, \`\\u202e\`, \`\\u3164\`. A name or a message is one line: a newline in it
+shows as \`\\n\`, so it cannot start a line that looks like moat's own. A diff body and git's
+\`--stat\` keep their newlines and tabs and escape the rest, a carriage return included.
+\`moat logs\` and the answer of \`moat agent\` interleave with moat's notes on one terminal, so moat
+marks the sandbox's lines rather than guess which could pass for its own: every line starts with
+\`TASK | \` (\`agent | \` for the answer), like docker compose's output, and leaves only whole (a line
+left open is closed after a short pause, then its rest starts a marked line of its own). No
+switch between stdout and stderr, look-alike letter or leading space gives a sandbox line
+moat's \`moat:\` at column 0.
 \`moat logs --raw\` gives the container's bytes as written. \`exec\`, \`run\` and \`shell\` pass the
 program's own output through untouched, as a terminal or a pipe expects. \`--json\` keeps the data
-exact: JSON.stringify escapes C0 controls, and moat writes the C1, bidi and invisible characters it
-leaves raw as \`\\u\` escapes too, which any JSON parser reads back as the same string.
-\`test/security/terminal-output.test.ts\` plants these characters through every string a sandbox
-sets and scans the output of every command that prints them.
+exact: JSON.stringify escapes C0 controls, and moat writes the other characters above as \`\\u\`
+escapes, which any JSON parser reads back as the same string. Secrets are redacted last, on the
+text about to be written, in every form the escaping gives them (a secret of two lines is
+found as \`line1\\nline2\`). \`test/security/terminal-output.test.ts\` plants these characters
+through every string a sandbox sets and scans the output of every command that prints them,
+\`logs -f\`, \`egress -f\`, \`stats -f\`, \`templates\` and \`approve\` included.
 `;
 writeFileSync(resolve(import.meta.dirname, '..', 'docs', 'security.md'), doc);
 spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=security-report) >/dev/null 2>&1']);
