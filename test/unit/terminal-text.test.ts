@@ -37,7 +37,8 @@ describe('terminalText', () => {
   });
 
   it('leaves ordinary text alone, other scripts, emoji and backslashes included', () => {
-    for (const text of ['src/app.ts', 'héllo wörld', '日本語のファイル.md', 'ملف.txt', '🙂 ok', 'C:\\path\\x1b', '']) expect(terminalText(text)).toBe(text);
+    const ordinary = ['src/app.ts', 'héllo wörld', '日本語のファイル.md', 'ملف.txt', '🙂 ok', 'C:\\path\\x1b', ''];
+    for (const text of ordinary) expect(terminalText(text)).toBe(text);
   });
 
   it('is idempotent: escaping twice changes nothing more (the output and the commands may both escape)', () => {
@@ -212,7 +213,9 @@ describe('the CLI output', () => {
 
   it('errors: message, extra lines and hint each one escaped line, text and JSON', () => {
     const c = capture();
-    const error = new MoatError('E_CONFIRM', 'the task changes evil\n\x1b[2Kmoat: nothing flagged\u202e', { hint: 'see \x1b]8;;http://x\x07', details: { lines: ['first', 'second\x1b[1A\nthird'] } });
+    const error = new MoatError('E_CONFIRM', 'the task changes evil\n\x1b[2Kmoat: nothing flagged\u202e', {
+      hint: 'see \x1b]8;;http://x\x07', details: { lines: ['first', 'second\x1b[1A\nthird'] },
+    });
     reportError(error, true, [], c.out, c.err);
     expect(firstRaw(c.stderr(), true)).toBeUndefined();
     expect(c.stderr().split('\n')).toEqual([

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { terminalJson } from '../../domain/terminal-text.js';
+import { terminalJson, terminalText } from '../../domain/terminal-text.js';
 import { formatSize } from '../../domain/size.js';
 import type { CliContext } from '../main.js';
 import { endAll, formatAge, sandboxStream, table } from '../output.js';
@@ -32,8 +32,8 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .option('--raw', 'the output byte for byte, escape sequences and all (by default control characters show escaped)')
     .action(async (task: string, opts: { follow?: boolean; tail?: number; raw?: boolean }) => {
       // What the container wrote is the sandbox's: each line marked `task | ` and escaped, unless the user asks for the bytes.
-      const out = opts.raw ? cli.io.stdout : sandboxStream(cli.io.stdout, `${task} | `);
-      const err = opts.raw ? cli.io.stderr : sandboxStream(cli.io.stderr, `${task} | `);
+      const out = opts.raw ? cli.io.stdout : sandboxStream(cli.io.stdout, `${terminalText(task)} | `);
+      const err = opts.raw ? cli.io.stderr : sandboxStream(cli.io.stderr, `${terminalText(task)} | `);
       try {
         await cli.moat(cli.output(false)).logs(task, { follow: Boolean(opts.follow), tail: opts.tail }, out, err);
       } finally {
