@@ -1,7 +1,7 @@
 import { isMoatError, ExitCode } from '../errors.js';
 import { redact } from '../domain/redact.js';
 import { Writable } from 'node:stream';
-import { TerminalStream, terminalJson, terminalLines, terminalText } from '../domain/terminal-text.js';
+import { SandboxLines, terminalJson, terminalLines, terminalText } from '../domain/terminal-text.js';
 
 /**
  * Results go to stdout (text or JSON); everything else (progress, warnings, errors) to stderr.
@@ -13,6 +13,10 @@ import { TerminalStream, terminalJson, terminalLines, terminalText } from '../do
  * escapes newlines too: a file name must not be able to start a line that looks like moat's.
  * Notes and errors are one line each, escaped whole. JSON stays the same data, with the
  * characters JSON.stringify leaves raw written as \u escapes.
+ *
+ * Secrets: redaction is the last step, on the very text about to be written, and it looks for
+ * each secret in every form the escaping can give it (see {@link redactor}). So the order in
+ * which a command escapes a field and the output redacts cannot let a secret through.
  */
 export interface Output {
   json: boolean;
@@ -20,29 +24,64 @@ export interface Output {
   note(line: string): void;
 }
 
-export function createOutput(json: boolean, secrets: () => Iterable<string> = () => [], stdout: NodeJS.WritableStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): Output {
-  // Results, notes and errors all pass through the one redaction function, then the escaping.
-  const clean = (text: string) => redact(text, [...secrets()]);
+/**
+ * The one redaction of what moat prints. A secret with a newline, a tab or a control in it reads
+ * differently once escaped (`a\nb` rather than a newline), so each secret is looked for as it is
+ * and as each escaping writes it: one line, many lines, inside a JSON string.
+ */
+export function redactor(secrets: Iterable<string>): (text: string) => string {
+  const forms = new Set<string>();
+  for (const secret of secrets) {
+    // redact() leaves out secrets too short to mean anything; their escaped forms are left out with them.
+    if (secret.length < 4) continue;
+    for (const form of [secret, terminalText(secret), terminalLines(secret), terminalJson(JSON.stringify(secret).slice(1, -1))]) forms.add(form);
+  }
+  // The longest first: a form that contains another must be replaced whole.
+  const ordered = [...forms].sort((a, b) => b.length - a.length);
+  return (text) => redact(text, ordered);
+}
+
+export function createOutput(
+  json: boolean,
+  secrets: () => Iterable<string> = () => [],
+  stdout: NodeJS.WritableStream = process.stdout,
+  stderr: NodeJS.WritableStream = process.stderr,
+): Output {
+  const write = (stream: NodeJS.WritableStream, text: string) => stream.write(redactor(secrets())(text));
   return {
     json,
     result(data, text) {
-      if (json) stdout.write(`${terminalJson(clean(JSON.stringify(data, null, 2)))}\n`);
+      if (json) write(stdout, `${terminalJson(JSON.stringify(data, null, 2))}\n`);
       else {
         const body = text();
-        if (body) stdout.write(terminalLines(clean(body.endsWith('\n') ? body : `${body}\n`)));
+        if (body) write(stdout, terminalLines(body.endsWith('\n') ? body : `${body}\n`));
       }
     },
     note(line) {
-      stderr.write(`moat: ${terminalText(clean(line))}\n`);
+      write(stderr, `moat: ${terminalText(line)}\n`);
     },
   };
 }
 
+/** The frames of a stack, without the message V8 puts first (that is printed escaped on its own line). */
+function stackFrames(error: Error): string[] {
+  const stack = String(error.stack);
+  const header = `${error.name}: ${error.message}`;
+  const frames = stack.startsWith(header) ? stack.slice(header.length) : stack;
+  return frames.split('\n').filter((line) => line.trim() !== '');
+}
+
 /** Turns any error into the one-line cause + hint the user sees, and the exit code. */
-export function reportError(error: unknown, json: boolean, secrets: Iterable<string> = [], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): number {
-  const values = [...secrets];
-  const stdout = { write: (text: string) => out.write(redact(text, values)) };
-  const stderr = { write: (text: string) => err.write(redact(text, values)) };
+export function reportError(
+  error: unknown,
+  json: boolean,
+  secrets: Iterable<string> = [],
+  out: NodeJS.WritableStream = process.stdout,
+  err: NodeJS.WritableStream = process.stderr,
+): number {
+  const clean = redactor(secrets);
+  const stdout = { write: (text: string) => out.write(clean(text)) };
+  const stderr = { write: (text: string) => err.write(clean(text)) };
   // The one place errors are written: a message may carry a file name, a host name or a line of
   // git's output about the sandbox's work, so each line is escaped whole here (newlines too).
   if (isMoatError(error)) {
@@ -55,8 +94,14 @@ export function reportError(error: unknown, json: boolean, secrets: Iterable<str
   }
   const message = error instanceof Error ? error.message : String(error);
   if (json) stdout.write(`${terminalJson(JSON.stringify({ error: { code: 'E_INTERNAL', message, exitCode: ExitCode.internal } }, null, 2))}\n`);
-  stderr.write(`moat: internal error: ${terminalText(message)}\n  hint: this is a bug in moat; please report it with the command you ran (MOAT_DEBUG=1 shows the stack)\n`);
-  if (process.env.MOAT_DEBUG && error instanceof Error) stderr.write(`${terminalLines(String(error.stack))}\n`);
+  stderr.write(`moat: internal error: ${terminalText(message)}\n`);
+  stderr.write('  hint: this is a bug in moat; please report it with the command you ran (MOAT_DEBUG=1 shows the stack)\n');
+  // Each frame a line of its own, escaped whole and indented under "stack:"; the message (which
+  // may hold anything, newlines included) is not repeated.
+  if (process.env.MOAT_DEBUG && error instanceof Error) {
+    stderr.write('  stack:\n');
+    for (const frame of stackFrames(error)) stderr.write(`    ${terminalText(frame.trim())}\n`);
+  }
   return ExitCode.internal;
 }
 
@@ -75,17 +120,31 @@ export function table(cells: string[][]): string {
 }
 
 /**
- * A sandbox's output on its way to a terminal (a container's log, an agent's answer): newlines
- * and tabs stay, every other control shows escaped. End it to flush a character cut in two.
+ * A sandbox's output on its way to a terminal (a container's log, an agent's answer): each line
+ * marked with the prefix and escaped (see SandboxLines). A line's start without its newline is
+ * shown, as a line, once the sandbox has been quiet for a moment. End it to flush the rest.
  */
-export function escapedStream(target: NodeJS.WritableStream): Writable {
-  const text = new TerminalStream();
+export function sandboxStream(target: NodeJS.WritableStream, prefix: string, quietMs = 200): Writable {
+  const lines = new SandboxLines(prefix);
+  let timer: NodeJS.Timeout | undefined;
   const send = (chunk: string, done: () => void) => {
     if (!chunk || target.write(chunk)) done();
     else target.once('drain', done);
   };
   return new Writable({
-    write: (chunk: Buffer, _encoding, done) => send(text.push(chunk), () => done()),
-    final: (done) => send(text.end(), () => done()),
+    write: (chunk: Buffer, _encoding, done) => {
+      clearTimeout(timer);
+      send(lines.push(chunk), () => done());
+      if (lines.holding) timer = setTimeout(() => send(lines.flush(), () => undefined), quietMs).unref();
+    },
+    final: (done) => {
+      clearTimeout(timer);
+      send(lines.end(), () => done());
+    },
   });
+}
+
+/** Ends every stream and waits until each has written all it holds. */
+export function endAll(streams: NodeJS.WritableStream[]): Promise<void> {
+  return Promise.all(streams.map((stream) => new Promise<void>((resolve) => stream.end(() => resolve())))).then(() => undefined);
 }

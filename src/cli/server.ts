@@ -3,6 +3,7 @@ import { unlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
+import { endAll } from './output.js';
 import { TaskPool } from '../service/task-pool.js';
 import { maxServers, retireExcessServers, RETIRE_SIGNAL } from '../service/warm-servers.js';
 import { PendingSyncs } from '../service/pending-sync.js';
@@ -133,7 +134,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         repos,
       }).catch(() => 70);
       // Everything the command printed goes out before its status.
-      await Promise.all([stdout, stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
+      await endAll([stdout, stderr]);
       const status = Buffer.alloc(4);
       status.writeInt32BE(code, 0);
       connection.end(frame(FRAME.exit, status), () => statusSent());

@@ -1,8 +1,9 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { firstRaw as firstRawIn } from '../helpers/unsafe-chars.js';
 
 /**
  * Terminal escapes through every string a sandbox sets: a real sandbox plants control, C1, bidi
@@ -13,8 +14,6 @@ import { gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
  * program's own output of exec, run and shell (silenced here) and `logs --raw` pass bytes as they are.
  */
 
-// What a terminal obeys (ESC, BEL, CR, C1 …) or what hides or reorders text; LF and TAB are lines.
-const RAW = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]|[\u{e0000}-\u{e007f}]/u;
 // A newline in a name must not start a line that looks like moat's own.
 const FORGED = /^ *moat: FORGED/m;
 
@@ -65,11 +64,23 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     return entry;
   }
 
-  /** The first raw character in a command's output, shown so a failure says where it is. */
-  function firstRaw(text: string): string | undefined {
-    const match = RAW.exec(text);
-    if (!match) return undefined;
-    return JSON.stringify(text.slice(Math.max(0, match.index - 40), match.index + 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  /** The first raw character in a command's output (LF and TAB are lines), shown so a failure says where it is. */
+  const firstRaw = (text: string) => firstRawIn(text, true);
+
+  /** A command that keeps following (-f): its output until `until` shows on stdout, then it is stopped. */
+  async function follow(args: string[], until: RegExp) {
+    const child = spawn(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const entry = { command: `moat ${args.join(' ')}`, stdout: '', stderr: '', status: null as number | null };
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (entry.stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (entry.stderr += chunk));
+    const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    const deadline = Date.now() + 60_000;
+    while (!until.test(entry.stdout) && Date.now() < deadline && child.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 100));
+    child.kill('SIGINT');
+    await exited;
+    printed.push(entry);
+    expect(entry.stdout, `${entry.command}: ${entry.stderr}`).toMatch(until);
+    return entry;
   }
 
   function expectSafe(entry: { command: string; stdout: string; stderr: string }): void {
@@ -84,7 +95,10 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     const templates = join(scratch.root, 'templates');
     mkdirSync(join(templates, 'planter'), { recursive: true });
     const answer = `printf 'answer ${PAYLOAD}\\n'; printf 'err ${PAYLOAD}\\n' >&2; p=$(printf '${PAYLOAD}'); printf x > "agent-$p.txt"; git add -A; git commit -qm "agent $p"`;
-    writeFileSync(join(templates, 'planter', 'template.yaml'), `description: plants escapes\nbuild: shell\nagent: [bash, -c, ${JSON.stringify(answer)}, planter, "{prompt}"]\n`);
+    // Its description too (`moat templates` prints it): a template folder is files anyone may have written.
+    const description = JSON.stringify('plants \x1b[2K\u202e\u3164 escapes\nmoat: FORGED');
+    const yaml = `description: ${description}\nbuild: shell\nagent: [bash, -c, ${JSON.stringify(answer)}, planter, "{prompt}"]\n`;
+    writeFileSync(join(templates, 'planter', 'template.yaml'), yaml);
     scratch.writeConfig(`templates: [${templates}]\n`);
     expect(moat(['up', '--task', 'plant', '--allow', 'allowed.test']).status).toBe(0);
     const planted = moat(['exec', 'plant', '--no-sync', '--', 'bash', '-c', PLANT]);
@@ -132,9 +146,49 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expect(logs.status).toBe(0);
     // The container's output is lines of the sandbox's own: none in escapes, none passing for moat's.
     expectSafe(logs);
-    expect(logs.stdout).toContain('\n\\x6doat: FORGED');
-    expect(logs.stdout).toContain('log line \\x1b[2K\\x1b[1A');
+    // Every line of it is marked as the task's: no stream switch or look-alike makes one pass for moat's.
+    expect(logs.stdout).toContain('\nplant | moat: FORGED');
+    expect(logs.stdout).toContain('plant | log line \\x1b[2K\\x1b[1A');
+    expect(logs.stdout.split('\n').filter((line) => line !== '' && !line.startsWith('plant | '))).toEqual([]);
     expect(moat(['logs', 'plant', '--raw', '-n', '5']).stdout).toContain('\x1b]52;c;');
+  });
+
+  it('the following commands: logs -f, egress -f, stats -f (and its JSON)', async () => {
+    const logs = await follow(['logs', 'plant', '-f'], /plant \| moat: FORGED/);
+    expectSafe(logs);
+    const egress = await follow(['egress', 'plant', '-f'], /CONNECT h\\x1b\[2K/);
+    expectSafe(egress);
+    expectSafe(await follow(['stats', 'plant', '-f'], /plant/));
+    expectSafe(await follow(['stats', 'plant', '-f', '--json'], /plant/));
+  }, 300_000);
+
+  it('templates: a template\'s description', () => {
+    const entry = moat(['templates']);
+    expect(entry.status, entry.stderr).toBe(0);
+    expect(entry.stdout).toContain('plants \\x1b[2K\\u202e\\u3164 escapes\\nmoat: FORGED');
+    expectSafe(entry);
+    expectSafe(moat(['templates', '--json']));
+  });
+
+  it('approve: the hosts a repository\'s moat.yaml asks for, as they reach the checkout after a merge', async () => {
+    const other = new Scratch();
+    try {
+      writeFileSync(join(other.repo, 'moat.yaml'), `egress:\n  allow: [${JSON.stringify('a\x1b[2K\u202e.test\nmoat: FORGED')}]\n`);
+      mkdirSync(join(other.repo, '.moat', 'templates', 'evil'), { recursive: true });
+      writeFileSync(join(other.repo, '.moat', 'templates', 'evil', 'template.yaml'), `description: ${JSON.stringify('\x1b]0;pwned\x07')}\n`);
+      gitIn(other.repo, 'add', '-A');
+      gitIn(other.repo, 'commit', '-qm', 'asks');
+      for (const args of [['approve'], ['approve', '--json']]) {
+        const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: other.repo, env: other.env(), encoding: 'utf8', input: '' });
+        const entry = { command: `moat ${args.join(' ')}`, stdout: result.stdout, stderr: result.stderr, status: result.status };
+        printed.push(entry);
+        // A host like this is refused (or approved); either way what is printed about it is escaped.
+        expect(`${entry.stdout}${entry.stderr}`).toContain('a\\x1b[2K\\u202e.test');
+        expectSafe(entry);
+      }
+    } finally {
+      await other.cleanup();
+    }
   });
 
   it('ls, ls -a, stats, their JSON', () => {
@@ -178,8 +232,9 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expect(agent.status, agent.stderr).toBe(0);
     // The agent's answer is lines of its own, shown escaped; the summary and git's stat below it are moat's.
     expectSafe(agent);
-    expect(agent.stdout).toContain('answer \\x1b[2K');
-    expect(agent.stderr).toContain('err \\x1b[2K');
+    expect(agent.stdout).toContain('agent | answer \\x1b[2K');
+    expect(agent.stderr).toContain('agent | err \\x1b[2K');
+    expect(agent.stdout).toContain('\nagent | moat: FORGED\n');
     // moat's summary comes after everything the agent wrote.
     expect(agent.stderr.slice(agent.stderr.lastIndexOf('err \\x1b'))).toMatch(/\nmoat: task agent on moat\/agent: agent exited 0; egress 0 allowed, 0 denied\n/);
     for (const task of ['plant', 'runner', 'agent']) expectSafe(moat(['rm', '-f', task]));

@@ -1,28 +1,29 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { TerminalStream, terminalJson, terminalLines, terminalText } from '../../src/domain/terminal-text.js';
-import { createOutput, escapedStream, reportError, table } from '../../src/cli/output.js';
+import { SandboxLines, terminalJson, terminalLines, terminalText } from '../../src/domain/terminal-text.js';
+import { createOutput, endAll, reportError, sandboxStream, table } from '../../src/cli/output.js';
 import { MoatError } from '../../src/errors.js';
+import { firstRaw, KNOWN_INVISIBLE, UNSAFE_CODE_POINTS } from '../helpers/unsafe-chars.js';
 
-/** Every character a terminal obeys or that hides or reorders text. */
-const DANGEROUS = [
-  ...Array.from({ length: 0x20 }, (_, i) => String.fromCharCode(i)),
-  '\x7f',
-  ...Array.from({ length: 0x20 }, (_, i) => String.fromCharCode(0x80 + i)),
-  '\u00ad', '\u061c', '\u180e', '\u200b', '\u200c', '\u200d', '\u200e', '\u200f', '\u2028', '\u2029',
-  '\u202a', '\u202b', '\u202c', '\u202d', '\u202e', '\u2060', '\u2066', '\u2067', '\u2068', '\u2069', '\ufeff', '\ufff9', '\ufffb',
-  '\u{e0001}', '\u{e0041}', '\u{e007f}',
-];
-// Anything of these left in one line of printed text is a failure; in text of many lines, LF and TAB may stay.
-const RAW = /[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]|[\u{e0000}-\u{e007f}]/u;
-const RAW_LINES = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]|[\u{e0000}-\u{e007f}]/u;
+const DANGEROUS = [...UNSAFE_CODE_POINTS].map((code) => String.fromCodePoint(code));
+
+describe('what is unsafe (built by the test from Unicode properties)', () => {
+  it('holds every known invisible or reordering character', () => {
+    for (const code of KNOWN_INVISIBLE) expect(UNSAFE_CODE_POINTS.has(code), code.toString(16)).toBe(true);
+  });
+});
 
 describe('terminalText', () => {
-  it.each(DANGEROUS.map((c) => [c]))('escapes %j visibly', (char) => {
-    const shown = terminalText(`a${char}b`);
-    expect(shown).not.toMatch(RAW);
-    expect(shown.length).toBeGreaterThan(3);
-    expect(shown.startsWith('a\\') && shown.endsWith('b')).toBe(true);
+  it('escapes every unsafe code point visibly, and leaves every other one as it is', () => {
+    const wrong: string[] = [];
+    for (let code = 0; code <= 0x10ffff; code += 1) {
+      if (code >= 0xd800 && code <= 0xdfff) continue;
+      const char = String.fromCodePoint(code);
+      const shown = terminalText(char);
+      const ok = UNSAFE_CODE_POINTS.has(code) ? shown.startsWith('\\') && shown.length >= 2 && firstRaw(shown) === undefined : shown === char;
+      if (!ok) wrong.push(code.toString(16));
+    }
+    expect(wrong).toEqual([]);
   });
 
   it('shows the usual escapes', () => {
@@ -32,10 +33,12 @@ describe('terminalText', () => {
     expect(terminalText('evil\u202etxt.sh')).toBe('evil\\u202etxt.sh');
     expect(terminalText('tag\u{e0041}')).toBe('tag\\u{e0041}');
     expect(terminalText('\x7f')).toBe('\\x7f');
+    expect(terminalText('\u3164x\ufe0f\u034f')).toBe('\\u3164x\\ufe0f\\u034f');
   });
 
   it('leaves ordinary text alone, other scripts, emoji and backslashes included', () => {
-    for (const text of ['src/app.ts', 'héllo wörld', '日本語のファイル.md', 'ملف.txt', '🙂 ok', 'C:\\path\\x1b', '']) expect(terminalText(text)).toBe(text);
+    const ordinary = ['src/app.ts', 'héllo wörld', '日本語のファイル.md', 'ملف.txt', '🙂 ok', 'C:\\path\\x1b', ''];
+    for (const text of ordinary) expect(terminalText(text)).toBe(text);
   });
 
   it('is idempotent: escaping twice changes nothing more (the output and the commands may both escape)', () => {
@@ -48,7 +51,7 @@ describe('terminalText', () => {
 describe('terminalLines', () => {
   it('keeps newlines and tabs, escapes the rest', () => {
     expect(terminalLines('line 1\n\tline 2\r\n\x1b[1Aup\u202e')).toBe('line 1\n\tline 2\\r\n\\x1b[1Aup\\u202e');
-    for (const char of DANGEROUS.filter((c) => c !== '\n' && c !== '\t')) expect(terminalLines(char)).not.toMatch(RAW_LINES);
+    for (const char of DANGEROUS.filter((c) => c !== '\n' && c !== '\t')) expect(firstRaw(terminalLines(char), true)).toBeUndefined();
   });
 });
 
@@ -56,46 +59,85 @@ describe('terminalJson', () => {
   it('JSON.stringify escapes C0 but leaves DEL, C1 and bidi raw; terminalJson escapes them and the data stays the same', () => {
     const value = { name: DANGEROUS.join(''), list: ['x\u202ey', '\u{e0041}'] };
     const plain = JSON.stringify(value);
-    expect(plain).toMatch(RAW);
+    expect(firstRaw(plain)).toBeDefined();
     const safe = terminalJson(plain);
-    expect(safe).not.toMatch(RAW);
+    expect(firstRaw(safe)).toBeUndefined();
     expect(JSON.parse(safe)).toEqual(value);
     expect(terminalJson(JSON.stringify('ok é 🙂'))).toBe(JSON.stringify('ok é 🙂'));
   });
 });
 
-describe('TerminalStream', () => {
-  it('escapes a character cut between chunks whole, and keeps lines', () => {
-    const bytes = Buffer.from('a\u202eb\nc\x1bd\u{e0041}\n', 'utf8');
-    let all = '';
+describe('SandboxLines', () => {
+  it('escapes a character cut between chunks whole, marks every line, and keeps lines', () => {
+    const bytes = Buffer.from('a\u202eb\nc\x1bd\u{e0041}\n\ntail', 'utf8');
     for (let cut = 0; cut <= bytes.length; cut += 1) {
-      const stream = new TerminalStream();
-      all = stream.push(bytes.subarray(0, cut)) + stream.push(bytes.subarray(cut)) + stream.end();
-      expect(all).toBe('a\\u202eb\nc\\x1bd\\u{e0041}\n');
+      const lines = new SandboxLines('t | ');
+      const all = lines.push(bytes.subarray(0, cut)) + lines.push(bytes.subarray(cut)) + lines.end();
+      expect(all, `cut at ${cut}`).toBe('t | a\\u202eb\nt | c\\x1bd\\u{e0041}\nt | \nt | tail\n');
     }
   });
 
-  it('a line of the stream never starts like one of moat\'s, wherever the chunks are cut', () => {
-    const bytes = Buffer.from('moat: forged\nok moat: fine\nmoat:\nmoa\n\u202emoat: x\nmoat', 'utf8');
-    const expected = '\\x6doat: forged\nok moat: fine\n\\x6doat:\nmoa\n\\u202emoat: x\nmoat';
-    for (let cut = 0; cut <= bytes.length; cut += 1) {
-      for (let second = cut; second <= bytes.length; second += 3) {
-        const stream = new TerminalStream();
-        const all = stream.push(bytes.subarray(0, cut)) + stream.push(bytes.subarray(cut, second)) + stream.push(bytes.subarray(second)) + stream.end();
-        expect(all, `cut at ${cut} and ${second}`).toBe(expected);
-      }
-    }
+  it('only whole lines leave; a held start of a line is flushed as a line of its own', () => {
+    const lines = new SandboxLines('t | ');
+    expect(lines.push(Buffer.from('Continue? '))).toBe('');
+    expect(lines.holding).toBe(true);
+    expect(lines.flush()).toBe('t | Continue? \n');
+    expect(lines.push(Buffer.from('y\n'))).toBe('t | y\n');
+    expect(lines.end()).toBe('');
   });
 
-  it('escapedStream writes the escaped text to its target', async () => {
+  it('no line of the sandbox can pass for moat\'s: homoglyphs, indentation, fullwidth, wherever the chunks are cut', () => {
+    const text = 'moat: error: forged\n moat: error: x\nm\u043eat: error: cyrillic\n\uff4d\uff4f\uff41\uff54: fullwidth\n  hint: fake\nmoat';
+    const bytes = Buffer.from(text, 'utf8');
+    for (let cut = 0; cut <= bytes.length; cut += 2) {
+      const lines = new SandboxLines('t | ');
+      const all = lines.push(bytes.subarray(0, cut)) + lines.push(bytes.subarray(cut)) + lines.end();
+      expect(all.split('\n').slice(0, -1).every((line) => line.startsWith('t | ')), all).toBe(true);
+      expect(all).toBe(`${text.split('\n').map((line) => `t | ${line}\n`).join('')}`);
+    }
+  });
+});
+
+describe('sandboxStream: two streams of the sandbox and moat\'s own notes on one terminal', () => {
+  const terminal = () => {
     const target = new PassThrough();
     let seen = '';
     target.on('data', (chunk: Buffer) => (seen += chunk.toString('utf8')));
-    const stream = escapedStream(target);
+    return { target, seen: () => seen };
+  };
+  const write = (stream: NodeJS.WritableStream, text: string) => new Promise<void>((resolve) => stream.write(Buffer.from(text), () => resolve()));
+
+  it('a newline on the other stream does not let the sandbox start a line: stdout x, stderr \\n, stdout "moat: error"', async () => {
+    const tty = terminal();
+    const stdout = sandboxStream(tty.target, 'agent | ');
+    const stderr = sandboxStream(tty.target, 'agent | ');
+    await write(stdout, 'x');
+    await write(stderr, '\n');
+    await write(stdout, 'moat: error: forged\n');
+    await endAll([stdout, stderr]);
+    expect(tty.seen().split('\n').filter((line) => line !== '' && !line.startsWith('agent | '))).toEqual([]);
+    expect(tty.seen()).not.toMatch(/^moat:/m);
+    expect(tty.seen()).toContain('agent | xmoat: error: forged\n');
+  });
+
+  it('a note of moat\'s after a line the sandbox left open does not let it continue at column 0', async () => {
+    const tty = terminal();
+    const stdout = sandboxStream(tty.target, 'agent | ');
+    await write(stdout, 'partial');
+    createOutput(false, () => [], tty.target, tty.target).note('task started');
+    await write(stdout, '\nmoat: error: forged\n');
+    await endAll([stdout]);
+    expect(tty.seen()).not.toMatch(/^moat: error/m);
+    expect(tty.seen()).toBe('moat: task started\nagent | partial\nagent | moat: error: forged\n');
+  });
+
+  it('escapes a character cut between two writes and flushes the rest at the end', async () => {
+    const tty = terminal();
+    const stream = sandboxStream(tty.target, 'logs | ');
     stream.write(Buffer.from([0x1b, 0x5b, 0x32, 0x4a, 0xe2, 0x80]));
-    stream.write(Buffer.from([0xae, 0x0a]));
-    await new Promise((resolve) => stream.end(resolve));
-    expect(seen).toBe('\\x1b[2J\\u202e\n');
+    stream.write(Buffer.from([0xae, 0x0a, 0x41]));
+    await endAll([stream]);
+    expect(tty.seen()).toBe('logs | \\x1b[2J\\u202e\nlogs | A\n');
   });
 });
 
@@ -123,7 +165,7 @@ describe('the CLI output', () => {
     const j = capture();
     const data = { host: 'x\u202e\x9b\x1b.example' };
     createOutput(true, () => [], j.out, j.err).result(data, () => '');
-    expect(j.stdout()).not.toMatch(RAW_LINES);
+    expect(firstRaw(j.stdout(), true)).toBeUndefined();
     expect(JSON.parse(j.stdout())).toEqual(data);
   });
 
@@ -131,21 +173,58 @@ describe('the CLI output', () => {
     const c = capture();
     createOutput(false, () => ['s3cret'], c.out, c.err).note('token s3cret\x1b');
     expect(c.stderr()).not.toContain('s3cret');
-    expect(c.stderr()).not.toMatch(RAW_LINES);
+    expect(firstRaw(c.stderr(), true)).toBeUndefined();
+  });
+
+  it('a secret of many lines (or with controls) is redacted however a command or the output escaped it', () => {
+    const secret = 'line1\nline2-secret\x1b';
+    const c = capture();
+    const out = createOutput(false, () => [secret], c.out, c.err);
+    // As review and egress do: the field escaped by the command, then given to note() or result().
+    out.note(`flag: ${terminalText(`a${secret}b`)}`);
+    out.result({}, () => `host ${terminalText(secret)}\nbody ${secret}`);
+    const j = capture();
+    createOutput(true, () => [secret], j.out, j.err).result({ value: secret }, () => '');
+    const e = capture();
+    reportError(new MoatError('E_USAGE', `bad ${secret}`, { hint: `not ${secret}` }), true, [secret], e.out, e.err);
+    const i = capture();
+    reportError(new Error(`boom ${secret}`), true, [secret], i.out, i.err);
+    for (const text of [c.stderr(), c.stdout(), j.stdout(), e.stdout(), e.stderr(), i.stdout(), i.stderr()]) {
+      expect(text).not.toContain('line2-secret');
+      expect(text).toContain('[redacted]');
+    }
+    expect(JSON.parse(j.stdout())).toEqual({ value: '[redacted]' });
+  });
+
+  it('MOAT_DEBUG: the stack cannot start a line of its own with the message', () => {
+    const c = capture();
+    const previous = process.env.MOAT_DEBUG;
+    process.env.MOAT_DEBUG = '1';
+    try {
+      reportError(new Error('boom\nmoat: error: forged\n  hint: fake'), false, [], c.out, c.err);
+    } finally {
+      if (previous === undefined) delete process.env.MOAT_DEBUG;
+      else process.env.MOAT_DEBUG = previous;
+    }
+    expect(c.stderr()).toMatch(/^  stack:\n    at /m);
+    expect(c.stderr()).not.toMatch(/^ *moat: error: forged/m);
+    expect(c.stderr()).not.toMatch(/^ *hint: fake/m);
   });
 
   it('errors: message, extra lines and hint each one escaped line, text and JSON', () => {
     const c = capture();
-    const error = new MoatError('E_CONFIRM', 'the task changes evil\n\x1b[2Kmoat: nothing flagged\u202e', { hint: 'see \x1b]8;;http://x\x07', details: { lines: ['first', 'second\x1b[1A\nthird'] } });
+    const error = new MoatError('E_CONFIRM', 'the task changes evil\n\x1b[2Kmoat: nothing flagged\u202e', {
+      hint: 'see \x1b]8;;http://x\x07', details: { lines: ['first', 'second\x1b[1A\nthird'] },
+    });
     reportError(error, true, [], c.out, c.err);
-    expect(c.stderr()).not.toMatch(RAW_LINES);
+    expect(firstRaw(c.stderr(), true)).toBeUndefined();
     expect(c.stderr().split('\n')).toEqual([
       'moat: error: the task changes evil\\n\\x1b[2Kmoat: nothing flagged\\u202e',
       '  second\\x1b[1A\\nthird',
       '  hint: see \\x1b]8;;http://x\\x07',
       '',
     ]);
-    expect(c.stdout()).not.toMatch(RAW_LINES);
+    expect(firstRaw(c.stdout(), true)).toBeUndefined();
     expect(JSON.parse(c.stdout()).error.message).toBe(error.message);
     const internal = capture();
     reportError(new Error('boom\x1b[31m'), false, [], internal.out, internal.err);
@@ -155,6 +234,6 @@ describe('the CLI output', () => {
   it('a table escapes each cell whole, so a newline cannot add a row', () => {
     const text = table([['A', 'B'], ['x\nfake-row', '\u202ey']]);
     expect(text.split('\n')).toHaveLength(2);
-    expect(text).not.toMatch(RAW_LINES);
+    expect(firstRaw(text, true)).toBeUndefined();
   });
 });

@@ -6,7 +6,9 @@ import type { CliContext } from '../main.js';
 /** One attempt on one line; the sandbox chose the host, the SNI and the method (and so part of the rule text): all escaped. */
 function line(record: AuditRecord): string {
   const target = `${record.method} ${record.host}:${record.port}${record.sni && record.sni !== record.host ? ` sni=${record.sni}` : ''}`;
-  return terminalText(`${record.time}  ${record.decision === 'allowed' ? 'ALLOW' : 'DENY '}  ${target}${record.address ? ` -> ${record.address}` : ''}  (${record.rule})  up ${record.bytesUp}B down ${record.bytesDown}B ${record.durationMs}ms`);
+  const address = record.address ? ` -> ${record.address}` : '';
+  const traffic = `up ${record.bytesUp}B down ${record.bytesDown}B ${record.durationMs}ms`;
+  return terminalText(`${record.time}  ${record.decision === 'allowed' ? 'ALLOW' : 'DENY '}  ${target}${address}  (${record.rule})  ${traffic}`);
 }
 
 export function registerEgress(program: Command, cli: CliContext): void {
@@ -22,7 +24,8 @@ export function registerEgress(program: Command, cli: CliContext): void {
         const out = cli.output(opts.json);
         const result = await cli.moat(out).changeEgress(task, verb === 'allow' ? { allow: hosts } : { deny: hosts });
         if (result.needsReset) out.note(`task ${task} had no network; run \`moat reset ${task}\` to give its container the gateway`);
-        out.result(result, () => `task ${task}: network ${result.mode}; allow ${result.allow.map(terminalText).join(', ') || '(none)'}; deny ${result.deny.map(terminalText).join(', ') || '(none)'}`);
+        const shown = (list: string[]) => list.map(terminalText).join(', ') || '(none)';
+        out.result(result, () => `task ${task}: network ${result.mode}; allow ${shown(result.allow)}; deny ${shown(result.deny)}`);
       });
   }
 
@@ -37,7 +40,12 @@ export function registerEgress(program: Command, cli: CliContext): void {
       out.result(result, () =>
         result.approved.length === 0 && result.templates.length === 0
           ? 'this repository requests no hosts and carries no templates'
-          : `approved for ${terminalText(result.repo)} (in ${terminalText(result.file)}):${result.approved.length ? `\n  hosts: ${result.approved.map(terminalText).join(', ')}` : ''}${result.templates.length ? `\n  templates: ${result.templates.map((t) => terminalText(t.replace(/@(.{12}).*/, ' ($1)'))).join(', ')}` : ''}`,
+          : [
+              `approved for ${terminalText(result.repo)} (in ${terminalText(result.file)}):`,
+              // The hosts come from the repository's moat.yaml, the template names from its .moat/templates.
+              ...(result.approved.length ? [`  hosts: ${result.approved.map(terminalText).join(', ')}`] : []),
+              ...(result.templates.length ? [`  templates: ${result.templates.map((t) => terminalText(t.replace(/@(.{12}).*/, ' ($1)'))).join(', ')}`] : []),
+            ].join('\n'),
       );
     });
 

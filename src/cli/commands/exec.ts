@@ -4,7 +4,7 @@ import type { ExecResult } from '../../service/exec.js';
 import type { CliContext } from '../main.js';
 import { assertNetworkMode } from '../../service/egress.js';
 import { terminalLines } from '../../domain/terminal-text.js';
-import { escapedStream } from '../output.js';
+import { endAll, sandboxStream } from '../output.js';
 import { cancelOnSignal } from '../cancel.js';
 
 /** Wires the caller to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
@@ -154,9 +154,9 @@ export function registerAgent(program: Command, cli: CliContext): void {
     .action(async (prompt: string, opts: { task?: string; template?: string }) => {
       const { io, restore } = terminalIO(cli, false);
       // Unlike exec, run and shell (the program's own output, for pipes and terminals alike), this
-      // is an agent's answer for a person to read: what it wrote shows with controls escaped.
-      const answer = { stdout: escapedStream(cli.io.stdout), stderr: escapedStream(cli.io.stderr) };
-      const flush = () => Promise.all([answer.stdout, answer.stderr].map((stream) => new Promise((resolve) => stream.end(resolve))));
+      // is an agent's answer for a person to read: each line marked `agent | `, controls escaped.
+      const answer = { stdout: sandboxStream(cli.io.stdout, 'agent | '), stderr: sandboxStream(cli.io.stderr, 'agent | ') };
+      const flush = () => endAll([answer.stdout, answer.stderr]);
       try {
         const result = await cli.moat(cli.output(false)).agent(prompt, { ...io, ...answer }, { task: opts.task, template: opts.template }).finally(flush);
         const out = cli.output(false);

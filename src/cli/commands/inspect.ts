@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { terminalJson } from '../../domain/terminal-text.js';
+import { terminalJson, terminalText } from '../../domain/terminal-text.js';
 import { formatSize } from '../../domain/size.js';
 import { templateContents, TOOLCHAIN_INFO, TOOLCHAINS } from '../../domain/toolchain.js';
 import type { CliContext } from '../main.js';
-import { escapedStream, formatAge, table } from '../output.js';
+import { endAll, formatAge, sandboxStream, table } from '../output.js';
 
 export function registerInspect(program: Command, cli: CliContext): void {
   program
@@ -32,13 +32,13 @@ export function registerInspect(program: Command, cli: CliContext): void {
     .option('-n, --tail <lines>', 'only the last lines', (v) => Number.parseInt(v, 10))
     .option('--raw', 'the output byte for byte, escape sequences and all (by default control characters show escaped)')
     .action(async (task: string, opts: { follow?: boolean; tail?: number; raw?: boolean }) => {
-      // What the container wrote is the sandbox's: escaped unless the user asks for the bytes.
-      const out = opts.raw ? cli.io.stdout : escapedStream(cli.io.stdout);
-      const err = opts.raw ? cli.io.stderr : escapedStream(cli.io.stderr);
+      // What the container wrote is the sandbox's: each line marked `task | ` and escaped, unless the user asks for the bytes.
+      const out = opts.raw ? cli.io.stdout : sandboxStream(cli.io.stdout, `${terminalText(task)} | `);
+      const err = opts.raw ? cli.io.stderr : sandboxStream(cli.io.stderr, `${terminalText(task)} | `);
       try {
         await cli.moat(cli.output(false)).logs(task, { follow: Boolean(opts.follow), tail: opts.tail }, out, err);
       } finally {
-        if (!opts.raw) await Promise.all([out, err].map((stream) => new Promise((resolve) => stream.end(resolve))));
+        if (!opts.raw) await endAll([out, err]);
       }
     });
 
@@ -55,7 +55,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
         const stats = await moat.stats(task);
         if (opts.follow && opts.json) cli.io.stdout.write(`${terminalJson(JSON.stringify(stats))}\n`);
         else {
-          if (opts.follow && process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');
+          if (opts.follow && (cli.io.stdout as { isTTY?: boolean }).isTTY) cli.io.stdout.write('\x1b[H\x1b[2J');
           printStats(stats);
         }
         if (!opts.follow) return;

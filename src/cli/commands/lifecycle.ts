@@ -34,7 +34,8 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
           `  branch  ${record.branch} (from ${terminalText(record.baseRef)} ${record.baseCommit.slice(0, 10)})`,
           // The image may be named by the repository's devcontainer.json, the hosts by its moat.yaml.
           `  image   ${terminalText(record.image)}`,
-          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}${record.network !== 'none' ? ` (allow: ${record.egress?.allow.map(terminalText).join(', ') || 'nothing yet'})` : ''}`,
+          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}` +
+            (record.network !== 'none' ? ` (allow: ${record.egress?.allow.map(terminalText).join(', ') || 'nothing yet'})` : ''),
           `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
         ].join('\n'),
       );

@@ -31,12 +31,18 @@ export function registerReview(program: Command, cli: CliContext): void {
       const result = await cli.moat(out).diff(task, { patch: !opts.stat && !opts.nameOnly, stat: opts.stat });
       if (!opts.json) {
         if (result.sync.skippedLarge) out.note(`${result.sync.skippedLarge} uncommitted file(s) over 50 MiB are not shown (they stay in the task's workspace)`);
-        for (const file of result.flagged) out.note(`flag: ${terminalText(file.path)}: ${file.flags.map((f) => FLAG_TEXT[f]).join(', ')}${file.linkTarget !== undefined ? ` -> ${terminalText(JSON.stringify(file.linkTarget))}` : ''}`);
+        for (const file of result.flagged) {
+          // The link's target in quotes, escaped like the name (one notation on the line: \x1b, not JSON's \u001b).
+          const target = file.linkTarget !== undefined ? ` -> "${terminalText(file.linkTarget)}"` : '';
+          out.note(`flag: ${terminalText(file.path)}: ${file.flags.map((f) => FLAG_TEXT[f]).join(', ')}${target}`);
+        }
       }
       // A name is escaped whole (a newline in it must not start a line of its own); the patch and
       // the stat keep their lines and tabs (the reviewer must see the content as it is) and have
       // every other control escaped by the output (git quotes unusual names in its headers).
-      out.result(result, () => (opts.nameOnly ? result.files.map((f) => terminalText(f.path)).join('\n') : opts.stat ? (result.stat ?? '') : (result.patch ?? '')));
+      out.result(result, () =>
+        opts.nameOnly ? result.files.map((f) => terminalText(f.path)).join('\n') : opts.stat ? (result.stat ?? '') : (result.patch ?? ''),
+      );
     });
 
   const confirmed = async <T>(opts: { yes?: boolean; json?: boolean }, attempt: (yes: boolean) => Promise<T>): Promise<T> => {
@@ -63,7 +69,11 @@ export function registerReview(program: Command, cli: CliContext): void {
       const strategy: MergeStrategy = opts.squash ? 'squash' : opts.rebase ? 'rebase' : 'merge';
       const result = await confirmed(opts, (yes) => cli.moat(out).merge(task, { strategy, yes }));
       if (result.uncommittedLeftBehind) out.note(`the task has uncommitted work that was not merged (see moat diff ${task}; moat apply ${task} lays it on your checkout)`);
-      out.result(result, () => (result.commits === 0 ? `nothing to merge from ${task}` : `merged ${result.commits} commit(s) from ${task} into ${terminalText(result.into)} (${result.strategy})`));
+      out.result(result, () =>
+        result.commits === 0
+          ? `nothing to merge from ${task}`
+          : `merged ${result.commits} commit(s) from ${task} into ${terminalText(result.into)} (${result.strategy})`,
+      );
     });
 
   program
