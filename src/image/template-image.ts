@@ -67,10 +67,13 @@ export interface TemplateImageRequest {
  */
 export async function ensureTemplateImage(engine: ContainerEngine, request: TemplateImageRequest): Promise<string> {
   const root = request.templatesDir ?? (await templateRoot(request.template));
-  const spec = await loadTemplate(root, request.template);
+  let spec = await loadTemplate(root, request.template);
   // A shared recipe (build: _toolchains) comes from the built-in templates when the user's folder has none.
   let dir = join(root, spec.build ?? templateName(request.template));
-  if (spec.build && !(await stat(join(dir, 'Dockerfile')).catch(() => undefined))) dir = join(BUILTIN_TEMPLATES_DIR, spec.build);
+  if (spec.build && !(await stat(join(dir, 'Dockerfile')).catch(() => undefined))) {
+    spec = await builtinRecipe(spec);
+    dir = join(BUILTIN_TEMPLATES_DIR, spec.build!);
+  }
   if (!(await stat(join(dir, 'Dockerfile')).catch(() => undefined))?.isFile()) {
     throw new MoatError('E_TEMPLATE_UNKNOWN', `template ${request.template} has no Dockerfile in ${dir}`, { hint: 'fix the template folder' });
   }
@@ -102,6 +105,19 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
     await rm(context, { recursive: true, force: true });
   }
   return tag;
+}
+
+/**
+ * A user's template written before the shared recipe names a built-in folder that has no Dockerfile
+ * of its own any more (`build: shell`, `build: node`, `build: _agent`): that template's recipe and
+ * toolchains stand in, so it builds what it did before.
+ */
+async function builtinRecipe(spec: TemplateSpec): Promise<TemplateSpec> {
+  if (spec.build === '_agent') return { ...spec, build: '_toolchains', toolchains: spec.toolchains ?? ['node'] };
+  if (!spec.build || spec.build.startsWith('_')) return spec;
+  const builtin = await loadTemplate(BUILTIN_TEMPLATES_DIR, spec.build);
+  if (!builtin.build || (await stat(join(BUILTIN_TEMPLATES_DIR, spec.build, 'Dockerfile')).catch(() => undefined))) return spec;
+  return { ...spec, build: builtin.build, toolchains: spec.toolchains ?? builtin.toolchains };
 }
 
 /** The CAs this host trusts (where TLS goes through an inspecting proxy, its CA is among them). */
