@@ -27,25 +27,30 @@ function plain(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
 }
 
-export function denialSentence(task: string, host: string, port: number, rule: string, kind: DenialKind): string {
+export function denialSentence(task: string, host: string, port: number, rule: string, kind: DenialKind, pointer = true): string {
   const what = plain(`${host}:${port}`);
   const hint =
     kind === 'policy'
-      ? `if the task needs it, ask the user to run: moat allow ${task} ${plain(host)}`
+      ? `If the task needs it, ask the user to run: moat allow ${task} ${plain(host)}`
       : kind === 'address'
-        ? 'the name resolved to an address moat refuses; the user can allow a range in their config (egress.allowAddresses) if it is their network\'s proxy'
+        ? 'The name resolved to an address moat refuses; if that address is the network\'s own proxy, the user can admit its range (egress.allowAddresses in their moat config)'
         : kind === 'request'
           ? 'moat refuses a request of this form to any host'
-          : 'a network problem outside the sandbox; retrying may help, or tell the user';
-  return `moat refused egress to ${what}: ${plain(rule)}; ${hint}. Recent denials: cat ${SANDBOX_DENIALS_FILE}`;
+          : 'A network problem outside the sandbox; retry later or tell the user';
+  return `moat: egress denied (${plain(rule)}) for ${what}. ${hint}.${pointer ? ` Recent denials: cat ${SANDBOX_DENIALS_FILE}` : ''}`;
 }
 
-/** A complete refusal: status line, Proxy-Status, body. The connection closes after it. */
+/**
+ * A complete refusal: status line, Proxy-Status, body; the connection closes after it. The reason
+ * phrase carries the reason too: for CONNECT, many clients show only the status line (Python's
+ * "Tunnel connection failed: 403 …", curl -v), never the body.
+ */
 export function denialResponse(status: string, sentence: string, rule: string, kind: DenialKind): string {
   const body = `${sentence}\n`;
   const details = plain(rule).replace(/["\\]/g, "'");
+  const code = status.slice(0, 3);
   return (
-    `HTTP/1.1 ${status}\r\nProxy-Status: moat; error=${PROXY_STATUS_ERROR[kind]}; details="${details}"\r\n` +
+    `HTTP/1.1 ${code} moat refused: ${plain(rule).slice(0, 200)}\r\nProxy-Status: moat; error=${PROXY_STATUS_ERROR[kind]}; details="${details}"\r\n` +
     `X-Moat-Denied: ${plain(sentence)}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
   );
 }
@@ -62,7 +67,7 @@ export function recordDenial(file: string, record: AuditRecord, owner?: { uid: n
   } catch {
     // first denial
   }
-  lines.push(`${record.time} ${denialSentence(record.task, record.host, record.port, record.rule, kindOf(record.rule))}`);
+  lines.push(`${record.time} ${record.method} ${denialSentence(record.task, record.host, record.port, record.rule, kindOf(record.rule), false)}`);
   const tmp = `${file}.tmp`;
   writeFileSync(tmp, `${lines.slice(-KEEP).join('\n')}\n`, { mode: 0o600 });
   if (owner && process.getuid?.() === 0) chownSync(tmp, owner.uid, owner.gid);
