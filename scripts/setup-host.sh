@@ -17,6 +17,7 @@ command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || [[ -x /s
 command -v ssh-agent >/dev/null 2>&1 || missing+=(openssh-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+[[ -x /usr/sbin/squid ]] || missing+=(squid) # the egress tests' upstream proxy, and the gateway benchmark's baseline
 # moat's native parts (scripts/build-native.mjs): a C compiler, and the C library to link statically.
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if ((${#missing[@]} > 0)); then

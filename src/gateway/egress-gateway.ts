@@ -5,6 +5,7 @@ import { type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
 import { SecretPaths } from './secret-paths.js';
 import { readSni } from './tls-sni.js';
+import { denialResponse, denialSentence, type DenialKind } from './denials.js';
 
 export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.js';
 
@@ -34,7 +35,7 @@ export class EgressGateway extends SecretPaths {
     if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request', 'request');
     // Decide on the name first: a denied name is refused without being looked up.
     const byName = decideTarget(channel.policy(), target, attempt.port);
-    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
+    if (!byName.allowed) return this.refuseTunnel(client, head.rest, channel, attempt, byName.rule, 'policy');
 
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
     if (intercepted && channel.leaf && target.kind === 'name') {
@@ -46,7 +47,7 @@ export class EgressGateway extends SecretPaths {
     // reason, never a tunnel that opens and resets. Only the TLS server name comes later, since
     // the client sends it inside the tunnel; not a byte goes upstream before it is checked.
     const reached = await this.reach(channel, target, attempt.port, 'https', { relay: true });
-    if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
+    if ('denied' in reached) return this.refuseTunnel(client, head.rest, channel, attempt, reached.denied, reached.kind);
     const upstream = reached.socket;
     if (reached.address) attempt.address = reached.address;
     if (client.destroyed) {
@@ -77,6 +78,22 @@ export class EgressGateway extends SecretPaths {
     upstream.write(hello.data);
     attempt.up += hello.data.length;
     this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, reached.rule));
+  }
+
+  /**
+   * A refused CONNECT: a 403 (or 502) with the reason. Except to port 80, where a client that
+   * tunnels plain HTTP (Node's fetch through a proxy does) shows nothing of a refused CONNECT but
+   * everything of an HTTP answer: there the tunnel opens to moat alone, the request inside it is
+   * read (never sent anywhere) and answered with the same refusal.
+   */
+  private async refuseTunnel(client: Socket, rest: Buffer, channel: TaskChannel, attempt: Attempt, rule: string, kind: DenialKind): Promise<void> {
+    if (attempt.port !== 80) return this.deny(client, channel, attempt, rule, this.statusOf(kind), kind);
+    this.finish(channel, attempt, false, rule);
+    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    if (rest.length > 0) client.unshift(rest);
+    const inner = await readRequestHead(client, 5_000);
+    if (!inner) return void client.destroy();
+    client.end(denialResponse(this.statusOf(kind), denialSentence(channel.task, attempt.host, attempt.port, rule, kind), rule, kind));
   }
 
   private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {

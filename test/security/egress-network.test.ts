@@ -1,13 +1,14 @@
 import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { connect as netConnect, type AddressInfo } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
+import { classifyAddress, parseIp } from '../../src/domain/ip-address.js';
 import { DnsStub } from '../helpers/dns-stub.js';
 import { captureIO, eventually, makeTestCa, Scratch } from '../helpers/fixtures.js';
 
@@ -32,9 +33,9 @@ function selfSigned(dir: string, host: string): { key: Buffer; cert: Buffer } {
 }
 
 /** Debian's squid in the foreground on a loopback port; names it resolves come from a hosts file of the test's. */
-async function startSquid(dir: string, hosts: Record<string, string>): Promise<{ port: number; log: () => string; stop: () => Promise<void> }> {
-  // squid drops to its own user: it must read and write here.
-  mkdirSync(dir, { recursive: true });
+async function startSquid(hosts: Record<string, string>): Promise<{ port: number; log: () => string; stop: () => Promise<void> }> {
+  // squid drops to its own user: it must reach, read and write its folder (a scratch root is the test's alone).
+  const dir = mkdtempSync(join(tmpdir(), 'moat-squid-'));
   chmodSync(dir, 0o777);
   const port = await new Promise<number>((resolve) => {
     const probe = createHttpServer();
@@ -79,8 +80,12 @@ async function startSquid(dir: string, hosts: Record<string, string>): Promise<{
     log: () => (existsSync(join(dir, 'access.log')) ? readFileSync(join(dir, 'access.log'), 'utf8') : ''),
     stop: () =>
       new Promise<void>((resolve) => {
-        if (squid.exitCode !== null) return resolve();
-        squid.once('exit', () => resolve());
+        const done = () => {
+          rmSync(dir, { recursive: true, force: true });
+          resolve();
+        };
+        if (squid.exitCode !== null) return done();
+        squid.once('exit', done);
         squid.kill('SIGTERM');
         setTimeout(() => squid.kill('SIGKILL'), 3000).unref();
       }),
@@ -110,7 +115,7 @@ describe("through the host's upstream proxy (Debian's squid)", () => {
     https = createHttpsServer(selfSigned(scratch.root, 'allowed.test'), handler);
     httpPort = await listen(http);
     httpsPort = await listen(https);
-    squid = await startSquid(join(scratch.root, 'squid'), { 'allowed.test': '127.0.0.1' });
+    squid = await startSquid({ 'allowed.test': '127.0.0.1' });
     // No loopback rule: through a proxy the gateway does not resolve, so it has no address to judge.
     scratch.writeConfig('egress:\n  allow: [allowed.test]\n');
     const proxy = `http://moat:${PASSWORD}@127.0.0.1:${squid.port}`;
@@ -207,8 +212,8 @@ describe('a network that inspects TLS with its own CA', () => {
     scratch.writeConfig(`egress:\n  allow: [inspected.test, 127.0.0.1/32]\n  trustCa: [${ca}]\n`);
     await moat.up({ task: 'trusting', network: 'allowlist' });
     expect(await fetchIt('trusting')).toContain('upstream saw /pkg');
-    const env = await run(moat, 'trusting', 'echo "$SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO"; touch /moat/egress/bundle.pem 2>&1 | grep -c "Read-only"');
-    expect(env.split('\n')).toEqual(['/moat/egress/bundle.pem /moat/egress/ca.pem /moat/egress/bundle.pem /moat/egress/bundle.pem', '1', '']);
+    const env = await run(moat, 'trusting', 'echo "$SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO"; awk \'$2 == "/moat/egress" { split($4, o, ","); print o[1] }\' /proc/mounts');
+    expect(env.split('\n')).toEqual(['/moat/egress/bundle.pem /moat/egress/ca.pem /moat/egress/bundle.pem /moat/egress/bundle.pem', 'ro', '']);
   });
 
   it("with egress.trustHostCa the host's added CAs are trusted the same way", async () => {
@@ -225,19 +230,21 @@ describe('a network that inspects TLS with its own CA', () => {
   });
 });
 
-/** A private IPv4 address of this host (Docker's bridge has one), where a test server can listen. */
-function hostPrivateAddress(): string {
+/** A non-public, non-loopback IPv4 address of this host (private, documentation…), where a test server can listen. */
+function hostInternalAddress(): { address: string; kind: string } {
   for (const list of Object.values(networkInterfaces())) {
     for (const entry of list ?? []) {
-      if (entry.family === 'IPv4' && !entry.internal && /^(10\.|172\.(1[6-9]|2\d|3[01])\.|192\.168\.)/.test(entry.address)) return entry.address;
+      if (entry.family !== 'IPv4' || entry.internal) continue;
+      const kind = classifyAddress(parseIp(entry.address)!);
+      if (kind !== 'public' && kind !== 'loopback') return { address: entry.address, kind };
     }
   }
-  throw new Error('this host has no private IPv4 address to stand in for a network proxy');
+  throw new Error('this host has no non-public IPv4 address to stand in for a network proxy');
 }
 
 describe("an inspecting proxy in a range the gateway refuses, and what doctor suggests", () => {
   const scratch = new Scratch();
-  const address = hostPrivateAddress();
+  const { address, kind } = hostInternalAddress();
   const range = `${address.split('.').slice(0, 3).join('.')}.0/24`;
   const dns = new DnsStub({ 'registry.corp.test': address, 'registry.npmjs.org': '203.0.113.80' });
   let server: Server;
@@ -263,8 +270,8 @@ describe("an inspecting proxy in a range the gateway refuses, and what doctor su
     scratch.writeConfig('egress:\n  allow: [registry.corp.test]\n');
     await moat.up({ task: 'corp', network: 'allowlist' });
     const out = await run(moat, 'corp', `curl -sS -m 10 http://registry.corp.test:${port}/a 2>&1; curl -sv -m 10 -k https://registry.corp.test:${port}/b 2>&1; echo done`);
-    expect(out).toContain(`moat: egress denied (private address ${address} refused) for registry.corp.test:${port}`);
-    expect(out).toContain(`< HTTP/1.1 403 moat refused: private address ${address} refused`);
+    expect(out).toContain(`moat: egress denied (${kind} address ${address} refused) for registry.corp.test:${port}`);
+    expect(out).toContain(`< HTTP/1.1 403 moat refused: ${kind} address ${address} refused`);
     expect(out).toContain('< Proxy-Status: moat; error=destination_ip_prohibited');
     expect(out).not.toContain('200 Connection established');
     expect(out).not.toContain('proxy saw');
@@ -323,13 +330,14 @@ describe('refusals an agent can read', () => {
     ].join('');
     const out = await run(moat, 'agent', `node -e "${script}" 2>&1`);
     expect(out).toContain('403 moat: egress denied (not in allowlist: exfil.test) for exfil.test:80');
-    expect(out).toMatch(/https: .*403/);
+    // Over HTTPS, Node reports only that the tunnel failed; the denials file has the reason (below).
+    expect(out).toMatch(/https: \S/);
   });
 
   it('the denials file lists them with reasons and the next step; the sandbox cannot write it', async () => {
-    const out = await run(moat, 'agent', 'cat /moat/egress/denials; echo forged >> /moat/egress/denials 2>&1 || echo read-only');
+    const out = await run(moat, 'agent', 'cat /moat/egress/denials; echo forged >> /moat/egress/denials 2>&1 || echo refused');
     const lines = out.trim().split('\n');
-    expect(lines.at(-1)).toContain('read-only');
+    expect(lines.at(-1)).toContain('refused');
     expect(out).toMatch(/^\S+Z GET moat: egress denied \(not in allowlist: exfil\.test\) for exfil\.test:80\. If the task needs it, ask the user to run: moat allow agent exfil\.test\.$/m);
     expect(out).toMatch(/CONNECT moat: egress denied \(metadata address 169\.254\.169\.254 refused\) for meta\.test:443/);
     expect(out).not.toContain('forged');
