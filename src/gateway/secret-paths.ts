@@ -94,8 +94,9 @@ export class SecretPaths extends GatewayCore {
     const headers: Record<string, string | string[]> = {};
     for (const [key, value] of Object.entries(req.headers)) if (value !== undefined && !hop.has(key)) headers[key] = value;
     if (applies) headers[bound.secret.header.toLowerCase()] = headerValue(bound.secret, bound.value);
+    // No agent: with one (even `agent: false`) Node ignores createConnection and dials the name itself.
     const tls = () => tlsConnect({ socket: reached.socket, servername: host, ca: this.caFor(channel) });
-    const upstream = httpsRequest({ host, port, method: attempt.method, path, headers, agent: false, timeout: this.connectTimeoutMs, createConnection: tls }, (response) => {
+    const upstream = httpsRequest({ host, port, method: attempt.method, path, headers, timeout: this.connectTimeoutMs, createConnection: tls }, (response) => {
       res.writeHead(response.statusCode ?? 502, response.headers);
       response.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
       response.pipe(res);
