@@ -5,6 +5,8 @@ import { type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
 import { SecretPaths } from './secret-paths.js';
 import { readSni } from './tls-sni.js';
+import { proxyFor } from './upstream-proxy.js';
+import { formatIp } from '../domain/ip-address.js';
 import { denialResponse, denialSentence, type DenialKind } from './denials.js';
 
 export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.js';
@@ -42,42 +44,59 @@ export class EgressGateway extends SecretPaths {
       client.write('HTTP/1.1 200 Connection established\r\n\r\n');
       return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
     }
-    // Everything that can be decided is decided before the client hears "200": the address (or
-    // the upstream proxy) and the connection itself. A refusal is then a 403 or 502 with the
-    // reason, never a tunnel that opens and resets. Only the TLS server name comes later, since
-    // the client sends it inside the tunnel; not a byte goes upstream before it is checked.
-    const reached = await this.reach(channel, target, attempt.port, 'https', { relay: true });
-    if ('denied' in reached) return this.refuseTunnel(client, head.rest, channel, attempt, reached.denied, reached.kind);
-    const upstream = reached.socket;
-    if (reached.address) attempt.address = reached.address;
+    // Everything policy decides is decided before the client hears "200": the name, then the
+    // address (or, through an upstream proxy, the proxy's own answer). A refusal is then a 403
+    // with the reason, never a tunnel that opens and resets. A direct connection is dialled while
+    // the client sends its TLS hello (a connection failure, not a refusal, may then end the
+    // tunnel); not a byte goes upstream before the server name is checked.
+    const proxied = proxyFor(channel.upstream, 'https', target, attempt.port) !== undefined;
+    let rule: string;
+    let opening: Promise<Socket | undefined>;
+    if (proxied) {
+      const reached = await this.reach(channel, target, attempt.port, 'https');
+      if ('denied' in reached) return this.refuseTunnel(client, head.rest, channel, attempt, reached.denied, reached.kind);
+      rule = reached.rule;
+      opening = Promise.resolve(reached.socket);
+    } else {
+      const chosen = await this.choose(channel, target, attempt.port);
+      if ('denied' in chosen) return this.refuseTunnel(client, head.rest, channel, attempt, chosen.denied, chosen.kind);
+      rule = chosen.rule;
+      attempt.address = formatIp(chosen.ip);
+      opening = this.dial(chosen.ip, attempt.port, { relay: true });
+    }
+    const drop = () => void opening.then((socket) => socket?.destroy(), () => undefined);
     if (client.destroyed) {
-      upstream.destroy();
+      drop();
       return this.finish(channel, attempt, false, 'the client left before the tunnel opened');
     }
     client.write('HTTP/1.1 200 Connection established\r\n\r\n');
-    if (byName.anyProtocol) {
-      // A tunnel to a host:port the user allowed by name and port: any protocol (ssh, say).
-      if (head.rest.length > 0) upstream.write(head.rest);
-      attempt.up += head.rest.length;
-      return this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, `${reached.rule} (any protocol)`));
+    let data = head.rest;
+    if (!byName.anyProtocol) {
+      const hello = await this.readHello(client, head.rest);
+      const refuse = (reason: string) => {
+        client.destroy();
+        drop();
+        this.finish(channel, attempt, false, reason);
+      };
+      // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
+      if (hello.kind !== 'sni' && !(hello.kind === 'no-sni' && target.kind === 'ip')) return refuse(`tunnel without a TLS server name (${hello.kind})`);
+      if (hello.kind === 'sni') {
+        attempt.sni = hello.name;
+        const sni = parseTarget(hello.name);
+        const same = sni && target.kind === 'name' && sni.kind === 'name' && sni.name === target.name;
+        if (!same) return refuse(`TLS server name ${JSON.stringify(hello.name.slice(0, 255))} is not the CONNECT host`);
+      }
+      data = hello.data;
     }
-    const hello = await this.readHello(client, head.rest);
-    const refuse = (rule: string) => {
+    const upstream = await opening;
+    if (!upstream) {
       client.destroy();
-      upstream.destroy();
-      this.finish(channel, attempt, false, rule);
-    };
-    // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
-    if (hello.kind !== 'sni' && !(hello.kind === 'no-sni' && target.kind === 'ip')) return refuse(`tunnel without a TLS server name (${hello.kind})`);
-    if (hello.kind === 'sni') {
-      attempt.sni = hello.name;
-      const sni = parseTarget(hello.name);
-      const same = sni && target.kind === 'name' && sni.kind === 'name' && sni.name === target.name;
-      if (!same) return refuse(`TLS server name ${JSON.stringify(hello.name.slice(0, 255))} is not the CONNECT host`);
+      return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
     }
-    upstream.write(hello.data);
-    attempt.up += hello.data.length;
-    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, reached.rule));
+    if (data.length > 0) upstream.write(data);
+    attempt.up += data.length;
+    // A tunnel to a host:port the user allowed by name and port may carry any protocol (ssh, say).
+    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, byName.anyProtocol ? `${rule} (any protocol)` : rule));
   }
 
   /**
