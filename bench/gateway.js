@@ -66,8 +66,9 @@ const sinkPort = sink.address().port;
 // event loop with the client and the upstream, which flatters nobody fairly.
 const gatewaySocket = join(dir, 'p.sock');
 const handoffSocket = join(dir, 'h.sock');
-const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket, String(sinkPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-await new Promise((resolve, reject) => {
+const squidPort = 31280 + Math.floor(Math.random() * 1000);
+const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket, String(sinkPort), String(squidPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+const { viaSquidPort } = await new Promise((resolve, reject) => {
   gatewayProcess.once('message', resolve);
   gatewayProcess.once('exit', () => reject(new Error('the gateway process failed')));
 });
@@ -83,7 +84,6 @@ const helper = spawn(HANDOFF_BINARY, sandboxSide(keepAlive.slice(1, keepAlive.in
 const socat = spawn('socat', sandboxSide(keepAlive.slice(keepAlive.indexOf('--') + 2), relayPort), { stdio: 'ignore' });
 
 // squid as a plain CONNECT proxy on loopback.
-const squidPort = 31280 + Math.floor(Math.random() * 1000);
 writeFileSync(join(dir, 'squid.conf'), [
   `http_port 127.0.0.1:${squidPort}`, 'acl all_ports port 1-65535', 'http_access allow all', 'acl CONNECT method CONNECT', 'cache deny all',
   `pid_filename ${join(dir, 'squid.pid')}`, `cache_log ${join(dir, 'cache.log')}`, 'access_log none', 'max_filedescriptors 8192', 'shutdown_lifetime 0 seconds',
@@ -116,6 +116,8 @@ const paths = {
   'moat gateway': proxied(handoffPort),
   'moat, socat relay': proxied(relayPort),
   squid: proxied(squidPort),
+  // The host's upstream proxy behind moat (issue 17): compare with squid alone.
+  'moat gateway → squid': proxied(viaSquidPort),
 };
 const routes = Object.fromEntries(Object.entries(paths).map(([name, path]) => [name, path.tls]));
 

@@ -20,6 +20,7 @@ have mkfs.ext4 || missing+=(e2fsprogs)
 have ssh-agent || missing+=(openssh-client)
 have openssl || missing+=(openssl)
 have script || missing+=(bsdutils)
+have squid || missing+=(squid) # the egress tests' upstream proxy, and the gateway benchmark's baseline
 # moat's native parts (scripts/build-native.mjs): a C compiler, and the C library to link statically.
 have cc || missing+=(gcc libc6-dev)
 if ((${#missing[@]} > 0)); then

@@ -19,6 +19,8 @@ export interface EffectiveConfig {
   limits: Limits;
   network: NetworkMode;
   egress: { allow: string[]; deny: string[] };
+  /** The user's network settings for the gateway (never from a repository). */
+  egressNetwork: EgressNetwork;
   env: Record<string, string>;
   envPassthrough: string[];
   git: { name?: string; email?: string };
@@ -31,6 +33,29 @@ export interface EffectiveConfig {
 }
 
 export const DEFAULT_BASE_IMAGE = 'moat-base:bookworm';
+
+/** How the user's network reaches the world, from the user's config alone. */
+export interface EgressNetwork {
+  allowAddresses: string[];
+  trustCa: string[];
+  trustHostCa: boolean;
+  upstreamProxy?: string;
+  noProxy?: string[];
+}
+
+/** egress keys only the user's config may set: each one widens what a sandbox reaches or trusts. */
+const USER_ONLY_EGRESS_KEYS = ['allowAddresses', 'trustCa', 'trustHostCa', 'upstreamProxy', 'noProxy'] as const;
+
+export function egressNetworkOf(user: MoatConfig): EgressNetwork {
+  const home = (path: string) => (path.startsWith('~/') ? `${homedir()}/${path.slice(2)}` : path);
+  return {
+    allowAddresses: [...(user.egress?.allowAddresses ?? [])],
+    trustCa: (user.egress?.trustCa ?? []).map(home),
+    trustHostCa: user.egress?.trustHostCa === true,
+    ...(user.egress?.upstreamProxy !== undefined ? { upstreamProxy: user.egress.upstreamProxy } : {}),
+    ...(user.egress?.noProxy !== undefined ? { noProxy: [...user.egress.noProxy] } : {}),
+  };
+}
 
 function limitsFrom(config: MoatConfig['limits']): Partial<Limits> {
   if (!config) return {};
@@ -56,6 +81,9 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
   const widening: string[] = [];
   for (const key of Object.keys(repo)) {
     if (!(REPO_ALLOWED_KEYS as readonly string[]).includes(key)) widening.push(`${key} (grant it with "${key}" in your user config)`);
+  }
+  for (const key of USER_ONLY_EGRESS_KEYS) {
+    if (repo.egress?.[key] !== undefined) widening.push(`egress.${key} (set it in your user config if you mean it)`);
   }
   const granted: Limits = { ...DEFAULT_LIMITS, ...limitsFrom(user.limits) };
   const requested = limitsFrom(repo.limits);
@@ -92,6 +120,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     // Approved requests bring the network they need; a repository's own "network" still only narrows.
     network: repo.network ?? (userNetwork === 'none' && requestedHosts.length > 0 ? 'allowlist' : userNetwork),
     egress: { allow: [...(user.egress?.allow ?? []), ...requestedHosts], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])] },
+    egressNetwork: egressNetworkOf(user),
     env: { ...(user.env ?? {}) },
     envPassthrough: [...(user.envPassthrough ?? [])],
     git: { ...(user.git ?? {}), ...(repo.git ?? {}) },
@@ -104,8 +133,8 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
 }
 
 /** Checks egress rules up front, so a typo is a config error and not a silent "denied" later. */
-export function checkEgressRules(mode: NetworkMode, allow: string[], deny: string[], where: string): void {
-  const policy = buildPolicy(mode, allow, deny);
+export function checkEgressRules(mode: NetworkMode, allow: string[], deny: string[], where: string, allowAddresses: string[] = []): void {
+  const policy = buildPolicy(mode, allow, deny, allowAddresses);
   if ('errors' in policy) {
     throw new MoatError('E_CONFIG_INVALID', `${where}: ${policy.errors[0]}${policy.errors.length > 1 ? ` (and ${policy.errors.length - 1} more)` : ''}`, {
       hint: 'egress entries are host names, *.domain wildcards, host:port, IP addresses or CIDR blocks',

@@ -65,8 +65,30 @@ export const configSchema = z
       .strictObject({
         allow: z.array(z.string().min(1).max(300)).describe('Hosts a task may reach: "example.com", "*.example.com" (subdomains only), "host:443", an IP or a CIDR block ("10.1.2.0/24", needed for internal addresses).').optional(),
         deny: z.array(z.string().min(1).max(300)).describe('Hosts never reachable; deny wins over allow.').optional(),
+        allowAddresses: z
+          .array(z.string().min(1).max(60))
+          .describe('Address ranges (CIDR) that allowed names may resolve into although they are not public, e.g. ["203.0.113.0/24"] where your network answers with its TLS-inspecting proxy. Never makes an address itself reachable; loopback and cloud metadata stay refused. User config only; `moat doctor` suggests it.')
+          .optional(),
+        trustCa: z
+          .array(z.string().min(1))
+          .describe('PEM files of extra CAs (~ allowed) that the gateway trusts for its own TLS and that every sandbox with a network trusts too (system bundle plus these, through SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO). User config only.')
+          .optional(),
+        trustHostCa: z
+          .boolean()
+          .describe('Like trustCa, with the CAs this host added to its own trust (the .crt files under /usr/local/share/ca-certificates): for a network whose TLS-inspecting proxy signs with one. User config only; `moat doctor` suggests it.')
+          .optional(),
+        upstreamProxy: z
+          .string()
+          .min(1)
+          .max(2000)
+          .describe('An http:// proxy the gateway sends allowed connections through (http://[user:pass@]host:port); the credentials stay in the gateway. Default: HTTPS_PROXY / HTTP_PROXY of the environment moat runs in. The proxy then resolves names, not the gateway. User config only.')
+          .optional(),
+        noProxy: z
+          .array(z.string().min(1).max(300))
+          .describe('Hosts the gateway reaches directly, not through upstreamProxy (as NO_PROXY: names match their subdomains too, IPs, CIDR blocks). Default: NO_PROXY of the environment. User config only.')
+          .optional(),
       })
-      .describe('Egress rules for network: allowlist (and deny rules for open). A repository may add deny rules only.')
+      .describe('Egress rules for network: allowlist (and deny rules for open). A repository may add deny rules only (and request hosts for `moat approve`); the network settings below allow and deny are the user\'s alone.')
       .optional(),
     env: z
       .record(envName, z.string().max(65536))

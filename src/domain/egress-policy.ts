@@ -16,6 +16,12 @@ export interface EgressPolicy {
   mode: NetworkMode;
   allow: EgressRule[];
   deny: EgressRule[];
+  /**
+   * Address ranges an allowed *name* may resolve into although they are not public (the user's
+   * network answers with its inspecting proxy there). From the user's config only; they never
+   * make an address itself a target: an IP literal still needs an allow rule.
+   */
+  allowAddresses?: Cidr[];
 }
 
 export type Target = { kind: 'name'; name: string } | { kind: 'ip'; ip: IpAddress };
@@ -132,10 +138,13 @@ export function decideAddress(policy: EgressPolicy, ip: IpAddress, port: number)
   if (addressClass === 'public') return { allowed: true, rule: 'public address', addressClass };
   const listed = policy.allow.find((rule) => (rule.kind === 'cidr' || rule.kind === 'ip') && ruleMatches(rule, target, port));
   if (listed) return { allowed: true, rule: `allow ${listed.text}`, addressClass };
+  // Metadata and loopback stay refused whatever range the user admits: no network's proxy lives there.
+  const range = addressClass === 'metadata' || addressClass === 'loopback' ? undefined : policy.allowAddresses?.find((cidr) => cidrContains(cidr, ip));
+  if (range) return { allowed: true, rule: `allowAddresses ${formatCidr(range)}`, addressClass };
   return { allowed: false, rule: `${addressClass} address ${formatIp(ip)} refused`, addressClass };
 }
 
-export function buildPolicy(mode: NetworkMode, allow: string[], deny: string[]): EgressPolicy | { errors: string[] } {
+export function buildPolicy(mode: NetworkMode, allow: string[], deny: string[], allowAddresses: string[] = []): EgressPolicy | { errors: string[] } {
   const errors: string[] = [];
   const parse = (texts: string[]) =>
     texts.flatMap((text) => {
@@ -146,6 +155,28 @@ export function buildPolicy(mode: NetworkMode, allow: string[], deny: string[]):
       }
       return [rule];
     });
-  const policy = { mode, allow: parse(allow), deny: parse(deny) };
+  const ranges = allowAddresses.flatMap((text) => {
+    const cidr = parseAddressRange(text);
+    if (typeof cidr === 'string') {
+      errors.push(cidr);
+      return [];
+    }
+    return [cidr];
+  });
+  const policy: EgressPolicy = { mode, allow: parse(allow), deny: parse(deny), ...(ranges.length > 0 ? { allowAddresses: ranges } : {}) };
   return errors.length > 0 ? { errors } : policy;
+}
+
+/** An `allowAddresses` entry: a CIDR block (or one address); never wide enough to mean "anything". */
+export function parseAddressRange(text: string): Cidr | string {
+  const trimmed = text.trim();
+  const ip = trimmed.includes('/') ? undefined : parseIp(trimmed);
+  const cidr = ip ? { family: ip.family, network: ip.value, prefix: ip.family === 4 ? 32 : 128 } : parseCidr(trimmed);
+  if (!cidr) return `"${text}" is not a CIDR block such as 203.0.113.0/24`;
+  if (cidr.prefix < (cidr.family === 4 ? 8 : 32)) return `"${text}" is too wide for allowAddresses (at most a /8, or a /32 for IPv6)`;
+  return cidr;
+}
+
+export function formatCidr(cidr: Cidr): string {
+  return `${formatIp({ family: cidr.family, value: cidr.network })}/${cidr.prefix}`;
 }

@@ -128,7 +128,8 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
 function proxyEnv(): Record<string, string> {
   const proxy = `http://127.0.0.1:${PROXY_PORT}`;
   const local = 'localhost,127.0.0.1,::1';
-  return { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: local, no_proxy: local };
+  // NODE_USE_ENV_PROXY: Node's own fetch and http (22.21+) use the variables too, and so meet the gateway (and its refusals).
+  return { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: local, no_proxy: local, NODE_USE_ENV_PROXY: '1' };
 }
 
 /** Exit status of the keep-alive when the idle limit ends the task (shown by `moat ls`). */

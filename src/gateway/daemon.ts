@@ -3,6 +3,9 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
 import { appendAudit, auditMaxBytes } from './audit.js';
+import { DENIALS_NAME, recordDenial } from './denials.js';
+import type { UpstreamProxyConfig } from './upstream-proxy.js';
+import { redact } from '../domain/redact.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
 import { HANDOFF_NAME, type TaskEgressFile } from './task-egress.js';
 import { ListenerHandoff } from './listener-handoff.js';
@@ -39,20 +42,32 @@ interface Listener {
   /** Where the sandbox hands over the listener it made on its own loopback. */
   handoff?: ListenerHandoff;
   file: string;
-  cached?: { mtimeMs: number; policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[]; ca?: TaskCa };
+  cached?: Served & { mtimeMs: number };
 }
 const listeners = new Map<string, Listener>();
 
+interface Served {
+  policy: EgressPolicy;
+  audit: string;
+  task: string;
+  secrets: BoundSecret[];
+  ca?: TaskCa;
+  upstream?: UpstreamProxyConfig;
+  trustCa?: string[];
+  user?: { uid: number; gid: number };
+}
+
 /** The task's policy as of now; an unreadable or invalid file means no network (fail closed). */
-function current(listener: Listener): { policy: EgressPolicy; audit: string; task: string; secrets: BoundSecret[]; ca?: TaskCa } {
+function current(listener: Listener): Served {
   const closed = { policy: { mode: 'none' as const, allow: [], deny: [] }, audit: join(dirname(listener.file), 'audit.jsonl'), task: '?', secrets: [] };
   try {
     const mtimeMs = statSync(listener.file).mtimeMs;
     if (listener.cached?.mtimeMs === mtimeMs) return listener.cached;
     const value = JSON.parse(readFileSync(listener.file, 'utf8')) as TaskEgressFile;
-    const policy = buildPolicy(value.mode, value.allow, value.deny);
+    const policy = buildPolicy(value.mode, value.allow, value.deny, value.allowAddresses ?? []);
     if ('errors' in policy) return { ...closed, task: value.task };
-    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [], ca: value.ca };
+    const trustCa = value.trustCa ? [readFileSync(value.trustCa, 'utf8')] : undefined;
+    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [], ca: value.ca, upstream: value.upstream, trustCa, user: value.user };
     return listener.cached;
   } catch {
     return closed;
@@ -104,8 +119,20 @@ async function reload(): Promise<number> {
         .handle(client, {
           task: now.task,
           policy: () => current(listener).policy,
-          // Every audit line passes through redaction of the task's secret values.
-          audit: (record) => appendAudit(current(listener).audit, record, Object.values(values()), auditMax),
+          // Every audit line passes through redaction of the task's secret values; a denial is
+          // also kept for the sandbox to read (its own attempts, nothing else).
+          audit: (record) => {
+            appendAudit(current(listener).audit, record, Object.values(values()), auditMax);
+            if (record.decision === 'denied') {
+              try {
+                recordDenial(join(dirname(socket), DENIALS_NAME), { ...record, host: redact(record.host, Object.values(values())), rule: redact(record.rule, Object.values(values())) }, current(listener).user);
+              } catch {
+                // The folder is gone with the task: nothing to tell.
+              }
+            }
+          },
+          upstream: now.upstream,
+          trustCa: now.trustCa,
           secrets: () => current(listener).secrets.map((secret) => ({ secret, value: values()[secret.name] })),
           leaf: current(listener).ca ? (host) => leafFor(current(listener).ca!, host) : undefined,
         })

@@ -1,11 +1,13 @@
 import type { Socket } from 'node:net';
-import { decideTarget, parseTarget, type Target } from '../domain/egress-policy.js';
-import { formatIp } from '../domain/ip-address.js';
+import { decideTarget, parseTarget } from '../domain/egress-policy.js';
 import { GATEWAY_HOST, hostOf, portOf } from '../domain/bound-secret.js';
 import { type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
 import { SecretPaths } from './secret-paths.js';
 import { readSni } from './tls-sni.js';
+import { proxyFor } from './upstream-proxy.js';
+import { formatIp } from '../domain/ip-address.js';
+import { denialResponse, denialSentence, type DenialKind } from './denials.js';
 
 export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.js';
 
@@ -32,54 +34,85 @@ export class EgressGateway extends SecretPaths {
     const match = /^(\[[0-9a-fA-F:.]+\]|[^:]+):(\d{1,5})$/.exec(head.target);
     const attempt: Attempt = { method: 'CONNECT', host: match?.[1] ?? head.target.slice(0, 255), port: Number(match?.[2] ?? 0), started: Date.now(), up: 0, down: 0 };
     const target = match ? parseTarget(match[1]!) : undefined;
-    if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request');
+    if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request', 'request');
     // Decide on the name first: a denied name is refused without being looked up.
     const byName = decideTarget(channel.policy(), target, attempt.port);
-    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
+    if (!byName.allowed) return this.refuseTunnel(client, head.rest, channel, attempt, byName.rule, 'policy');
 
-    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
-    if (intercepted && channel.leaf && target.kind === 'name') return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
-    if (byName.anyProtocol) return this.rawTunnel(client, head.rest, channel, target, attempt);
-    // Resolve and connect while the client sends its ClientHello (as a plain proxy would): the
-    // name is allowed and the address is guarded, and not a byte goes upstream before the server
-    // name is checked. A refused hello closes the early connection unused.
-    const early = this.choose(channel, target, attempt.port).then(async (chosen) => ('denied' in chosen ? { chosen, upstream: undefined } : { chosen, upstream: await this.dial(chosen.ip, attempt.port, { relay: true }) }));
-    const drop = () => void early.then(({ upstream }) => upstream?.destroy(), () => undefined);
-    const hello = await this.readHello(client, head.rest);
-    if (hello.kind !== 'sni') {
+    if (intercepted && channel.leaf && target.kind === 'name') {
+      client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+      return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
+    }
+    // Everything policy decides is decided before the client hears "200": the name, then the
+    // address (or, through an upstream proxy, the proxy's own answer). A refusal is then a 403
+    // with the reason, never a tunnel that opens and resets. A direct connection is dialled while
+    // the client sends its TLS hello (a connection failure, not a refusal, may then end the
+    // tunnel); not a byte goes upstream before the server name is checked.
+    const proxied = proxyFor(channel.upstream, 'https', target, attempt.port) !== undefined;
+    let rule: string;
+    let opening: Promise<Socket | undefined>;
+    if (proxied) {
+      const reached = await this.reach(channel, target, attempt.port, 'https');
+      if ('denied' in reached) return this.refuseTunnel(client, head.rest, channel, attempt, reached.denied, reached.kind);
+      rule = reached.rule;
+      opening = Promise.resolve(reached.socket);
+    } else {
+      const chosen = await this.choose(channel, target, attempt.port);
+      if ('denied' in chosen) return this.refuseTunnel(client, head.rest, channel, attempt, chosen.denied, chosen.kind);
+      rule = chosen.rule;
+      attempt.address = formatIp(chosen.ip);
+      opening = this.dial(chosen.ip, attempt.port, { relay: true });
+    }
+    const drop = () => void opening.then((socket) => socket?.destroy(), () => undefined);
+    if (client.destroyed) {
+      drop();
+      return this.finish(channel, attempt, false, 'the client left before the tunnel opened');
+    }
+    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    let data = head.rest;
+    if (!byName.anyProtocol) {
+      const hello = await this.readHello(client, head.rest);
+      const refuse = (reason: string) => {
+        client.destroy();
+        drop();
+        this.finish(channel, attempt, false, reason);
+      };
       // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
-      const rule = hello.kind === 'no-sni' && target.kind === 'ip' ? undefined : `tunnel without a TLS server name (${hello.kind})`;
-      if (rule) {
-        client.destroy();
-        drop();
-        return this.finish(channel, attempt, false, rule);
+      if (hello.kind !== 'sni' && !(hello.kind === 'no-sni' && target.kind === 'ip')) return refuse(`tunnel without a TLS server name (${hello.kind})`);
+      if (hello.kind === 'sni') {
+        attempt.sni = hello.name;
+        const sni = parseTarget(hello.name);
+        const same = sni && target.kind === 'name' && sni.kind === 'name' && sni.name === target.name;
+        if (!same) return refuse(`TLS server name ${JSON.stringify(hello.name.slice(0, 255))} is not the CONNECT host`);
       }
+      data = hello.data;
     }
-    const buffered = hello.data;
-    if (hello.kind === 'sni') {
-      attempt.sni = hello.name;
-      const sni = parseTarget(hello.name);
-      const same = sni && target.kind === 'name' && sni.kind === 'name' && sni.name === target.name;
-      if (!same) {
-        client.destroy();
-        drop();
-        return this.finish(channel, attempt, false, `TLS server name ${JSON.stringify(hello.name.slice(0, 255))} is not the CONNECT host`);
-      }
-    }
-    const { chosen, upstream } = await early;
-    if ('denied' in chosen) {
-      client.destroy();
-      return this.finish(channel, attempt, false, chosen.denied);
-    }
-    attempt.address = formatIp(chosen.ip);
+    const upstream = await opening;
     if (!upstream) {
       client.destroy();
       return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
     }
-    upstream.write(buffered);
-    attempt.up += buffered.length;
-    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, chosen.rule));
+    if (data.length > 0) upstream.write(data);
+    attempt.up += data.length;
+    // A tunnel to a host:port the user allowed by name and port may carry any protocol (ssh, say).
+    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, byName.anyProtocol ? `${rule} (any protocol)` : rule));
+  }
+
+  /**
+   * A refused CONNECT: a 403 (or 502) with the reason. Except to port 80, where a client that
+   * tunnels plain HTTP (Node's fetch through a proxy does) shows nothing of a refused CONNECT but
+   * everything of an HTTP answer: there the tunnel opens to moat alone, the request inside it is
+   * read (never sent anywhere) and answered with the same refusal.
+   */
+  private async refuseTunnel(client: Socket, rest: Buffer, channel: TaskChannel, attempt: Attempt, rule: string, kind: DenialKind): Promise<void> {
+    if (attempt.port !== 80) return this.deny(client, channel, attempt, rule, this.statusOf(kind), kind);
+    this.finish(channel, attempt, false, rule);
+    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    if (rest.length > 0) client.unshift(rest);
+    const inner = await readRequestHead(client, 5_000);
+    if (!inner) return void client.destroy();
+    client.end(denialResponse(this.statusOf(kind), denialSentence(channel.task, attempt.host, attempt.port, rule, kind), rule, kind));
   }
 
   private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
@@ -113,54 +146,37 @@ export class EgressGateway extends SecretPaths {
     }
     const attempt: Attempt = { method: head.method, host: url?.hostname ?? head.target.slice(0, 255), port: url ? Number(url.port || 80) : 0, started: Date.now(), up: 0, down: 0 };
     if (!url || url.protocol !== 'http:' || !head.target.startsWith('http://') || url.username || url.password) {
-      return this.deny(client, channel, attempt, 'only absolute http:// requests and CONNECT are proxied', '400 Bad Request');
+      return this.deny(client, channel, attempt, 'only absolute http:// requests and CONNECT are proxied', '400 Bad Request', 'request');
     }
     if (url.hostname.toLowerCase() === GATEWAY_HOST) return this.route(client, head, url, channel, attempt);
     const target = parseTarget(url.hostname);
-    if (!target) return this.deny(client, channel, attempt, 'invalid host', '400 Bad Request');
+    if (!target) return this.deny(client, channel, attempt, 'invalid host', '400 Bad Request', 'request');
     // The Host header must name the target: otherwise a shared front end could route elsewhere.
     const hosts = header(head, 'host');
     const expected = url.host.toLowerCase();
     const expectedNoPort = url.port === '' ? expected : expected.replace(/:80$/, '');
     if (hosts.length !== 1 || ![expected, expectedNoPort, `${url.hostname.toLowerCase()}:80`].includes(hosts[0]!.toLowerCase())) {
-      return this.deny(client, channel, attempt, `Host header ${JSON.stringify((hosts[0] ?? '').slice(0, 255))} is not the request target`);
+      return this.deny(client, channel, attempt, `Host header ${JSON.stringify((hosts[0] ?? '').slice(0, 255))} is not the request target`, '403 Forbidden', 'request');
     }
-    if (header(head, 'transfer-encoding').length > 0) return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required');
+    if (header(head, 'transfer-encoding').length > 0) return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required', 'request');
     const lengths = header(head, 'content-length');
-    if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request');
+    if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request', 'request');
     const bodyLength = Number(lengths[0] ?? 0);
 
-    const chosen = await this.choose(channel, target, attempt.port);
-    if ('denied' in chosen) return this.deny(client, channel, attempt, chosen.denied);
-    attempt.address = formatIp(chosen.ip);
-    const upstream = await this.dial(chosen.ip, attempt.port);
-    if (!upstream) return this.deny(client, channel, attempt, `could not connect to ${attempt.address}:${attempt.port}`, '502 Bad Gateway');
+    const reached = await this.reach(channel, target, attempt.port, 'http');
+    if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
+    const upstream = reached.socket;
+    if (reached.address) attempt.address = reached.address;
 
     const hop = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade']);
-    const lines = [`${head.method} ${url.pathname}${url.search} HTTP/1.1`, ...head.headers.filter(([k]) => !hop.has(k)).map(([k, v]) => `${k}: ${v}`), 'connection: close', '', ''];
+    // Through the host's proxy: the absolute form, and the proxy's credentials, which the sandbox never sees.
+    const requestLine = reached.proxy ? `${head.method} http://${url.host}${url.pathname}${url.search} HTTP/1.1` : `${head.method} ${url.pathname}${url.search} HTTP/1.1`;
+    const proxyAuth = reached.proxy?.authorization ? [`proxy-authorization: ${reached.proxy.authorization}`] : [];
+    const lines = [requestLine, ...head.headers.filter(([k]) => !hop.has(k)).map(([k, v]) => `${k}: ${v}`), ...proxyAuth, 'connection: close', '', ''];
     const requestHead = Buffer.from(lines.join('\r\n'), 'latin1');
     upstream.write(requestHead);
     attempt.up += requestHead.length;
     await this.exchange(client, upstream, head.rest, bodyLength, attempt);
-    this.finish(channel, attempt, true, chosen.rule);
+    this.finish(channel, attempt, true, reached.rule);
   }
-
-  /** A tunnel to a host:port the user allowed by name and port: any protocol (ssh, say), still resolved and guarded here. */
-  private async rawTunnel(client: Socket, rest: Buffer, channel: TaskChannel, target: Target, attempt: Attempt): Promise<void> {
-    const chosen = await this.choose(channel, target, attempt.port);
-    if ('denied' in chosen) {
-      client.destroy();
-      return this.finish(channel, attempt, false, chosen.denied);
-    }
-    attempt.address = formatIp(chosen.ip);
-    const upstream = await this.dial(chosen.ip, attempt.port, { relay: true });
-    if (!upstream) {
-      client.destroy();
-      return this.finish(channel, attempt, false, `could not connect to ${attempt.address}:${attempt.port}`);
-    }
-    if (rest.length > 0) upstream.write(rest);
-    attempt.up += rest.length;
-    this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, `${chosen.rule} (any protocol)`));
-  }
-
 }

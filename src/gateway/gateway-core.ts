@@ -1,9 +1,13 @@
 import { promises as dns } from 'node:dns';
-import { connect, Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { inboxes, recycleWhenClosed, relay, relayBuffer, RelayInbox } from './relay.js';
+import { rootCertificates } from 'node:tls';
 import { decideAddress, decideTarget, type EgressPolicy, type Target } from '../domain/egress-policy.js';
 import { formatIp, parseIp, type IpAddress } from '../domain/ip-address.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
 import type { AuditRecord } from './audit.js';
+import { denialResponse, denialSentence, type DenialKind } from './denials.js';
+import { proxyFor, tunnelVia, type UpstreamProxy, type UpstreamProxyConfig } from './upstream-proxy.js';
 
 /** Resolves a name to addresses; the gateway's own, never the sandbox's. */
 export type Resolve = (name: string) => Promise<IpAddress[]>;
@@ -25,7 +29,14 @@ export interface TaskChannel {
   secrets?: () => Array<{ secret: BoundSecret; value?: string }>;
   /** A leaf certificate from the task's own CA, for a bound host whose secret asks for interception. */
   leaf?: (host: string) => { key: string; cert: string };
+  /** The host's upstream proxy, from the user's config or moat's environment. */
+  upstream?: UpstreamProxyConfig;
+  /** Extra CAs (PEM) the user trusts for the gateway's own TLS to bound hosts. */
+  trustCa?: string[];
 }
+
+/** Where an allowed connection goes, or why it may not. */
+export type Choice = { ip: IpAddress; rule: string } | { denied: string; kind: DenialKind };
 
 export interface Attempt {
   method: string;
@@ -64,27 +75,72 @@ export class GatewayCore {
     });
   }
 
-  protected deny(client: Socket, channel: TaskChannel, attempt: Attempt, rule: string, status = '403 Forbidden'): void {
-    const body = `moat: egress denied (${rule})\n`;
+  /**
+   * Refuses with a status, a Proxy-Status header and a body that says it was moat, why, and what
+   * a human can do: an agent reads the reason instead of guessing at a reset.
+   */
+  protected deny(client: Socket, channel: TaskChannel, attempt: Attempt, rule: string, status = '403 Forbidden', kind: DenialKind = 'policy'): void {
     // The audit line first: by the time the client reads the refusal, the attempt is on record.
     this.finish(channel, attempt, false, rule);
-    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    client.end(denialResponse(status, denialSentence(channel.task, attempt.host, attempt.port, rule, kind), rule, kind));
+  }
+
+  /** The status line that goes with a kind of refusal. */
+  protected statusOf(kind: DenialKind): string {
+    return kind === 'policy' || kind === 'address' ? '403 Forbidden' : kind === 'request' ? '400 Bad Request' : '502 Bad Gateway';
   }
 
   /** Name check, then resolution, then address check; returns the address to dial or a reason. */
-  protected async choose(channel: TaskChannel, target: Target, port: number): Promise<{ ip: IpAddress; rule: string } | { denied: string }> {
+  protected async choose(channel: TaskChannel, target: Target, port: number): Promise<Choice> {
     const policy = channel.policy();
     const byName = decideTarget(policy, target, port);
-    if (!byName.allowed) return { denied: byName.rule };
+    if (!byName.allowed) return { denied: byName.rule, kind: 'policy' };
     const addresses = target.kind === 'ip' ? [target.ip] : await this.resolve(target.name);
-    if (addresses.length === 0) return { denied: 'name did not resolve' };
+    if (addresses.length === 0) return { denied: 'name did not resolve', kind: 'dns' };
     let last = 'no usable address';
     for (const ip of addresses) {
       const byAddress = decideAddress(policy, ip, port);
       if (byAddress.allowed) return { ip, rule: byName.rule };
       last = byAddress.rule;
     }
-    return { denied: last };
+    return { denied: last, kind: 'address' };
+  }
+
+  /**
+   * An allowed connection's upstream, opened before the client is told anything: through the
+   * host's proxy when it has one for this target (the proxy resolves the name; an IP literal is
+   * still checked here), otherwise resolved and address-checked here, then dialled. The name was
+   * judged by the caller; nothing is looked up for a denied name.
+   */
+  protected async reach(channel: TaskChannel, target: Target, port: number, scheme: 'http' | 'https', options: { relay?: boolean } = {}): Promise<{ socket: Socket; rule: string; address?: string; proxy?: UpstreamProxy } | { denied: string; kind: DenialKind }> {
+    const proxy = proxyFor(channel.upstream, scheme, target, port);
+    if (proxy) {
+      const byName = decideTarget(channel.policy(), target, port);
+      if (!byName.allowed) return { denied: byName.rule, kind: 'policy' };
+      if (target.kind === 'ip') {
+        const byAddress = decideAddress(channel.policy(), target.ip, port);
+        if (!byAddress.allowed) return { denied: byAddress.rule, kind: 'address' };
+      }
+      // Plain HTTP goes to the proxy as an absolute-URI request: the caller writes it.
+      if (scheme === 'http') {
+        const socket = await this.open(() => connect({ host: proxy.host, port: proxy.port, noDelay: true }), 'connect');
+        return socket ? { socket, rule: `${byName.rule} via proxy ${proxy.label}`, proxy } : { denied: `the upstream proxy ${proxy.label} did not answer`, kind: 'proxy' };
+      }
+      const tunnel = await tunnelVia(proxy, target, port, this.connectTimeoutMs);
+      if ('failed' in tunnel) return { denied: tunnel.failed, kind: 'proxy' };
+      return { socket: tunnel.socket, rule: `${byName.rule} via proxy ${proxy.label}`, proxy };
+    }
+    const chosen = await this.choose(channel, target, port);
+    if ('denied' in chosen) return chosen;
+    const address = formatIp(chosen.ip);
+    const socket = await this.dial(chosen.ip, port, options);
+    if (!socket) return { denied: `could not connect to ${address}:${port}`, kind: 'connect' };
+    return { socket, rule: chosen.rule, address };
+  }
+
+  /** The CAs the gateway's own TLS trusts: the public ones, and what the user added. */
+  protected caFor(channel: TaskChannel): string[] {
+    return [...rootCertificates, ...this.extraCa, ...(channel.trustCa ?? [])];
   }
 
   protected dial(ip: IpAddress, port: number, options: { relay?: boolean } = {}): Promise<Socket | undefined> {
@@ -177,106 +233,5 @@ export class GatewayCore {
     client.on('data', send);
     client.resume();
     return new Promise<void>((resolve) => this.closeTogether(client, upstream, resolve));
-  }
-}
-
-/** One direction of a relay, with backpressure: reading pauses while the other side's buffer is full. */
-function relay(from: Socket, to: Socket): void {
-  const resume = () => from.resume();
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) {
-      from.pause();
-      to.once('drain', resume);
-    }
-  });
-  from.once('end', () => to.end());
-  from.resume();
-}
-
-const RELAY_BUFFER_BYTES = 256 * 1024;
-const inboxes = new WeakMap<Socket, RelayInbox>();
-
-/**
- * Read buffers of closed connections, kept for the next ones: two fresh 256 KiB buffers per
- * connection (memory mapped, then faulted in) showed in the latency's tail. Only the bytes of the
- * current read are ever passed on, never what a buffer held before.
- */
-const spareBuffers: Buffer[] = [];
-const MAX_SPARE_BUFFERS = 64;
-
-function relayBuffer(): Buffer {
-  return spareBuffers.pop() ?? Buffer.allocUnsafeSlow(RELAY_BUFFER_BYTES);
-}
-
-function recycleWhenClosed(socket: Socket, buffer: Buffer): void {
-  // Closed: the handle reads no more into it.
-  socket.once('close', () => {
-    if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buffer);
-  });
-}
-
-/**
- * A sandbox's connection, accepted paused, taken over by a socket that reads into a buffer of its
- * own, like a tunnel's upstream: when the relay itself is the limit (a plain TCP upload), reading
- * the sandbox's side into a fresh 64 KiB buffer per read cost a quarter of the throughput
- * (docs/benchmarks.md). Until the relay starts, what the sandbox sends still arrives as 'data'
- * (the request head, the TLS hello), copied. Node offers `onread` only to sockets it creates, so
- * the accepted socket's handle moves to a new one; undefined if the connection is already gone.
- */
-export function adoptSandboxConnection(accepted: Socket): Socket | undefined {
-  const holder = accepted as unknown as { _handle: unknown };
-  const handle = holder._handle;
-  if (!handle || accepted.destroyed) return undefined;
-  holder._handle = null;
-  const inbox = new RelayInbox(true);
-  const buffer = relayBuffer();
-  const options = { handle, allowHalfOpen: true, onread: { buffer, callback: (length: number, read: Uint8Array) => inbox.receive(length, read) } };
-  const socket = new Socket(options as ConstructorParameters<typeof Socket>[0]);
-  recycleWhenClosed(socket, buffer);
-  inbox.source = socket;
-  inboxes.set(socket, inbox);
-  // Nothing is read until the gateway asks (readRequestHead resumes it).
-  socket.pause();
-  return socket;
-}
-
-/**
- * The receiving end of a socket that reads into its own buffer (onread). While the buffer's bytes
- * wait to be written on, reading pauses: the next read would overwrite them.
- */
-class RelayInbox {
-  private early: Buffer[] = [];
-  private deliver?: (length: number, buffer: Uint8Array) => boolean;
-  source?: Socket;
-
-  /** `asData`: before the relay, reads are emitted as 'data' on the source; otherwise kept until it starts (a server that speaks first). */
-  constructor(private readonly asData = false) {}
-
-  receive(length: number, buffer: Uint8Array): boolean {
-    if (this.deliver) return this.deliver(length, buffer);
-    const copy = Buffer.from(buffer.subarray(0, length));
-    if (this.asData && this.source) this.source.emit('data', copy);
-    else this.early.push(copy);
-    return true;
-  }
-
-  relayTo(from: Socket, to: Socket): void {
-    for (const chunk of this.early) to.write(chunk);
-    this.early = [];
-    let paused = false;
-    const resume = () => {
-      if (!paused) return;
-      paused = false;
-      from.resume();
-    };
-    this.deliver = (length, buffer) => {
-      to.write(buffer.subarray(0, length), resume);
-      if (to.writableLength === 0) return true;
-      paused = true;
-      return false;
-    };
-    from.once('end', () => to.end());
-    // The sandbox's side was paused after the hello; an upstream reads already.
-    from.resume();
   }
 }

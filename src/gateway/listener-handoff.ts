@@ -2,7 +2,7 @@ import { closeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { FdPass } from './native.js';
-import { adoptSandboxConnection } from './gateway-core.js';
+import { adoptSandboxConnection } from './relay.js';
 
 const EAGAIN = constants.errno.EAGAIN;
 /** How long a connection on the handover socket has to send its descriptor. */

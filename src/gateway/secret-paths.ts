@@ -1,10 +1,10 @@
 import type { Socket } from 'node:net';
-import { connect as tlsConnect, rootCertificates, TLSSocket } from 'node:tls';
+import { connect as tlsConnect, TLSSocket } from 'node:tls';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { headerValue, hostOf, portOf, secretApplies, type BoundSecret } from '../domain/bound-secret.js';
 import { parseTarget } from '../domain/egress-policy.js';
-import { formatIp } from '../domain/ip-address.js';
+import { denialSentence } from './denials.js';
 import { GatewayCore, type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, type RequestHead } from './request-head.js';
 
@@ -34,11 +34,14 @@ export class SecretPaths extends GatewayCore {
     const bodyLength = Number(header(head, 'content-length')[0] ?? 0);
     if (!Number.isSafeInteger(bodyLength)) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request');
     const target = parseTarget(host)!;
-    const chosen = await this.choose(channel, target, port);
-    if ('denied' in chosen) return this.deny(client, channel, attempt, chosen.denied);
-    attempt.address = formatIp(chosen.ip);
-    const upstream = await this.open(() => tlsConnect({ host: attempt.address, port, servername: host, ca: [...rootCertificates, ...this.extraCa] }), 'secureConnect');
-    if (!upstream) return this.deny(client, channel, attempt, `could not open TLS to ${host} (${attempt.address})`, '502 Bad Gateway');
+    const reached = await this.reach(channel, target, port, 'https');
+    if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
+    if (reached.address) attempt.address = reached.address;
+    const upstream = await this.open(() => tlsConnect({ socket: reached.socket, servername: host, ca: this.caFor(channel) }), 'secureConnect');
+    if (!upstream) {
+      reached.socket.destroy();
+      return this.deny(client, channel, attempt, `could not open TLS to ${host}${attempt.address ? ` (${attempt.address})` : ''}: its certificate is not trusted or the handshake failed`, '502 Bad Gateway', 'connect');
+    }
     const applies = secretApplies(bound.secret, { host, method: head.method, path });
     const dropped = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade', 'host', 'transfer-encoding', bound.secret.header.toLowerCase()]);
     const lines = [
@@ -76,27 +79,30 @@ export class SecretPaths extends GatewayCore {
     const attempt: Attempt = { method: req.method ?? 'GET', host, port, sni: String((tlsSocket as unknown as { servername?: string }).servername ?? ''), started: Date.now(), up: 0, down: 0 };
     const refuse = (status: number, rule: string) => {
       this.finish(channel, attempt, false, rule);
-      res.writeHead(status, { 'content-type': 'text/plain', connection: 'close' }).end(`moat: egress denied (${rule})\n`);
+      const kind = status === 403 ? 'policy' : status === 502 ? 'connect' : 'request';
+      res.writeHead(status, { 'content-type': 'text/plain', 'proxy-status': `moat; error=http_request_denied; details="${rule.replace(/[^\x20-\x7e]|["\\]/g, '?')}"`, connection: 'close' }).end(`${denialSentence(channel.task, host, port, rule, kind)}\n`);
     };
     if (attempt.sni !== host) return refuse(403, `TLS server name ${JSON.stringify((attempt.sni ?? "").slice(0, 255))} is not the CONNECT host`);
     const hostHeader = String(req.headers.host ?? '').toLowerCase();
     if (hostHeader !== host && hostHeader !== `${host}:${port}`) return refuse(403, `Host header ${JSON.stringify(hostHeader.slice(0, 255))} is not the request target`);
     if (bound.value === undefined) return refuse(503, `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`);
-    const chosen = await this.choose(channel, { kind: 'name', name: host }, port);
-    if ('denied' in chosen) return refuse(403, chosen.denied);
-    attempt.address = formatIp(chosen.ip);
+    const reached = await this.reach(channel, { kind: 'name', name: host }, port, 'https');
+    if ('denied' in reached) return refuse(reached.kind === 'policy' || reached.kind === 'address' ? 403 : 502, reached.denied);
+    if (reached.address) attempt.address = reached.address;
     const applies = secretApplies(bound.secret, { host, method: attempt.method, path });
     const hop = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade', 'transfer-encoding', bound.secret.header.toLowerCase()]);
     const headers: Record<string, string | string[]> = {};
     for (const [key, value] of Object.entries(req.headers)) if (value !== undefined && !hop.has(key)) headers[key] = value;
     if (applies) headers[bound.secret.header.toLowerCase()] = headerValue(bound.secret, bound.value);
-    const upstream = httpsRequest({ host: attempt.address, port, servername: host, method: attempt.method, path, headers, ca: [...rootCertificates, ...this.extraCa], agent: false, timeout: this.connectTimeoutMs }, (response) => {
+    // No agent: with one (even `agent: false`) Node ignores createConnection and dials the name itself.
+    const tls = () => tlsConnect({ socket: reached.socket, servername: host, ca: this.caFor(channel) });
+    const upstream = httpsRequest({ host, port, method: attempt.method, path, headers, timeout: this.connectTimeoutMs, createConnection: tls }, (response) => {
       res.writeHead(response.statusCode ?? 502, response.headers);
       response.on('data', (chunk: Buffer) => (attempt.down += chunk.length));
       response.pipe(res);
       response.on('end', () => this.finish(channel, attempt, true, `intercept ${host}${applies ? ` with ${bound.secret.name}` : ''}`));
     });
-    upstream.on('error', () => refuse(502, `could not open TLS to ${host} (${attempt.address})`));
+    upstream.on('error', () => refuse(502, `could not open TLS to ${host}${attempt.address ? ` (${attempt.address})` : ''}`));
     req.on('data', (chunk: Buffer) => (attempt.up += chunk.length));
     req.pipe(upstream);
   }

@@ -3,6 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
+import type { UpstreamProxyConfig } from './upstream-proxy.js';
 
 /**
  * What the gateway needs to serve one task, written by moat into the task's directory (never
@@ -24,6 +25,12 @@ export interface TaskEgressFile {
   ca?: { key: string; cert: string };
   /** The sandbox's uid/gid: the socket is that user's alone (others on the host must not use the task's grants). */
   user?: { uid: number; gid: number };
+  /** Address ranges allowed names may resolve into (egress.allowAddresses, user config only). */
+  allowAddresses?: string[];
+  /** The host's upstream proxy; its credentials stay on the host (this file is never mounted). */
+  upstream?: UpstreamProxyConfig;
+  /** A PEM file of extra CAs the user trusts (egress.trustCa / trustHostCa), for the gateway's own TLS. */
+  trustCa?: string;
 }
 
 export function egressDir(taskDir: string): string {

@@ -5,6 +5,7 @@ import { isMoatError } from '../errors.js';
 import type { EngineInfo } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
 import { hostCaps, type HostCap } from './host-caps.js';
+import { egressChecks } from './doctor-egress.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -96,6 +97,8 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     checks.push(loop ? { name: 'disk cap', status: 'ok', detail: enforcement.disk } : { name: 'disk cap', status: 'warn', detail: enforcement.disk, fix: 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs' });
     if (info.rootless) checks.push({ name: 'rootless', status: 'ok', detail: 'the engine runs rootless: a container escape lands in an unprivileged user' });
   }
+
+  checks.push(...(await egressChecks(ctx)));
 
   const uid = ctx.hostUser.uid;
   checks.push(

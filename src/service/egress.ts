@@ -1,7 +1,9 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createTaskCa } from '../gateway/task-ca.js';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
+import { createTaskCa, type TaskCa } from '../gateway/task-ca.js';
 import { join } from 'node:path';
-import { checkEgressRules } from '../config/effective.js';
+import { checkEgressRules, egressNetworkOf, type EgressNetwork } from '../config/effective.js';
+import { parseProxyUrl, type UpstreamProxyConfig } from '../gateway/upstream-proxy.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import { AUDIT_FILE, countAudit, readAudit, type AuditCursor, type AuditRecord } from '../gateway/audit.js';
@@ -12,7 +14,11 @@ import type { MoatContext } from './context.js';
 /** Writes the task's egress file and makes the gateway listen for it. */
 export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {
   const taskDir = ctx.store.taskDir(record.repoKey, record.name);
-  const ca = record.secrets?.some((s) => s.intercept) ? await shareTaskCa(ctx, record, taskDir) : undefined;
+  // The network settings are the user's, read afresh: a repository has no say in them.
+  const network = egressNetworkOf(await ctx.userConfig());
+  const extras = await extraCas(network, ctx.env);
+  const upstream = upstreamOf(network, ctx.env);
+  const ca = await shareTrust(ctx, record, taskDir, extras);
   await writeTaskEgress(taskDir, {
     task: record.name,
     repoKey: record.repoKey,
@@ -23,7 +29,10 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     audit: auditFile(ctx, record),
     secrets: record.secrets,
     user: record.user,
-    ...(ca ? { ca } : {}),
+    ...(ca.taskCa ? { ca: ca.taskCa } : {}),
+    ...(network.allowAddresses.length > 0 ? { allowAddresses: network.allowAddresses } : {}),
+    ...(upstream ? { upstream } : {}),
+    ...(ca.trustFile ? { trustCa: ca.trustFile } : {}),
   });
   await reloadGateway(ctx.store.home, ctx.env);
 }
@@ -98,7 +107,11 @@ export function assertNetworkMode(value: string | undefined): 'none' | 'allowlis
   throw new MoatError('E_USAGE', `unknown network mode ${JSON.stringify(value)}`, { hint: 'use --network none, allowlist or open' });
 }
 
-/** The sandbox's trust for interception: the task's CA alone, and a bundle of the usual CAs plus it. */
+/**
+ * The sandbox's trust, when it needs more than its image's: the task's own CA (interception of
+ * bound hosts) and the CAs the user trusts (egress.trustCa / trustHostCa). A bundle of the public
+ * CAs plus those, and the extra ones alone for Node; in the gateway's folder, mounted read-only.
+ */
 export const SANDBOX_CA_ENV = {
   SSL_CERT_FILE: '/moat/egress/bundle.pem',
   CURL_CA_BUNDLE: '/moat/egress/bundle.pem',
@@ -107,13 +120,77 @@ export const SANDBOX_CA_ENV = {
   NODE_EXTRA_CA_CERTS: '/moat/egress/ca.pem',
 };
 
-async function shareTaskCa(ctx: MoatContext, record: TaskRecord, taskDir: string) {
-  const ca = createTaskCa(join(egressDir(taskDir), 'ca'), record.name);
+/** Whether a task with a network gets SANDBOX_CA_ENV. */
+export function needsSandboxTrust(network: EgressNetwork, secrets: Array<{ intercept?: boolean }> = []): boolean {
+  return secrets.some((s) => s.intercept) || network.trustHostCa || network.trustCa.length > 0;
+}
+
+/** Where a host keeps the CAs it added to its own trust (Debian's update-ca-certificates); MOAT_HOST_CA_DIR for tests. */
+export function hostCaDir(env: NodeJS.ProcessEnv): string {
+  return env.MOAT_HOST_CA_DIR ?? '/usr/local/share/ca-certificates';
+}
+
+/** The host's added CA files (*.crt, recursively), sorted. */
+export async function hostCaFiles(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (at: string, depth: number): Promise<void> => {
+    for (const entry of await readdir(at, { withFileTypes: true }).catch(() => [])) {
+      const path = join(at, entry.name);
+      if (entry.isDirectory() && depth < 4) await walk(path, depth + 1);
+      else if (entry.name.endsWith('.crt') && (entry.isFile() || entry.isSymbolicLink())) found.push(path);
+    }
+  };
+  await walk(dir, 0);
+  return found.sort();
+}
+
+/** The PEM certificates the user asked to trust; a file that is not one is a config error. */
+export async function extraCas(network: EgressNetwork, env: NodeJS.ProcessEnv): Promise<string[]> {
+  const files = [...network.trustCa, ...(network.trustHostCa ? await hostCaFiles(hostCaDir(env)) : [])];
+  const pems: string[] = [];
+  for (const file of files) {
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    const blocks = text?.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+    if (!blocks) throw new MoatError('E_CONFIG_INVALID', `egress trust: ${file} is not a readable PEM certificate`, { hint: 'egress.trustCa lists PEM files (-----BEGIN CERTIFICATE-----); fix or remove the entry' });
+    pems.push(...blocks);
+  }
+  return pems;
+}
+
+/** The upstream proxy from the user's config, else from moat's environment; an unusable one is an error, not a silent direct route. */
+export function upstreamOf(network: EgressNetwork, env: NodeJS.ProcessEnv): UpstreamProxyConfig | undefined {
+  const noProxy = network.noProxy ?? (env.no_proxy ?? env.NO_PROXY ?? '').split(',').map((e) => e.trim()).filter(Boolean);
+  const check = (url: string, where: string) => {
+    const parsed = parseProxyUrl(url);
+    if (typeof parsed === 'string') throw new MoatError('E_CONFIG_INVALID', `${where}: ${parsed}`, { hint: 'give an http://host:port proxy (credentials as http://user:pass@host:port), or unset it' });
+    return url;
+  };
+  if (network.upstreamProxy) {
+    const url = check(network.upstreamProxy, 'egress.upstreamProxy');
+    return { http: url, https: url, noProxy };
+  }
+  const https = env.https_proxy ?? env.HTTPS_PROXY;
+  const http = env.http_proxy ?? env.HTTP_PROXY;
+  if (!https && !http) return undefined;
+  return { ...(https ? { https: check(https, 'HTTPS_PROXY') } : {}), ...(http ? { http: check(http, 'HTTP_PROXY') } : {}), noProxy };
+}
+
+async function shareTrust(ctx: MoatContext, record: TaskRecord, taskDir: string, extras: string[]): Promise<{ taskCa?: TaskCa; trustFile?: string }> {
+  const intercept = record.secrets?.some((s) => s.intercept) === true;
+  if (!intercept && extras.length === 0) return {};
+  const taskCa = intercept ? createTaskCa(join(egressDir(taskDir), 'ca'), record.name) : undefined;
   const dir = socketDir(ctx.store.home, record.repoKey, record.name);
   await mkdir(dir, { recursive: true, mode: 0o755 });
-  const cert = await readFile(ca.cert, 'utf8');
-  const system = await readFile('/etc/ssl/certs/ca-certificates.crt', 'utf8').catch(() => '');
-  await writeFile(join(dir, 'ca.pem'), cert, { mode: 0o644 });
-  await writeFile(join(dir, 'bundle.pem'), `${system}\n${cert}`, { mode: 0o644 });
-  return ca;
+  const own = [...extras, ...(taskCa ? [await readFile(taskCa.cert, 'utf8')] : [])].join('\n');
+  // The public CAs come from Node's own copy of Mozilla's list, not from this host's bundle:
+  // nothing of the host's trust enters the sandbox unless the user asked for it.
+  await writeFile(join(dir, 'ca.pem'), `${own}\n`, { mode: 0o644 });
+  await writeFile(join(dir, 'bundle.pem'), `${[...rootCertificates, own].join('\n')}\n`, { mode: 0o644 });
+  let trustFile: string | undefined;
+  if (extras.length > 0) {
+    trustFile = join(egressDir(taskDir), 'trust.pem');
+    await mkdir(egressDir(taskDir), { recursive: true, mode: 0o700 });
+    await writeFile(trustFile, `${extras.join('\n')}\n`, { mode: 0o600 });
+  }
+  return { taskCa, trustFile };
 }

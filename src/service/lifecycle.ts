@@ -14,7 +14,7 @@ import { seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
 import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
-import { openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
+import { needsSandboxTrust, openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
 import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 
@@ -68,7 +68,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
     if (value !== undefined) env[at < 0 ? entry : entry.slice(0, at)] = value;
   }
   for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
-  if (record.secrets?.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
+  if (record.network !== 'none' && needsSandboxTrust(config.egressNetwork, record.secrets)) Object.assign(env, SANDBOX_CA_ENV);
   if (record.sshKeys?.length) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.

@@ -8,7 +8,7 @@ import { describeChoice } from '../domain/toolchain.js';
 import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
-import { openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV } from './egress.js';
+import { needsSandboxTrust, openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV } from './egress.js';
 import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
@@ -154,8 +154,8 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const network = options.network ?? (config.network === 'none' && granted.length > 0 ? 'allowlist' : config.network);
   const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny };
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
-  if (secrets.bound.some((s) => s.intercept)) Object.assign(env, SANDBOX_CA_ENV);
-  checkEgressRules(network, egress.allow, egress.deny, 'egress rules');
+  if (network !== 'none' && needsSandboxTrust(config.egressNetwork, secrets.bound)) Object.assign(env, SANDBOX_CA_ENV);
+  checkEgressRules(network, egress.allow, egress.deny, 'egress rules', config.egressNetwork.allowAddresses);
   const mounts = await checkMounts(config.mounts, ctx.cwd);
   // Key paths given on the command line are relative to where it was given (the warm server runs elsewhere).
   const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? []).map((key) => (key.startsWith('~/') ? key : resolve(ctx.cwd, key)))];
