@@ -156,6 +156,8 @@ export interface RunOptions extends UpOptions {
   keep?: boolean;
   /** Remove the task if it left no work: the default, accepted so that `--rm` keeps working. */
   rm?: boolean;
+  /** Told when the command starts and ends: the caller's Ctrl-C then mean something else. */
+  onCommand?: (phase: 'started' | 'ended') => void;
 }
 
 export interface RunResult extends ExecResult {
@@ -189,8 +191,10 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
   let result: ExecResult | undefined;
   let captured: Buffer | undefined;
   try {
+    options.onCommand?.('started');
     ({ result, work: captured } = await execCapturingWork(ctx, record.name, cmd, io, { tty: options.tty, sync: false, captureWork: true }));
   } finally {
+    options.onCommand?.('ended');
     const downResult = await down(ctx, record.name, { captured });
     if (result) result.sync = downResult.sync;
   }

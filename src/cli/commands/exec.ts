@@ -128,7 +128,8 @@ export function registerExec(program: Command, cli: CliContext): void {
       const cancel = cancelOnSignal(cli);
       const { io, restore } = terminalIO(cli, tty);
       try {
-        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty, rm: opts.rm, keep: opts.keep, network, allow: opts.allow, env: opts.env, signal: cancel.signal });
+        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty, rm: opts.rm, keep: opts.keep, network, allow: opts.allow, env: opts.env, signal: cancel.signal,
+          onCommand: (phase) => (phase === 'started' ? cancel.commandStarted() : cancel.commandEnded()) });
         const out = cli.output(false);
         const commits = result.sync?.commits ?? 0;
         const finished = `task ${result.task} finished (exit ${result.exitCode})`;
