@@ -25,7 +25,7 @@ import { secretLookingNames, taskEnv } from './task-env.js';
 import { runningContainer, startContainer, taskSpec } from './task-container.js';
 import { discardTask } from './gc.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
-import { poolKey, poolRef } from './task-pool.js';
+import { claimSpare, poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 
 export interface UpOptions {
@@ -287,6 +287,8 @@ async function claimPooled(ctx: MoatContext, repo: UserRepository, pooled: { nam
   const record = await ctx.store.get(repo.key, pooled.name).catch(() => undefined);
   const engine = await ctx.engine();
   const usable = record?.state === 'pooled' && record.poolKey === key && (await runningContainer(engine, record)) !== undefined;
+  // gc --all may be removing this spare right now: whoever claims it first has it.
+  if (record && usable && !(await claimSpare(ctx.store.taskDir(record.repoKey, record.name)).catch(() => false))) return undefined;
   if (!record || !usable || !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(() => true, () => false))) {
     await pooled.discard().catch(() => undefined);
     return undefined;
