@@ -74,7 +74,7 @@ const NOTHING = { tasks: [], refs: [], containers: [], gatewaySockets: [], mount
 function expectGcFindsNothing(scratch: Scratch): void {
   const gc = moat(scratch, ['gc', '--json'], LOOK);
   expect(gc.code, gc.err).toBe(0);
-  expect(JSON.parse(gc.out)).toEqual({ removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] });
+  expect(JSON.parse(gc.out)).toEqual({ removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [], removedSpares: [] });
 }
 
 function expectOneCancelLine(err: string, signal: 'SIGINT' | 'SIGTERM'): void {
