@@ -5,7 +5,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
 import { endAll } from './output.js';
 import { TaskPool } from '../service/task-pool.js';
-import { maxServers, retireExcessServers, RETIRE_SIGNAL } from '../service/warm-servers.js';
+import { maxServers, retireExcessServers, retirableFile, RETIRE_SIGNAL } from '../service/warm-servers.js';
 import { PendingSyncs } from '../service/pending-sync.js';
 import { RepositoryCache } from '../workspace/user-repo.js';
 
@@ -61,6 +61,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     await syncs.waitAll();
     await pool?.close();
     await unlink(`${socketPath}.pid`).catch(() => undefined);
+    await unlink(retirableFile(socketPath)).catch(() => undefined);
     process.exit(0);
   };
   process.once('SIGTERM', () => void shutDown());
@@ -154,6 +155,8 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
 
   if (!(await listen(server, socketPath))) return;
   await writeFile(`${socketPath}.pid`, `${process.pid}\n`, { mode: 0o600 });
+  // The RETIRE_SIGNAL handler is in place (above): other servers may ask this one to stop.
+  await writeFile(retirableFile(socketPath), `${process.pid}\n`, { mode: 0o600 });
   armIdle();
   // One more environment, one more server: the least recently used past the cap are asked to stop.
   await retireExcessServers(dirname(socketPath), socketPath, maxServers(process.env)).catch(() => undefined);

@@ -4,7 +4,7 @@ import type { TaskRecord } from '../domain/task.js';
 import { UserRepository } from '../workspace/user-repo.js';
 import { mountedVolumes, releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
-import { poolRef } from './task-pool.js';
+import { claimSpare, poolRef } from './task-pool.js';
 
 export interface GcResult {
   removedContainers: string[];
@@ -47,7 +47,8 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
   if (options.all) {
     for (const record of records.filter((r) => r.state === 'pooled' && !removed.has(r))) {
       const spare = await finishedSpare(ctx, record);
-      if (!spare) continue;
+      // A request may take it between that read and the removal: the claim decides (task-pool.ts).
+      if (!spare || !(await claimSpare(ctx.store.taskDir(spare.repoKey, spare.name)).catch(() => false))) continue;
       await discardTask(ctx, spare);
       removed.add(record);
       result.removedSpares.push(record.name);

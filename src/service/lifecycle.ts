@@ -156,6 +156,8 @@ export interface RunOptions extends UpOptions {
   keep?: boolean;
   /** Remove the task if it left no work: the default, accepted so that `--rm` keeps working. */
   rm?: boolean;
+  /** Told when the command starts and ends: the caller's Ctrl-C then mean something else. */
+  onCommand?: (phase: 'started' | 'ended') => void;
 }
 
 export interface RunResult extends ExecResult {
@@ -164,6 +166,8 @@ export interface RunResult extends ExecResult {
   work: boolean;
   /** The task was removed because it left no work (no commit, no uncommitted change). */
   removed: boolean;
+  /** Why a task whose work could not be judged was kept (it is never removed then). */
+  keptBecause?: string;
 }
 
 /**
@@ -187,18 +191,29 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
   let result: ExecResult | undefined;
   let captured: Buffer | undefined;
   try {
+    options.onCommand?.('started');
     ({ result, work: captured } = await execCapturingWork(ctx, record.name, cmd, io, { tty: options.tty, sync: false, captureWork: true }));
   } finally {
+    options.onCommand?.('ended');
     const downResult = await down(ctx, record.name, { captured });
     if (result) result.sync = downResult.sync;
   }
   const sync = result.sync;
-  // A sync that warned (work unreadable, or parked because the branch moved) keeps the task whole.
-  const read = sync !== undefined && !sync.warning;
-  const work = read && (sync.commits > 0 || !(await workIsEmpty(ctx, record.baseCommit, sync.wip)));
-  const removed = read && !work && !options.keep;
+  // Removing deletes the workspace and the branch, so it needs a positive "there is nothing": a
+  // sync that warned (work unreadable, or parked because the branch moved), a commit count that
+  // could not be read, or a snapshot of uncommitted work that did not finish (a full /tmp, a file
+  // git cannot read) all keep the task whole. "Nothing" is the sandbox's word: it could lie, but
+  // a lie only loses the sandbox's own work, which it could as well delete itself (rm -rf, git
+  // reset); what this guards against is an honest snapshot that failed quietly. The host does
+  // not walk the workspace itself: that tree is the sandbox's, links and all.
+  const unread = sync === undefined ? 'its work could not be read'
+    : sync.warning ? 'its work could not be read'
+      : sync.commitsUnknown ? 'its commits could not be counted'
+        : !sync.snapshotTaken ? 'its uncommitted work could not be read (the snapshot failed)' : undefined;
+  const work = unread === undefined && (sync!.commits > 0 || (sync!.skippedLarge ?? 0) > 0 || !(await workIsEmpty(ctx, record.baseCommit, sync!.wip)));
+  const removed = unread === undefined && !work && !options.keep;
   if (removed) await remove(ctx, record.name, { force: true });
-  return { ...result, branch: record.branch, work, removed };
+  return { ...result, branch: record.branch, work, removed, ...(unread && !work ? { keptBecause: unread } : {}) };
 }
 
 /** Does the snapshot of uncommitted work hold anything beyond the base? */

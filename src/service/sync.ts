@@ -18,27 +18,35 @@ import { clearMarkers, killPoint, pendingMarkers, taskKey } from './pending-sync
 const SNAPSHOT_SCRIPT = `
 set -u
 cd ${WORKSPACE_DIR} || exit 3
+# The image's own programs (its root is read-only), not what the agent put first on PATH: a git
+# wrapper in ~/.local/bin, even a well-meant one, must not answer for the snapshot.
+PATH=/usr/local/bin:/usr/bin:/bin
 g() { timeout -s KILL 120 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c gc.auto=0 -c maintenance.auto=false "$@"; }
 # A missing branch prints nothing; a failure (say, no fork left after a fork bomb) must not pass
 # for one, or the host would think the task has no commits: fail, and a fresh helper retries.
 tip=$(g for-each-ref --format="%(objectname)" "refs/heads/$1") || exit 5
 # Best effort: the agent's own config (filters, attributes) can break "git add"; commits still sync.
+# "snap" says whether the snapshot was taken to the end (1), found nothing uncommitted or not:
+# a snapshot that failed quietly must never read as "no uncommitted work" (run would remove it).
 wip=""
 nbig=0
+snap=0
 idx=$(mktemp /tmp/.moat-index.XXXXXX) && {
   export GIT_INDEX_FILE="$idx"
   # Files over 50 MiB stay out of the snapshot (they would land in the user's object store);
   # they are counted so the review can say so.
-  big=$(mktemp /tmp/.moat-big.XXXXXX)
-  find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big"
-  nbig=$(wc -l < "$big")
+  big=$(mktemp /tmp/.moat-big.XXXXXX) && find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big" && nbig=$(($(wc -l < "$big"))) &&
   # A tree equal to the tip's means nothing is uncommitted: no snapshot to carry.
-  if g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree) && [ "$tree" != "$(g rev-parse "\${tip:-$2}^{tree}")" ]; then
-    wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "\${tip:-$2}" -m "moat: uncommitted work") && g update-ref refs/moat/wip "$wip" || wip=""
-  fi
+  g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree) && head=$(g rev-parse "\${tip:-$2}^{tree}") && {
+    if [ "$tree" = "$head" ]; then snap=1
+    else
+      wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "\${tip:-$2}" -m "moat: uncommitted work") && g update-ref refs/moat/wip "$wip" && snap=1 || wip=""
+    fi
+  }
   rm -f "$idx" "$big"
 } >/dev/null 2>&1
-echo "$tip $wip \${nbig:-0}"
+case "$nbig" in ''|*[!0-9]*) nbig=0; snap=0 ;; esac
+echo "$tip $wip $nbig $snap"
 # Nothing new at all: git refuses an empty bundle, and there is nothing to carry.
 if [ -z "$wip" ] && [ "$tip" = "$2" ]; then exit 0; fi
 refs=""
@@ -111,10 +119,18 @@ export interface SyncResult {
   warning?: string;
   /** Uncommitted files over 50 MiB left out of the snapshot. */
   skippedLarge?: number;
+  /**
+   * The sandbox took the snapshot of uncommitted work to the end (so no `wip` means nothing
+   * uncommitted). False when it failed (a full /tmp, a file git cannot read, a filter): the
+   * uncommitted work is then unknown, and only the workspace holds it.
+   */
+  snapshotTaken?: boolean;
+  /** The commit count could not be read (`commits` is then 0, which says nothing). */
+  commitsUnknown?: boolean;
 }
 
 /** What reading a workspace gave: the branch tip, the snapshot of uncommitted work, the bundle. */
-type Snapshot = { error: string; final?: boolean } | { tip: string; wip?: string; bundle?: Buffer; skippedLarge: number };
+type Snapshot = { error: string; final?: boolean } | { tip: string; wip?: string; bundle?: Buffer; skippedLarge: number; snapshotTaken: boolean };
 
 export function wipRef(task: string): string {
   return `refs/moat/wip/${task}`;
@@ -180,15 +196,21 @@ export async function settlePendingSync(ctx: MoatContext, repo: UserRepository, 
   return current;
 }
 
-/** The snapshot's output: a line "tip wip skipped", then the bundle. All of it is the sandbox's word. */
+/**
+ * The snapshot's output: a line "tip wip skipped taken", then the bundle. All of it is the
+ * sandbox's word, so the line is read strictly: anything odd is an error (the task is kept whole).
+ * A line of three fields (a snapshot file left by an older moat) says nothing of "taken": not taken.
+ */
 function parseSnapshot(output: Buffer, record: TaskRecord): Snapshot {
   const newline = output.indexOf(0x0a);
   if (newline < 0) return { error: 'the sandbox gave no snapshot' };
-  const [tip = '', wip = '', big = '0'] = output.subarray(0, newline).toString('utf8').split(' ');
+  const fields = output.subarray(0, newline).toString('utf8').split(' ');
+  const [tip = '', wip = '', big = '', taken = '0'] = fields;
   if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id', final: true };
+  if (fields.length < 3 || fields.length > 4 || !/^[0-9]{1,9}$/.test(big) || !/^[01]$/.test(taken)) return { error: 'the sandbox answered with a malformed snapshot line', final: true };
   if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch`, final: true };
   const bundle = output.subarray(newline + 1);
-  return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number.parseInt(big, 10) || 0 };
+  return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number(big), snapshotTaken: taken === '1' };
 }
 
 async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRecord, snapshot: Snapshot, bundleFile: string): Promise<SyncResult> {
@@ -200,6 +222,7 @@ async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRec
       branch: record.branch,
       tip: current,
       commits: await repo.countCommits(record.baseCommit, current).catch(() => 0),
+      commitsUnknown: true,
       warning: `could not read the task's repository (${snapshot.error}); commits synced earlier are safe on ${record.branch}`,
     };
   }
@@ -217,7 +240,7 @@ async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRec
     await rm(bundleFile, { force: true });
   }
 
-  const result: SyncResult = { task: record.name, branch: record.branch, tip: record.syncedTip, commits: 0, wip: snapshot.wip, skippedLarge: snapshot.skippedLarge };
+  const result: SyncResult = { task: record.name, branch: record.branch, tip: record.syncedTip, commits: 0, wip: snapshot.wip, skippedLarge: snapshot.skippedLarge, snapshotTaken: snapshot.snapshotTaken };
   if (snapshot.tip) {
     const branchRef = `refs/heads/${record.branch}`;
     const current = await repo.refValue(branchRef);
@@ -237,7 +260,12 @@ async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRec
       await ctx.store.save(record);
     }
   }
-  result.commits = await repo.countCommits(record.baseCommit, result.tip).catch(() => 0);
+  // A git failure here is "not read", never "no commits": run would delete the branch on a 0.
+  try {
+    result.commits = await repo.countCommits(record.baseCommit, result.tip);
+  } catch {
+    result.commitsUnknown = true;
+  }
   return result;
 }
 

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 /** The user-repository ref a pooled task's workspace is fetched from, while it is being made. */
 export function poolRef(name: string): string {
@@ -8,6 +10,22 @@ export function poolRef(name: string): string {
 /** Everything a task's sandbox is made from, as one key: a pooled task serves only an identical request. */
 export function poolKey(parts: Record<string, unknown>): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
+}
+
+/**
+ * Makes a spare task one party's, once: the request that takes it (up.ts) or `gc --all` that
+ * removes it. An exclusive create of a file in the task's directory decides; the loser leaves the
+ * task alone, so gc never removes a task (and its new branch) a request has just made its own.
+ * The file stays: the task is no longer spare after either, and goes with its directory.
+ */
+export async function claimSpare(taskDir: string): Promise<boolean> {
+  try {
+    await writeFile(join(taskDir, 'spare-claimed'), `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
 }
 
 /** Spare tasks one server keeps at most (one per request shape). */

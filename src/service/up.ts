@@ -25,7 +25,7 @@ import { secretLookingNames, taskEnv } from './task-env.js';
 import { runningContainer, startContainer, taskSpec } from './task-container.js';
 import { discardTask } from './gc.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
-import { poolKey, poolRef } from './task-pool.js';
+import { claimSpare, poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 
 export interface UpOptions {
@@ -193,7 +193,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
       if (made.poolKey !== key) return void (await discard());
       return { name: made.name, discard };
     });
-    const claimed = pooled ? await claimPooled(ctx, repo, pooled, key) : undefined;
+    const claimed = pooled ? await claimPooled(ctx, repo, pooled, key, signal) : undefined;
     if (claimed) return claimed;
   }
   if (options.intoPool && !key) throw new MoatError('E_INTERNAL', 'this task cannot be pooled');
@@ -283,20 +283,30 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
  * Makes a pooled task the caller's: its branch, its record. A pooled task that is not exactly
  * what was asked for, or whose container has gone, is thrown away and the caller makes its own.
  */
-async function claimPooled(ctx: MoatContext, repo: UserRepository, pooled: { name: string; discard: () => Promise<void> }, key: string): Promise<TaskRecord | undefined> {
+async function claimPooled(ctx: MoatContext, repo: UserRepository, pooled: { name: string; discard: () => Promise<void> }, key: string, signal?: AbortSignal): Promise<TaskRecord | undefined> {
   const record = await ctx.store.get(repo.key, pooled.name).catch(() => undefined);
   const engine = await ctx.engine();
   const usable = record?.state === 'pooled' && record.poolKey === key && (await runningContainer(engine, record)) !== undefined;
+  // gc --all may be removing this spare right now: whoever claims it first has it.
+  if (record && usable && !(await claimSpare(ctx.store.taskDir(record.repoKey, record.name)).catch(() => false))) return undefined;
   if (!record || !usable || !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(() => true, () => false))) {
     await pooled.discard().catch(() => undefined);
     return undefined;
   }
-  record.state = 'running';
-  record.createdAt = new Date().toISOString();
-  delete record.creatorPid;
-  delete record.poolKey;
-  await ctx.store.save(record);
-  return record;
+  try {
+    record.state = 'running';
+    record.createdAt = new Date().toISOString();
+    delete record.creatorPid;
+    delete record.poolKey;
+    await ctx.store.save(record);
+    return record;
+  } catch (error) {
+    // The branch made above is this request's: it goes, so that a cancel's "what it had started
+    // was removed" (up() above) is true; when it cannot go, the report says so.
+    const removed = await repo.deleteRef(`refs/heads/${record.branch}`, record.baseCommit).catch(() => false);
+    if (!removed && signal?.aborted) throw cancelledError(signal, 'up', false);
+    throw error;
+  }
 }
 
 /**

@@ -24,11 +24,22 @@ export function serverDir(env: NodeJS.ProcessEnv, uid: number): string {
 /** Asked of a server past the cap: stop as soon as no command is running (server.ts). */
 export const RETIRE_SIGNAL = 'SIGUSR2';
 
+/**
+ * A server that handles RETIRE_SIGNAL says so in `<socket>.retirable` (its pid). Servers of moat
+ * builds before the cap have no handler, and Node's default for SIGUSR2 ends the process, cutting
+ * off the command it runs: those are never signalled (they stop when idle, as they always did).
+ */
+export function retirableFile(socket: string): string {
+  return `${socket}.retirable`;
+}
+
 export interface WarmServer {
   pid: number;
   socket: string;
   /** When it last finished a command (the pid file's mtime). */
   lastUsedMs: number;
+  /** It handles RETIRE_SIGNAL (retirableFile names its pid). */
+  retirable: boolean;
 }
 
 /**
@@ -48,7 +59,7 @@ async function isServer(pid: number, socket: string): Promise<boolean> {
  */
 export async function warmServers(dir: string, options: { clean?: boolean } = {}): Promise<WarmServer[]> {
   const names = new Set(await readdir(dir).catch(() => [] as string[]));
-  const sockets = new Set([...names].filter((name) => /\.sock(\.pid|\.starting)?$/.test(name)).map((name) => name.replace(/\.(pid|starting)$/, '')));
+  const sockets = new Set([...names].filter((name) => /\.sock(\.pid|\.starting|\.retirable)?$/.test(name)).map((name) => name.replace(/\.(pid|starting|retirable)$/, '')));
   const servers: WarmServer[] = [];
   const age = async (name: string) => {
     const info = await stat(join(dir, name)).catch(() => undefined);
@@ -60,14 +71,15 @@ export async function warmServers(dir: string, options: { clean?: boolean } = {}
       const pid = Number.parseInt(await readFile(`${socket}.pid`, 'utf8').catch(() => ''), 10);
       const info = await stat(`${socket}.pid`).catch(() => undefined);
       if (pid > 0 && info && (await isServer(pid, socket))) {
-        servers.push({ pid, socket, lastUsedMs: info.mtimeMs });
+        const retirable = Number.parseInt(await readFile(retirableFile(socket), 'utf8').catch(() => ''), 10) === pid;
+        servers.push({ pid, socket, lastUsedMs: info.mtimeMs, retirable });
         continue;
       }
     }
     if (names.has(`${name}.starting`) && (await age(`${name}.starting`)) < 10_000) continue;
     // A socket without a pid file: its server is binding it (a moment), or died then.
     if (!names.has(`${name}.pid`) && names.has(name) && (await age(name)) < 10_000) continue;
-    if (options.clean) for (const path of [socket, `${socket}.pid`, `${socket}.starting`]) await unlink(path).catch(() => undefined);
+    if (options.clean) for (const path of [socket, `${socket}.pid`, `${socket}.starting`, retirableFile(socket)]) await unlink(path).catch(() => undefined);
   }
   return servers;
 }
@@ -79,8 +91,11 @@ export async function warmServers(dir: string, options: { clean?: boolean } = {}
 export async function retireExcessServers(dir: string, self: string, max: number, signal: (pid: number) => void = (pid) => process.kill(pid, RETIRE_SIGNAL)): Promise<number[]> {
   const others = (await warmServers(dir, { clean: true })).filter((s) => s.socket !== self).sort((a, b) => a.lastUsedMs - b.lastUsedMs);
   const retired: number[] = [];
-  for (const server of others.slice(0, Math.max(0, others.length + 1 - max))) {
+  // Every server counts towards the cap; only those that can retire quietly are asked to.
+  for (const server of others.filter((s) => s.retirable).slice(0, Math.max(0, others.length + 1 - max))) {
     try {
+      // Checked again right before the signal: the moments since the scan are all a reused pid gets.
+      if (!(await isServer(server.pid, server.socket))) continue;
       signal(server.pid);
       retired.push(server.pid);
     } catch {

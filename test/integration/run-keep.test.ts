@@ -52,6 +52,27 @@ describe('moat run leaves no empty task behind', () => {
   });
 });
 
+describe('moat run keeps a task whose work it could not judge', () => {
+  const scratch = new Scratch();
+  afterAll(() => scratch.cleanup());
+  const moat = cli(scratch);
+
+  it('keeps the task when the snapshot of uncommitted work fails (a file git cannot read), and says why', async () => {
+    const result = moat(['run', '--task', 'unreadable', '--', 'sh', '-c', 'echo x > out.txt; chmod 000 out.txt']);
+    expect(result.code, result.err).toBe(0);
+    expect(result.err).toContain('kept on moat/unreadable, as its uncommitted work could not be read (the snapshot failed)');
+    expect((await scratch.moat().ls()).find((t) => t.name === 'unreadable')).toMatchObject({ state: 'stopped' });
+    expect(taskBranches(scratch)).toContain('refs/heads/moat/unreadable');
+  });
+
+  it('keeps a task whose only output is a file over 50 MiB', async () => {
+    const result = moat(['run', '--task', 'large', '--', 'sh', '-c', 'head -c 62914560 /dev/zero > big.bin']);
+    expect(result.code, result.err).toBe(0);
+    expect(result.err).toContain('0 commit(s) on moat/large, and 1 uncommitted file(s) over 50 MiB: see it with moat diff large');
+    expect((await scratch.moat().ls()).find((t) => t.name === 'large')).toMatchObject({ state: 'stopped' });
+  });
+});
+
 describe('-t without a terminal', () => {
   const scratch = new Scratch();
   afterAll(() => scratch.cleanup());

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { TaskPool } from '../../src/service/task-pool.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { claimSpare, TaskPool } from '../../src/service/task-pool.js';
 
 describe('tasks made ahead', () => {
   const entry = (name: string, discarded: string[]) => ({ name, discard: async () => void discarded.push(name) });
@@ -29,5 +32,18 @@ describe('tasks made ahead', () => {
     await pool.close();
     expect(discarded.sort()).toEqual(['a1', 'b1']);
     expect(await pool.take('a')).toBeUndefined();
+  });
+});
+
+describe('a spare task is claimed once', () => {
+  it('by the request that takes it or by gc --all, never both', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-spare-'));
+    try {
+      const claims = await Promise.all([claimSpare(dir), claimSpare(dir), claimSpare(dir)]);
+      expect(claims.filter(Boolean)).toHaveLength(1);
+      expect(await claimSpare(dir)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -17,12 +17,13 @@ describe('the warm servers of a user', () => {
   });
 
   /** A process that looks like the server of `name` (its argv has __serve and the socket), last used `ago` ms back. */
-  function server(name: string, ago: number): number {
+  function server(name: string, ago: number, retirable = true): number {
     const socket = join(dir, `${name}.sock`);
     const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', '__serve', socket], { stdio: 'ignore' });
     children.push(child);
     writeFileSync(socket, '');
     writeFileSync(`${socket}.pid`, `${child.pid}\n`);
+    if (retirable) writeFileSync(`${socket}.retirable`, `${child.pid}\n`);
     const when = new Date(Date.now() - ago);
     utimesSync(`${socket}.pid`, when, when);
     return child.pid!;
@@ -52,9 +53,25 @@ describe('the warm servers of a user', () => {
     const retired = await retireExcessServers(dir, join(dir, 'self.sock'), 2, (pid) => void signalled.push(pid));
     expect(retired).toEqual([oldest, middle]);
     expect(signalled).toEqual([oldest, middle]);
-    expect(readdirSync(dir).sort()).toEqual(['a.sock', 'a.sock.pid', 'b.sock', 'b.sock.pid', 'c.sock', 'c.sock.pid', 'self.sock', 'self.sock.pid', 'starting.sock', 'starting.sock.starting']);
+    expect(readdirSync(dir).filter((name) => !name.endsWith('.retirable')).sort()).toEqual(['a.sock', 'a.sock.pid', 'b.sock', 'b.sock.pid', 'c.sock', 'c.sock.pid', 'self.sock', 'self.sock.pid', 'starting.sock', 'starting.sock.starting']);
     expect((await warmServers(dir)).map((s) => s.pid).sort()).toEqual([oldest, middle, newest, self].sort());
     expect(existsSync(join(dir, 'dead.sock.pid'))).toBe(false);
+  });
+
+  it('never signals a server of an older build (no handler: the signal would end it mid-command); those count towards the cap', async () => {
+    const older = server('older', 40_000, false);
+    const forged = server('forged', 35_000, false);
+    // A retirable file naming another process (a server of a newer build died there) says nothing of this one.
+    writeFileSync(join(dir, 'forged.sock.retirable'), '999999999\n');
+    const recent = server('recent', 30_000);
+    server('newest', 10_000);
+    server('self', 0);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const signalled: number[] = [];
+    expect(await retireExcessServers(dir, join(dir, 'self.sock'), 4, (pid) => void signalled.push(pid))).toEqual([recent]);
+    expect(signalled).toEqual([recent]);
+    expect(signalled).not.toContain(older);
+    expect(signalled).not.toContain(forged);
   });
 
   it('takes its cap from MOAT_SERVER_MAX, at least one', () => {

@@ -128,13 +128,15 @@ export function registerExec(program: Command, cli: CliContext): void {
       const cancel = cancelOnSignal(cli);
       const { io, restore } = terminalIO(cli, tty);
       try {
-        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty, rm: opts.rm, keep: opts.keep, network, allow: opts.allow, env: opts.env, signal: cancel.signal });
+        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty, rm: opts.rm, keep: opts.keep, network, allow: opts.allow, env: opts.env, signal: cancel.signal,
+          onCommand: (phase) => (phase === 'started' ? cancel.commandStarted() : cancel.commandEnded()) });
         const out = cli.output(false);
         const commits = result.sync?.commits ?? 0;
         const finished = `task ${result.task} finished (exit ${result.exitCode})`;
         if (result.removed) out.note(`${finished} and was removed: it left no work (--keep keeps it)`);
-        else if (result.work) out.note(`${finished}; ${commits} commit(s) on ${result.branch}${result.sync?.wip ? ', and uncommitted work' : ''}: see it with moat diff ${result.task}`);
+        else if (result.work) out.note(`${finished}; ${commits} commit(s) on ${result.branch}${result.sync?.wip ? ', and uncommitted work' : result.sync?.skippedLarge ? `, and ${result.sync.skippedLarge} uncommitted file(s) over 50 MiB` : ''}: see it with moat diff ${result.task}`);
         else if (result.sync?.warning) out.note(`${finished}; kept, as its work could not be read (below)`);
+        else if (result.keptBecause) out.note(`${finished}; kept on ${result.branch}, as ${result.keptBecause}: see it with moat diff ${result.task}`);
         else out.note(`${finished}; kept on ${result.branch}, with no work (moat rm ${result.task} removes it)`);
         cli.setExit(report(cli, result));
       } finally {
