@@ -25,9 +25,28 @@ export function serverPids(runtimeDir: string): number[] {
   return readdirSync(dir).filter((f) => f.endsWith('.sock.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8'))).filter((pid) => pid > 0);
 }
 
+/**
+ * CLI server processes whose socket path starts with `prefix`, found by their command line: also
+ * one still starting, whose pid file is not written yet (a client interrupted right after it
+ * spawned its server).
+ */
+export function serverProcesses(prefix: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (args.includes('__serve') && args.some((a) => a.startsWith(prefix))) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
 /** Stops the CLI servers under a runtime directory and waits until they are gone. */
 export async function stopServers(runtimeDir: string): Promise<void> {
-  const pids = serverPids(runtimeDir);
+  const pids = [...new Set([...serverPids(runtimeDir), ...serverProcesses(`${runtimeDir}/`)])];
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGTERM');

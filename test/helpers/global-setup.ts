@@ -1,8 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { findEngine } from '../../src/engine/find-engine.js';
+import { serverProcesses } from './fixtures.js';
 
 /**
  * Integration tests need the real engine: in CI an unreachable engine fails the run, it never
@@ -46,16 +46,5 @@ export async function teardown(): Promise<void> {
 }
 
 function testServers(): number[] {
-  const scratchRoot = join(tmpdir(), 'moat-test-');
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (args.includes('__serve') && args.some((a) => a.startsWith(scratchRoot))) pids.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return pids;
+  return serverProcesses(join(tmpdir(), 'moat-test-'));
 }
