@@ -4,6 +4,7 @@ import { SandboxLines, terminalJson, terminalLines, terminalText } from '../../s
 import { createOutput, endAll, reportError, sandboxStream, table } from '../../src/cli/output.js';
 import { MoatError } from '../../src/errors.js';
 import { firstRaw, KNOWN_INVISIBLE, UNSAFE_CODE_POINTS } from '../helpers/unsafe-chars.js';
+import { captureIO } from '../helpers/fixtures.js';
 
 const DANGEROUS = [...UNSAFE_CODE_POINTS].map((code) => String.fromCodePoint(code));
 
@@ -143,13 +144,8 @@ describe('sandboxStream: two streams of the sandbox and moat\'s own notes on one
 
 describe('the CLI output', () => {
   const capture = () => {
-    const out = new PassThrough();
-    const err = new PassThrough();
-    let stdout = '';
-    let stderr = '';
-    out.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    err.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    return { out, err, stdout: () => stdout, stderr: () => stderr };
+    const c = captureIO();
+    return { out: c.io.stdout, err: c.io.stderr, stdout: c.out, stderr: c.err };
   };
 
   it('a note is one line however many newlines it holds', () => {
