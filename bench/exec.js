@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
+import { timed } from './timed.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
@@ -20,13 +21,6 @@ execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 
-function timed(cmd, args, options = {}) {
-  const start = process.hrtime.bigint();
-  const result = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...options });
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);
-  return ms;
-}
 
 const { TaskStore } = await import('../dist/state/task-store.js');
 const homeKey = new TaskStore(env.MOAT_HOME).homeKey;

@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
+import { timed } from './timed.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const here = import.meta.dirname;
@@ -27,13 +28,6 @@ execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commi
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 writeFileSync(join(root, 'srt-settings.json'), JSON.stringify({ network: { allowedDomains: ['example.invalid'], deniedDomains: [] }, filesystem: { denyRead: [], allowWrite: [repo], denyWrite: [] } }));
 
-function timed(cmd, args, options = {}) {
-  const start = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', ...options });
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return ms;
-}
 const moat = (args) => timed(process.execPath, [bin, ...args], { cwd: repo, env });
 const uid = '1000:1000';
 const hardened = ['--network', 'none', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--init', '--user', uid, '--memory', '2g', '--memory-swap', '2g', '--pids-limit', '512', '--label', 'moat.task=peers-bench'];

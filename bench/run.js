@@ -2,11 +2,12 @@
 // removed) against `docker run --rm` with the same hardening flags, alternating the two in one
 // run so that both see the same machine state. Prints medians, spread and the ratio, and writes
 // bench/results/latest.json. Not a test: nothing here asserts a time.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
+import { timed } from './timed.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 15);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
@@ -20,13 +21,6 @@ execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 
-function timed(cmd, args, options = {}) {
-  const start = process.hrtime.bigint();
-  const result = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...options });
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${result.stderr}`);
-  return ms;
-}
 
 // The image moat would run, so docker runs exactly the same thing.
 const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
