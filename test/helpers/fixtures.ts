@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { Moat } from '../../src/index.js';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 
 export const GIT_ENV = { GIT_AUTHOR_NAME: 'Test User', GIT_AUTHOR_EMAIL: 'test@example.invalid', GIT_COMMITTER_NAME: 'Test User', GIT_COMMITTER_EMAIL: 'test@example.invalid' };
 
@@ -104,10 +104,11 @@ export class Scratch {
     await stopServers(join(this.root, 'run'));
     const moat = this.moats[0] ?? this.moat();
     const endpoint = await findEngine();
-    const docker = new Docker({ socketPath: endpoint.socketPath });
+    const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
     const filters = { label: [`moat.home=${moat.context.store.homeKey}`] };
     for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    for (const n of await docker.listNetworks({ filters })) await docker.getNetwork(n.Id).remove().catch(() => undefined);
+    // Workspace volumes (engines without host mounts), once their containers are gone.
+    for (const v of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(v.Name).remove().catch(() => undefined);
     // The home's egress gateway, if a test started one.
     try {
       process.kill(Number(readFileSync(join(this.home, 'gateway', 'pid'), 'utf8')), 'SIGTERM');
@@ -140,7 +141,7 @@ export function captureIO(input?: string) {
 
 export async function inspect(id: string): Promise<Docker.ContainerInspectInfo> {
   const endpoint = await findEngine();
-  return new Docker({ socketPath: endpoint.socketPath }).getContainer(id).inspect();
+  return new Docker(connectionOptions(endpoint) as Docker.DockerOptions).getContainer(id).inspect();
 }
 
 export const MOAT_BIN = join(import.meta.dirname, '..', '..', 'bin', 'moat.js');
@@ -178,4 +179,20 @@ export async function eventually<T>(read: () => Promise<T>, check: (value: T) =>
     value = await read();
   }
   return value;
+}
+
+/**
+ * Whether the suite runs against an engine that does not share this host (DOCKER_HOST=tcp:// or
+ * ssh://, .ci/run's remote phase): a test of a host-local mechanism then asserts what holds there instead.
+ */
+export async function remoteEngine(): Promise<boolean> {
+  return (await findEngine()).transport !== 'unix';
+}
+
+/** Bytes of a container's logs the engine still holds (stdout and stderr), read through its API. */
+export async function logBytes(id: string): Promise<number> {
+  const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
+  // Without follow the engine answers with one buffer (its frames' 8-byte headers included).
+  const total = ((await docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer).length;
+  return total;
 }
