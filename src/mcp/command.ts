@@ -94,7 +94,7 @@ export class RunningCommand {
     const engine = await this.moat.context.engine();
     const sink = new PassThrough().resume();
     await engine
-      .exec(record.containerId, { cmd: ['sh', '-c', '[ -s "$0" ] && kill -"$1" -- "-$(cat "$0")"', this.pidFile, signal], user: `${record.user.uid}:${record.user.gid}` }, { stdout: sink, stderr: sink })
+      .exec(record.containerId, { cmd: ['sh', '-c', '[ -s "$0" ] && kill -"$1" "-$(cat "$0")"', this.pidFile, signal], user: `${record.user.uid}:${record.user.gid}` }, { stdout: sink, stderr: sink })
       .catch(() => undefined);
   }
 
