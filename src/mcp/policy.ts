@@ -23,6 +23,7 @@ export const WIDENING_ARGUMENTS: Record<string, string> = {
   hosts: 'moat allow TASK HOST at the CLI, or egress.allow in ~/.config/moat/config.yaml',
   egress: 'egress.allow in ~/.config/moat/config.yaml, or moat allow TASK HOST',
   domains: 'moat allow TASK HOST at the CLI',
+  network: 'network in ~/.config/moat/config.yaml, or moat up --network at the CLI',
   proxy: 'egress.upstreamProxy in ~/.config/moat/config.yaml',
   limits: 'limits in ~/.config/moat/config.yaml',
   memory: 'limits.memory in ~/.config/moat/config.yaml',
