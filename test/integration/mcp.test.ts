@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { gitIn, MOAT_BIN, Scratch, sh } from '../helpers/fixtures.js';
@@ -189,9 +191,25 @@ describe('moat mcp: a broken or departing client', () => {
     await scratch.cleanup();
   });
 
+  /**
+   * The arguments README.md gives each client (Codex, Claude Code, Claude Desktop/Cursor): the
+   * same everywhere, and what the servers below are started with (from another directory).
+   */
+  function readmeArgs(): string[] {
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## MCP:'), readme.indexOf('## How the git boundary works'));
+    const json = JSON.parse(/```json\n([\s\S]*?)```/.exec(section)![1]!) as { mcpServers: { moat: { command: string; args: string[] } } };
+    const toml = /\[mcp_servers\.moat\]\ncommand = "moat"\nargs = (\[.*\])/.exec(section)!;
+    const claude = /claude mcp add moat -- moat (.*)/.exec(section)!;
+    expect(json.mcpServers.moat.command).toBe('moat');
+    expect(JSON.parse(toml[1]!)).toEqual(json.mcpServers.moat.args);
+    expect(claude[1]!.split(' ')).toEqual(json.mcpServers.moat.args);
+    return json.mcpServers.moat.args.map((arg) => (arg === '/path/to/your/repo' ? scratch.repo : arg));
+  }
+
   /** A server on raw pipes, for what the SDK's client would never send. */
   function rawServer() {
-    const child = spawn(process.execPath, [MOAT_BIN, 'mcp'], { cwd: scratch.repo, env: scratch.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MOAT_BIN, ...readmeArgs()], { cwd: scratch.root, env: scratch.env(), stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
     const replies = () => out.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id?: unknown; result?: any; error?: { code: number; message: string } });
