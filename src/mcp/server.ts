@@ -15,6 +15,7 @@ import { Moat } from '../moat.js';
 import { isMoatError } from '../errors.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { RepositoryCache } from '../workspace/user-repo.js';
+import { PendingSyncs } from '../service/pending-sync.js';
 import { terminalJson } from '../domain/terminal-text.js';
 import { MOAT_VERSION } from '../version.js';
 import { BackgroundCommands } from './command.js';
@@ -67,7 +68,11 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
     engine.catch(() => (engine = undefined));
     return engine;
   };
-  const moatFor = (progress: (line: string) => void) => new Moat({ cwd: repoPath, env, progress, secretValues: secrets, engine: sharedEngine, repos });
+  // As on the CLI's warm server, a command's work comes home right after its result has gone out
+  // (the snapshot itself is taken in the command's exec), and the next call on the task waits for it.
+  const syncs = new PendingSyncs();
+  const moatFor = (progress: (line: string) => void, statusSent: Promise<void> = Promise.resolve()) =>
+    new Moat({ cwd: repoPath, env, progress, secretValues: secrets, engine: sharedEngine, repos, syncs, statusSent });
   const jobs = new BackgroundCommands();
   const inFlight = new Set<Promise<unknown>>();
 
@@ -100,7 +105,8 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
         void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: step, message: safe.line(message) } }).catch(() => undefined);
       },
     };
-    call.moat = moatFor(call.progress);
+    let sent!: () => void;
+    call.moat = moatFor(call.progress, new Promise<void>((resolve) => (sent = resolve)));
     const work = (async (): Promise<CallToolResult> => {
       try {
         const unknown = checkArgumentNames(name, args, Object.keys(tool.input.shape));
@@ -121,6 +127,8 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
       return await work;
     } finally {
       inFlight.delete(work);
+      // The SDK writes the response once this handler has returned.
+      setImmediate(sent);
     }
   });
 
@@ -174,6 +182,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   // The client is gone: its calls were cancelled (their commands get TERM), and the background
   // commands stop too; their work comes home before the server leaves.
   await Promise.allSettled([jobs.stopAll(), ...inFlight]);
+  await syncs.waitAll();
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);
 }

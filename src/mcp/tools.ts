@@ -112,7 +112,7 @@ export const TOOLS: ToolDefinition[] = [
     name: 'run_command',
     title: 'Run a command in a task',
     description:
-      'Runs a bash command in the task\'s sandbox (as its non-root user, in /workspace unless cwd says otherwise) and returns stdout, stderr and the exit status; output over the budget is cut in the middle and the result says so. Commits the command makes come home to the branch moat/<task>. Long commands send progress notifications; at the time limit the command gets TERM, then KILL. With background: true it returns a handle at once: poll it with command_status, stop it with command_stop.',
+      'Runs a bash command in the task\'s sandbox (as its non-root user, in /workspace unless cwd says otherwise) and returns stdout, stderr and the exit status; output over the budget is cut in the middle and the result says so. Commits the command makes come home to the branch moat/<task> right after the result (the next call on the task waits for that). Long commands send progress notifications; at the time limit the command gets TERM, then KILL. With background: true it returns a handle at once: poll it with command_status, stop it with command_stop.',
     input: {
       task,
       command: z.string().min(1).max(65536).describe('The command line, run by bash -c.'),

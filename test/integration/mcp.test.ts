@@ -53,8 +53,10 @@ describe('moat mcp: the tools over stdio', () => {
   it('runs a command: stdout, stderr, status, and its commit comes home', async () => {
     const ran = await call(client, 'run_command', { task, command: 'echo out; echo err >&2; echo hi > made.txt && git add made.txt && git commit -qm "made by mcp" && exit 3' });
     expect(ran.isError).toBe(false);
-    expect(ran.data).toMatchObject({ exitCode: 3, stdout: 'out\n', stderr: 'err\n', truncated: false, timedOut: false, commits: 1 });
+    expect(ran.data).toMatchObject({ exitCode: 3, stdout: 'out\n', stderr: 'err\n', truncated: false, timedOut: false });
     expect(ran.text).toContain('exit 3');
+    // The work comes home right after the result; the next call on the task waits for it.
+    expect((await call(client, 'show_task', { task })).data.commits).toBe(1);
     expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', `moat/${task}`)).toBe('made by mcp');
   });
 
