@@ -51,7 +51,7 @@ const clock = async (run) => {
   return Number(process.hrtime.bigint() - start) / 1e6;
 };
 const scenarios = {
-  'MCP run_command `true` (round trip from the client, sync included)': () => clock(() => call('run_command', { task, command: 'true' })),
+  'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
   'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
   'MCP read_file, 1 MiB': () => clock(async () => {
     const read = await call('read_file', { task, path: 'big.txt' });
