@@ -84,6 +84,21 @@ describe('moat mcp: the tools over stdio', () => {
     expect(limited.text).toContain('time limit');
   });
 
+  it('stops a command whose call the client cancels', async () => {
+    const controller = new AbortController();
+    const cancelled = client.callTool({ name: 'run_command', arguments: { task, command: 'sleep 321' } }, undefined, { signal: controller.signal, timeout: 60_000 });
+    await new Promise((r) => setTimeout(r, 1500));
+    controller.abort();
+    await expect(cancelled).rejects.toThrow();
+    let left = '';
+    for (let i = 0; i < 50; i += 1) {
+      left = (await call(client, 'run_command', { task, command: 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done' })).data.stdout;
+      if (!left.includes('sleep 321')) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(left).not.toContain('sleep 321');
+  });
+
   it('runs a command in the background: poll it, stop one', async () => {
     const started = await call(client, 'run_command', { task, command: 'sleep 1; echo finished', background: true });
     const handle = started.data.handle as string;
@@ -246,6 +261,21 @@ describe('moat mcp: a broken or departing client', () => {
     expect((await server.reply(9)).error?.code).toBeDefined();
     server.child.stdin.end();
     expect(await server.exited).toBe(0);
+  });
+
+  it('leaves no half-made task when the client goes away during a create', async () => {
+    const server = rawServer();
+    await server.reply(0);
+    server.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'create_task', arguments: { title: 'abandoned' } } }));
+    server.child.stdin.end();
+    expect(await server.exited).toBe(0);
+    // Cancelled in time, the up rolled back; too late to cancel, the task is whole. Never between.
+    const tasks = (await scratch.moat().ls()).filter((t) => t.name.startsWith('abandoned-'));
+    const branches = gitIn(scratch.repo, 'branch', '--list', 'moat/abandoned-*');
+    if (tasks.length === 0) expect(branches).toBe('');
+    else expect(tasks[0]).toMatchObject({ state: 'running' });
+    const gc = JSON.parse(sh(process.execPath, [MOAT_BIN, 'gc', '--json'], scratch.repo, scratch.env() as Record<string, string>));
+    expect(gc).toMatchObject({ removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] });
   });
 
   it('stops a running command when the client goes away; its work comes home, nothing half-made stays', async () => {
