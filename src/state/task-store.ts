@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MoatError } from '../errors.js';
@@ -66,7 +66,8 @@ export class TaskStore {
   /** Atomic write: a crash leaves the old record or the new one, never half of one. */
   async save(record: TaskRecord): Promise<void> {
     const file = this.recordPath(record.repoKey, record.name);
-    const tmp = `${file}.${process.pid}.tmp`;
+    // Unique per write: two saves of one task in one process (concurrent execs of an MCP client) must not share it.
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     await rename(tmp, file);
   }

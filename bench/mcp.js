@@ -1,0 +1,79 @@
+// A tool call of `moat mcp` against `docker exec` on the same container (issue 15): run_command
+// `true` (the round trip from the client: JSON-RPC over stdio, the exec, the sync of the task's
+// work) vs `docker exec <container> true`, alternating in one run; and read_file of 1 MiB. The
+// client is the MCP SDK's own, over a real stdio pipe to `node bin/moat.js mcp`.
+// Prints medians, spread and ratios, and writes bench/results/mcp.json. Not a test: nothing asserts a time.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { timed } from './timed.js';
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
+const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
+const root = mkdtempSync(join(tmpdir(), 'moat-bench-mcp-'));
+const repo = join(root, 'repo');
+mkdirSync(repo);
+execFileSync('git', ['init', '-q', repo]);
+writeFileSync(join(repo, 'file.txt'), 'x\n');
+execFileSync('git', ['add', '-A'], { cwd: repo });
+execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER: 'off' };
+
+const { TaskStore } = await import('../dist/state/task-store.js');
+const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
+const cleanup = () => {
+  spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) >/dev/null 2>&1`]);
+  spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
+  rmSync(root, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+
+const client = new Client({ name: 'moat-bench', version: '1' });
+await client.connect(new StdioClientTransport({ command: process.execPath, args: [bin, 'mcp'], cwd: repo, env, stderr: 'inherit' }));
+const call = async (name, args) => {
+  const result = await client.callTool({ name, arguments: args }, undefined, { timeout: 600_000 });
+  if (result.isError) throw new Error(`${name}: ${result.content.map((c) => c.text).join(' ')}`);
+  return result.structuredContent;
+};
+const task = (await call('create_task', { title: 'bench' })).task;
+const list = JSON.parse(execFileSync(process.execPath, [bin, 'ls', '--json'], { cwd: repo, env, encoding: 'utf8' }));
+const record = list.find((t) => t.name === task);
+const container = record.containerId;
+const user = execFileSync('docker', ['inspect', '-f', '{{.Config.User}}', container], { encoding: 'utf8' }).trim();
+await call('run_command', { task, command: 'head -c 786432 /dev/urandom | base64 -w 76 | head -c 1048576 > big.txt && wc -c < big.txt' });
+
+const clock = async (run) => {
+  const start = process.hrtime.bigint();
+  await run();
+  return Number(process.hrtime.bigint() - start) / 1e6;
+};
+const scenarios = {
+  'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
+  'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
+  'MCP read_file, 1 MiB': () => clock(async () => {
+    const read = await call('read_file', { task, path: 'big.txt' });
+    if (read.size !== 1048576 || read.content.length !== 1048576) throw new Error(`read ${read.size} bytes`);
+  }),
+  'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
+};
+for (const run of Object.values(scenarios)) await run();
+const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
+for (let i = 0; i < rounds; i += 1) {
+  for (const [name, run] of Object.entries(scenarios)) samples[name].push(await run());
+}
+await client.close();
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
+const docker = rows[1].median;
+const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, docker ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
+console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
+console.log('| scenario | median ms | p10 ms | p90 ms | x docker exec |\n|---|---|---|---|---|');
+for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / docker).toFixed(2)} |`);
+console.log(`ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50)`);
+mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+writeFileSync(join(import.meta.dirname, 'results', 'mcp.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: rows[0].median / docker }, null, 2));

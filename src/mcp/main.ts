@@ -1,0 +1,18 @@
+/**
+ * The `moat mcp` server process (started by src/mcp/load.ts): serves the repository named by its
+ * argument on this process's stdin and stdout, and leaves when the client has gone and the work
+ * of its calls has come home.
+ */
+import { reportError } from '../cli/output.js';
+import { serveMcp } from './server.js';
+
+const cwd = process.argv[2] ?? process.cwd();
+// A closed pipe is the client leaving, not an error of ours.
+process.stdout.on('error', () => undefined);
+try {
+  await serveMcp({ cwd, stdin: process.stdin, stdout: process.stdout, log: (line) => process.stderr.write(`${line}\n`) });
+  // Keep-alive connections to the engine would hold the process open after the client left.
+  process.exit(0);
+} catch (error) {
+  process.exit(reportError(error, false, new Set(), process.stderr, process.stderr));
+}
