@@ -32,7 +32,7 @@ function sse(event: string, data: unknown): string {
 }
 
 /** A request for a model turn in any of the three APIs. */
-const TURN = /\/responses$|\/v1\/messages(\?|$)|:(stream)?generateContent/;
+const TURN = /\/responses$|\/v1\/messages(\?|$)|:(generateContent|streamGenerateContent)/;
 
 export class ScriptedModel {
   readonly requests: ModelRequest[] = [];
@@ -69,7 +69,7 @@ export class ScriptedModel {
           return res.end(JSON.stringify(errorBody(url, this.options.fail)));
         }
         if (/\/v1\/messages(\?|$)/.test(url)) return anthropicTurn(res, body, this.steps, this.answer);
-        if (/:(stream)?generateContent/.test(url)) return geminiTurn(res, url, body, this.steps, this.answer);
+        if (/:(generateContent|streamGenerateContent)/.test(url)) return geminiTurn(res, url, body, this.steps, this.answer);
         if (!url.endsWith('/responses')) {
           res.setHeader('content-type', 'application/json');
           return res.end(JSON.stringify({ object: 'list', data: [] }));
@@ -110,7 +110,7 @@ export class ScriptedModel {
 
 function errorBody(url: string, status: number): unknown {
   const message = status === 401 ? 'invalid x-api-key' : status === 429 ? 'rate limited by the scripted model' : `scripted failure ${status}`;
-  if (/:(stream)?generateContent/.test(url)) return { error: { code: status, message, status: status === 401 ? 'UNAUTHENTICATED' : 'RESOURCE_EXHAUSTED' } };
+  if (/:(generateContent|streamGenerateContent)/.test(url)) return { error: { code: status, message, status: status === 401 ? 'UNAUTHENTICATED' : 'RESOURCE_EXHAUSTED' } };
   if (url.includes('/v1/messages')) return { type: 'error', error: { type: status === 401 ? 'authentication_error' : 'rate_limit_error', message } };
   return { error: { message, type: status === 401 ? 'invalid_request_error' : 'rate_limit_exceeded', code: status === 401 ? 'invalid_api_key' : 'rate_limit_exceeded' } };
 }
@@ -148,14 +148,17 @@ function anthropicTurn(res: import('node:http').ServerResponse, body: unknown, s
 }
 
 type GeminiPart = { text?: string; functionCall?: unknown; functionResponse?: unknown };
-type GeminiRequest = { contents?: Array<{ parts?: GeminiPart[] }>; tools?: Array<{ functionDeclarations?: Array<{ name?: string; parameters?: unknown; parametersJsonSchema?: unknown }> }> };
+type GeminiRequest = { generationConfig?: { responseMimeType?: string }; contents?: Array<{ parts?: GeminiPart[] }>; tools?: Array<{ functionDeclarations?: Array<{ name?: string; parameters?: unknown; parametersJsonSchema?: unknown }> }> };
 
 /** Gemini: a functionCall to the client's shell tool per step, then text; streamed as SSE when asked (alt=sse). */
 function geminiTurn(res: import('node:http').ServerResponse, url: string, body: unknown, steps: string[], answer: string): void {
   const request = (body ?? {}) as GeminiRequest;
   const turn = (request.contents ?? []).flatMap((c) => c.parts ?? []).filter((p) => p.functionResponse !== undefined).length;
   const shell = (request.tools ?? []).flatMap((t) => t.functionDeclarations ?? []).find((f) => /shell/.test(f.name ?? ''));
-  const part = shell && turn < steps.length ? { functionCall: { name: shell.name, args: { command: steps[turn]!, description: `step ${turn}` } } } : { text: shell ? answer : 'ok' };
+  // Side requests for JSON (the CLI's model router, its checks of whose turn it is) get JSON.
+  const json = request.generationConfig?.responseMimeType === 'application/json';
+  const side = json ? JSON.stringify({ reasoning: 'scripted', model_choice: 'flash', complexity_reasoning: 'scripted', complexity_score: 10, next_speaker: 'user' }) : 'ok';
+  const part = shell && turn < steps.length ? { functionCall: { name: shell.name, args: { command: steps[turn]!, description: `step ${turn}` } } } : { text: shell ? answer : side };
   const chunk = { candidates: [{ content: { role: 'model', parts: [part] }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 5, totalTokenCount: 15 }, modelVersion: 'gemini-scripted' };
   if (url.includes(':streamGenerateContent')) {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
