@@ -32,7 +32,8 @@ function sse(event: string, data: unknown): string {
 }
 
 /** A request for a model turn in any of the three APIs. */
-const TURN = /\/responses$|\/v1\/messages(\?|$)|:(generateContent|streamGenerateContent)/;
+// Anchored: a route that forwards to the wrong path must not find a model here.
+const TURN = /^\/v1\/responses$|^\/v1\/messages(\?|$)|^\/v1beta\/models\/[^/?]+:(generateContent|streamGenerateContent)(\?|$)/;
 
 export class ScriptedModel {
   readonly requests: ModelRequest[] = [];
@@ -68,9 +69,9 @@ export class ScriptedModel {
           res.writeHead(this.options.fail, { 'content-type': 'application/json' });
           return res.end(JSON.stringify(errorBody(url, this.options.fail)));
         }
-        if (/\/v1\/messages(\?|$)/.test(url)) return anthropicTurn(res, body, this.steps, this.answer);
-        if (/:(generateContent|streamGenerateContent)/.test(url)) return geminiTurn(res, url, body, this.steps, this.answer);
-        if (!url.endsWith('/responses')) {
+        if (isTurn && url.startsWith('/v1/messages')) return anthropicTurn(res, body, this.steps, this.answer);
+        if (isTurn && url.startsWith('/v1beta/')) return geminiTurn(res, url, body, this.steps, this.answer);
+        if (!isTurn) {
           res.setHeader('content-type', 'application/json');
           return res.end(JSON.stringify({ object: 'list', data: [] }));
         }
