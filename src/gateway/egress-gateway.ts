@@ -35,6 +35,7 @@ export class EgressGateway extends SecretPaths {
     const attempt: Attempt = { method: 'CONNECT', host: match?.[1] ?? head.target.slice(0, 255), port: Number(match?.[2] ?? 0), started: Date.now(), up: 0, down: 0 };
     const target = match ? parseTarget(match[1]!) : undefined;
     if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request', 'request');
+    if (target.kind === 'name' && target.name === GATEWAY_HOST && attempt.port === 80) return this.routeTunnel(client, head.rest, channel, attempt);
     // Decide on the name first: a denied name is refused without being looked up.
     const byName = decideTarget(channel.policy(), target, attempt.port);
     if (!byName.allowed) return this.refuseTunnel(client, head.rest, channel, attempt, byName.rule, 'policy');
@@ -97,6 +98,23 @@ export class EgressGateway extends SecretPaths {
     attempt.up += data.length;
     // A tunnel to a host:port the user allowed by name and port may carry any protocol (ssh, say).
     this.splice(client, upstream, attempt, () => this.finish(channel, attempt, true, byName.anyProtocol ? `${rule} (any protocol)` : rule));
+  }
+
+  /**
+   * A route reached through a tunnel: Node's fetch behind a proxy (undici's EnvHttpProxyAgent, the
+   * Gemini CLI's) tunnels even plain HTTP, so `CONNECT moat.gateway:80` opens to moat alone and the
+   * one request inside it goes the same way as an absolute `http://moat.gateway/…` request.
+   */
+  private async routeTunnel(client: Socket, rest: Buffer, channel: TaskChannel, attempt: Attempt): Promise<void> {
+    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    if (rest.length > 0) client.unshift(rest);
+    const inner = await readRequestHead(client, 30_000);
+    if (!inner) return void client.destroy();
+    attempt.method = inner.method;
+    if (!inner.target.startsWith('/') || header(inner, 'host').some((h) => h.toLowerCase() !== GATEWAY_HOST && h.toLowerCase() !== `${GATEWAY_HOST}:80`)) {
+      return this.deny(client, channel, attempt, 'a request through a tunnel to moat.gateway must name a path on moat.gateway', '400 Bad Request', 'request');
+    }
+    return this.route(client, inner, new URL(`http://${GATEWAY_HOST}${inner.target}`), channel, attempt);
   }
 
   /**

@@ -78,7 +78,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   record.containerId = await startContainer(engine, spec);
   await connectSandbox(ctx, engine, record.containerId, record);
   const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
-  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template);
+  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template, record.secrets);
   record.state = 'running';
   delete record.counters;
   await ctx.store.save(record);

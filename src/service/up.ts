@@ -17,6 +17,7 @@ import { ensureTemplateImage } from '../image/template-image.js';
 import type { TemplateSpec } from '../image/template.js';
 import type { EffectiveConfig } from '../config/effective.js';
 import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
+import { renderHomeFile } from '../domain/home-seed.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { PassThrough } from 'node:stream';
 import { createTaskWorkspace, seedVolumeWorkspace } from '../workspace/task-workspace.js';
@@ -257,7 +258,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
       ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity })
       : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
-    await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec);
+    await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec, secrets.bound);
     // postCreateCommand may run for minutes; removing the container (the rollback) ends it.
     if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
     throwIfCancelled(signal);
@@ -375,10 +376,11 @@ function grantTemplate(config: EffectiveConfig, spec: TemplateSpec, env: NodeJS.
 }
 
 /** Writes the template's config files into the sandbox's home (a tmpfs), as the sandbox user. */
-export async function seedHome(engine: ContainerEngine, id: string, user: string, spec: TemplateSpec): Promise<void> {
+export async function seedHome(engine: ContainerEngine, id: string, user: string, spec: TemplateSpec, secrets: ReadonlyArray<{ name: string; placeholder: string }> = []): Promise<void> {
+  const placeholders = new Map(secrets.map((s) => [s.name, s.placeholder]));
   for (const [path, content] of Object.entries(spec.home ?? {})) {
     const stdin = new PassThrough();
-    stdin.end(content);
+    stdin.end(renderHomeFile(content, placeholders));
     const sink = new PassThrough().resume();
     const code = await engine.exec(id, { cmd: ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1"', 'seed', `${SANDBOX_HOME}/${path}`], user }, { stdin, stdout: sink, stderr: sink });
     if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not write ${path} into the sandbox's home`, { hint: 'moat reset the task, or check the template' });

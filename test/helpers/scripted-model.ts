@@ -2,10 +2,13 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 
 /**
- * A scripted model for end-to-end tests: a small OpenAI Responses API server that streams a fixed
- * conversation of shell tool calls. Turn N (the number of tool results the client has sent back)
- * gets step N of the script; after the last step it answers with a final message. It adapts the
- * call's arguments to the shell tool the client declares, and records every request.
+ * A scripted model for end-to-end tests: a small server speaking the OpenAI Responses API, the
+ * Anthropic Messages API (streaming or not) and the Gemini API (generateContent and
+ * streamGenerateContent), each in its own wire format, that plays a fixed conversation of shell
+ * tool calls. Turn N (the number of tool results the client has sent back) gets step N of the
+ * script; after the last step it answers with a final message (`answer`). It adapts the call's
+ * arguments to the shell tool the client declares, and records every request. With `fail`, every
+ * model request gets that HTTP status instead (a 401 for a bad key, a 429 for a rate limit).
  */
 export interface ModelRequest {
   method: string;
@@ -28,12 +31,25 @@ function sse(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${JSON.stringify({ type: event, ...(data as object) })}\n\n`;
 }
 
+/** A request for a model turn in any of the three APIs. */
+// Anchored: a route that forwards to the wrong path must not find a model here.
+const TURN = /^\/v1\/responses$|^\/v1\/messages(\?|$)|^\/v1beta\/models\/[^/?]+:(generateContent|streamGenerateContent)(\?|$)/;
+
 export class ScriptedModel {
   readonly requests: ModelRequest[] = [];
   private server?: Server;
   port = 0;
 
-  constructor(private readonly steps: string[], private readonly tls: { key: Buffer; cert: Buffer }) {}
+  constructor(
+    private readonly steps: string[],
+    private readonly tls: { key: Buffer; cert: Buffer },
+    private readonly options: { answer?: string; fail?: number } = {},
+  ) {}
+
+  /** Requests that asked the model for a turn (not model listings or token counts). */
+  turns(): ModelRequest[] {
+    return this.requests.filter((r) => TURN.test(r.url));
+  }
 
   async start(): Promise<void> {
     this.server = createServer(this.tls, (req, res) => {
@@ -47,7 +63,15 @@ export class ScriptedModel {
           // keep raw
         }
         this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
-        if (!req.url?.endsWith('/responses')) {
+        const url = req.url ?? '';
+        const isTurn = TURN.test(url);
+        if (isTurn && this.options.fail) {
+          res.writeHead(this.options.fail, { 'content-type': 'application/json' });
+          return res.end(JSON.stringify(errorBody(url, this.options.fail)));
+        }
+        if (isTurn && url.startsWith('/v1/messages')) return anthropicTurn(res, body, this.steps, this.answer);
+        if (isTurn && url.startsWith('/v1beta/')) return geminiTurn(res, url, body, this.steps, this.answer);
+        if (!isTurn) {
           res.setHeader('content-type', 'application/json');
           return res.end(JSON.stringify({ object: 'list', data: [] }));
         }
@@ -65,7 +89,7 @@ export class ScriptedModel {
             ? codeMode
               ? { type: 'custom_tool_call', id: `ctc_${turn}`, call_id: `call_${turn}`, status: 'completed', name: 'exec', input: `const r = await tools.exec_command({ cmd: ${JSON.stringify(this.steps[turn]!)}, yield_time_ms: 20000 });\ntext(r.output);\n` }
               : { type: 'function_call', id: `fc_${turn}`, call_id: `call_${turn}`, status: 'completed', ...shellCall([...(request.tools ?? []), ...declared], this.steps[turn]!) }
-            : { type: 'message', id: `msg_${turn}`, role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'All steps done.', annotations: [] }] };
+            : { type: 'message', id: `msg_${turn}`, role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: this.answer, annotations: [] }] };
         res.write(sse('response.output_item.added', { output_index: 0, item }));
         res.write(sse('response.output_item.done', { output_index: 0, item }));
         res.write(sse('response.completed', { response: { id, usage: { input_tokens: 10, input_tokens_details: { cached_tokens: 0 }, output_tokens: 5, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 15 } } }));
@@ -76,7 +100,71 @@ export class ScriptedModel {
     this.port = (this.server.address() as { port: number }).port;
   }
 
+  private get answer(): string {
+    return this.options.answer ?? 'All steps done.';
+  }
+
   stop(): void {
     this.server?.close();
   }
+}
+
+function errorBody(url: string, status: number): unknown {
+  const message = status === 401 ? 'invalid x-api-key' : status === 429 ? 'rate limited by the scripted model' : `scripted failure ${status}`;
+  if (/:(generateContent|streamGenerateContent)/.test(url)) return { error: { code: status, message, status: status === 401 ? 'UNAUTHENTICATED' : 'RESOURCE_EXHAUSTED' } };
+  if (url.includes('/v1/messages')) return { type: 'error', error: { type: status === 401 ? 'authentication_error' : 'rate_limit_error', message } };
+  return { error: { message, type: status === 401 ? 'invalid_request_error' : 'rate_limit_exceeded', code: status === 401 ? 'invalid_api_key' : 'rate_limit_exceeded' } };
+}
+
+type AnthropicBlock = { type?: string };
+type AnthropicRequest = { stream?: boolean; model?: string; tools?: Array<{ name?: string }>; messages?: Array<{ content?: string | AnthropicBlock[] }> };
+
+/** Anthropic Messages: a Bash tool_use block per step (when the client offers a Bash tool), then text. */
+function anthropicTurn(res: import('node:http').ServerResponse, body: unknown, steps: string[], answer: string): void {
+  const request = (body ?? {}) as AnthropicRequest;
+  const turn = (request.messages ?? []).flatMap((m) => (typeof m.content === 'string' ? [] : (m.content ?? []))).filter((b) => b.type === 'tool_result').length;
+  const bash = (request.tools ?? []).find((t) => t.name === 'Bash');
+  const id = `msg_${turn}_${Date.now()}`;
+  const block = bash && turn < steps.length ? { type: 'tool_use', id: `toolu_${turn}`, name: 'Bash', input: { command: steps[turn]!, description: `step ${turn}` } } : { type: 'text', text: bash ? answer : 'ok' };
+  const stop = block.type === 'tool_use' ? 'tool_use' : 'end_turn';
+  const usage = { input_tokens: 10, output_tokens: 5, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+  if (!request.stream) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return void res.end(JSON.stringify({ id, type: 'message', role: 'assistant', model: request.model ?? 'claude-scripted', content: [block], stop_reason: stop, stop_sequence: null, usage }));
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  const event = (type: string, data: object) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  event('message_start', { message: { id, type: 'message', role: 'assistant', model: request.model ?? 'claude-scripted', content: [], stop_reason: null, stop_sequence: null, usage: { ...usage, output_tokens: 1 } } });
+  if (block.type === 'tool_use') {
+    event('content_block_start', { index: 0, content_block: { ...block, input: {} } });
+    event('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: JSON.stringify((block as { input: object }).input) } });
+  } else {
+    event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+    event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: (block as { text: string }).text } });
+  }
+  event('content_block_stop', { index: 0 });
+  event('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: 5 } });
+  event('message_stop', {});
+  res.end();
+}
+
+type GeminiPart = { text?: string; functionCall?: unknown; functionResponse?: unknown };
+type GeminiRequest = { generationConfig?: { responseMimeType?: string }; contents?: Array<{ parts?: GeminiPart[] }>; tools?: Array<{ functionDeclarations?: Array<{ name?: string; parameters?: unknown; parametersJsonSchema?: unknown }> }> };
+
+/** Gemini: a functionCall to the client's shell tool per step, then text; streamed as SSE when asked (alt=sse). */
+function geminiTurn(res: import('node:http').ServerResponse, url: string, body: unknown, steps: string[], answer: string): void {
+  const request = (body ?? {}) as GeminiRequest;
+  const turn = (request.contents ?? []).flatMap((c) => c.parts ?? []).filter((p) => p.functionResponse !== undefined).length;
+  const shell = (request.tools ?? []).flatMap((t) => t.functionDeclarations ?? []).find((f) => /shell/.test(f.name ?? ''));
+  // Side requests for JSON (the CLI's model router, its checks of whose turn it is) get JSON.
+  const json = request.generationConfig?.responseMimeType === 'application/json';
+  const side = json ? JSON.stringify({ reasoning: 'scripted', model_choice: 'flash', complexity_reasoning: 'scripted', complexity_score: 10, next_speaker: 'user' }) : 'ok';
+  const part = shell && turn < steps.length ? { functionCall: { name: shell.name, args: { command: steps[turn]!, description: `step ${turn}` } } } : { text: shell ? answer : side };
+  const chunk = { candidates: [{ content: { role: 'model', parts: [part] }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 5, totalTokenCount: 15 }, modelVersion: 'gemini-scripted' };
+  if (url.includes(':streamGenerateContent')) {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    return void res.end(`data: ${JSON.stringify(chunk)}\r\n\r\n`);
+  }
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(chunk));
 }

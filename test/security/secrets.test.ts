@@ -98,6 +98,16 @@ describe('bound secrets never enter the sandbox', () => {
     expect(last.headers.authorization).toBe(`Bearer ${REAL}`);
   });
 
+  it('the route also works through a tunnel (Node\'s fetch tunnels plain HTTP), for a path on moat.gateway only', async () => {
+    const out = await inside('curl -sS -m 10 --proxytunnel http://moat.gateway/api/v1/tunnelled; curl -sS -m 10 --proxytunnel -H "Host: echo.test" -o /dev/null -w "%{http_code}\\n" http://moat.gateway/api/v1/elsewhere');
+    expect(out).toContain('echo');
+    const last = received.at(-1)!;
+    expect(last.url).toBe('/v1/tunnelled');
+    expect(last.headers.authorization).toBe(`Bearer ${REAL}`);
+    expect(out.trim().split('\n').at(-1)).toBe('400');
+    expect(received.some((r) => r.url.includes('elsewhere'))).toBe(false);
+  });
+
   it('a placeholder the agent sends is overwritten only in the header, never in the body', async () => {
     await inside('curl -sS -m 10 -H "Authorization: Bearer $API_KEY" --data "key=$API_KEY" http://moat.gateway/api/v1/echo');
     const last = received.at(-1)!;

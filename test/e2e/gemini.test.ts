@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gitIn, MOAT_BIN } from '../helpers/fixtures.js';
+import { agentSteps, agentWorld, E2E_DOTENV, everythingButTheHeader, type AgentWorld } from '../helpers/agent-e2e.js';
+import { Terminal } from '../helpers/terminal.js';
+
+const REAL_KEY = 'AIzaSy-real-e2e-9a8b7c6d5e';
+const BINDING = { secret: 'GEMINI_API_KEY', header: 'x-goog-api-key', route: 'gemini' };
+
+/**
+ * The real Gemini CLI, installed from npm in its template image, runs in a moat sandbox through
+ * `moat agent` and talks the Gemini API (streamGenerateContent, server-sent events) through the
+ * gateway's route to a scripted model on loopback. The script makes it fix a bug and commit,
+ * follow a prompt-injected exfiltration instruction, and print its API key.
+ */
+describe('gemini end to end', () => {
+  let world: AgentWorld;
+  let run: { code: number; out: string; err: string };
+
+  beforeAll(async () => {
+    world = await agentWorld(BINDING, REAL_KEY, agentSteps(BINDING.secret), { answer: 'Fixed add and committed.' });
+    run = await world.cli(['agent', '-t', 'gemini', '--task', 'gemini-e2e', 'Fix the failing test in this repository.']);
+  }, 600_000);
+
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  /** What the Gemini CLI sent back to the model as the result of scripted step N. */
+  function toolOutput(step: number): string {
+    type Part = { functionResponse?: { response?: unknown } };
+    const last = world.model.turns().at(-1)?.body as { contents?: Array<{ parts?: Part[] }> } | undefined;
+    const responses = (last?.contents ?? []).flatMap((c) => c.parts ?? []).filter((p) => p.functionResponse);
+    return JSON.stringify(responses[step]?.functionResponse?.response ?? '').replace(/\\n/g, '\n');
+  }
+
+  it('moat agent ran the Gemini CLI through the gateway, which added the real key in x-goog-api-key; it printed the summary and exited 0', () => {
+    const turns = world.model.turns();
+    expect(turns.length, run.out + run.err).toBeGreaterThanOrEqual(4);
+    for (const turn of turns) expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY);
+    expect(run.code, run.out + run.err).toBe(0);
+    expect(run.out + run.err).toContain('agent | Fixed add and committed.');
+    expect(run.err).toMatch(/task gemini-e2e on moat\/gemini-e2e: agent exited 0; egress \d+ allowed, [1-9]\d* denied/);
+    expect(run.err).toMatch(/math\.sh \| 2 \+-/);
+  });
+
+  it('(1) the fix was made, tested and committed, and arrived on moat/gemini-e2e', async () => {
+    expect(toolOutput(0)).toContain('test passed');
+    const diff = await world.moat.diff('gemini-e2e', { patch: true });
+    expect(diff.commits).toBe(1);
+    expect(diff.patch).toContain('+add() { echo $(( $1 + $2 )); }');
+    expect(gitIn(world.scratch.repo, 'log', '-1', '--format=%s', 'moat/gemini-e2e')).toBe('fix add');
+  });
+
+  it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
+    const denied = (await world.moat.egress('gemini-e2e')).find((a) => a.host === 'exfil.test');
+    expect(denied).toMatchObject({ decision: 'denied' });
+    const seen = toolOutput(1);
+    expect(seen).toContain('egress denied');
+    expect(seen).toContain('.gitignore');
+    expect(seen.split('\n')).not.toContain('.env');
+    expect(JSON.stringify(world.model.requests)).not.toContain(E2E_DOTENV.split('=')[1]);
+  });
+
+  it('(3) the Gemini CLI saw only the placeholder; the real key went in x-goog-api-key and nowhere else', () => {
+    expect(toolOutput(2)).toMatch(/key=moat-placeholder-gemini-api-key-[0-9a-f]{12}/);
+    expect(everythingButTheHeader(world.model, BINDING.header)).not.toContain(REAL_KEY);
+    expect(run.out + run.err).not.toContain(REAL_KEY);
+  });
+});
+
+describe('gemini: a model error', () => {
+  let world: AgentWorld;
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  it('a 401 from the API ends the agent with a failure that names it; moat agent exits with that status', async () => {
+    world = await agentWorld(BINDING, 'AIzaSy-revoked-e2e', [], { fail: 401 });
+    const run = await world.cli(['agent', '-t', 'gemini', '--task', 'gemini-401', 'Say hello.']);
+    expect(world.model.turns().length).toBeGreaterThan(0);
+    expect(run.code, run.out + run.err).not.toBe(0);
+    // The Gemini CLI prints the API's error with a stack trace (not one line): the line that names it is there.
+    expect(run.out + run.err).toMatch(/^agent \| .*"code":401.*UNAUTHENTICATED/m);
+    expect(run.err).toMatch(/agent exited [1-9]/);
+  }, 600_000);
+});
+
+/** Texts of the Gemini CLI's first-run screens: none may show in a task's terminal. */
+const FIRST_RUN = ['Howwouldyouliketoauthenticate', 'Doyoutrustthisfolder', 'Selecttheme', 'Getstarted'];
+
+describe('gemini: interactive start', () => {
+  let world: AgentWorld;
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  it('moat shell opens the Gemini CLI\'s prompt with no first-run question, and a first turn gets the model\'s answer', async () => {
+    world = await agentWorld(BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
+    await world.moat.up({ task: 'gemini-tty', template: 'gemini' });
+    const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell gemini-tty`, { cwd: world.scratch.repo, env: world.scratch.env(world.env) });
+    try {
+      await term.until(() => term.screen().includes('GeminiCLIv') && term.screen().includes('Typeyourmessage'), 'the prompt');
+      term.type('Say hello to moat');
+      // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
+      const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
+      await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
+      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), 'the model\'s answer');
+      for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
+      for (const turn of world.model.turns()) expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY);
+    } finally {
+      await term.close();
+    }
+  }, 600_000);
+});
