@@ -42,6 +42,8 @@ export interface Attempt {
   method: string;
   host: string;
   port: number;
+  /** The request's path (query redacted), when the gateway reads requests. */
+  path?: string;
   sni?: string;
   address?: string;
   started: number;
@@ -65,6 +67,7 @@ export class GatewayCore {
       method: attempt.method,
       host: attempt.host,
       port: attempt.port,
+      ...(attempt.path !== undefined ? { path: attempt.path } : {}),
       ...(attempt.sni !== undefined ? { sni: attempt.sni } : {}),
       ...(attempt.address !== undefined ? { address: attempt.address } : {}),
       decision: allowed ? 'allowed' : 'denied',
@@ -87,7 +90,7 @@ export class GatewayCore {
 
   /** The status line that goes with a kind of refusal. */
   protected statusOf(kind: DenialKind): string {
-    return kind === 'policy' || kind === 'address' ? '403 Forbidden' : kind === 'request' ? '400 Bad Request' : '502 Bad Gateway';
+    return kind === 'policy' || kind === 'address' || kind === 'rule' ? '403 Forbidden' : kind === 'request' ? '400 Bad Request' : '502 Bad Gateway';
   }
 
   /** Name check, then resolution, then address check; returns the address to dial or a reason. */

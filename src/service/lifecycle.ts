@@ -68,7 +68,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
     if (value !== undefined) env[at < 0 ? entry : entry.slice(0, at)] = value;
   }
   for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
-  if (record.network !== 'none' && needsSandboxTrust(config.egressNetwork, record.secrets)) Object.assign(env, SANDBOX_CA_ENV);
+  if (record.network !== 'none' && needsSandboxTrust(config.egressNetwork, record.secrets, record.egress?.rules)) Object.assign(env, SANDBOX_CA_ENV);
   if (record.sshKeys?.length) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.
