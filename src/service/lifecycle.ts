@@ -14,6 +14,7 @@ import { seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
 import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
+import { closeTaskPorts } from './ports.js';
 import { needsSandboxTrust, openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
 import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
@@ -43,6 +44,7 @@ export async function down(ctx: MoatContext, task: string, options: { captured?:
   await ctx.store.save(record);
   await stopTaskAgent(ctx, record);
   await suspendTaskEgress(ctx, record);
+  await closeTaskPorts(ctx, record);
   // Nothing uses the task's volume until the next container: no mount lingers on the host.
   await unmountVolume(ctx.store.taskDir(record.repoKey, task));
   return { task, removedContainer: removed, sync };
@@ -115,6 +117,7 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   await releaseVolume(ctx.store.taskDir(record.repoKey, task));
   await stopTaskAgent(ctx, record);
   await removeTaskEgress(ctx, record);
+  await closeTaskPorts(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
   const branchDeleted = (await repo.refValue(branchRef)) !== undefined;
   await repo.deleteRefs([branchRef, wipRef(task), incomingRef(task)]);
