@@ -23,6 +23,9 @@ const HOP = ['connection', 'proxy-connection', 'proxy-authorization', 'keep-aliv
 export class InspectedTls extends SecretPaths {
   protected inspect(client: Socket, rest: Buffer, channel: TaskChannel, host: string, port: number, bound?: { secret: BoundSecret; value?: string }): void {
     if (rest.length > 0) client.unshift(rest);
+    // No Nagle delay: an answer's head and body go as separate writes, and the client's delayed
+    // ACK would hold the second for 40 ms.
+    client.setNoDelay(true);
     const leaf = channel.leaf!(host);
     const tlsSocket = new TLSSocket(client, { isServer: true, key: leaf.key, cert: leaf.cert, ALPNProtocols: ['http/1.1'] });
     tlsSocket.on('error', () => client.destroy());
@@ -66,7 +69,7 @@ export class InspectedTls extends SecretPaths {
     if (applies) headers[bound.secret.header.toLowerCase()] = headerValue(bound.secret, bound.value!);
     const rule = `${verdict.ruled ? verdict.rule : `intercept ${host}`}${applies ? ` with ${bound.secret.name}` : ''}`;
     // No agent: with one (even `agent: false`) Node ignores createConnection and dials the name itself.
-    const tls = () => tlsConnect({ socket: reached.socket, servername: host, ca: this.caFor(channel) });
+    const tls = () => tlsConnect({ socket: reached.socket, servername: host, secureContext: this.secureContextFor(channel) });
     // The path goes upstream exactly as it was judged.
     const upstream = httpsRequest({ host, port, method, path: target, headers, timeout: this.connectTimeoutMs, createConnection: tls }, (response) => {
       if (answered) return void response.destroy();

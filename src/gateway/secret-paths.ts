@@ -40,7 +40,7 @@ export class SecretPaths extends GatewayCore {
     const reached = await this.reach(channel, target, port, 'https');
     if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
     if (reached.address) attempt.address = reached.address;
-    const upstream = await this.open(() => tlsConnect({ socket: reached.socket, servername: host, ca: this.caFor(channel) }), 'secureConnect');
+    const upstream = await this.open(() => tlsConnect({ socket: reached.socket, servername: host, secureContext: this.secureContextFor(channel) }), 'secureConnect');
     if (!upstream) {
       reached.socket.destroy();
       return this.deny(client, channel, attempt, `could not open TLS to ${host}${attempt.address ? ` (${attempt.address})` : ''}: its certificate is not trusted or the handshake failed`, '502 Bad Gateway', 'connect');
