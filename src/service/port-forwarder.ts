@@ -66,8 +66,9 @@ function leave(code: number): never {
 
 const server = createServer({ allowHalfOpen: true }, relay);
 server.on('error', (error: NodeJS.ErrnoException) => {
-  process.send?.({ error: error.code ?? error.message });
-  process.exit(1);
+  // Exit once the reason is out: moat tells "in use" (then tries any free port) from other failures.
+  if (process.send) process.send({ error: error.code ?? error.message }, () => process.exit(1));
+  else process.exit(1);
 });
 server.listen({ host: spec.bind, port: spec.hostPort, exclusive: true }, () => {
   const address = server.address();
@@ -75,8 +76,8 @@ server.listen({ host: spec.bind, port: spec.hostPort, exclusive: true }, () => {
   const state: OpenPortState = { port: spec.port, hostPort, bind: spec.bind, pid: process.pid, containerId: spec.containerId, openedAt: new Date().toISOString() };
   writeFileSync(`${spec.stateFile}.tmp`, `${JSON.stringify(state)}\n`, { mode: 0o600 });
   renameSync(`${spec.stateFile}.tmp`, spec.stateFile);
-  process.send?.({ ready: hostPort });
-  process.disconnect?.();
+  // The channel closes once the answer is out: moat's command is not held by it.
+  process.send?.({ ready: hostPort }, () => process.disconnect?.());
 });
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => leave(0));
 // The task went (rm, gc) or its container stopped (down, a crash): the port is freed.

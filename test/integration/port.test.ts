@@ -78,9 +78,15 @@ describe('moat port', () => {
     // Task b listens on 3001; task a does not. a's forward of 3001 reaches a's loopback: nothing there.
     const open = await moat.openPort('a', 3001);
     expect(await talk(open.hostPort)).toBe('');
-    const ofB = await moat.openPort('b', 3001);
-    expect(await talk(ofB.hostPort)).toBe('hello-from-b\n');
+    // A host port in use (here by a's forward): an error when it was asked for; else any free port.
+    await expect(moat.openPort('b', 3001, { hostPort: open.hostPort })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('EADDRINUSE') });
     await moat.closePort('a', 3001);
+    const blocker = createServer();
+    // If something else holds 3001 already, it blocks just as well.
+    await new Promise<void>((resolve) => blocker.once('error', () => resolve()).listen(3001, '127.0.0.1', () => resolve()));
+    const ofB = await moat.openPort('b', 3001).finally(() => blocker.close());
+    expect(ofB.hostPort).not.toBe(3001);
+    expect(await talk(ofB.hostPort)).toBe('hello-from-b\n');
     await moat.closePort('b', 3001);
   });
 
