@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -155,5 +155,23 @@ describe('method and path rules', () => {
     expect(out).not.toContain('moat task');
     const ruledOut = await run(`curl -sS -m 10 -v https://rules.test:${port}/repos/acme/cert 2>&1`);
     expect(ruledOut).toMatch(/issuer: CN=moat task rules/);
+  });
+
+  it("a repository's moat.yaml narrows the user's rules (no approval needed) and cannot widen them", async () => {
+    // The repository lists DELETE (the user's rules do not) and a narrower path.
+    writeFileSync(join(scratch.repo, 'moat.yaml'), 'egress:\n  allow:\n    - rules.test: { methods: [GET, DELETE], paths: [/repos/acme/widget/] }\n');
+    try {
+      await moat.up({ task: 'narrow' });
+    } finally {
+      rmSync(join(scratch.repo, 'moat.yaml'));
+    }
+    const inNarrow = async (args: string) => {
+      const cap = captureIO();
+      await moat.exec('narrow', ['sh', '-c', `curl -sS -m 10 -o /dev/null -w '%{http_code}' ${args} 2>&1`], cap.io, { sync: false });
+      return cap.out().trim();
+    };
+    expect(await inNarrow(`https://rules.test:${port}/repos/acme/widget/x`)).toBe('200');
+    expect(await inNarrow(`https://rules.test:${port}/repos/acme/other`)).toBe('403');
+    expect(await inNarrow(`-X DELETE https://rules.test:${port}/repos/acme/widget/x`)).toBe('403');
   });
 });
