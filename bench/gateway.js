@@ -13,6 +13,7 @@ import { sandboxSpec } from '../dist/domain/sandbox-spec.js';
 import { HANDOFF_BINARY } from '../dist/gateway/native.js';
 import { createServer, connect } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
+import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -67,8 +68,22 @@ const sinkPort = sink.address().port;
 const gatewaySocket = join(dir, 'p.sock');
 const handoffSocket = join(dir, 'h.sock');
 const squidPort = 31280 + Math.floor(Math.random() * 1000);
-const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket, String(sinkPort), String(squidPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-const { viaSquidPort } = await new Promise((resolve, reject) => {
+// An HTTPS upstream for the requests rows (method and path rules need HTTP): its certificate from
+// a CA of the benchmark's, which the gateway trusts, as it would a public one.
+const runSsl = (args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+runSsl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rca.key', '-out', 'rca.pem', '-subj', '/CN=bench CA', '-days', '1']);
+runSsl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rleaf.key', '-out', 'rleaf.csr', '-subj', '/CN=bench.test']);
+writeFileSync(join(dir, 'rext.cnf'), 'subjectAltName=DNS:bench.test\n');
+runSsl(['x509', '-req', '-in', 'rleaf.csr', '-CA', 'rca.pem', '-CAkey', 'rca.key', '-CAcreateserial', '-out', 'rleaf.pem', '-days', '1', '-extfile', 'rext.cnf']);
+const web = createHttpsServer({ key: readFileSync(join(dir, 'rleaf.key')), cert: readFileSync(join(dir, 'rleaf.pem')), keepAlive: true }, (req, res) => {
+  req.resume();
+  req.on('end', () => res.end('ok'));
+});
+await new Promise((r) => web.listen(0, '127.0.0.1', r));
+const webTarget = `bench.test:${web.address().port}`;
+
+const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket, String(sinkPort), String(squidPort), join(dir, 'rca.pem'), join(dir, 'task-ca')], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+const { viaSquidPort, tunnelPort, rulesPort } = await new Promise((resolve, reject) => {
   gatewayProcess.once('message', resolve);
   gatewayProcess.once('exit', () => reject(new Error('the gateway process failed')));
 });
@@ -223,6 +238,79 @@ for (const [name, r] of Object.entries(rows)) {
 }
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, plainUploadMiBs: med(r.plain) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(baseline.p50), errors: r.errors }])) }, null, 2));
+// Method and path rules (issue 17): HTTPS requests to one host through a plain tunnel, and with
+// rules on that host (its TLS inspected with a task CA, each request judged, a connection upstream
+// per request). A fresh connection per request (CONNECT, TLS, GET), requests on one kept-alive
+// connection, and a POST upload of a large body; the same rounds alternate the two.
+const requestRounds = Number(process.env.BENCH_REQUESTS ?? 300);
+const uploadBytes = Number(process.env.BENCH_UPLOAD_BYTES ?? 256 * 1024 ** 2);
+const openWeb = async (port) => secure(await tunnel(() => connect(port, '127.0.0.1'), webTarget));
+/** One request on an open TLS connection; resolves when its whole answer (Content-Length) is read. */
+function request(s, method = 'GET', bodyBytes = 0) {
+  return new Promise((resolve, reject) => {
+    let head = Buffer.alloc(0);
+    const onData = (chunk) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(head.subarray(0, end).toString('latin1'))?.[1] ?? 0);
+      if (head.length - end - 4 < length) return;
+      s.off('data', onData);
+      const status = head.subarray(9, 12).toString();
+      return status === '200' ? resolve() : reject(new Error(`status ${status}`));
+    };
+    s.on('data', onData);
+    s.write(`${method} /bench/x HTTP/1.1\r\nHost: ${webTarget}\r\nContent-Length: ${bodyBytes}\r\n\r\n`);
+    if (bodyBytes > 0) {
+      const block = Buffer.alloc(1024 * 1024, 7);
+      let sent = 0;
+      const pump = () => {
+        while (sent < bodyBytes) {
+          const part = block.subarray(0, Math.min(block.length, bodyBytes - sent));
+          sent += part.length;
+          if (!s.write(part)) return s.once('drain', pump);
+        }
+      };
+      pump();
+    }
+  });
+}
+const requestPaths = { 'plain tunnel': tunnelPort, 'method/path rules (inspected)': rulesPort };
+const requestRows = Object.fromEntries(Object.keys(requestPaths).map((name) => [name, { fresh: [], keptAlive: [], upload: [] }]));
+for (let round = 0; round < 3; round += 1) {
+  for (const [name, port] of Object.entries(requestPaths)) {
+    const samples = [];
+    for (let i = 0; i < requestRounds; i += 1) {
+      const start = process.hrtime.bigint();
+      const s = await openWeb(port);
+      await request(s);
+      samples.push(Number(process.hrtime.bigint() - start) / 1e6);
+      s.destroy();
+    }
+    samples.sort((a, b) => a - b);
+    requestRows[name].fresh.push(samples[Math.floor(samples.length / 2)]);
+    const s = await openWeb(port);
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < requestRounds; i += 1) await request(s);
+    requestRows[name].keptAlive.push(requestRounds / (Number(process.hrtime.bigint() - start) / 1e9));
+    const upStart = process.hrtime.bigint();
+    await request(s, 'POST', uploadBytes);
+    requestRows[name].upload.push(uploadBytes / (Number(process.hrtime.bigint() - upStart) / 1e9));
+    s.destroy();
+  }
+}
+const tunnelRow = requestRows['plain tunnel'];
+console.log(`\nHTTPS requests, 3 alternating rounds of: ${requestRounds} requests each on a fresh connection (CONNECT+TLS+GET) and on one kept-alive connection, one ${(uploadBytes / 1024 ** 2).toFixed(0)} MiB POST; medians`);
+console.log('| path | fresh request p50 ms | x tunnel | kept-alive requests/s | x tunnel | upload MiB/s | x tunnel |');
+console.log('|---|---|---|---|---|---|---|');
+for (const [name, r] of Object.entries(requestRows)) {
+  const fresh = med(r.fresh);
+  const kept = med(r.keptAlive);
+  const up = med(r.upload);
+  console.log(`| ${name} | ${fresh.toFixed(3)} | ${(fresh / med(tunnelRow.fresh)).toFixed(2)} | ${kept.toFixed(0)} | ${(kept / med(tunnelRow.keptAlive)).toFixed(2)} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(tunnelRow.upload)).toFixed(2)} |`);
+}
+writeFileSync(join(import.meta.dirname, 'results', 'gateway-requests.json'), JSON.stringify({ date: new Date().toISOString(), requestRounds, uploadBytes, rows: Object.fromEntries(Object.entries(requestRows).map(([name, r]) => [name, { freshP50: med(r.fresh), keptAlivePerSecond: med(r.keptAlive), uploadMiBs: med(r.upload) / 1024 ** 2 }])) }, null, 2));
+web.close();
 upstream.close();
 sink.close();
 process.exit(0);

@@ -10,6 +10,8 @@ export type { RunOptions, RunResult } from './service/lifecycle.js';
 export type { ExecOptions, ExecResult } from './service/exec.js';
 export type { TaskRecord, TaskState } from './domain/task.js';
 export type { Limits } from './domain/limits.js';
+export type { OpenPort } from './service/ports.js';
+export type { RequestRuleSpec } from './domain/request-rules.js';
 export type { ContainerEngine, ExecIO } from './engine/engine.js';
 export { DockerEngine } from './engine/docker-engine.js';
 export { findEngine } from './engine/find-engine.js';

@@ -14,6 +14,7 @@ import { up, type UpOptions } from './service/up.js';
 import type { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { changeEgress, egressLog, egressLogSince } from './service/egress.js';
+import { closePort, openPort } from './service/ports.js';
 import { taskStats } from './service/stats.js';
 import { newTemplate, runAgent, templates } from './service/agent.js';
 import { approveRepo } from './service/approve.js';
@@ -103,6 +104,13 @@ export class Moat {
   }
   egress(task: string) {
     return egressLog(this.context, task);
+  }
+  /** Makes the sandbox's 127.0.0.1:port reachable on the host (loopback unless `bind` says otherwise), inbound only. */
+  openPort(task: string, port: number, options?: { hostPort?: number; bind?: string }) {
+    return openPort(this.context, task, port, options);
+  }
+  closePort(task: string, port: number) {
+    return closePort(this.context, task, port);
   }
   /** The egress records written since `cursor` (all that are kept without one), and the next cursor. */
   egressSince(task: string, cursor?: AuditCursor) {

@@ -12,6 +12,7 @@ import { registerLifecycle } from './commands/lifecycle.js';
 import { registerReview } from './commands/review.js';
 import { registerEgress } from './commands/egress.js';
 import { registerMcp } from './commands/mcp.js';
+import { registerPort } from './commands/port.js';
 import { createOutput, reportError, type Output } from './output.js';
 
 export interface CliContext {
@@ -100,6 +101,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   registerReview(program, cli);
   registerEgress(program, cli);
   registerMcp(program, cli);
+  registerPort(program, cli);
 
   try {
     await program.parseAsync(argv);

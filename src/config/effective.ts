@@ -4,6 +4,7 @@ import { parseSize } from '../domain/size.js';
 import type { MoatConfig } from './schema.js';
 import { homedir } from 'node:os';
 import { buildPolicy, type NetworkMode } from '../domain/egress-policy.js';
+import { buildRequestRules, type RequestRuleSpec } from '../domain/request-rules.js';
 
 /** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
 export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git', 'egress'] as const;
@@ -18,7 +19,8 @@ export interface EffectiveConfig {
   baseImage: string;
   limits: Limits;
   network: NetworkMode;
-  egress: { allow: string[]; deny: string[] };
+  /** `rules`: method and path rules, the user's (which grant) and the repository's (which narrow). */
+  egress: { allow: string[]; deny: string[]; rules: RequestRuleSpec[] };
   /** The user's network settings for the gateway (never from a repository). */
   egressNetwork: EgressNetwork;
   env: Record<string, string>;
@@ -55,6 +57,26 @@ export function egressNetworkOf(user: MoatConfig): EgressNetwork {
     ...(user.egress?.upstreamProxy !== undefined ? { upstreamProxy: user.egress.upstreamProxy } : {}),
     ...(user.egress?.noProxy !== undefined ? { noProxy: [...user.egress.noProxy] } : {}),
   };
+}
+
+type AllowEntries = NonNullable<NonNullable<MoatConfig['egress']>['allow']>;
+
+/** The plain host entries of an allow list, and the method/path rules its `host: {…}` entries carry. */
+export function splitAllow(entries: AllowEntries, from: 'user' | 'repo'): { hosts: string[]; rules: RequestRuleSpec[] } {
+  const hosts: string[] = [];
+  const rules: RequestRuleSpec[] = [];
+  for (const entry of entries) {
+    if (typeof entry === 'string') {
+      hosts.push(entry);
+      continue;
+    }
+    for (const [host, rule] of Object.entries(entry)) {
+      // The user's rule grants its host; a repository's only narrows one that is granted otherwise.
+      if (from === 'user') hosts.push(host);
+      rules.push({ host, from, ...(rule.methods ? { methods: rule.methods.map((m) => m.toUpperCase()) } : {}), ...(rule.paths ? { paths: [...rule.paths] } : {}), ...(rule.maxBody !== undefined ? { maxBody: parseSize(rule.maxBody)! } : {}) });
+    }
+  }
+  return { hosts, rules };
 }
 
 function limitsFrom(config: MoatConfig['limits']): Partial<Limits> {
@@ -95,7 +117,9 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     widening.push(`network: ${repo.network} wider than your ${userNetwork} (set "network" in your user config)`);
   }
   // A repository may *request* hosts; they count only once you approved them (moat approve).
-  const requestedHosts = repo.egress?.allow ?? [];
+  const userAllow = splitAllow(user.egress?.allow ?? [], 'user');
+  const repoAllow = splitAllow(repo.egress?.allow ?? [], 'repo');
+  const requestedHosts = repoAllow.hosts;
   const approved = new Set(repoPath ? (user.approvals?.[repoPath]?.egress ?? []) : []);
   const unapproved = requestedHosts.filter((host) => !approved.has(host));
   if (unapproved.length > 0) {
@@ -119,7 +143,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     limits: { ...granted, ...requested },
     // Approved requests bring the network they need; a repository's own "network" still only narrows.
     network: repo.network ?? (userNetwork === 'none' && requestedHosts.length > 0 ? 'allowlist' : userNetwork),
-    egress: { allow: [...(user.egress?.allow ?? []), ...requestedHosts], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])] },
+    egress: { allow: [...userAllow.hosts, ...requestedHosts], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])], rules: [...userAllow.rules, ...repoAllow.rules] },
     egressNetwork: egressNetworkOf(user),
     env: { ...(user.env ?? {}) },
     envPassthrough: [...(user.envPassthrough ?? [])],
@@ -133,11 +157,13 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
 }
 
 /** Checks egress rules up front, so a typo is a config error and not a silent "denied" later. */
-export function checkEgressRules(mode: NetworkMode, allow: string[], deny: string[], where: string, allowAddresses: string[] = []): void {
+export function checkEgressRules(mode: NetworkMode, allow: string[], deny: string[], where: string, allowAddresses: string[] = [], rules: RequestRuleSpec[] = []): void {
   const policy = buildPolicy(mode, allow, deny, allowAddresses);
-  if ('errors' in policy) {
-    throw new MoatError('E_CONFIG_INVALID', `${where}: ${policy.errors[0]}${policy.errors.length > 1 ? ` (and ${policy.errors.length - 1} more)` : ''}`, {
-      hint: 'egress entries are host names, *.domain wildcards, host:port, IP addresses or CIDR blocks',
+  const requests = buildRequestRules(rules);
+  const errors = [...('errors' in policy ? policy.errors : []), ...('errors' in requests ? requests.errors : [])];
+  if (errors.length > 0) {
+    throw new MoatError('E_CONFIG_INVALID', `${where}: ${errors[0]}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ''}`, {
+      hint: 'egress entries are host names, *.domain wildcards, host:port, IP addresses or CIDR blocks; a host name may carry { methods, paths, maxBody }',
     });
   }
 }

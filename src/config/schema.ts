@@ -44,6 +44,19 @@ const gitIdentity = z
   })
   .describe('Identity for commits made inside the sandbox. Default: your own user.name and user.email.');
 
+/** Method and path rules of one allowed host (domain/request-rules.ts). */
+const requestRuleSchema = z
+  .strictObject({
+    methods: z.array(z.string().regex(/^[A-Za-z]{1,16}$/, 'expected an HTTP method such as GET')).min(1).describe('Only these methods, e.g. [GET, HEAD].').optional(),
+    paths: z
+      .array(z.string().regex(/^\/[\x21-\x7e]{0,499}$/, 'expected an absolute path such as /repos/acme/'))
+      .min(1)
+      .describe('Only paths under these prefixes, compared by whole segments, case-sensitively, on a strict canonical form (dot segments, //, ";" and encoded slashes are refused).')
+      .optional(),
+    maxBody: size.describe('Largest request body, e.g. 1m (chunked bodies are counted as they stream and cut at the cap).').optional(),
+  })
+  .describe('What requests to this host may be: moat then inspects its HTTPS with the task\'s own CA (only for hosts with rules; every other host stays end-to-end encrypted).');
+
 // A template name, maybe with toolchains added (codex+python).
 const templateName = z.string().regex(new RegExp(`^[a-z0-9][a-z0-9-]{0,39}(?:\\+(?:${TOOLCHAINS.join('|')}))*$`), 'expected a template name such as shell or codex+python');
 
@@ -63,7 +76,10 @@ export const configSchema = z
       .optional(),
     egress: z
       .strictObject({
-        allow: z.array(z.string().min(1).max(300)).describe('Hosts a task may reach: "example.com", "*.example.com" (subdomains only), "host:443", an IP or a CIDR block ("10.1.2.0/24", needed for internal addresses).').optional(),
+        allow: z
+          .array(z.union([z.string().min(1).max(300), z.record(z.string().min(1).max(300), requestRuleSchema)]))
+          .describe('Hosts a task may reach: "example.com", "*.example.com" (subdomains only), "host:443", an IP or a CIDR block ("10.1.2.0/24", needed for internal addresses). A host name may carry method and path rules: `- registry.npmjs.org: { methods: [GET, HEAD] }`. In a repository\'s moat.yaml such rules only narrow hosts you allowed (they need no approval); plain entries there are requests for `moat approve`.')
+          .optional(),
         deny: z.array(z.string().min(1).max(300)).describe('Hosts never reachable; deny wins over allow.').optional(),
         allowAddresses: z
           .array(z.string().min(1).max(60))

@@ -1,3 +1,4 @@
+import type { RequestRule } from './request-rules.js';
 import { cidrContains, classifyAddress, formatIp, parseCidr, parseIp, type AddressClass, type Cidr, type IpAddress } from './ip-address.js';
 
 /**
@@ -22,6 +23,8 @@ export interface EgressPolicy {
    * make an address itself a target: an IP literal still needs an allow rule.
    */
   allowAddresses?: Cidr[];
+  /** Method and path rules of hosts (request-rules.ts): requests to those hosts are judged one by one. */
+  requests?: RequestRule[];
 }
 
 export type Target = { kind: 'name'; name: string } | { kind: 'ip'; ip: IpAddress };

@@ -1,6 +1,7 @@
 import type { Limits } from './limits.js';
 import type { NetworkMode } from './egress-policy.js';
 import type { BoundSecret } from './bound-secret.js';
+import type { RequestRuleSpec } from './request-rules.js';
 import type { TemplateSource, Toolchain } from './toolchain.js';
 
 /**
@@ -30,7 +31,7 @@ export interface TaskRecord {
   limits: Limits;
   network: NetworkMode;
   /** Egress rules granted at creation; `moat allow`/`deny` change the live copy the gateway reads. */
-  egress?: { allow: string[]; deny: string[] };
+  egress?: { allow: string[]; deny: string[]; rules?: RequestRuleSpec[] };
   /** How the disk cap is enforced for this task. */
   disk?: 'loop' | 'none';
   /**

@@ -9,6 +9,8 @@ export interface AuditRecord {
   method: string;
   host: string;
   port: number;
+  /** The request's path, for requests the gateway reads (plain HTTP, inspected HTTPS); the query's content redacted. */
+  path?: string;
   sni?: string;
   address?: string;
   decision: 'allowed' | 'denied';

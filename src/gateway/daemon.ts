@@ -2,6 +2,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync,
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
+import { buildRequestRules } from '../domain/request-rules.js';
 import { appendAudit, auditMaxBytes } from './audit.js';
 import { DENIALS_NAME, recordDenial } from './denials.js';
 import type { UpstreamProxyConfig } from './upstream-proxy.js';
@@ -65,7 +66,9 @@ function current(listener: Listener): Served {
     if (listener.cached?.mtimeMs === mtimeMs) return listener.cached;
     const value = JSON.parse(readFileSync(listener.file, 'utf8')) as TaskEgressFile;
     const policy = buildPolicy(value.mode, value.allow, value.deny, value.allowAddresses ?? []);
-    if ('errors' in policy) return { ...closed, task: value.task };
+    const requests = buildRequestRules(value.rules ?? []);
+    if ('errors' in policy || 'errors' in requests) return { ...closed, task: value.task };
+    if (requests.length > 0) policy.requests = requests;
     const trustCa = value.trustCa ? [readFileSync(value.trustCa, 'utf8')] : undefined;
     listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [], ca: value.ca, upstream: value.upstream, trustCa, user: value.user };
     return listener.cached;

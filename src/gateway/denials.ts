@@ -6,7 +6,7 @@ import type { AuditRecord } from './audit.js';
  * what a human can do. The same sentence goes into the 403's body, its Proxy-Status header
  * (RFC 9209, for clients that show headers) and the task's denials file in the sandbox.
  */
-export type DenialKind = 'policy' | 'address' | 'dns' | 'connect' | 'proxy' | 'request';
+export type DenialKind = 'policy' | 'address' | 'dns' | 'connect' | 'proxy' | 'request' | 'rule';
 
 const PROXY_STATUS_ERROR: Record<DenialKind, string> = {
   policy: 'http_request_denied',
@@ -15,6 +15,7 @@ const PROXY_STATUS_ERROR: Record<DenialKind, string> = {
   connect: 'connection_refused',
   proxy: 'proxy_internal_error',
   request: 'http_request_error',
+  rule: 'http_request_denied',
 };
 
 /** Where the sandbox reads its recent denials (the gateway's socket folder, mounted read-only). */
@@ -36,6 +37,8 @@ export function denialSentence(task: string, host: string, port: number, rule: s
         ? 'The name resolved to an address moat refuses; if that address is the network\'s own proxy, the user can admit its range (egress.allowAddresses in their moat config)'
         : kind === 'request'
           ? 'moat refuses a request of this form to any host'
+          : kind === 'rule'
+            ? `The user's method and path rules for ${plain(host)} do not admit this request; only the user can change them (egress.allow in their moat config)`
           : 'A network problem outside the sandbox; retry later or tell the user';
   return `moat: egress denied (${plain(rule)}) for ${what}. ${hint}.${pointer ? ` Recent denials: cat ${SANDBOX_DENIALS_FILE}` : ''}`;
 }
@@ -55,6 +58,15 @@ export function denialResponse(status: string, sentence: string, rule: string, k
   );
 }
 
+/** The headers of a refusal an HTTP server object writes (inspected HTTPS): the same as denialResponse's. */
+export function denialHeaders(sentence: string, rule: string, kind: DenialKind): { reason: string; headers: Record<string, string> } {
+  const details = plain(rule).replace(/["\\]/g, "'");
+  return {
+    reason: `moat refused: ${plain(rule).slice(0, 200)}`,
+    headers: { 'proxy-status': `moat; error=${PROXY_STATUS_ERROR[kind]}; details="${details}"`, 'x-moat-denied': plain(sentence), 'content-type': 'text/plain; charset=utf-8', connection: 'close' },
+  };
+}
+
 /**
  * Keeps the task's last denials in a small file beside the gateway's socket, readable in the
  * sandbox (read-only there) and by the sandbox's user alone on the host. Written whole, then
@@ -67,7 +79,7 @@ export function recordDenial(file: string, record: AuditRecord, owner?: { uid: n
   } catch {
     // first denial
   }
-  lines.push(`${record.time} ${record.method} ${denialSentence(record.task, record.host, record.port, record.rule, kindOf(record.rule), false)}`);
+  lines.push(`${record.time} ${record.method}${record.path ? ` ${plain(record.path)}` : ''} ${denialSentence(record.task, record.host, record.port, record.rule, kindOf(record.rule), false)}`);
   const tmp = `${file}.tmp`;
   writeFileSync(tmp, `${lines.slice(-KEEP).join('\n')}\n`, { mode: 0o600 });
   if (owner && process.getuid?.() === 0) chownSync(tmp, owner.uid, owner.gid);
@@ -76,6 +88,7 @@ export function recordDenial(file: string, record: AuditRecord, owner?: { uid: n
 
 /** The kind of a denial, from the rule text the audit line carries (for the denials file). */
 export function kindOf(rule: string): DenialKind {
+  if (rule.startsWith('rule ')) return 'rule';
   if (/ address .* refused$/.test(rule)) return 'address';
   if (rule === 'name did not resolve') return 'dns';
   if (rule.startsWith('could not')) return 'connect';

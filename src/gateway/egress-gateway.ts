@@ -3,11 +3,14 @@ import { decideTarget, parseTarget } from '../domain/egress-policy.js';
 import { GATEWAY_HOST, hostOf, portOf } from '../domain/bound-secret.js';
 import { type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
-import { SecretPaths } from './secret-paths.js';
+import { InspectedTls } from './inspected-tls.js';
+import { auditPath, rulesFor } from '../domain/request-rules.js';
+import { judgeRequest } from './request-check.js';
 import { readSni } from './tls-sni.js';
 import { proxyFor } from './upstream-proxy.js';
 import { formatIp } from '../domain/ip-address.js';
 import { denialResponse, denialSentence, type DenialKind } from './denials.js';
+import type { Target } from '../domain/egress-policy.js';
 
 export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.js';
 
@@ -18,7 +21,7 @@ export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.j
  * rebinding between check and use), refuses internal addresses, and for CONNECT requires the TLS
  * server name to be the CONNECT host.
  */
-export class EgressGateway extends SecretPaths {
+export class EgressGateway extends InspectedTls {
   async handle(client: Socket, channel: TaskChannel): Promise<void> {
     client.on('error', () => undefined);
     const head = await readRequestHead(client);
@@ -43,8 +46,10 @@ export class EgressGateway extends SecretPaths {
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
     if (intercepted && channel.leaf && target.kind === 'name') {
       client.write('HTTP/1.1 200 Connection established\r\n\r\n');
-      return this.intercept(client, head.rest, channel, target.name, attempt.port, intercepted);
+      return this.inspect(client, head.rest, channel, target.name, attempt.port, intercepted);
     }
+    // A host with method and path rules: its requests are read (inspected-tls.ts), never tunnelled blind.
+    if (rulesFor(channel.policy().requests, target, attempt.port, byName.anyProtocol === true).length > 0) return this.inspectRuled(client, head.rest, channel, target, attempt);
     // Everything policy decides is decided before the client hears "200": the name, then the
     // address (or, through an upstream proxy, the proxy's own answer). A refusal is then a 403
     // with the reason, never a tunnel that opens and resets. A direct connection is dialled while
@@ -118,6 +123,22 @@ export class EgressGateway extends SecretPaths {
   }
 
   /**
+   * CONNECT to a host with method and path rules: the name is judged, and (when the gateway dials
+   * itself) the address, before the client hears "200"; then its TLS is inspected with the task's
+   * CA, and each request judged. Without the task's CA (a task made before its rules) nothing passes.
+   */
+  private async inspectRuled(client: Socket, rest: Buffer, channel: TaskChannel, target: Target, attempt: Attempt): Promise<void> {
+    if (target.kind !== 'name' || !channel.leaf) return this.refuseTunnel(client, rest, channel, attempt, 'method and path rules need the task\'s own CA (recreate the task)', 'policy');
+    if (!proxyFor(channel.upstream, 'https', target, attempt.port)) {
+      const chosen = await this.choose(channel, target, attempt.port);
+      if ('denied' in chosen) return this.refuseTunnel(client, rest, channel, attempt, chosen.denied, chosen.kind);
+    }
+    if (client.destroyed) return;
+    client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    this.inspect(client, rest, channel, target.name, attempt.port);
+  }
+
+  /**
    * A refused CONNECT: a 403 (or 502) with the reason. Except to port 80, where a client that
    * tunnels plain HTTP (Node's fetch through a proxy does) shows nothing of a refused CONNECT but
    * everything of an HTTP answer: there the tunnel opens to moat alone, the request inside it is
@@ -180,6 +201,16 @@ export class EgressGateway extends SecretPaths {
     const lengths = header(head, 'content-length');
     if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request', 'request');
     const bodyLength = Number(lengths[0] ?? 0);
+    const path = `${url.pathname}${url.search}`;
+    attempt.path = auditPath(path);
+    const verdict = judgeRequest(channel.policy(), target, attempt.port, { method: head.method, target: path, bodyLength });
+    if (!verdict.allowed) return this.deny(client, channel, attempt, verdict.rule, verdict.status, verdict.kind);
+    // Under method and path rules the target must already be in the spelling that goes upstream:
+    // nothing (dot segments, backslashes, a default port, odd escapes) may be read two ways.
+    const authority = `http://${url.host}`;
+    if (verdict.ruled && !(head.target.slice(0, authority.length).toLowerCase() === authority && head.target.slice(authority.length) === path)) {
+      return this.deny(client, channel, attempt, `rule: request target ${JSON.stringify(head.target.slice(0, 255))} is not in canonical form`, '403 Forbidden', 'rule');
+    }
 
     const reached = await this.reach(channel, target, attempt.port, 'http');
     if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);

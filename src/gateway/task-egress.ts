@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { NetworkMode } from '../domain/egress-policy.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
 import type { UpstreamProxyConfig } from './upstream-proxy.js';
+import type { RequestRuleSpec } from '../domain/request-rules.js';
 
 /**
  * What the gateway needs to serve one task, written by moat into the task's directory (never
@@ -16,6 +17,8 @@ export interface TaskEgressFile {
   mode: NetworkMode;
   allow: string[];
   deny: string[];
+  /** Method and path rules (request-rules.ts); their hosts' HTTPS is inspected with the task's CA. */
+  rules?: RequestRuleSpec[];
   /** The unix socket the sandbox reaches the gateway through. */
   socket: string;
   audit: string;

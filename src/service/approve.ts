@@ -2,7 +2,7 @@ import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MoatError } from '../errors.js';
-import { checkEgressRules } from '../config/effective.js';
+import { checkEgressRules, splitAllow } from '../config/effective.js';
 import type { MoatContext } from './context.js';
 import { approvalKey, repoTemplates } from './repo-templates.js';
 
@@ -22,7 +22,8 @@ export interface ApproveResult {
 export async function approveRepo(ctx: MoatContext): Promise<ApproveResult> {
   const repo = await ctx.repo();
   const { config } = await ctx.repoConfig(repo);
-  const requested = config.egress?.allow ?? [];
+  // Method and path rules only narrow: nothing to approve in them.
+  const requested = splitAllow(config.egress?.allow ?? [], 'repo').hosts;
   const file = ctx.paths.userConfig;
   const head = await repo.resolveCommit('HEAD');
   const templates = [...(await repoTemplates(repo, head))].map(([name, tree]) => approvalKey(name, tree));

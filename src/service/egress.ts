@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { checkEgressRules, egressNetworkOf, type EgressNetwork } from '../config/effective.js';
 import { parseProxyUrl, type UpstreamProxyConfig } from '../gateway/upstream-proxy.js';
 import type { TaskRecord } from '../domain/task.js';
+import type { RequestRuleSpec } from '../domain/request-rules.js';
 import { MoatError } from '../errors.js';
 import { AUDIT_FILE, countAudit, readAudit, type AuditCursor, type AuditRecord } from '../gateway/audit.js';
 import { reloadGateway } from '../gateway/gateway-process.js';
@@ -25,6 +26,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     mode: record.network,
     allow: record.egress?.allow ?? [],
     deny: record.egress?.deny ?? [],
+    ...(record.egress?.rules?.length ? { rules: record.egress.rules } : {}),
     socket: join(socketDir(ctx.store.home, record.repoKey, record.name), SOCKET_NAME),
     audit: auditFile(ctx, record),
     secrets: record.secrets,
@@ -63,7 +65,8 @@ export async function changeEgress(ctx: MoatContext, task: string, change: { all
   const mode = wasNone && allow.length > 0 ? 'allowlist' : record.network;
   checkEgressRules(mode, allow, deny, 'egress rules');
   record.network = mode;
-  record.egress = { allow, deny };
+  // Method and path rules stay as created: `moat allow` admits hosts, it does not lift a rule.
+  record.egress = { allow, deny, ...(record.egress?.rules ? { rules: record.egress.rules } : {}) };
   await ctx.store.save(record);
   if (mode !== 'none' && record.containerId) await openTaskEgress(ctx, record);
   return { task, mode, allow, deny, needsReset: wasNone && mode !== 'none' };
@@ -121,8 +124,8 @@ export const SANDBOX_CA_ENV = {
 };
 
 /** Whether a task with a network gets SANDBOX_CA_ENV. */
-export function needsSandboxTrust(network: EgressNetwork, secrets: Array<{ intercept?: boolean }> = []): boolean {
-  return secrets.some((s) => s.intercept) || network.trustHostCa || network.trustCa.length > 0;
+export function needsSandboxTrust(network: EgressNetwork, secrets: Array<{ intercept?: boolean }> = [], rules: RequestRuleSpec[] = []): boolean {
+  return secrets.some((s) => s.intercept) || rules.length > 0 || network.trustHostCa || network.trustCa.length > 0;
 }
 
 /** Where a host keeps the CAs it added to its own trust (Debian's update-ca-certificates); MOAT_HOST_CA_DIR for tests. */
@@ -176,7 +179,8 @@ export function upstreamOf(network: EgressNetwork, env: NodeJS.ProcessEnv): Upst
 }
 
 async function shareTrust(ctx: MoatContext, record: TaskRecord, taskDir: string, extras: string[]): Promise<{ taskCa?: TaskCa; trustFile?: string }> {
-  const intercept = record.secrets?.some((s) => s.intercept) === true;
+  // The task's own CA is made when some host's TLS is inspected: a bound secret's, or one with method/path rules.
+  const intercept = record.secrets?.some((s) => s.intercept) === true || (record.egress?.rules?.length ?? 0) > 0;
   if (!intercept && extras.length === 0) return {};
   const taskCa = intercept ? createTaskCa(join(egressDir(taskDir), 'ca'), record.name) : undefined;
   const dir = socketDir(ctx.store.home, record.repoKey, record.name);

@@ -1,4 +1,5 @@
 import { LABEL } from '../domain/labels.js';
+import { closeTaskPorts } from './ports.js';
 import { taskBranch } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { UserRepository } from '../workspace/user-repo.js';
@@ -110,6 +111,7 @@ export async function discardTask(ctx: MoatContext, record: TaskRecord): Promise
   if (repo) await repo.deleteRef(`refs/heads/${taskBranch(record.name)}`, record.baseCommit);
   if (repo) await repo.deleteRef(poolRef(record.name));
   await releaseVolume(ctx.store.taskDir(record.repoKey, record.name));
+  await closeTaskPorts(ctx, record);
   if (record.workspace === 'volume') await engine.removeVolume(workspaceVolume(record));
   await ctx.store.remove(record.repoKey, record.name);
 }

@@ -15,6 +15,7 @@ import { seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
 import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
+import { closeTaskPorts } from './ports.js';
 import { needsSandboxTrust, openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
 import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
@@ -45,6 +46,7 @@ export async function down(ctx: MoatContext, task: string, options: { captured?:
   await stopTaskAgent(ctx, record);
   await stopBridge(ctx, record);
   await suspendTaskEgress(ctx, record);
+  await closeTaskPorts(ctx, record);
   // Nothing uses the task's volume until the next container: no mount lingers on the host.
   await unmountVolume(ctx.store.taskDir(record.repoKey, task));
   return { task, removedContainer: removed, sync };
@@ -70,7 +72,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
     if (value !== undefined) env[at < 0 ? entry : entry.slice(0, at)] = value;
   }
   for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
-  if (record.network !== 'none' && needsSandboxTrust(config.egressNetwork, record.secrets)) Object.assign(env, SANDBOX_CA_ENV);
+  if (record.network !== 'none' && needsSandboxTrust(config.egressNetwork, record.secrets, record.egress?.rules)) Object.assign(env, SANDBOX_CA_ENV);
   if (record.sshKeys?.length) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.
@@ -120,6 +122,7 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   await stopTaskAgent(ctx, record);
   await stopBridge(ctx, record);
   await removeTaskEgress(ctx, record);
+  await closeTaskPorts(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
   const branchDeleted = (await repo.refValue(branchRef)) !== undefined;
   await repo.deleteRefs([branchRef, wipRef(task), incomingRef(task)]);

@@ -5,6 +5,7 @@ import { UserRepository } from '../workspace/user-repo.js';
 import { MoatError } from '../errors.js';
 import type { MoatContext } from './context.js';
 import { egressCounts } from './egress.js';
+import { listPorts, type OpenPort } from './ports.js';
 import { settlePendingSync } from './sync.js';
 import { IDLE_EXIT } from '../domain/sandbox-spec.js';
 import { formatSize } from '../domain/size.js';
@@ -33,6 +34,8 @@ export interface TaskSummary {
   egress: { allowed: number; denied: number };
   repoPath: string;
   containerId?: string;
+  /** Sandbox ports open on the host (`moat port`). */
+  ports: OpenPort[];
 }
 
 /**
@@ -83,6 +86,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         egress: await egressCounts(ctx, record),
         repoPath: record.repoPath,
         containerId: record.containerId,
+        ports: await listPorts(ctx, record),
       };
     }),
   );

@@ -154,10 +154,14 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const templateHosts = userChoseTemplate ? (spec.egress ?? []) : [];
   const granted = [...secretHosts, ...templateHosts];
   const network = options.network ?? (config.network === 'none' && granted.length > 0 ? 'allowlist' : config.network);
-  const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny };
+  const rules = config.egress.rules;
+  const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny, ...(rules.length > 0 ? { rules } : {}) };
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
-  if (network !== 'none' && needsSandboxTrust(config.egressNetwork, secrets.bound)) Object.assign(env, SANDBOX_CA_ENV);
-  checkEgressRules(network, egress.allow, egress.deny, 'egress rules', config.egressNetwork.allowAddresses);
+  if (network !== 'none' && needsSandboxTrust(config.egressNetwork, secrets.bound, rules)) Object.assign(env, SANDBOX_CA_ENV);
+  checkEgressRules(network, egress.allow, egress.deny, 'egress rules', config.egressNetwork.allowAddresses, rules);
+  if (network !== 'none' && rules.length > 0) {
+    ctx.progress(`note: method and path rules: moat inspects HTTPS to ${[...new Set(rules.map((r) => r.host))].join(', ')} with this task's own CA; every other host stays end-to-end encrypted`);
+  }
   const mounts = await checkMounts(config.mounts, ctx.cwd);
   // Key paths given on the command line are relative to where it was given (the warm server runs elsewhere).
   const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? []).map((key) => (key.startsWith('~/') ? key : resolve(ctx.cwd, key)))];

@@ -337,7 +337,7 @@ describe('refusals an agent can read', () => {
   it('the denials file lists them with reasons and the next step; the sandbox cannot write it', async () => {
     const out = await run(moat, 'agent', 'cat /moat/egress/denials; (echo forged >> /moat/egress/denials) 2>/dev/null || echo write-refused');
     expect(out.trim().split('\n').at(-1)).toBe('write-refused');
-    expect(out).toMatch(/^\S+Z GET moat: egress denied \(not in allowlist: exfil\.test\) for exfil\.test:80\. If the task needs it, ask the user to run: moat allow agent exfil\.test\.$/m);
+    expect(out).toMatch(/^\S+Z GET \/ moat: egress denied \(not in allowlist: exfil\.test\) for exfil\.test:80\. If the task needs it, ask the user to run: moat allow agent exfil\.test\.$/m);
     expect(out).toMatch(/CONNECT moat: egress denied \(metadata address 169\.254\.169\.254 refused\) for meta\.test:443/);
     expect(out).not.toContain('forged');
   });

@@ -89,7 +89,7 @@ describe('repository config may only narrow', () => {
     expect(failure(() => effectiveConfig({ approvals: { '/r': { egress: ['a.com'] } } }, { egress: { allow: ['a.com', 'b.com'] } }, 'moat.yaml', '/r')).message).toContain('b.com');
     // A repository cannot approve for itself.
     expect(failure(() => effectiveConfig({}, { approvals: { '/r': { egress: ['x.com'] } } } as never)).message).toContain('approvals');
-    expect(effectiveConfig({ network: 'allowlist', egress: { allow: ['a.com'] } }, { egress: { deny: ['b.com'] } }).egress).toEqual({ allow: ['a.com'], deny: ['b.com'] });
+    expect(effectiveConfig({ network: 'allowlist', egress: { allow: ['a.com'] } }, { egress: { deny: ['b.com'] } }).egress).toEqual({ allow: ['a.com'], deny: ['b.com'], rules: [] });
   });
 
   it('takes env only from the user config', () => {

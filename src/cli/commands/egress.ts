@@ -5,7 +5,7 @@ import type { CliContext } from '../main.js';
 
 /** One attempt on one line; the sandbox chose the host, the SNI and the method (and so part of the rule text): all escaped. */
 function line(record: AuditRecord): string {
-  const target = `${record.method} ${record.host}:${record.port}${record.sni && record.sni !== record.host ? ` sni=${record.sni}` : ''}`;
+  const target = `${record.method} ${record.host}:${record.port}${record.path ?? ''}${record.sni && record.sni !== record.host ? ` sni=${record.sni}` : ''}`;
   const address = record.address ? ` -> ${record.address}` : '';
   const traffic = `up ${record.bytesUp}B down ${record.bytesDown}B ${record.durationMs}ms`;
   return terminalText(`${record.time}  ${record.decision === 'allowed' ? 'ALLOW' : 'DENY '}  ${target}${address}  (${record.rule})  ${traffic}`);

@@ -19,7 +19,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
           ? 'no tasks (create one with: moat up)'
           : table([
               ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE'],
-              ...tasks.map((t) => [t.name, t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}`, t.image]),
+              ...tasks.map((t) => [t.name, t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}${t.ports.map((p) => ` port:${p.port}->${p.bind}:${p.hostPort}`).join('')}`, t.image]),
             ]),
       );
     });
