@@ -19,6 +19,8 @@ describe('moat exec through the native client', () => {
   const run = join(scratch.root, 'run');
   const socketDir = join(run, `moat-${process.getuid!()}`);
   const env = { MOAT_POOL: 'off' };
+  // The server's socket for this environment (found once a server made it).
+  let socket = '';
 
   function moat(args: string[], input: string | Buffer = '') {
     const result = spawnSync(MOAT_COMMAND, args, { cwd: scratch.repo, env: scratch.env(env), input, maxBuffer: 64 * 1024 * 1024 });
@@ -51,7 +53,7 @@ describe('moat exec through the native client', () => {
     expect(existsSync(CLIENT), 'dist/native/moat-client not built: npm run build with a C compiler').toBe(true);
     const up = moat(['up', '--task', 'nat']);
     expect(up.code, up.err).toBe(0);
-    await serverUp();
+    socket = await serverUp();
   });
   afterAll(() => scratch.cleanup());
 
@@ -131,8 +133,67 @@ describe('moat exec through the native client', () => {
     expect(result.status).toBe(4);
   });
 
+  it('reads frames however they are cut, skips unknown ones, and stops at a broken one', async () => {
+    await stopServers(run);
+    const frame = (type: number, body: Buffer, length = body.length) => {
+      const head = Buffer.alloc(5);
+      head.writeUInt8(type, 0);
+      head.writeUInt32BE(length, 1);
+      return Buffer.concat([head, body]);
+    };
+    const status = (code: number) => {
+      const body = Buffer.alloc(4);
+      body.writeInt32BE(code, 0);
+      return body;
+    };
+    // What the stand-in server answers, one byte at a time, to each connection in turn.
+    const scripts = [
+      Buffer.concat([frame(1, Buffer.from('hel')), frame(9, Buffer.from('junk')), frame(2, Buffer.from('e')), frame(1, Buffer.from('lo')), frame(3, status(42))]),
+      // A frame that says 4 GB and ends after 10 bytes.
+      frame(1, Buffer.from('0123456789'), 0xfffffff0),
+      frame(3, Buffer.from([0, 0, 1])),
+    ];
+    const requests: string[] = [];
+    const fake = createServer((connection) => {
+      const script = scripts[requests.length]!;
+      let request = '';
+      connection.on('data', async (d: Buffer) => {
+        if (request.includes('\n')) return;
+        request += d.toString();
+        if (!request.includes('\n')) return;
+        requests.push(request);
+        for (const byte of script) {
+          connection.write(Buffer.from([byte]));
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        connection.end();
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(socket, resolve));
+    const client = async () => {
+      const child = spawn(MOAT_COMMAND, ['exec', 'nat', '--', 'true'], { cwd: scratch.repo, env: scratch.env(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      return { code, out, err };
+    };
+    try {
+      expect(await client()).toEqual({ code: 42, out: 'hello', err: 'e' });
+      expect(JSON.parse(requests[0]!.split('\n')[0]!)).toMatchObject({ argv: [expect.any(String), expect.stringMatching(/bin\/moat\.js$/), 'exec', 'nat', '--', 'true'], cwd: scratch.repo, stdinIsTTY: false });
+      const cut = await client();
+      expect([cut.code, cut.out]).toEqual([70, '0123456789']);
+      expect(cut.err).toMatch(/the moat server ended before the command finished/);
+      const broken = await client();
+      expect([broken.code, broken.out]).toEqual([70, '']);
+      expect(broken.err).toMatch(/the moat server ended before the command finished/);
+    } finally {
+      await new Promise((resolve) => fake.close(resolve));
+    }
+  });
+
   it('with no server, or a socket that is not this user\'s, Node runs the command and nothing else is spoken to', async () => {
-    const socket = await serverUp();
     await stopServers(run);
     expect(existsSync(socket)).toBe(false);
 
