@@ -377,6 +377,9 @@ static int run_on_server(int fd, int argc, char **argv, const char *node, const 
 }
 
 int main(int argc, char **argv) {
+  // Started with stdin, stdout or stderr closed, the socket must not take its number (as Node does).
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) < 0) return 70;
   char self[PATH_MAX], root[PATH_MAX], script[PATH_MAX + 32], bundle[PATH_MAX + 32], node[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) {
