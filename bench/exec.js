@@ -1,10 +1,11 @@
 // `moat exec TASK -- true` against `docker exec <the same container> true` (issue 18), alternating
 // in one run so that both see the same machine state. Both run the same `true` in the task's own
-// container; moat's row is what a user types (the thin client and the warm server, the sync of
-// the task's work included, which comes right after the status). Extra rows say where the time goes.
+// container; moat's row is what a user types (bin/moat: the native client when it is built, the
+// warm server, the sync of the task's work included, which comes right after the status). Extra
+// rows say where the time goes.
 // Prints medians, spread and ratios, and writes bench/results/exec.json. Not a test: nothing asserts a time.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
@@ -12,6 +13,9 @@ import { timed } from './timed.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
+// The command a user runs (package.json "bin").
+const launcher = join(import.meta.dirname, '..', 'bin', 'moat');
+if (!existsSync(join(import.meta.dirname, '..', 'dist', 'native', 'moat-client'))) console.log('note: dist/native/moat-client is not built (no C compiler?): bin/moat starts Node for exec too');
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-exec-'));
 const repo = join(root, 'repo');
 mkdirSync(repo);
@@ -35,10 +39,12 @@ const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm
 const container = up.containerId;
 const user = `${up.user.uid}:${up.user.gid}`;
 const moat = (args, extra = {}) => () => timed(process.execPath, [bin, ...args], { cwd: repo, env: { ...env, ...extra } });
+const moatCommand = (args) => () => timed(launcher, args, { cwd: repo, env });
 const scenarios = {
-  'moat exec warm -- true (warm server, sync after the status)': moat(['exec', 'warm', '--', 'true']),
+  'moat exec warm -- true (bin/moat, warm server, sync after the status)': moatCommand(['exec', 'warm', '--', 'true']),
   'docker exec (same container, same user and workdir)': () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
-  'moat exec --no-sync (warm server)': moat(['exec', 'warm', '--no-sync', '--', 'true']),
+  'moat exec --no-sync (bin/moat, warm server)': moatCommand(['exec', 'warm', '--no-sync', '--', 'true']),
+  'node bin/moat.js exec (the Node client, warm server)': moat(['exec', 'warm', '--', 'true']),
   'moat exec, MOAT_SERVER=off (own Node process, sync included)': moat(['exec', 'warm', '--', 'true'], { MOAT_SERVER: 'off' }),
   'node -e 0 (the floor of any Node client)': () => timed(process.execPath, ['-e', '0']),
 };

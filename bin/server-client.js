@@ -34,12 +34,31 @@ function servedCommand(argv) {
   return true;
 }
 
+/**
+ * The key of the server for exactly this build, this node and this environment. native/client.c
+ * computes the same from the same bytes (each field ends with a NUL; the environment's entries
+ * sorted as bytes), so that `moat exec` finds the server without starting Node: change both or neither.
+ */
+function serverKey(bundle) {
+  const hash = createHash('sha256');
+  const field = (value) => hash.update(Buffer.concat([Buffer.from(String(value)), Buffer.alloc(1)]));
+  field('moat-server-2');
+  for (const file of [bundle, process.execPath]) {
+    const info = statSync(file, { bigint: true });
+    field(file);
+    field(info.mtimeNs);
+    field(info.size);
+  }
+  field(process.getuid());
+  const entries = Object.entries(process.env).filter(([key]) => !VOLATILE.has(key) && key !== '').map(([key, value]) => Buffer.from(`${key}=${value}`));
+  for (const entry of entries.sort(Buffer.compare)) field(entry);
+  return hash.digest('hex').slice(0, 32);
+}
+
 /** The socket of the server for exactly this build and environment, in a directory only this user can enter. */
 function serverSocket(bundle) {
   const uid = process.getuid();
-  const info = statSync(bundle);
-  const env = Object.entries(process.env).filter(([key]) => !VOLATILE.has(key)).sort(([a], [b]) => (a < b ? -1 : 1));
-  const key = createHash('sha256').update(JSON.stringify([bundle, info.mtimeMs, info.size, process.execPath, process.version, uid, env])).digest('hex').slice(0, 32);
+  const key = serverKey(bundle);
   const dir = join(process.env.XDG_RUNTIME_DIR || tmpdir(), `moat-${uid}`);
   try {
     mkdirSync(dir, { mode: 0o700 });
@@ -54,6 +73,14 @@ function serverSocket(bundle) {
 
 /** Runs the command on a warm server; undefined when none answers (then it runs here). */
 function runOnServer(socketPath) {
+  // Only a socket of this user's own is a server of theirs (native/client.c also asks the kernel
+  // whose process listens on it).
+  try {
+    const info = lstatSync(socketPath);
+    if (!info.isSocket() || info.uid !== process.getuid()) return Promise.resolve(undefined);
+  } catch {
+    return Promise.resolve(undefined);
+  }
   return new Promise((resolve) => {
     const socket = connect(socketPath);
     let started = false;
@@ -151,4 +178,4 @@ function startServer(socketPath) {
   require('node:child_process').spawn(process.execPath, [join(__dirname, 'moat.js'), '__serve', socketPath], { detached: true, stdio: 'ignore' }).unref();
 }
 
-module.exports = { runOnServer, servedCommand, serverSocket, startServer };
+module.exports = { runOnServer, servedCommand, serverKey, serverSocket, startServer };

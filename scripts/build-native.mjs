@@ -1,7 +1,9 @@
-// Builds moat's two small native parts into dist/native/ (native/*.c): the gateway's addon that
-// takes a listening socket handed over a unix socket, and the static helper that hands it over
-// from inside a sandbox. Both are optional: without a C compiler or Node's headers, moat says so
-// here and sandboxes reach the gateway through the relay they used before (socat).
+// Builds moat's small native parts into dist/native/ (native/*.c): the gateway's addon that
+// takes a listening socket handed over a unix socket, the static helper that hands it over
+// from inside a sandbox, and moat-client, the `moat` command's front that runs exec on the warm
+// server without starting Node (bin/moat). All are optional: without a C compiler or Node's
+// headers, moat says so here, sandboxes reach the gateway through the relay they used before
+// (socat), and every command starts Node.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,9 +18,9 @@ const headers = [nodedir && join(nodedir, 'include', 'node'), join(dirname(proce
   .find((dir) => existsSync(join(dir, 'node_api.h')));
 
 mkdirSync(out, { recursive: true });
-if (!compiler || !headers) {
-  for (const file of ['fdpass.node', 'moat-handoff']) rmSync(join(out, file), { force: true });
-  say(`skipped: ${!compiler ? 'no C compiler (cc)' : "Node's headers (node_api.h) not found"}; sandboxes use the socat relay (apt-get install gcc libc6-dev)`);
+if (!compiler) {
+  for (const file of ['fdpass.node', 'moat-handoff', 'moat-client']) rmSync(join(out, file), { force: true });
+  say('skipped: no C compiler (cc); sandboxes use the socat relay and every moat command starts Node (apt-get install gcc libc6-dev)');
   process.exit(0);
 }
 
@@ -36,6 +38,12 @@ function compile(target, args) {
   return true;
 }
 const flags = ['-O2', '-Wall', '-Wextra'];
+if (!compile(join(out, 'moat-client'), [...flags, 'native/client.c'])) say('every moat command starts Node until moat-client builds');
+if (!headers) {
+  for (const file of ['fdpass.node', 'moat-handoff']) rmSync(join(out, file), { force: true });
+  say("gateway hand-over skipped: Node's headers (node_api.h) not found; sandboxes use the socat relay");
+  process.exit(0);
+}
 const addon = compile(join(out, 'fdpass.node'), [...flags, '-shared', '-fPIC', `-I${headers}`, 'native/fdpass.c']);
 const helper = compile(join(out, 'moat-handoff'), [...flags, '-static', 'native/handoff.c']);
 if (!addon || !helper) say('sandboxes use the socat relay until both build');

@@ -22,6 +22,8 @@ export interface Output {
   json: boolean;
   result(data: unknown, text: () => string): void;
   note(line: string): void;
+  /** A question to ask on the terminal, as a note is written: one line, escaped, redacted. */
+  question(line: string): string;
 }
 
 /**
@@ -59,6 +61,9 @@ export function createOutput(
     },
     note(line) {
       write(stderr, `moat: ${terminalText(line)}\n`);
+    },
+    question(line) {
+      return redactor(secrets())(`moat: ${terminalText(line)}`);
     },
   };
 }

@@ -11,6 +11,7 @@ import { execInTask, type ExecResult } from './exec.js';
 import { egressCounts } from './egress.js';
 import { up } from './up.js';
 import { git } from '../workspace/git.js';
+import { formatTemplateRef, parseTemplateRef, TOOLCHAINS } from '../domain/toolchain.js';
 
 export async function templates(ctx: MoatContext): Promise<Array<TemplateSpec & { source: string }>> {
   const userDirs = (await ctx.userConfig().then((c) => c.templates ?? []).catch(() => [])) as string[];
@@ -19,10 +20,20 @@ export async function templates(ctx: MoatContext): Promise<Array<TemplateSpec & 
   return Promise.all(names.map(async (name) => ({ ...(await loadTemplate(catalog.get(name)!, name)), source: catalog.get(name) === BUILTIN_TEMPLATES_DIR ? 'built-in' : catalog.get(name)! })));
 }
 
-/** `moat new -t NAME`: records the repository's template choice in its moat.yaml, keeping comments. */
+/**
+ * `moat new -t NAME`: records the repository's template choice in its moat.yaml, keeping comments.
+ * NAME is any reference `up -t` takes: a template, maybe with toolchains added (`node+python`).
+ */
 export async function newTemplate(ctx: MoatContext, template: string): Promise<{ file: string; template: string }> {
-  const known = (await templates(ctx)).map((t) => t.name);
-  if (!known.includes(template)) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(template)}`, { hint: `choose one of: ${known.join(', ')}` });
+  const all = await templates(ctx);
+  const ref = parseTemplateRef(template);
+  const spec = ref && all.find((t) => t.name === ref.name);
+  if (!ref || !spec) {
+    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(template)}`, { hint: `choose one of: ${all.map((t) => t.name).join(', ')}; add toolchains with +${TOOLCHAINS.join(', +')} (e.g. node+python)` });
+  }
+  // As up loads it: a template whose image is its own Dockerfile takes no toolchains.
+  await loadTemplate(spec.source === 'built-in' ? BUILTIN_TEMPLATES_DIR : spec.source, template);
+  template = formatTemplateRef(ref);
   const repo = await ctx.repo();
   const file = join(repo.path, 'moat.yaml');
   const info = await lstat(file).catch(() => undefined);

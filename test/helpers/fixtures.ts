@@ -145,6 +145,8 @@ export async function inspect(id: string): Promise<Docker.ContainerInspectInfo> 
 }
 
 export const MOAT_BIN = join(import.meta.dirname, '..', '..', 'bin', 'moat.js');
+/** The command a user runs (package.json "bin"): the native client for exec when it is built (native/client.c). */
+export const MOAT_COMMAND = join(import.meta.dirname, '..', '..', 'bin', 'moat');
 
 /** Scratches made in a test file, all cleaned up after each test (also when it failed). */
 export function scratchPool(): { scratch: (options?: ConstructorParameters<typeof Scratch>[0]) => Scratch; cleanup: () => Promise<void> } {

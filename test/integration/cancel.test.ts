@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
-import { eventually, gitIn, MOAT_BIN, type Scratch, scratchPool, serverPids, stopServers } from '../helpers/fixtures.js';
+import { eventually, gitIn, MOAT_COMMAND, type Scratch, scratchPool, serverPids, stopServers } from '../helpers/fixtures.js';
 
 /**
  * Ctrl-C (SIGINT) or TERM during `moat up`, with and without the warm server: the up is
@@ -20,19 +20,19 @@ const LOOK = { MOAT_SERVER: 'off' };
 
 /** The CLI without a terminal; LOOK (no server) to inspect without changing what a server does. */
 function moat(scratch: Scratch, args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input: '' });
+  const result = spawnSync(MOAT_COMMAND, args, { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input: '' });
   return { code: result.status, out: result.stdout, err: result.stderr };
 }
 
 /** A warm server for this environment, up before the command under test. */
 async function warmServer(scratch: Scratch, env: Record<string, string>): Promise<void> {
-  spawnSync(process.execPath, [MOAT_BIN, 'ls'], { cwd: scratch.repo, env: scratch.env(env), input: '' });
+  spawnSync(MOAT_COMMAND, ['ls'], { cwd: scratch.repo, env: scratch.env(env), input: '' });
   await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n >= 1, 10_000);
 }
 
 /** Starts `moat ARGS`; sends `signal` once stderr shows `when` (or after `when` ms); resolves with what it did. */
 function interrupted(scratch: Scratch, args: string[], env: Record<string, string>, signal: NodeJS.Signals, when: string | number) {
-  const child = spawn(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(env), stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(MOAT_COMMAND, args, { cwd: scratch.repo, env: scratch.env(env), stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   let sent = false;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
-import { eventually, gitIn, MOAT_BIN, type Scratch, scratchPool, serverPids } from '../helpers/fixtures.js';
+import { eventually, gitIn, MOAT_COMMAND, type Scratch, scratchPool, serverPids } from '../helpers/fixtures.js';
 
 /**
  * The warm server sends an exec's status first and brings its commits home right after. Whatever
@@ -18,7 +18,7 @@ describe('exec: status first, sync right after, no commit lost', () => {
   const commit = (message: string) => ['sh', '-c', `echo ${message} > ${message}.txt && git add -A && git -c user.name=a -c user.email=a@a.invalid commit -qm ${message}`];
 
   function cli(scratch: Scratch, args: string[], env: Record<string, string> = {}) {
-    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env({ MOAT_POOL: 'off', ...env }), encoding: 'utf8', input: '' });
+    const result = spawnSync(MOAT_COMMAND, args, { cwd: scratch.repo, env: scratch.env({ MOAT_POOL: 'off', ...env }), encoding: 'utf8', input: '' });
     return { code: result.status, out: result.stdout, err: result.stderr };
   }
 

@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { gitIn, MOAT_COMMAND, Scratch } from '../helpers/fixtures.js';
 
 /** The real binary without a terminal (stdin a pipe), as a script or CI runs it. */
 function cli(scratch: Scratch) {
   return (args: string[], env: Record<string, string> = {}, input = '') => {
-    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input });
+    const result = spawnSync(MOAT_COMMAND, args, { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input });
     return { code: result.status, out: result.stdout, err: result.stderr };
   };
 }

@@ -205,6 +205,13 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expect(refused.stderr).toContain('moat: error: the task changes files');
     expectSafe(refused);
     expectSafe(moat(['merge', 'plant', '--json']));
+    // On a terminal (util-linux script gives one) moat asks instead; the question names the same
+    // files, escaped. Only the payload's bytes are looked for: the terminal's own CR and
+    // readline's cursor moves are in this transcript too.
+    const asked = spawnSync('sh', ['-c', `(sleep 3; printf 'n\\n') | script -qec "${process.execPath} ${MOAT_BIN} merge plant" /dev/null`], { cwd: scratch.repo, env: scratch.env(), encoding: 'utf8', timeout: 60_000 });
+    expect(asked.stdout).toContain('Continue? [y/N]');
+    for (const raw of ['\x1b[2K', '\x1b[1A', '\x1b]0;pwned', '\x1b]52', '\x07', '\x7f', '\u009b', '\u202e', '\u200b', '\u{e0041}']) expect(asked.stdout, JSON.stringify(raw)).not.toContain(raw);
+    expect(FORGED.test(asked.stdout.replaceAll('\r', ''))).toBe(false);
     expectSafe(moat(['apply', 'plant']));
     // apply lays the files on the checkout; then merge refuses (they are in its way).
     const applied = moat(['apply', 'plant', '--yes']);

@@ -81,7 +81,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
         result = await moat.rm(task, { force: opts.force });
       } catch (error) {
         if (!isMoatError(error) || error.code !== 'E_CONFIRM' || opts.json) throw error;
-        if (!(await confirm(`moat: ${terminalText(error.message)}. Discard them?`))) throw error;
+        if (!(await confirm(out, `${error.message}. Discard them?`))) throw error;
         result = await moat.rm(task, { force: true });
       }
       out.result(result, () => `task ${task} removed${result.unmergedCommits ? ` (${result.unmergedCommits} unmerged commit(s) discarded)` : ''}`);

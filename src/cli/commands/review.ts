@@ -3,6 +3,7 @@ import { FLAG_TEXT } from '../../domain/review-flags.js';
 import { isMoatError } from '../../errors.js';
 import type { MergeStrategy } from '../../service/review.js';
 import type { CliContext } from '../main.js';
+import type { Output } from '../output.js';
 import { confirm } from '../prompt.js';
 import { terminalText } from '../../domain/terminal-text.js';
 
@@ -45,13 +46,13 @@ export function registerReview(program: Command, cli: CliContext): void {
       );
     });
 
-  const confirmed = async <T>(opts: { yes?: boolean; json?: boolean }, attempt: (yes: boolean) => Promise<T>): Promise<T> => {
+  const confirmed = async <T>(out: Output, opts: { yes?: boolean; json?: boolean }, attempt: (yes: boolean) => Promise<T>): Promise<T> => {
     try {
       return await attempt(Boolean(opts.yes));
     } catch (error) {
       if (!isMoatError(error) || error.code !== 'E_CONFIRM' || opts.json) throw error;
       // The message names the flagged files: the sandbox chose those names.
-      if (!(await confirm(`moat: ${terminalText(error.message)}. Continue?`))) throw error;
+      if (!(await confirm(out, `${error.message}. Continue?`))) throw error;
       return attempt(true);
     }
   };
@@ -67,7 +68,7 @@ export function registerReview(program: Command, cli: CliContext): void {
     .action(async (task: string, opts: { squash?: boolean; rebase?: boolean; yes?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
       const strategy: MergeStrategy = opts.squash ? 'squash' : opts.rebase ? 'rebase' : 'merge';
-      const result = await confirmed(opts, (yes) => cli.moat(out).merge(task, { strategy, yes }));
+      const result = await confirmed(out, opts, (yes) => cli.moat(out).merge(task, { strategy, yes }));
       if (result.uncommittedLeftBehind) out.note(`the task has uncommitted work that was not merged (see moat diff ${task}; moat apply ${task} lays it on your checkout)`);
       out.result(result, () =>
         result.commits === 0
@@ -96,7 +97,7 @@ export function registerReview(program: Command, cli: CliContext): void {
     .option('--json', 'print as JSON')
     .action(async (task: string, opts: { yes?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
-      const result = await confirmed(opts, (yes) => cli.moat(out).apply(task, { yes }));
+      const result = await confirmed(out, opts, (yes) => cli.moat(out).apply(task, { yes }));
       out.result(result, () => `applied ${result.files} file(s) from ${task} to your checkout (unstaged)`);
     });
 }
