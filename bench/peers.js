@@ -66,7 +66,7 @@ const cleanup = () => {
   spawnSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env, stdio: 'ignore' });
   if (dockerId) spawnSync('docker', ['rm', '-f', dockerId], { stdio: 'ignore' });
   devcontainerCleanup();
-  try { process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM'); } catch {}
+  try { process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM'); } catch { /* already gone */ }
   stopServers(root);
   rmSync(root, { recursive: true, force: true });
 };

@@ -26,7 +26,7 @@ process.on('exit', () => {
   stopServers(root);
   spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) $(docker ps -aq --filter label=moat.task=scale) >/dev/null 2>&1`]);
   spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
-  try { process.kill(Number(readFileSync(join(env.MOAT_HOME, 'gateway', 'pid'), 'utf8')), 'SIGTERM'); } catch {}
+  try { process.kill(Number(readFileSync(join(env.MOAT_HOME, 'gateway', 'pid'), 'utf8')), 'SIGTERM'); } catch { /* already gone */ }
   rmSync(root, { recursive: true, force: true });
 });
 writeFileSync(env.MOAT_CONFIG, 'network: allowlist\negress:\n  allow: [registry.npmjs.org]\n');

@@ -132,7 +132,7 @@ const synced = await moat.sync('demo');
 report('honest work: fix, test, commit', synced.commits === 1 ? 'done' : 'leaked', `${r.out.trim().split('\n').join('; ')}; ${synced.commits} commit on ${synced.branch}`);
 
 // 4. The agent "cleans up".
-r = await inside('rm -rf ./* ./.git ./.gitignore 2>&1; ls -A | wc -l');
+await inside('rm -rf ./* ./.git ./.gitignore 2>&1; ls -A | wc -l');
 const survived = git(repo, 'log', '--format=%s', '-1', 'moat/demo');
 const untouched = checkoutFingerprint(repo) === before && existsSync(join(repo, '.env'));
 report('rm -rf . inside the workspace', untouched && survived.startsWith('greet:') ? 'contained' : 'leaked', `your checkout is ${untouched ? 'untouched' : 'CHANGED'}; moat/demo still has "${survived}"`);

@@ -66,7 +66,7 @@ export const configSchema = z
     template: templateName.describe('Template a new task uses when -t gives none; yours wins over the repository\'s. With neither, toolchains are picked from the repository\'s files (package.json, pyproject.toml, requirements.txt, go.mod, Cargo.toml), else "shell". Toolchains can be added: codex+python.').optional(),
     baseImage: z
       .string()
-      .regex(/^[a-z0-9][a-z0-9._\/:@-]{0,254}$/, 'expected an image reference such as moat-base:bookworm')
+      .regex(/^[a-z0-9][a-z0-9._/:@-]{0,254}$/, 'expected an image reference such as moat-base:bookworm')
       .describe('Image the templates build on. Default moat-base:bookworm, built offline by scripts/build-base-image.sh.')
       .optional(),
     limits: limitsSchema.optional(),
@@ -126,7 +126,7 @@ export const configSchema = z
       .array(
         z.strictObject({
           source: z.string().min(1).describe('A folder on the host (~ allowed), e.g. ~/.cache/pip.'),
-          target: z.string().regex(/^\/(home\/agent|opt|mnt|cache)\/[A-Za-z0-9._\/-]+$/, 'expected a path under /home/agent, /opt, /mnt or /cache').describe('Where the sandbox sees it (read-only).'),
+          target: z.string().regex(/^\/(home\/agent|opt|mnt|cache)\/[A-Za-z0-9._/-]+$/, 'expected a path under /home/agent, /opt, /mnt or /cache').describe('Where the sandbox sees it (read-only).'),
         }),
       )
       .describe('Host folders (package caches, reference data) shown read-only inside every sandbox. User config only.')

@@ -202,7 +202,7 @@ describe('the CLI output', () => {
       if (previous === undefined) delete process.env.MOAT_DEBUG;
       else process.env.MOAT_DEBUG = previous;
     }
-    expect(c.stderr()).toMatch(/^  stack:\n    at /m);
+    expect(c.stderr()).toMatch(/^ {2}stack:\n {4}at /m);
     expect(c.stderr()).not.toMatch(/^ *moat: error: forged/m);
     expect(c.stderr()).not.toMatch(/^ *hint: fake/m);
   });
