@@ -18,6 +18,6 @@ export { configJsonSchema } from './config/json-schema.js';
 export { loadConfigFile } from './config/load.js';
 export { parseConfig } from './config/parse.js';
 export { effectiveConfig } from './config/effective.js';
-export { sandboxSpec, type ContainerSpec } from './domain/sandbox-spec.js';
+export { sandboxSpec, type SandboxSpec } from './domain/sandbox-spec.js';
 export { LABEL } from './domain/labels.js';
 export { MOAT_VERSION } from './version.js';

@@ -6,7 +6,7 @@ export const SANDBOX_HOME = '/home/agent';
 export const SANDBOX_PATH = '/home/agent/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Engine-neutral description of a hardened sandbox container. Pure data, built by {@link sandboxSpec}. */
-export interface ContainerSpec {
+export interface SandboxSpec {
   name: string;
   image: string;
   hostname: string;
@@ -15,8 +15,11 @@ export interface ContainerSpec {
   command: string[];
   env: Record<string, string>;
   labels: Record<string, string>;
-  /** The only host path the sandbox sees. */
-  workspaceMount: { source: string; target: string };
+  /**
+   * The task's repository, at {@link WORKSPACE_DIR}: a host folder (engines that share moat's host)
+   * or a volume of the engine's own (any engine). The only writable place that outlives the sandbox.
+   */
+  workspace: WorkspaceSource;
   /** With a network: the directory holding the gateway's socket, read-only. */
   egressMount?: { source: string; target: string };
   /** With a network: moat's helper that hands the sandbox's proxy socket to the gateway, read-only. */
@@ -37,11 +40,13 @@ export interface ContainerSpec {
   logMaxFiles: number;
 }
 
+export type WorkspaceSource = { kind: 'host'; path: string } | { kind: 'volume'; name: string };
+
 export interface SandboxInput {
   containerName: string;
   taskName: string;
   image: string;
-  workspacePath: string;
+  workspace: WorkspaceSource;
   uid: number;
   gid: number;
   limits: Limits;
@@ -49,6 +54,12 @@ export interface SandboxInput {
   labels: Record<string, string>;
   /** Host directory with the gateway's socket, when the task has a network. */
   egressSocketDir?: string;
+  /**
+   * The task has a network, and no host socket can reach the sandbox (a remote engine): the proxy
+   * port is served by moat's bridge over exec streams (service/egress-bridge.ts), and the trust
+   * files go to a tmpfs at the same place the local path mounts them.
+   */
+  egressBridged?: boolean;
   /** Host path of moat's handover helper (native/handoff.c), when this install built it. */
   handoffHelper?: string;
   /** Host directory with the task's ssh-agent socket. */
@@ -72,7 +83,7 @@ export const CONTAINER_LOG = { maxBytes: 10 * 1024 ** 2, files: 3 } as const;
  * The hardening every task gets. Nothing here is configurable upward: limits come from the
  * (already narrowed) config, everything else is fixed.
  */
-export function sandboxSpec(input: SandboxInput): ContainerSpec {
+export function sandboxSpec(input: SandboxInput): SandboxSpec {
   const { uid, gid, limits } = input;
   return {
     name: input.containerName,
@@ -94,7 +105,7 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
     env: {
       // The user's grants first: moat's own variables must win so the sandbox stays consistent.
       ...input.env,
-      ...(input.egressSocketDir ? proxyEnv() : {}),
+      ...(input.egressSocketDir || input.egressBridged ? proxyEnv() : {}),
       HOME: SANDBOX_HOME,
       USER: 'agent',
       LOGNAME: 'agent',
@@ -104,7 +115,7 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
       MOAT_SANDBOX: '1',
     },
     labels: input.labels,
-    workspaceMount: { source: input.workspacePath, target: WORKSPACE_DIR },
+    workspace: input.workspace,
     // `exec` because Docker's tmpfs default is noexec, and toolchains run what they write there:
     // `go test` binaries in /tmp, what pip, go install and cargo install put in ~/.local/bin. noexec
     // would protect nothing: the sandbox runs arbitrary code by design, and /workspace is executable.
@@ -113,6 +124,7 @@ export function sandboxSpec(input: SandboxInput): ContainerSpec {
       [SANDBOX_HOME]: `rw,exec,nosuid,nodev,size=${limits.homeBytes},uid=${uid},gid=${gid},mode=0700`,
       '/run': 'rw,nosuid,nodev,noexec,size=16m,mode=0755',
       '/var/tmp': `rw,exec,nosuid,nodev,size=${Math.min(limits.tmpBytes, 64 * 1024 ** 2)},mode=1777`,
+      ...(input.egressBridged && !input.egressSocketDir ? { [EGRESS_TARGET]: `rw,nosuid,nodev,noexec,size=4m,uid=${uid},gid=${gid},mode=0755` } : {}),
     },
     limits,
     readOnlyRoot: true,

@@ -33,6 +33,12 @@ export interface TaskRecord {
   egress?: { allow: string[]; deny: string[] };
   /** How the disk cap is enforced for this task. */
   disk?: 'loop' | 'none';
+  /**
+   * Where the task's repository lives: a host folder bind-mounted into the sandbox (absent: the
+   * default, local engines), or a volume of the engine's own, seeded and read through exec (engines
+   * that do not share moat's filesystem).
+   */
+  workspace?: 'host' | 'volume';
   /** Bound secrets: names, placeholders and bindings; values never leave the host's memory. */
   secrets?: BoundSecret[];
   /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */

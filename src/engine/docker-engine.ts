@@ -1,26 +1,27 @@
 import Docker from 'dockerode';
 import { PassThrough, type Writable } from 'node:stream';
 import { MoatError } from '../errors.js';
-import type { ContainerSpec } from '../domain/sandbox-spec.js';
-import type { BuildInput, ContainerEngine, ContainerInfo, EngineInfo, ExecCommand, ExecIO } from './engine.js';
-import type { EngineEndpoint } from './find-engine.js';
+import { LABEL } from '../domain/labels.js';
+import { WORKSPACE_DIR, type SandboxSpec } from '../domain/sandbox-spec.js';
+import { capabilitiesOf, type BuildInput, type ContainerEngine, type ContainerInfo, type EngineCapabilities, type EngineInfo, type ExecCommand, type ExecIO } from './engine.js';
+import { connectionOptions, endpointName, type EngineEndpoint } from './find-engine.js';
 
 /** Docker Engine API adapter (also serves Podman's Docker-compatible socket). */
 export class DockerEngine implements ContainerEngine {
   readonly kind: 'docker' | 'podman';
   readonly endpoint: string;
+  readonly capabilities: EngineCapabilities;
   private readonly docker: Docker;
 
   constructor(endpoint: EngineEndpoint) {
     this.kind = endpoint.kind;
-    this.endpoint = endpoint.socketPath;
-    this.docker = new Docker({ socketPath: endpoint.socketPath });
+    this.endpoint = endpointName(endpoint);
+    this.capabilities = capabilitiesOf(endpoint.transport);
+    this.docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
   }
 
   async info(): Promise<EngineInfo> {
     const [info, version] = await Promise.all([this.call(() => this.docker.info()), this.call(() => this.docker.version())]);
-    const runtimes = (info.Runtimes ?? {}) as Record<string, { path?: string }>;
-    const backing = (info.DriverStatus as Array<[string, string]> | undefined)?.find(([key]) => key === 'Backing Filesystem')?.[1];
     const runc = (version.Components as Array<{ Name: string; Version: string }> | undefined)?.find((c) => c.Name.toLowerCase() === 'runc')?.Version;
     return {
       kind: this.kind,
@@ -29,12 +30,9 @@ export class DockerEngine implements ContainerEngine {
       os: info.OperatingSystem ?? '',
       kernel: info.KernelVersion ?? '',
       storageDriver: info.Driver ?? '',
-      backingFilesystem: backing,
       cgroupVersion: String(info.CgroupVersion ?? ''),
       cgroupDriver: info.CgroupDriver ?? '',
       securityOptions: info.SecurityOptions ?? [],
-      runtimes: Object.fromEntries(Object.keys(runtimes).map((name) => [name, {}])),
-      defaultRuntime: info.DefaultRuntime ?? 'runc',
       rootless: (info.SecurityOptions ?? []).some((opt: string) => opt.includes('rootless')),
       runcVersion: runc,
     };
@@ -97,8 +95,19 @@ export class DockerEngine implements ContainerEngine {
     });
   }
 
-  async createContainer(spec: ContainerSpec): Promise<string> {
+  async createContainer(spec: SandboxSpec): Promise<string> {
     const { limits } = spec;
+    if (spec.workspace.kind === 'host' && !this.capabilities.hostMounts) {
+      throw new MoatError('E_INTERNAL', `the engine at ${this.endpoint} cannot see host folders; the workspace must be a volume`);
+    }
+    const hostOnly = [spec.egressMount, spec.helperMount, spec.sshMount, ...spec.readOnlyMounts].filter((m) => m !== undefined);
+    if (hostOnly.length > 0 && !this.capabilities.hostMounts) {
+      throw new MoatError('E_INTERNAL', `the engine at ${this.endpoint} cannot see host folders (${hostOnly.map((m) => m.target).join(', ')})`);
+    }
+    const workspace =
+      spec.workspace.kind === 'host'
+        ? { Type: 'bind' as const, Source: spec.workspace.path, Target: WORKSPACE_DIR, ReadOnly: false, BindOptions: { Propagation: 'rprivate' as const } }
+        : { Type: 'volume' as const, Source: spec.workspace.name, Target: WORKSPACE_DIR, ReadOnly: false };
     try {
       const container = await this.docker.createContainer({
         name: spec.name,
@@ -112,10 +121,7 @@ export class DockerEngine implements ContainerEngine {
         NetworkDisabled: spec.network === 'none',
         StopSignal: 'SIGTERM',
         HostConfig: {
-          Mounts: [
-            { Type: 'bind', Source: spec.workspaceMount.source, Target: spec.workspaceMount.target, ReadOnly: false, BindOptions: { Propagation: 'rprivate' } },
-            ...[spec.egressMount, spec.helperMount, spec.sshMount, ...spec.readOnlyMounts].filter((m) => m !== undefined).map((m) => ({ Type: 'bind' as const, Source: m.source, Target: m.target, ReadOnly: true, BindOptions: { Propagation: 'rprivate' as const } })),
-          ],
+          Mounts: [workspace, ...hostOnly.map((m) => ({ Type: 'bind' as const, Source: m.source, Target: m.target, ReadOnly: true, BindOptions: { Propagation: 'rprivate' as const } }))],
           Tmpfs: spec.tmpfs,
           ReadonlyRootfs: spec.readOnlyRoot,
           CapDrop: spec.capDrop,
@@ -159,7 +165,6 @@ export class DockerEngine implements ContainerEngine {
         startedAt: data.State.StartedAt,
         finishedAt: data.State.FinishedAt,
         labels: data.Config.Labels ?? {},
-        raw: data,
       };
     } catch (error) {
       if (statusOf(error) === 404) return undefined;
@@ -200,20 +205,46 @@ export class DockerEngine implements ContainerEngine {
     }));
   }
 
-  async listNetworks(labels: Record<string, string>) {
-    const list = await this.call(() => this.docker.listNetworks({ filters: { label: labelFilters(labels) } }));
-    return list.map((n) => ({ id: n.Id, name: n.Name, labels: n.Labels ?? {} }));
+  async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }): Promise<void> {
+    const existing = await this.docker.getVolume(name).inspect().catch((error: unknown) => {
+      if (statusOf(error) === 404) return undefined;
+      throw this.wrap(error, `inspect volume ${name}`);
+    });
+    if (!existing) await this.call(() => this.docker.createVolume({ Name: name, Labels: labels }), `create volume ${name}`);
+    // A fresh volume's root belongs to root: a container whose only power is chown gives it to
+    // the sandbox user (the sandbox itself has no capability at all). No network, nothing else mounted.
+    const chown = await this.call(
+      () =>
+        this.docker.createContainer({
+          Image: owner.image,
+          User: '0:0',
+          Cmd: ['/bin/chown', `${owner.uid}:${owner.gid}`, '/v'],
+          Labels: { ...labels, [LABEL.role]: 'helper' },
+          NetworkDisabled: true,
+          HostConfig: {
+            Mounts: [{ Type: 'volume', Source: name, Target: '/v' }],
+            CapDrop: ['ALL'],
+            CapAdd: ['CHOWN'],
+            SecurityOpt: ['no-new-privileges:true'],
+            ReadonlyRootfs: true,
+            NetworkMode: 'none',
+            Privileged: false,
+          },
+        }),
+      `prepare volume ${name}`,
+    );
+    try {
+      await this.call(() => chown.start(), `prepare volume ${name}`);
+      const { StatusCode } = (await this.call(() => chown.wait(), `prepare volume ${name}`)) as { StatusCode: number };
+      if (StatusCode !== 0) throw new MoatError('E_ENGINE_FAILED', `could not prepare volume ${name}: chown exited ${StatusCode}`, { hint: 'check the engine with `moat doctor`' });
+    } finally {
+      await chown.remove({ force: true }).catch(() => undefined);
+    }
   }
 
   async listVolumes(labels: Record<string, string>) {
     const list = await this.call(() => this.docker.listVolumes({ filters: { label: labelFilters(labels) } }));
     return (list.Volumes ?? []).map((v) => ({ name: v.Name, labels: v.Labels ?? {} }));
-  }
-
-  async removeNetwork(id: string): Promise<void> {
-    await this.docker.getNetwork(id).remove().catch((error: unknown) => {
-      if (statusOf(error) !== 404) throw this.wrap(error, `remove network ${id}`);
-    });
   }
 
   async removeVolume(name: string): Promise<void> {
@@ -362,8 +393,9 @@ export class DockerEngine implements ContainerEngine {
     if (code === 'EACCES') {
       return new MoatError('E_ENGINE_PERMISSION', `permission denied on ${this.endpoint}`, { hint: 'add yourself to the docker group or use a rootless engine', cause: error });
     }
-    if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-      return new MoatError('E_ENGINE_UNREACHABLE', `the container engine at ${this.endpoint} is not answering`, { hint: 'start it: systemctl start docker (or run dockerd)', cause: error });
+    if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT' || code === 'ENOTFOUND') {
+      const hint = this.capabilities.hostMounts ? 'start it: systemctl start docker (or run dockerd)' : `check that the engine at ${this.endpoint} runs and is reachable from here (DOCKER_HOST)`;
+      return new MoatError('E_ENGINE_UNREACHABLE', `the container engine at ${this.endpoint} is not answering`, { hint, cause: error });
     }
     const message = String((error as { json?: { message?: string } }).json?.message ?? (error as Error).message ?? error).trim();
     if (statusOf(error) === 404 && /No such image|not found/i.test(message)) {

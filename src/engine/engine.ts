@@ -1,25 +1,35 @@
 import type { Readable, Writable } from 'node:stream';
-import type { ContainerSpec } from '../domain/sandbox-spec.js';
+import type { SandboxSpec } from '../domain/sandbox-spec.js';
 
-/** What moat needs from a container engine. Docker and Podman (its Docker-compatible socket) implement it. */
+/**
+ * What moat needs from a container engine, in moat's terms: make a sandbox from a {@link SandboxSpec},
+ * start/stop/remove it, exec in it with streams, give it a workspace volume, read its stats and why
+ * it died, list what moat made by label. Docker and Podman (its Docker-compatible API) implement it,
+ * local (unix socket) or remote (tcp://, ssh://).
+ */
 export interface ContainerEngine {
   readonly kind: 'docker' | 'podman';
-  /** Where the engine was found (socket path), for messages and `doctor`. */
+  /** Where the engine was found (socket path or URL), for messages and `doctor`. */
   readonly endpoint: string;
+  /** Host-local shortcuts this engine allows; every feature also works, or is refused clearly, without them. */
+  readonly capabilities: EngineCapabilities;
   info(): Promise<EngineInfo>;
   /** Cheap reachability check (the engine's ping), before anything is made. */
   ping(): Promise<void>;
   imageId(ref: string): Promise<string | undefined>;
   buildImage(input: BuildInput): Promise<void>;
-  createContainer(spec: ContainerSpec): Promise<string>;
+  createContainer(spec: SandboxSpec): Promise<string>;
   startContainer(id: string): Promise<void>;
   inspectContainer(idOrName: string): Promise<ContainerInfo | undefined>;
   stopContainer(id: string, timeoutSeconds: number): Promise<void>;
   removeContainer(id: string): Promise<void>;
   listContainers(labels: Record<string, string>): Promise<ContainerInfo[]>;
-  listNetworks(labels: Record<string, string>): Promise<Array<{ id: string; name: string; labels: Record<string, string> }>>;
+  /**
+   * A task's workspace volume, kept by the engine, labelled, its root owned by `owner` (made ready
+   * by a short-lived container of `image` with no capability but CHOWN, no network). Idempotent.
+   */
+  createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }): Promise<void>;
   listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>>;
-  removeNetwork(id: string): Promise<void>;
   removeVolume(name: string): Promise<void>;
   /** Streams a command: the caller's streams are wired straight through. */
   exec(id: string, command: ExecCommand, io: ExecIO): Promise<number>;
@@ -30,6 +40,28 @@ export interface ContainerEngine {
   logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void>;
 }
 
+/**
+ * Shortcuts that need the engine to share moat's host. A local engine on a unix socket of this
+ * host offers them; a remote one (tcp://, ssh://) offers none.
+ */
+export interface EngineCapabilities {
+  /**
+   * Host folders can be bind-mounted into a sandbox: the workspace is a host folder (moat reads the
+   * snapshot a command leaves without an exec), the gateway's socket and moat's handover helper
+   * (SCM_RIGHTS) reach the sandbox, the task's ssh-agent and the user's read-only mounts too.
+   * Without it the workspace is an engine volume, seeded and read through exec.
+   */
+  hostMounts: boolean;
+  /** The engine's containers' cgroup files are on this host (exit reasons read from kernel counters). */
+  hostCgroups: boolean;
+}
+
+/** Local engines share the host; remote ones share nothing but their API. */
+export function capabilitiesOf(transport: 'unix' | 'tcp' | 'ssh'): EngineCapabilities {
+  const local = transport === 'unix';
+  return { hostMounts: local, hostCgroups: local };
+}
+
 export interface EngineInfo {
   kind: 'docker' | 'podman';
   version: string;
@@ -37,12 +69,9 @@ export interface EngineInfo {
   os: string;
   kernel: string;
   storageDriver: string;
-  backingFilesystem?: string;
   cgroupVersion: string;
   cgroupDriver: string;
   securityOptions: string[];
-  runtimes: Record<string, { version?: string }>;
-  defaultRuntime: string;
   rootless: boolean;
   runcVersion?: string;
 }
@@ -80,8 +109,6 @@ export interface ContainerInfo {
   startedAt?: string;
   finishedAt?: string;
   labels: Record<string, string>;
-  /** Raw engine inspect data, for tests and `doctor`. */
-  raw?: unknown;
 }
 
 export interface ExecCommand {

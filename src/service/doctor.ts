@@ -1,5 +1,5 @@
 import { runProcess } from '../workspace/run-process.js';
-import { loopMountAvailable } from '../workspace/task-volume.js';
+import { diskUncappedWhy, loopMountAvailable } from '../workspace/task-volume.js';
 import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 import { isMoatError } from '../errors.js';
 import type { EngineInfo } from '../engine/engine.js';
@@ -49,8 +49,10 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
 
   let info: EngineInfo | undefined;
   let diskCapped = false;
+  let remote = false;
   try {
     const engine = await ctx.engine();
+    remote = !engine.capabilities.hostMounts;
     info = await engine.info();
     checks.push({ name: 'engine', status: 'ok', detail: `${info.kind} ${info.version} (API ${info.apiVersion}) at ${engine.endpoint}` });
     const base = await engine.imageId(DEFAULT_BASE_IMAGE);
@@ -89,12 +91,18 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.cpu = 'kernel (CFS quota)';
     enforcement.pids = 'kernel (pids cgroup)';
     enforcement.network = 'none: tasks have no network interface but loopback';
-    const loop = await loopMountAvailable(ctx.hostUser.uid);
+    const loop = !remote && (await loopMountAvailable(ctx.hostUser.uid));
     diskCapped = loop;
     enforcement.disk = loop
       ? 'kernel: each task writes to its own loop-mounted ext4 image of limits.disk; /tmp and home are size-limited tmpfs; the root filesystem is read-only'
-      : 'workspace NOT capped (needs root, loop devices and mkfs.ext4); /tmp and home are size-limited tmpfs; the root filesystem is read-only';
-    checks.push(loop ? { name: 'disk cap', status: 'ok', detail: enforcement.disk } : { name: 'disk cap', status: 'warn', detail: enforcement.disk, fix: 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs' });
+      : `workspace NOT capped (${diskUncappedWhy(remote)}); /tmp and home are size-limited tmpfs; the root filesystem is read-only`;
+    const fix = remote ? 'keep an eye on the engine\'s disk, or use a local engine (unset DOCKER_HOST) where moat runs as root' : 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs';
+    checks.push(loop ? { name: 'disk cap', status: 'ok', detail: enforcement.disk } : { name: 'disk cap', status: 'warn', detail: enforcement.disk, fix });
+    if (remote) {
+      enforcement.workspace = 'an engine volume, seeded and read through exec: no folder of this host is mounted into a sandbox';
+      enforcement.network = 'none: tasks have no network interface but loopback; network modes other than none are refused on this engine';
+      checks.push({ name: 'engine capabilities', status: 'ok', detail: `remote engine: no host mounts, no host cgroups (exit reasons read through the engine); network none only` });
+    }
     if (info.rootless) checks.push({ name: 'rootless', status: 'ok', detail: 'the engine runs rootless: a container escape lands in an unprivileged user' });
   }
 
@@ -106,5 +114,5 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
       ? { name: 'host user', status: 'warn', detail: 'moat runs as root: sandboxes run as uid 1000 (sandboxUid), and workspace files are owned by that uid', fix: 'run moat as your normal user (in the docker group)' }
       : { name: 'host user', status: 'ok', detail: `sandboxes run as your uid ${uid}` },
   );
-  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped) };
+  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped, remote) };
 }

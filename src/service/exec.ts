@@ -12,6 +12,7 @@ import { clearMarkers, killPoint, markDone, markRunning, taskKey } from './pendi
 
 import { openTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
+import { ensureBridge } from './egress-bridge.js';
 
 export interface ExecOptions {
   tty?: boolean;
@@ -52,6 +53,7 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
   if (record.network !== 'none') {
     await openTaskEgress(ctx, record);
     await pushSecrets(ctx, record);
+    await ensureBridge(ctx, record);
   }
   const user = `${record.user.uid}:${record.user.gid}`;
   const before = record.counters ?? { oomKills: 0, pidsMax: 0 };
@@ -69,7 +71,9 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
   // of the caller is sent to it (with a TTY, Ctrl-C travels as a keystroke).
   const forward = !options.tty && io.onInterrupt !== undefined;
   const pidFile = forward ? `/tmp/.moat-exec-${nonce}` : undefined;
-  const captureWork = options.captureWork ?? syncing;
+  // The snapshot file is read from the workspace's host folder: an engine volume has none, and the
+  // sync reads the work through exec instead.
+  const captureWork = (options.captureWork ?? syncing) && record.workspace !== 'volume';
   // On the warm server the status goes first: the snapshot runs on in the sandbox after the
   // command's exec has ended, and its work comes home after the caller has the status.
   const deferred = syncing && captureWork && ctx.syncs !== undefined;

@@ -24,13 +24,15 @@ function counter(text: string, key: string): number | undefined {
  * forge), or, where moat cannot see the engine's cgroups, from inside the container.
  */
 export async function readCounters(engine: ContainerEngine, id: string, user: string): Promise<CgroupCounters | undefined> {
-  for (const dir of candidateDirs(id)) {
+  // Only where the engine's cgroups are this host's: a remote engine's container ids mean nothing here.
+  for (const dir of engine.capabilities.hostCgroups ? candidateDirs(id) : []) {
     const memory = await readFile(`${dir.memory}/${dir.v2 ? 'memory.events' : 'memory.oom_control'}`, 'utf8').catch(() => undefined);
     const pids = await readFile(`${dir.pids}/pids.events`, 'utf8').catch(() => undefined);
     if (memory !== undefined && pids !== undefined) return { oomKills: counter(memory, 'oom_kill') ?? 0, pidsMax: counter(pids, 'max') ?? 0 };
   }
   const inside = await engine
-    .execCapture(id, { cmd: ['cat', '/sys/fs/cgroup/memory/memory.oom_control', '/sys/fs/cgroup/pids/pids.events', '/sys/fs/cgroup/memory.events', '/sys/fs/cgroup/pids.events'], user }, 65536)
+    // By absolute path: the agent's ~/.local/bin comes first on the sandbox's PATH.
+    .execCapture(id, { cmd: ['/bin/cat', '/sys/fs/cgroup/memory/memory.oom_control', '/sys/fs/cgroup/pids/pids.events', '/sys/fs/cgroup/memory.events', '/sys/fs/cgroup/pids.events'], user }, 65536)
     .catch(() => undefined);
   if (!inside) return undefined;
   const text = inside.stdout.toString('utf8');

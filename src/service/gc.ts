@@ -5,10 +5,10 @@ import { UserRepository } from '../workspace/user-repo.js';
 import { mountedVolumes, releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 import { claimSpare, poolRef } from './task-pool.js';
+import { workspaceVolume } from './task-container.js';
 
 export interface GcResult {
   removedContainers: string[];
-  removedNetworks: string[];
   removedVolumes: string[];
   /** Tasks whose creation was interrupted (moat killed during `up`), removed whole. */
   removedTasks: string[];
@@ -34,7 +34,7 @@ function alive(pid: number | undefined): boolean {
  */
 export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Promise<GcResult> {
   const engine = await ctx.engine();
-  const result: GcResult = { removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [], removedSpares: [] };
+  const result: GcResult = { removedContainers: [], removedVolumes: [], removedTasks: [], removedSpares: [] };
   const records = await ctx.store.listAll({ pooled: true });
 
   // Half-made tasks, and pooled ones whose server is gone.
@@ -73,12 +73,6 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
     const name = parts[parts.length - 1];
     if (!live.has(`${repoKey}/${name}`)) await releaseVolume(taskDir);
   }
-  for (const network of await engine.listNetworks(owned)) {
-    if (!live.has(`${network.labels[LABEL.repo]}/${network.labels[LABEL.task]}`)) {
-      await engine.removeNetwork(network.id);
-      result.removedNetworks.push(network.name);
-    }
-  }
   for (const volume of await engine.listVolumes(owned)) {
     if (!live.has(`${volume.labels[LABEL.repo]}/${volume.labels[LABEL.task]}`)) {
       await engine.removeVolume(volume.name);
@@ -116,5 +110,6 @@ export async function discardTask(ctx: MoatContext, record: TaskRecord): Promise
   if (repo) await repo.deleteRef(`refs/heads/${taskBranch(record.name)}`, record.baseCommit);
   if (repo) await repo.deleteRef(poolRef(record.name));
   await releaseVolume(ctx.store.taskDir(record.repoKey, record.name));
+  if (record.workspace === 'volume') await engine.removeVolume(workspaceVolume(record));
   await ctx.store.remove(record.repoKey, record.name);
 }

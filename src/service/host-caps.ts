@@ -1,3 +1,4 @@
+import { diskUncappedWhy } from '../workspace/task-volume.js';
 import { CONTAINER_LOG } from '../domain/sandbox-spec.js';
 import { DEFAULT_LIMITS } from '../domain/limits.js';
 import { formatSize, parseSize } from '../domain/size.js';
@@ -21,7 +22,7 @@ export interface HostCap {
  * Everything on the host that a sandbox's activity makes grow, each with its cap: `moat doctor`
  * lists them so that "outside the sandbox's disk cap" is never a surprise.
  */
-export async function hostCaps(ctx: MoatContext, diskCapped: boolean): Promise<HostCap[]> {
+export async function hostCaps(ctx: MoatContext, diskCapped: boolean, remote = false): Promise<HostCap[]> {
   const records = await ctx.store.listAll({ pooled: true }).catch(() => []);
   const auditMax = auditMaxBytes(ctx.env);
   const auditTotal = records.reduce((sum, record) => sum + auditBytes(auditFile(ctx, record)), 0);
@@ -35,7 +36,9 @@ export async function hostCaps(ctx: MoatContext, diskCapped: boolean): Promise<H
       name: 'workspace disk',
       cap: diskCapped
         ? `limits.disk (${formatSize(diskBytes)} per task): a loop-mounted ext4 image of that size`
-        : 'NOT capped here (needs root, loop devices and mkfs.ext4): a task can fill the filesystem that holds the moat home',
+        : remote
+          ? `NOT capped here (${diskUncappedWhy(true)}): a task can fill the engine's disk`
+          : `NOT capped here (${diskUncappedWhy(false)}): a task can fill the filesystem that holds the moat home`,
     },
     {
       name: 'egress audit log',

@@ -8,7 +8,8 @@ import { releaseVolume, unmountVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 import { execCapturingWork, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
-import { startContainer, taskSpec } from './task-container.js';
+import { startContainer, taskSpec, workspaceVolume } from './task-container.js';
+import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { taskEnv } from './task-env.js';
 import { seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
@@ -42,6 +43,7 @@ export async function down(ctx: MoatContext, task: string, options: { captured?:
   record.state = 'stopped';
   await ctx.store.save(record);
   await stopTaskAgent(ctx, record);
+  await stopBridge(ctx, record);
   await suspendTaskEgress(ctx, record);
   // Nothing uses the task's volume until the next container: no mount lingers on the host.
   await unmountVolume(ctx.store.taskDir(record.repoKey, task));
@@ -74,6 +76,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
   record.containerId = await startContainer(engine, spec);
+  await connectSandbox(ctx, engine, record.containerId, record);
   const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
   await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template);
   record.state = 'running';
@@ -113,7 +116,9 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   }
   await removeTaskWorkspace(ctx.store.workspacePath(record.repoKey, task));
   await releaseVolume(ctx.store.taskDir(record.repoKey, task));
+  if (record.workspace === 'volume') await engine.removeVolume(workspaceVolume(record));
   await stopTaskAgent(ctx, record);
+  await stopBridge(ctx, record);
   await removeTaskEgress(ctx, record);
   const branchRef = `refs/heads/${taskBranch(task)}`;
   const branchDeleted = (await repo.refValue(branchRef)) !== undefined;

@@ -7,6 +7,8 @@ import type { MoatContext } from './context.js';
 import { egressCounts } from './egress.js';
 import { settlePendingSync } from './sync.js';
 import { IDLE_EXIT } from '../domain/sandbox-spec.js';
+import { formatSize } from '../domain/size.js';
+import { diskUncappedWhy } from '../workspace/task-volume.js';
 
 export interface TaskSummary {
   name: string;
@@ -16,7 +18,10 @@ export interface TaskSummary {
   template: string;
   createdAt: string;
   ageSeconds: number;
-  limits: Limits;
+  /** The limits that hold: diskBytes only when the workspace's cap is enforced (see `disk`). */
+  limits: Omit<Limits, 'diskBytes'> & { diskBytes?: number };
+  /** How the workspace's size is held, or "NOT capped" and why: never a cap that is not enforced. */
+  disk: string;
   network: string;
   /** Commits on the task branch (in the user's repository: what moat brought home) beyond its base. */
   commits: number;
@@ -69,7 +74,8 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         template: record.template,
         createdAt: record.createdAt,
         ageSeconds: Math.max(0, Math.round((now - Date.parse(record.createdAt)) / 1000)),
-        limits: record.limits,
+        limits: diskCapOf(record).capped ? record.limits : withoutDisk(record.limits),
+        disk: diskCapOf(record).text,
         network: record.network,
         commits,
         ...(spare ? { spare: true as const } : {}),
@@ -106,4 +112,15 @@ function whyStopped(timeoutSeconds: number | undefined, info: { exitCode?: numbe
   const ran = (Date.parse(info.finishedAt ?? '') - Date.parse(info.startedAt ?? '')) / 1000;
   if (timeoutSeconds && timeoutSeconds > 0 && (info.exitCode === 137 || info.exitCode === 124) && ran >= timeoutSeconds - 1) return `time limit (${timeoutSeconds}s)`;
   return `main process exited (${info.exitCode ?? '?'}); moat reset starts a fresh container`;
+}
+
+/** The workspace's cap as the task was made: a loop-mounted ext4 image, or none (and why). */
+export function diskCapOf(record: TaskRecord): { capped: boolean; text: string } {
+  if (record.disk === 'loop') return { capped: true, text: `capped at ${formatSize(record.limits.diskBytes)} (a loop-mounted ext4 image)` };
+  return { capped: false, text: `NOT capped: ${diskUncappedWhy(record.workspace === 'volume')}` };
+}
+
+function withoutDisk(limits: Limits): Omit<Limits, 'diskBytes'> {
+  const { diskBytes: _unenforced, ...rest } = limits;
+  return rest;
 }

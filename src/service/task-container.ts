@@ -1,5 +1,5 @@
 import { LABEL, resourceLabels } from '../domain/labels.js';
-import { sandboxSpec, type ContainerSpec } from '../domain/sandbox-spec.js';
+import { sandboxSpec, type SandboxSpec, type WorkspaceSource } from '../domain/sandbox-spec.js';
 import type { TaskRecord } from '../domain/task.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { MOAT_VERSION } from '../version.js';
@@ -14,32 +14,49 @@ export function containerName(record: Pick<TaskRecord, 'repoKey' | 'name'>, role
   return `moat-${record.repoKey}-${record.name}${suffix}`;
 }
 
+/** The engine volume that holds a task's repository where the engine cannot see host folders. */
+export function workspaceVolume(record: Pick<TaskRecord, 'repoKey' | 'name'>): string {
+  return `${containerName(record)}-workspace`;
+}
+
+/** Where a task's repository is: the host folder (local engines) or the engine's own volume. */
+export function workspaceSource(ctx: MoatContext, record: TaskRecord): WorkspaceSource {
+  return record.workspace === 'volume' ? { kind: 'volume', name: workspaceVolume(record) } : { kind: 'host', path: ctx.store.workspacePath(record.repoKey, record.name) };
+}
+
+/** Labels of a task's engine resources (container, workspace volume). */
+export function taskLabels(ctx: MoatContext, record: TaskRecord, role: string): Record<string, string> {
+  return { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template };
+}
+
 /** The hardened spec of a task's container, from its record alone (so `reset` rebuilds the same). */
-export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<string, string>, role = 'task'): ContainerSpec {
+export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<string, string>, role = 'task'): SandboxSpec {
   const egress = record.network !== 'none' && role === 'task';
   return sandboxSpec({
     containerName: containerName(record, role),
     taskName: record.name,
     image: record.image,
-    workspacePath: ctx.store.workspacePath(record.repoKey, record.name),
+    workspace: workspaceSource(ctx, record),
     uid: record.user.uid,
     gid: record.user.gid,
     limits: record.limits,
     env,
     // Helpers only read the workspace: they never get the way out.
-    egressSocketDir: egress ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
-    handoffHelper: egress && handoffBuilt() ? HANDOFF_BINARY : undefined,
+    // Without host mounts (a remote engine) the way out is moat's bridge over exec streams.
+    egressSocketDir: egress && record.workspace !== 'volume' ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
+    egressBridged: egress && record.workspace === 'volume',
+    handoffHelper: egress && record.workspace !== 'volume' && handoffBuilt() ? HANDOFF_BINARY : undefined,
     sshAgentDir: role === 'task' ? record.sshAgentDir : undefined,
     readOnlyMounts: role === 'task' ? (record.mounts ?? []) : [],
-    labels: { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template },
+    labels: taskLabels(ctx, record, role),
   });
 }
 
 /** Creates and starts a container; removes it again if starting fails. */
-export async function startContainer(engine: ContainerEngine, spec: ContainerSpec): Promise<string> {
+export async function startContainer(engine: ContainerEngine, spec: SandboxSpec): Promise<string> {
   // After a reboot the task's capped volume is no longer mounted: mount it before anything
   // binds the workspace (binding the empty mount point would hide the task's work).
-  await mountVolume(dirname(dirname(spec.workspaceMount.source)));
+  if (spec.workspace.kind === 'host') await mountVolume(dirname(dirname(spec.workspace.path)));
   const id = await engine.createContainer(spec);
   try {
     await engine.startContainer(id);

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import { createVolume, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
+import { join, resolve } from 'node:path';
+import { createVolume, diskUncappedWhy, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
 import { devcontainerBase } from './devcontainer.js';
 import { checkMounts } from './mounts.js';
 import { chooseTaskTemplate } from './repo-templates.js';
@@ -19,11 +19,12 @@ import type { EffectiveConfig } from '../config/effective.js';
 import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { PassThrough } from 'node:stream';
-import { createTaskWorkspace } from '../workspace/task-workspace.js';
+import { createTaskWorkspace, seedVolumeWorkspace } from '../workspace/task-workspace.js';
 import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
-import { runningContainer, startContainer, taskSpec } from './task-container.js';
+import { runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
 import { discardTask } from './gc.js';
+import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
 import { claimSpare, poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
@@ -163,8 +164,11 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
   }
   if (sshKeys.length > 0) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
-  const disk = (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
-  if (disk === 'none') ctx.progress('note: the workspace has no disk cap here (a capped per-task filesystem needs root, loop devices and mkfs.ext4); /tmp and home are capped tmpfs');
+  // An engine that does not share moat's filesystem keeps the workspace in a volume of its own.
+  const inVolume = !engine.capabilities.hostMounts;
+  if (inVolume) refuseHostOnly(engine.endpoint, { sshKeys, mounts });
+  const disk = !inVolume && (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
+  if (disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskUncappedWhy(inVolume)}; /tmp and home are capped tmpfs`);
   // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
   const imageBuilt = ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env, signal });
   const image = await untilCancelled(imageBuilt, signal);
@@ -221,6 +225,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     user,
     createdAt: new Date().toISOString(),
     disk,
+    ...(inVolume ? { workspace: 'volume' as const } : {}),
     state: options.intoPool ? 'pooled' : 'creating',
     creatorPid: process.pid,
     ...(options.intoPool ? { poolKey: key } : {}),
@@ -248,17 +253,10 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
       rollback.add(() => stopTaskAgent(ctx, record));
       throwIfCancelled(signal);
     }
-    // The container only needs the workspace directory to exist; it runs nothing until the first
-    // exec, after `up` returns. So the clone and the container start overlap.
-    await mkdir(workspacePath, { mode: 0o755 });
-    const container = startContainer(engine, taskSpec(ctx, record, env));
-    const workspace = createTaskWorkspace({ repo, branch, baseCommit, sourceRef, path: workspacePath, identity, owner: user.uid === ctx.hostUser.uid ? undefined : user });
-    const [started, cloned] = await Promise.allSettled([container, workspace]);
-    if (started.status === 'fulfilled') rollback.add(() => engine.removeContainer(started.value));
-    if (started.status === 'rejected') throw started.reason;
-    if (cloned.status === 'rejected') throw cloned.reason;
+    const id = inVolume
+      ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity })
+      : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
-    const id = started.value;
     await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec);
     // postCreateCommand may run for minutes; removing the container (the rollback) ends it.
     if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
@@ -277,6 +275,60 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     if (signal?.aborted) throw cancelledError(signal, 'up', clean);
     throw error;
   }
+}
+
+type Provision = { repo: UserRepository; branch: string; baseCommit: string; sourceRef: string; identity: { name?: string; email?: string } };
+
+/**
+ * The workspace in a host folder, bind-mounted. The container only needs the folder to exist; it
+ * runs nothing until the first exec, after `up` returns. So the clone and the container start overlap.
+ */
+async function provisionOnHost(ctx: MoatContext, engine: ContainerEngine, record: TaskRecord, env: Record<string, string>, rollback: Rollback, input: Provision & { workspacePath: string }): Promise<string> {
+  await mkdir(input.workspacePath, { mode: 0o755 });
+  const container = startContainer(engine, taskSpec(ctx, record, env));
+  const workspace = createTaskWorkspace({ ...input, path: input.workspacePath, owner: record.user.uid === ctx.hostUser.uid ? undefined : record.user });
+  const [started, cloned] = await Promise.allSettled([container, workspace]);
+  if (started.status === 'fulfilled') rollback.add(() => engine.removeContainer(started.value));
+  if (started.status === 'rejected') throw started.reason;
+  if (cloned.status === 'rejected') throw cloned.reason;
+  return started.value;
+}
+
+/**
+ * The workspace in a volume of the engine's own (labelled like the task's container, so `gc`
+ * finds it), seeded through an exec in the task's container: nothing of the host is mounted.
+ */
+async function provisionInVolume(ctx: MoatContext, engine: ContainerEngine, record: TaskRecord, env: Record<string, string>, rollback: Rollback, input: Provision): Promise<string> {
+  const volume = workspaceVolume(record);
+  rollback.add(() => engine.removeVolume(volume));
+  await engine.createVolume(volume, taskLabels(ctx, record, 'workspace'), { ...record.user, image: record.image });
+  const id = await startContainer(engine, taskSpec(ctx, record, env));
+  rollback.add(() => engine.removeContainer(id));
+  const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `seed-${process.pid}.bundle`);
+  await seedVolumeWorkspace({
+    ...input,
+    bundleFile,
+    exec: async (cmd, stdin) => {
+      const err = new PassThrough();
+      let stderr = '';
+      err.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-2000)));
+      const exitCode = await engine.exec(id, { cmd, user: `${record.user.uid}:${record.user.gid}` }, { stdin, stdout: new PassThrough().resume(), stderr: err });
+      return { exitCode, stderr };
+    },
+  });
+  if (record.network !== 'none') {
+    rollback.add(() => stopBridge(ctx, record));
+    await connectSandbox(ctx, engine, id, record);
+  }
+  return id;
+}
+
+/** What only an engine that sees moat's host can give a sandbox, refused before anything is made. */
+function refuseHostOnly(endpoint: string, wanted: { sshKeys: string[]; mounts: unknown[] }): void {
+  const refuse = (what: string, hint: string) =>
+    new MoatError('E_USAGE', `${what} needs an engine that shares moat's host, and ${endpoint} does not`, { hint });
+  if (wanted.sshKeys.length > 0) throw refuse("the task's ssh-agent", 'drop the ssh keys, or use a local engine');
+  if (wanted.mounts.length > 0) throw refuse('read-only host mounts', 'drop mounts from the config, or use a local engine');
 }
 
 /**

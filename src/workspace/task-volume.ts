@@ -11,6 +11,13 @@ import { runProcess } from './run-process.js';
  */
 export type DiskEnforcement = 'loop' | 'none';
 
+/** Why the workspace has no disk cap here, in the words `moat up`, `doctor` and `ls` use. */
+export function diskUncappedWhy(inVolume: boolean): string {
+  return inVolume
+    ? "the engine does not share moat's filesystem, so no loop-mounted ext4 image can back the workspace, and a Docker volume has no size limit of its own"
+    : 'a capped per-task filesystem needs moat to run as root, with loop devices and mkfs.ext4';
+}
+
 const PATH_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
 
 export async function loopMountAvailable(uid: number = process.getuid?.() ?? 1000): Promise<boolean> {

@@ -1,5 +1,9 @@
+import { createReadStream } from 'node:fs';
 import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { WORKSPACE_DIR } from '../domain/sandbox-spec.js';
+import { MoatError } from '../errors.js';
 import { assertObjectId, git } from './git.js';
 import type { UserRepository } from './user-repo.js';
 
@@ -46,4 +50,54 @@ async function chownTree(path: string, uid: number, gid: number): Promise<void> 
 /** Removes a workspace; fs.rm does not follow links, so a link planted inside cannot aim it elsewhere. */
 export async function removeTaskWorkspace(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true, maxRetries: 2 });
+}
+
+/**
+ * Runs in the sandbox, as the sandbox user, in the empty workspace volume: a repository made from
+ * the bundle on stdin (the task branch's history only, as the host fetch above takes). The script
+ * is a constant; branch, source ref, base and identity are positional arguments, never spliced in.
+ * git config writes the identity quoted.
+ */
+const SEED_SCRIPT = `
+set -eu
+PATH=/usr/local/bin:/usr/bin:/bin
+cd "$0"
+[ -z "$(ls -A .)" ] || { echo "the workspace volume is not empty" >&2; exit 3; }
+git init --quiet --initial-branch="$1" .
+cat > .git/moat-seed.bundle
+git -c core.hooksPath=/dev/null fetch --quiet --no-tags --update-head-ok .git/moat-seed.bundle "+$2:refs/heads/$1"
+rm -f .git/moat-seed.bundle
+git -c core.hooksPath=/dev/null reset --quiet --hard "$3"
+git config user.name "$4"
+git config user.email "$5"
+`;
+
+/**
+ * The same repository as {@link createTaskWorkspace}, for a workspace in an engine volume: the
+ * host writes a bundle of the task branch from the user's repository (host git reads only the
+ * user's repository) and streams it into the sandbox's exec; the sandbox's git unpacks it.
+ */
+export async function seedVolumeWorkspace(input: {
+  repo: UserRepository;
+  branch: string;
+  baseCommit: string;
+  sourceRef: string;
+  identity: { name?: string; email?: string };
+  /** A host file moat owns, for the bundle while it is streamed (removed afterwards). */
+  bundleFile: string;
+  exec: (cmd: string[], stdin: Readable) => Promise<{ exitCode: number; stderr: string }>;
+}): Promise<void> {
+  await git(['bundle', 'create', '--quiet', input.bundleFile, input.sourceRef], { cwd: input.repo.path });
+  try {
+    const name = (input.identity.name ?? 'moat agent').replace(/[\r\n]/g, ' ');
+    const email = (input.identity.email ?? 'agent@moat.invalid').replace(/[\r\n]/g, ' ');
+    const run = await input.exec(['sh', '-c', SEED_SCRIPT, WORKSPACE_DIR, input.branch, input.sourceRef, assertObjectId(input.baseCommit, 'base'), name, email], createReadStream(input.bundleFile));
+    if (run.exitCode !== 0) {
+      throw new MoatError('E_ENGINE_FAILED', `could not put the task's repository into its workspace volume: ${run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}`}`, {
+        hint: 'check the engine with `moat doctor` (a full engine disk?), then run the command again',
+      });
+    }
+  } finally {
+    await rm(input.bundleFile, { force: true });
+  }
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { Moat } from '../../src/index.js';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 
 export const GIT_ENV = { GIT_AUTHOR_NAME: 'Test User', GIT_AUTHOR_EMAIL: 'test@example.invalid', GIT_COMMITTER_NAME: 'Test User', GIT_COMMITTER_EMAIL: 'test@example.invalid' };
 
@@ -104,7 +104,7 @@ export class Scratch {
     await stopServers(join(this.root, 'run'));
     const moat = this.moats[0] ?? this.moat();
     const endpoint = await findEngine();
-    const docker = new Docker({ socketPath: endpoint.socketPath });
+    const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
     const filters = { label: [`moat.home=${moat.context.store.homeKey}`] };
     for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
     for (const n of await docker.listNetworks({ filters })) await docker.getNetwork(n.Id).remove().catch(() => undefined);
@@ -140,7 +140,7 @@ export function captureIO(input?: string) {
 
 export async function inspect(id: string): Promise<Docker.ContainerInspectInfo> {
   const endpoint = await findEngine();
-  return new Docker({ socketPath: endpoint.socketPath }).getContainer(id).inspect();
+  return new Docker(connectionOptions(endpoint) as Docker.DockerOptions).getContainer(id).inspect();
 }
 
 export const MOAT_BIN = join(import.meta.dirname, '..', '..', 'bin', 'moat.js');

@@ -1,7 +1,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { serverProcesses } from './fixtures.js';
 
 /**
@@ -14,7 +14,7 @@ const before = new Set<string>();
 
 export async function setup(): Promise<void> {
   const endpoint = await findEngine();
-  const docker = new Docker({ socketPath: endpoint.socketPath });
+  const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
   await docker.ping();
   const filters = { label: ['moat.task'] };
   for (const c of await docker.listContainers({ all: true, filters })) before.add(c.Id);
@@ -24,7 +24,7 @@ export async function setup(): Promise<void> {
 
 export async function teardown(): Promise<void> {
   const endpoint = await findEngine();
-  const docker = new Docker({ socketPath: endpoint.socketPath });
+  const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
   const filters = { label: ['moat.task'] };
   const containers = (await docker.listContainers({ all: true, filters })).filter((c) => !before.has(c.Id));
   const networks = (await docker.listNetworks({ filters })).filter((n) => !before.has(n.Id));

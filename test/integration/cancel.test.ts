@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { eventually, gitIn, MOAT_BIN, type Scratch, scratchPool, serverPids, stopServers } from '../helpers/fixtures.js';
 
 /**
@@ -53,7 +53,7 @@ function interrupted(scratch: Scratch, args: string[], env: Record<string, strin
 }
 
 async function containers(scratch: Scratch): Promise<Docker.ContainerInfo[]> {
-  const docker = new Docker({ socketPath: (await findEngine()).socketPath });
+  const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
   return docker.listContainers({ all: true, filters: { label: [`moat.home=${scratch.moat().context.store.homeKey}`] } });
 }
 
@@ -74,7 +74,7 @@ const NOTHING = { tasks: [], refs: [], containers: [], gatewaySockets: [], mount
 function expectGcFindsNothing(scratch: Scratch): void {
   const gc = moat(scratch, ['gc', '--json'], LOOK);
   expect(gc.code, gc.err).toBe(0);
-  expect(JSON.parse(gc.out)).toEqual({ removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [], removedSpares: [] });
+  expect(JSON.parse(gc.out)).toEqual({ removedContainers: [], removedVolumes: [], removedTasks: [], removedSpares: [] });
 }
 
 function expectOneCancelLine(err: string, signal: 'SIGINT' | 'SIGTERM'): void {

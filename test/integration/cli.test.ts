@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import Docker from 'dockerode';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { captureIO, eventually, gitIn, MOAT_BIN, Scratch, serverPids, stopServers } from '../helpers/fixtures.js';
@@ -233,7 +233,7 @@ describe('tasks made ahead by the warm server', () => {
     return { code: result.status, out: result.stdout, err: result.stderr };
   }
   const containers = async () => {
-    const docker = new Docker({ socketPath: (await findEngine()).socketPath });
+    const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
     return docker.listContainers({ all: true, filters: { label: [`moat.home=${scratch.moat().context.store.homeKey}`] } });
   };
   const taskDirs = () => {

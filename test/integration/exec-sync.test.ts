@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { eventually, gitIn, MOAT_BIN, type Scratch, scratchPool, serverPids } from '../helpers/fixtures.js';
 
 /**
@@ -120,7 +120,7 @@ describe('exec: status first, sync right after, no commit lost', () => {
     const server = await taskWithServer(scratch, 'dead', { MOAT_TEST_KILL_AT: 'exec-after-status' });
     expect(cli(scratch, ['exec', 'dead', '--', ...commit('orphan')], { MOAT_TEST_KILL_AT: 'exec-after-status' }).code).toBe(0);
     expect(await gone(server)).toBe(true);
-    const docker = new Docker({ socketPath: (await findEngine()).socketPath });
+    const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
     const [container] = await docker.listContainers({ filters: { label: ['moat.task=dead', `moat.home=${scratch.moat().context.store.homeKey}`] } });
     await docker.getContainer(container!.Id).remove({ force: true });
     const sync = cli(scratch, ['sync', 'dead']);

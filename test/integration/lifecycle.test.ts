@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findEngine } from '../../src/engine/find-engine.js';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { captureIO, gitIn, inspect, Scratch, scratchPool } from '../helpers/fixtures.js';
 
 const pool = scratchPool();
@@ -10,7 +10,7 @@ const scratch = pool.scratch;
 afterEach(pool.cleanup);
 
 async function containersOf(s: Scratch): Promise<Docker.ContainerInfo[]> {
-  const docker = new Docker({ socketPath: (await findEngine()).socketPath });
+  const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
   return docker.listContainers({ all: true, filters: { label: [`moat.home=${s.moat().context.store.homeKey}`] } });
 }
 
@@ -68,7 +68,7 @@ describe('task lifecycle', () => {
     const moat = s.moat();
     const record = await moat.up({ task: 'dies' });
     await moat.exec('dies', ['sh', '-c', 'echo x > x && git add x && git commit -qm before-death'], captureIO().io, { sync: false });
-    const docker = new Docker({ socketPath: (await findEngine()).socketPath });
+    const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
     await docker.getContainer(record.containerId!).remove({ force: true });
     const sync = await moat.sync('dies');
     expect(sync.commits).toBe(1);

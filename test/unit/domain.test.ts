@@ -39,7 +39,7 @@ describe('exit reasons', () => {
 });
 
 describe('sandbox spec', () => {
-  const spec = sandboxSpec({ containerName: 'c', taskName: 't', image: 'i', workspacePath: '/w', uid: 1000, gid: 1000, limits: DEFAULT_LIMITS, env: { HOME: '/root', FOO: 'bar' }, labels: {} });
+  const spec = sandboxSpec({ containerName: 'c', taskName: 't', image: 'i', workspace: { kind: 'host', path: '/w' }, uid: 1000, gid: 1000, limits: DEFAULT_LIMITS, env: { HOME: '/root', FOO: 'bar' }, labels: {} });
   it('is hardened whatever the input', () => {
     expect(spec.user).toBe('1000:1000');
     expect(spec.capDrop).toEqual(['ALL']);

@@ -95,7 +95,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .action(async (opts: { all?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
       const result = await cli.moat(out).gc({ all: opts.all });
-      const total = result.removedContainers.length + result.removedNetworks.length + result.removedVolumes.length + result.removedTasks.length + result.removedSpares.length;
-      out.result(result, () => (total === 0 ? 'nothing to collect' : [...result.removedTasks.map((t) => `removed half-made task ${t}`), ...result.removedSpares.map((t) => `removed spare task ${t}`), ...result.removedContainers.map((c) => `removed container ${c}`), ...result.removedNetworks.map((n) => `removed network ${n}`), ...result.removedVolumes.map((v) => `removed volume ${v}`)].join('\n')));
+      const total = result.removedContainers.length + result.removedVolumes.length + result.removedTasks.length + result.removedSpares.length;
+      out.result(result, () => (total === 0 ? 'nothing to collect' : [...result.removedTasks.map((t) => `removed half-made task ${t}`), ...result.removedSpares.map((t) => `removed spare task ${t}`), ...result.removedContainers.map((c) => `removed container ${c}`), ...result.removedVolumes.map((v) => `removed volume ${v}`)].join('\n')));
     });
 }

@@ -1,0 +1,175 @@
+import { spawn } from 'node:child_process';
+import { createReadStream, openSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { PROXY_PORT } from '../domain/sandbox-spec.js';
+import type { TaskRecord } from '../domain/task.js';
+import type { ContainerEngine } from '../engine/engine.js';
+import { MoatError } from '../errors.js';
+import { egressDir, SOCKET_NAME, socketDir } from '../gateway/task-egress.js';
+import type { MoatContext } from './context.js';
+
+/**
+ * The way out for a sandbox on an engine that cannot mount moat's gateway socket (a remote
+ * engine). The sandbox keeps `network: none`; its proxy port is a listener inside it whose every
+ * connection is carried over the engine's own exec streams to moat's host, where it meets the
+ * gateway's socket for the task, exactly as the local relay's connections do: the gateway applies
+ * the policy, adds the secrets on the way out (they never enter the sandbox) and audits each attempt.
+ *
+ * Inside (both scripts constant, run as the sandbox user): a control exec runs socat on the proxy
+ * port; each accepted connection's child makes a pair of FIFOs in /tmp/.moat-egress and announces
+ * its number on the control exec's output (the connection is duplicated to fd 4 first: a
+ * background command of sh reads /dev/null unless told otherwise). Outside, the bridge (a detached process per task, like
+ * the gateway) reads the numbers and, for each, opens one exec that joins the FIFOs to its own
+ * stdin/stdout, and one connection to the gateway. All the sandbox can do with this is make
+ * connections to the gateway, which it could anyway: a forged number only makes another.
+ */
+const LISTEN_SCRIPT = `
+umask 077
+mkdir -p /tmp/.moat-egress || exit 1
+exec 3>&1
+exec socat TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork,backlog=4096 SYSTEM:'i=$$; d=/tmp/.moat-egress; mkfifo "$d/$i.up" "$d/$i.down" || exit 1; echo "$i" >&3; exec 4<&0; cat <&4 > "$d/$i.up" & c=$!; cat "$d/$i.down"; kill $c 2>/dev/null; rm -f "$d/$i.up" "$d/$i.down"'
+`;
+
+/** One connection: the FIFOs of child $1 joined to this exec's streams. */
+const CONNECTION_SCRIPT = `
+d=/tmp/.moat-egress
+cat "$d/$1.up" &
+cat > "$d/$1.down"
+wait
+`;
+
+/** At most this many connections carried at once for one task (a sandbox announcing numbers in a loop gets no more). */
+const MAX_CONNECTIONS = 512;
+
+const BRIDGE = fileURLToPath(new URL('../../dist/service/egress-bridge-main.js', import.meta.url));
+
+function pidFile(ctx: MoatContext, record: TaskRecord): string {
+  return join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.pid');
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function runningBridge(ctx: MoatContext, record: TaskRecord): Promise<{ pid: number; container: string } | undefined> {
+  const text = await readFile(pidFile(ctx, record), 'utf8').catch(() => '');
+  const [pid, container] = text.trim().split(' ');
+  if (!pid || !/^[0-9]+$/.test(pid) || !container) return undefined;
+  // The pid may have been reused: the bridge's command line names the task's container.
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!alive(Number(pid)) || !cmdline.includes(container)) return undefined;
+  return { pid: Number(pid), container };
+}
+
+/** Makes sure the task's running container has its bridge (after `up`, `reset`, a crash, a reboot). */
+export async function ensureBridge(ctx: MoatContext, record: TaskRecord): Promise<void> {
+  if (record.network === 'none' || record.workspace !== 'volume' || !record.containerId) return;
+  const running = await runningBridge(ctx, record);
+  if (running?.container === record.containerId) return;
+  if (running) process.kill(running.pid, 'SIGTERM');
+  const log = openSync(join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.log'), 'a', 0o600);
+  const pass = Object.fromEntries(Object.entries(ctx.env).filter(([key]) => /^(PATH|HOME|DOCKER_HOST|DOCKER_TLS_VERIFY|DOCKER_CERT_PATH|MOAT_ENGINE|MOAT_ENGINE_SOCKET|SSH_AUTH_SOCK|XDG_RUNTIME_DIR)$/.test(key)));
+  const child = spawn(process.execPath, [BRIDGE, ctx.store.home, record.repoKey, record.name, record.containerId], { detached: true, stdio: ['ignore', log, log], env: pass });
+  child.unref();
+  await writeFile(pidFile(ctx, record), `${child.pid} ${record.containerId}\n`, { mode: 0o600 });
+  // The caller's next command may connect at once: wait until the proxy port listens (the
+  // kernel's socket table, read as the sandbox user; /bin/grep, not what the agent put on PATH).
+  const engine = await ctx.engine();
+  const listening = ['/bin/grep', '-q', `0100007F:${PROXY_PORT.toString(16).toUpperCase().padStart(4, '0')} 00000000:0000 0A`, '/proc/net/tcp'];
+  for (let waited = 0; waited < BRIDGE_START_MS; waited += 50) {
+    const probe = await engine.execCapture(record.containerId, { cmd: listening, user: `${record.user.uid}:${record.user.gid}` }, 1024).catch(() => undefined);
+    if (probe?.exitCode === 0) return;
+    if (!alive(child.pid!)) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new MoatError('E_ENGINE_FAILED', "the sandbox's way out to the gateway did not start", { hint: `see ${join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.log')}; \`moat reset ${record.name}\` starts it again` });
+}
+
+/** How long a new bridge may take to listen in the sandbox. */
+const BRIDGE_START_MS = 15_000;
+
+/** After a task's container started on an engine without host mounts: its trust files and its bridge. */
+export async function connectSandbox(ctx: MoatContext, engine: ContainerEngine, id: string, record: TaskRecord): Promise<void> {
+  if (record.network === 'none' || record.workspace !== 'volume') return;
+  await pushTrust(ctx, engine, id, record);
+  await ensureBridge(ctx, { ...record, containerId: id });
+}
+
+/** Stops the task's bridge (down, rm): its connections end with it. */
+export async function stopBridge(ctx: MoatContext, record: TaskRecord): Promise<void> {
+  const running = await runningBridge(ctx, record);
+  if (running) process.kill(running.pid, 'SIGTERM');
+  await rm(pidFile(ctx, record), { force: true });
+}
+
+/**
+ * Puts the sandbox's trust files (the task's CA, the CAs the user trusts) where SANDBOX_CA_ENV
+ * says, in the sandbox's own tmpfs: the local path mounts them from the gateway's folder.
+ */
+export async function pushTrust(ctx: MoatContext, engine: ContainerEngine, id: string, record: TaskRecord): Promise<void> {
+  const dir = socketDir(ctx.store.home, record.repoKey, record.name);
+  for (const file of ['ca.pem', 'bundle.pem']) {
+    const source = join(dir, file);
+    if (!(await readFile(source).then(() => true, () => false))) continue;
+    const sink = new PassThrough().resume();
+    const code = await engine.exec(id, { cmd: ['sh', '-c', 'cat > "$0"', `/moat/egress/${file}`], user: `${record.user.uid}:${record.user.gid}` }, { stdin: createReadStream(source), stdout: sink, stderr: sink });
+    if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not put ${file} into the sandbox`, { hint: 'moat reset the task' });
+  }
+}
+
+/** The bridge process itself (egress-bridge-main.ts): runs until the container is gone. */
+export async function runBridge(engine: ContainerEngine, input: { gatewaySocket: string; container: string; user: string }): Promise<void> {
+  let open = 0;
+  const carry = (child: string) => {
+    if (open >= MAX_CONNECTIONS) return;
+    open += 1;
+    const gateway = connect(input.gatewaySocket);
+    const stdin = new PassThrough();
+    gateway.on('data', (chunk: Buffer) => stdin.write(chunk));
+    gateway.on('end', () => stdin.end());
+    gateway.on('error', () => stdin.end());
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        if (gateway.writable) gateway.write(chunk, () => done());
+        else done();
+      },
+    });
+    engine
+      .exec(input.container, { cmd: ['sh', '-c', CONNECTION_SCRIPT, 'moat-egress', child], user: input.user }, { stdin, stdout: out, stderr: new PassThrough().resume() })
+      .catch(() => undefined)
+      .finally(() => {
+        open -= 1;
+        gateway.end();
+      });
+  };
+  for (;;) {
+    let pending = '';
+    const announcements = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        pending += chunk.toString('latin1');
+        const lines = pending.split('\n');
+        pending = lines.pop()!.slice(-16);
+        for (const line of lines) if (/^[0-9]{1,9}$/.test(line)) carry(line);
+        done();
+      },
+    });
+    await engine.exec(input.container, { cmd: ['sh', '-c', LISTEN_SCRIPT, 'moat-egress-listen'], user: input.user }, { stdout: announcements, stderr: new PassThrough().resume() }).catch(() => undefined);
+    const info = await engine.inspectContainer(input.container).catch(() => undefined);
+    if (!info?.running) return;
+    // The listener ended (the agent may kill it): start it again.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+export function gatewaySocketOf(home: string, repoKey: string, task: string): string {
+  return join(socketDir(home, repoKey, task), SOCKET_NAME);
+}
