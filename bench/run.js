@@ -2,6 +2,9 @@
 // removed) against `docker run --rm` with the same hardening flags, alternating the two in one
 // run so that both see the same machine state. Prints medians, spread and the ratio, and writes
 // bench/results/latest.json. Not a test: nothing here asserts a time.
+// With BENCH_REMOTE=tcp://host:port (scripts/setup-remote-engine.sh gives tcp://127.0.0.1:23750), two
+// more rows: `moat run --rm -- true` on that engine (its own home and warm server) against
+// `docker run --rm` on the same engine, same flags and image (no host folder: the engine has none).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -31,11 +34,30 @@ const dockerArgs = ['run', '--rm', '--network', 'none', '--read-only', '--cap-dr
   '--memory', '2g', '--memory-swap', '2g', '--cpus', '2', '--pids-limit', '512', '--ulimit', 'nofile=4096:4096', '--tmpfs', '/tmp:size=512m', '--tmpfs', '/home/agent:size=512m',
   '-v', `${repo}:/workspace`, '--label', 'moat.task=bench', image, 'true'];
 
+const remote = process.env.BENCH_REMOTE;
+let remoteEnv;
+let remoteDockerArgs;
+if (remote) {
+  const remoteRoot = join(root, 'remote');
+  mkdirSync(remoteRoot);
+  remoteEnv = { ...env, DOCKER_HOST: remote, MOAT_HOME: join(remoteRoot, 'home'), ...serverEnv(remoteRoot) };
+  const made = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env: remoteEnv, encoding: 'utf8' }));
+  execFileSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env: remoteEnv });
+  const without = dockerArgs.filter((arg, i) => arg !== '-v' && dockerArgs[i - 1] !== '-v');
+  remoteDockerArgs = ['-H', remote, ...without.map((arg) => (arg === image ? made.image : arg))];
+}
+
 const scenarios = {
   'moat run --rm -- true (task repo and branch created, run, synced, removed)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
   'moat run --rm -- true, MOAT_POOL=off (warm server, nothing made ahead)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
   'moat run --rm -- true, MOAT_SERVER=off (own Node process, nothing made ahead)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
   'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
+  ...(remote
+    ? {
+        [`remote engine (${remote}): moat run --rm -- true`]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: remoteEnv }),
+        [`remote engine (${remote}): docker run --rm (same flags and image)`]: () => timed('docker', remoteDockerArgs),
+      }
+    : {}),
 };
 const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
 for (let i = 0; i < rounds; i += 1) {
@@ -45,16 +67,18 @@ for (let i = 0; i < rounds; i += 1) {
   }
 }
 stopServers(root);
+if (remote) stopServers(join(root, 'remote'));
 rmSync(root, { recursive: true, force: true });
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
-const [moatRow, noPoolRow, coldRow, dockerRow] = rows;
+const [moatRow, noPoolRow, coldRow, dockerRow, remoteMoatRow, remoteDockerRow] = rows;
 const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms |\n|---|---|---|---|');
 for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} |`);
 console.log(`ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`);
+if (remote) console.log(`remote engine: ratio moat / docker run (median): ${(remoteMoatRow.median / remoteDockerRow.median).toFixed(2)}`);
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }, null, 2));
+writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median, ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}) }, null, 2));

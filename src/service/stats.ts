@@ -1,6 +1,8 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ContainerStats } from '../engine/engine.js';
+import type { ContainerEngine, ContainerStats } from '../engine/engine.js';
+import { WORKSPACE_DIR } from '../domain/sandbox-spec.js';
+import type { TaskRecord } from '../domain/task.js';
 import type { MoatContext } from './context.js';
 import { egressLog } from './egress.js';
 
@@ -9,8 +11,12 @@ export interface TaskStats {
   running: boolean;
   container?: ContainerStats;
   limits: { memoryBytes: number; cpus: number; pids: number };
-  /** Bytes the task's workspace takes on the host disk (allocated blocks, so sparse files count as they are). */
-  workspaceBytes: number;
+  /**
+   * Bytes the task's workspace takes on the host disk (allocated blocks, so sparse files count as
+   * they are); for a workspace in an engine volume, what `du` in the running sandbox says (absent
+   * when it is not running).
+   */
+  workspaceBytes?: number;
   /** The kernel-enforced cap on the workspace, when there is one. */
   diskCapBytes?: number;
   egress: { bytesUp: number; bytesDown: number; allowed: number; denied: number };
@@ -27,6 +33,14 @@ async function diskUsage(path: string): Promise<number> {
   return total;
 }
 
+/** A volume's usage, from the sandbox's own `du` (its word: for display only). */
+async function volumeUsage(engine: ContainerEngine, record: TaskRecord, running: boolean): Promise<number | undefined> {
+  if (!running || !record.containerId) return undefined;
+  const du = await engine.execCapture(record.containerId, { cmd: ['/usr/bin/du', '-sk', WORKSPACE_DIR], user: `${record.user.uid}:${record.user.gid}` }, 4096).catch(() => undefined);
+  const kib = du ? /^([0-9]+)\s/.exec(du.stdout.toString('utf8')) : null;
+  return kib ? Number(kib[1]) * 1024 : undefined;
+}
+
 export async function taskStats(ctx: MoatContext, task?: string): Promise<TaskStats[]> {
   const repo = await ctx.repo();
   const records = task ? [await ctx.store.require(repo.key, task)] : await ctx.store.list(repo.key);
@@ -40,7 +54,7 @@ export async function taskStats(ctx: MoatContext, task?: string): Promise<TaskSt
         running: container !== undefined,
         container,
         limits: { memoryBytes: record.limits.memoryBytes, cpus: record.limits.cpus, pids: record.limits.pids },
-        workspaceBytes: await diskUsage(ctx.store.workspacePath(record.repoKey, record.name)),
+        workspaceBytes: record.workspace === 'volume' ? await volumeUsage(engine, record, container !== undefined) : await diskUsage(ctx.store.workspacePath(record.repoKey, record.name)),
         ...(record.disk === 'loop' ? { diskCapBytes: record.limits.diskBytes } : {}),
         egress: {
           bytesUp: audit.reduce((sum, a) => sum + a.bytesUp, 0),

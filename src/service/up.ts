@@ -179,7 +179,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   // tasks neither take one nor cause one to be made.
   const poolable = ctx.pool !== undefined && options.task === undefined && options.base === undefined && network === 'none' && secrets.bound.length === 0 && sshKeys.length === 0 && !dev && !config.limits.timeoutSeconds && !config.limits.idleSeconds;
   const key = poolable
-    ? poolKey({ home: ctx.store.home, repoKey: repo.key, repoPath: repo.path, baseCommit, template, image, limits: config.limits, network, egress, templateEnv, flagEnv, mounts, user, disk, env, identity })
+    ? poolKey({ home: ctx.store.home, engine: engine.endpoint, repoKey: repo.key, repoPath: repo.path, baseCommit, template, image, limits: config.limits, network, egress, templateEnv, flagEnv, mounts, user, disk, env, identity })
     : undefined;
   if (key && !options.intoPool) {
     const pool = ctx.pool!;

@@ -107,7 +107,8 @@ export class Scratch {
     const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
     const filters = { label: [`moat.home=${moat.context.store.homeKey}`] };
     for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    for (const n of await docker.listNetworks({ filters })) await docker.getNetwork(n.Id).remove().catch(() => undefined);
+    // Workspace volumes (engines without host mounts), once their containers are gone.
+    for (const v of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(v.Name).remove().catch(() => undefined);
     // The home's egress gateway, if a test started one.
     try {
       process.kill(Number(readFileSync(join(this.home, 'gateway', 'pid'), 'utf8')), 'SIGTERM');
@@ -178,4 +179,20 @@ export async function eventually<T>(read: () => Promise<T>, check: (value: T) =>
     value = await read();
   }
   return value;
+}
+
+/**
+ * Whether the suite runs against an engine that does not share this host (DOCKER_HOST=tcp:// or
+ * ssh://, .ci/run's remote phase): a test of a host-local mechanism then asserts what holds there instead.
+ */
+export async function remoteEngine(): Promise<boolean> {
+  return (await findEngine()).transport !== 'unix';
+}
+
+/** Bytes of a container's logs the engine still holds (stdout and stderr), read through its API. */
+export async function logBytes(id: string): Promise<number> {
+  const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
+  // Without follow the engine answers with one buffer (its frames' 8-byte headers included).
+  const total = ((await docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer).length;
+  return total;
 }

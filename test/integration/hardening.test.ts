@@ -2,7 +2,7 @@ import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat, TaskRecord } from '../../src/index.js';
-import { captureIO, inspect, Scratch } from '../helpers/fixtures.js';
+import { captureIO, inspect, remoteEngine, Scratch } from '../helpers/fixtures.js';
 
 /** What the engine reports about a task's container, and what the sandbox sees from inside. */
 describe('a task container is hardened by default', () => {
@@ -48,11 +48,15 @@ describe('a task container is hardened by default', () => {
     expect(info.HostConfig.LogConfig?.Config?.['max-size']).toBeTruthy();
   });
 
-  it('engine: the only host path is the task workspace, never the docker socket', () => {
+  it('engine: the only host path is the task workspace, never the docker socket', async () => {
     const mounts = info.Mounts.filter((m) => m.Type === 'bind' || m.Type === 'volume');
     expect(mounts).toHaveLength(1);
     expect(mounts[0]!.Destination).toBe('/workspace');
-    expect(mounts[0]!.Source).toBe(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'volume', 'workspace'));
+    if (await remoteEngine()) {
+      // An engine that does not share this host: no host path at all, the workspace is its own volume.
+      expect(mounts[0]!.Type).toBe('volume');
+      expect(JSON.stringify(info)).not.toContain(scratch.root);
+    } else expect(mounts[0]!.Source).toBe(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'volume', 'workspace'));
     expect(JSON.stringify(info.Mounts)).not.toContain('docker.sock');
     expect(mounts[0]!.Source.startsWith(scratch.repo)).toBe(false);
   });
@@ -96,6 +100,11 @@ describe('a task container is hardened by default', () => {
 
   it('files the agent writes in the workspace belong to the invoking user (or the sandbox uid when moat runs as root)', async () => {
     await inside('echo hi > /workspace/owned.txt');
+    if (await remoteEngine()) {
+      // In an engine volume: the sandbox user's, as the engine sees it.
+      expect((await inside('stat -c %u /workspace/owned.txt')).out.trim()).toBe(String(record.user.uid));
+      return;
+    }
     const owner = statSync(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'volume', 'workspace', 'owned.txt')).uid;
     const expected = process.getuid!() === 0 ? 1000 : process.getuid!();
     expect(owner).toBe(expected);

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, remoteEngine, Scratch } from '../helpers/fixtures.js';
 
 describe('time limit, stats and push', () => {
   const scratch = new Scratch();
@@ -69,9 +69,14 @@ describe('disk cap', () => {
     scratch.writeConfig('limits:\n  disk: 64m\n');
     const moat = scratch.moat();
     const record = await moat.up({ task: 'filler' });
-    if (!(await loopMountAvailable())) {
-      // Without root the cap cannot be enforced by the kernel, and moat must say so, not pretend.
+    if ((await remoteEngine()) || !(await loopMountAvailable())) {
+      // Without root, or on an engine that does not share this host, the cap cannot be enforced by
+      // the kernel, and moat must say so, not pretend.
       expect(record.disk).toBe('none');
+      const [row] = await moat.ls();
+      expect(row!.disk).toMatch(/^NOT capped: /);
+      expect(row!.limits.diskBytes).toBeUndefined();
+      await moat.rm('filler', { force: true });
       return;
     }
     expect(record.disk).toBe('loop');
@@ -127,6 +132,12 @@ describe('read-only mounts (package caches)', () => {
     writeFileSync(`${cache}/pkg.whl`, 'wheel');
     scratch.writeConfig(`mounts:\n  - { source: ${cache}, target: /home/agent/.cache/pip }\n`);
     const moat = scratch.moat();
+    if (await remoteEngine()) {
+      // A host folder cannot reach a sandbox on an engine that does not share this host: refused, nothing made.
+      await expect(moat.up({ task: 'cache' })).rejects.toMatchObject({ code: 'E_USAGE', exitCode: 2 });
+      expect(await moat.ls()).toEqual([]);
+      return;
+    }
     await moat.up({ task: 'cache' });
     const cap = captureIO();
     await moat.exec('cache', ['sh', '-c', 'cat ~/.cache/pip/pkg.whl; echo; touch ~/.cache/pip/x 2>&1 | grep -c "Read-only"'], cap.io, { sync: false });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, eventually, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, remoteEngine, Scratch } from '../helpers/fixtures.js';
 
 /**
  * The egress gateway, end to end: real sandboxes, the real gateway process, local upstream
@@ -142,13 +142,24 @@ describe('egress through the gateway', () => {
 
   it('a relay inside the sandbox gains nothing: the gateway judges every connection', async () => {
     const cap = captureIO();
-    await moat.exec('net', ['sh', '-c', `(socat TCP-LISTEN:9999,bind=127.0.0.1,fork UNIX-CONNECT:/moat/egress/p.sock &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9999 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9999 http://allowed.test:${httpPort}/relay 2>&1; pkill -f TCP-LISTEN:9999`], cap.io, { sync: false });
+    // Locally the relay goes to the gateway's socket; on a remote engine (no such socket) to the bridged proxy port.
+    const target = (await remoteEngine()) ? 'TCP:127.0.0.1:3128' : 'UNIX-CONNECT:/moat/egress/p.sock';
+    await moat.exec('net', ['sh', '-c', `(socat TCP-LISTEN:9999,bind=127.0.0.1,fork ${target} &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9999 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9999 http://allowed.test:${httpPort}/relay 2>&1; pkill -f TCP-LISTEN:9999`], cap.io, { sync: false });
     expect(cap.out()).toContain('egress denied');
     expect(cap.out()).toContain('upstream saw /relay');
   });
 
   it("the proxy port is the gateway's own socket, handed over by moat's helper: no relay runs in the sandbox", async () => {
     const cap = captureIO();
+    if (await remoteEngine()) {
+      // No host socket or helper can reach a sandbox there: the port is moat's exec bridge, and still the gateway's.
+      await moat.exec('net', ['sh', '-c', 'ps -eo args; ls -A /moat/egress; ls /moat/bin 2>&1'], cap.io, { sync: false });
+      expect(cap.out()).not.toContain('moat-handoff /moat');
+      expect(cap.out()).not.toMatch(/\.sock/);
+      expect(cap.out()).toMatch(/socat TCP-LISTEN:3128,bind=127\.0\.0\.1/);
+      expect((await curl('net', `http://allowed.test:${httpPort}/handed`)).out).toContain('upstream saw /handed');
+      return;
+    }
     await moat.exec('net', ['sh', '-c', 'ps -eo args'], cap.io, { sync: false });
     expect(cap.out()).toContain('/moat/bin/moat-handoff /moat/egress/h.sock 3128');
     expect(cap.out()).not.toMatch(/^socat/m);
@@ -157,6 +168,21 @@ describe('egress through the gateway', () => {
 
   it('a listener the agent hands over itself gains nothing, and the proxy port comes back after it', async () => {
     const cap = captureIO();
+    if (await remoteEngine()) {
+      // No helper to hand a listener over with; the agent killing the bridge's listener only stops it
+      // for a moment: the bridge starts it again, and the gateway still judges what comes through.
+      await moat.exec('net', ['sh', '-c', 'test ! -e /moat/bin/moat-handoff && echo no-helper; pkill -f "TCP-LISTE[N]:3128" && echo killed'], cap.io, { sync: false });
+      expect(cap.out()).toContain('no-helper');
+      expect(cap.out()).toContain('killed');
+      let after = '';
+      for (let i = 0; i < 20 && !after.includes('upstream saw /after'); i += 1) {
+        await new Promise((r) => setTimeout(r, 500));
+        after = (await curl('net', `http://allowed.test:${httpPort}/after`)).out;
+      }
+      expect(after).toContain('upstream saw /after');
+      expect((await curl('net', 'http://exfil.test/')).out).toContain('egress denied');
+      return;
+    }
     await moat.exec('net', ['sh', '-c', `(timeout 3 /moat/bin/moat-handoff /moat/egress/h.sock 9998 &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9998 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9998 http://allowed.test:${httpPort}/own 2>&1; sleep 3`], cap.io, { sync: false });
     expect(cap.out()).toContain('egress denied');
     expect(cap.out()).toContain('upstream saw /own');
@@ -222,6 +248,12 @@ describe('ssh through the gateway, with a task\'s own agent', () => {
   it('the sandbox can use the key through the agent but never read it; host:port rules admit non-TLS tunnels', async () => {
     scratch.writeConfig(`ssh:\n  keys: [${join(scratch.root, 'id_test')}]\negress:\n  allow: ["git.test:${port}", 127.0.0.1/32]\n`);
     const moat = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
+    if (await remoteEngine()) {
+      // The task's ssh-agent is a host socket: on an engine that does not share this host it is refused, nothing made.
+      await expect(moat.up({ task: 'ssh', network: 'allowlist' })).rejects.toMatchObject({ code: 'E_USAGE', exitCode: 2 });
+      expect(await moat.ls()).toEqual([]);
+      return;
+    }
     await moat.up({ task: 'ssh', network: 'allowlist' });
     const cap = captureIO();
     const script = [

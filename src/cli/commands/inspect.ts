@@ -72,7 +72,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
                 s.container ? `${s.container.cpuPercent.toFixed(1)}%` : '-',
                 s.container ? `${formatSize(s.container.memoryBytes)} / ${formatSize(s.limits.memoryBytes)}` : '-',
                 s.container ? `${s.container.pids} / ${s.limits.pids}` : '-',
-                `${formatSize(s.workspaceBytes)}${s.diskCapBytes ? ` / ${formatSize(s.diskCapBytes)}` : ' (no cap)'}`,
+                `${s.workspaceBytes === undefined ? '-' : formatSize(s.workspaceBytes)}${s.diskCapBytes ? ` / ${formatSize(s.diskCapBytes)}` : ' (no cap)'}`,
                 `${formatSize(s.egress.bytesUp)}/${formatSize(s.egress.bytesDown)} (${s.egress.allowed}/${s.egress.denied})`,
               ]),
             ]),
