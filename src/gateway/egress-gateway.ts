@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { decideTarget, parseTarget } from '../domain/egress-policy.js';
+import { decideTarget, parseTarget, type Decision, type Target } from '../domain/egress-policy.js';
 import { GATEWAY_HOST, hostOf, portOf } from '../domain/bound-secret.js';
 import { type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
@@ -36,7 +36,7 @@ export class EgressGateway extends SecretPaths {
     const target = match ? parseTarget(match[1]!) : undefined;
     if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request', 'request');
     // Decide on the name first: a denied name is refused without being looked up.
-    const byName = decideTarget(channel.policy(), target, attempt.port);
+    const byName = await this.decideName(channel, target, attempt);
     if (!byName.allowed) return this.refuseTunnel(client, head.rest, channel, attempt, byName.rule, 'policy');
 
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
@@ -115,6 +115,19 @@ export class EgressGateway extends SecretPaths {
     client.end(denialResponse(this.statusOf(kind), denialSentence(channel.task, attempt.host, attempt.port, rule, kind), rule, kind));
   }
 
+  /**
+   * The name decision, and for a task that asks (egress.ask) a name neither allowed nor denied is
+   * held for a human's answer first; nothing is resolved or dialled while it waits.
+   */
+  private async decideName(channel: TaskChannel, target: Target, attempt: Attempt): Promise<Decision> {
+    const decision = decideTarget(channel.policy(), target, attempt.port);
+    if (decision.allowed || !channel.ask || !decision.rule.startsWith('not in allowlist')) return decision;
+    const asked = await channel.ask({ method: attempt.method, host: attempt.host, port: attempt.port });
+    if (!asked.allowed) return asked;
+    const again = decideTarget(channel.policy(), target, attempt.port);
+    return again.allowed ? { ...again, rule: `${again.rule} (${asked.rule})` } : again;
+  }
+
   private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
     return new Promise((resolve) => {
       let data = initial;
@@ -163,6 +176,8 @@ export class EgressGateway extends SecretPaths {
     if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request', 'request');
     const bodyLength = Number(lengths[0] ?? 0);
 
+    const byName = await this.decideName(channel, target, attempt);
+    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
     const reached = await this.reach(channel, target, attempt.port, 'http');
     if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
     const upstream = reached.socket;
