@@ -11,6 +11,7 @@ import { registerInspect } from './commands/inspect.js';
 import { registerLifecycle } from './commands/lifecycle.js';
 import { registerReview } from './commands/review.js';
 import { registerEgress } from './commands/egress.js';
+import { registerUi } from './commands/ui.js';
 import { createOutput, reportError, type Output } from './output.js';
 
 export interface CliContext {
@@ -98,6 +99,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   registerInspect(program, cli);
   registerReview(program, cli);
   registerEgress(program, cli);
+  registerUi(program, cli);
 
   try {
     await program.parseAsync(argv);
