@@ -64,6 +64,7 @@ export class EgressGateway extends SecretPaths {
       attempt.address = formatIp(chosen.ip);
       opening = this.dial(chosen.ip, attempt.port, { relay: true });
     }
+    if (byName.asked) rule = `${rule} (${byName.asked})`;
     const drop = () => void opening.then((socket) => socket?.destroy(), () => undefined);
     if (client.destroyed) {
       drop();
@@ -119,13 +120,14 @@ export class EgressGateway extends SecretPaths {
    * The name decision, and for a task that asks (egress.ask) a name neither allowed nor denied is
    * held for a human's answer first; nothing is resolved or dialled while it waits.
    */
-  private async decideName(channel: TaskChannel, target: Target, attempt: Attempt): Promise<Decision> {
+  private async decideName(channel: TaskChannel, target: Target, attempt: Attempt): Promise<Decision & { asked?: string }> {
     const decision = decideTarget(channel.policy(), target, attempt.port);
     if (decision.allowed || !channel.ask || !decision.rule.startsWith('not in allowlist')) return decision;
     const asked = await channel.ask({ method: attempt.method, host: attempt.host, port: attempt.port });
     if (!asked.allowed) return asked;
+    // The answer is in the audit line beside the rule that now admits the host.
     const again = decideTarget(channel.policy(), target, attempt.port);
-    return again.allowed ? { ...again, rule: `${again.rule} (${asked.rule})` } : again;
+    return again.allowed ? { ...again, asked: asked.rule } : again;
   }
 
   private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
@@ -192,6 +194,6 @@ export class EgressGateway extends SecretPaths {
     upstream.write(requestHead);
     attempt.up += requestHead.length;
     await this.exchange(client, upstream, head.rest, bodyLength, attempt);
-    this.finish(channel, attempt, true, reached.rule);
+    this.finish(channel, attempt, true, byName.asked ? `${reached.rule} (${byName.asked})` : reached.rule);
   }
 }

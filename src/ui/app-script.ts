@@ -8,6 +8,17 @@ export const APP_JS = String.raw`'use strict';
   var main = document.getElementById('main');
   var MAX_ROWS = 1000;
 
+  // Controls, bidi overrides and invisible format characters a sandbox put in a name or a line
+  // show as escapes: text that reorders or hides itself must not mislead the reviewer.
+  var HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+  function visible(value, keepLines) {
+    return String(value).replace(HIDDEN, function (c) {
+      if (keepLines && (c === '\n' || c === '\t')) return c;
+      var code = c.codePointAt(0);
+      return code < 0x100 ? '\\x' + code.toString(16).padStart(2, '0') : '\\u{' + code.toString(16) + '}';
+    });
+  }
+
   function el(tag, attrs) {
     var node = document.createElement(tag);
     var keys = Object.keys(attrs || {});
@@ -15,13 +26,16 @@ export const APP_JS = String.raw`'use strict';
       var k = keys[i], v = attrs[k];
       if (k === 'onclick') node.addEventListener('click', v);
       else if (k === 'oninput') node.addEventListener('input', v);
-      else if (k === 'text') node.textContent = String(v);
-      else if (/^(class|type|title|value|placeholder|data-[a-z-]+|disabled)$/.test(k)) { if (v !== false && v !== undefined) node.setAttribute(k, String(v)); }
+      else if (k === 'text') node.textContent = visible(v, false);
+      else if (k === 'lines') node.textContent = visible(v, true);
+      else if (/^(id|class|type|title|value|placeholder|data-[a-z-]+|disabled)$/.test(k)) { if (v !== false && v !== undefined) node.setAttribute(k, String(v)); }
     }
-    for (var j = 2; j < arguments.length; j++) {
-      var c = arguments[j];
+    var children = Array.prototype.slice.call(arguments, 2);
+    for (var j = 0; j < children.length; j++) {
+      var c = children[j];
       if (c === null || c === undefined) continue;
-      node.appendChild(typeof c === 'object' ? c : document.createTextNode(String(c)));
+      if (Array.isArray(c)) { children.splice.apply(children, [j + 1, 0].concat(c)); continue; }
+      node.appendChild(typeof c === 'object' ? c : document.createTextNode(visible(c, false)));
     }
     return node;
   }
@@ -207,12 +221,12 @@ export const APP_JS = String.raw`'use strict';
         el('button', { class: 'act', onclick: function () { show('tasks'); }, text: 'Back' })),
       el('div', { id: 'confirm' }),
       el('table', { 'data-testid': 'files' }, el('thead', null, el('tr', null, el('th', { text: 'File (flagged first)' }), el('th', { text: 'Lines' }), el('th', { text: 'Review flags' }))), files),
-      el('pre', { 'data-testid': 'patch', text: r.patch || '' }));
+      el('pre', { 'data-testid': 'patch', lines: r.patch || '' }));
   }
 
   function renderLogs() {
     var l = state.logs;
-    main.replaceChildren(el('h2', null, 'Logs of ', el('span', { class: 'mono', text: l ? l.task : '' }), ' (followed)'), el('button', { class: 'act', onclick: function () { show('tasks'); }, text: 'Back' }), el('pre', { 'data-testid': 'logs', text: l && l.text !== undefined ? l.text : 'loading…' }));
+    main.replaceChildren(el('h2', null, 'Logs of ', el('span', { class: 'mono', text: l ? l.task : '' }), ' (followed)'), el('button', { class: 'act', onclick: function () { show('tasks'); }, text: 'Back' }), el('pre', { 'data-testid': 'logs', lines: l && l.text !== undefined ? l.text : 'loading…' }));
   }
 
   function render() {
@@ -245,7 +259,7 @@ export const APP_JS = String.raw`'use strict';
       if (state.logs !== l || state.view !== 'logs') return;
       l.text = d.text;
       var pre = main.querySelector('pre');
-      if (pre) pre.textContent = d.text; else render();
+      if (pre) pre.textContent = visible(d.text, true); else render();
     }, fail).then(function () { setTimeout(followLogs, 2000); });
   }
 
@@ -292,6 +306,8 @@ export const APP_JS = String.raw`'use strict';
     else { var c = document.getElementById('pending-count'); c.textContent = String(state.pending.length); c.className = state.pending.length ? '' : 'zero'; }
   });
 
+  window.addEventListener('unhandledrejection', function (e) { status('page error: ' + (e.reason && e.reason.message), true); });
+  window.addEventListener('error', function (e) { status('page error: ' + e.message, true); });
   var navs = document.querySelectorAll('nav button');
   for (var i = 0; i < navs.length; i++) navs[i].addEventListener('click', function (e) { show(e.currentTarget.getAttribute('data-view')); });
   setInterval(function () { if (state.view === 'pending') renderPending(); }, 1000);
