@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { startDashboard, type Dashboard } from '../../src/ui/server.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, eventually, gitIn, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 
 /**
  * moat ui in a real browser (Debian's chromium, driven by playwright-core; no browser download),
@@ -23,7 +24,7 @@ const DOCS = join(import.meta.dirname, '..', '..', 'docs');
 
 describe('moat ui', () => {
   const scratch = new Scratch();
-  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'ask.test': '127.0.0.1', 'refused.test': '127.0.0.1' });
+  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'ask.test': '127.0.0.1', 'refused.test': '127.0.0.1', 'always.test': '127.0.0.1' });
   let upstream: Server;
   let port = 0;
   let moat: Moat;
@@ -120,6 +121,49 @@ describe('moat ui', () => {
     expect(out).toContain('denied by a human (ui)');
     const audit = await eventually(() => moat.egress('net'), (a) => a.some((r) => r.host === 'refused.test'), 5000);
     expect(audit.find((r) => r.host === 'refused.test')).toMatchObject({ decision: 'denied', rule: expect.stringContaining('denied by a human (ui)') });
+  });
+
+  /** The real CLI, in its own process (no warm server), in the scratch repository. */
+  const cli = (args: string[], extra: Record<string, string> = {}) =>
+    new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      execFile(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env({ MOAT_SERVER: 'off', MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, ...extra }) }, (error, out, err) =>
+        resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, out, err }),
+      );
+    });
+
+  it('the CLI lists a held request and answers it "always": the curl goes through and your config gains the host', async () => {
+    const held = inSandbox('net', `curl -sS -m 50 http://always.test:${port}/cli 2>&1; echo "exit=$?"`);
+    await eventually(() => moat.pending(), (p) => p.some((r) => r.host === 'always.test'), 15_000);
+    const listed = await cli(['egress', '--pending', '--json']);
+    expect(listed.code).toBe(0);
+    expect(listed.out.trim().split('\n').map((line) => JSON.parse(line) as { host: string; task: string })).toEqual([expect.objectContaining({ task: 'net', host: 'always.test' })]);
+    const answered = await cli(['allow', 'net', 'always.test', '--always']);
+    expect(answered.code, answered.err).toBe(0);
+    expect(await held.done).toContain('upstream saw /cli');
+    // The rule is the host and the port asked (a web port would give the bare name).
+    expect(readFileSync(scratch.config, 'utf8')).toContain(`always.test:${port}`);
+    expect((await moat.context.store.get((await moat.context.repo()).key, 'net'))?.egress?.allow).toContain(`always.test:${port}`);
+    // Nothing waits any more: answering again is a clear not-found.
+    const again = await cli(['allow', 'net', 'always.test', '--once']);
+    expect(again.code).toBe(6);
+    expect(again.err).toContain('no request of task net is waiting');
+  });
+
+  it('moat ui takes its token from the environment, and --json to a pipe prints no token', async () => {
+    const child = spawn(process.execPath, [MOAT_BIN, 'ui', '--json'], { cwd: scratch.repo, env: scratch.env({ MOAT_SERVER: 'off', MOAT_UI_TOKEN: 'env-token-0123456789abcdef' }), stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      await eventually(async () => out, (o) => o.includes('}'), 15_000);
+      const printed = JSON.parse(out) as { url: string; loginUrl?: string };
+      expect(out).not.toContain('env-token');
+      expect(printed.loginUrl).toBeUndefined();
+      const { port: uiPort } = new URL(printed.url);
+      const tasks = await fetch(new URL('/api/tasks', printed.url), { headers: { Cookie: `moat_ui_${uiPort}=env-token-0123456789abcdef` } });
+      expect(tasks.status).toBe(200);
+    } finally {
+      child.kill('SIGTERM');
+    }
   });
 
   it('shows hostile names, messages and hosts as text; no script of theirs runs', async () => {
