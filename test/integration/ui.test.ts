@@ -24,7 +24,7 @@ const DOCS = join(import.meta.dirname, '..', '..', 'docs');
 
 describe('moat ui', () => {
   const scratch = new Scratch();
-  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'ask.test': '127.0.0.1', 'refused.test': '127.0.0.1', 'always.test': '127.0.0.1' });
+  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'ask.test': '127.0.0.1', 'refused.test': '127.0.0.1', 'always.test': '127.0.0.1', 'late.test': '127.0.0.1' });
   let upstream: Server;
   let port = 0;
   let moat: Moat;
@@ -147,6 +147,18 @@ describe('moat ui', () => {
     const again = await cli(['allow', 'net', 'always.test', '--once']);
     expect(again.code).toBe(6);
     expect(again.err).toContain('no request of task net is waiting');
+  });
+
+  it('no answer in time is a refusal with the reason, audited', async () => {
+    // The user's config is read afresh whenever the task's policy is written (here by moat allow).
+    scratch.writeConfig('network: allowlist\negress:\n  ask: true\n  askSeconds: 2\n  allow: [allowed.test, 127.0.0.1/32]\n');
+    await moat.changeEgress('net', { allow: ['allowed.test'] });
+    const out = await inSandbox('net', `curl -sS -m 50 http://late.test:${port}/late 2>&1; echo "exit=$?"`).done;
+    expect(out).not.toContain('upstream saw');
+    expect(out).toContain('no answer within 2s');
+    const audit = await eventually(() => moat.egress('net'), (a) => a.some((r) => r.host === 'late.test'), 5000);
+    expect(audit.find((r) => r.host === 'late.test')).toMatchObject({ decision: 'denied', rule: expect.stringContaining('no answer within 2s (egress.ask)') });
+    expect(await moat.pending()).toEqual([]);
   });
 
   it('moat ui takes its token from the environment, and --json to a pipe prints no token', async () => {

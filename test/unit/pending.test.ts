@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { holdForAnswer, pendingDir, pendingOfTask, recordAnswer, ruleFor } from '../../src/gateway/pending-queue.js';
 import { allowInUserConfig, updateUserConfig } from '../../src/config/update-user-config.js';
+import { effectiveConfig, egressNetworkOf } from '../../src/config/effective.js';
 
 const request = { task: 't', repoKey: 'r', method: 'CONNECT', host: 'ask.example.com', port: 443 };
 
@@ -62,6 +63,14 @@ describe('the pending egress queue', () => {
     expect(pendingOfTask(dir).map((r) => r.host)).toEqual(['b.test']);
     recordAnswer(dir, both[1]!.id, 'task', 'ui');
     await expect(b).resolves.toMatchObject({ answer: 'task' });
+  });
+
+  it('asking is the user\'s to turn on: a repository that sets egress.ask is refused; the user\'s default wait is 60 s', () => {
+    expect(() => effectiveConfig({ network: 'allowlist' }, { egress: { ask: true } })).toThrow(/egress\.ask/);
+    expect(() => effectiveConfig({ network: 'allowlist' }, { egress: { askSeconds: 5 } })).toThrow(/egress\.askSeconds/);
+    expect(egressNetworkOf({ egress: { ask: true } }).askSeconds).toBe(60);
+    expect(egressNetworkOf({ egress: { ask: true, askSeconds: 5 } }).askSeconds).toBe(5);
+    expect(egressNetworkOf({ egress: { askSeconds: 5 } }).askSeconds).toBeUndefined();
   });
 
   it('the rule an answer adds is the host for web ports, host:port otherwise', () => {
