@@ -36,8 +36,8 @@ export function registerUi(program: Command, cli: CliContext): void {
       const token = readToken(opts.tokenFile, process.env);
       const moat = cli.moat(out);
       const listen = opts.listen ?? '127.0.0.1';
-      if (!isLoopback(listen)) out.note(`warning: listening on ${listen}: anyone who reaches it and has the token can merge tasks and allow hosts`);
       const dashboard = await startDashboard(moat.context, { listen, port: opts.port, token, env: moat.context.env });
+      if (!isLoopback(listen)) out.note(`warning: listening on ${listen}: anyone who reaches it and has the token can merge tasks and allow hosts`);
       // The token URL goes to a terminal only: a --json consumer (a log, a pipe) gets the address.
       const terminal = (cli.io.stdout as { isTTY?: boolean }).isTTY === true;
       out.result({ url: dashboard.url, ...(terminal || !opts.json ? { loginUrl: dashboard.loginUrl } : {}) }, () => `moat ui: open ${dashboard.loginUrl}\n(Ctrl-C stops it)`);
