@@ -21,6 +21,7 @@ have ssh-agent || missing+=(openssh-client)
 have openssl || missing+=(openssl)
 have script || missing+=(bsdutils)
 have squid || missing+=(squid) # the egress tests' upstream proxy, and the gateway benchmark's baseline
+have chromium || missing+=(chromium) # moat ui's browser tests (driven by playwright-core; no browser download)
 # moat's native parts (scripts/build-native.mjs): a C compiler, and the C library to link statically.
 have cc || missing+=(gcc libc6-dev)
 if ((${#missing[@]} > 0)); then

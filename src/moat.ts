@@ -21,6 +21,7 @@ import { approveRepo } from './service/approve.js';
 import { loadTemplate } from './image/template.js';
 import { templateRoot } from './image/template-image.js';
 import { pushTask } from './service/push.js';
+import { answerPending, listPending, type PendingAnswer, type PendingScope } from './service/pending.js';
 import { egressDir } from './gateway/task-egress.js';
 import { AUDIT_FILE, type AuditCursor } from './gateway/audit.js';
 
@@ -118,6 +119,15 @@ export class Moat {
   }
   egressFile(repoKey: string, task: string) {
     return join(egressDir(this.context.store.taskDir(repoKey, task)), AUDIT_FILE);
+  }
+  /** Egress requests held for a human's answer (egress.ask); by default those of the whole home. */
+  pending(scope?: PendingScope) {
+    return listPending(this.context, scope);
+  }
+  /** Answers the held requests of a task of this repository for `host` (a human's act: never wire this to an agent). */
+  async answer(task: string, host: string, answer: PendingAnswer, options: { port?: number; by?: string } = {}) {
+    const repo = await this.context.repo();
+    return answerPending(this.context, { repoKey: repo.key, task, host, ...(options.port !== undefined ? { port: options.port } : {}) }, answer, options.by ?? 'cli');
   }
   apply(task: string, options?: { yes?: boolean }) {
     return applyTask(this.context, task, options);

@@ -13,6 +13,7 @@ import { registerReview } from './commands/review.js';
 import { registerEgress } from './commands/egress.js';
 import { registerMcp } from './commands/mcp.js';
 import { registerPort } from './commands/port.js';
+import { registerUi } from './commands/ui.js';
 import { createOutput, reportError, type Output } from './output.js';
 
 export interface CliContext {
@@ -102,6 +103,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   registerEgress(program, cli);
   registerMcp(program, cli);
   registerPort(program, cli);
+  registerUi(program, cli);
 
   try {
     await program.parseAsync(argv);

@@ -34,6 +34,9 @@ export interface EffectiveConfig {
   mounts: Array<{ source: string; target: string }>;
 }
 
+/** How long a held connection waits for a human when egress.ask is on. */
+export const DEFAULT_ASK_SECONDS = 60;
+
 export const DEFAULT_BASE_IMAGE = 'moat-base:bookworm';
 
 /** How the user's network reaches the world, from the user's config alone. */
@@ -43,10 +46,12 @@ export interface EgressNetwork {
   trustHostCa: boolean;
   upstreamProxy?: string;
   noProxy?: string[];
+  /** Hold undecided connections for a human's answer (service/pending.ts), this many seconds. */
+  askSeconds?: number;
 }
 
 /** egress keys only the user's config may set: each one widens what a sandbox reaches or trusts. */
-const USER_ONLY_EGRESS_KEYS = ['allowAddresses', 'trustCa', 'trustHostCa', 'upstreamProxy', 'noProxy'] as const;
+const USER_ONLY_EGRESS_KEYS = ['allowAddresses', 'trustCa', 'trustHostCa', 'upstreamProxy', 'noProxy', 'ask', 'askSeconds'] as const;
 
 export function egressNetworkOf(user: MoatConfig): EgressNetwork {
   const home = (path: string) => (path.startsWith('~/') ? `${homedir()}/${path.slice(2)}` : path);
@@ -56,6 +61,7 @@ export function egressNetworkOf(user: MoatConfig): EgressNetwork {
     trustHostCa: user.egress?.trustHostCa === true,
     ...(user.egress?.upstreamProxy !== undefined ? { upstreamProxy: user.egress.upstreamProxy } : {}),
     ...(user.egress?.noProxy !== undefined ? { noProxy: [...user.egress.noProxy] } : {}),
+    ...(user.egress?.ask === true ? { askSeconds: user.egress.askSeconds ?? DEFAULT_ASK_SECONDS } : {}),
   };
 }
 

@@ -99,6 +99,17 @@ export const configSchema = z
           .max(2000)
           .describe('An http:// proxy the gateway sends allowed connections through (http://[user:pass@]host:port); the credentials stay in the gateway. Default: HTTPS_PROXY / HTTP_PROXY of the environment moat runs in. The proxy then resolves names, not the gateway. User config only.')
           .optional(),
+        ask: z
+          .boolean()
+          .describe('Hold a connection to a host that is neither allowed nor denied and ask a human (moat ui, `moat egress --pending`, `moat allow TASK HOST --once`) instead of refusing it at once; no answer in time is a denial. User config only.')
+          .optional(),
+        askSeconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(3600)
+          .describe('How long a held connection waits for an answer when egress.ask is on (default 60). User config only.')
+          .optional(),
         noProxy: z
           .array(z.string().min(1).max(300))
           .describe('Hosts the gateway reaches directly, not through upstreamProxy (as NO_PROXY: names match their subdomains too, IPs, CIDR blocks). Default: NO_PROXY of the environment. User config only.')

@@ -1,8 +1,9 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
-import { buildPolicy, type EgressPolicy } from '../domain/egress-policy.js';
+import { buildPolicy, parseRule, type EgressPolicy, type EgressRule } from '../domain/egress-policy.js';
 import { buildRequestRules } from '../domain/request-rules.js';
+import { holdForAnswer, ruleFor } from './pending-queue.js';
 import { appendAudit, auditMaxBytes } from './audit.js';
 import { DENIALS_NAME, recordDenial } from './denials.js';
 import type { UpstreamProxyConfig } from './upstream-proxy.js';
@@ -44,6 +45,8 @@ interface Listener {
   handoff?: ListenerHandoff;
   file: string;
   cached?: Served & { mtimeMs: number };
+  /** Connections of this task held for a human's answer now (egress.ask). */
+  held: number;
 }
 const listeners = new Map<string, Listener>();
 
@@ -51,6 +54,8 @@ interface Served {
   policy: EgressPolicy;
   audit: string;
   task: string;
+  repoKey?: string;
+  askSeconds?: number;
   secrets: BoundSecret[];
   ca?: TaskCa;
   upstream?: UpstreamProxyConfig;
@@ -70,7 +75,7 @@ function current(listener: Listener): Served {
     if ('errors' in policy || 'errors' in requests) return { ...closed, task: value.task };
     if (requests.length > 0) policy.requests = requests;
     const trustCa = value.trustCa ? [readFileSync(value.trustCa, 'utf8')] : undefined;
-    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, secrets: value.secrets ?? [], ca: value.ca, upstream: value.upstream, trustCa, user: value.user };
+    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, repoKey: value.repoKey, askSeconds: value.askSeconds, secrets: value.secrets ?? [], ca: value.ca, upstream: value.upstream, trustCa, user: value.user };
     return listener.cached;
   } catch {
     return closed;
@@ -114,14 +119,17 @@ async function reload(): Promise<number> {
     mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
     removeSockets(socket);
     // Half-open connections pass through: a client that has sent everything (FIN) still gets its answer.
-    const listener: Listener = { server: createServer({ allowHalfOpen: true }), file };
+    const listener: Listener = { server: createServer({ allowHalfOpen: true }), file, held: 0 };
     const serve = (client: Socket) => {
       const now = current(listener);
       const values = () => secretValues.get(socket) ?? {};
+      // Hosts a human allowed for this one connection (egress.ask, "allow once").
+      const once: EgressRule[] = [];
       void gateway
         .handle(client, {
           task: now.task,
-          policy: () => current(listener).policy,
+          policy: () => (once.length === 0 ? current(listener).policy : { ...current(listener).policy, allow: [...current(listener).policy.allow, ...once] }),
+          ask: now.askSeconds === undefined ? undefined : (request) => askHuman(listener, now, request, once),
           // Every audit line passes through redaction of the task's secret values; a denial is
           // also kept for the sandbox to read (its own attempts, nothing else).
           audit: (record) => {
@@ -162,6 +170,29 @@ async function reload(): Promise<number> {
     listeners.set(socket, listener);
   }
   return listeners.size;
+}
+
+/** At most this many connections of one task wait for answers at once: a sandbox cannot flood the queue. */
+const MAX_HELD = 16;
+
+async function askHuman(listener: Listener, served: Served, request: { method: string; host: string; port: number }, once: EgressRule[]): Promise<{ allowed: boolean; rule: string }> {
+  const seconds = served.askSeconds ?? 60;
+  if (listener.held >= MAX_HELD) return { allowed: false, rule: `not in allowlist: ${request.host} (${MAX_HELD} requests already wait for an answer)` };
+  listener.held += 1;
+  try {
+    const taskDir = dirname(dirname(listener.file));
+    const answer = await holdForAnswer(taskDir, { task: served.task, repoKey: served.repoKey ?? '', ...request }, seconds * 1000);
+    if (answer.answer === 'deny') return { allowed: false, rule: answer.by === 'timeout' ? `not in allowlist: ${request.host}; no answer within ${seconds}s (egress.ask)` : `not in allowlist: ${request.host}; denied by a human (${answer.by})` };
+    if (answer.answer === 'once') {
+      const rule = parseRule(ruleFor(request.host, request.port));
+      if (typeof rule !== 'string') once.push(rule);
+    }
+    return { allowed: true, rule: `${answer.answer === 'once' ? 'allowed once' : answer.answer === 'task' ? 'allowed for the task' : 'allowed always'} by a human (${answer.by})` };
+  } catch {
+    return { allowed: false, rule: `not in allowlist: ${request.host}; the request could not be queued` };
+  } finally {
+    listener.held -= 1;
+  }
 }
 
 function handoffPath(socket: string): string {

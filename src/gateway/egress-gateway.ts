@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { decideTarget, parseTarget } from '../domain/egress-policy.js';
+import { decideTarget, parseTarget, type Decision, type Target } from '../domain/egress-policy.js';
 import { GATEWAY_HOST, hostOf, portOf } from '../domain/bound-secret.js';
 import { type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, readRequestHead, type RequestHead } from './request-head.js';
@@ -10,7 +10,6 @@ import { readSni } from './tls-sni.js';
 import { proxyFor } from './upstream-proxy.js';
 import { formatIp } from '../domain/ip-address.js';
 import { denialResponse, denialSentence, type DenialKind } from './denials.js';
-import type { Target } from '../domain/egress-policy.js';
 
 export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.js';
 
@@ -40,7 +39,7 @@ export class EgressGateway extends InspectedTls {
     if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request', 'request');
     if (target.kind === 'name' && target.name === GATEWAY_HOST && attempt.port === 80) return this.routeTunnel(client, head.rest, channel, attempt);
     // Decide on the name first: a denied name is refused without being looked up.
-    const byName = decideTarget(channel.policy(), target, attempt.port);
+    const byName = await this.decideName(channel, target, attempt);
     if (!byName.allowed) return this.refuseTunnel(client, head.rest, channel, attempt, byName.rule, 'policy');
 
     const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
@@ -70,6 +69,7 @@ export class EgressGateway extends InspectedTls {
       attempt.address = formatIp(chosen.ip);
       opening = this.dial(chosen.ip, attempt.port, { relay: true });
     }
+    if (byName.asked) rule = `${rule} (${byName.asked})`;
     const drop = () => void opening.then((socket) => socket?.destroy(), () => undefined);
     if (client.destroyed) {
       drop();
@@ -154,6 +154,20 @@ export class EgressGateway extends InspectedTls {
     client.end(denialResponse(this.statusOf(kind), denialSentence(channel.task, attempt.host, attempt.port, rule, kind), rule, kind));
   }
 
+  /**
+   * The name decision, and for a task that asks (egress.ask) a name neither allowed nor denied is
+   * held for a human's answer first; nothing is resolved or dialled while it waits.
+   */
+  private async decideName(channel: TaskChannel, target: Target, attempt: Attempt): Promise<Decision & { asked?: string }> {
+    const decision = decideTarget(channel.policy(), target, attempt.port);
+    if (decision.allowed || !channel.ask || !decision.rule.startsWith('not in allowlist')) return decision;
+    const asked = await channel.ask({ method: attempt.method, host: attempt.host, port: attempt.port });
+    if (!asked.allowed) return asked;
+    // The answer is in the audit line beside the rule that now admits the host.
+    const again = decideTarget(channel.policy(), target, attempt.port);
+    return again.allowed ? { ...again, asked: asked.rule } : again;
+  }
+
   private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
     return new Promise((resolve) => {
       let data = initial;
@@ -212,6 +226,8 @@ export class EgressGateway extends InspectedTls {
       return this.deny(client, channel, attempt, `rule: request target ${JSON.stringify(head.target.slice(0, 255))} is not in canonical form`, '403 Forbidden', 'rule');
     }
 
+    const byName = await this.decideName(channel, target, attempt);
+    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
     const reached = await this.reach(channel, target, attempt.port, 'http');
     if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
     const upstream = reached.socket;
@@ -226,6 +242,6 @@ export class EgressGateway extends InspectedTls {
     upstream.write(requestHead);
     attempt.up += requestHead.length;
     await this.exchange(client, upstream, head.rest, bodyLength, attempt);
-    this.finish(channel, attempt, true, reached.rule);
+    this.finish(channel, attempt, true, byName.asked ? `${reached.rule} (${byName.asked})` : reached.rule);
   }
 }

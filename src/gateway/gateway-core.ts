@@ -33,6 +33,11 @@ export interface TaskChannel {
   upstream?: UpstreamProxyConfig;
   /** Extra CAs (PEM) the user trusts for the gateway's own TLS to bound hosts. */
   trustCa?: string[];
+  /**
+   * egress.ask: a host the policy neither allows nor denies waits for a human's answer
+   * (pending-queue.ts). Allowed means the channel's policy now admits it.
+   */
+  ask?: (request: { method: string; host: string; port: number }) => Promise<{ allowed: boolean; rule: string }>;
 }
 
 /** Where an allowed connection goes, or why it may not. */

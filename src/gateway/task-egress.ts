@@ -34,6 +34,8 @@ export interface TaskEgressFile {
   upstream?: UpstreamProxyConfig;
   /** A PEM file of extra CAs the user trusts (egress.trustCa / trustHostCa), for the gateway's own TLS. */
   trustCa?: string;
+  /** egress.ask: an undecided host waits this many seconds for a human's answer (service/pending.ts). */
+  askSeconds?: number;
 }
 
 export function egressDir(taskDir: string): string {

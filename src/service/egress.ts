@@ -35,6 +35,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     ...(network.allowAddresses.length > 0 ? { allowAddresses: network.allowAddresses } : {}),
     ...(upstream ? { upstream } : {}),
     ...(ca.trustFile ? { trustCa: ca.trustFile } : {}),
+    ...(network.askSeconds !== undefined ? { askSeconds: network.askSeconds } : {}),
   });
   await reloadGateway(ctx.store.home, ctx.env);
 }
@@ -56,7 +57,12 @@ export interface EgressChange {
 /** `moat allow` / `moat deny`: changes a running task's policy; the gateway applies it to the next connection. */
 export async function changeEgress(ctx: MoatContext, task: string, change: { allow?: string[]; deny?: string[] }): Promise<EgressChange> {
   const repo = await ctx.repo();
-  const record = await ctx.store.require(repo.key, task);
+  return changeEgressOf(ctx, await ctx.store.require(repo.key, task), change);
+}
+
+/** The same for a task of any repository of the home (moat ui, pending answers). */
+export async function changeEgressOf(ctx: MoatContext, record: TaskRecord, change: { allow?: string[]; deny?: string[] }): Promise<EgressChange> {
+  const task = record.name;
   const taskDir = ctx.store.taskDir(record.repoKey, task);
   const current = await readTaskEgress(taskDir);
   const allow = [...new Set([...(current?.allow ?? record.egress?.allow ?? []), ...(change.allow ?? [])])].filter((h) => !(change.deny ?? []).includes(h));
