@@ -6,10 +6,16 @@ console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPend
 for (const suite of r.testResults || []) {
   for (const t of suite.assertionResults || []) {
     if (t.status !== 'failed') continue;
-    const first = String((t.failureMessages || [])[0] || '').split('\n')[0].slice(0, 300);
+    const first = String((t.failureMessages || [])[0] || '')
+      .split('\n')[0]
+      .slice(0, 300);
     console.log(`FAILED ${suite.name.replace(process.cwd() + '/', '')} > ${t.fullName}: ${first}`);
   }
   if ((suite.assertionResults || []).length === 0 && suite.status === 'failed') {
-    console.log(`FAILED ${suite.name.replace(process.cwd() + '/', '')}: ${String(suite.message || '').split('\n')[0].slice(0, 300)}`);
+    console.log(
+      `FAILED ${suite.name.replace(process.cwd() + '/', '')}: ${String(suite.message || '')
+        .split('\n')[0]
+        .slice(0, 300)}`,
+    );
   }
 }

@@ -15,7 +15,8 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
 // The command a user runs (package.json "bin").
 const launcher = join(import.meta.dirname, '..', 'bin', 'moat');
-if (!existsSync(join(import.meta.dirname, '..', 'dist', 'native', 'moat-client'))) console.log('note: dist/native/moat-client is not built (no C compiler?): bin/moat starts Node for exec too');
+if (!existsSync(join(import.meta.dirname, '..', 'dist', 'native', 'moat-client')))
+  console.log('note: dist/native/moat-client is not built (no C compiler?): bin/moat starts Node for exec too');
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-exec-'));
 const repo = join(root, 'repo');
 mkdirSync(repo);
@@ -24,7 +25,6 @@ writeFileSync(join(repo, 'file.txt'), 'x\n');
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
-
 
 const { TaskStore } = await import('../dist/state/task-store.js');
 const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
@@ -38,7 +38,10 @@ process.on('exit', () => {
 const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
 const container = up.containerId;
 const user = `${up.user.uid}:${up.user.gid}`;
-const moat = (args, extra = {}) => () => timed(process.execPath, [bin, ...args], { cwd: repo, env: { ...env, ...extra } });
+const moat =
+  (args, extra = {}) =>
+  () =>
+    timed(process.execPath, [bin, ...args], { cwd: repo, env: { ...env, ...extra } });
 const moatCommand = (args) => () => timed(launcher, args, { cwd: repo, env });
 const scenarios = {
   'moat exec warm -- true (bin/moat, warm server, sync after the status)': moatCommand(['exec', 'warm', '--', 'true']),
@@ -58,14 +61,22 @@ for (let i = 0; i < rounds; i += 1) {
     settle();
   }
 }
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
 const docker = rows[1].median;
 const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, docker ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms | x docker exec |\n|---|---|---|---|---|');
-for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / docker).toFixed(2)} |`);
+for (const row of rows)
+  console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / docker).toFixed(2)} |`);
 console.log(`ratio moat exec / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.1)`);
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'exec.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: rows[0].median / docker }, null, 2));
+writeFileSync(
+  join(import.meta.dirname, 'results', 'exec.json'),
+  JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: rows[0].median / docker }, null, 2),
+);

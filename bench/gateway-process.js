@@ -25,7 +25,10 @@ await new ListenerHandoff(native, serve).listen(handoffPath);
 // The same gateway with the host's upstream proxy (squid): allowed tunnels go through it. Served
 // on a loopback port (no handover needed to compare the two proxies chained against squid alone).
 const upstream = { https: `http://127.0.0.1:${squidPort}`, http: `http://127.0.0.1:${squidPort}` };
-const viaSquid = createServer({ allowHalfOpen: true }, (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined, upstream }).catch(() => client.destroy()));
+const viaSquid = createServer(
+  { allowHalfOpen: true },
+  (client) => void gateway.handle(client, { task: 'bench', policy: () => policy, audit: () => undefined, upstream }).catch(() => client.destroy()),
+);
 await new Promise((resolve) => viaSquid.listen(0, '127.0.0.1', resolve));
 // HTTP requests to one HTTPS upstream (bench/gateway.js, "requests"): a plain tunnel, and the
 // same host under method and path rules, so its TLS is inspected with a task CA and every request judged.
@@ -35,7 +38,10 @@ const rules = buildRequestRules([{ host: 'bench.test', methods: ['GET', 'POST'],
 ruled.requests = rules;
 const taskCa = createTaskCa(taskCaDir, 'bench');
 const listen = async (channel) => {
-  const server = createServer({ allowHalfOpen: true }, (client) => void requestsGateway.handle(client, { task: 'bench', audit: () => undefined, ...channel }).catch(() => client.destroy()));
+  const server = createServer(
+    { allowHalfOpen: true },
+    (client) => void requestsGateway.handle(client, { task: 'bench', audit: () => undefined, ...channel }).catch(() => client.destroy()),
+  );
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return server.address().port;
 };

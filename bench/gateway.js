@@ -31,7 +31,11 @@ chmodSync(dir, 0o755);
 // Upstream, over TLS as real egress is: sinks what it is sent (upload), sends the transfer size
 // on "get" (download), and answers "pong" to each "ping" (latency). Every path carries the same
 // TLS bytes; the proxies only splice them.
-execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-subj', '/CN=bench.test', '-days', '1'], { stdio: 'ignore' });
+execFileSync(
+  'openssl',
+  ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-subj', '/CN=bench.test', '-days', '1'],
+  { stdio: 'ignore' },
+);
 const upstream = createTlsServer({ key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) }, (socket) => {
   socket.on('data', (chunk) => {
     if (chunk.length === 4 && chunk.toString() === 'ping') socket.write('pong');
@@ -71,10 +75,42 @@ const squidPort = 31280 + Math.floor(Math.random() * 1000);
 // An HTTPS upstream for the requests rows (method and path rules need HTTP): its certificate from
 // a CA of the benchmark's, which the gateway trusts, as it would a public one.
 const runSsl = (args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-runSsl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rca.key', '-out', 'rca.pem', '-subj', '/CN=bench CA', '-days', '1']);
+runSsl([
+  'req',
+  '-x509',
+  '-newkey',
+  'ec',
+  '-pkeyopt',
+  'ec_paramgen_curve:P-256',
+  '-nodes',
+  '-keyout',
+  'rca.key',
+  '-out',
+  'rca.pem',
+  '-subj',
+  '/CN=bench CA',
+  '-days',
+  '1',
+]);
 runSsl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'rleaf.key', '-out', 'rleaf.csr', '-subj', '/CN=bench.test']);
 writeFileSync(join(dir, 'rext.cnf'), 'subjectAltName=DNS:bench.test\n');
-runSsl(['x509', '-req', '-in', 'rleaf.csr', '-CA', 'rca.pem', '-CAkey', 'rca.key', '-CAcreateserial', '-out', 'rleaf.pem', '-days', '1', '-extfile', 'rext.cnf']);
+runSsl([
+  'x509',
+  '-req',
+  '-in',
+  'rleaf.csr',
+  '-CA',
+  'rca.pem',
+  '-CAkey',
+  'rca.key',
+  '-CAcreateserial',
+  '-out',
+  'rleaf.pem',
+  '-days',
+  '1',
+  '-extfile',
+  'rext.cnf',
+]);
 const web = createHttpsServer({ key: readFileSync(join(dir, 'rleaf.key')), cert: readFileSync(join(dir, 'rleaf.pem')), keepAlive: true }, (req, res) => {
   req.resume();
   req.on('end', () => res.end('ok'));
@@ -82,7 +118,11 @@ const web = createHttpsServer({ key: readFileSync(join(dir, 'rleaf.key')), cert:
 await new Promise((r) => web.listen(0, '127.0.0.1', r));
 const webTarget = `bench.test:${web.address().port}`;
 
-const gatewayProcess = fork(join(import.meta.dirname, 'gateway-process.js'), [gatewaySocket, handoffSocket, String(sinkPort), String(squidPort), join(dir, 'rca.pem'), join(dir, 'task-ca')], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+const gatewayProcess = fork(
+  join(import.meta.dirname, 'gateway-process.js'),
+  [gatewaySocket, handoffSocket, String(sinkPort), String(squidPort), join(dir, 'rca.pem'), join(dir, 'task-ca')],
+  { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] },
+);
 const { viaSquidPort, tunnelPort, rulesPort } = await new Promise((resolve, reject) => {
   gatewayProcess.once('message', resolve);
   gatewayProcess.once('exit', () => reject(new Error('the gateway process failed')));
@@ -90,8 +130,26 @@ const { viaSquidPort, tunnelPort, rulesPort } = await new Promise((resolve, reje
 
 // The sandbox's side, with the arguments moat gives a task's container (its keep-alive), on
 // ports of their own: the helper that hands its listener over, and the socat relay.
-const keepAlive = sandboxSpec({ containerName: 'b', taskName: 'b', image: 'b', workspacePath: dir, uid: 1, gid: 1, limits: { timeoutSeconds: 0 }, env: {}, labels: {}, egressSocketDir: dir, handoffHelper: HANDOFF_BINARY }).command;
-const sandboxSide = (args, port) => args.map((a) => a.replace('/moat/egress', dir).replace('/moat/bin/moat-handoff', HANDOFF_BINARY).replace(/\b3128\b/, String(port)));
+const keepAlive = sandboxSpec({
+  containerName: 'b',
+  taskName: 'b',
+  image: 'b',
+  workspacePath: dir,
+  uid: 1,
+  gid: 1,
+  limits: { timeoutSeconds: 0 },
+  env: {},
+  labels: {},
+  egressSocketDir: dir,
+  handoffHelper: HANDOFF_BINARY,
+}).command;
+const sandboxSide = (args, port) =>
+  args.map((a) =>
+    a
+      .replace('/moat/egress', dir)
+      .replace('/moat/bin/moat-handoff', HANDOFF_BINARY)
+      .replace(/\b3128\b/, String(port)),
+  );
 // Below the kernel's ephemeral range (32768 and up), where the benchmark's own connections take ports.
 const handoffPort = 20000 + Math.floor(Math.random() * 9000);
 const relayPort = handoffPort + 1000;
@@ -99,11 +157,24 @@ const helper = spawn(HANDOFF_BINARY, sandboxSide(keepAlive.slice(1, keepAlive.in
 const socat = spawn('socat', sandboxSide(keepAlive.slice(keepAlive.indexOf('--') + 2), relayPort), { stdio: 'ignore' });
 
 // squid as a plain CONNECT proxy on loopback.
-writeFileSync(join(dir, 'squid.conf'), [
-  `http_port 127.0.0.1:${squidPort}`, 'acl all_ports port 1-65535', 'http_access allow all', 'acl CONNECT method CONNECT', 'cache deny all',
-  `pid_filename ${join(dir, 'squid.pid')}`, `cache_log ${join(dir, 'cache.log')}`, 'access_log none', 'max_filedescriptors 8192', 'shutdown_lifetime 0 seconds',
-  `hosts_file ${join(dir, 'hosts')}`, 'dns_nameservers 127.0.0.1', `coredump_dir ${dir}`,
-].join('\n'));
+writeFileSync(
+  join(dir, 'squid.conf'),
+  [
+    `http_port 127.0.0.1:${squidPort}`,
+    'acl all_ports port 1-65535',
+    'http_access allow all',
+    'acl CONNECT method CONNECT',
+    'cache deny all',
+    `pid_filename ${join(dir, 'squid.pid')}`,
+    `cache_log ${join(dir, 'cache.log')}`,
+    'access_log none',
+    'max_filedescriptors 8192',
+    'shutdown_lifetime 0 seconds',
+    `hosts_file ${join(dir, 'hosts')}`,
+    'dns_nameservers 127.0.0.1',
+    `coredump_dir ${dir}`,
+  ].join('\n'),
+);
 writeFileSync(join(dir, 'hosts'), '127.0.0.1 bench.test\n');
 const squid = spawn('squid', ['-N', '-f', join(dir, 'squid.conf')], { stdio: 'ignore' });
 // Whichever way the benchmark ends (a path that fails throws), nothing it started stays behind.
@@ -113,19 +184,33 @@ process.on('exit', () => {
 });
 for (const port of [squidPort, handoffPort, relayPort]) {
   for (let i = 0; i < 100; i += 1) {
-    const up = await new Promise((r) => { const s = connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
+    const up = await new Promise((r) => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
     if (up) break;
     if (i === 99) throw new Error(`nothing listens on port ${port}: squid, moat's helper or socat did not start`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-const secure = (socket) => new Promise((resolve, reject) => {
-  const t = tlsConnect({ socket, servername: 'bench.test', rejectUnauthorized: false }, () => resolve(t));
-  t.on('error', reject);
+const secure = (socket) =>
+  new Promise((resolve, reject) => {
+    const t = tlsConnect({ socket, servername: 'bench.test', rejectUnauthorized: false }, () => resolve(t));
+    t.on('error', reject);
+  });
+const direct = (port) =>
+  new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+  });
+const proxied = (port) => ({
+  tls: async () => secure(await tunnel(() => connect(port, '127.0.0.1'), target)),
+  plain: () => tunnel(() => connect(port, '127.0.0.1'), `bench.test:${sinkPort}`),
 });
-const direct = (port) => new Promise((resolve, reject) => { const s = connect(port, '127.0.0.1', () => resolve(s)); s.on('error', reject); });
-const proxied = (port) => ({ tls: async () => secure(await tunnel(() => connect(port, '127.0.0.1'), target)), plain: () => tunnel(() => connect(port, '127.0.0.1'), `bench.test:${sinkPort}`) });
 const paths = {
   direct: { tls: async () => secure(await direct(upPort)), plain: () => direct(sinkPort) },
   'moat gateway': proxied(handoffPort),
@@ -190,7 +275,10 @@ async function latency(open) {
   for (let i = 0; i < latencyRounds; i += 1) {
     const start = process.hrtime.bigint();
     const s = await open();
-    await new Promise((resolve) => { s.once('data', resolve); s.write('ping'); });
+    await new Promise((resolve) => {
+      s.once('data', resolve);
+      s.write('ping');
+    });
     samples.push(Number(process.hrtime.bigint() - start) / 1e6);
     s.destroy();
   }
@@ -199,11 +287,20 @@ async function latency(open) {
 }
 
 async function held(open) {
-  const results = await Promise.allSettled(Array.from({ length: concurrent }, async () => {
-    const s = await open();
-    await new Promise((resolve, reject) => { const t = setTimeout(() => reject(new Error('no pong')), 20000); s.once('data', () => { clearTimeout(t); resolve(); }); s.write('ping'); });
-    return s;
-  }));
+  const results = await Promise.allSettled(
+    Array.from({ length: concurrent }, async () => {
+      const s = await open();
+      await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no pong')), 20000);
+        s.once('data', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        s.write('ping');
+      });
+      return s;
+    }),
+  );
   const errors = results.filter((r) => r.status === 'rejected').length;
   for (const r of results) if (r.status === 'fulfilled') r.value.destroy();
   return errors;
@@ -227,17 +324,51 @@ for (const [name, open] of Object.entries(routes)) rows[name].errors = await hel
 
 const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const baseline = rows.direct;
-console.log(`loopback, ${rounds} alternating rounds of: ${(transferBytes / GIB).toFixed(2)} GiB transfers (TLS upload, TLS download, plain TCP upload), ${latencyRounds} connect+ping; then ${concurrent} concurrent connections; medians`);
-console.log('| path | upload MiB/s | x direct | download MiB/s | x direct | plain TCP upload MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' + concurrent + ' |');
+console.log(
+  `loopback, ${rounds} alternating rounds of: ${(transferBytes / GIB).toFixed(2)} GiB transfers (TLS upload, TLS download, plain TCP upload), ${latencyRounds} connect+ping; then ${concurrent} concurrent connections; medians`,
+);
+console.log(
+  '| path | upload MiB/s | x direct | download MiB/s | x direct | plain TCP upload MiB/s | x direct | p50 ms | added p50 ms | p99 ms | errors at ' +
+    concurrent +
+    ' |',
+);
 console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [name, r] of Object.entries(rows)) {
   const up = med(r.throughput);
   const down = med(r.download);
   const plain = med(r.plain);
-  console.log(`| ${name} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(baseline.throughput)).toFixed(2)} | ${(down / 1024 ** 2).toFixed(0)} | ${(down / med(baseline.download)).toFixed(2)} | ${(plain / 1024 ** 2).toFixed(0)} | ${(plain / med(baseline.plain)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(baseline.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`);
+  console.log(
+    `| ${name} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(baseline.throughput)).toFixed(2)} | ${(down / 1024 ** 2).toFixed(0)} | ${(down / med(baseline.download)).toFixed(2)} | ${(plain / 1024 ** 2).toFixed(0)} | ${(plain / med(baseline.plain)).toFixed(2)} | ${med(r.p50).toFixed(3)} | ${(med(r.p50) - med(baseline.p50)).toFixed(3)} | ${med(r.p99).toFixed(3)} | ${r.errors} |`,
+  );
 }
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'gateway.json'), JSON.stringify({ date: new Date().toISOString(), transferBytes, latencyRounds, concurrent, rows: Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, { throughputMiBs: med(r.throughput) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, plainUploadMiBs: med(r.plain) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99), addedP50: med(r.p50) - med(baseline.p50), errors: r.errors }])) }, null, 2));
+writeFileSync(
+  join(import.meta.dirname, 'results', 'gateway.json'),
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      transferBytes,
+      latencyRounds,
+      concurrent,
+      rows: Object.fromEntries(
+        Object.entries(rows).map(([name, r]) => [
+          name,
+          {
+            throughputMiBs: med(r.throughput) / 1024 ** 2,
+            downloadMiBs: med(r.download) / 1024 ** 2,
+            plainUploadMiBs: med(r.plain) / 1024 ** 2,
+            p50: med(r.p50),
+            p99: med(r.p99),
+            addedP50: med(r.p50) - med(baseline.p50),
+            errors: r.errors,
+          },
+        ]),
+      ),
+    },
+    null,
+    2,
+  ),
+);
 // Method and path rules (issue 17): HTTPS requests to one host through a plain tunnel, and with
 // rules on that host (its TLS inspected with a task CA, each request judged, a connection upstream
 // per request). A fresh connection per request (CONNECT, TLS, GET), requests on one kept-alive
@@ -300,16 +431,37 @@ for (let round = 0; round < 3; round += 1) {
   }
 }
 const tunnelRow = requestRows['plain tunnel'];
-console.log(`\nHTTPS requests, 3 alternating rounds of: ${requestRounds} requests each on a fresh connection (CONNECT+TLS+GET) and on one kept-alive connection, one ${(uploadBytes / 1024 ** 2).toFixed(0)} MiB POST; medians`);
+console.log(
+  `\nHTTPS requests, 3 alternating rounds of: ${requestRounds} requests each on a fresh connection (CONNECT+TLS+GET) and on one kept-alive connection, one ${(uploadBytes / 1024 ** 2).toFixed(0)} MiB POST; medians`,
+);
 console.log('| path | fresh request p50 ms | x tunnel | kept-alive requests/s | x tunnel | upload MiB/s | x tunnel |');
 console.log('|---|---|---|---|---|---|---|');
 for (const [name, r] of Object.entries(requestRows)) {
   const fresh = med(r.fresh);
   const kept = med(r.keptAlive);
   const up = med(r.upload);
-  console.log(`| ${name} | ${fresh.toFixed(3)} | ${(fresh / med(tunnelRow.fresh)).toFixed(2)} | ${kept.toFixed(0)} | ${(kept / med(tunnelRow.keptAlive)).toFixed(2)} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(tunnelRow.upload)).toFixed(2)} |`);
+  console.log(
+    `| ${name} | ${fresh.toFixed(3)} | ${(fresh / med(tunnelRow.fresh)).toFixed(2)} | ${kept.toFixed(0)} | ${(kept / med(tunnelRow.keptAlive)).toFixed(2)} | ${(up / 1024 ** 2).toFixed(0)} | ${(up / med(tunnelRow.upload)).toFixed(2)} |`,
+  );
 }
-writeFileSync(join(import.meta.dirname, 'results', 'gateway-requests.json'), JSON.stringify({ date: new Date().toISOString(), requestRounds, uploadBytes, rows: Object.fromEntries(Object.entries(requestRows).map(([name, r]) => [name, { freshP50: med(r.fresh), keptAlivePerSecond: med(r.keptAlive), uploadMiBs: med(r.upload) / 1024 ** 2 }])) }, null, 2));
+writeFileSync(
+  join(import.meta.dirname, 'results', 'gateway-requests.json'),
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      requestRounds,
+      uploadBytes,
+      rows: Object.fromEntries(
+        Object.entries(requestRows).map(([name, r]) => [
+          name,
+          { freshP50: med(r.fresh), keptAlivePerSecond: med(r.keptAlive), uploadMiBs: med(r.upload) / 1024 ** 2 },
+        ]),
+      ),
+    },
+    null,
+    2,
+  ),
+);
 web.close();
 upstream.close();
 sink.close();

@@ -53,10 +53,11 @@ const clock = async (run) => {
 const scenarios = {
   'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
   'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
-  'MCP read_file, 1 MiB': () => clock(async () => {
-    const read = await call('read_file', { task, path: 'big.txt' });
-    if (read.size !== 1048576 || read.content.length !== 1048576) throw new Error(`read ${read.size} bytes`);
-  }),
+  'MCP read_file, 1 MiB': () =>
+    clock(async () => {
+      const read = await call('read_file', { task, path: 'big.txt' });
+      if (read.size !== 1048576 || read.content.length !== 1048576) throw new Error(`read ${read.size} bytes`);
+    }),
   'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
 };
 for (const run of Object.values(scenarios)) await run();
@@ -66,14 +67,24 @@ for (let i = 0; i < rounds; i += 1) {
 }
 await client.close();
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
 const docker = rows[1].median;
 const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, docker ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms | x docker exec |\n|---|---|---|---|---|');
-for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / docker).toFixed(2)} |`);
-console.log(`ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50)`);
+for (const row of rows)
+  console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / docker).toFixed(2)} |`);
+console.log(
+  `ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50)`,
+);
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'mcp.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: rows[0].median / docker }, null, 2));
+writeFileSync(
+  join(import.meta.dirname, 'results', 'mcp.json'),
+  JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: rows[0].median / docker }, null, 2),
+);

@@ -26,18 +26,42 @@ execFileSync('git', ['init', '-q', repo]);
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
-writeFileSync(join(root, 'srt-settings.json'), JSON.stringify({ network: { allowedDomains: ['example.invalid'], deniedDomains: [] }, filesystem: { denyRead: [], allowWrite: [repo], denyWrite: [] } }));
+writeFileSync(
+  join(root, 'srt-settings.json'),
+  JSON.stringify({ network: { allowedDomains: ['example.invalid'], deniedDomains: [] }, filesystem: { denyRead: [], allowWrite: [repo], denyWrite: [] } }),
+);
 
 const moat = (args) => timed(process.execPath, [bin, ...args], { cwd: repo, env });
 const uid = '1000:1000';
-const hardened = ['--network', 'none', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--init', '--user', uid, '--memory', '2g', '--memory-swap', '2g', '--pids-limit', '512', '--label', 'moat.task=peers-bench'];
+const hardened = [
+  '--network',
+  'none',
+  '--read-only',
+  '--cap-drop',
+  'ALL',
+  '--security-opt',
+  'no-new-privileges',
+  '--init',
+  '--user',
+  uid,
+  '--memory',
+  '2g',
+  '--memory-swap',
+  '2g',
+  '--pids-limit',
+  '512',
+  '--label',
+  'moat.task=peers-bench',
+];
 const devcontainerCleanup = () => spawnSync('sh', ['-c', 'docker rm -f $(docker ps -aq --filter label=moat.task=peers-bench) >/dev/null 2>&1']);
 
 const oneShot = {
   'moat run --rm -- true': () => moat(['run', '--rm', '--', 'true']),
   'docker run --rm (same flags)': () => timed('docker', ['run', '--rm', ...hardened, image, 'true']),
   'devcontainer up + exec (then removed)': () => {
-    const t = timed(process.execPath, [devcontainer, 'up', '--workspace-folder', repo, '--remove-existing-container']) + timed(process.execPath, [devcontainer, 'exec', '--workspace-folder', repo, 'true']);
+    const t =
+      timed(process.execPath, [devcontainer, 'up', '--workspace-folder', repo, '--remove-existing-container']) +
+      timed(process.execPath, [devcontainer, 'exec', '--workspace-folder', repo, 'true']);
     devcontainerCleanup();
     return t;
   },
@@ -66,7 +90,11 @@ const cleanup = () => {
   spawnSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env, stdio: 'ignore' });
   if (dockerId) spawnSync('docker', ['rm', '-f', dockerId], { stdio: 'ignore' });
   devcontainerCleanup();
-  try { process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM'); } catch { /* already gone */ }
+  try {
+    process.kill(Number(execFileSync('cat', [join(env.MOAT_HOME, 'gateway', 'pid')], { encoding: 'utf8' })), 'SIGTERM');
+  } catch {
+    /* already gone */
+  }
   stopServers(root);
   rmSync(root, { recursive: true, force: true });
 };

@@ -24,15 +24,45 @@ execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 
-
 // The image moat would run, so docker runs exactly the same thing.
 const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
 execFileSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env });
 const image = up.image;
 const uid = `${up.user.uid}:${up.user.gid}`;
-const dockerArgs = ['run', '--rm', '--network', 'none', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', '--init', '--user', uid,
-  '--memory', '2g', '--memory-swap', '2g', '--cpus', '2', '--pids-limit', '512', '--ulimit', 'nofile=4096:4096', '--tmpfs', '/tmp:size=512m', '--tmpfs', '/home/agent:size=512m',
-  '-v', `${repo}:/workspace`, '--label', 'moat.task=bench', image, 'true'];
+const dockerArgs = [
+  'run',
+  '--rm',
+  '--network',
+  'none',
+  '--read-only',
+  '--cap-drop',
+  'ALL',
+  '--security-opt',
+  'no-new-privileges',
+  '--init',
+  '--user',
+  uid,
+  '--memory',
+  '2g',
+  '--memory-swap',
+  '2g',
+  '--cpus',
+  '2',
+  '--pids-limit',
+  '512',
+  '--ulimit',
+  'nofile=4096:4096',
+  '--tmpfs',
+  '/tmp:size=512m',
+  '--tmpfs',
+  '/home/agent:size=512m',
+  '-v',
+  `${repo}:/workspace`,
+  '--label',
+  'moat.task=bench',
+  image,
+  'true',
+];
 
 const remote = process.env.BENCH_REMOTE;
 let remoteEnv;
@@ -48,9 +78,12 @@ if (remote) {
 }
 
 const scenarios = {
-  'moat run --rm -- true (task repo and branch created, run, synced, removed)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
-  'moat run --rm -- true, MOAT_POOL=off (warm server, nothing made ahead)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
-  'moat run --rm -- true, MOAT_SERVER=off (own Node process, nothing made ahead)': () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
+  'moat run --rm -- true (task repo and branch created, run, synced, removed)': () =>
+    timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
+  'moat run --rm -- true, MOAT_POOL=off (warm server, nothing made ahead)': () =>
+    timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
+  'moat run --rm -- true, MOAT_SERVER=off (own Node process, nothing made ahead)': () =>
+    timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
   'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
   ...(remote
     ? {
@@ -70,7 +103,11 @@ stopServers(root);
 if (remote) stopServers(join(root, 'remote'));
 rmSync(root, { recursive: true, force: true });
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
 const [moatRow, noPoolRow, coldRow, dockerRow, remoteMoatRow, remoteDockerRow] = rows;
@@ -78,7 +115,25 @@ const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(total
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms |\n|---|---|---|---|');
 for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} |`);
-console.log(`ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`);
+console.log(
+  `ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`,
+);
 if (remote) console.log(`remote engine: ratio moat / docker run (median): ${(remoteMoatRow.median / remoteDockerRow.median).toFixed(2)}`);
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(join(import.meta.dirname, 'results', 'latest.json'), JSON.stringify({ date: new Date().toISOString(), machine, rounds, rows, ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median, ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}) }, null, 2));
+writeFileSync(
+  join(import.meta.dirname, 'results', 'latest.json'),
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      machine,
+      rounds,
+      rows,
+      ratio: moatRow.median / dockerRow.median,
+      noPoolRatio: noPoolRow.median / dockerRow.median,
+      coldRatio: coldRow.median / dockerRow.median,
+      ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
+    },
+    null,
+    2,
+  ),
+);

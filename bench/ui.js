@@ -21,12 +21,30 @@ const taskDir = join(home, 'repos', 'benchrepo', 'tasks', 'flood');
 mkdirSync(join(taskDir, 'egress'), { recursive: true });
 const socket = join(home, 's', 'bench', 'p.sock');
 const audit = join(taskDir, 'egress', 'audit.jsonl');
-writeFileSync(join(taskDir, 'task.json'), JSON.stringify({ name: 'flood', repoKey: 'benchrepo', repoPath: home, state: 'running', createdAt: new Date().toISOString(), branch: 'moat/flood', limits: {}, network: 'allowlist' }));
-writeFileSync(join(taskDir, 'egress', 'policy.json'), JSON.stringify({ task: 'flood', repoKey: 'benchrepo', mode: 'allowlist', allow: ['127.0.0.1/32'], deny: [], socket, audit }));
+writeFileSync(
+  join(taskDir, 'task.json'),
+  JSON.stringify({
+    name: 'flood',
+    repoKey: 'benchrepo',
+    repoPath: home,
+    state: 'running',
+    createdAt: new Date().toISOString(),
+    branch: 'moat/flood',
+    limits: {},
+    network: 'allowlist',
+  }),
+);
+writeFileSync(
+  join(taskDir, 'egress', 'policy.json'),
+  JSON.stringify({ task: 'flood', repoKey: 'benchrepo', mode: 'allowlist', allow: ['127.0.0.1/32'], deny: [], socket, audit }),
+);
 
 const upstream = createServer((req, res) => res.end('ok'));
 const port = await new Promise((resolve) => upstream.listen(0, '127.0.0.1', () => resolve(upstream.address().port)));
-const gateway = fork(new URL('../dist/gateway/daemon.js', import.meta.url).pathname, [home], { stdio: 'inherit', env: { ...process.env, MOAT_AUDIT_MAX_BYTES: String(64 * 1024 ** 2) } });
+const gateway = fork(new URL('../dist/gateway/daemon.js', import.meta.url).pathname, [home], {
+  stdio: 'inherit',
+  env: { ...process.env, MOAT_AUDIT_MAX_BYTES: String(64 * 1024 ** 2) },
+});
 for (let i = 0; i < 100 && !existsSync(socket); i += 1) await new Promise((r) => setTimeout(r, 50));
 
 function once() {
@@ -43,12 +61,14 @@ function once() {
 async function flood() {
   const end = Date.now() + seconds * 1000;
   let done = 0;
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    while (Date.now() < end) {
-      await once();
-      done += 1;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (Date.now() < end) {
+        await once();
+        done += 1;
+      }
+    }),
+  );
   return done / seconds;
 }
 
@@ -58,7 +78,10 @@ async function withDashboard(run) {
   const dashboard = await startDashboard(ctx, { token, env: ctx.env });
   const { port: uiPort } = new URL(dashboard.url);
   let events = 0;
-  const req = request({ host: '127.0.0.1', port: uiPort, path: '/api/events', headers: { Cookie: `moat_ui_${uiPort}=${token}`, Host: `127.0.0.1:${uiPort}` } }, (res) => res.on('data', (c) => (events += String(c).split('event: egress').length - 1)));
+  const req = request(
+    { host: '127.0.0.1', port: uiPort, path: '/api/events', headers: { Cookie: `moat_ui_${uiPort}=${token}`, Host: `127.0.0.1:${uiPort}` } },
+    (res) => res.on('data', (c) => (events += String(c).split('event: egress').length - 1)),
+  );
   req.end();
   try {
     return { rate: await run(), events };

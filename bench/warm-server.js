@@ -11,7 +11,11 @@ export function serverEnv(root) {
 
 export function serverPids(root) {
   const dir = join(root, 'run', `moat-${process.getuid()}`);
-  return existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.sock.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8'))) : [];
+  return existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => f.endsWith('.sock.pid'))
+        .map((f) => Number(readFileSync(join(dir, f), 'utf8')))
+    : [];
 }
 
 export function stopServers(root) {

@@ -50,7 +50,9 @@ function serverKey(bundle) {
     field(info.size);
   }
   field(process.getuid());
-  const entries = Object.entries(process.env).filter(([key]) => !VOLATILE.has(key) && key !== '').map(([key, value]) => Buffer.from(`${key}=${value}`));
+  const entries = Object.entries(process.env)
+    .filter(([key]) => !VOLATILE.has(key) && key !== '')
+    .map(([key, value]) => Buffer.from(`${key}=${value}`));
   for (const entry of entries.sort(Buffer.compare)) field(entry);
   return hash.digest('hex').slice(0, 32);
 }
@@ -139,8 +141,7 @@ function runOnServer(socketPath) {
               if (waiting.size === 0) socket.resume();
             });
           }
-        }
-        else if (type === 3) {
+        } else if (type === 3) {
           done = true;
           socket.destroy();
           process.stdin.pause();
@@ -154,7 +155,9 @@ function runOnServer(socketPath) {
     socket.once('close', () => {
       if (done) return;
       if (!started) return resolve(undefined);
-      process.stderr.write('moat: error: the moat server ended before the command finished\n  hint: check the task with moat ls before running it again; MOAT_SERVER=off runs each command in its own process\n');
+      process.stderr.write(
+        'moat: error: the moat server ended before the command finished\n  hint: check the task with moat ls before running it again; MOAT_SERVER=off runs each command in its own process\n',
+      );
       resolve(70);
     });
   });
@@ -175,7 +178,9 @@ function startServer(socketPath) {
   } catch {
     return;
   }
-  require('node:child_process').spawn(process.execPath, [join(__dirname, 'moat.js'), '__serve', socketPath], { detached: true, stdio: 'ignore' }).unref();
+  require('node:child_process')
+    .spawn(process.execPath, [join(__dirname, 'moat.js'), '__serve', socketPath], { detached: true, stdio: 'ignore' })
+    .unref();
 }
 
 module.exports = { runOnServer, servedCommand, serverKey, serverSocket, startServer };

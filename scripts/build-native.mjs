@@ -13,7 +13,12 @@ const say = (line) => process.stderr.write(`build-native: ${line}\n`);
 
 const compiler = ['cc', 'gcc', 'clang'].find((name) => spawnSync(name, ['--version'], { stdio: 'ignore' }).status === 0);
 const nodedir = process.env.npm_config_nodedir;
-const headers = [nodedir && join(nodedir, 'include', 'node'), join(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node']
+const headers = [
+  nodedir && join(nodedir, 'include', 'node'),
+  join(dirname(process.execPath), '..', 'include', 'node'),
+  '/usr/include/node',
+  '/usr/local/include/node',
+]
   .filter(Boolean)
   .find((dir) => existsSync(join(dir, 'node_api.h')));
 

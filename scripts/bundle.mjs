@@ -43,5 +43,8 @@ await build({
 });
 
 rmSync('dist/cli/main.bundle.mjs', { force: true });
-const warmUp = spawnSync(process.execPath, ['bin/moat.js', '--version'], { env: { ...process.env, MOAT_WRITE_CODE_CACHE: '1' }, stdio: ['ignore', 'ignore', 'inherit'] });
+const warmUp = spawnSync(process.execPath, ['bin/moat.js', '--version'], {
+  env: { ...process.env, MOAT_WRITE_CODE_CACHE: '1' },
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 if (warmUp.status !== 0) throw new Error('bundle: the warm-up run that writes the code cache failed');

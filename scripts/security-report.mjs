@@ -33,16 +33,63 @@ const marker = join(root, 'HOOK-RAN-ON-HOST');
 
 /** The cases: a script to run inside, and how to read what happened. */
 const cases = [
-  { name: 'read the host ~/.ssh key', script: `cat ${home}/.ssh/id_ed25519 2>&1 | head -1`, judge: (r) => (r.out.includes(KEY) ? ['leaked', 'key content read'] : ['blocked', firstLine(r.out)]) },
-  { name: 'read the project .env', script: 'cat .env 2>&1 | head -1', judge: (r) => (r.out.includes(ENV_SECRET) ? ['leaked', 'secret read'] : ['blocked', firstLine(r.out)]) },
-  { name: 'a route out of the sandbox', script: 'awk \'$2 == "00000000" { print "default route via " $1 }\' /proc/net/route; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " "', judge: (r) => (r.out.includes('default route') ? ['leaked', `${firstLine(r.out)} (any host can be reached)`] : ['blocked', `interfaces: ${r.out.trim().split('\n').pop()}`]) },
-  { name: 'plant a git hook the host runs', script: `mkdir -p .git/hooks && printf '#!/bin/sh\\ntouch ${marker}\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && echo planted`, after: () => spawnSync('git', ['checkout', '-q', '-b', `probe-${Math.random().toString(16).slice(2, 8)}`], { cwd: repo }), judge: () => (existsSync(marker) ? ['leaked', 'hook ran on the host at `git checkout`'] : ['blocked', 'nothing ran on the host']) },
-  { name: 'rm -rf the project', script: 'rm -rf ./* ./.git 2>&1; ls -A | wc -l', judge: () => (existsSync(join(repo, 'main.c')) && existsSync(join(repo, '.git')) ? ['contained', 'your checkout is intact'] : ['leaked', 'your checkout was deleted']) },
-  { name: 'write to /etc', script: '{ echo x >> /etc/hosts; } 2>&1 && echo wrote', judge: (r) => (r.out.includes('wrote') ? ['contained', 'writable /etc (inside the container only)'] : ['blocked', firstLine(r.out)]) },
-  { name: 'run as root with capabilities', script: 'id -u; grep CapEff /proc/self/status', judge: (r) => (/^0\n/.test(r.out) || !/CapEff:\s+0+$/m.test(r.out) ? ['leaked', r.out.trim().replace(/\n/g, ', ')] : ['blocked', r.out.trim().replace(/\s+/g, ' ')]) },
-  { name: 'reach the Docker socket', script: 'ls -l /var/run/docker.sock 2>&1', judge: (r) => (r.out.includes('No such') ? ['blocked', 'no socket'] : ['leaked', firstLine(r.out)]) },
-  { name: 'fork without limit', script: 'cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null | head -1', judge: (r) => (r.out.trim() === 'max' || r.out.trim() === '' ? ['leaked', 'no pids limit (a fork bomb takes the host down)'] : ['contained', `pids.max ${r.out.trim()}`]) },
-  { name: 'take all memory', script: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null | head -1', judge: (r) => (/^(max|9223372036854\d+)$/.test(r.out.trim()) ? ['leaked', 'no memory limit'] : ['contained', `limit ${r.out.trim()} bytes`]) },
+  {
+    name: 'read the host ~/.ssh key',
+    script: `cat ${home}/.ssh/id_ed25519 2>&1 | head -1`,
+    judge: (r) => (r.out.includes(KEY) ? ['leaked', 'key content read'] : ['blocked', firstLine(r.out)]),
+  },
+  {
+    name: 'read the project .env',
+    script: 'cat .env 2>&1 | head -1',
+    judge: (r) => (r.out.includes(ENV_SECRET) ? ['leaked', 'secret read'] : ['blocked', firstLine(r.out)]),
+  },
+  {
+    name: 'a route out of the sandbox',
+    script: 'awk \'$2 == "00000000" { print "default route via " $1 }\' /proc/net/route; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " "',
+    judge: (r) =>
+      r.out.includes('default route')
+        ? ['leaked', `${firstLine(r.out)} (any host can be reached)`]
+        : ['blocked', `interfaces: ${r.out.trim().split('\n').pop()}`],
+  },
+  {
+    name: 'plant a git hook the host runs',
+    script: `mkdir -p .git/hooks && printf '#!/bin/sh\\ntouch ${marker}\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && echo planted`,
+    after: () => spawnSync('git', ['checkout', '-q', '-b', `probe-${Math.random().toString(16).slice(2, 8)}`], { cwd: repo }),
+    judge: () => (existsSync(marker) ? ['leaked', 'hook ran on the host at `git checkout`'] : ['blocked', 'nothing ran on the host']),
+  },
+  {
+    name: 'rm -rf the project',
+    script: 'rm -rf ./* ./.git 2>&1; ls -A | wc -l',
+    judge: () =>
+      existsSync(join(repo, 'main.c')) && existsSync(join(repo, '.git')) ? ['contained', 'your checkout is intact'] : ['leaked', 'your checkout was deleted'],
+  },
+  {
+    name: 'write to /etc',
+    script: '{ echo x >> /etc/hosts; } 2>&1 && echo wrote',
+    judge: (r) => (r.out.includes('wrote') ? ['contained', 'writable /etc (inside the container only)'] : ['blocked', firstLine(r.out)]),
+  },
+  {
+    name: 'run as root with capabilities',
+    script: 'id -u; grep CapEff /proc/self/status',
+    judge: (r) =>
+      /^0\n/.test(r.out) || !/CapEff:\s+0+$/m.test(r.out) ? ['leaked', r.out.trim().replace(/\n/g, ', ')] : ['blocked', r.out.trim().replace(/\s+/g, ' ')],
+  },
+  {
+    name: 'reach the Docker socket',
+    script: 'ls -l /var/run/docker.sock 2>&1',
+    judge: (r) => (r.out.includes('No such') ? ['blocked', 'no socket'] : ['leaked', firstLine(r.out)]),
+  },
+  {
+    name: 'fork without limit',
+    script: 'cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null | head -1',
+    judge: (r) =>
+      r.out.trim() === 'max' || r.out.trim() === '' ? ['leaked', 'no pids limit (a fork bomb takes the host down)'] : ['contained', `pids.max ${r.out.trim()}`],
+  },
+  {
+    name: 'take all memory',
+    script: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null | head -1',
+    judge: (r) => (/^(max|9223372036854\d+)$/.test(r.out.trim()) ? ['leaked', 'no memory limit'] : ['contained', `limit ${r.out.trim()} bytes`]),
+  },
 ];
 function firstLine(text) {
   return (text.trim().split('\n')[0] ?? '').slice(0, 90) || '(nothing)';
@@ -81,7 +128,14 @@ function runCases(run) {
 
 function runDocker(image) {
   // As commonly done: the project mounted read-write (with its .git), default flags.
-  return runCases((c) => spawnSync('docker', ['run', '--rm', '--label', 'moat.task=security-report', '-v', `${repo}:/work`, '-w', '/work', image, 'sh', '-c', `${c.script} 2>&1`], { encoding: 'utf8' }).stdout ?? '');
+  return runCases(
+    (c) =>
+      spawnSync(
+        'docker',
+        ['run', '--rm', '--label', 'moat.task=security-report', '-v', `${repo}:/work`, '-w', '/work', image, 'sh', '-c', `${c.script} 2>&1`],
+        { encoding: 'utf8' },
+      ).stdout ?? '',
+  );
 }
 
 /** Anthropic's sandbox-runtime with its defaults (no settings file), in the project folder. */
@@ -91,7 +145,15 @@ function runSrt() {
   if (!existsSync(cli)) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
   const srtHome = join(root, 'srt-home');
   mkdirSync(srtHome, { recursive: true });
-  return runCases((c) => spawnSync(join(peers, 'node22'), [cli, '-c', `${c.script} 2>&1`], { cwd: repo, encoding: 'utf8', env: { ...process.env, HOME: srtHome }, timeout: 60_000 }).stdout ?? '');
+  return runCases(
+    (c) =>
+      spawnSync(join(peers, 'node22'), [cli, '-c', `${c.script} 2>&1`], {
+        cwd: repo,
+        encoding: 'utf8',
+        env: { ...process.env, HOME: srtHome },
+        timeout: 60_000,
+      }).stdout ?? '',
+  );
 }
 
 const moatResults = await runMoat();
@@ -103,7 +165,10 @@ const srtResults = runSrt();
 const lines = [
   '| case | moat (defaults) | docker run -v $PWD:/work (defaults) | srt (defaults) |',
   '|---|---|---|---|',
-  ...cases.map((c, i) => `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} | **${srtResults[i][0]}**: ${srtResults[i][1]} |`),
+  ...cases.map(
+    (c, i) =>
+      `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} | **${srtResults[i][0]}**: ${srtResults[i][1]} |`,
+  ),
 ];
 const table = lines.join('\n');
 console.log(table);

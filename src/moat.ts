@@ -127,7 +127,12 @@ export class Moat {
   /** Answers the held requests of a task of this repository for `host` (a human's act: never wire this to an agent). */
   async answer(task: string, host: string, answer: PendingAnswer, options: { port?: number; by?: string } = {}) {
     const repo = await this.context.repo();
-    return answerPending(this.context, { repoKey: repo.key, task, host, ...(options.port !== undefined ? { port: options.port } : {}) }, answer, options.by ?? 'cli');
+    return answerPending(
+      this.context,
+      { repoKey: repo.key, task, host, ...(options.port !== undefined ? { port: options.port } : {}) },
+      answer,
+      options.by ?? 'cli',
+    );
   }
   apply(task: string, options?: { yes?: boolean }) {
     return applyTask(this.context, task, options);

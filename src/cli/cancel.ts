@@ -27,7 +27,7 @@ export function cancelOnSignal(cli: CliContext): Cancel {
     count += 1;
     if (count > 1) leave(signal);
     else if (phase === 'cancel') controller.abort(cancelReason(signal));
-    else cli.output(false).note('bringing the task\'s work home first (a second Ctrl-C leaves now; moat sync brings it home later)');
+    else cli.output(false).note("bringing the task's work home first (a second Ctrl-C leaves now; moat sync brings it home later)");
   });
   return {
     signal: controller.signal,

@@ -80,7 +80,16 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       return createOutput(json, () => secrets, io.stdout, io.stderr);
     },
     // The secret values this command reads are redacted from everything it prints, errors included.
-    moat: (out) => new Moat({ progress: (line) => out.note(line), secretValues: secrets, cwd: io.cwd, pool: io.pool, syncs: io.syncs, statusSent: io.statusSent, repos: io.repos }),
+    moat: (out) =>
+      new Moat({
+        progress: (line) => out.note(line),
+        secretValues: secrets,
+        cwd: io.cwd,
+        pool: io.pool,
+        syncs: io.syncs,
+        statusSent: io.statusSent,
+        repos: io.repos,
+      }),
     setExit: (code) => {
       exitCode = code;
     },
@@ -94,7 +103,10 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text), outputError: () => undefined })
-    .addHelpText('after', '\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal,\n130 cancelled by Ctrl-C (143 by TERM); exec, run and shell exit with the command\'s own status (128+N when killed by signal N).\n\nEnvironment: MOAT_HOME and MOAT_CONFIG move moat\'s files; MOAT_SERVER=off runs every command in its own\nprocess (no warm server, nothing made ahead); MOAT_POOL=off keeps the warm server but makes nothing\nahead; MOAT_SERVER_IDLE_SECONDS (default 300) is how long the warm server waits for the next command.');
+    .addHelpText(
+      'after',
+      "\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal,\n130 cancelled by Ctrl-C (143 by TERM); exec, run and shell exit with the command's own status (128+N when killed by signal N).\n\nEnvironment: MOAT_HOME and MOAT_CONFIG move moat's files; MOAT_SERVER=off runs every command in its own\nprocess (no warm server, nothing made ahead); MOAT_POOL=off keeps the warm server but makes nothing\nahead; MOAT_SERVER_IDLE_SECONDS (default 300) is how long the warm server waits for the next command.",
+    );
   registerLifecycle(program, cli);
   registerExec(program, cli);
   registerAgent(program, cli);
@@ -110,7 +122,15 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.exitCode === 0 || error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
-      return reportError(new MoatError('E_USAGE', error.message.replace(/^error: /, ''), { hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test' }), json, secrets, io.stdout, io.stderr);
+      return reportError(
+        new MoatError('E_USAGE', error.message.replace(/^error: /, ''), {
+          hint: 'see moat <command> --help; a command to run in the sandbox goes after --, e.g. moat exec TASK -- npm test',
+        }),
+        json,
+        secrets,
+        io.stdout,
+        io.stderr,
+      );
     }
     return reportError(error, json, secrets, io.stdout, io.stderr);
   }

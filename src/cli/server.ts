@@ -164,10 +164,11 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
 
 /** Binds the socket; a live server already there wins, a stale socket file is replaced. */
 async function listen(server: ReturnType<typeof createServer>, socketPath: string): Promise<boolean> {
-  const attempt = () => new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
-    server.once('error', resolve);
-    server.listen(socketPath, () => resolve(undefined));
-  });
+  const attempt = () =>
+    new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once('error', resolve);
+      server.listen(socketPath, () => resolve(undefined));
+    });
   let error = await attempt();
   if (error?.code === 'EADDRINUSE') {
     const alive = await new Promise<boolean>((resolve) => {

@@ -79,7 +79,13 @@ export function splitAllow(entries: AllowEntries, from: 'user' | 'repo'): { host
     for (const [host, rule] of Object.entries(entry)) {
       // The user's rule grants its host; a repository's only narrows one that is granted otherwise.
       if (from === 'user') hosts.push(host);
-      rules.push({ host, from, ...(rule.methods ? { methods: rule.methods.map((m) => m.toUpperCase()) } : {}), ...(rule.paths ? { paths: [...rule.paths] } : {}), ...(rule.maxBody !== undefined ? { maxBody: parseSize(rule.maxBody)! } : {}) });
+      rules.push({
+        host,
+        from,
+        ...(rule.methods ? { methods: rule.methods.map((m) => m.toUpperCase()) } : {}),
+        ...(rule.paths ? { paths: [...rule.paths] } : {}),
+        ...(rule.maxBody !== undefined ? { maxBody: parseSize(rule.maxBody)! } : {}),
+      });
     }
   }
   return { hosts, rules };
@@ -149,7 +155,11 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     limits: { ...granted, ...requested },
     // Approved requests bring the network they need; a repository's own "network" still only narrows.
     network: repo.network ?? (userNetwork === 'none' && requestedHosts.length > 0 ? 'allowlist' : userNetwork),
-    egress: { allow: [...userAllow.hosts, ...requestedHosts], deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])], rules: [...userAllow.rules, ...repoAllow.rules] },
+    egress: {
+      allow: [...userAllow.hosts, ...requestedHosts],
+      deny: [...(user.egress?.deny ?? []), ...(repo.egress?.deny ?? [])],
+      rules: [...userAllow.rules, ...repoAllow.rules],
+    },
     egressNetwork: egressNetworkOf(user),
     env: { ...(user.env ?? {}) },
     envPassthrough: [...(user.envPassthrough ?? [])],
@@ -163,7 +173,14 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
 }
 
 /** Checks egress rules up front, so a typo is a config error and not a silent "denied" later. */
-export function checkEgressRules(mode: NetworkMode, allow: string[], deny: string[], where: string, allowAddresses: string[] = [], rules: RequestRuleSpec[] = []): void {
+export function checkEgressRules(
+  mode: NetworkMode,
+  allow: string[],
+  deny: string[],
+  where: string,
+  allowAddresses: string[] = [],
+  rules: RequestRuleSpec[] = [],
+): void {
   const policy = buildPolicy(mode, allow, deny, allowAddresses);
   const requests = buildRequestRules(rules);
   const errors = [...('errors' in policy ? policy.errors : []), ...('errors' in requests ? requests.errors : [])];

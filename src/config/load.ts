@@ -24,13 +24,15 @@ export async function loadConfigFile(file: string): Promise<MoatConfig> {
     info = await lstat(file);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new MoatError('E_CONFIG_INVALID', `${file}: cannot read config: ${(error as Error).message}`, { hint: 'check the file\'s permissions', cause: error });
+    throw new MoatError('E_CONFIG_INVALID', `${file}: cannot read config: ${(error as Error).message}`, { hint: "check the file's permissions", cause: error });
   }
   if (!info.isFile()) {
     throw new MoatError('E_CONFIG_INVALID', `${file}: config must be a regular file, not a link or directory`, { hint: 'replace it with a plain file' });
   }
   if (info.size > MAX_CONFIG_BYTES) {
-    throw new MoatError('E_CONFIG_INVALID', `${file}: config is ${info.size} bytes, more than ${MAX_CONFIG_BYTES}`, { hint: 'a moat config is a few lines of YAML' });
+    throw new MoatError('E_CONFIG_INVALID', `${file}: config is ${info.size} bytes, more than ${MAX_CONFIG_BYTES}`, {
+      hint: 'a moat config is a few lines of YAML',
+    });
   }
   // The parser (yaml + zod) loads only when there is a file to parse: most commands start faster.
   const { parseConfig } = await import('./parse.js');

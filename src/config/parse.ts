@@ -34,7 +34,9 @@ function positionOf(doc: ReturnType<typeof parseDocument>, path: (string | numbe
     const sub = path.slice(0, depth);
     if (wantKey && depth === path.length && sub.length > 0) {
       const parent = sub.length === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true);
-      const pair = (parent as { items?: Array<{ key?: unknown }> } | null)?.items?.find((item) => isNode(item.key) && (item.key as { value?: unknown }).value === sub[sub.length - 1]);
+      const pair = (parent as { items?: Array<{ key?: unknown }> } | null)?.items?.find(
+        (item) => isNode(item.key) && (item.key as { value?: unknown }).value === sub[sub.length - 1],
+      );
       if (pair && isNode(pair.key) && pair.key.range) return pair.key.range[0];
     }
     const node = sub.length === 0 ? doc.contents : doc.getIn(sub, true);
@@ -42,4 +44,3 @@ function positionOf(doc: ReturnType<typeof parseDocument>, path: (string | numbe
   }
   return undefined;
 }
-

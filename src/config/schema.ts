@@ -21,7 +21,9 @@ export const limitsSchema = z
     nofile: z.number().int().min(64).max(1_048_576).describe('Open files per process. Default 4096.').optional(),
     tmp: size.describe('Size of /tmp (tmpfs, counts against memory). Default 512m.').optional(),
     home: size.describe('Size of the home directory (tmpfs, counts against memory). Default 512m.').optional(),
-    disk: size.describe('Cap on what a task writes to its workspace (a loop-mounted filesystem of that size, where moat runs as root). Default 10g.').optional(),
+    disk: size
+      .describe('Cap on what a task writes to its workspace (a loop-mounted filesystem of that size, where moat runs as root). Default 10g.')
+      .optional(),
     idle: z
       .union([z.string(), z.number().int().min(0)])
       .refine((value) => parseDuration(value) !== undefined, { message: 'expected a duration such as 10m or 1h (0: no limit)' })
@@ -30,7 +32,7 @@ export const limitsSchema = z
     timeout: z
       .union([z.string(), z.number().int().min(0)])
       .refine((value) => parseDuration(value) !== undefined, { message: 'expected a duration such as 90s, 30m, 2h or 1d (0: no limit)' })
-      .describe('Wall-clock life of a task\'s container; at the limit the container is stopped (its commits stay). Default: no limit.')
+      .describe("Wall-clock life of a task's container; at the limit the container is stopped (its commits stay). Default: no limit.")
       .optional(),
   })
   .describe('Resource limits of each task.');
@@ -47,23 +49,37 @@ const gitIdentity = z
 /** Method and path rules of one allowed host (domain/request-rules.ts). */
 const requestRuleSchema = z
   .strictObject({
-    methods: z.array(z.string().regex(/^[A-Za-z]{1,16}$/, 'expected an HTTP method such as GET')).min(1).describe('Only these methods, e.g. [GET, HEAD].').optional(),
+    methods: z
+      .array(z.string().regex(/^[A-Za-z]{1,16}$/, 'expected an HTTP method such as GET'))
+      .min(1)
+      .describe('Only these methods, e.g. [GET, HEAD].')
+      .optional(),
     paths: z
       .array(z.string().regex(/^\/[\x21-\x7e]{0,499}$/, 'expected an absolute path such as /repos/acme/'))
       .min(1)
-      .describe('Only paths under these prefixes, compared by whole segments, case-sensitively, on a strict canonical form (dot segments, //, ";" and encoded slashes are refused).')
+      .describe(
+        'Only paths under these prefixes, compared by whole segments, case-sensitively, on a strict canonical form (dot segments, //, ";" and encoded slashes are refused).',
+      )
       .optional(),
     maxBody: size.describe('Largest request body, e.g. 1m (chunked bodies are counted as they stream and cut at the cap).').optional(),
   })
-  .describe('What requests to this host may be: moat then inspects its HTTPS with the task\'s own CA (only for hosts with rules; every other host stays end-to-end encrypted).');
+  .describe(
+    "What requests to this host may be: moat then inspects its HTTPS with the task's own CA (only for hosts with rules; every other host stays end-to-end encrypted).",
+  );
 
 // A template name, maybe with toolchains added (codex+python).
-const templateName = z.string().regex(new RegExp(`^[a-z0-9][a-z0-9-]{0,39}(?:\\+(?:${TOOLCHAINS.join('|')}))*$`), 'expected a template name such as shell or codex+python');
+const templateName = z
+  .string()
+  .regex(new RegExp(`^[a-z0-9][a-z0-9-]{0,39}(?:\\+(?:${TOOLCHAINS.join('|')}))*$`), 'expected a template name such as shell or codex+python');
 
 export const configSchema = z
   .strictObject({
-    $schema: z.string().describe('Path or URL of this file\'s JSON schema, for editors.').optional(),
-    template: templateName.describe('Template a new task uses when -t gives none; yours wins over the repository\'s. With neither, toolchains are picked from the repository\'s files (package.json, pyproject.toml, requirements.txt, go.mod, Cargo.toml), else "shell". Toolchains can be added: codex+python.').optional(),
+    $schema: z.string().describe("Path or URL of this file's JSON schema, for editors.").optional(),
+    template: templateName
+      .describe(
+        'Template a new task uses when -t gives none; yours wins over the repository\'s. With neither, toolchains are picked from the repository\'s files (package.json, pyproject.toml, requirements.txt, go.mod, Cargo.toml), else "shell". Toolchains can be added: codex+python.',
+      )
+      .optional(),
     baseImage: z
       .string()
       .regex(/^[a-z0-9][a-z0-9._/:@-]{0,254}$/, 'expected an image reference such as moat-base:bookworm')
@@ -72,36 +88,50 @@ export const configSchema = z
     limits: limitsSchema.optional(),
     network: z
       .enum(['none', 'allowlist', 'open'])
-      .describe('Outbound network of each task. "none" (default): no network at all. "allowlist": only egress.allow, through moat\'s gateway. "open": any public address, through the gateway, logged.')
+      .describe(
+        'Outbound network of each task. "none" (default): no network at all. "allowlist": only egress.allow, through moat\'s gateway. "open": any public address, through the gateway, logged.',
+      )
       .optional(),
     egress: z
       .strictObject({
         allow: z
           .array(z.union([z.string().min(1).max(300), z.record(z.string().min(1).max(300), requestRuleSchema)]))
-          .describe('Hosts a task may reach: "example.com", "*.example.com" (subdomains only), "host:443", an IP or a CIDR block ("10.1.2.0/24", needed for internal addresses). A host name may carry method and path rules: `- registry.npmjs.org: { methods: [GET, HEAD] }`. In a repository\'s moat.yaml such rules only narrow hosts you allowed (they need no approval); plain entries there are requests for `moat approve`.')
+          .describe(
+            'Hosts a task may reach: "example.com", "*.example.com" (subdomains only), "host:443", an IP or a CIDR block ("10.1.2.0/24", needed for internal addresses). A host name may carry method and path rules: `- registry.npmjs.org: { methods: [GET, HEAD] }`. In a repository\'s moat.yaml such rules only narrow hosts you allowed (they need no approval); plain entries there are requests for `moat approve`.',
+          )
           .optional(),
         deny: z.array(z.string().min(1).max(300)).describe('Hosts never reachable; deny wins over allow.').optional(),
         allowAddresses: z
           .array(z.string().min(1).max(60))
-          .describe('Address ranges (CIDR) that allowed names may resolve into although they are not public, e.g. ["203.0.113.0/24"] where your network answers with its TLS-inspecting proxy. Never makes an address itself reachable; loopback and cloud metadata stay refused. User config only; `moat doctor` suggests it.')
+          .describe(
+            'Address ranges (CIDR) that allowed names may resolve into although they are not public, e.g. ["203.0.113.0/24"] where your network answers with its TLS-inspecting proxy. Never makes an address itself reachable; loopback and cloud metadata stay refused. User config only; `moat doctor` suggests it.',
+          )
           .optional(),
         trustCa: z
           .array(z.string().min(1))
-          .describe('PEM files of extra CAs (~ allowed) that the gateway trusts for its own TLS and that every sandbox with a network trusts too (system bundle plus these, through SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO). User config only.')
+          .describe(
+            'PEM files of extra CAs (~ allowed) that the gateway trusts for its own TLS and that every sandbox with a network trusts too (system bundle plus these, through SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO). User config only.',
+          )
           .optional(),
         trustHostCa: z
           .boolean()
-          .describe('Like trustCa, with the CAs this host added to its own trust (the .crt files under /usr/local/share/ca-certificates): for a network whose TLS-inspecting proxy signs with one. User config only; `moat doctor` suggests it.')
+          .describe(
+            'Like trustCa, with the CAs this host added to its own trust (the .crt files under /usr/local/share/ca-certificates): for a network whose TLS-inspecting proxy signs with one. User config only; `moat doctor` suggests it.',
+          )
           .optional(),
         upstreamProxy: z
           .string()
           .min(1)
           .max(2000)
-          .describe('An http:// proxy the gateway sends allowed connections through (http://[user:pass@]host:port); the credentials stay in the gateway. Default: HTTPS_PROXY / HTTP_PROXY of the environment moat runs in. The proxy then resolves names, not the gateway. User config only.')
+          .describe(
+            'An http:// proxy the gateway sends allowed connections through (http://[user:pass@]host:port); the credentials stay in the gateway. Default: HTTPS_PROXY / HTTP_PROXY of the environment moat runs in. The proxy then resolves names, not the gateway. User config only.',
+          )
           .optional(),
         ask: z
           .boolean()
-          .describe('Hold a connection to a host that is neither allowed nor denied and ask a human (moat ui, `moat egress --pending`, `moat allow TASK HOST --once`) instead of refusing it at once; no answer in time is a denial. User config only.')
+          .describe(
+            'Hold a connection to a host that is neither allowed nor denied and ask a human (moat ui, `moat egress --pending`, `moat allow TASK HOST --once`) instead of refusing it at once; no answer in time is a denial. User config only.',
+          )
           .optional(),
         askSeconds: z
           .number()
@@ -112,19 +142,20 @@ export const configSchema = z
           .optional(),
         noProxy: z
           .array(z.string().min(1).max(300))
-          .describe('Hosts the gateway reaches directly, not through upstreamProxy (as NO_PROXY: names match their subdomains too, IPs, CIDR blocks). Default: NO_PROXY of the environment. User config only.')
+          .describe(
+            'Hosts the gateway reaches directly, not through upstreamProxy (as NO_PROXY: names match their subdomains too, IPs, CIDR blocks). Default: NO_PROXY of the environment. User config only.',
+          )
           .optional(),
       })
-      .describe('Egress rules for network: allowlist (and deny rules for open). A repository may add deny rules only (and request hosts for `moat approve`); the network settings below allow and deny are the user\'s alone.')
+      .describe(
+        "Egress rules for network: allowlist (and deny rules for open). A repository may add deny rules only (and request hosts for `moat approve`); the network settings below allow and deny are the user's alone.",
+      )
       .optional(),
     env: z
       .record(envName, z.string().max(65536))
       .describe('Variables set in every sandbox, by value. User config only: a repository cannot grant environment.')
       .optional(),
-    envPassthrough: z
-      .array(envName)
-      .describe('Host environment variables copied into every sandbox by name. User config only.')
-      .optional(),
+    envPassthrough: z.array(envName).describe('Host environment variables copied into every sandbox by name. User config only.').optional(),
     git: gitIdentity.optional(),
     sandboxUid: z
       .number()
@@ -137,7 +168,10 @@ export const configSchema = z
       .array(
         z.strictObject({
           source: z.string().min(1).describe('A folder on the host (~ allowed), e.g. ~/.cache/pip.'),
-          target: z.string().regex(/^\/(home\/agent|opt|mnt|cache)\/[A-Za-z0-9._/-]+$/, 'expected a path under /home/agent, /opt, /mnt or /cache').describe('Where the sandbox sees it (read-only).'),
+          target: z
+            .string()
+            .regex(/^\/(home\/agent|opt|mnt|cache)\/[A-Za-z0-9._/-]+$/, 'expected a path under /home/agent, /opt, /mnt or /cache')
+            .describe('Where the sandbox sees it (read-only).'),
         }),
       )
       .describe('Host folders (package caches, reference data) shown read-only inside every sandbox. User config only.')
@@ -150,13 +184,15 @@ export const configSchema = z
       .optional(),
     templates: z
       .array(z.string().min(1))
-      .describe('Folders with your own templates (one sub-folder each, with a Dockerfile and an optional template.yaml). User config only: a template decides what runs.')
+      .describe(
+        'Folders with your own templates (one sub-folder each, with a Dockerfile and an optional template.yaml). User config only: a template decides what runs.',
+      )
       .optional(),
     approvals: z
       .record(
         z.string().min(1),
         z.strictObject({
-          egress: z.array(z.string().min(1).max(300)).describe('Hosts this repository\'s moat.yaml asked for and you approved.').optional(),
+          egress: z.array(z.string().min(1).max(300)).describe("Hosts this repository's moat.yaml asked for and you approved.").optional(),
           templates: z.array(z.string().min(1)).describe('Repository templates you approved, as name@tree (their exact content).').optional(),
         }),
       )
@@ -174,17 +210,39 @@ export const configSchema = z
             ])
             .describe('Where moat reads the real value, on the host.'),
           hosts: z.array(z.string().min(1)).min(1).describe('Hosts the value may be sent to (exact names). They are allowed for egress too.'),
-          header: z.string().regex(/^[A-Za-z0-9-]{1,64}$/).default('Authorization').describe('Header the gateway overwrites with the value. Default Authorization.'),
-          format: z.string().includes('{value}').optional().describe('How the header is written; default "Bearer {value}" for Authorization, "{value}" otherwise.'),
-          methods: z.array(z.string().regex(/^[A-Z]{1,16}$/)).optional().describe('Only for these methods (default: all).'),
+          header: z
+            .string()
+            .regex(/^[A-Za-z0-9-]{1,64}$/)
+            .default('Authorization')
+            .describe('Header the gateway overwrites with the value. Default Authorization.'),
+          format: z
+            .string()
+            .includes('{value}')
+            .optional()
+            .describe('How the header is written; default "Bearer {value}" for Authorization, "{value}" otherwise.'),
+          methods: z
+            .array(z.string().regex(/^[A-Z]{1,16}$/))
+            .optional()
+            .describe('Only for these methods (default: all).'),
           pathPrefixes: z.array(z.string().startsWith('/')).optional().describe('Only for paths under these prefixes (default: all).'),
-          route: z.string().regex(/^[a-z0-9-]{1,32}$/).optional().describe('Plain-HTTP route in the sandbox: http://moat.gateway/<route>/… goes to https://<first host>/… with the header set.'),
-          intercept: z.boolean().optional().describe('For clients that cannot use a route: the gateway terminates TLS to the bound hosts (only those) with a CA made for this task alone, which only this sandbox trusts, and sets the header there.'),
+          route: z
+            .string()
+            .regex(/^[a-z0-9-]{1,32}$/)
+            .optional()
+            .describe('Plain-HTTP route in the sandbox: http://moat.gateway/<route>/… goes to https://<first host>/… with the header set.'),
+          intercept: z
+            .boolean()
+            .optional()
+            .describe(
+              'For clients that cannot use a route: the gateway terminates TLS to the bound hosts (only those) with a CA made for this task alone, which only this sandbox trusts, and sets the header there.',
+            ),
         }),
       )
-      .describe('Bound secrets: the sandbox sees a placeholder in the variable; the gateway writes the real value into the declared header on requests to the bound hosts only. User config only.')
+      .describe(
+        'Bound secrets: the sandbox sees a placeholder in the variable; the gateway writes the real value into the declared header on requests to the bound hosts only. User config only.',
+      )
       .optional(),
   })
-  .describe('moat configuration: ~/.config/moat/config.yaml (yours) or moat.yaml at a repository root (the repository\'s, which may only narrow).');
+  .describe("moat configuration: ~/.config/moat/config.yaml (yours) or moat.yaml at a repository root (the repository's, which may only narrow).");
 
 export type MoatConfig = z.infer<typeof configSchema>;

@@ -103,7 +103,9 @@ async function lock(path: string, waitMs: number): Promise<() => void> {
     const pid = Number(held?.split(' ')[0]);
     if (held !== undefined && Number.isSafeInteger(pid) && pid > 0 && !alive(pid)) takeOver(path, held, mine);
     if (Date.now() > deadline) {
-      throw new MoatError('E_CONFIG_INVALID', `${path} is held by process ${Number.isFinite(pid) ? pid : '?'}`, { hint: `another moat is changing your config; try again, or remove ${path} if no moat runs` });
+      throw new MoatError('E_CONFIG_INVALID', `${path} is held by process ${Number.isFinite(pid) ? pid : '?'}`, {
+        hint: `another moat is changing your config; try again, or remove ${path} if no moat runs`,
+      });
     }
     await new Promise((resolve) => setTimeout(resolve, Math.min(10 + round * 5, 100)));
   }
@@ -115,7 +117,8 @@ function takeOver(path: string, stale: string, mine: string): void {
     const guardHeld = readText(guard);
     const guardPid = Number(guardHeld?.split(' ')[0]);
     // A taker that died between its two steps: its guard goes, the next round retries.
-    if (guardHeld !== undefined && Number.isSafeInteger(guardPid) && guardPid > 0 && !alive(guardPid) && readText(guard) === guardHeld) rmSync(guard, { force: true });
+    if (guardHeld !== undefined && Number.isSafeInteger(guardPid) && guardPid > 0 && !alive(guardPid) && readText(guard) === guardHeld)
+      rmSync(guard, { force: true });
     return;
   }
   try {

@@ -39,8 +39,35 @@ export function parseJsonc(text: string): unknown {
   return JSON.parse(out.replace(/,(\s*[}\]])/g, '$1'));
 }
 
-const REFUSED = ['privileged', 'capAdd', 'runArgs', 'mounts', 'securityOpt', 'init', 'appPort', 'workspaceMount', 'overrideCommand', 'hostRequirements', 'runServices', 'dockerComposeFile'];
-const IGNORED = ['forwardPorts', 'portsAttributes', 'remoteUser', 'containerUser', 'updateRemoteUserUID', 'customizations', 'name', 'shutdownAction', 'workspaceFolder', 'remoteEnv', 'otherPortsAttributes', 'waitFor', 'userEnvProbe'];
+const REFUSED = [
+  'privileged',
+  'capAdd',
+  'runArgs',
+  'mounts',
+  'securityOpt',
+  'init',
+  'appPort',
+  'workspaceMount',
+  'overrideCommand',
+  'hostRequirements',
+  'runServices',
+  'dockerComposeFile',
+];
+const IGNORED = [
+  'forwardPorts',
+  'portsAttributes',
+  'remoteUser',
+  'containerUser',
+  'updateRemoteUserUID',
+  'customizations',
+  'name',
+  'shutdownAction',
+  'workspaceFolder',
+  'remoteEnv',
+  'otherPortsAttributes',
+  'waitFor',
+  'userEnvProbe',
+];
 
 function command(value: unknown): string[] | undefined {
   if (typeof value === 'string') return ['sh', '-c', value];
@@ -54,17 +81,21 @@ export function planDevcontainer(json: unknown, dir: string): DevcontainerResult
   const config = json as Record<string, unknown>;
   const refused: string[] = [];
   const notes: string[] = [];
-  for (const key of REFUSED) if (key in config && config[key] !== false) refused.push(`"${key}" would weaken moat's hardening (or touch the host); moat refuses it`);
-  if (config.features && Object.keys(config.features as object).length > 0) refused.push('"features" are fetched from a registry: unsupported offline; put what they install into the Dockerfile');
-  if ('initializeCommand' in config) notes.push('initializeCommand ignored: moat never runs a repository\'s command on the host');
+  for (const key of REFUSED)
+    if (key in config && config[key] !== false) refused.push(`"${key}" would weaken moat's hardening (or touch the host); moat refuses it`);
+  if (config.features && Object.keys(config.features as object).length > 0)
+    refused.push('"features" are fetched from a registry: unsupported offline; put what they install into the Dockerfile');
+  if ('initializeCommand' in config) notes.push("initializeCommand ignored: moat never runs a repository's command on the host");
   for (const key of IGNORED) if (key in config) notes.push(`${key} ignored`);
-  for (const key of ['onCreateCommand', 'updateContentCommand', 'postStartCommand', 'postAttachCommand']) if (key in config) notes.push(`${key} ignored (moat runs postCreateCommand only)`);
+  for (const key of ['onCreateCommand', 'updateContentCommand', 'postStartCommand', 'postAttachCommand'])
+    if (key in config) notes.push(`${key} ignored (moat runs postCreateCommand only)`);
 
   const containerEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries((config.containerEnv as Record<string, unknown>) ?? {})) {
     if (typeof value !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) refused.push(`containerEnv.${key} is not a NAME: "string" pair`);
     // ${localEnv:X} would copy the host's environment into the sandbox: that is the user's grant to give.
-    else if (/\$\{localEnv:/.test(value)) refused.push(`containerEnv.${key} reads the host's environment (\${localEnv:…}); grant variables with --env or envPassthrough instead`);
+    else if (/\$\{localEnv:/.test(value))
+      refused.push(`containerEnv.${key} reads the host's environment (\${localEnv:…}); grant variables with --env or envPassthrough instead`);
     else containerEnv[key] = value;
   }
   let build: DevcontainerPlan['build'];

@@ -122,7 +122,8 @@ export function decideTarget(policy: EgressPolicy, target: Target, port: number)
   if (policy.mode === 'open') return { allowed: true, rule: 'network: open' };
   // A rule that names the port says any protocol there; it stands even when a rule for the bare
   // name (TLS only) also matches, whichever came first in the list.
-  const allowed = policy.allow.find((rule) => rule.port !== undefined && ruleMatches(rule, target, port)) ?? policy.allow.find((rule) => ruleMatches(rule, target, port));
+  const allowed =
+    policy.allow.find((rule) => rule.port !== undefined && ruleMatches(rule, target, port)) ?? policy.allow.find((rule) => ruleMatches(rule, target, port));
   if (allowed) return { allowed: true, rule: `allow ${allowed.text}`, ...(allowed.port !== undefined ? { anyProtocol: true } : {}) };
   const what = target.kind === 'name' ? target.name : formatIp(target.ip);
   return { allowed: false, rule: `not in allowlist: ${what}` };

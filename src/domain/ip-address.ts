@@ -74,7 +74,10 @@ export function formatIp(ip: IpAddress): string {
   if (ip.family === 4) return [24n, 16n, 8n, 0n].map((s) => String((ip.value >> s) & 0xffn)).join('.');
   const groups: string[] = [];
   for (let i = 7; i >= 0; i -= 1) groups.push(((ip.value >> BigInt(16 * i)) & 0xffffn).toString(16));
-  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/^:::/, '::');
+  return groups
+    .join(':')
+    .replace(/(^|:)0(:0)+(:|$)/, '::')
+    .replace(/^:::/, '::');
 }
 
 export interface Cidr {
@@ -103,7 +106,20 @@ export function cidrContains(cidr: Cidr, ip: IpAddress): boolean {
 }
 
 /** Address classes a sandbox must not reach unless a CIDR rule names them. */
-export type AddressClass = 'public' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'cgnat' | 'multicast' | 'unspecified' | 'reserved' | 'ipv4-mapped' | 'nat64' | 'unique-local' | 'documentation';
+export type AddressClass =
+  | 'public'
+  | 'loopback'
+  | 'private'
+  | 'link-local'
+  | 'metadata'
+  | 'cgnat'
+  | 'multicast'
+  | 'unspecified'
+  | 'reserved'
+  | 'ipv4-mapped'
+  | 'nat64'
+  | 'unique-local'
+  | 'documentation';
 
 const V4_CLASSES: Array<[string, AddressClass]> = [
   ['169.254.169.254/32', 'metadata'],

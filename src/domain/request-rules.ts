@@ -49,18 +49,24 @@ const METHOD = /^[A-Z]{1,16}$/;
 export function parseRequestRule(spec: RequestRuleSpec): RequestRule | string {
   const match = parseRule(spec.host);
   if (typeof match === 'string') return match;
-  if (match.kind === 'ip' || match.kind === 'cidr') return `"${spec.host}": method and path rules need a host name (moat inspects its TLS with a certificate for that name)`;
+  if (match.kind === 'ip' || match.kind === 'cidr')
+    return `"${spec.host}": method and path rules need a host name (moat inspects its TLS with a certificate for that name)`;
   const methods = spec.methods?.map((m) => m.toUpperCase());
   const bad = methods?.find((m) => !METHOD.test(m));
   if (bad !== undefined) return `"${spec.host}": "${bad}" is not an HTTP method`;
   const paths: string[] = [];
   for (const prefix of spec.paths ?? []) {
     const canonical = canonicalPath(prefix);
-    if ('refused' in canonical || canonical.query) return `"${spec.host}": path "${prefix}" must be a plain absolute path such as /repos/acme/ (no dot segments, //, ;, %2F, query)`;
+    if ('refused' in canonical || canonical.query)
+      return `"${spec.host}": path "${prefix}" must be a plain absolute path such as /repos/acme/ (no dot segments, //, ;, %2F, query)`;
     paths.push(canonical.path.replace(/\/$/, ''));
   }
   if (spec.maxBody !== undefined && (!Number.isSafeInteger(spec.maxBody) || spec.maxBody < 0)) return `"${spec.host}": maxBody must be a size`;
-  const parts = [methods ? methods.join(',') : undefined, spec.paths ? spec.paths.join(',') : undefined, spec.maxBody !== undefined ? `body<=${spec.maxBody}` : undefined].filter(Boolean);
+  const parts = [
+    methods ? methods.join(',') : undefined,
+    spec.paths ? spec.paths.join(',') : undefined,
+    spec.maxBody !== undefined ? `body<=${spec.maxBody}` : undefined,
+  ].filter(Boolean);
   return {
     match,
     ...(methods ? { methods: new Set(methods) } : {}),

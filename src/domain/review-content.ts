@@ -27,9 +27,35 @@ export function contentChanged(check: ContentCheck, oldText: string | undefined,
  * and the configs of tools that load plugins (eslintConfig, prettier, jest, babel, …).
  */
 const PACKAGE_JSON_HARMLESS = new Set([
-  'name', 'version', 'description', 'keywords', 'homepage', 'bugs', 'license', 'author', 'contributors', 'maintainers', 'funding',
-  'files', 'repository', 'private', 'publishConfig', 'engines', 'os', 'cpu', 'main', 'module', 'exports', 'imports', 'type',
-  'types', 'typings', 'typesVersions', 'sideEffects', 'browser', 'man',
+  'name',
+  'version',
+  'description',
+  'keywords',
+  'homepage',
+  'bugs',
+  'license',
+  'author',
+  'contributors',
+  'maintainers',
+  'funding',
+  'files',
+  'repository',
+  'private',
+  'publishConfig',
+  'engines',
+  'os',
+  'cpu',
+  'main',
+  'module',
+  'exports',
+  'imports',
+  'type',
+  'types',
+  'typings',
+  'typesVersions',
+  'sideEffects',
+  'browser',
+  'man',
 ]);
 
 export function packageJsonChanged(oldText: string | undefined, newText: string): boolean {
@@ -123,7 +149,18 @@ function tomlChanged(oldText: string | undefined, newText: string, harmless: (pa
 const under = (path: KeyPath, prefix: readonly string[]): boolean => prefix.every((segment, i) => path[i] === segment) && path.length > prefix.length;
 
 const PYPROJECT_PROJECT_HARMLESS = new Set([
-  'name', 'version', 'description', 'readme', 'requires-python', 'license', 'license-files', 'authors', 'maintainers', 'keywords', 'classifiers', 'urls',
+  'name',
+  'version',
+  'description',
+  'readme',
+  'requires-python',
+  'license',
+  'license-files',
+  'authors',
+  'maintainers',
+  'keywords',
+  'classifiers',
+  'urls',
 ]);
 /** Linters whose pyproject settings load no code (no plugin settings). */
 const PYPROJECT_TOOLS_HARMLESS = new Set(['ruff', 'black', 'isort', 'pyright', 'codespell']);
@@ -135,8 +172,23 @@ function pyprojectHarmless(path: KeyPath): boolean {
 }
 
 const CARGO_PACKAGE_HARMLESS = new Set([
-  'name', 'version', 'authors', 'description', 'documentation', 'readme', 'homepage', 'repository', 'license', 'license-file',
-  'keywords', 'categories', 'edition', 'rust-version', 'publish', 'exclude', 'include',
+  'name',
+  'version',
+  'authors',
+  'description',
+  'documentation',
+  'readme',
+  'homepage',
+  'repository',
+  'license',
+  'license-file',
+  'keywords',
+  'categories',
+  'edition',
+  'rust-version',
+  'publish',
+  'exclude',
+  'include',
 ]);
 
 function cargoHarmless(path: KeyPath): boolean {
@@ -146,7 +198,10 @@ function cargoHarmless(path: KeyPath): boolean {
 
 /** `//go:generate` lines (the go command reads them only at the start of a line; leading space is allowed here to fail closed). */
 function goGenerateLines(text: string | undefined): string[] {
-  return (text ?? '').split(/\r?\n/).filter((line) => /^\s*\/\/go:generate\b/.test(line)).map((line) => line.trim());
+  return (text ?? '')
+    .split(/\r?\n/)
+    .filter((line) => /^\s*\/\/go:generate\b/.test(line))
+    .map((line) => line.trim());
 }
 
 /** Is a line in `next` that `prev` does not have (as many times)? */

@@ -36,7 +36,14 @@ export const LARGE_FILE_BYTES = 5 * 1024 * 1024;
 export function foldPath(path: string): string {
   return path
     .split('/')
-    .map((segment) => segment.normalize('NFKD').replace(/[\p{M}\p{Default_Ignorable_Code_Point}]/gu, '').toUpperCase().toLowerCase().replace(/[ .]+$/, ''))
+    .map((segment) =>
+      segment
+        .normalize('NFKD')
+        .replace(/[\p{M}\p{Default_Ignorable_Code_Point}]/gu, '')
+        .toUpperCase()
+        .toLowerCase()
+        .replace(/[ .]+$/, ''),
+    )
     .join('/');
 }
 
@@ -49,7 +56,11 @@ function segmentRegExp(glob: string): RegExp {
     if (c === '*') source += '[^/]*';
     else if (c === '{') {
       const end = glob.indexOf('}', i);
-      source += `(?:${glob.slice(i + 1, end).split(',').map((alt) => alt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`;
+      source += `(?:${glob
+        .slice(i + 1, end)
+        .split(',')
+        .map((alt) => alt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+        .join('|')})`;
       i = end;
     } else source += c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   }

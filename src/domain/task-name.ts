@@ -16,13 +16,57 @@ export function validateTaskName(name: string): string {
   return name;
 }
 
-const ADJECTIVES = ['amber', 'brisk', 'calm', 'deft', 'eager', 'fond', 'glad', 'hardy', 'keen', 'lucid', 'mellow', 'nimble', 'plucky', 'quiet', 'rapid', 'steady', 'tidy', 'vivid', 'wry', 'zesty'];
-const NOUNS = ['otter', 'heron', 'badger', 'lynx', 'marten', 'osprey', 'plover', 'raven', 'stoat', 'swift', 'tern', 'vole', 'wren', 'ibex', 'gecko', 'finch', 'egret', 'dingo', 'civet', 'bison'];
+const ADJECTIVES = [
+  'amber',
+  'brisk',
+  'calm',
+  'deft',
+  'eager',
+  'fond',
+  'glad',
+  'hardy',
+  'keen',
+  'lucid',
+  'mellow',
+  'nimble',
+  'plucky',
+  'quiet',
+  'rapid',
+  'steady',
+  'tidy',
+  'vivid',
+  'wry',
+  'zesty',
+];
+const NOUNS = [
+  'otter',
+  'heron',
+  'badger',
+  'lynx',
+  'marten',
+  'osprey',
+  'plover',
+  'raven',
+  'stoat',
+  'swift',
+  'tern',
+  'vole',
+  'wren',
+  'ibex',
+  'gecko',
+  'finch',
+  'egret',
+  'dingo',
+  'civet',
+  'bison',
+];
 
 /** A readable, probably-unique name; `random` is a parameter so tests can pin it. */
 export function generateTaskName(random: () => number = Math.random): string {
   const pick = (list: readonly string[]): string => list[Math.floor(random() * list.length)] ?? list[0]!;
-  const suffix = Math.floor(random() * 0x10000).toString(16).padStart(4, '0');
+  const suffix = Math.floor(random() * 0x10000)
+    .toString(16)
+    .padStart(4, '0');
   return `${pick(ADJECTIVES)}-${pick(NOUNS)}-${suffix}`;
 }
 

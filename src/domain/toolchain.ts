@@ -18,7 +18,11 @@ export interface ToolchainInfo {
 
 export const TOOLCHAIN_INFO: Record<Toolchain, ToolchainInfo> = {
   node: { version: '22.23.3', from: 'Node.js and npm 10.9.4 from the npm registry (sha512-checked)', markers: ['package.json'] },
-  python: { version: '3.11', from: 'Debian bookworm: python3, venv, pip, pytest', markers: ['pyproject.toml', 'requirements.txt', 'setup.py', 'setup.cfg', 'Pipfile'] },
+  python: {
+    version: '3.11',
+    from: 'Debian bookworm: python3, venv, pip, pytest',
+    markers: ['pyproject.toml', 'requirements.txt', 'setup.py', 'setup.cfg', 'Pipfile'],
+  },
   go: { version: '1.23', from: 'Debian bookworm-backports: golang-go', markers: ['go.mod'] },
   rust: { version: '1.85', from: 'Debian bookworm: rustc-web, cargo-web', markers: ['Cargo.toml'] },
 };
@@ -109,7 +113,11 @@ export function statedTemplate(input: { flag?: string; user?: string; repo?: str
  * already names toolchains (`codex+go` is a stated choice). `spec` describes the stated
  * template (its name before any `+`).
  */
-export function chooseTemplate(stated: { ref: string; source: 'flag' | 'user' | 'repo' } | undefined, detection: Detection, spec: TemplateToolchains = {}): TemplateChoice {
+export function chooseTemplate(
+  stated: { ref: string; source: 'flag' | 'user' | 'repo' } | undefined,
+  detection: Detection,
+  spec: TemplateToolchains = {},
+): TemplateChoice {
   const { toolchains: detected, markers } = detection;
   if (!stated) {
     if (detected.length === 0) return { template: 'shell', source: 'default', toolchains: [], markers: [] };
@@ -119,7 +127,8 @@ export function chooseTemplate(stated: { ref: string; source: 'flag' | 'user' | 
   // An unknown reference is left for the template lookup to report with the names there are.
   if (!ref) return { template: stated.ref, source: stated.source, toolchains: [], markers: [] };
   const own = orderToolchains([...(spec.toolchains ?? []), ...ref.extra]);
-  if (!spec.detect || ref.extra.length > 0 || spec.toolchains === undefined) return { template: stated.ref, source: stated.source, toolchains: own, markers: [] };
+  if (!spec.detect || ref.extra.length > 0 || spec.toolchains === undefined)
+    return { template: stated.ref, source: stated.source, toolchains: own, markers: [] };
   const added = detected.filter((t) => !own.includes(t));
   const template = formatTemplateRef({ name: ref.name, extra: orderToolchains(added) });
   const behind = markers.filter((m) => added.some((t) => TOOLCHAIN_INFO[t].markers.includes(m)));
@@ -141,7 +150,11 @@ export function describeChoice(choice: TemplateChoice): string {
 }
 
 /** What a template's image carries, for `moat templates`: each toolchain with its version and origin. */
-export function templateContents(spec: TemplateToolchains): { toolchains: Array<{ name: Toolchain } & Omit<ToolchainInfo, 'markers'>>; detect: boolean; summary: string } {
+export function templateContents(spec: TemplateToolchains): {
+  toolchains: Array<{ name: Toolchain } & Omit<ToolchainInfo, 'markers'>>;
+  detect: boolean;
+  summary: string;
+} {
   const toolchains = (spec.toolchains ?? []).map((name) => ({ name, version: TOOLCHAIN_INFO[name].version, from: TOOLCHAIN_INFO[name].from }));
   const listed = toolchains.map((t) => `${t.name} ${t.version}`).join(', ');
   const summary = spec.toolchains === undefined ? 'its own image' : `${listed || 'none'}${spec.detect ? ' + detected' : ''}`;

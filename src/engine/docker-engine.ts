@@ -3,7 +3,16 @@ import { PassThrough, type Writable } from 'node:stream';
 import { MoatError } from '../errors.js';
 import { LABEL } from '../domain/labels.js';
 import { WORKSPACE_DIR, type SandboxSpec } from '../domain/sandbox-spec.js';
-import { capabilitiesOf, type BuildInput, type ContainerEngine, type ContainerInfo, type EngineCapabilities, type EngineInfo, type ExecCommand, type ExecIO } from './engine.js';
+import {
+  capabilitiesOf,
+  type BuildInput,
+  type ContainerEngine,
+  type ContainerInfo,
+  type EngineCapabilities,
+  type EngineInfo,
+  type ExecCommand,
+  type ExecIO,
+} from './engine.js';
 import { connectionOptions, endpointName, type EngineEndpoint } from './find-engine.js';
 
 /** Docker Engine API adapter (also serves Podman's Docker-compatible socket). */
@@ -77,10 +86,16 @@ export class DockerEngine implements ContainerEngine {
           const failed = error?.message ?? output.find((item) => item.error)?.error;
           if (failed) {
             const lines = tail.slice(-12).map((l) => `  | ${l.slice(0, 200)}`);
-            reject(new MoatError('E_IMAGE_BUILD', `building ${input.tag} failed at ${step ? `"${step.slice(0, 160)}"` : 'an unknown step'}: ${failed.trim().split('\n').pop()}`, {
-              hint: 'the log tail is above; fix the template, Dockerfile or base image, then run the command again',
-              details: { step, logTail: tail.slice(-20), lines: [`building ${input.tag} failed`, ...lines] },
-            }));
+            reject(
+              new MoatError(
+                'E_IMAGE_BUILD',
+                `building ${input.tag} failed at ${step ? `"${step.slice(0, 160)}"` : 'an unknown step'}: ${failed.trim().split('\n').pop()}`,
+                {
+                  hint: 'the log tail is above; fix the template, Dockerfile or base image, then run the command again',
+                  details: { step, logTail: tail.slice(-20), lines: [`building ${input.tag} failed`, ...lines] },
+                },
+              ),
+            );
           } else resolve();
         },
         (event: { stream?: string; status?: string }) => {
@@ -121,7 +136,16 @@ export class DockerEngine implements ContainerEngine {
         NetworkDisabled: spec.network === 'none',
         StopSignal: 'SIGTERM',
         HostConfig: {
-          Mounts: [workspace, ...hostOnly.map((m) => ({ Type: 'bind' as const, Source: m.source, Target: m.target, ReadOnly: true, BindOptions: { Propagation: 'rprivate' as const } }))],
+          Mounts: [
+            workspace,
+            ...hostOnly.map((m) => ({
+              Type: 'bind' as const,
+              Source: m.source,
+              Target: m.target,
+              ReadOnly: true,
+              BindOptions: { Propagation: 'rprivate' as const },
+            })),
+          ],
           Tmpfs: spec.tmpfs,
           ReadonlyRootfs: spec.readOnlyRoot,
           CapDrop: spec.capDrop,
@@ -206,10 +230,13 @@ export class DockerEngine implements ContainerEngine {
   }
 
   async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }): Promise<void> {
-    const existing = await this.docker.getVolume(name).inspect().catch((error: unknown) => {
-      if (statusOf(error) === 404) return undefined;
-      throw this.wrap(error, `inspect volume ${name}`);
-    });
+    const existing = await this.docker
+      .getVolume(name)
+      .inspect()
+      .catch((error: unknown) => {
+        if (statusOf(error) === 404) return undefined;
+        throw this.wrap(error, `inspect volume ${name}`);
+      });
     if (!existing) await this.call(() => this.docker.createVolume({ Name: name, Labels: labels }), `create volume ${name}`);
     // A fresh volume's root belongs to root: a container whose only power is chown gives it to
     // the sandbox user (the sandbox itself has no capability at all). No network, nothing else mounted.
@@ -236,7 +263,8 @@ export class DockerEngine implements ContainerEngine {
     try {
       await this.call(() => chown.start(), `prepare volume ${name}`);
       const { StatusCode } = (await this.call(() => chown.wait(), `prepare volume ${name}`)) as { StatusCode: number };
-      if (StatusCode !== 0) throw new MoatError('E_ENGINE_FAILED', `could not prepare volume ${name}: chown exited ${StatusCode}`, { hint: 'check the engine with `moat doctor`' });
+      if (StatusCode !== 0)
+        throw new MoatError('E_ENGINE_FAILED', `could not prepare volume ${name}: chown exited ${StatusCode}`, { hint: 'check the engine with `moat doctor`' });
     } finally {
       await chown.remove({ force: true }).catch(() => undefined);
     }
@@ -248,9 +276,12 @@ export class DockerEngine implements ContainerEngine {
   }
 
   async removeVolume(name: string): Promise<void> {
-    await this.docker.getVolume(name).remove().catch((error: unknown) => {
-      if (statusOf(error) !== 404) throw this.wrap(error, `remove volume ${name}`);
-    });
+    await this.docker
+      .getVolume(name)
+      .remove()
+      .catch((error: unknown) => {
+        if (statusOf(error) !== 404) throw this.wrap(error, `remove volume ${name}`);
+      });
   }
 
   async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
@@ -272,7 +303,12 @@ export class DockerEngine implements ContainerEngine {
     );
     // Engines with API 1.42+ take the first size with the start; older ones get the resize below.
     const size = tty && io.size ? io.size() : undefined;
-    const startOptions = { hijack: true, stdin: io.stdin !== undefined, Tty: tty, ...(size && size.rows > 0 ? { ConsoleSize: [size.rows, size.columns] } : {}) };
+    const startOptions = {
+      hijack: true,
+      stdin: io.stdin !== undefined,
+      Tty: tty,
+      ...(size && size.rows > 0 ? { ConsoleSize: [size.rows, size.columns] } : {}),
+    };
     const stream = (await this.call(() => exec.start(startOptions), 'start exec')) as NodeJS.ReadWriteStream & {
       end(): void;
       destroy(): void;
@@ -333,7 +369,9 @@ export class DockerEngine implements ContainerEngine {
     });
     const exitCode = await this.exec(id, command, { stdout, stderr });
     if (overflow) {
-      throw new MoatError('E_SYNC_FAILED', `output of ${command.cmd[0]} in the sandbox exceeded ${maxBytes} bytes`, { hint: 'the task produced more data than moat accepts in one go' });
+      throw new MoatError('E_SYNC_FAILED', `output of ${command.cmd[0]} in the sandbox exceeded ${maxBytes} bytes`, {
+        hint: 'the task produced more data than moat accepts in one go',
+      });
     }
     return { exitCode, stdout: Buffer.concat(chunks), stderr: Buffer.concat(errChunks).toString('utf8') };
   }
@@ -391,15 +429,23 @@ export class DockerEngine implements ContainerEngine {
     if ((error as { isMoatError?: boolean }).isMoatError) return error as MoatError;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES') {
-      return new MoatError('E_ENGINE_PERMISSION', `permission denied on ${this.endpoint}`, { hint: 'add yourself to the docker group or use a rootless engine', cause: error });
+      return new MoatError('E_ENGINE_PERMISSION', `permission denied on ${this.endpoint}`, {
+        hint: 'add yourself to the docker group or use a rootless engine',
+        cause: error,
+      });
     }
     if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT' || code === 'ENOTFOUND') {
-      const hint = this.capabilities.hostMounts ? 'start it: systemctl start docker (or run dockerd)' : `check that the engine at ${this.endpoint} runs and is reachable from here (DOCKER_HOST)`;
+      const hint = this.capabilities.hostMounts
+        ? 'start it: systemctl start docker (or run dockerd)'
+        : `check that the engine at ${this.endpoint} runs and is reachable from here (DOCKER_HOST)`;
       return new MoatError('E_ENGINE_UNREACHABLE', `the container engine at ${this.endpoint} is not answering`, { hint, cause: error });
     }
     const message = String((error as { json?: { message?: string } }).json?.message ?? (error as Error).message ?? error).trim();
     if (statusOf(error) === 404 && /No such image|not found/i.test(message)) {
-      return new MoatError('E_IMAGE_MISSING', `could not ${what}: ${message}`, { hint: 'build the base image: npm run base-image (scripts/build-base-image.sh)', cause: error });
+      return new MoatError('E_IMAGE_MISSING', `could not ${what}: ${message}`, {
+        hint: 'build the base image: npm run base-image (scripts/build-base-image.sh)',
+        cause: error,
+      });
     }
     return new MoatError('E_ENGINE_FAILED', `could not ${what}: ${message}`, { hint: 'check the engine with `moat doctor`', cause: error });
   }

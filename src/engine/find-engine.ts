@@ -10,7 +10,16 @@ import { MoatError } from '../errors.js';
  */
 export type EngineEndpoint =
   | { kind: 'docker' | 'podman'; transport: 'unix'; socketPath: string; source: string }
-  | { kind: 'docker' | 'podman'; transport: 'tcp' | 'ssh'; url: string; host: string; port: number; username?: string; tls?: { ca: Buffer; cert: Buffer; key: Buffer }; source: string };
+  | {
+      kind: 'docker' | 'podman';
+      transport: 'tcp' | 'ssh';
+      url: string;
+      host: string;
+      port: number;
+      username?: string;
+      tls?: { ca: Buffer; cert: Buffer; key: Buffer };
+      source: string;
+    };
 
 /** The endpoint as said to the user. */
 export function endpointName(endpoint: EngineEndpoint): string {
@@ -20,13 +29,17 @@ export function endpointName(endpoint: EngineEndpoint): string {
 /** Connection options for the Docker API client (dockerode's, same names). */
 export function connectionOptions(endpoint: EngineEndpoint): Record<string, unknown> {
   if (endpoint.transport === 'unix') return { socketPath: endpoint.socketPath };
-  if (endpoint.transport === 'ssh') return { protocol: 'ssh', host: endpoint.host, port: endpoint.port, username: endpoint.username, sshOptions: { agent: process.env.SSH_AUTH_SOCK } };
-  return endpoint.tls ? { protocol: 'https', host: endpoint.host, port: endpoint.port, ...endpoint.tls } : { protocol: 'http', host: endpoint.host, port: endpoint.port };
+  if (endpoint.transport === 'ssh')
+    return { protocol: 'ssh', host: endpoint.host, port: endpoint.port, username: endpoint.username, sshOptions: { agent: process.env.SSH_AUTH_SOCK } };
+  return endpoint.tls
+    ? { protocol: 'https', host: endpoint.host, port: endpoint.port, ...endpoint.tls }
+    : { protocol: 'http', host: endpoint.host, port: endpoint.port };
 }
 
 /** DOCKER_HOST=tcp://host:port or ssh://user@host[:port], with TLS when DOCKER_TLS_VERIFY=1 (certificates in DOCKER_CERT_PATH or ~/.docker). */
 async function remoteEndpoint(value: string, kind: 'docker' | 'podman', env: NodeJS.ProcessEnv): Promise<EngineEndpoint> {
-  const bad = (why: string) => new MoatError('E_ENGINE_UNREACHABLE', `DOCKER_HOST=${value} ${why}`, { hint: 'use unix:///path/to/docker.sock, tcp://host:port or ssh://user@host' });
+  const bad = (why: string) =>
+    new MoatError('E_ENGINE_UNREACHABLE', `DOCKER_HOST=${value} ${why}`, { hint: 'use unix:///path/to/docker.sock, tcp://host:port or ssh://user@host' });
   let url: URL;
   try {
     url = new URL(value);
@@ -43,12 +56,23 @@ async function remoteEndpoint(value: string, kind: 'docker' | 'podman', env: Nod
       const [ca, cert, key] = await Promise.all(['ca.pem', 'cert.pem', 'key.pem'].map((file) => readFile(join(dir, file))));
       tls = { ca: ca!, cert: cert!, key: key! };
     } catch {
-      throw new MoatError('E_ENGINE_UNREACHABLE', `DOCKER_HOST=${value} asks for TLS, and ${dir} lacks ca.pem, cert.pem or key.pem`, { hint: 'set DOCKER_CERT_PATH to the folder with the client certificates' });
+      throw new MoatError('E_ENGINE_UNREACHABLE', `DOCKER_HOST=${value} asks for TLS, and ${dir} lacks ca.pem, cert.pem or key.pem`, {
+        hint: 'set DOCKER_CERT_PATH to the folder with the client certificates',
+      });
     }
   }
   const port = url.port ? Number(url.port) : transport === 'ssh' ? 22 : tls ? 2376 : 2375;
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  return { kind, transport, url: `${transport}://${url.username ? `${url.username}@` : ''}${url.host}`, host, port, ...(url.username ? { username: decodeURIComponent(url.username) } : {}), ...(tls ? { tls } : {}), source: 'DOCKER_HOST' };
+  return {
+    kind,
+    transport,
+    url: `${transport}://${url.username ? `${url.username}@` : ''}${url.host}`,
+    host,
+    port,
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(tls ? { tls } : {}),
+    source: 'DOCKER_HOST',
+  };
 }
 
 /**
@@ -58,7 +82,8 @@ async function remoteEndpoint(value: string, kind: 'docker' | 'podman', env: Nod
 export async function findEngine(env: NodeJS.ProcessEnv = process.env): Promise<EngineEndpoint> {
   const wanted = env.MOAT_ENGINE === 'podman' ? 'podman' : env.MOAT_ENGINE === 'docker' ? 'docker' : undefined;
   const candidates: Array<EngineEndpoint & { transport: 'unix' }> = [];
-  if (env.MOAT_ENGINE_SOCKET) candidates.push({ kind: wanted ?? 'docker', transport: 'unix', socketPath: env.MOAT_ENGINE_SOCKET, source: 'MOAT_ENGINE_SOCKET' });
+  if (env.MOAT_ENGINE_SOCKET)
+    candidates.push({ kind: wanted ?? 'docker', transport: 'unix', socketPath: env.MOAT_ENGINE_SOCKET, source: 'MOAT_ENGINE_SOCKET' });
   if (env.DOCKER_HOST && candidates.length === 0) {
     if (!env.DOCKER_HOST.startsWith('unix://')) return remoteEndpoint(env.DOCKER_HOST, wanted ?? 'docker', env);
     candidates.push({ kind: wanted ?? 'docker', transport: 'unix', socketPath: env.DOCKER_HOST.slice('unix://'.length), source: 'DOCKER_HOST' });
@@ -123,7 +148,13 @@ export async function findEngine(env: NodeJS.ProcessEnv = process.env): Promise<
 async function onPath(bin: string, env: NodeJS.ProcessEnv): Promise<boolean> {
   for (const dir of (env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
     if (!dir) continue;
-    if (await access(join(dir, bin), constants.X_OK).then(() => true, () => false)) return true;
+    if (
+      await access(join(dir, bin), constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return true;
   }
   return false;
 }

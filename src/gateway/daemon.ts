@@ -75,7 +75,19 @@ function current(listener: Listener): Served {
     if ('errors' in policy || 'errors' in requests) return { ...closed, task: value.task };
     if (requests.length > 0) policy.requests = requests;
     const trustCa = value.trustCa ? [readFileSync(value.trustCa, 'utf8')] : undefined;
-    listener.cached = { mtimeMs, policy, audit: value.audit, task: value.task, repoKey: value.repoKey, askSeconds: value.askSeconds, secrets: value.secrets ?? [], ca: value.ca, upstream: value.upstream, trustCa, user: value.user };
+    listener.cached = {
+      mtimeMs,
+      policy,
+      audit: value.audit,
+      task: value.task,
+      repoKey: value.repoKey,
+      askSeconds: value.askSeconds,
+      secrets: value.secrets ?? [],
+      ca: value.ca,
+      upstream: value.upstream,
+      trustCa,
+      user: value.user,
+    };
     return listener.cached;
   } catch {
     return closed;
@@ -136,7 +148,11 @@ async function reload(): Promise<number> {
             appendAudit(current(listener).audit, record, Object.values(values()), auditMax);
             if (record.decision === 'denied') {
               try {
-                recordDenial(join(dirname(socket), DENIALS_NAME), { ...record, host: redact(record.host, Object.values(values())), rule: redact(record.rule, Object.values(values())) }, current(listener).user);
+                recordDenial(
+                  join(dirname(socket), DENIALS_NAME),
+                  { ...record, host: redact(record.host, Object.values(values())), rule: redact(record.rule, Object.values(values())) },
+                  current(listener).user,
+                );
               } catch {
                 // The folder is gone with the task: nothing to tell.
               }
@@ -175,19 +191,34 @@ async function reload(): Promise<number> {
 /** At most this many connections of one task wait for answers at once: a sandbox cannot flood the queue. */
 const MAX_HELD = 16;
 
-async function askHuman(listener: Listener, served: Served, request: { method: string; host: string; port: number }, once: EgressRule[]): Promise<{ allowed: boolean; rule: string }> {
+async function askHuman(
+  listener: Listener,
+  served: Served,
+  request: { method: string; host: string; port: number },
+  once: EgressRule[],
+): Promise<{ allowed: boolean; rule: string }> {
   const seconds = served.askSeconds ?? 60;
   if (listener.held >= MAX_HELD) return { allowed: false, rule: `not in allowlist: ${request.host} (${MAX_HELD} requests already wait for an answer)` };
   listener.held += 1;
   try {
     const taskDir = dirname(dirname(listener.file));
     const answer = await holdForAnswer(taskDir, { task: served.task, repoKey: served.repoKey ?? '', ...request }, seconds * 1000);
-    if (answer.answer === 'deny') return { allowed: false, rule: answer.by === 'timeout' ? `not in allowlist: ${request.host}; no answer within ${seconds}s (egress.ask)` : `not in allowlist: ${request.host}; denied by a human (${answer.by})` };
+    if (answer.answer === 'deny')
+      return {
+        allowed: false,
+        rule:
+          answer.by === 'timeout'
+            ? `not in allowlist: ${request.host}; no answer within ${seconds}s (egress.ask)`
+            : `not in allowlist: ${request.host}; denied by a human (${answer.by})`,
+      };
     if (answer.answer === 'once') {
       const rule = parseRule(ruleFor(request.host, request.port));
       if (typeof rule !== 'string') once.push(rule);
     }
-    return { allowed: true, rule: `${answer.answer === 'once' ? 'allowed once' : answer.answer === 'task' ? 'allowed for the task' : 'allowed always'} by a human (${answer.by})` };
+    return {
+      allowed: true,
+      rule: `${answer.answer === 'once' ? 'allowed once' : answer.answer === 'task' ? 'allowed for the task' : 'allowed always'} by a human (${answer.by})`,
+    };
   } catch {
     return { allowed: false, rule: `not in allowlist: ${request.host}; the request could not be queued` };
   } finally {
@@ -229,7 +260,10 @@ const control = createServer((socket) => {
     const [command, target, payload] = data.trim().split(' ');
     if (command === 'secrets' && target && payload) {
       // Merged: a value moat could not read this time stays as it was.
-      secretValues.set(target, { ...(secretValues.get(target) ?? {}), ...(JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, string>) });
+      secretValues.set(target, {
+        ...(secretValues.get(target) ?? {}),
+        ...(JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as Record<string, string>),
+      });
       return void socket.end('ok\n');
     }
     if (command !== 'reload') return void socket.end('error unknown command\n');

@@ -34,12 +34,12 @@ export function denialSentence(task: string, host: string, port: number, rule: s
     kind === 'policy'
       ? `If the task needs it, ask the user to run: moat allow ${task} ${plain(host)}`
       : kind === 'address'
-        ? 'The name resolved to an address moat refuses; if that address is the network\'s own proxy, the user can admit its range (egress.allowAddresses in their moat config)'
+        ? "The name resolved to an address moat refuses; if that address is the network's own proxy, the user can admit its range (egress.allowAddresses in their moat config)"
         : kind === 'request'
           ? 'moat refuses a request of this form to any host'
           : kind === 'rule'
             ? `The user's method and path rules for ${plain(host)} do not admit this request; only the user can change them (egress.allow in their moat config)`
-          : 'A network problem outside the sandbox; retry later or tell the user';
+            : 'A network problem outside the sandbox; retry later or tell the user';
   return `moat: egress denied (${plain(rule)}) for ${what}. ${hint}.${pointer ? ` Recent denials: cat ${SANDBOX_DENIALS_FILE}` : ''}`;
 }
 
@@ -63,7 +63,12 @@ export function denialHeaders(sentence: string, rule: string, kind: DenialKind):
   const details = plain(rule).replace(/["\\]/g, "'");
   return {
     reason: `moat refused: ${plain(rule).slice(0, 200)}`,
-    headers: { 'proxy-status': `moat; error=${PROXY_STATUS_ERROR[kind]}; details="${details}"`, 'x-moat-denied': plain(sentence), 'content-type': 'text/plain; charset=utf-8', connection: 'close' },
+    headers: {
+      'proxy-status': `moat; error=${PROXY_STATUS_ERROR[kind]}; details="${details}"`,
+      'x-moat-denied': plain(sentence),
+      'content-type': 'text/plain; charset=utf-8',
+      connection: 'close',
+    },
   };
 }
 
@@ -79,7 +84,9 @@ export function recordDenial(file: string, record: AuditRecord, owner?: { uid: n
   } catch {
     // first denial
   }
-  lines.push(`${record.time} ${record.method}${record.path ? ` ${plain(record.path)}` : ''} ${denialSentence(record.task, record.host, record.port, record.rule, kindOf(record.rule), false)}`);
+  lines.push(
+    `${record.time} ${record.method}${record.path ? ` ${plain(record.path)}` : ''} ${denialSentence(record.task, record.host, record.port, record.rule, kindOf(record.rule), false)}`,
+  );
   const tmp = `${file}.tmp`;
   writeFileSync(tmp, `${lines.slice(-KEEP).join('\n')}\n`, { mode: 0o600 });
   if (owner && process.getuid?.() === 0) chownSync(tmp, owner.uid, owner.gid);

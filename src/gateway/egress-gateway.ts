@@ -34,7 +34,14 @@ export class EgressGateway extends InspectedTls {
 
   private async tunnel(client: Socket, head: RequestHead, channel: TaskChannel): Promise<void> {
     const match = /^(\[[0-9a-fA-F:.]+\]|[^:]+):(\d{1,5})$/.exec(head.target);
-    const attempt: Attempt = { method: 'CONNECT', host: match?.[1] ?? head.target.slice(0, 255), port: Number(match?.[2] ?? 0), started: Date.now(), up: 0, down: 0 };
+    const attempt: Attempt = {
+      method: 'CONNECT',
+      host: match?.[1] ?? head.target.slice(0, 255),
+      port: Number(match?.[2] ?? 0),
+      started: Date.now(),
+      up: 0,
+      down: 0,
+    };
     const target = match ? parseTarget(match[1]!) : undefined;
     if (!target || attempt.port < 1 || attempt.port > 65535) return this.deny(client, channel, attempt, 'invalid CONNECT target', '400 Bad Request', 'request');
     if (target.kind === 'name' && target.name === GATEWAY_HOST && attempt.port === 80) return this.routeTunnel(client, head.rest, channel, attempt);
@@ -42,13 +49,19 @@ export class EgressGateway extends InspectedTls {
     const byName = await this.decideName(channel, target, attempt);
     if (!byName.allowed) return this.refuseTunnel(client, head.rest, channel, attempt, byName.rule, 'policy');
 
-    const intercepted = target.kind === 'name' ? (channel.secrets?.() ?? []).find((b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port)) : undefined;
+    const intercepted =
+      target.kind === 'name'
+        ? (channel.secrets?.() ?? []).find(
+            (b) => b.secret.intercept && b.secret.hosts.some((h) => hostOf(h) === target.name && portOf(h, 443) === attempt.port),
+          )
+        : undefined;
     if (intercepted && channel.leaf && target.kind === 'name') {
       client.write('HTTP/1.1 200 Connection established\r\n\r\n');
       return this.inspect(client, head.rest, channel, target.name, attempt.port, intercepted);
     }
     // A host with method and path rules: its requests are read (inspected-tls.ts), never tunnelled blind.
-    if (rulesFor(channel.policy().requests, target, attempt.port, byName.anyProtocol === true).length > 0) return this.inspectRuled(client, head.rest, channel, target, attempt);
+    if (rulesFor(channel.policy().requests, target, attempt.port, byName.anyProtocol === true).length > 0)
+      return this.inspectRuled(client, head.rest, channel, target, attempt);
     // Everything policy decides is decided before the client hears "200": the name, then the
     // address (or, through an upstream proxy, the proxy's own answer). A refusal is then a 403
     // with the reason, never a tunnel that opens and resets. A direct connection is dialled while
@@ -70,7 +83,11 @@ export class EgressGateway extends InspectedTls {
       opening = this.dial(chosen.ip, attempt.port, { relay: true });
     }
     if (byName.asked) rule = `${rule} (${byName.asked})`;
-    const drop = () => void opening.then((socket) => socket?.destroy(), () => undefined);
+    const drop = () =>
+      void opening.then(
+        (socket) => socket?.destroy(),
+        () => undefined,
+      );
     if (client.destroyed) {
       drop();
       return this.finish(channel, attempt, false, 'the client left before the tunnel opened');
@@ -128,7 +145,8 @@ export class EgressGateway extends InspectedTls {
    * CA, and each request judged. Without the task's CA (a task made before its rules) nothing passes.
    */
   private async inspectRuled(client: Socket, rest: Buffer, channel: TaskChannel, target: Target, attempt: Attempt): Promise<void> {
-    if (target.kind !== 'name' || !channel.leaf) return this.refuseTunnel(client, rest, channel, attempt, 'method and path rules need the task\'s own CA (recreate the task)', 'policy');
+    if (target.kind !== 'name' || !channel.leaf)
+      return this.refuseTunnel(client, rest, channel, attempt, "method and path rules need the task's own CA (recreate the task)", 'policy');
     if (!proxyFor(channel.upstream, 'https', target, attempt.port)) {
       const chosen = await this.choose(channel, target, attempt.port);
       if ('denied' in chosen) return this.refuseTunnel(client, rest, channel, attempt, chosen.denied, chosen.kind);
@@ -168,7 +186,10 @@ export class EgressGateway extends InspectedTls {
     return again.allowed ? { ...again, asked: asked.rule } : again;
   }
 
-  private readHello(client: Socket, initial: Buffer): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
+  private readHello(
+    client: Socket,
+    initial: Buffer,
+  ): Promise<({ kind: 'sni'; name: string } | { kind: 'no-sni' | 'not-tls' | 'incomplete' }) & { data: Buffer }> {
     return new Promise((resolve) => {
       let data = initial;
       const finish = () => {
@@ -197,7 +218,14 @@ export class EgressGateway extends InspectedTls {
     } catch {
       url = undefined;
     }
-    const attempt: Attempt = { method: head.method, host: url?.hostname ?? head.target.slice(0, 255), port: url ? Number(url.port || 80) : 0, started: Date.now(), up: 0, down: 0 };
+    const attempt: Attempt = {
+      method: head.method,
+      host: url?.hostname ?? head.target.slice(0, 255),
+      port: url ? Number(url.port || 80) : 0,
+      started: Date.now(),
+      up: 0,
+      down: 0,
+    };
     if (!url || url.protocol !== 'http:' || !head.target.startsWith('http://') || url.username || url.password) {
       return this.deny(client, channel, attempt, 'only absolute http:// requests and CONNECT are proxied', '400 Bad Request', 'request');
     }
@@ -209,11 +237,20 @@ export class EgressGateway extends InspectedTls {
     const expected = url.host.toLowerCase();
     const expectedNoPort = url.port === '' ? expected : expected.replace(/:80$/, '');
     if (hosts.length !== 1 || ![expected, expectedNoPort, `${url.hostname.toLowerCase()}:80`].includes(hosts[0]!.toLowerCase())) {
-      return this.deny(client, channel, attempt, `Host header ${JSON.stringify((hosts[0] ?? '').slice(0, 255))} is not the request target`, '403 Forbidden', 'request');
+      return this.deny(
+        client,
+        channel,
+        attempt,
+        `Host header ${JSON.stringify((hosts[0] ?? '').slice(0, 255))} is not the request target`,
+        '403 Forbidden',
+        'request',
+      );
     }
-    if (header(head, 'transfer-encoding').length > 0) return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required', 'request');
+    if (header(head, 'transfer-encoding').length > 0)
+      return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required', 'request');
     const lengths = header(head, 'content-length');
-    if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0]))) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request', 'request');
+    if (lengths.length > 1 || (lengths[0] !== undefined && !/^\d{1,15}$/.test(lengths[0])))
+      return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request', 'request');
     const bodyLength = Number(lengths[0] ?? 0);
     const path = `${url.pathname}${url.search}`;
     attempt.path = auditPath(path);
@@ -223,7 +260,14 @@ export class EgressGateway extends InspectedTls {
     // nothing (dot segments, backslashes, a default port, odd escapes) may be read two ways.
     const authority = `http://${url.host}`;
     if (verdict.ruled && !(head.target.slice(0, authority.length).toLowerCase() === authority && head.target.slice(authority.length) === path)) {
-      return this.deny(client, channel, attempt, `rule: request target ${JSON.stringify(head.target.slice(0, 255))} is not in canonical form`, '403 Forbidden', 'rule');
+      return this.deny(
+        client,
+        channel,
+        attempt,
+        `rule: request target ${JSON.stringify(head.target.slice(0, 255))} is not in canonical form`,
+        '403 Forbidden',
+        'rule',
+      );
     }
 
     const byName = await this.decideName(channel, target, attempt);
@@ -235,7 +279,9 @@ export class EgressGateway extends InspectedTls {
 
     const hop = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade']);
     // Through the host's proxy: the absolute form, and the proxy's credentials, which the sandbox never sees.
-    const requestLine = reached.proxy ? `${head.method} http://${url.host}${url.pathname}${url.search} HTTP/1.1` : `${head.method} ${url.pathname}${url.search} HTTP/1.1`;
+    const requestLine = reached.proxy
+      ? `${head.method} http://${url.host}${url.pathname}${url.search} HTTP/1.1`
+      : `${head.method} ${url.pathname}${url.search} HTTP/1.1`;
     const proxyAuth = reached.proxy?.authorization ? [`proxy-authorization: ${reached.proxy.authorization}`] : [];
     const lines = [requestLine, ...head.headers.filter(([k]) => !hop.has(k)).map(([k, v]) => `${k}: ${v}`), ...proxyAuth, 'connection: close', '', ''];
     const requestHead = Buffer.from(lines.join('\r\n'), 'latin1');

@@ -120,7 +120,13 @@ export class GatewayCore {
    * still checked here), otherwise resolved and address-checked here, then dialled. The name was
    * judged by the caller; nothing is looked up for a denied name.
    */
-  protected async reach(channel: TaskChannel, target: Target, port: number, scheme: 'http' | 'https', options: { relay?: boolean } = {}): Promise<{ socket: Socket; rule: string; address?: string; proxy?: UpstreamProxy } | { denied: string; kind: DenialKind }> {
+  protected async reach(
+    channel: TaskChannel,
+    target: Target,
+    port: number,
+    scheme: 'http' | 'https',
+    options: { relay?: boolean } = {},
+  ): Promise<{ socket: Socket; rule: string; address?: string; proxy?: UpstreamProxy } | { denied: string; kind: DenialKind }> {
     const proxy = proxyFor(channel.upstream, scheme, target, port);
     if (proxy) {
       const byName = decideTarget(channel.policy(), target, port);
@@ -132,7 +138,9 @@ export class GatewayCore {
       // Plain HTTP goes to the proxy as an absolute-URI request: the caller writes it.
       if (scheme === 'http') {
         const socket = await this.open(() => connect({ host: proxy.host, port: proxy.port, noDelay: true }), 'connect');
-        return socket ? { socket, rule: `${byName.rule} via proxy ${proxy.label}`, proxy } : { denied: `the upstream proxy ${proxy.label} did not answer`, kind: 'proxy' };
+        return socket
+          ? { socket, rule: `${byName.rule} via proxy ${proxy.label}`, proxy }
+          : { denied: `the upstream proxy ${proxy.label} did not answer`, kind: 'proxy' };
       }
       const tunnel = await tunnelVia(proxy, target, port, this.connectTimeoutMs);
       if ('failed' in tunnel) return { denied: tunnel.failed, kind: 'proxy' };
@@ -211,7 +219,10 @@ export class GatewayCore {
     const clientRead = client.bytesRead;
     const upstreamRead = upstream.bytesRead;
     const upBefore = attempt.up;
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       const inbox = inboxes.get(from);
       if (inbox) inbox.relayTo(from, to);
       else relay(from, to);

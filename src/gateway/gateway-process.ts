@@ -35,7 +35,16 @@ export async function reloadGateway(home: string, env: NodeJS.ProcessEnv): Promi
   }
   await mkdir(join(home, 'gateway'), { recursive: true, mode: 0o700 });
   const log = openSync(join(home, 'gateway', 'gateway.log'), 'a', 0o600);
-  const child = spawn(process.execPath, [DAEMON, home], { detached: true, stdio: ['ignore', log, log], env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(env.MOAT_GATEWAY_DNS ? { MOAT_GATEWAY_DNS: env.MOAT_GATEWAY_DNS } : {}), ...(env.MOAT_GATEWAY_CA ? { MOAT_GATEWAY_CA: env.MOAT_GATEWAY_CA } : {}), ...(env.MOAT_AUDIT_MAX_BYTES ? { MOAT_AUDIT_MAX_BYTES: env.MOAT_AUDIT_MAX_BYTES } : {}) } });
+  const child = spawn(process.execPath, [DAEMON, home], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    env: {
+      PATH: env.PATH ?? '/usr/bin:/bin',
+      ...(env.MOAT_GATEWAY_DNS ? { MOAT_GATEWAY_DNS: env.MOAT_GATEWAY_DNS } : {}),
+      ...(env.MOAT_GATEWAY_CA ? { MOAT_GATEWAY_CA: env.MOAT_GATEWAY_CA } : {}),
+      ...(env.MOAT_AUDIT_MAX_BYTES ? { MOAT_AUDIT_MAX_BYTES: env.MOAT_AUDIT_MAX_BYTES } : {}),
+    },
+  });
   child.unref();
   for (let i = 0; i < 100; i += 1) {
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -49,5 +58,6 @@ export async function reloadGateway(home: string, env: NodeJS.ProcessEnv): Promi
 export async function sendSecrets(home: string, socketPath: string, values: Record<string, string>): Promise<void> {
   const payload = Buffer.from(JSON.stringify(values), 'utf8').toString('base64');
   const answer = await ask(join(home, 'gateway', 'control.sock'), `secrets ${socketPath} ${payload}`);
-  if (!answer.startsWith('ok')) throw new MoatError('E_ENGINE_FAILED', 'the egress gateway refused the secrets', { hint: `see ${join(home, 'gateway', 'gateway.log')}` });
+  if (!answer.startsWith('ok'))
+    throw new MoatError('E_ENGINE_FAILED', 'the egress gateway refused the secrets', { hint: `see ${join(home, 'gateway', 'gateway.log')}` });
 }

@@ -35,10 +35,27 @@ export class InspectedTls extends SecretPaths {
     server.emit('connection', tlsSocket);
   }
 
-  private async inspectedRequest(req: IncomingMessage, res: ServerResponse, tlsSocket: TLSSocket, channel: TaskChannel, host: string, port: number, bound?: { secret: BoundSecret; value?: string }): Promise<void> {
+  private async inspectedRequest(
+    req: IncomingMessage,
+    res: ServerResponse,
+    tlsSocket: TLSSocket,
+    channel: TaskChannel,
+    host: string,
+    port: number,
+    bound?: { secret: BoundSecret; value?: string },
+  ): Promise<void> {
     const target = req.url ?? '';
     const method = req.method ?? 'GET';
-    const attempt: Attempt = { method, host, port, path: auditPath(target), sni: String((tlsSocket as unknown as { servername?: string }).servername ?? ''), started: Date.now(), up: 0, down: 0 };
+    const attempt: Attempt = {
+      method,
+      host,
+      port,
+      path: auditPath(target),
+      sni: String((tlsSocket as unknown as { servername?: string }).servername ?? ''),
+      started: Date.now(),
+      up: 0,
+      down: 0,
+    };
     let answered = false;
     const refuse = (status: string, rule: string, kind: DenialKind) => {
       if (answered) return;
@@ -49,16 +66,19 @@ export class InspectedTls extends SecretPaths {
       const { reason, headers } = denialHeaders(sentence, rule, kind);
       res.writeHead(Number(status.slice(0, 3)), reason, headers).end(`${sentence}\n`);
     };
-    if (attempt.sni !== host) return refuse('403 Forbidden', `TLS server name ${JSON.stringify((attempt.sni ?? '').slice(0, 255))} is not the CONNECT host`, 'request');
+    if (attempt.sni !== host)
+      return refuse('403 Forbidden', `TLS server name ${JSON.stringify((attempt.sni ?? '').slice(0, 255))} is not the CONNECT host`, 'request');
     const hostHeader = String(req.headers.host ?? '').toLowerCase();
-    if (hostHeader !== host && hostHeader !== `${host}:${port}`) return refuse('403 Forbidden', `Host header ${JSON.stringify(hostHeader.slice(0, 255))} is not the request target`, 'request');
+    if (hostHeader !== host && hostHeader !== `${host}:${port}`)
+      return refuse('403 Forbidden', `Host header ${JSON.stringify(hostHeader.slice(0, 255))} is not the request target`, 'request');
     // Origin form only: an absolute URI here could name another host to a shared front end.
     if (!target.startsWith('/')) return refuse('400 Bad Request', 'invalid request target (only origin-form paths)', 'request');
     const declared = req.headers['content-length'];
     const bodyLength = declared !== undefined ? Number(declared) : req.headers['transfer-encoding'] ? undefined : 0;
     const verdict = judgeRequest(channel.policy(), { kind: 'name', name: host }, port, { method, target, bodyLength });
     if (!verdict.allowed) return refuse(verdict.status, verdict.rule, verdict.kind);
-    if (bound && bound.value === undefined) return refuse('503 Service Unavailable', `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`, 'connect');
+    if (bound && bound.value === undefined)
+      return refuse('503 Service Unavailable', `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`, 'connect');
     const reached = await this.reach(channel, { kind: 'name', name: host }, port, 'https');
     if ('denied' in reached) return refuse(this.statusOf(reached.kind), reached.denied, reached.kind);
     if (reached.address) attempt.address = reached.address;

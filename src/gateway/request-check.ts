@@ -2,7 +2,8 @@ import { decideTarget, type EgressPolicy, type Target } from '../domain/egress-p
 import { decideRequest, rulesFor, type RequestFacts } from '../domain/request-rules.js';
 import type { DenialKind } from './denials.js';
 
-export type RequestVerdict = { allowed: true; rule: string; maxBody?: number; ruled: boolean } | { allowed: false; rule: string; status: string; kind: DenialKind };
+export type RequestVerdict =
+  { allowed: true; rule: string; maxBody?: number; ruled: boolean } | { allowed: false; rule: string; status: string; kind: DenialKind };
 
 /**
  * A request the gateway reads, against the live policy: the host itself, then its method and
@@ -14,6 +15,7 @@ export function judgeRequest(policy: EgressPolicy, target: Target, port: number,
   if (!byName.allowed) return { allowed: false, rule: byName.rule, status: '403 Forbidden', kind: 'policy' };
   const rules = rulesFor(policy.requests, target, port, byName.anyProtocol === true);
   const decision = decideRequest(rules, request);
-  if (!decision.allowed) return { allowed: false, rule: decision.rule, status: decision.status === 413 ? '413 Content Too Large' : '403 Forbidden', kind: 'rule' };
+  if (!decision.allowed)
+    return { allowed: false, rule: decision.rule, status: decision.status === 413 ? '413 Content Too Large' : '403 Forbidden', kind: 'rule' };
   return { ...decision, ruled: rules.length > 0 };
 }

@@ -28,8 +28,16 @@ export class SecretPaths extends GatewayCore {
     attempt.host = host;
     attempt.port = port;
     attempt.sni = host;
-    if (bound.value === undefined) return this.deny(client, channel, attempt, `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`, '503 Service Unavailable');
-    if (header(head, 'transfer-encoding').length > 0) return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required');
+    if (bound.value === undefined)
+      return this.deny(
+        client,
+        channel,
+        attempt,
+        `secret ${bound.secret.name} is not loaded in the gateway (run any moat command on the task)`,
+        '503 Service Unavailable',
+      );
+    if (header(head, 'transfer-encoding').length > 0)
+      return this.deny(client, channel, attempt, 'chunked request bodies are not proxied', '411 Length Required');
     const bodyLength = Number(header(head, 'content-length')[0] ?? 0);
     if (!Number.isSafeInteger(bodyLength)) return this.deny(client, channel, attempt, 'bad Content-Length', '400 Bad Request');
     const target = parseTarget(host)!;
@@ -40,13 +48,33 @@ export class SecretPaths extends GatewayCore {
     const reached = await this.reach(channel, target, port, 'https');
     if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
     if (reached.address) attempt.address = reached.address;
-    const upstream = await this.open(() => tlsConnect({ socket: reached.socket, servername: host, secureContext: this.secureContextFor(channel) }), 'secureConnect');
+    const upstream = await this.open(
+      () => tlsConnect({ socket: reached.socket, servername: host, secureContext: this.secureContextFor(channel) }),
+      'secureConnect',
+    );
     if (!upstream) {
       reached.socket.destroy();
-      return this.deny(client, channel, attempt, `could not open TLS to ${host}${attempt.address ? ` (${attempt.address})` : ''}: its certificate is not trusted or the handshake failed`, '502 Bad Gateway', 'connect');
+      return this.deny(
+        client,
+        channel,
+        attempt,
+        `could not open TLS to ${host}${attempt.address ? ` (${attempt.address})` : ''}: its certificate is not trusted or the handshake failed`,
+        '502 Bad Gateway',
+        'connect',
+      );
     }
     const applies = secretApplies(bound.secret, { host, method: head.method, path });
-    const dropped = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'upgrade', 'host', 'transfer-encoding', bound.secret.header.toLowerCase()]);
+    const dropped = new Set([
+      'connection',
+      'proxy-connection',
+      'proxy-authorization',
+      'keep-alive',
+      'te',
+      'upgrade',
+      'host',
+      'transfer-encoding',
+      bound.secret.header.toLowerCase(),
+    ]);
     const lines = [
       `${head.method} ${path} HTTP/1.1`,
       `host: ${port === 443 ? host : `${host}:${port}`}`,

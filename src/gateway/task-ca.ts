@@ -20,8 +20,31 @@ export function createTaskCa(dir: string, task: string): TaskCa {
   const key = join(dir, 'ca.key');
   const cert = join(dir, 'ca.pem');
   if (!existsSync(cert)) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '90',
-      '-subj', `/CN=moat task ${task} ${randomBytes(4).toString('hex')}`, '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], { stdio: 'ignore', env: OPENSSL_ENV });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '90',
+        '-subj',
+        `/CN=moat task ${task} ${randomBytes(4).toString('hex')}`,
+        '-addext',
+        'basicConstraints=critical,CA:TRUE,pathlen:0',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign',
+      ],
+      { stdio: 'ignore', env: OPENSSL_ENV },
+    );
   }
   return { key, cert };
 }
@@ -33,8 +56,30 @@ export function leafFor(ca: TaskCa, host: string): { key: string; cert: string }
   const key = join(dir, `${host}.key`);
   const cert = join(dir, `${host}.pem`);
   if (!existsSync(cert)) {
-    const csr = execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-subj', `/CN=${host}`, '-addext', `subjectAltName=DNS:${host}`], { env: OPENSSL_ENV, stdio: ['ignore', 'pipe', 'ignore'] });
-    const signed = execFileSync('openssl', ['x509', '-req', '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '30', '-copy_extensions', 'copy'], { input: csr, env: OPENSSL_ENV, stdio: ['pipe', 'pipe', 'ignore'] });
+    const csr = execFileSync(
+      'openssl',
+      [
+        'req',
+        '-new',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-subj',
+        `/CN=${host}`,
+        '-addext',
+        `subjectAltName=DNS:${host}`,
+      ],
+      { env: OPENSSL_ENV, stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    const signed = execFileSync(
+      'openssl',
+      ['x509', '-req', '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '30', '-copy_extensions', 'copy'],
+      { input: csr, env: OPENSSL_ENV, stdio: ['pipe', 'pipe', 'ignore'] },
+    );
     writeFileSync(cert, signed);
   }
   return { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') };

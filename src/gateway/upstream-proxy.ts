@@ -38,7 +38,9 @@ export function parseProxyUrl(text: string): UpstreamProxy | string {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   if (!host) return `"${redactProxy(text)}" names no proxy host`;
   const port = Number(url.port || 80);
-  const authorization = url.username ? `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}` : undefined;
+  const authorization = url.username
+    ? `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`
+    : undefined;
   return { host, port, ...(authorization ? { authorization } : {}), label: `${url.hostname}:${port}` };
 }
 

@@ -26,14 +26,20 @@ export async function templateCatalog(userDirs: string[] = []): Promise<Map<stri
 export async function templateRoot(reference: string, userDirs: string[] = []): Promise<string> {
   const catalog = await templateCatalog(userDirs);
   const root = catalog.get(templateName(reference));
-  if (!root) throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(reference)}`, { hint: `choose one of: ${[...catalog.keys()].sort().join(', ')} (moat templates)` });
+  if (!root)
+    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(reference)}`, {
+      hint: `choose one of: ${[...catalog.keys()].sort().join(', ')} (moat templates)`,
+    });
   return root;
 }
 
 /** Template folders; those starting with _ are shared build recipes, not templates. */
 export async function listTemplates(dir = BUILTIN_TEMPLATES_DIR): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  return entries.filter((e) => e.isDirectory() && !e.name.startsWith('_')).map((e) => e.name).sort();
+  return entries
+    .filter((e) => e.isDirectory() && !e.name.startsWith('_'))
+    .map((e) => e.name)
+    .sort();
 }
 
 async function templateFiles(dir: string): Promise<string[]> {
@@ -86,8 +92,15 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
   const files = await templateFiles(dir);
   const sandboxUser = await readFile(SANDBOX_USER_SCRIPT);
   const hash = createHash('sha256');
-  hash.update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(buildArgs(spec))}\0`).update(sandboxUser).update('\0');
-  for (const file of files) hash.update(`${file}\0`).update(await readFile(join(dir, file))).update('\0');
+  hash
+    .update(`${MOAT_VERSION}\0${baseId}\0${request.uid}:${request.gid}\0${JSON.stringify(buildArgs(spec))}\0`)
+    .update(sandboxUser)
+    .update('\0');
+  for (const file of files)
+    hash
+      .update(`${file}\0`)
+      .update(await readFile(join(dir, file)))
+      .update('\0');
   // An image name has no `+`: codex+python is tagged moat-codex_python.
   const tag = `moat-${request.template.replaceAll('+', '_')}:${hash.digest('hex').slice(0, 16)}`;
   if (await engine.imageId(tag)) return tag;
@@ -138,7 +151,14 @@ function buildArgs(spec: TemplateSpec): Record<string, string> {
   return { ...(spec.args ?? {}), ...(spec.toolchains ? { TOOLCHAINS: spec.toolchains.join(' ') } : {}) };
 }
 
-async function buildIn(engine: ContainerEngine, request: TemplateImageRequest, spec: TemplateSpec, context: string, files: string[], tag: string): Promise<void> {
+async function buildIn(
+  engine: ContainerEngine,
+  request: TemplateImageRequest,
+  spec: TemplateSpec,
+  context: string,
+  files: string[],
+  tag: string,
+): Promise<void> {
   await engine.buildImage({
     contextDir: context,
     files,

@@ -14,7 +14,10 @@ const argv = z.array(z.string().min(1)).min(1);
 export const templateSchema = z.strictObject({
   description: z.string(),
   /** Folder (under templates/) whose Dockerfile builds the image; default: the template's own. */
-  build: z.string().regex(/^[a-z0-9_-]+$/).optional(),
+  build: z
+    .string()
+    .regex(/^[a-z0-9_-]+$/)
+    .optional(),
   args: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string()).optional(),
   version: argv.optional(),
   interactive: argv.optional(),
@@ -37,7 +40,15 @@ export const templateSchema = z.strictObject({
   /** Add the toolchains detected in the repository to the template's own (the agent templates). */
   detect: z.boolean().optional(),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
-  home: z.record(z.string().regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/).refine((p) => !p.split('/').includes('..'), 'no .. in home paths'), z.string()).optional(),
+  home: z
+    .record(
+      z
+        .string()
+        .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/)
+        .refine((p) => !p.split('/').includes('..'), 'no .. in home paths'),
+      z.string(),
+    )
+    .optional(),
 });
 export type TemplateSpec = z.infer<typeof templateSchema> & { name: string };
 
@@ -61,7 +72,9 @@ export async function loadTemplate(dir: string, reference: string): Promise<Temp
   }
   if (ref.extra.length === 0) return spec;
   if (!spec.toolchains) {
-    throw new MoatError('E_TEMPLATE_UNKNOWN', `template ${ref.name} takes no toolchains (${reference})`, { hint: `its image is its own Dockerfile: use -t ${ref.name}, or a built-in template such as ${ref.name === 'shell' ? 'python' : 'codex'}+${ref.extra[0]}` });
+    throw new MoatError('E_TEMPLATE_UNKNOWN', `template ${ref.name} takes no toolchains (${reference})`, {
+      hint: `its image is its own Dockerfile: use -t ${ref.name}, or a built-in template such as ${ref.name === 'shell' ? 'python' : 'codex'}+${ref.extra[0]}`,
+    });
   }
   return { ...spec, name: reference, toolchains: orderToolchains([...spec.toolchains, ...ref.extra]) };
 }
@@ -74,11 +87,16 @@ export function templateName(reference: string): string {
 }
 
 function unknownRef(reference: string): MoatError {
-  return new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(reference)}`, { hint: `a template name, maybe followed by toolchains: +${TOOLCHAINS.join(', +')} (moat templates)` });
+  return new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(reference)}`, {
+    hint: `a template name, maybe followed by toolchains: +${TOOLCHAINS.join(', +')} (moat templates)`,
+  });
 }
 
 /** The argv that runs the agent on a prompt: the prompt is one argument, never spliced into a shell line. */
 export function agentCommand(template: TemplateSpec, prompt: string): string[] {
-  if (!template.agent) throw new MoatError('E_USAGE', `template ${template.name} has no non-interactive agent command`, { hint: 'use moat exec TASK -- <command>, or an agent template (moat templates)' });
+  if (!template.agent)
+    throw new MoatError('E_USAGE', `template ${template.name} has no non-interactive agent command`, {
+      hint: 'use moat exec TASK -- <command>, or an agent template (moat templates)',
+    });
   return template.agent.map((part) => (part === '{prompt}' ? prompt : part));
 }

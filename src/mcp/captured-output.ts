@@ -40,7 +40,8 @@ export class CapturedOutput extends Writable {
     const keep = this.budget - Math.floor(this.budget / 2);
     if (tail.length > keep) tail = tail.subarray(tail.length - keep);
     const dropped = this.total - head.length - tail.length;
-    const text = dropped > 0 ? `${head.toString('utf8')}\n[… ${dropped} bytes left out …]\n${tail.toString('utf8')}` : Buffer.concat([head, tail]).toString('utf8');
+    const text =
+      dropped > 0 ? `${head.toString('utf8')}\n[… ${dropped} bytes left out …]\n${tail.toString('utf8')}` : Buffer.concat([head, tail]).toString('utf8');
     return { text, bytes: this.total, droppedBytes: dropped };
   }
 }

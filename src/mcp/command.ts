@@ -53,7 +53,10 @@ export class RunningCommand {
   private stopping?: 'timeout' | 'stop';
   private finished = false;
 
-  constructor(private readonly moat: Moat, readonly request: CommandRequest) {
+  constructor(
+    private readonly moat: Moat,
+    readonly request: CommandRequest,
+  ) {
     this.stdout = new CapturedOutput(request.outputBytes);
     this.stderr = new CapturedOutput(request.outputBytes);
     const workdir = request.cwd === undefined ? undefined : workspacePath(request.cwd);
@@ -94,7 +97,11 @@ export class RunningCommand {
     const engine = await this.moat.context.engine();
     const sink = new PassThrough().resume();
     await engine
-      .exec(record.containerId, { cmd: ['sh', '-c', '[ -s "$0" ] && kill -"$1" "-$(cat "$0")"', this.pidFile, signal], user: `${record.user.uid}:${record.user.gid}` }, { stdout: sink, stderr: sink })
+      .exec(
+        record.containerId,
+        { cmd: ['sh', '-c', '[ -s "$0" ] && kill -"$1" "-$(cat "$0")"', this.pidFile, signal], user: `${record.user.uid}:${record.user.gid}` },
+        { stdout: sink, stderr: sink },
+      )
       .catch(() => undefined);
   }
 
@@ -133,7 +140,8 @@ export class BackgroundCommands {
 
   start(moat: Moat, request: CommandRequest): string {
     const running = [...this.commands.values()].filter((c) => c.running).length;
-    if (running >= MAX_RUNNING) throw new MoatError('E_USAGE', `${running} background commands are running already`, { hint: 'poll or stop one first (command_status, command_stop)' });
+    if (running >= MAX_RUNNING)
+      throw new MoatError('E_USAGE', `${running} background commands are running already`, { hint: 'poll or stop one first (command_status, command_stop)' });
     const handle = `cmd-${randomBytes(8).toString('hex')}`;
     this.commands.set(handle, new RunningCommand(moat, request));
     // The oldest finished ones go first.
@@ -146,7 +154,10 @@ export class BackgroundCommands {
 
   get(handle: string): RunningCommand {
     const command = this.commands.get(handle);
-    if (!command) throw new MoatError('E_USAGE', `no background command ${JSON.stringify(handle)} in this server`, { hint: 'use the handle run_command returned with background: true (handles do not survive a restart of moat mcp)' });
+    if (!command)
+      throw new MoatError('E_USAGE', `no background command ${JSON.stringify(handle)} in this server`, {
+        hint: 'use the handle run_command returned with background: true (handles do not survive a restart of moat mcp)',
+      });
     return command;
   }
 

@@ -72,7 +72,7 @@ export function nameFromTitle(title: string | undefined): string | undefined {
 }
 
 /** A base ref as git names them; never an option, never a range or a revision expression. */
-const BASE_REF = /^(?!-)(?!.*\.\.)(?!.*[~^:?*[\\@{ ])[A-Za-z0-9._\/-]{1,200}$/;
+const BASE_REF = /^(?!-)(?!.*\.\.)(?!.*[~^:?*[\\@{ ])[A-Za-z0-9._/-]{1,200}$/;
 
 export interface CreateRequest {
   title?: string;
@@ -87,17 +87,25 @@ export async function createOptions(moat: Moat, request: CreateRequest, signal: 
   const repo = await ctx.repo();
   const config = await ctx.effectiveConfig(repo);
   if (request.base !== undefined && !BASE_REF.test(request.base)) {
-    throw new MoatError('E_GIT_REF', `base ${JSON.stringify(request.base.slice(0, 200))} is not a branch, tag or commit name`, { hint: 'give a branch, tag or commit id (letters, digits, . _ / -)' });
+    throw new MoatError('E_GIT_REF', `base ${JSON.stringify(request.base.slice(0, 200))} is not a branch, tag or commit name`, {
+      hint: 'give a branch, tag or commit id (letters, digits, . _ / -)',
+    });
   }
   if (request.network === 'allowlist' && config.egress.allow.length === 0) {
-    throw refusal('network allowlist with an empty allowlist: your config allows no host', 'egress.allow in ~/.config/moat/config.yaml, or moat allow TASK HOST');
+    throw refusal(
+      'network allowlist with an empty allowlist: your config allows no host',
+      'egress.allow in ~/.config/moat/config.yaml, or moat allow TASK HOST',
+    );
   }
   if (request.template !== undefined) {
     const userConfig = await ctx.userConfig();
     const spec = await loadTemplate(await templateRoot(request.template, config.templateDirs), request.template);
     const grants = [...(spec.egress ?? []), ...(spec.secret ? [`the key ${spec.secret.name}`] : [])];
     if (grants.length > 0 && request.template !== userConfig.template) {
-      throw refusal(`template ${request.template} grants ${grants.join(', ')} when chosen`, `moat up -t ${request.template} at the CLI, or template: ${request.template} in ~/.config/moat/config.yaml`);
+      throw refusal(
+        `template ${request.template} grants ${grants.join(', ')} when chosen`,
+        `moat up -t ${request.template} at the CLI, or template: ${request.template} in ~/.config/moat/config.yaml`,
+      );
     }
   }
   return { task: nameFromTitle(request.title), base: request.base, template: request.template, network: request.network, signal };

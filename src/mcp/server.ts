@@ -37,7 +37,7 @@ export interface McpServeOptions {
 }
 
 const INSTRUCTIONS =
-  'moat runs code in hardened, disposable sandboxes of this repository: each task has its own branch moat/<task>, a container that sees only its workspace, no credentials, and no network unless the user\'s config allows hosts. ' +
+  "moat runs code in hardened, disposable sandboxes of this repository: each task has its own branch moat/<task>, a container that sees only its workspace, no credentials, and no network unless the user's config allows hosts. " +
   'Create a task, run commands and edit files in it; commits come home to its branch. This server never widens a sandbox (hosts, network, limits, mounts, environment, secrets), never reads a host path, never merges or pushes: those stay with the human at the CLI (moat allow, moat merge, moat push).';
 
 const RESOURCE = /^moat:\/\/tasks\/([a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?)\/(diff|egress)$/;
@@ -61,7 +61,9 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   // Fails here, before serving, when the directory is not a git repository.
   const repoPath = (await new Moat({ cwd: options.cwd, env, repos }).context.repo()).path;
   let engine: Promise<ContainerEngine> | undefined;
-  const engineFactory = options.engine ?? (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await (await import('../engine/find-engine.js')).findEngine(env)));
+  const engineFactory =
+    options.engine ??
+    (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await (await import('../engine/find-engine.js')).findEngine(env)));
   const sharedEngine = () => {
     engine ??= engineFactory();
     // A failed lookup (engine down) is tried again by the next call.
@@ -81,7 +83,13 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
     tools: TOOLS.map((tool) => {
       const { $schema: _schema, ...inputSchema } = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>;
-      return { name: tool.name, title: tool.title, description: tool.description, inputSchema: inputSchema as { type: 'object' }, annotations: { title: tool.title, ...tool.annotations } };
+      return {
+        name: tool.name,
+        title: tool.title,
+        description: tool.description,
+        inputSchema: inputSchema as { type: 'object' },
+        annotations: { title: tool.title, ...tool.annotations },
+      };
     }),
   }));
 
@@ -90,7 +98,10 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
     const tool = TOOLS.find((t) => t.name === name);
     if (!tool) {
       const human = Object.entries(HUMAN_ONLY).find(([word]) => name.toLowerCase().includes(word))?.[1];
-      throw new McpError(ErrorCode.InvalidParams, `unknown tool ${safe.line(JSON.stringify(name.slice(0, 100)))}${human ? `: that is the human's to do (${human})` : ''}; tools/list shows the tools`);
+      throw new McpError(
+        ErrorCode.InvalidParams,
+        `unknown tool ${safe.line(JSON.stringify(name.slice(0, 100)))}${human ? `: that is the human's to do (${human})` : ''}; tools/list shows the tools`,
+      );
     }
     const args = (request.params.arguments ?? {}) as Record<string, unknown>;
     const token = request.params._meta?.progressToken;
@@ -102,7 +113,9 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
       progress: (message) => {
         if (token === undefined || extra.signal.aborted) return;
         step += 1;
-        void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: step, message: safe.line(message) } }).catch(() => undefined);
+        void extra
+          .sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: step, message: safe.line(message) } })
+          .catch(() => undefined);
       },
     };
     let sent!: () => void;
@@ -110,9 +123,14 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
     const work = (async (): Promise<CallToolResult> => {
       try {
         const unknown = checkArgumentNames(name, args, Object.keys(tool.input.shape));
-        if (unknown.length > 0) throw new McpError(ErrorCode.InvalidParams, `${name} has no argument ${safe.line(JSON.stringify(unknown[0]!.slice(0, 100)))}; tools/list shows its arguments`);
+        if (unknown.length > 0)
+          throw new McpError(
+            ErrorCode.InvalidParams,
+            `${name} has no argument ${safe.line(JSON.stringify(unknown[0]!.slice(0, 100)))}; tools/list shows its arguments`,
+          );
         const parsed = tool.input.safeParse(args);
-        if (!parsed.success) throw new McpError(ErrorCode.InvalidParams, `invalid arguments for ${name}: ${safe.line(z.prettifyError(parsed.error).replace(/\n/g, '; '))}`);
+        if (!parsed.success)
+          throw new McpError(ErrorCode.InvalidParams, `invalid arguments for ${name}: ${safe.line(z.prettifyError(parsed.error).replace(/\n/g, '; '))}`);
         const output = await tool.run(parsed.data as Record<string, unknown>, call);
         const data = safe.value(output.data);
         const text = output.text ? output.text.map((t) => safe.lines(t)) : [JSON.stringify(data, null, 2)];
@@ -134,8 +152,20 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
 
   server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
     resourceTemplates: [
-      { uriTemplate: 'moat://tasks/{task}/diff', name: 'task-diff', title: 'A task\'s diff', description: 'The task\'s work against its base, as a patch (its work brought home first).', mimeType: 'text/x-diff' },
-      { uriTemplate: 'moat://tasks/{task}/egress', name: 'task-egress', title: 'A task\'s egress log', description: 'Every outbound attempt of the task, one JSON object per line.', mimeType: 'application/x-ndjson' },
+      {
+        uriTemplate: 'moat://tasks/{task}/diff',
+        name: 'task-diff',
+        title: "A task's diff",
+        description: "The task's work against its base, as a patch (its work brought home first).",
+        mimeType: 'text/x-diff',
+      },
+      {
+        uriTemplate: 'moat://tasks/{task}/egress',
+        name: 'task-egress',
+        title: "A task's egress log",
+        description: 'Every outbound attempt of the task, one JSON object per line.',
+        mimeType: 'application/x-ndjson',
+      },
     ],
   }));
 
@@ -152,7 +182,11 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   server.setRequestHandler(ReadResourceRequestSchema, async (request) => {
     const uri = request.params.uri;
     const match = RESOURCE.exec(uri);
-    if (!match) throw new McpError(ErrorCode.InvalidParams, `unknown resource ${safe.line(JSON.stringify(uri.slice(0, 200)))}; resources are moat://tasks/<task>/diff and moat://tasks/<task>/egress`);
+    if (!match)
+      throw new McpError(
+        ErrorCode.InvalidParams,
+        `unknown resource ${safe.line(JSON.stringify(uri.slice(0, 200)))}; resources are moat://tasks/<task>/diff and moat://tasks/<task>/egress`,
+      );
     const [, task, kind] = match;
     const moat = moatFor(() => undefined);
     try {
@@ -191,8 +225,16 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
 function toolError(error: unknown, safe: SafeText): CallToolResult {
   if (isMoatError(error)) {
     const data = safe.value(error.toJSON());
-    return { isError: true, content: [{ type: 'text', text: safe.line(`${error.code}: ${error.message}`) + (error.hint ? `\nhint: ${safe.line(error.hint)}` : '') }], structuredContent: { error: data } };
+    return {
+      isError: true,
+      content: [{ type: 'text', text: safe.line(`${error.code}: ${error.message}`) + (error.hint ? `\nhint: ${safe.line(error.hint)}` : '') }],
+      structuredContent: { error: data },
+    };
   }
   const message = error instanceof Error ? error.message : String(error);
-  return { isError: true, content: [{ type: 'text', text: safe.line(`E_INTERNAL: ${message}`) }], structuredContent: { error: { code: 'E_INTERNAL', message: safe.line(message) } } };
+  return {
+    isError: true,
+    content: [{ type: 'text', text: safe.line(`E_INTERNAL: ${message}`) }],
+    structuredContent: { error: { code: 'E_INTERNAL', message: safe.line(message) } },
+  };
 }

@@ -21,7 +21,10 @@ export class LineTransport implements Transport {
   private skipping = false;
   private closed = false;
 
-  constructor(private readonly input: Readable, private readonly output: Writable) {}
+  constructor(
+    private readonly input: Readable,
+    private readonly output: Writable,
+  ) {}
 
   async start(): Promise<void> {
     this.input.on('data', this.onData);
@@ -40,7 +43,9 @@ export class LineTransport implements Transport {
         this.skipping = false;
         continue;
       }
-      const line = Buffer.concat([...this.chunks, piece]).toString('utf8').replace(/\r$/, '');
+      const line = Buffer.concat([...this.chunks, piece])
+        .toString('utf8')
+        .replace(/\r$/, '');
       this.chunks = [];
       this.size = 0;
       if (line.trim() !== '') this.handleLine(line);

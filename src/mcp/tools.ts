@@ -31,18 +31,38 @@ export interface ToolDefinition {
   run(args: Record<string, unknown>, call: ToolCall): Promise<ToolOutput>;
 }
 
-const task = z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/, 'a task name: lowercase letters, digits and hyphens').describe('The task\'s name, as create_task or list_tasks gave it.');
-const path = z.string().min(1).max(MAX_WORKSPACE_PATH).describe('A path inside the task\'s workspace, relative to it (e.g. "src/app.ts"); "/workspace/…" is accepted too. Never a host path: ".." and links out of the workspace are refused.');
+const task = z
+  .string()
+  .regex(/^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/, 'a task name: lowercase letters, digits and hyphens')
+  .describe("The task's name, as create_task or list_tasks gave it.");
+const path = z
+  .string()
+  .min(1)
+  .max(MAX_WORKSPACE_PATH)
+  .describe(
+    'A path inside the task\'s workspace, relative to it (e.g. "src/app.ts"); "/workspace/…" is accepted too. Never a host path: ".." and links out of the workspace are refused.',
+  );
 
-function define<S extends z.ZodRawShape>(tool: Omit<ToolDefinition, 'input' | 'run'> & { input: S; run(args: z.infer<z.ZodObject<S>>, call: ToolCall): Promise<ToolOutput> }): ToolDefinition {
+function define<S extends z.ZodRawShape>(
+  tool: Omit<ToolDefinition, 'input' | 'run'> & { input: S; run(args: z.infer<z.ZodObject<S>>, call: ToolCall): Promise<ToolOutput> },
+): ToolDefinition {
   return { ...tool, input: z.strictObject(tool.input), run: tool.run as ToolDefinition['run'] };
 }
 
 function commandText(result: CommandOutcome | (Partial<CommandOutcome> & { running: true })): string[] {
-  const status = 'running' in result && result.running ? 'still running' : `exit ${result.exitCode}${result.timedOut ? ' (time limit reached)' : ''}${result.stopped ? ' (stopped)' : ''}`;
-  const cut = result.truncated ? `; output cut to its first and last parts (stdout ${result.stdoutBytes} bytes, stderr ${result.stderrBytes} bytes in all)` : '';
+  const status =
+    'running' in result && result.running
+      ? 'still running'
+      : `exit ${result.exitCode}${result.timedOut ? ' (time limit reached)' : ''}${result.stopped ? ' (stopped)' : ''}`;
+  const cut = result.truncated
+    ? `; output cut to its first and last parts (stdout ${result.stdoutBytes} bytes, stderr ${result.stderrBytes} bytes in all)`
+    : '';
   const commits = result.commits !== undefined ? `; ${result.commits} commit(s) on the task branch` : '';
-  return [`${status}${result.explanation ? `: ${result.explanation}` : ''}${cut}${commits}`, `--- stdout ---\n${result.stdout ?? ''}`, `--- stderr ---\n${result.stderr ?? ''}`];
+  return [
+    `${status}${result.explanation ? `: ${result.explanation}` : ''}${cut}${commits}`,
+    `--- stdout ---\n${result.stdout ?? ''}`,
+    `--- stderr ---\n${result.stderr ?? ''}`,
+  ];
 }
 
 /** Runs a command in the foreground: progress while it runs, stopped on a cancel. */
@@ -70,16 +90,36 @@ export const TOOLS: ToolDefinition[] = [
       'Creates a task: a branch moat/<name> in the user\'s repository, a workspace of its own and a hardened container that sees only that workspace, with no credentials inside. The network is "none" (default) or "allowlist": exactly the hosts the user\'s own config already allows; this tool cannot add hosts, limits, mounts, environment or secrets (the human does that at the CLI). Image builds report progress.',
     input: {
       title: z.string().min(1).max(200).describe('What the task is for; its words become the task name (with a random suffix).').optional(),
-      base: z.string().min(1).max(200).describe('Branch, tag or commit to start from (default: the repository\'s HEAD).').optional(),
-      template: z.string().min(1).max(100).describe('A template name (shell, node, python, go, rust, …). Templates that bring hosts or keys (agent templates) only when the human chose them in their config.').optional(),
-      network: z.enum(['none', 'allowlist']).describe('"none" (default: no network at all) or "allowlist" (only the hosts the user\'s config allows, through moat\'s audited gateway).').optional(),
+      base: z.string().min(1).max(200).describe("Branch, tag or commit to start from (default: the repository's HEAD).").optional(),
+      template: z
+        .string()
+        .min(1)
+        .max(100)
+        .describe(
+          'A template name (shell, node, python, go, rust, …). Templates that bring hosts or keys (agent templates) only when the human chose them in their config.',
+        )
+        .optional(),
+      network: z
+        .enum(['none', 'allowlist'])
+        .describe('"none" (default: no network at all) or "allowlist" (only the hosts the user\'s config allows, through moat\'s audited gateway).')
+        .optional(),
     },
     annotations: { destructiveHint: false, openWorldHint: false },
     async run(args, call) {
       const options = await createOptions(call.moat, args, call.signal);
       const record = await call.moat.up(options);
       return {
-        data: { task: record.name, branch: record.branch, base: record.baseCommit, baseRef: record.baseRef, template: record.template, network: record.network, allow: record.egress?.allow ?? [], limits: record.limits, state: 'running' },
+        data: {
+          task: record.name,
+          branch: record.branch,
+          base: record.baseCommit,
+          baseRef: record.baseRef,
+          template: record.template,
+          network: record.network,
+          allow: record.egress?.allow ?? [],
+          limits: record.limits,
+          state: 'running',
+        },
         text: [`task ${record.name} is up on branch ${record.branch} (network ${record.network}); run commands with run_command`],
       };
     },
@@ -112,23 +152,44 @@ export const TOOLS: ToolDefinition[] = [
     name: 'run_command',
     title: 'Run a command in a task',
     description:
-      'Runs a bash command in the task\'s sandbox (as its non-root user, in /workspace unless cwd says otherwise) and returns stdout, stderr and the exit status; output over the budget is cut in the middle and the result says so. Commits the command makes come home to the branch moat/<task> right after the result (the next call on the task waits for that). Long commands send progress notifications; at the time limit the command gets TERM, then KILL. With background: true it returns a handle at once: poll it with command_status, stop it with command_stop.',
+      "Runs a bash command in the task's sandbox (as its non-root user, in /workspace unless cwd says otherwise) and returns stdout, stderr and the exit status; output over the budget is cut in the middle and the result says so. Commits the command makes come home to the branch moat/<task> right after the result (the next call on the task waits for that). Long commands send progress notifications; at the time limit the command gets TERM, then KILL. With background: true it returns a handle at once: poll it with command_status, stop it with command_stop.",
     input: {
       task,
       command: z.string().min(1).max(65536).describe('The command line, run by bash -c.'),
       cwd: path.describe('Directory inside the workspace to run in (default: the workspace).').optional(),
-      timeoutSeconds: z.number().int().min(1).max(3600).describe('Time limit in seconds (default 300); the command is stopped there and the result says so.').optional(),
+      timeoutSeconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(3600)
+        .describe('Time limit in seconds (default 300); the command is stopped there and the result says so.')
+        .optional(),
       background: z.boolean().describe('Return a handle at once instead of waiting (default false).').optional(),
-      outputBytes: z.number().int().min(1024).max(1024 * 1024).describe('Budget per stream in bytes (default 262144).').optional(),
+      outputBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(1024 * 1024)
+        .describe('Budget per stream in bytes (default 262144).')
+        .optional(),
     },
     annotations: { destructiveHint: true, openWorldHint: false },
     async run(args, call) {
-      const request = { task: args.task, command: args.command, cwd: args.cwd, timeoutSeconds: args.timeoutSeconds ?? 300, outputBytes: args.outputBytes ?? 256 * 1024 };
+      const request = {
+        task: args.task,
+        command: args.command,
+        cwd: args.cwd,
+        timeoutSeconds: args.timeoutSeconds ?? 300,
+        outputBytes: args.outputBytes ?? 256 * 1024,
+      };
       // A task that does not exist is said now, not by a poll later.
       await call.moat.context.store.require((await call.moat.context.repo()).key, args.task);
       if (args.background) {
         const handle = call.jobs.start(call.moat, request);
-        return { data: { handle, task: args.task, running: true }, text: [`started in the background: poll with command_status {"handle": "${handle}"}, stop with command_stop`] };
+        return {
+          data: { handle, task: args.task, running: true },
+          text: [`started in the background: poll with command_status {"handle": "${handle}"}, stop with command_stop`],
+        };
       }
       const result = await foreground(new RunningCommand(call.moat, request), call);
       return { data: { ...result }, text: commandText(result) };
@@ -137,8 +198,13 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'command_status',
     title: 'Poll a background command',
-    description: 'A background command\'s state: running, or its exit status; its output so far (within its budget).',
-    input: { handle: z.string().regex(/^cmd-[0-9a-f]{16}$/).describe('The handle run_command returned.') },
+    description: "A background command's state: running, or its exit status; its output so far (within its budget).",
+    input: {
+      handle: z
+        .string()
+        .regex(/^cmd-[0-9a-f]{16}$/)
+        .describe('The handle run_command returned.'),
+    },
     annotations: { readOnlyHint: true },
     async run(args, call) {
       const command = call.jobs.get(args.handle);
@@ -154,7 +220,12 @@ export const TOOLS: ToolDefinition[] = [
     name: 'command_stop',
     title: 'Stop a background command',
     description: 'Stops a background command (TERM, then KILL after 5 s) and returns its result; its work still comes home.',
-    input: { handle: z.string().regex(/^cmd-[0-9a-f]{16}$/).describe('The handle run_command returned.') },
+    input: {
+      handle: z
+        .string()
+        .regex(/^cmd-[0-9a-f]{16}$/)
+        .describe('The handle run_command returned.'),
+    },
     annotations: { destructiveHint: true },
     async run(args, call) {
       const command = call.jobs.get(args.handle);
@@ -177,7 +248,13 @@ export const TOOLS: ToolDefinition[] = [
     async run(args, call) {
       const file = await readTaskFile(call.moat.context, args.task, args.path, args.maxBytes);
       const base64 = args.encoding === 'base64';
-      const data = { path: file.path, size: file.size, truncated: file.truncated, encoding: base64 ? 'base64' : 'text', content: base64 ? file.content.toString('base64') : file.content.toString('utf8') };
+      const data = {
+        path: file.path,
+        size: file.size,
+        truncated: file.truncated,
+        encoding: base64 ? 'base64' : 'text',
+        content: base64 ? file.content.toString('base64') : file.content.toString('utf8'),
+      };
       const note = `(${file.path}: ${file.size} bytes${file.truncated ? `, only the first ${file.content.length} shown` : ''})`;
       return { data, text: [data.content, note] };
     },
@@ -185,7 +262,7 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'list_files',
     title: 'List files of a task',
-    description: 'Lists a directory of the task\'s workspace (its .git is not entered), through the sandbox: path, type, size.',
+    description: "Lists a directory of the task's workspace (its .git is not entered), through the sandbox: path, type, size.",
     input: {
       task,
       path: path.describe('Directory inside the workspace (default: the workspace).').optional(),
@@ -203,12 +280,18 @@ export const TOOLS: ToolDefinition[] = [
     input: {
       task,
       path,
-      content: z.string().max(MAX_WRITE_BYTES).describe('The file\'s text.').optional(),
-      base64: z.string().max(Math.ceil(MAX_WRITE_BYTES / 3) * 4).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'base64').describe('The file\'s bytes, base64-encoded.').optional(),
+      content: z.string().max(MAX_WRITE_BYTES).describe("The file's text.").optional(),
+      base64: z
+        .string()
+        .max(Math.ceil(MAX_WRITE_BYTES / 3) * 4)
+        .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'base64')
+        .describe("The file's bytes, base64-encoded.")
+        .optional(),
     },
     annotations: { destructiveHint: true },
     async run(args, call) {
-      if ((args.content === undefined) === (args.base64 === undefined)) throw new MoatError('E_USAGE', 'give either content or base64', { hint: 'content for text, base64 for exact bytes' });
+      if ((args.content === undefined) === (args.base64 === undefined))
+        throw new MoatError('E_USAGE', 'give either content or base64', { hint: 'content for text, base64 for exact bytes' });
       const bytes = args.content !== undefined ? Buffer.from(args.content, 'utf8') : Buffer.from(args.base64!, 'base64');
       return { data: { ...(await writeTaskFile(call.moat.context, args.task, args.path, bytes)) } };
     },
@@ -216,7 +299,7 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'edit_file',
     title: 'Edit a file of a task',
-    description: 'Replaces text in a UTF-8 file of the task\'s workspace: search must occur exactly once, unless all is true.',
+    description: "Replaces text in a UTF-8 file of the task's workspace: search must occur exactly once, unless all is true.",
     input: {
       task,
       path,
@@ -232,7 +315,8 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'delete_file',
     title: 'Delete a file of a task',
-    description: 'Deletes a file or link (the link itself) of the task\'s workspace, or a directory with recursive: true. The workspace itself and its .git are not deleted.',
+    description:
+      "Deletes a file or link (the link itself) of the task's workspace, or a directory with recursive: true. The workspace itself and its .git are not deleted.",
     input: { task, path, recursive: z.boolean().describe('Delete a directory and everything in it.').optional() },
     annotations: { destructiveHint: true },
     async run(args, call) {
@@ -241,8 +325,9 @@ export const TOOLS: ToolDefinition[] = [
   }),
   define({
     name: 'diff_task',
-    title: 'Review a task\'s changes',
-    description: 'The task\'s work against its base (committed and uncommitted), brought home first: files changed, each with review flags (files a host tool may run or follow: hooks, CI, build scripts, links), and the patch (cut at 256 KiB, said so).',
+    title: "Review a task's changes",
+    description:
+      "The task's work against its base (committed and uncommitted), brought home first: files changed, each with review flags (files a host tool may run or follow: hooks, CI, build scripts, links), and the patch (cut at 256 KiB, said so).",
     input: { task, patch: z.boolean().describe('Include the patch text (default true).').optional() },
     annotations: { readOnlyHint: true },
     async run(args, call) {
@@ -259,15 +344,17 @@ export const TOOLS: ToolDefinition[] = [
         files: diff.files,
         flagged: diff.flagged,
         stat: diff.stat,
-        ...(args.patch !== false ? { patch: patch.length > limit ? patch.slice(0, limit) : patch, patchTruncated: patch.length > limit, patchBytes: Buffer.byteLength(patch) } : {}),
+        ...(args.patch !== false
+          ? { patch: patch.length > limit ? patch.slice(0, limit) : patch, patchTruncated: patch.length > limit, patchBytes: Buffer.byteLength(patch) }
+          : {}),
       };
       return { data };
     },
   }),
   define({
     name: 'egress_log',
-    title: 'A task\'s egress log',
-    description: 'Every outbound attempt of the task through moat\'s gateway, allowed or denied, newest last.',
+    title: "A task's egress log",
+    description: "Every outbound attempt of the task through moat's gateway, allowed or denied, newest last.",
     input: { task, limit: z.number().int().min(1).max(5000).describe('Most records, the newest (default 200).').optional() },
     annotations: { readOnlyHint: true },
     async run(args, call) {
@@ -278,8 +365,8 @@ export const TOOLS: ToolDefinition[] = [
   }),
   define({
     name: 'task_stats',
-    title: 'A task\'s resource use',
-    description: 'CPU, memory and processes of the task\'s container against its limits, workspace size, egress bytes and counts.',
+    title: "A task's resource use",
+    description: "CPU, memory and processes of the task's container against its limits, workspace size, egress bytes and counts.",
     input: { task },
     annotations: { readOnlyHint: true },
     async run(args, call) {
@@ -290,7 +377,8 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'reset_task',
     title: 'Reset a task',
-    description: 'A fresh container over the same workspace (its work is brought home first): the answer to a sandbox in a bad state. Same limits and network as before.',
+    description:
+      'A fresh container over the same workspace (its work is brought home first): the answer to a sandbox in a bad state. Same limits and network as before.',
     input: { task },
     annotations: { destructiveHint: true, idempotentHint: true },
     async run(args, call) {
@@ -301,7 +389,8 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'remove_task',
     title: 'Remove a task',
-    description: 'Removes a task (container, workspace, branch) after bringing its work home. Refused while its branch has commits the user has not merged: merging, and discarding unmerged work, are the human\'s.',
+    description:
+      "Removes a task (container, workspace, branch) after bringing its work home. Refused while its branch has commits the user has not merged: merging, and discarding unmerged work, are the human's.",
     input: { task },
     annotations: { destructiveHint: true },
     async run(args, call) {
@@ -309,7 +398,9 @@ export const TOOLS: ToolDefinition[] = [
         return { data: { ...(await call.moat.rm(args.task, { force: false })) } };
       } catch (error) {
         if ((error as MoatError).code === 'E_CONFIRM') {
-          throw new MoatError('E_CONFIRM', `${(error as MoatError).message}; removing it over MCP would lose them`, { hint: `the human reviews them (moat diff ${args.task}) and merges (moat merge ${args.task}) or discards them (moat rm --force ${args.task})` });
+          throw new MoatError('E_CONFIRM', `${(error as MoatError).message}; removing it over MCP would lose them`, {
+            hint: `the human reviews them (moat diff ${args.task}) and merges (moat merge ${args.task}) or discards them (moat rm --force ${args.task})`,
+          });
         }
         throw error;
       }

@@ -14,10 +14,18 @@ import { git } from '../workspace/git.js';
 import { formatTemplateRef, parseTemplateRef, TOOLCHAINS } from '../domain/toolchain.js';
 
 export async function templates(ctx: MoatContext): Promise<Array<TemplateSpec & { source: string }>> {
-  const userDirs = (await ctx.userConfig().then((c) => c.templates ?? []).catch(() => [])) as string[];
+  const userDirs = (await ctx
+    .userConfig()
+    .then((c) => c.templates ?? [])
+    .catch(() => [])) as string[];
   const catalog = await templateCatalog(userDirs.map((d) => (d.startsWith('~/') ? join(homedir(), d.slice(2)) : d)));
   const names = [...catalog.keys()].sort();
-  return Promise.all(names.map(async (name) => ({ ...(await loadTemplate(catalog.get(name)!, name)), source: catalog.get(name) === BUILTIN_TEMPLATES_DIR ? 'built-in' : catalog.get(name)! })));
+  return Promise.all(
+    names.map(async (name) => ({
+      ...(await loadTemplate(catalog.get(name)!, name)),
+      source: catalog.get(name) === BUILTIN_TEMPLATES_DIR ? 'built-in' : catalog.get(name)!,
+    })),
+  );
 }
 
 /**
@@ -29,7 +37,9 @@ export async function newTemplate(ctx: MoatContext, template: string): Promise<{
   const ref = parseTemplateRef(template);
   const spec = ref && all.find((t) => t.name === ref.name);
   if (!ref || !spec) {
-    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(template)}`, { hint: `choose one of: ${all.map((t) => t.name).join(', ')}; add toolchains with +${TOOLCHAINS.join(', +')} (e.g. node+python)` });
+    throw new MoatError('E_TEMPLATE_UNKNOWN', `unknown template ${JSON.stringify(template)}`, {
+      hint: `choose one of: ${all.map((t) => t.name).join(', ')}; add toolchains with +${TOOLCHAINS.join(', +')} (e.g. node+python)`,
+    });
   }
   // As up loads it: a template whose image is its own Dockerfile takes no toolchains.
   await loadTemplate(spec.source === 'built-in' ? BUILTIN_TEMPLATES_DIR : spec.source, template);

@@ -38,7 +38,9 @@ export function cancelledError(signal: AbortSignal, what: string, cleanedUp: boo
   const reason: unknown = signal.reason;
   const term = isMoatError(reason) && reason.code === 'E_TERMINATED';
   const name = term ? 'SIGTERM' : 'SIGINT';
-  const message = cleanedUp ? `${what} cancelled (${name}); what it had started was removed` : `${what} cancelled (${name}); some of what it had started could not be removed`;
+  const message = cleanedUp
+    ? `${what} cancelled (${name}); what it had started was removed`
+    : `${what} cancelled (${name}); some of what it had started could not be removed`;
   return new MoatError(term ? 'E_TERMINATED' : 'E_INTERRUPTED', message, {
     ...(cleanedUp ? {} : { hint: 'moat gc removes it' }),
     details: { signal: name, cleanedUp },

@@ -24,10 +24,18 @@ export async function egressChecks(ctx: MoatContext): Promise<DoctorCheck[]> {
   const dir = hostCaDir(ctx.env);
   const cas = await hostCaFiles(dir);
   if (cas.length > 0) {
-    const names = cas.map((file) => basename(file)).slice(0, 3).join(', ') + (cas.length > 3 ? ', …' : '');
+    const names =
+      cas
+        .map((file) => basename(file))
+        .slice(0, 3)
+        .join(', ') + (cas.length > 3 ? ', …' : '');
     checks.push(
       network.trustHostCa
-        ? { name: 'egress trust', status: 'ok', detail: `sandboxes with a network trust this host's ${cas.length} added CA(s) (${names}), as egress.trustHostCa asks` }
+        ? {
+            name: 'egress trust',
+            status: 'ok',
+            detail: `sandboxes with a network trust this host's ${cas.length} added CA(s) (${names}), as egress.trustHostCa asks`,
+          }
         : {
             name: 'egress trust',
             status: 'warn',
@@ -41,25 +49,45 @@ export async function egressChecks(ctx: MoatContext): Promise<DoctorCheck[]> {
   try {
     upstream = upstreamOf(network, ctx.env);
   } catch (error) {
-    checks.push({ name: 'egress proxy', status: 'fail', detail: (error as Error).message, fix: 'set egress.upstreamProxy to an http:// proxy URL, or fix HTTPS_PROXY' });
+    checks.push({
+      name: 'egress proxy',
+      status: 'fail',
+      detail: (error as Error).message,
+      fix: 'set egress.upstreamProxy to an http:// proxy URL, or fix HTTPS_PROXY',
+    });
     return checks;
   }
   if (upstream) {
     const proxy = (upstream.https ?? upstream.http)!.replace(/\/\/[^@/]*@/, '//***@');
-    checks.push({ name: 'egress proxy', status: 'ok', detail: `allowed connections go through ${proxy}, which resolves their names (the gateway still decides on each name first)` });
+    checks.push({
+      name: 'egress proxy',
+      status: 'ok',
+      detail: `allowed connections go through ${proxy}, which resolves their names (the gateway still decides on each name first)`,
+    });
     return checks;
   }
 
   // The gateway's own resolver, as it will answer when a task asks.
   const resolve = systemResolver(ctx.env.MOAT_GATEWAY_DNS ? ctx.env.MOAT_GATEWAY_DNS.split(',') : undefined);
   const answers = await Promise.all(PROBE_NAMES.map(async (name) => ({ name, addresses: await resolve(name).catch(() => [] as IpAddress[]) })));
-  const policy: EgressPolicy = { mode: 'allowlist', allow: [], deny: [], allowAddresses: network.allowAddresses.flatMap((text) => { const cidr = parseAddressRange(text); return typeof cidr === 'string' ? [] : [cidr]; }) };
+  const policy: EgressPolicy = {
+    mode: 'allowlist',
+    allow: [],
+    deny: [],
+    allowAddresses: network.allowAddresses.flatMap((text) => {
+      const cidr = parseAddressRange(text);
+      return typeof cidr === 'string' ? [] : [cidr];
+    }),
+  };
   const refused = answers.flatMap(({ name, addresses }) => addresses.filter((ip) => !decideAddress(policy, ip, 443).allowed).map((ip) => ({ name, ip })));
   // Loopback and metadata are never admitted by a range: suggesting one would be a lie.
   const admissible = refused.filter(({ ip }) => !['loopback', 'metadata', 'unspecified'].includes(classifyAddress(ip)));
   if (admissible.length > 0) {
     const ranges = [...new Set(admissible.map(({ ip }) => formatCidr(parseCidr(`${formatIp(ip)}/${ip.family === 4 ? 24 : 64}`)!)))];
-    const seen = admissible.slice(0, 3).map(({ name, ip }) => `${name} → ${formatIp(ip)} (${classifyAddress(ip)})`).join(', ');
+    const seen = admissible
+      .slice(0, 3)
+      .map(({ name, ip }) => `${name} → ${formatIp(ip)} (${classifyAddress(ip)})`)
+      .join(', ');
     checks.push({
       name: 'egress addresses',
       status: 'warn',
@@ -67,11 +95,31 @@ export async function egressChecks(ctx: MoatContext): Promise<DoctorCheck[]> {
       fix: `add to ~/.config/moat/config.yaml:  egress: { allowAddresses: [${ranges.join(', ')}] }  (only if that range is your network's proxy)`,
     });
   } else if (refused.length > 0) {
-    checks.push({ name: 'egress addresses', status: 'warn', detail: `registry names resolve to addresses no task may reach (${refused.slice(0, 3).map(({ name, ip }) => `${name} → ${formatIp(ip)}`).join(', ')})`, fix: 'check the host\'s DNS' });
+    checks.push({
+      name: 'egress addresses',
+      status: 'warn',
+      detail: `registry names resolve to addresses no task may reach (${refused
+        .slice(0, 3)
+        .map(({ name, ip }) => `${name} → ${formatIp(ip)}`)
+        .join(', ')})`,
+      fix: "check the host's DNS",
+    });
   } else if (answers.every((a) => a.addresses.length === 0)) {
-    checks.push({ name: 'egress addresses', status: 'warn', detail: `none of ${PROBE_NAMES.join(', ')} resolves from this host: tasks with a network will reach nothing by name`, fix: 'check the host\'s DNS (or set HTTPS_PROXY if your network requires a proxy)' });
+    checks.push({
+      name: 'egress addresses',
+      status: 'warn',
+      detail: `none of ${PROBE_NAMES.join(', ')} resolves from this host: tasks with a network will reach nothing by name`,
+      fix: "check the host's DNS (or set HTTPS_PROXY if your network requires a proxy)",
+    });
   } else {
-    checks.push({ name: 'egress addresses', status: 'ok', detail: network.allowAddresses.length > 0 ? `registry names resolve to addresses the gateway admits (egress.allowAddresses: ${network.allowAddresses.join(', ')})` : 'registry names resolve to public addresses' });
+    checks.push({
+      name: 'egress addresses',
+      status: 'ok',
+      detail:
+        network.allowAddresses.length > 0
+          ? `registry names resolve to addresses the gateway admits (egress.allowAddresses: ${network.allowAddresses.join(', ')})`
+          : 'registry names resolve to public addresses',
+    });
   }
   return checks;
 }

@@ -75,7 +75,11 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
 
   if (info) {
     const seccomp = info.securityOptions.some((opt) => opt.includes('seccomp'));
-    checks.push(seccomp ? { name: 'seccomp', status: 'ok', detail: 'default seccomp profile applies to every task' } : { name: 'seccomp', status: 'fail', detail: 'the engine has no seccomp support', fix: 'use a Docker built with seccomp (Debian\'s docker.io is)' });
+    checks.push(
+      seccomp
+        ? { name: 'seccomp', status: 'ok', detail: 'default seccomp profile applies to every task' }
+        : { name: 'seccomp', status: 'fail', detail: 'the engine has no seccomp support', fix: "use a Docker built with seccomp (Debian's docker.io is)" },
+    );
     enforcement.seccomp = seccomp ? 'engine default profile' : 'none';
     if (info.runcVersion) {
       // CVE-2024-21626 (leaked fd, container escape) is fixed in runc 1.1.12; Debian backported it to 1.1.5+ds1-1+deb12u1.
@@ -83,10 +87,19 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
       checks.push(
         patched
           ? { name: 'runc', status: 'ok', detail: `runc ${info.runcVersion}` }
-          : { name: 'runc', status: 'warn', detail: `runc ${info.runcVersion} may be open to CVE-2024-21626`, fix: 'upgrade runc to 1.1.12 or later (apt-get upgrade runc)' },
+          : {
+              name: 'runc',
+              status: 'warn',
+              detail: `runc ${info.runcVersion} may be open to CVE-2024-21626`,
+              fix: 'upgrade runc to 1.1.12 or later (apt-get upgrade runc)',
+            },
       );
     }
-    checks.push({ name: 'cgroups', status: info.cgroupVersion === '1' || info.cgroupVersion === '2' ? 'ok' : 'warn', detail: `cgroup v${info.cgroupVersion} (${info.cgroupDriver} driver)` });
+    checks.push({
+      name: 'cgroups',
+      status: info.cgroupVersion === '1' || info.cgroupVersion === '2' ? 'ok' : 'warn',
+      detail: `cgroup v${info.cgroupVersion} (${info.cgroupDriver} driver)`,
+    });
     enforcement.memory = 'kernel (memory cgroup, swap held to the same limit)';
     enforcement.cpu = 'kernel (CFS quota)';
     enforcement.pids = 'kernel (pids cgroup)';
@@ -96,12 +109,18 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.disk = loop
       ? 'kernel: each task writes to its own loop-mounted ext4 image of limits.disk; /tmp and home are size-limited tmpfs; the root filesystem is read-only'
       : `workspace NOT capped (${diskUncappedWhy(remote)}); /tmp and home are size-limited tmpfs; the root filesystem is read-only`;
-    const fix = remote ? 'keep an eye on the engine\'s disk, or use a local engine (unset DOCKER_HOST) where moat runs as root' : 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs';
+    const fix = remote
+      ? "keep an eye on the engine's disk, or use a local engine (unset DOCKER_HOST) where moat runs as root"
+      : 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs';
     checks.push(loop ? { name: 'disk cap', status: 'ok', detail: enforcement.disk } : { name: 'disk cap', status: 'warn', detail: enforcement.disk, fix });
     if (remote) {
       enforcement.workspace = 'an engine volume, seeded and read through exec: no folder of this host is mounted into a sandbox';
       enforcement.network = 'none: tasks have no network interface but loopback; network modes other than none are refused on this engine';
-      checks.push({ name: 'engine capabilities', status: 'ok', detail: `remote engine: no host mounts, no host cgroups (exit reasons read through the engine); network none only` });
+      checks.push({
+        name: 'engine capabilities',
+        status: 'ok',
+        detail: `remote engine: no host mounts, no host cgroups (exit reasons read through the engine); network none only`,
+      });
     }
     if (info.rootless) checks.push({ name: 'rootless', status: 'ok', detail: 'the engine runs rootless: a container escape lands in an unprivileged user' });
   }
@@ -111,7 +130,12 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   const uid = ctx.hostUser.uid;
   checks.push(
     uid === 0
-      ? { name: 'host user', status: 'warn', detail: 'moat runs as root: sandboxes run as uid 1000 (sandboxUid), and workspace files are owned by that uid', fix: 'run moat as your normal user (in the docker group)' }
+      ? {
+          name: 'host user',
+          status: 'warn',
+          detail: 'moat runs as root: sandboxes run as uid 1000 (sandboxUid), and workspace files are owned by that uid',
+          fix: 'run moat as your normal user (in the docker group)',
+        }
       : { name: 'host user', status: 'ok', detail: `sandboxes run as your uid ${uid}` },
   );
   return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped, remote) };

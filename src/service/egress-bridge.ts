@@ -77,8 +77,16 @@ export async function ensureBridge(ctx: MoatContext, record: TaskRecord): Promis
   if (running?.container === record.containerId) return;
   if (running) process.kill(running.pid, 'SIGTERM');
   const log = openSync(join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.log'), 'a', 0o600);
-  const pass = Object.fromEntries(Object.entries(ctx.env).filter(([key]) => /^(PATH|HOME|DOCKER_HOST|DOCKER_TLS_VERIFY|DOCKER_CERT_PATH|MOAT_ENGINE|MOAT_ENGINE_SOCKET|SSH_AUTH_SOCK|XDG_RUNTIME_DIR)$/.test(key)));
-  const child = spawn(process.execPath, [BRIDGE, ctx.store.home, record.repoKey, record.name, record.containerId], { detached: true, stdio: ['ignore', log, log], env: pass });
+  const pass = Object.fromEntries(
+    Object.entries(ctx.env).filter(([key]) =>
+      /^(PATH|HOME|DOCKER_HOST|DOCKER_TLS_VERIFY|DOCKER_CERT_PATH|MOAT_ENGINE|MOAT_ENGINE_SOCKET|SSH_AUTH_SOCK|XDG_RUNTIME_DIR)$/.test(key),
+    ),
+  );
+  const child = spawn(process.execPath, [BRIDGE, ctx.store.home, record.repoKey, record.name, record.containerId], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    env: pass,
+  });
   child.unref();
   await writeFile(pidFile(ctx, record), `${child.pid} ${record.containerId}\n`, { mode: 0o600 });
   // The caller's next command may connect at once: wait until the proxy port listens (the
@@ -91,7 +99,9 @@ export async function ensureBridge(ctx: MoatContext, record: TaskRecord): Promis
     if (!alive(child.pid!)) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new MoatError('E_ENGINE_FAILED', "the sandbox's way out to the gateway did not start", { hint: `see ${join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.log')}; \`moat reset ${record.name}\` starts it again` });
+  throw new MoatError('E_ENGINE_FAILED', "the sandbox's way out to the gateway did not start", {
+    hint: `see ${join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.log')}; \`moat reset ${record.name}\` starts it again`,
+  });
 }
 
 /** How long a new bridge may take to listen in the sandbox. */
@@ -119,9 +129,19 @@ export async function pushTrust(ctx: MoatContext, engine: ContainerEngine, id: s
   const dir = socketDir(ctx.store.home, record.repoKey, record.name);
   for (const file of ['ca.pem', 'bundle.pem']) {
     const source = join(dir, file);
-    if (!(await readFile(source).then(() => true, () => false))) continue;
+    if (
+      !(await readFile(source).then(
+        () => true,
+        () => false,
+      ))
+    )
+      continue;
     const sink = new PassThrough().resume();
-    const code = await engine.exec(id, { cmd: ['sh', '-c', 'cat > "$0"', `/moat/egress/${file}`], user: `${record.user.uid}:${record.user.gid}` }, { stdin: createReadStream(source), stdout: sink, stderr: sink });
+    const code = await engine.exec(
+      id,
+      { cmd: ['sh', '-c', 'cat > "$0"', `/moat/egress/${file}`], user: `${record.user.uid}:${record.user.gid}` },
+      { stdin: createReadStream(source), stdout: sink, stderr: sink },
+    );
     if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not put ${file} into the sandbox`, { hint: 'moat reset the task' });
   }
 }
@@ -144,7 +164,11 @@ export async function runBridge(engine: ContainerEngine, input: { gatewaySocket:
       },
     });
     engine
-      .exec(input.container, { cmd: ['sh', '-c', CONNECTION_SCRIPT, 'moat-egress', child], user: input.user }, { stdin, stdout: out, stderr: new PassThrough().resume() })
+      .exec(
+        input.container,
+        { cmd: ['sh', '-c', CONNECTION_SCRIPT, 'moat-egress', child], user: input.user },
+        { stdin, stdout: out, stderr: new PassThrough().resume() },
+      )
       .catch(() => undefined)
       .finally(() => {
         open -= 1;
@@ -162,7 +186,13 @@ export async function runBridge(engine: ContainerEngine, input: { gatewaySocket:
         done();
       },
     });
-    await engine.exec(input.container, { cmd: ['sh', '-c', LISTEN_SCRIPT, 'moat-egress-listen'], user: input.user }, { stdout: announcements, stderr: new PassThrough().resume() }).catch(() => undefined);
+    await engine
+      .exec(
+        input.container,
+        { cmd: ['sh', '-c', LISTEN_SCRIPT, 'moat-egress-listen'], user: input.user },
+        { stdout: announcements, stderr: new PassThrough().resume() },
+      )
+      .catch(() => undefined);
     const info = await engine.inspectContainer(input.container).catch(() => undefined);
     if (!info?.running) return;
     // The listener ended (the agent may kill it): start it again.

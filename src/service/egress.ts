@@ -160,7 +160,10 @@ export async function extraCas(network: EgressNetwork, env: NodeJS.ProcessEnv): 
   for (const file of files) {
     const text = await readFile(file, 'utf8').catch(() => undefined);
     const blocks = text?.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
-    if (!blocks) throw new MoatError('E_CONFIG_INVALID', `egress trust: ${file} is not a readable PEM certificate`, { hint: 'egress.trustCa lists PEM files (-----BEGIN CERTIFICATE-----); fix or remove the entry' });
+    if (!blocks)
+      throw new MoatError('E_CONFIG_INVALID', `egress trust: ${file} is not a readable PEM certificate`, {
+        hint: 'egress.trustCa lists PEM files (-----BEGIN CERTIFICATE-----); fix or remove the entry',
+      });
     pems.push(...blocks);
   }
   return pems;
@@ -168,10 +171,18 @@ export async function extraCas(network: EgressNetwork, env: NodeJS.ProcessEnv): 
 
 /** The upstream proxy from the user's config, else from moat's environment; an unusable one is an error, not a silent direct route. */
 export function upstreamOf(network: EgressNetwork, env: NodeJS.ProcessEnv): UpstreamProxyConfig | undefined {
-  const noProxy = network.noProxy ?? (env.no_proxy ?? env.NO_PROXY ?? '').split(',').map((e) => e.trim()).filter(Boolean);
+  const noProxy =
+    network.noProxy ??
+    (env.no_proxy ?? env.NO_PROXY ?? '')
+      .split(',')
+      .map((e) => e.trim())
+      .filter(Boolean);
   const check = (url: string, where: string) => {
     const parsed = parseProxyUrl(url);
-    if (typeof parsed === 'string') throw new MoatError('E_CONFIG_INVALID', `${where}: ${parsed}`, { hint: 'give an http://host:port proxy (credentials as http://user:pass@host:port), or unset it' });
+    if (typeof parsed === 'string')
+      throw new MoatError('E_CONFIG_INVALID', `${where}: ${parsed}`, {
+        hint: 'give an http://host:port proxy (credentials as http://user:pass@host:port), or unset it',
+      });
     return url;
   };
   if (network.upstreamProxy) {

@@ -39,7 +39,13 @@ export async function execInTask(ctx: MoatContext, task: string, cmd: string[], 
 }
 
 /** execInTask, and with captureWork the snapshot the command's exec left (undefined if it could not). */
-export async function execCapturingWork(ctx: MoatContext, task: string, cmd: string[], io: ExecIO, options: ExecOptions = {}): Promise<{ result: ExecResult; work?: Buffer }> {
+export async function execCapturingWork(
+  ctx: MoatContext,
+  task: string,
+  cmd: string[],
+  io: ExecIO,
+  options: ExecOptions = {},
+): Promise<{ result: ExecResult; work?: Buffer }> {
   if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat exec my-task -- npm test' });
   const repo = await ctx.repo();
   const syncing = options.sync !== false;
@@ -87,7 +93,9 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
       const sink = new PassThrough().resume();
       // The engine starts each exec in a session of its own, so its pid is its process group:
       // the whole group gets the signal, as a terminal's foreground group would.
-      void engine.exec(id, { cmd: ['sh', '-c', '/bin/kill -"$1" -- "-$(cat "$0")" 2>/dev/null; rm -f "$0"', pidFile, signal], user }, { stdout: sink, stderr: sink }).catch(() => undefined);
+      void engine
+        .exec(id, { cmd: ['sh', '-c', '/bin/kill -"$1" -- "-$(cat "$0")" 2>/dev/null; rm -f "$0"', pidFile, signal], user }, { stdout: sink, stderr: sink })
+        .catch(() => undefined);
     });
   }
   let exitCode: number;
@@ -152,7 +160,9 @@ export async function execCapturingWork(ctx: MoatContext, task: string, cmd: str
 }
 
 function notRunning(task: string): MoatError {
-  return new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, { hint: `start a fresh container over its workspace with \`moat reset ${task}\`` });
+  return new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, {
+    hint: `start a fresh container over its workspace with \`moat reset ${task}\``,
+  });
 }
 
 /**

@@ -32,7 +32,20 @@ export async function readCounters(engine: ContainerEngine, id: string, user: st
   }
   const inside = await engine
     // By absolute path: the agent's ~/.local/bin comes first on the sandbox's PATH.
-    .execCapture(id, { cmd: ['/bin/cat', '/sys/fs/cgroup/memory/memory.oom_control', '/sys/fs/cgroup/pids/pids.events', '/sys/fs/cgroup/memory.events', '/sys/fs/cgroup/pids.events'], user }, 65536)
+    .execCapture(
+      id,
+      {
+        cmd: [
+          '/bin/cat',
+          '/sys/fs/cgroup/memory/memory.oom_control',
+          '/sys/fs/cgroup/pids/pids.events',
+          '/sys/fs/cgroup/memory.events',
+          '/sys/fs/cgroup/pids.events',
+        ],
+        user,
+      },
+      65536,
+    )
     .catch(() => undefined);
   if (!inside) return undefined;
   const text = inside.stdout.toString('utf8');

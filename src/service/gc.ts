@@ -60,7 +60,10 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
   const owned = { [LABEL.home]: ctx.store.homeKey };
   for (const container of await engine.listContainers(owned)) {
     const record = live.get(`${container.labels[LABEL.repo]}/${container.labels[LABEL.task]}`);
-    const orphan = !record || container.labels[LABEL.role] === 'helper' || (container.labels[LABEL.role] === 'task' && record.containerId !== container.id && record.state !== 'creating' && record.state !== 'pooled');
+    const orphan =
+      !record ||
+      container.labels[LABEL.role] === 'helper' ||
+      (container.labels[LABEL.role] === 'task' && record.containerId !== container.id && record.state !== 'creating' && record.state !== 'pooled');
     if (orphan) {
       await engine.removeContainer(container.id);
       result.removedContainers.push(container.name);

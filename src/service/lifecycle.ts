@@ -80,7 +80,13 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   record.containerId = await startContainer(engine, spec);
   await connectSandbox(ctx, engine, record.containerId, record);
   const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
-  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template, record.secrets);
+  await seedHome(
+    engine,
+    record.containerId,
+    `${record.user.uid}:${record.user.gid}`,
+    record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template,
+    record.secrets,
+  );
   record.state = 'running';
   delete record.counters;
   await ctx.store.save(record);
@@ -184,7 +190,8 @@ export interface RunResult extends ExecResult {
  * no run loses work and no run leaves an empty task behind. A cancel during the up rolls it back.
  */
 export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: RunOptions = {}): Promise<RunResult> {
-  if (options.keep && options.rm) throw new MoatError('E_USAGE', '--rm and --keep contradict each other', { hint: 'a task that left no work is removed by default; --keep keeps it' });
+  if (options.keep && options.rm)
+    throw new MoatError('E_USAGE', '--rm and --keep contradict each other', { hint: 'a task that left no work is removed by default; --keep keeps it' });
   // Checked before anything is made: the exec would refuse it only after the up.
   if (cmd.length === 0) throw new MoatError('E_USAGE', 'no command given', { hint: 'put the command after --, e.g. moat run -- npm test' });
   const { signal } = options;
@@ -193,7 +200,10 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
   });
   if (signal?.aborted) {
     // Cancelled after the up was done, before the command started: nothing ran, nothing to keep.
-    const clean = await remove(ctx, record.name, { force: true }).then(() => true, () => false);
+    const clean = await remove(ctx, record.name, { force: true }).then(
+      () => true,
+      () => false,
+    );
     throw cancelledError(signal, 'run', clean);
   }
   let result: ExecResult | undefined;
@@ -214,10 +224,16 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
   // a lie only loses the sandbox's own work, which it could as well delete itself (rm -rf, git
   // reset); what this guards against is an honest snapshot that failed quietly. The host does
   // not walk the workspace itself: that tree is the sandbox's, links and all.
-  const unread = sync === undefined ? 'its work could not be read'
-    : sync.warning ? 'its work could not be read'
-      : sync.commitsUnknown ? 'its commits could not be counted'
-        : !sync.snapshotTaken ? 'its uncommitted work could not be read (the snapshot failed)' : undefined;
+  const unread =
+    sync === undefined
+      ? 'its work could not be read'
+      : sync.warning
+        ? 'its work could not be read'
+        : sync.commitsUnknown
+          ? 'its commits could not be counted'
+          : !sync.snapshotTaken
+            ? 'its uncommitted work could not be read (the snapshot failed)'
+            : undefined;
   const work = unread === undefined && (sync!.commits > 0 || (sync!.skippedLarge ?? 0) > 0 || !(await workIsEmpty(ctx, record.baseCommit, sync!.wip)));
   const removed = unread === undefined && !work && !options.keep;
   if (removed) await remove(ctx, record.name, { force: true });

@@ -50,7 +50,11 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
   const repos = new Map<string, Promise<UserRepository | undefined>>();
   const repoOf = (record: TaskRecord) => {
     if (!options.all) return ctx.repo();
-    if (!repos.has(record.repoPath)) repos.set(record.repoPath, UserRepository.open(record.repoPath).catch(() => undefined));
+    if (!repos.has(record.repoPath))
+      repos.set(
+        record.repoPath,
+        UserRepository.open(record.repoPath).catch(() => undefined),
+      );
     return repos.get(record.repoPath)!;
   };
   return Promise.all(
@@ -104,7 +108,8 @@ async function countTaskCommits(repo: UserRepository, record: TaskRecord): Promi
 export async function taskLogs(ctx: MoatContext, task: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
-  if (!record.containerId) throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no container, so no logs`, { hint: `start one with moat reset ${task}` });
+  if (!record.containerId)
+    throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no container, so no logs`, { hint: `start one with moat reset ${task}` });
   const engine = await ctx.engine();
   await engine.logs(record.containerId, options, out, err);
 }
@@ -114,7 +119,8 @@ function whyStopped(timeoutSeconds: number | undefined, info: { exitCode?: numbe
   if (info.oomKilled) return 'memory limit';
   if (info.exitCode === IDLE_EXIT) return 'idle limit';
   const ran = (Date.parse(info.finishedAt ?? '') - Date.parse(info.startedAt ?? '')) / 1000;
-  if (timeoutSeconds && timeoutSeconds > 0 && (info.exitCode === 137 || info.exitCode === 124) && ran >= timeoutSeconds - 1) return `time limit (${timeoutSeconds}s)`;
+  if (timeoutSeconds && timeoutSeconds > 0 && (info.exitCode === 137 || info.exitCode === 124) && ran >= timeoutSeconds - 1)
+    return `time limit (${timeoutSeconds}s)`;
   return `main process exited (${info.exitCode ?? '?'}); moat reset starts a fresh container`;
 }
 

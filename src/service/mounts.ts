@@ -11,11 +11,18 @@ const NEVER_ABSOLUTE = ['/', '/etc', '/root', '/home', '/var/run', '/run', '/pro
  * The user's read-only mounts, checked once at creation on their real paths: an existing folder,
  * not a credential store, no engine socket, nothing that contains the whole host.
  */
-export async function checkMounts(mounts: Array<{ source: string; target: string }>, cwd: string, home: string = homedir()): Promise<Array<{ source: string; target: string }>> {
+export async function checkMounts(
+  mounts: Array<{ source: string; target: string }>,
+  cwd: string,
+  home: string = homedir(),
+): Promise<Array<{ source: string; target: string }>> {
   const checked: Array<{ source: string; target: string }> = [];
   const targets = new Set<string>();
   for (const mount of mounts) {
-    const fail = (why: string) => new MoatError('E_CONFIG_INVALID', `mounts: ${mount.source} -> ${mount.target}: ${why}`, { hint: 'mount package caches or data folders only; credentials reach a sandbox as bound secrets' });
+    const fail = (why: string) =>
+      new MoatError('E_CONFIG_INVALID', `mounts: ${mount.source} -> ${mount.target}: ${why}`, {
+        hint: 'mount package caches or data folders only; credentials reach a sandbox as bound secrets',
+      });
     // Relative to where the command was given (the warm server runs elsewhere).
     const real = await realpath(resolve(cwd, mount.source)).catch(() => undefined);
     if (!real || !(await stat(real)).isDirectory()) throw fail('not an existing folder');

@@ -46,16 +46,24 @@ export async function answerPending(
   answer: PendingAnswer,
   by: string,
 ): Promise<PendingAnswered> {
-  if (!PENDING_ANSWERS.includes(answer)) throw new MoatError('E_USAGE', `unknown answer ${JSON.stringify(answer)}`, { hint: `answer with one of ${PENDING_ANSWERS.join(', ')}` });
+  if (!PENDING_ANSWERS.includes(answer))
+    throw new MoatError('E_USAGE', `unknown answer ${JSON.stringify(answer)}`, { hint: `answer with one of ${PENDING_ANSWERS.join(', ')}` });
   const record = await ctx.store.get(target.repoKey, target.task);
-  if (!record || record.state === 'pooled') throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(target.task)}`, { hint: 'list tasks with `moat ls -a`' });
+  if (!record || record.state === 'pooled')
+    throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(target.task)}`, { hint: 'list tasks with `moat ls -a`' });
   const taskDir = ctx.store.taskDir(record.repoKey, record.name);
   const host = target.host?.toLowerCase().replace(/\.$/, '');
-  const waiting = pendingOfTask(taskDir).filter((r) => (target.id !== undefined ? r.id === target.id : r.host.toLowerCase().replace(/\.$/, '') === host && (target.port === undefined || r.port === target.port)));
+  const waiting = pendingOfTask(taskDir).filter((r) =>
+    target.id !== undefined ? r.id === target.id : r.host.toLowerCase().replace(/\.$/, '') === host && (target.port === undefined || r.port === target.port),
+  );
   if (waiting.length === 0) {
-    throw new MoatError('E_TASK_NOT_FOUND', `no request of task ${record.name} is waiting${target.id ? ` (${target.id})` : host ? ` for ${JSON.stringify(host)}` : ''}`, {
-      hint: 'it was answered or timed out; see `moat egress --pending`',
-    });
+    throw new MoatError(
+      'E_TASK_NOT_FOUND',
+      `no request of task ${record.name} is waiting${target.id ? ` (${target.id})` : host ? ` for ${JSON.stringify(host)}` : ''}`,
+      {
+        hint: 'it was answered or timed out; see `moat egress --pending`',
+      },
+    );
   }
   let rule: string | undefined;
   let configFile: string | undefined;
@@ -70,7 +78,10 @@ export async function answerPending(
     await changeEgressOf(ctx, record, { allow: rules });
   }
   const answered = waiting.filter((r) => recordAnswer(taskDir, r.id, answer, by));
-  if (answered.length === 0) throw new MoatError('E_TASK_NOT_FOUND', `the request of task ${record.name} is no longer waiting`, { hint: 'it timed out or was answered elsewhere; see `moat egress --pending`' });
+  if (answered.length === 0)
+    throw new MoatError('E_TASK_NOT_FOUND', `the request of task ${record.name} is no longer waiting`, {
+      hint: 'it timed out or was answered elsewhere; see `moat egress --pending`',
+    });
   return { answer, answered, ...(rule ? { rule } : {}), ...(configFile ? { configFile } : {}) };
 }
 

@@ -73,7 +73,14 @@ server.on('error', (error: NodeJS.ErrnoException) => {
 server.listen({ host: spec.bind, port: spec.hostPort, exclusive: true }, () => {
   const address = server.address();
   const hostPort = typeof address === 'object' && address ? address.port : spec.hostPort;
-  const state: OpenPortState = { port: spec.port, hostPort, bind: spec.bind, pid: process.pid, containerId: spec.containerId, openedAt: new Date().toISOString() };
+  const state: OpenPortState = {
+    port: spec.port,
+    hostPort,
+    bind: spec.bind,
+    pid: process.pid,
+    containerId: spec.containerId,
+    openedAt: new Date().toISOString(),
+  };
   writeFileSync(`${spec.stateFile}.tmp`, `${JSON.stringify(state)}\n`, { mode: 0o600 });
   renameSync(`${spec.stateFile}.tmp`, spec.stateFile);
   // The channel closes once the answer is out: moat's command is not held by it.

@@ -26,7 +26,8 @@ function portsDir(ctx: MoatContext, record: Pick<TaskRecord, 'repoKey' | 'name'>
 }
 
 function checkPort(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new MoatError('E_USAGE', `${what} ${value} is not a TCP port`, { hint: 'give a number from 1 to 65535' });
+  if (!Number.isInteger(value) || value < 1 || value > 65535)
+    throw new MoatError('E_USAGE', `${what} ${value} is not a TCP port`, { hint: 'give a number from 1 to 65535' });
   return value;
 }
 
@@ -43,7 +44,8 @@ export async function listPorts(ctx: MoatContext, record: Pick<TaskRecord, 'repo
   for (const name of (await readdir(dir).catch(() => [] as string[])).filter((n) => /^\d+\.json$/.test(n)).sort((a, b) => parseInt(a) - parseInt(b))) {
     const file = join(dir, name);
     const state = JSON.parse(await readFile(file, 'utf8').catch(() => 'null')) as OpenPortState | null;
-    if (state && (await isForwarder(state.pid, file))) open.push({ task: record.name, port: state.port, hostPort: state.hostPort, bind: state.bind, pid: state.pid });
+    if (state && (await isForwarder(state.pid, file)))
+      open.push({ task: record.name, port: state.port, hostPort: state.hostPort, bind: state.bind, pid: state.pid });
     else await rm(file, { force: true });
   }
   return open;
@@ -58,24 +60,55 @@ export async function openPort(ctx: MoatContext, task: string, port: number, opt
   checkPort(port, 'port');
   if (options.hostPort !== undefined) checkPort(options.hostPort, '--host-port');
   const bind = options.bind ?? '127.0.0.1';
-  if (!parseIp(bind.includes(':') ? `[${bind}]` : bind)) throw new MoatError('E_USAGE', `--bind ${JSON.stringify(bind)} is not an IP address`, { hint: 'give an address of this host, e.g. 127.0.0.1 (the default) or 0.0.0.0 for every interface' });
+  if (!parseIp(bind.includes(':') ? `[${bind}]` : bind))
+    throw new MoatError('E_USAGE', `--bind ${JSON.stringify(bind)} is not an IP address`, {
+      hint: 'give an address of this host, e.g. 127.0.0.1 (the default) or 0.0.0.0 for every interface',
+    });
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   const engine = await ctx.engine();
   const info = record.containerId ? await engine.inspectContainer(record.containerId) : undefined;
-  if (!record.containerId || !info?.running) throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} is not running`, { hint: `start it with moat reset ${task}` });
+  if (!record.containerId || !info?.running)
+    throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} is not running`, { hint: `start it with moat reset ${task}` });
   const existing = (await listPorts(ctx, record)).find((p) => p.port === port);
   if (existing) {
-    throw new MoatError('E_USAGE', `port ${port} of task ${task} is already open at ${existing.bind}:${existing.hostPort}`, { hint: `close it first: moat port ${task} ${port} --close` });
+    throw new MoatError('E_USAGE', `port ${port} of task ${task} is already open at ${existing.bind}:${existing.hostPort}`, {
+      hint: `close it first: moat port ${task} ${port} --close`,
+    });
   }
   const probe = await engine.execCapture(record.containerId, { cmd: ['sh', '-c', 'command -v socat'], user: `${record.user.uid}:${record.user.gid}` });
-  if (probe.exitCode !== 0) throw new MoatError('E_IMAGE_MISSING', `the image of task ${task} has no socat, which moat port runs inside the sandbox`, { hint: 'build the template on moat-base (it has socat), or add socat to its image' });
+  if (probe.exitCode !== 0)
+    throw new MoatError('E_IMAGE_MISSING', `the image of task ${task} has no socat, which moat port runs inside the sandbox`, {
+      hint: 'build the template on moat-base (it has socat), or add socat to its image',
+    });
   const dir = portsDir(ctx, record);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const first = await startForwarder(ctx, { containerId: record.containerId, port, hostPort: options.hostPort ?? port, bind, user: `${record.user.uid}:${record.user.gid}`, stateFile: join(dir, `${port}.json`) });
-  const started = 'error' in first && first.error === 'EADDRINUSE' && options.hostPort === undefined ? await startForwarder(ctx, { containerId: record.containerId, port, hostPort: 0, bind, user: `${record.user.uid}:${record.user.gid}`, stateFile: join(dir, `${port}.json`) }) : first;
+  const first = await startForwarder(ctx, {
+    containerId: record.containerId,
+    port,
+    hostPort: options.hostPort ?? port,
+    bind,
+    user: `${record.user.uid}:${record.user.gid}`,
+    stateFile: join(dir, `${port}.json`),
+  });
+  const started =
+    'error' in first && first.error === 'EADDRINUSE' && options.hostPort === undefined
+      ? await startForwarder(ctx, {
+          containerId: record.containerId,
+          port,
+          hostPort: 0,
+          bind,
+          user: `${record.user.uid}:${record.user.gid}`,
+          stateFile: join(dir, `${port}.json`),
+        })
+      : first;
   if ('error' in started) {
-    const hint = started.error === 'EADDRINUSE' ? 'choose another with --host-port' : started.error === 'EADDRNOTAVAIL' ? 'give an address this host has with --bind' : `see ${join(dir, 'forwarder.log')}`;
+    const hint =
+      started.error === 'EADDRINUSE'
+        ? 'choose another with --host-port'
+        : started.error === 'EADDRNOTAVAIL'
+          ? 'give an address this host has with --bind'
+          : `see ${join(dir, 'forwarder.log')}`;
     throw new MoatError('E_USAGE', `cannot listen on ${bind}:${options.hostPort ?? port} (${started.error})`, { hint });
   }
   return { task, port, hostPort: started.hostPort, bind, pid: started.pid };
@@ -83,7 +116,9 @@ export async function openPort(ctx: MoatContext, task: string, port: number, opt
 
 function startForwarder(ctx: MoatContext, spec: ForwarderSpec): Promise<{ hostPort: number; pid: number } | { error: string }> {
   const log = openSync(join(spec.stateFile, '..', 'forwarder.log'), 'a', 0o600);
-  const env = Object.fromEntries(['PATH', 'MOAT_ENGINE', 'MOAT_ENGINE_SOCKET', 'DOCKER_HOST', 'XDG_RUNTIME_DIR', 'HOME'].flatMap((k) => (ctx.env[k] !== undefined ? [[k, ctx.env[k]]] : [])));
+  const env = Object.fromEntries(
+    ['PATH', 'MOAT_ENGINE', 'MOAT_ENGINE_SOCKET', 'DOCKER_HOST', 'XDG_RUNTIME_DIR', 'HOME'].flatMap((k) => (ctx.env[k] !== undefined ? [[k, ctx.env[k]]] : [])),
+  );
   const child = spawn(process.execPath, [FORWARDER, JSON.stringify(spec)], { detached: true, stdio: ['ignore', log, log, 'ipc'], env });
   return new Promise((resolve) => {
     const timer = setTimeout(() => {

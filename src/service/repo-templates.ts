@@ -54,7 +54,11 @@ export async function approvedRepoTemplateRoot(ctx: MoatContext, repo: UserRepos
     // tar on the host extracts regular files only (links and devices are dropped), no absolute paths.
     const tar = spawn('tar', ['-x', '-C', tmp, '--no-same-owner', '--no-same-permissions', '--exclude=*..*'], { stdio: ['pipe', 'ignore', 'ignore'] });
     archive.stdout.pipe(tar.stdin);
-    tar.on('close', (code) => (code === 0 ? resolve() : reject(new MoatError('E_CONFIG_INVALID', `could not unpack the repository template ${name}`, { hint: 'check the template folder' }))));
+    tar.on('close', (code) =>
+      code === 0
+        ? resolve()
+        : reject(new MoatError('E_CONFIG_INVALID', `could not unpack the repository template ${name}`, { hint: 'check the template folder' })),
+    );
   });
   await mkdir(root, { recursive: true });
   await rename(tmp, dir).catch(async () => rm(tmp, { recursive: true, force: true }));
@@ -84,8 +88,19 @@ export interface ChosenTemplate {
  * moat.yaml, else the toolchains its files at the base commit point at. `detect: false` (a
  * devcontainer is the environment) leaves detection out.
  */
-export async function chooseTaskTemplate(ctx: MoatContext, repo: UserRepository, commit: string, config: EffectiveConfig, flag: string | undefined, detect = true): Promise<ChosenTemplate> {
-  const stated = statedTemplate({ flag, user: config.templateSource === 'user' ? config.template : undefined, repo: config.templateSource === 'repo' ? config.template : undefined });
+export async function chooseTaskTemplate(
+  ctx: MoatContext,
+  repo: UserRepository,
+  commit: string,
+  config: EffectiveConfig,
+  flag: string | undefined,
+  detect = true,
+): Promise<ChosenTemplate> {
+  const stated = statedTemplate({
+    flag,
+    user: config.templateSource === 'user' ? config.template : undefined,
+    repo: config.templateSource === 'repo' ? config.template : undefined,
+  });
   const locate = (reference: string): Promise<string> =>
     templateRoot(reference, config.templateDirs).catch(async (error: unknown) => {
       // Not one of yours or built in: a template the repository carries, if you approved it.

@@ -32,7 +32,18 @@ export async function diffTask(ctx: MoatContext, task: string, options: { patch?
   const files = await reviewChanges(repo.path, record.baseCommit, target);
   const uncommitted = sync.wip ? (await git(['diff', '--quiet', tip, sync.wip], { cwd: repo.path, allowExit: [1] })).exitCode === 1 : false;
   const diffArgs = ['diff', '--no-ext-diff', '--no-textconv', '--no-color', assertObjectId(record.baseCommit, 'base'), assertObjectId(target, 'target')];
-  const result: DiffResult = { task, branch: record.branch, base: record.baseCommit, tip, wip: sync.wip, commits: sync.commits, uncommitted, files, flagged: files.filter((f) => f.flags.length > 0), sync };
+  const result: DiffResult = {
+    task,
+    branch: record.branch,
+    base: record.baseCommit,
+    tip,
+    wip: sync.wip,
+    commits: sync.commits,
+    uncommitted,
+    files,
+    flagged: files.filter((f) => f.flags.length > 0),
+    sync,
+  };
   if (options.stat) result.stat = (await git([...diffArgs.slice(0, 1), '--stat', ...diffArgs.slice(1)], { cwd: repo.path })).stdout;
   if (options.patch) result.patch = (await git(diffArgs, { cwd: repo.path, raw: true })).stdout;
   return result;
@@ -52,7 +63,9 @@ export interface MergeResult {
 }
 
 export function flagSummary(files: ReviewedFile[]): string {
-  return files.map((f) => `${f.path}: ${f.flags.map((flag) => FLAG_TEXT[flag]).join(', ')}${f.linkTarget !== undefined ? ` -> ${JSON.stringify(f.linkTarget)}` : ''}`).join('; ');
+  return files
+    .map((f) => `${f.path}: ${f.flags.map((flag) => FLAG_TEXT[flag]).join(', ')}${f.linkTarget !== undefined ? ` -> ${JSON.stringify(f.linkTarget)}` : ''}`)
+    .join('; ');
 }
 
 /**
@@ -65,14 +78,21 @@ export async function mergeTask(ctx: MoatContext, task: string, options: { strat
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   const into = await repo.currentBranch();
-  if (!into) throw new MoatError('E_GIT_HEAD', 'your checkout is on a detached HEAD; there is no branch to merge into', { hint: 'check out a branch first: git switch <branch>' });
+  if (!into)
+    throw new MoatError('E_GIT_HEAD', 'your checkout is on a detached HEAD; there is no branch to merge into', {
+      hint: 'check out a branch first: git switch <branch>',
+    });
   const dirty = await repo.dirtyFiles();
   if (dirty.length > 0) {
-    throw new MoatError('E_DIRTY_CHECKOUT', `your checkout has uncommitted changes (${dirty.slice(0, 3).join(', ')}${dirty.length > 3 ? ', …' : ''})`, { hint: 'commit or stash them first (git stash), then merge' });
+    throw new MoatError('E_DIRTY_CHECKOUT', `your checkout has uncommitted changes (${dirty.slice(0, 3).join(', ')}${dirty.length > 3 ? ', …' : ''})`, {
+      hint: 'commit or stash them first (git stash), then merge',
+    });
   }
   const review = await diffTask(ctx, task);
   if (review.sync.parkedAt) {
-    throw new MoatError('E_BRANCH_MOVED', review.sync.warning ?? `${record.branch} was moved`, { hint: `merge ${review.sync.parkedAt} yourself after reviewing it, or reset the branch to it` });
+    throw new MoatError('E_BRANCH_MOVED', review.sync.warning ?? `${record.branch} was moved`, {
+      hint: `merge ${review.sync.parkedAt} yourself after reviewing it, or reset the branch to it`,
+    });
   }
   const tip = review.tip;
   const head = await repo.resolveCommit('HEAD');
@@ -97,11 +117,17 @@ export async function mergeTask(ctx: MoatContext, task: string, options: { strat
       await git(['merge', '--squash', '--no-verify', assertObjectId(tip, 'tip')], { cwd });
       await git(['commit', '--no-verify', '--quiet', '-m', `moat task ${task}: squashed ${review.commits} commit(s) from ${record.branch}`], { cwd });
     } else {
-      await git(['cherry-pick', '--allow-empty', '--keep-redundant-commits', `${assertObjectId(record.baseCommit, 'base')}..${assertObjectId(tip, 'tip')}`], { cwd });
+      await git(['cherry-pick', '--allow-empty', '--keep-redundant-commits', `${assertObjectId(record.baseCommit, 'base')}..${assertObjectId(tip, 'tip')}`], {
+        cwd,
+      });
     }
   } catch (error) {
     // Put the checkout back exactly as it was: tracked files were clean before we started.
-    for (const abort of [['merge', '--abort'], ['cherry-pick', '--abort']]) await git(abort, { cwd, allowExit: [1, 128] }).catch(() => undefined);
+    for (const abort of [
+      ['merge', '--abort'],
+      ['cherry-pick', '--abort'],
+    ])
+      await git(abort, { cwd, allowExit: [1, 128] }).catch(() => undefined);
     await git(['reset', '--quiet', '--hard', head], { cwd }).catch(() => undefined);
     throw new MoatError('E_MERGE_CONFLICT', `merging ${record.branch} into ${into} conflicts; nothing was changed`, {
       hint: `resolve it yourself: git merge ${record.branch}, or ask the agent to rebase onto ${into}`,
@@ -112,18 +138,29 @@ export async function mergeTask(ctx: MoatContext, task: string, options: { strat
 }
 
 /** Lays the task's work (committed and uncommitted) on the user's checkout as unstaged changes. */
-export async function applyTask(ctx: MoatContext, task: string, options: { yes?: boolean } = {}): Promise<{ task: string; files: number; flagged: ReviewedFile[] }> {
+export async function applyTask(
+  ctx: MoatContext,
+  task: string,
+  options: { yes?: boolean } = {},
+): Promise<{ task: string; files: number; flagged: ReviewedFile[] }> {
   const repo = await ctx.repo();
   const review = await diffTask(ctx, task);
   if (review.flagged.length > 0 && !options.yes) {
-    throw new MoatError('E_CONFIRM', `the task changes files a host tool may run or follow: ${flagSummary(review.flagged)}`, { hint: `review them with \`moat diff ${task}\`, then apply with --yes` });
+    throw new MoatError('E_CONFIRM', `the task changes files a host tool may run or follow: ${flagSummary(review.flagged)}`, {
+      hint: `review them with \`moat diff ${task}\`, then apply with --yes`,
+    });
   }
   const target = review.wip ?? review.tip;
-  const patch = await git(['diff', '--binary', '--no-ext-diff', '--no-textconv', assertObjectId(review.base, 'base'), assertObjectId(target, 'target')], { cwd: repo.path, raw: true });
+  const patch = await git(['diff', '--binary', '--no-ext-diff', '--no-textconv', assertObjectId(review.base, 'base'), assertObjectId(target, 'target')], {
+    cwd: repo.path,
+    raw: true,
+  });
   if (!patch.stdout.trim()) return { task, files: 0, flagged: [] };
   const check = await git(['apply', '--check', '-'], { cwd: repo.path, input: patch.stdout, allowExit: [1] });
   if (check.exitCode !== 0) {
-    throw new MoatError('E_MERGE_CONFLICT', `the task's changes do not apply to your checkout: ${check.stderr.split('\n')[0]}`, { hint: 'commit or stash your changes, or merge the task branch instead' });
+    throw new MoatError('E_MERGE_CONFLICT', `the task's changes do not apply to your checkout: ${check.stderr.split('\n')[0]}`, {
+      hint: 'commit or stash your changes, or merge the task branch instead',
+    });
   }
   await git(['apply', '-'], { cwd: repo.path, input: patch.stdout });
   return { task, files: review.files.length, flagged: review.flagged };

@@ -28,9 +28,16 @@ export async function resolveSecret(name: string, source: Source, env: NodeJS.Pr
     return value;
   }
   const [file, ...args] = source.command;
-  const result = await runProcess(file!, args, { cwd: homedir(), env: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)) });
+  const result = await runProcess(file!, args, {
+    cwd: homedir(),
+    env: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)),
+  });
   const value = result.stdout.trim();
-  if (result.exitCode !== 0 || !value) throw fail(`the command ${file} ${result.exitCode === undefined ? 'could not run' : `exited ${result.exitCode} or printed nothing`}`, `run it yourself to check, or change secrets.${name}.from`);
+  if (result.exitCode !== 0 || !value)
+    throw fail(
+      `the command ${file} ${result.exitCode === undefined ? 'could not run' : `exited ${result.exitCode} or printed nothing`}`,
+      `run it yourself to check, or change secrets.${name}.from`,
+    );
   return value;
 }
 

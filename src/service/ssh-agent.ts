@@ -42,15 +42,27 @@ export async function startTaskAgent(ctx: MoatContext, record: TaskRecord): Prom
   record.sshAgentDir = dir;
   await ctx.store.save(record);
   const socket = join(dir, 'agent.sock');
-  const started = await runProcess('ssh-agent', ['-s', '-a', socket], { cwd: '/', env: PATH_ENV, ...(asSandbox ? { uid: record.user.uid, gid: record.user.gid } : {}) });
+  const started = await runProcess('ssh-agent', ['-s', '-a', socket], {
+    cwd: '/',
+    env: PATH_ENV,
+    ...(asSandbox ? { uid: record.user.uid, gid: record.user.gid } : {}),
+  });
   const pid = /SSH_AGENT_PID=(\d+)/.exec(started.stdout)?.[1];
-  if (started.exitCode !== 0 || !pid) throw new MoatError('E_ENGINE_FAILED', `could not start an ssh-agent for the task: ${started.stderr.trim() || started.error?.message || 'no pid'}`, { hint: 'install openssh-client on the host' });
+  if (started.exitCode !== 0 || !pid)
+    throw new MoatError('E_ENGINE_FAILED', `could not start an ssh-agent for the task: ${started.stderr.trim() || started.error?.message || 'no pid'}`, {
+      hint: 'install openssh-client on the host',
+    });
   await writeFile(join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'ssh-agent.pid'), pid, { mode: 0o600 });
   for (const key of record.sshKeys) {
-    const added = await runProcess('ssh-add', ['-q', expand(key)], { cwd: '/', env: { ...PATH_ENV, SSH_AUTH_SOCK: socket, SSH_ASKPASS: '/bin/false', SSH_ASKPASS_REQUIRE: 'never', DISPLAY: '' } });
+    const added = await runProcess('ssh-add', ['-q', expand(key)], {
+      cwd: '/',
+      env: { ...PATH_ENV, SSH_AUTH_SOCK: socket, SSH_ASKPASS: '/bin/false', SSH_ASKPASS_REQUIRE: 'never', DISPLAY: '' },
+    });
     if (added.exitCode !== 0) {
       await stopTaskAgent(ctx, record);
-      throw new MoatError('E_CONFIG_INVALID', `could not load ssh key ${key}: ${added.stderr.trim().split('\n')[0] ?? ''}`, { hint: 'moat loads keys without a passphrase prompt; use a key without one for the task, or a deploy key' });
+      throw new MoatError('E_CONFIG_INVALID', `could not load ssh key ${key}: ${added.stderr.trim().split('\n')[0] ?? ''}`, {
+        hint: 'moat loads keys without a passphrase prompt; use a key without one for the task, or a deploy key',
+      });
     }
   }
 }

@@ -36,7 +36,9 @@ async function diskUsage(path: string): Promise<number> {
 /** A volume's usage, from the sandbox's own `du` (its word: for display only). */
 async function volumeUsage(engine: ContainerEngine, record: TaskRecord, running: boolean): Promise<number | undefined> {
   if (!running || !record.containerId) return undefined;
-  const du = await engine.execCapture(record.containerId, { cmd: ['/usr/bin/du', '-sk', WORKSPACE_DIR], user: `${record.user.uid}:${record.user.gid}` }, 4096).catch(() => undefined);
+  const du = await engine
+    .execCapture(record.containerId, { cmd: ['/usr/bin/du', '-sk', WORKSPACE_DIR], user: `${record.user.uid}:${record.user.gid}` }, 4096)
+    .catch(() => undefined);
   const kib = du ? /^([0-9]+)\s/.exec(du.stdout.toString('utf8')) : null;
   return kib ? Number(kib[1]) * 1024 : undefined;
 }
@@ -54,7 +56,10 @@ export async function taskStats(ctx: MoatContext, task?: string): Promise<TaskSt
         running: container !== undefined,
         container,
         limits: { memoryBytes: record.limits.memoryBytes, cpus: record.limits.cpus, pids: record.limits.pids },
-        workspaceBytes: record.workspace === 'volume' ? await volumeUsage(engine, record, container !== undefined) : await diskUsage(ctx.store.workspacePath(record.repoKey, record.name)),
+        workspaceBytes:
+          record.workspace === 'volume'
+            ? await volumeUsage(engine, record, container !== undefined)
+            : await diskUsage(ctx.store.workspacePath(record.repoKey, record.name)),
         ...(record.disk === 'loop' ? { diskCapBytes: record.limits.diskBytes } : {}),
         egress: {
           bytesUp: audit.reduce((sum, a) => sum + a.bytesUp, 0),

@@ -99,7 +99,13 @@ fi
 exit $rc
 `;
 
-export function commandThenSnapshot(cmd: string[], record: Pick<TaskRecord, 'branch' | 'baseCommit'>, outFile: string, pidFile = '', options: { background?: boolean } = {}): string[] {
+export function commandThenSnapshot(
+  cmd: string[],
+  record: Pick<TaskRecord, 'branch' | 'baseCommit'>,
+  outFile: string,
+  pidFile = '',
+  options: { background?: boolean } = {},
+): string[] {
   return ['sh', '-c', COMMAND_THEN_SNAPSHOT, 'moat-run', outFile, record.branch, record.baseCommit, pidFile, options.background ? '1' : '', ...cmd];
 }
 
@@ -162,7 +168,11 @@ export async function syncTask(
   const due = (await pendingMarkers(ctx.store, record)).filter((marker) => marker.due).map((marker) => marker.id);
 
   const readWork = async (id: string): Promise<Snapshot> => {
-    const run = await engine.execCapture(id, { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR }, MAX_BUNDLE_BYTES);
+    const run = await engine.execCapture(
+      id,
+      { cmd: ['sh', '-c', SNAPSHOT_SCRIPT, 'moat-sync', record.branch, record.baseCommit], user, workdir: WORKSPACE_DIR },
+      MAX_BUNDLE_BYTES,
+    );
     if (run.exitCode !== 0) return { error: run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}` };
     return parseSnapshot(run.stdout, record);
   };
@@ -206,15 +216,16 @@ function parseSnapshot(output: Buffer, record: TaskRecord): Snapshot {
   if (newline < 0) return { error: 'the sandbox gave no snapshot' };
   const fields = output.subarray(0, newline).toString('utf8').split(' ');
   const [tip = '', wip = '', big = '', taken = '0'] = fields;
-  if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip))) return { error: 'the sandbox answered with something that is not a commit id', final: true };
-  if (fields.length < 3 || fields.length > 4 || !/^[0-9]{1,9}$/.test(big) || !/^[01]$/.test(taken)) return { error: 'the sandbox answered with a malformed snapshot line', final: true };
+  if ((tip && !OBJECT_ID.test(tip)) || (wip && !OBJECT_ID.test(wip)))
+    return { error: 'the sandbox answered with something that is not a commit id', final: true };
+  if (fields.length < 3 || fields.length > 4 || !/^[0-9]{1,9}$/.test(big) || !/^[01]$/.test(taken))
+    return { error: 'the sandbox answered with a malformed snapshot line', final: true };
   if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch`, final: true };
   const bundle = output.subarray(newline + 1);
   return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number(big), snapshotTaken: taken === '1' };
 }
 
 async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRecord, snapshot: Snapshot, bundleFile: string): Promise<SyncResult> {
-
   if ('error' in snapshot) {
     const current = (await repo.refValue(`refs/heads/${record.branch}`)) ?? record.syncedTip;
     return {
@@ -233,14 +244,22 @@ async function bringHome(ctx: MoatContext, repo: UserRepository, record: TaskRec
     killPoint(ctx.env, 'sync-after-fetch');
   } catch (error) {
     throw new MoatError('E_SYNC_FAILED', `could not bring ${record.name}'s commits home: ${(error as Error).message}`, {
-      hint: 'the task\'s work is still in its workspace; run `moat sync` again after fixing the cause',
+      hint: "the task's work is still in its workspace; run `moat sync` again after fixing the cause",
       cause: error,
     });
   } finally {
     await rm(bundleFile, { force: true });
   }
 
-  const result: SyncResult = { task: record.name, branch: record.branch, tip: record.syncedTip, commits: 0, wip: snapshot.wip, skippedLarge: snapshot.skippedLarge, snapshotTaken: snapshot.snapshotTaken };
+  const result: SyncResult = {
+    task: record.name,
+    branch: record.branch,
+    tip: record.syncedTip,
+    commits: 0,
+    wip: snapshot.wip,
+    skippedLarge: snapshot.skippedLarge,
+    snapshotTaken: snapshot.snapshotTaken,
+  };
   if (snapshot.tip) {
     const branchRef = `refs/heads/${record.branch}`;
     const current = await repo.refValue(branchRef);

@@ -21,12 +21,17 @@ export function workspaceVolume(record: Pick<TaskRecord, 'repoKey' | 'name'>): s
 
 /** Where a task's repository is: the host folder (local engines) or the engine's own volume. */
 export function workspaceSource(ctx: MoatContext, record: TaskRecord): WorkspaceSource {
-  return record.workspace === 'volume' ? { kind: 'volume', name: workspaceVolume(record) } : { kind: 'host', path: ctx.store.workspacePath(record.repoKey, record.name) };
+  return record.workspace === 'volume'
+    ? { kind: 'volume', name: workspaceVolume(record) }
+    : { kind: 'host', path: ctx.store.workspacePath(record.repoKey, record.name) };
 }
 
 /** Labels of a task's engine resources (container, workspace volume). */
 export function taskLabels(ctx: MoatContext, record: TaskRecord, role: string): Record<string, string> {
-  return { ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }), [LABEL.template]: record.template };
+  return {
+    ...resourceLabels({ task: record.name, repoKey: record.repoKey, homeKey: ctx.store.homeKey, version: MOAT_VERSION, role }),
+    [LABEL.template]: record.template,
+  };
 }
 
 /** The hardened spec of a task's container, from its record alone (so `reset` rebuilds the same). */
@@ -78,7 +83,12 @@ export async function runningContainer(engine: ContainerEngine, record: TaskReco
  * Runs `fn` against a container that sees the task's workspace: the task's own when it runs,
  * otherwise a short-lived one made from the same spec (after `down`, a crash or an engine restart).
  */
-export async function withWorkspaceContainer<T>(ctx: MoatContext, record: TaskRecord, fn: (id: string) => Promise<T>, options: { helper?: boolean } = {}): Promise<T> {
+export async function withWorkspaceContainer<T>(
+  ctx: MoatContext,
+  record: TaskRecord,
+  fn: (id: string) => Promise<T>,
+  options: { helper?: boolean } = {},
+): Promise<T> {
   const engine = await ctx.engine();
   const running = options.helper ? undefined : await runningContainer(engine, record);
   if (running) return fn(running);

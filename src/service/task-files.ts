@@ -47,7 +47,10 @@ interface Sandbox {
 async function sandbox(ctx: MoatContext, task: string): Promise<Sandbox> {
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
-  if (!record.containerId) throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, { hint: `start a fresh container over its workspace with \`moat reset ${task}\`` });
+  if (!record.containerId)
+    throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, {
+      hint: `start a fresh container over its workspace with \`moat reset ${task}\``,
+    });
   return { record, engine: await ctx.engine(), id: record.containerId, user: `${record.user.uid}:${record.user.gid}` };
 }
 
@@ -57,35 +60,66 @@ function failure(status: number, path: string, what: string, stderr: string): Mo
     case 3:
       return new MoatError('E_USAGE', `${shown} does not exist in the workspace`, { hint: 'list the workspace to see what is there' });
     case 4:
-      return new MoatError('E_USAGE', `${shown} leads out of the workspace (a link to ${JSON.stringify(stderr.slice(0, 200))})`, { hint: `the file tools stay inside ${WORKSPACE_DIR}; links are followed only within it` });
+      return new MoatError('E_USAGE', `${shown} leads out of the workspace (a link to ${JSON.stringify(stderr.slice(0, 200))})`, {
+        hint: `the file tools stay inside ${WORKSPACE_DIR}; links are followed only within it`,
+      });
     case 5:
       return new MoatError('E_USAGE', `${shown} is not ${what}`, { hint: 'list the workspace to see what kind of file it is' });
     case 6:
-      return new MoatError('E_USAGE', `${shown} is the task's own repository and is not deleted by the file tools`, { hint: 'a task that is in a bad state is reset (reset_task) or removed by the human' });
+      return new MoatError('E_USAGE', `${shown} is the task's own repository and is not deleted by the file tools`, {
+        hint: 'a task that is in a bad state is reset (reset_task) or removed by the human',
+      });
     default:
-      return new MoatError('E_ENGINE_FAILED', `the sandbox could not access ${shown} (status ${status}): ${stderr.trim().split('\n')[0]?.slice(0, 200) ?? ''}`, { hint: 'check the task with `moat ls`; `moat reset` starts a fresh container' });
+      return new MoatError(
+        'E_ENGINE_FAILED',
+        `the sandbox could not access ${shown} (status ${status}): ${stderr.trim().split('\n')[0]?.slice(0, 200) ?? ''}`,
+        { hint: 'check the task with `moat ls`; `moat reset` starts a fresh container' },
+      );
   }
 }
 
 /** A file's bytes (up to `maxBytes`), its full size, and whether it was cut. */
-export async function readTaskFile(ctx: MoatContext, task: string, path: string, maxBytes = MAX_READ_BYTES): Promise<{ path: string; content: Buffer; size: number; truncated: boolean }> {
+export async function readTaskFile(
+  ctx: MoatContext,
+  task: string,
+  path: string,
+  maxBytes = MAX_READ_BYTES,
+): Promise<{ path: string; content: Buffer; size: number; truncated: boolean }> {
   const inside = workspacePath(path);
   const limit = Math.max(0, Math.min(maxBytes, MAX_READ_BYTES));
   const box = await sandbox(ctx, task);
-  const result = await box.engine.execCapture(box.id, { cmd: ['sh', '-c', READ, 'sh', inside, String(limit)], user: box.user, workdir: WORKSPACE_DIR }, limit + 1);
+  const result = await box.engine.execCapture(
+    box.id,
+    { cmd: ['sh', '-c', READ, 'sh', inside, String(limit)], user: box.user, workdir: WORKSPACE_DIR },
+    limit + 1,
+  );
   if (result.exitCode !== 0) throw failure(result.exitCode, path, 'a regular file', result.stderr);
   const size = Number.parseInt(result.stderr.trim(), 10);
-  return { path: inside, content: result.stdout, size: Number.isFinite(size) ? size : result.stdout.length, truncated: Number.isFinite(size) && size > result.stdout.length };
+  return {
+    path: inside,
+    content: result.stdout,
+    size: Number.isFinite(size) ? size : result.stdout.length,
+    truncated: Number.isFinite(size) && size > result.stdout.length,
+  };
 }
 
 /** Entries under a directory of the workspace (its .git not entered), up to `depth` levels. */
-export async function listTaskFiles(ctx: MoatContext, task: string, path = '.', depth = 1, maxEntries = MAX_LIST_ENTRIES): Promise<{ path: string; entries: FileEntry[]; truncated: boolean }> {
+export async function listTaskFiles(
+  ctx: MoatContext,
+  task: string,
+  path = '.',
+  depth = 1,
+  maxEntries = MAX_LIST_ENTRIES,
+): Promise<{ path: string; entries: FileEntry[]; truncated: boolean }> {
   const inside = workspacePath(path);
   const box = await sandbox(ctx, task);
   const cmd = ['sh', '-c', LIST, 'sh', inside, String(Math.max(1, Math.min(depth, 20))), String(maxEntries + 1)];
   const result = await box.engine.execCapture(box.id, { cmd, user: box.user, workdir: WORKSPACE_DIR }, 64 * 1024 * 1024);
   if (result.exitCode !== 0) throw failure(result.exitCode, path, 'a directory', result.stderr);
-  const records = result.stdout.toString('utf8').split('\0').filter((r) => r !== '');
+  const records = result.stdout
+    .toString('utf8')
+    .split('\0')
+    .filter((r) => r !== '');
   const kinds: Record<string, FileEntry['type']> = { f: 'file', d: 'directory', l: 'link' };
   const entries = records.slice(0, maxEntries).map((record) => {
     const [type = '', bytes = '0', ...name] = record.split('\t');
@@ -98,7 +132,10 @@ export async function listTaskFiles(ctx: MoatContext, task: string, path = '.', 
 export async function writeTaskFile(ctx: MoatContext, task: string, path: string, content: Buffer): Promise<{ path: string; bytes: number }> {
   const inside = workspacePath(path);
   if (inside === WORKSPACE_DIR) throw failure(5, path, 'a file', '');
-  if (content.length > MAX_WRITE_BYTES) throw new MoatError('E_USAGE', `the content is ${content.length} bytes, more than the ${MAX_WRITE_BYTES} one write takes`, { hint: 'write large files in the sandbox itself (run a command that makes them)' });
+  if (content.length > MAX_WRITE_BYTES)
+    throw new MoatError('E_USAGE', `the content is ${content.length} bytes, more than the ${MAX_WRITE_BYTES} one write takes`, {
+      hint: 'write large files in the sandbox itself (run a command that makes them)',
+    });
   const box = await sandbox(ctx, task);
   const out = new PassThrough().resume();
   const errors = new PassThrough();
@@ -106,7 +143,11 @@ export async function writeTaskFile(ctx: MoatContext, task: string, path: string
   errors.on('data', (chunk: Buffer) => {
     if (stderr.length < 4096) stderr += chunk.toString('utf8');
   });
-  const status = await box.engine.exec(box.id, { cmd: ['sh', '-c', WRITE, 'sh', inside], user: box.user, workdir: WORKSPACE_DIR }, { stdin: Readable.from([content]), stdout: out, stderr: errors });
+  const status = await box.engine.exec(
+    box.id,
+    { cmd: ['sh', '-c', WRITE, 'sh', inside], user: box.user, workdir: WORKSPACE_DIR },
+    { stdin: Readable.from([content]), stdout: out, stderr: errors },
+  );
   if (status !== 0) throw failure(status, path, 'a file that can be written', stderr);
   return { path: inside, bytes: content.length };
 }
@@ -115,10 +156,19 @@ export async function writeTaskFile(ctx: MoatContext, task: string, path: string
  * Replaces `search` with `replace` in a UTF-8 file: exactly one occurrence, or every one with
  * `all`. The text is changed on the host as data (nothing of it runs), then written back.
  */
-export async function editTaskFile(ctx: MoatContext, task: string, path: string, search: string, replace: string, options: { all?: boolean } = {}): Promise<{ path: string; replacements: number; bytes: number }> {
-  if (search === '') throw new MoatError('E_USAGE', 'the text to search for is empty', { hint: 'give the exact text to replace, with enough context to be unique' });
+export async function editTaskFile(
+  ctx: MoatContext,
+  task: string,
+  path: string,
+  search: string,
+  replace: string,
+  options: { all?: boolean } = {},
+): Promise<{ path: string; replacements: number; bytes: number }> {
+  if (search === '')
+    throw new MoatError('E_USAGE', 'the text to search for is empty', { hint: 'give the exact text to replace, with enough context to be unique' });
   const file = await readTaskFile(ctx, task, path);
-  if (file.truncated) throw new MoatError('E_USAGE', `${JSON.stringify(path)} is larger than ${MAX_READ_BYTES} bytes`, { hint: 'edit it in the sandbox itself (run a command)' });
+  if (file.truncated)
+    throw new MoatError('E_USAGE', `${JSON.stringify(path)} is larger than ${MAX_READ_BYTES} bytes`, { hint: 'edit it in the sandbox itself (run a command)' });
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(file.content);
@@ -126,8 +176,14 @@ export async function editTaskFile(ctx: MoatContext, task: string, path: string,
     throw new MoatError('E_USAGE', `${JSON.stringify(path)} is not UTF-8 text`, { hint: 'write it whole instead (write_file with base64 content)' });
   }
   const count = text.split(search).length - 1;
-  if (count === 0) throw new MoatError('E_USAGE', `the text to replace was not found in ${JSON.stringify(path)}`, { hint: 'read the file and copy the exact text, whitespace included' });
-  if (count > 1 && !options.all) throw new MoatError('E_USAGE', `the text to replace occurs ${count} times in ${JSON.stringify(path)}`, { hint: 'include more surrounding text to make it unique, or replace all occurrences' });
+  if (count === 0)
+    throw new MoatError('E_USAGE', `the text to replace was not found in ${JSON.stringify(path)}`, {
+      hint: 'read the file and copy the exact text, whitespace included',
+    });
+  if (count > 1 && !options.all)
+    throw new MoatError('E_USAGE', `the text to replace occurs ${count} times in ${JSON.stringify(path)}`, {
+      hint: 'include more surrounding text to make it unique, or replace all occurrences',
+    });
   const edited = options.all ? text.split(search).join(replace) : text.replace(search, () => replace);
   const written = await writeTaskFile(ctx, task, path, Buffer.from(edited, 'utf8'));
   return { path: written.path, replacements: options.all ? count : 1, bytes: written.bytes };
@@ -138,7 +194,12 @@ export async function deleteTaskFile(ctx: MoatContext, task: string, path: strin
   const inside = workspacePath(path);
   if (inside === WORKSPACE_DIR) throw failure(6, path, '', '');
   const box = await sandbox(ctx, task);
-  const result = await box.engine.execCapture(box.id, { cmd: ['sh', '-c', DELETE, 'sh', inside, options.recursive ? 'recursive' : 'single'], user: box.user, workdir: WORKSPACE_DIR }, 4096);
-  if (result.exitCode !== 0) throw failure(result.exitCode, path, options.recursive ? 'something that can be deleted' : 'a file (a directory needs recursive)', result.stderr);
+  const result = await box.engine.execCapture(
+    box.id,
+    { cmd: ['sh', '-c', DELETE, 'sh', inside, options.recursive ? 'recursive' : 'single'], user: box.user, workdir: WORKSPACE_DIR },
+    4096,
+  );
+  if (result.exitCode !== 0)
+    throw failure(result.exitCode, path, options.recursive ? 'something that can be deleted' : 'a file (a directory needs recursive)', result.stderr);
   return { path: inside };
 }

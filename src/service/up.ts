@@ -106,7 +106,12 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const repo = await ctx.repo();
   const baseRef = options.base ?? 'HEAD';
   const branch = taskBranch(name);
-  const [config, baseCommit, existing, userIdentity] = await inOrder([ctx.effectiveConfig(repo), repo.resolveCommit(baseRef), repo.refValue(`refs/heads/${branch}`), repo.userIdentity()] as const);
+  const [config, baseCommit, existing, userIdentity] = await inOrder([
+    ctx.effectiveConfig(repo),
+    repo.resolveCommit(baseRef),
+    repo.refValue(`refs/heads/${branch}`),
+    repo.userIdentity(),
+  ] as const);
   if (existing) {
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
   }
@@ -116,9 +121,13 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const flagEnv: string[] = [];
   for (const entry of options.env ?? []) {
     const match = /^([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$/s.exec(entry);
-    if (!match) throw new MoatError('E_USAGE', `invalid --env ${JSON.stringify(entry)}`, { hint: 'use --env NAME (passes your value through) or --env NAME=value' });
+    if (!match)
+      throw new MoatError('E_USAGE', `invalid --env ${JSON.stringify(entry)}`, { hint: 'use --env NAME (passes your value through) or --env NAME=value' });
     const value = match[2] ?? ctx.env[match[1]!];
-    if (value === undefined) throw new MoatError('E_USAGE', `--env ${match[1]}: the variable is not set in your environment`, { hint: `export ${match[1]}=… first, or pass --env ${match[1]}=value` });
+    if (value === undefined)
+      throw new MoatError('E_USAGE', `--env ${match[1]}: the variable is not set in your environment`, {
+        hint: `export ${match[1]}=… first, or pass --env ${match[1]}=value`,
+      });
     env[match[1]!] = value;
     flagged.push(match[1]!);
     flagEnv.push(match[2] === undefined ? match[1]! : entry);
@@ -147,7 +156,9 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const secrets = await untilCancelled(bindSecrets(withTemplate, ctx.env), signal);
   for (const value of Object.values(secrets.values)) ctx.secretValues.add(value);
   if (userChoseTemplate && spec.secret && !secrets.bound.some((s) => s.name === spec.secret!.name)) {
-    ctx.progress(`warning: template ${template} needs ${spec.secret.name}, and none is bound: set ${spec.secret.name} in your environment or secrets.${spec.secret.name} in your config (the agent will see only a placeholder either way)`);
+    ctx.progress(
+      `warning: template ${template} needs ${spec.secret.name}, and none is bound: set ${spec.secret.name} in your environment or secrets.${spec.secret.name} in your config (the agent will see only a placeholder either way)`,
+    );
   }
   // A bound secret is a grant to talk to its hosts: it brings the network with it.
   const secretHosts = secrets.bound.flatMap((s) => s.hosts);
@@ -155,12 +166,18 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const granted = [...secretHosts, ...templateHosts];
   const network = options.network ?? (config.network === 'none' && granted.length > 0 ? 'allowlist' : config.network);
   const rules = config.egress.rules;
-  const egress = { allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])], deny: config.egress.deny, ...(rules.length > 0 ? { rules } : {}) };
+  const egress = {
+    allow: [...new Set([...config.egress.allow, ...(options.allow ?? []), ...granted])],
+    deny: config.egress.deny,
+    ...(rules.length > 0 ? { rules } : {}),
+  };
   for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
   if (network !== 'none' && needsSandboxTrust(config.egressNetwork, secrets.bound, rules)) Object.assign(env, SANDBOX_CA_ENV);
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules', config.egressNetwork.allowAddresses, rules);
   if (network !== 'none' && rules.length > 0) {
-    ctx.progress(`note: method and path rules: moat inspects HTTPS to ${[...new Set(rules.map((r) => r.host))].join(', ')} with this task's own CA; every other host stays end-to-end encrypted`);
+    ctx.progress(
+      `note: method and path rules: moat inspects HTTPS to ${[...new Set(rules.map((r) => r.host))].join(', ')} with this task's own CA; every other host stays end-to-end encrypted`,
+    );
   }
   const mounts = await checkMounts(config.mounts, ctx.cwd);
   // Key paths given on the command line are relative to where it was given (the warm server runs elsewhere).
@@ -175,16 +192,52 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const disk = !inVolume && (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
   if (disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskUncappedWhy(inVolume)}; /tmp and home are capped tmpfs`);
   // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
-  const imageBuilt = ensureTemplateImage(engine, { template, templatesDir: root, baseImage: dev?.image ?? config.baseImage, uid: user.uid, gid: user.gid, onProgress: ctx.progress, env: ctx.env, signal });
+  const imageBuilt = ensureTemplateImage(engine, {
+    template,
+    templatesDir: root,
+    baseImage: dev?.image ?? config.baseImage,
+    uid: user.uid,
+    gid: user.gid,
+    onProgress: ctx.progress,
+    env: ctx.env,
+    signal,
+  });
   const image = await untilCancelled(imageBuilt, signal);
 
   const identity = { ...userIdentity, ...config.git };
   // A nameless request of the common shape (no network, no keys, the current HEAD) can take a task
   // the warm server made ahead of time for exactly this shape, and asks for the next one. Named
   // tasks neither take one nor cause one to be made.
-  const poolable = ctx.pool !== undefined && options.task === undefined && options.base === undefined && network === 'none' && secrets.bound.length === 0 && sshKeys.length === 0 && !dev && !config.limits.timeoutSeconds && !config.limits.idleSeconds;
+  const poolable =
+    ctx.pool !== undefined &&
+    options.task === undefined &&
+    options.base === undefined &&
+    network === 'none' &&
+    secrets.bound.length === 0 &&
+    sshKeys.length === 0 &&
+    !dev &&
+    !config.limits.timeoutSeconds &&
+    !config.limits.idleSeconds;
   const key = poolable
-    ? poolKey({ home: ctx.store.home, engine: engine.endpoint, repoKey: repo.key, repoPath: repo.path, baseCommit, template, image, limits: config.limits, network, egress, templateEnv, flagEnv, mounts, user, disk, env, identity })
+    ? poolKey({
+        home: ctx.store.home,
+        engine: engine.endpoint,
+        repoKey: repo.key,
+        repoPath: repo.path,
+        baseCommit,
+        template,
+        image,
+        limits: config.limits,
+        network,
+        egress,
+        templateEnv,
+        flagEnv,
+        mounts,
+        user,
+        disk,
+        env,
+        identity,
+      })
     : undefined;
   if (key && !options.intoPool) {
     const pool = ctx.pool!;
@@ -244,7 +297,10 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     const workspacePath = ctx.store.workspacePath(record.repoKey, name);
     const taskDir = ctx.store.taskDir(record.repoKey, name);
     // Independent steps side by side; each one that happened is undone if any failed.
-    const [branchMade, volumeMade] = await Promise.allSettled([repo.createRef(sourceRef, baseCommit), createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none')]);
+    const [branchMade, volumeMade] = await Promise.allSettled([
+      repo.createRef(sourceRef, baseCommit),
+      createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none'),
+    ]);
     if (branchMade.status === 'fulfilled') rollback.add(() => repo.deleteRef(sourceRef, baseCommit));
     // Also after a failure half-way (an image made, its mount failed).
     rollback.add(() => releaseVolume(taskDir));
@@ -262,7 +318,13 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
       ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity })
       : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
-    await seedHome(engine, id, `${user.uid}:${user.gid}`, record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec, secrets.bound);
+    await seedHome(
+      engine,
+      id,
+      `${user.uid}:${user.gid}`,
+      record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec,
+      secrets.bound,
+    );
     // postCreateCommand may run for minutes; removing the container (the rollback) ends it.
     if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
     throwIfCancelled(signal);
@@ -288,7 +350,14 @@ type Provision = { repo: UserRepository; branch: string; baseCommit: string; sou
  * The workspace in a host folder, bind-mounted. The container only needs the folder to exist; it
  * runs nothing until the first exec, after `up` returns. So the clone and the container start overlap.
  */
-async function provisionOnHost(ctx: MoatContext, engine: ContainerEngine, record: TaskRecord, env: Record<string, string>, rollback: Rollback, input: Provision & { workspacePath: string }): Promise<string> {
+async function provisionOnHost(
+  ctx: MoatContext,
+  engine: ContainerEngine,
+  record: TaskRecord,
+  env: Record<string, string>,
+  rollback: Rollback,
+  input: Provision & { workspacePath: string },
+): Promise<string> {
   await mkdir(input.workspacePath, { mode: 0o755 });
   const container = startContainer(engine, taskSpec(ctx, record, env));
   const workspace = createTaskWorkspace({ ...input, path: input.workspacePath, owner: record.user.uid === ctx.hostUser.uid ? undefined : record.user });
@@ -303,7 +372,14 @@ async function provisionOnHost(ctx: MoatContext, engine: ContainerEngine, record
  * The workspace in a volume of the engine's own (labelled like the task's container, so `gc`
  * finds it), seeded through an exec in the task's container: nothing of the host is mounted.
  */
-async function provisionInVolume(ctx: MoatContext, engine: ContainerEngine, record: TaskRecord, env: Record<string, string>, rollback: Rollback, input: Provision): Promise<string> {
+async function provisionInVolume(
+  ctx: MoatContext,
+  engine: ContainerEngine,
+  record: TaskRecord,
+  env: Record<string, string>,
+  rollback: Rollback,
+  input: Provision,
+): Promise<string> {
   const volume = workspaceVolume(record);
   rollback.add(() => engine.removeVolume(volume));
   await engine.createVolume(volume, taskLabels(ctx, record, 'workspace'), { ...record.user, image: record.image });
@@ -317,7 +393,11 @@ async function provisionInVolume(ctx: MoatContext, engine: ContainerEngine, reco
       const err = new PassThrough();
       let stderr = '';
       err.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-2000)));
-      const exitCode = await engine.exec(id, { cmd, user: `${record.user.uid}:${record.user.gid}` }, { stdin, stdout: new PassThrough().resume(), stderr: err });
+      const exitCode = await engine.exec(
+        id,
+        { cmd, user: `${record.user.uid}:${record.user.gid}` },
+        { stdin, stdout: new PassThrough().resume(), stderr: err },
+      );
       return { exitCode, stderr };
     },
   });
@@ -340,13 +420,26 @@ function refuseHostOnly(endpoint: string, wanted: { sshKeys: string[]; mounts: u
  * Makes a pooled task the caller's: its branch, its record. A pooled task that is not exactly
  * what was asked for, or whose container has gone, is thrown away and the caller makes its own.
  */
-async function claimPooled(ctx: MoatContext, repo: UserRepository, pooled: { name: string; discard: () => Promise<void> }, key: string, signal?: AbortSignal): Promise<TaskRecord | undefined> {
+async function claimPooled(
+  ctx: MoatContext,
+  repo: UserRepository,
+  pooled: { name: string; discard: () => Promise<void> },
+  key: string,
+  signal?: AbortSignal,
+): Promise<TaskRecord | undefined> {
   const record = await ctx.store.get(repo.key, pooled.name).catch(() => undefined);
   const engine = await ctx.engine();
   const usable = record?.state === 'pooled' && record.poolKey === key && (await runningContainer(engine, record)) !== undefined;
   // gc --all may be removing this spare right now: whoever claims it first has it.
   if (record && usable && !(await claimSpare(ctx.store.taskDir(record.repoKey, record.name)).catch(() => false))) return undefined;
-  if (!record || !usable || !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(() => true, () => false))) {
+  if (
+    !record ||
+    !usable ||
+    !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     await pooled.discard().catch(() => undefined);
     return undefined;
   }
@@ -380,14 +473,25 @@ function grantTemplate(config: EffectiveConfig, spec: TemplateSpec, env: NodeJS.
 }
 
 /** Writes the template's config files into the sandbox's home (a tmpfs), as the sandbox user. */
-export async function seedHome(engine: ContainerEngine, id: string, user: string, spec: TemplateSpec, secrets: ReadonlyArray<{ name: string; placeholder: string }> = []): Promise<void> {
+export async function seedHome(
+  engine: ContainerEngine,
+  id: string,
+  user: string,
+  spec: TemplateSpec,
+  secrets: ReadonlyArray<{ name: string; placeholder: string }> = [],
+): Promise<void> {
   const placeholders = new Map(secrets.map((s) => [s.name, s.placeholder]));
   for (const [path, content] of Object.entries(spec.home ?? {})) {
     const stdin = new PassThrough();
     stdin.end(renderHomeFile(content, placeholders));
     const sink = new PassThrough().resume();
-    const code = await engine.exec(id, { cmd: ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1"', 'seed', `${SANDBOX_HOME}/${path}`], user }, { stdin, stdout: sink, stderr: sink });
-    if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not write ${path} into the sandbox's home`, { hint: 'moat reset the task, or check the template' });
+    const code = await engine.exec(
+      id,
+      { cmd: ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1"', 'seed', `${SANDBOX_HOME}/${path}`], user },
+      { stdin, stdout: sink, stderr: sink },
+    );
+    if (code !== 0)
+      throw new MoatError('E_ENGINE_FAILED', `could not write ${path} into the sandbox's home`, { hint: 'moat reset the task, or check the template' });
   }
 }
 
@@ -399,6 +503,8 @@ async function postCreate(engine: ContainerEngine, id: string, user: string, cmd
   progress(`devcontainer: postCreateCommand ${JSON.stringify(cmd.join(' ')).slice(0, 120)}`);
   const code = await engine.exec(id, { cmd, user, workdir: '/workspace' }, { stdout: out, stderr: out });
   if (code !== 0) {
-    throw new MoatError('E_ENGINE_FAILED', `devcontainer postCreateCommand exited ${code}: ${tail.trim().split('\n').pop() ?? ''}`, { hint: 'fix the command in devcontainer.json (it runs inside the sandbox, without network unless you allow hosts)' });
+    throw new MoatError('E_ENGINE_FAILED', `devcontainer postCreateCommand exited ${code}: ${tail.trim().split('\n').pop() ?? ''}`, {
+      hint: 'fix the command in devcontainer.json (it runs inside the sandbox, without network unless you allow hosts)',
+    });
   }
 }

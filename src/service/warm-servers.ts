@@ -59,7 +59,9 @@ async function isServer(pid: number, socket: string): Promise<boolean> {
  */
 export async function warmServers(dir: string, options: { clean?: boolean } = {}): Promise<WarmServer[]> {
   const names = new Set(await readdir(dir).catch(() => [] as string[]));
-  const sockets = new Set([...names].filter((name) => /\.sock(\.pid|\.starting|\.retirable)?$/.test(name)).map((name) => name.replace(/\.(pid|starting|retirable)$/, '')));
+  const sockets = new Set(
+    [...names].filter((name) => /\.sock(\.pid|\.starting|\.retirable)?$/.test(name)).map((name) => name.replace(/\.(pid|starting|retirable)$/, '')),
+  );
   const servers: WarmServer[] = [];
   const age = async (name: string) => {
     const info = await stat(join(dir, name)).catch(() => undefined);
@@ -88,7 +90,12 @@ export async function warmServers(dir: string, options: { clean?: boolean } = {}
  * Keeps at most `max` servers: the least recently used others are asked to stop (each does when
  * no command of its own is running: a command under way is never cut). `self` is never asked.
  */
-export async function retireExcessServers(dir: string, self: string, max: number, signal: (pid: number) => void = (pid) => process.kill(pid, RETIRE_SIGNAL)): Promise<number[]> {
+export async function retireExcessServers(
+  dir: string,
+  self: string,
+  max: number,
+  signal: (pid: number) => void = (pid) => process.kill(pid, RETIRE_SIGNAL),
+): Promise<number[]> {
   const others = (await warmServers(dir, { clean: true })).filter((s) => s.socket !== self).sort((a, b) => a.lastUsedMs - b.lastUsedMs);
   const retired: number[] = [];
   // Every server counts towards the cap; only those that can retire quietly are asked to.

@@ -39,13 +39,17 @@ export class TaskStore {
       return JSON.parse(await readFile(this.recordPath(repoKey, name), 'utf8')) as TaskRecord;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new MoatError('E_INTERNAL', `task record of ${name} is unreadable: ${(error as Error).message}`, { hint: `inspect or remove ${this.recordPath(repoKey, name)}`, cause: error });
+      throw new MoatError('E_INTERNAL', `task record of ${name} is unreadable: ${(error as Error).message}`, {
+        hint: `inspect or remove ${this.recordPath(repoKey, name)}`,
+        cause: error,
+      });
     }
   }
 
   async require(repoKey: string, name: string): Promise<TaskRecord> {
     const record = await this.get(repoKey, name);
-    if (!record || record.state === 'pooled') throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(name)} in this repository`, { hint: 'list tasks with `moat ls`' });
+    if (!record || record.state === 'pooled')
+      throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(name)} in this repository`, { hint: 'list tasks with `moat ls`' });
     return record;
   }
 
@@ -81,7 +85,9 @@ export class TaskStore {
     const dir = join(this.home, 'repos', repoKey, 'tasks');
     const names = await readdir(dir).catch(() => [] as string[]);
     const records = await Promise.all(names.map((name) => this.get(repoKey, name).catch(() => undefined)));
-    return records.filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || r.state !== 'pooled')).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    return records
+      .filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || r.state !== 'pooled'))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
   async listAll(options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {

@@ -27,7 +27,8 @@ export class DashboardApi {
       throw new MoatError('E_USAGE', 'a task is named by repoKey and task', { hint: 'reload the page' });
     }
     const record = await this.ctx.store.get(repoKey, task);
-    if (!record || record.state === 'pooled') throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(task)}`, { hint: 'it may have been removed; reload the page' });
+    if (!record || record.state === 'pooled')
+      throw new MoatError('E_TASK_NOT_FOUND', `no task named ${JSON.stringify(task)}`, { hint: 'it may have been removed; reload the page' });
     return record;
   }
 
@@ -52,7 +53,9 @@ export class DashboardApi {
     const records = (await this.ctx.store.listAll()).filter((r) => r.containerId);
     const rows = await Promise.all(
       records.map(async (record) => {
-        const [stats] = await this.moatFor(record).stats(record.name).catch(() => []);
+        const [stats] = await this.moatFor(record)
+          .stats(record.name)
+          .catch(() => []);
         return stats ? { repoKey: record.repoKey, ...stats } : undefined;
       }),
     );
@@ -65,7 +68,8 @@ export class DashboardApi {
 
   async answer(body: Record<string, unknown>) {
     const record = await this.record(body.repoKey, body.task);
-    if (typeof body.answer !== 'string' || !PENDING_ANSWERS.includes(body.answer as PendingAnswer)) throw new MoatError('E_USAGE', 'answer must be once, task, always or deny', { hint: 'reload the page' });
+    if (typeof body.answer !== 'string' || !PENDING_ANSWERS.includes(body.answer as PendingAnswer))
+      throw new MoatError('E_USAGE', 'answer must be once, task, always or deny', { hint: 'reload the page' });
     if (typeof body.id !== 'string') throw new MoatError('E_USAGE', 'which request?', { hint: 'reload the page' });
     return answerPending(this.ctx, { repoKey: record.repoKey, task: record.name, id: body.id }, body.answer as PendingAnswer, 'ui');
   }
@@ -83,9 +87,21 @@ export class DashboardApi {
     const record = await this.record(repoKey, task);
     const diff = await this.moatFor(record).diff(record.name, { patch: true });
     // Flagged files first; each flag with the sentence the CLI prints.
-    const files = [...diff.files].sort((a, b) => Number(b.flags.length > 0) - Number(a.flags.length > 0)).map((f) => ({ ...f, reasons: f.flags.map((flag) => FLAG_TEXT[flag]) }));
+    const files = [...diff.files]
+      .sort((a, b) => Number(b.flags.length > 0) - Number(a.flags.length > 0))
+      .map((f) => ({ ...f, reasons: f.flags.map((flag) => FLAG_TEXT[flag]) }));
     const patch = diff.patch && diff.patch.length > 2_000_000 ? `${diff.patch.slice(0, 2_000_000)}\n… (cut at 2 MB; see moat diff)` : diff.patch;
-    return { task: record.name, repoKey: record.repoKey, repoPath: record.repoPath, branch: diff.branch, commits: diff.commits, uncommitted: diff.uncommitted, files, patch, warning: diff.sync.warning };
+    return {
+      task: record.name,
+      repoKey: record.repoKey,
+      repoPath: record.repoPath,
+      branch: diff.branch,
+      commits: diff.commits,
+      uncommitted: diff.uncommitted,
+      files,
+      patch,
+      warning: diff.sync.warning,
+    };
   }
 
   async merge(body: Record<string, unknown>) {
@@ -109,6 +125,13 @@ export class DashboardApi {
 /** An error as the page shows it, and the HTTP status that goes with it. */
 export function errorAnswer(error: unknown): { status: number; body: { error: Record<string, unknown> } } {
   if (!isMoatError(error)) return { status: 500, body: { error: { code: 'E_INTERNAL', message: (error as Error).message ?? String(error) } } };
-  const status = error.exitCode === ExitCode.notFound ? 404 : error.exitCode === ExitCode.conflict || error.code === 'E_CONFIRM' ? 409 : error.exitCode === ExitCode.usage ? 400 : 500;
+  const status =
+    error.exitCode === ExitCode.notFound
+      ? 404
+      : error.exitCode === ExitCode.conflict || error.code === 'E_CONFIRM'
+        ? 409
+        : error.exitCode === ExitCode.usage
+          ? 400
+          : 500;
   return { status, body: { error: error.toJSON() } };
 }

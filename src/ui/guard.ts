@@ -19,7 +19,8 @@ export interface GuardOptions {
   listen: string;
 }
 
-export const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+export const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 export function cookieName(port: number): string {
   // Cookies are shared across the ports of a host: the name keeps two dashboards apart.
@@ -68,7 +69,8 @@ export function check(req: IncomingMessage, url: URL, options: GuardOptions, hos
   const changing = req.method !== 'GET' && req.method !== 'HEAD';
   if (changing) {
     if (req.method !== 'POST') return { ok: false, status: 405, reason: 'method not allowed' };
-    if (req.headers.origin !== `http://${host}`) return { ok: false, status: 403, reason: 'a change must come from this dashboard\'s own page (Origin refused)' };
+    if (req.headers.origin !== `http://${host}`)
+      return { ok: false, status: 403, reason: "a change must come from this dashboard's own page (Origin refused)" };
     if (!(req.headers['content-type'] ?? '').startsWith('application/json')) return { ok: false, status: 415, reason: 'a change is a JSON request' };
   } else if (req.headers.origin !== undefined && req.headers.origin !== `http://${host}`) {
     return { ok: false, status: 403, reason: 'Origin refused' };

@@ -38,10 +38,15 @@ export function isLoopback(address: string): boolean {
 export async function startDashboard(ctx: MoatContext, options: DashboardOptions): Promise<Dashboard> {
   const listen = options.listen ?? '127.0.0.1';
   if (!isLoopback(listen) && !options.token) {
-    throw new MoatError('E_USAGE', `--listen ${listen} is not a loopback address; a dashboard reachable from the network needs a token you chose`, { hint: 'give one with --token-file FILE or MOAT_UI_TOKEN, and know that anyone who has it can merge and allow' });
+    throw new MoatError('E_USAGE', `--listen ${listen} is not a loopback address; a dashboard reachable from the network needs a token you chose`, {
+      hint: 'give one with --token-file FILE or MOAT_UI_TOKEN, and know that anyone who has it can merge and allow',
+    });
   }
   const token = options.token ?? randomBytes(24).toString('base64url');
-  if (token.length < 16 || !/^[A-Za-z0-9._~-]+$/.test(token)) throw new MoatError('E_USAGE', 'the dashboard token must be at least 16 URL-safe characters', { hint: 'e.g. openssl rand -hex 24 > FILE, then --token-file FILE' });
+  if (token.length < 16 || !/^[A-Za-z0-9._~-]+$/.test(token))
+    throw new MoatError('E_USAGE', 'the dashboard token must be at least 16 URL-safe characters', {
+      hint: 'e.g. openssl rand -hex 24 > FILE, then --token-file FILE',
+    });
   const api = new DashboardApi(ctx, options.env);
   const live = new LiveFeed(ctx);
   const guard: GuardOptions = { token, listen, port: 0 };
@@ -108,7 +113,12 @@ export async function startDashboard(ctx: MoatContext, options: DashboardOptions
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) =>
-      reject(new MoatError('E_USAGE', `cannot listen on ${listen}:${options.port ?? 0}: ${error.code ?? error.message}`, { hint: 'choose another --port, or leave it out for a free one', cause: error })),
+      reject(
+        new MoatError('E_USAGE', `cannot listen on ${listen}:${options.port ?? 0}: ${error.code ?? error.message}`, {
+          hint: 'choose another --port, or leave it out for a free one',
+          cause: error,
+        }),
+      ),
     );
     server.listen(options.port ?? 0, listen, () => resolve());
   });

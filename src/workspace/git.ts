@@ -8,16 +8,23 @@ import { MoatError } from '../errors.js';
  * moat ran git.
  */
 const HARDENING = [
-  '-c', 'core.hooksPath=/dev/null',
-  '-c', 'core.fsmonitor=false',
-  '-c', 'core.pager=cat',
-  '-c', 'diff.external=',
-  '-c', 'protocol.ext.allow=never',
-  '-c', 'transfer.fsckObjects=true',
+  '-c',
+  'core.hooksPath=/dev/null',
+  '-c',
+  'core.fsmonitor=false',
+  '-c',
+  'core.pager=cat',
+  '-c',
+  'diff.external=',
+  '-c',
+  'protocol.ext.allow=never',
+  '-c',
+  'transfer.fsckObjects=true',
 ];
 
 /** Variables that would point git at another repository or config than the one we name. */
-const INHERITED_GIT_VARS = /^GIT_(DIR|WORK_TREE|INDEX_FILE|OBJECT_DIRECTORY|ALTERNATE_OBJECT_DIRECTORIES|NAMESPACE|COMMON_DIR|CEILING_DIRECTORIES|CONFIG.*|EXTERNAL_DIFF|PAGER|EDITOR|SSH.*|ASKPASS|EXEC_PATH|TRACE.*)$/;
+const INHERITED_GIT_VARS =
+  /^GIT_(DIR|WORK_TREE|INDEX_FILE|OBJECT_DIRECTORY|ALTERNATE_OBJECT_DIRECTORIES|NAMESPACE|COMMON_DIR|CEILING_DIRECTORIES|CONFIG.*|EXTERNAL_DIFF|PAGER|EDITOR|SSH.*|ASKPASS|EXEC_PATH|TRACE.*)$/;
 
 export function gitEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   const out: Record<string, string> = {};
@@ -49,7 +56,10 @@ export interface GitOptions {
 export async function git(args: string[], options: GitOptions): Promise<GitResult> {
   const result = await runProcess('git', [...HARDENING, ...args], { cwd: options.cwd, env: { ...gitEnv(), ...(options.env ?? {}) }, input: options.input });
   if (result.exitCode === undefined) {
-    throw new MoatError('E_GIT_FAILED', `could not run git: ${result.error?.message ?? 'unknown error'}`, { hint: 'install git (apt-get install git)', cause: result.error });
+    throw new MoatError('E_GIT_FAILED', `could not run git: ${result.error?.message ?? 'unknown error'}`, {
+      hint: 'install git (apt-get install git)',
+      cause: result.error,
+    });
   }
   const stdout = options.raw ? result.stdout : result.stdout.replace(/\n$/, '');
   const stderr = result.stderr.replace(/\n$/, '');

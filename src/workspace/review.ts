@@ -1,6 +1,15 @@
 import { backendPathDirs } from '../domain/review-content.js';
 import {
-  flagsFor, foldPath, insideAny, linkLeavesRepo, looksBinary, LARGE_FILE_BYTES, needsContent, type ChangedFile, type FileContent, type ReviewFlag,
+  flagsFor,
+  foldPath,
+  insideAny,
+  linkLeavesRepo,
+  looksBinary,
+  LARGE_FILE_BYTES,
+  needsContent,
+  type ChangedFile,
+  type FileContent,
+  type ReviewFlag,
 } from '../domain/review-flags.js';
 import { assertObjectId, git } from './git.js';
 
@@ -30,7 +39,8 @@ export async function reviewChanges(repoPath: string, from: string, to: string):
   const numParts = numstat.stdout.split('\0');
   for (const part of numParts) {
     const match = /^(\d+|-)\t(\d+|-)\t(.*)$/s.exec(part);
-    if (match) counts.set(match[3]!, { additions: match[1] === '-' ? undefined : Number(match[1]), deletions: match[2] === '-' ? undefined : Number(match[2]) });
+    if (match)
+      counts.set(match[3]!, { additions: match[1] === '-' ? undefined : Number(match[1]), deletions: match[2] === '-' ? undefined : Number(match[2]) });
   }
   const parts = raw.stdout.split('\0');
   const files: ReviewedFile[] = [];

@@ -13,9 +13,19 @@ export interface ProcessResult {
  * host git runs a dozen times per task operation, and a process library's load and per-call cost
  * showed up in `moat run`'s start-up time (see docs/benchmarks.md).
  */
-export function runProcess(file: string, args: string[], options: { cwd: string; env: Record<string, string>; input?: string; maxBytes?: number; uid?: number; gid?: number }): Promise<ProcessResult> {
+export function runProcess(
+  file: string,
+  args: string[],
+  options: { cwd: string; env: Record<string, string>; input?: string; maxBytes?: number; uid?: number; gid?: number },
+): Promise<ProcessResult> {
   return new Promise((resolve) => {
-    const child = spawn(file, args, { cwd: options.cwd, env: options.env, uid: options.uid, gid: options.gid, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(file, args, {
+      cwd: options.cwd,
+      env: options.env,
+      uid: options.uid,
+      gid: options.gid,
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let size = 0;
@@ -31,7 +41,7 @@ export function runProcess(file: string, args: string[], options: { cwd: string;
       resolve({
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
-        exitCode: code ?? (signal ? 128 + (({ SIGKILL: 9, SIGTERM: 15 }) as Record<string, number>)[signal]! : 1),
+        exitCode: code ?? (signal ? 128 + ({ SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal]! : 1),
       });
     });
     if (options.input !== undefined) {

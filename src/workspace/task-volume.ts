@@ -22,7 +22,10 @@ const PATH_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 export async function loopMountAvailable(uid: number = process.getuid?.() ?? 1000): Promise<boolean> {
   if (uid !== 0) return false;
-  const mkfs = await Promise.any(['/usr/sbin/mkfs.ext4', '/sbin/mkfs.ext4', '/usr/local/sbin/mkfs.ext4'].map((p) => access(p, constants.X_OK))).then(() => true, () => false);
+  const mkfs = await Promise.any(['/usr/sbin/mkfs.ext4', '/sbin/mkfs.ext4', '/usr/local/sbin/mkfs.ext4'].map((p) => access(p, constants.X_OK))).then(
+    () => true,
+    () => false,
+  );
   if (!mkfs) return false;
   return access('/dev/loop-control', constants.R_OK | constants.W_OK).then(
     () => true,

@@ -91,11 +91,18 @@ export async function seedVolumeWorkspace(input: {
   try {
     const name = (input.identity.name ?? 'moat agent').replace(/[\r\n]/g, ' ');
     const email = (input.identity.email ?? 'agent@moat.invalid').replace(/[\r\n]/g, ' ');
-    const run = await input.exec(['sh', '-c', SEED_SCRIPT, WORKSPACE_DIR, input.branch, input.sourceRef, assertObjectId(input.baseCommit, 'base'), name, email], createReadStream(input.bundleFile));
+    const run = await input.exec(
+      ['sh', '-c', SEED_SCRIPT, WORKSPACE_DIR, input.branch, input.sourceRef, assertObjectId(input.baseCommit, 'base'), name, email],
+      createReadStream(input.bundleFile),
+    );
     if (run.exitCode !== 0) {
-      throw new MoatError('E_ENGINE_FAILED', `could not put the task's repository into its workspace volume: ${run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}`}`, {
-        hint: 'check the engine with `moat doctor` (a full engine disk?), then run the command again',
-      });
+      throw new MoatError(
+        'E_ENGINE_FAILED',
+        `could not put the task's repository into its workspace volume: ${run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}`}`,
+        {
+          hint: 'check the engine with `moat doctor` (a full engine disk?), then run the command again',
+        },
+      );
     }
   } finally {
     await rm(input.bundleFile, { force: true });

@@ -29,7 +29,9 @@ export class UserRepository {
     const [bare, common] = probe.stdout.split('\n');
     const top = bare === 'true' ? undefined : (await git(['rev-parse', '--show-toplevel'], { cwd, allowExit: [128] })).stdout.trim();
     if (!top) {
-      throw new MoatError('E_NOT_GIT_REPO', `${cwd} is a bare repository (no working tree)`, { hint: 'run moat in a checkout: git clone <bare> <dir> && cd <dir>' });
+      throw new MoatError('E_NOT_GIT_REPO', `${cwd} is a bare repository (no working tree)`, {
+        hint: 'run moat in a checkout: git clone <bare> <dir> && cd <dir>',
+      });
     }
     const topReal = await realpath(top);
     const gitDir = await realpath(resolve(cwd, common ?? '.git'));
@@ -38,7 +40,12 @@ export class UserRepository {
 
   /** Stable key of this repository in moat's state and labels: readable name + hash of its git dir. */
   get key(): string {
-    const name = basename(this.path).toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 24) || 'repo';
+    const name =
+      basename(this.path)
+        .toLowerCase()
+        .replace(/[^a-z0-9]+/g, '-')
+        .replace(/^-+|-+$/g, '')
+        .slice(0, 24) || 'repo';
     return `${name}-${createHash('sha256').update(this.gitDir).digest('hex').slice(0, 10)}`;
   }
 
@@ -53,7 +60,9 @@ export class UserRepository {
       if (ref === 'HEAD') {
         throw new MoatError('E_GIT_HEAD', 'the repository has no commits yet (unborn HEAD)', { hint: 'make a first commit: git add -A && git commit -m init' });
       }
-      throw new MoatError('E_GIT_REF', `no commit named ${JSON.stringify(ref)} in ${this.path}`, { hint: 'pass --base a branch, tag or commit that exists (git log --oneline shows them)' });
+      throw new MoatError('E_GIT_REF', `no commit named ${JSON.stringify(ref)} in ${this.path}`, {
+        hint: 'pass --base a branch, tag or commit that exists (git log --oneline shows them)',
+      });
     }
     return assertObjectId(result.stdout.trim(), 'resolved commit');
   }
@@ -74,7 +83,9 @@ export class UserRepository {
   async createRef(ref: string, commit: string): Promise<void> {
     const result = await this.run(['update-ref', '--no-deref', '-m', 'moat: create task branch', ref, assertObjectId(commit, 'commit'), '0'.repeat(40)], [128]);
     if (result.exitCode !== 0) {
-      throw new MoatError('E_TASK_EXISTS', `${ref.replace('refs/heads/', '')} already exists in ${this.path}`, { hint: 'choose another --task name, or remove the old task with `moat rm`' });
+      throw new MoatError('E_TASK_EXISTS', `${ref.replace('refs/heads/', '')} already exists in ${this.path}`, {
+        hint: 'choose another --task name, or remove the old task with `moat rm`',
+      });
     }
   }
 
@@ -116,7 +127,17 @@ export class UserRepository {
    * object (transfer.fsckObjects) and writes only the refs named here, under refs/moat/.
    */
   async importBundle(bundleFile: string, refspecs: string[]): Promise<void> {
-    await this.run(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--no-recurse-submodules', '--no-auto-gc', '--end-of-options', bundleFile, ...refspecs]);
+    await this.run([
+      'fetch',
+      '--quiet',
+      '--no-tags',
+      '--no-write-fetch-head',
+      '--no-recurse-submodules',
+      '--no-auto-gc',
+      '--end-of-options',
+      bundleFile,
+      ...refspecs,
+    ]);
   }
 
   /** Refs a bundle file carries, read from its header (the bundle is data; nothing in it runs). */
@@ -133,7 +154,10 @@ export class UserRepository {
   /** Uncommitted changes to tracked files (untracked files do not block a merge). */
   async dirtyFiles(): Promise<string[]> {
     const result = await this.run(['status', '--porcelain=v1', '-z', '--untracked-files=no']);
-    return result.stdout.split('\0').filter(Boolean).map((entry) => entry.slice(3));
+    return result.stdout
+      .split('\0')
+      .filter(Boolean)
+      .map((entry) => entry.slice(3));
   }
 
   async userIdentity(): Promise<{ name?: string; email?: string }> {

@@ -28,7 +28,11 @@ describe('claude end to end', () => {
   /** What Claude Code sent back to the model as the result of one scripted tool call. */
   function toolOutput(id: string): string {
     type Block = { type?: string; tool_use_id?: string; content?: string | Array<{ text?: string }> };
-    const blocks = world.model.requests.flatMap((r) => ((r.body as { messages?: Array<{ content?: string | Block[] }> })?.messages ?? []).flatMap((m) => (typeof m.content === 'string' ? [] : (m.content ?? []))));
+    const blocks = world.model.requests.flatMap((r) =>
+      ((r.body as { messages?: Array<{ content?: string | Block[] }> })?.messages ?? []).flatMap((m) =>
+        typeof m.content === 'string' ? [] : (m.content ?? []),
+      ),
+    );
     const found = blocks.find((b) => b.type === 'tool_result' && b.tool_use_id === id);
     return typeof found?.content === 'string' ? found.content : (found?.content ?? []).map((p) => p.text ?? '').join('');
   }
@@ -74,7 +78,7 @@ describe('claude: a model error', () => {
     await world?.stop();
   });
 
-  it('a 401 from the API surfaces as one clear line, and moat agent exits with the agent\'s failure', async () => {
+  it("a 401 from the API surfaces as one clear line, and moat agent exits with the agent's failure", async () => {
     // Claude Code retries even a 401, ten times with backoff (three minutes); the user's env caps that here.
     world = await agentWorld(BINDING, 'sk-ant-revoked-e2e', [], { fail: 401, config: ['env: { CLAUDE_CODE_MAX_RETRIES: "1" }'] });
     const run = await world.cli(['agent', '-t', 'claude', '--task', 'claude-401', 'Say hello.']);
@@ -88,7 +92,15 @@ describe('claude: a model error', () => {
 });
 
 /** Texts of Claude Code's first-run screens: none may show in a task's terminal. */
-const FIRST_RUN = ['DoyouwanttousethisAPIkey', 'Doyoutrustthefiles', 'Choosethetextstyle', "Let'sgetstarted", 'Selectloginmethod', 'Securitynotes', 'Yes,Iaccept'];
+const FIRST_RUN = [
+  'DoyouwanttousethisAPIkey',
+  'Doyoutrustthefiles',
+  'Choosethetextstyle',
+  "Let'sgetstarted",
+  'Selectloginmethod',
+  'Securitynotes',
+  'Yes,Iaccept',
+];
 
 describe('claude: interactive start', () => {
   let world: AgentWorld;
@@ -96,7 +108,7 @@ describe('claude: interactive start', () => {
     await world?.stop();
   });
 
-  it('moat shell opens Claude Code\'s prompt with no first-run question, and a first turn gets the model\'s answer', async () => {
+  it("moat shell opens Claude Code's prompt with no first-run question, and a first turn gets the model's answer", async () => {
     world = await agentWorld(BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
     await world.moat.up({ task: 'claude-tty', template: 'claude' });
     const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell claude-tty`, { cwd: world.scratch.repo, env: world.scratch.env(world.env) });
@@ -106,7 +118,7 @@ describe('claude: interactive start', () => {
       // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
       const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
       await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
-      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), 'the model\'s answer');
+      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
       for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
       for (const turn of world.model.turns()) expect(turn.headers['x-api-key']).toBe(REAL_KEY);
     } finally {

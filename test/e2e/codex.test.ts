@@ -43,7 +43,18 @@ describe('codex end to end', () => {
     gitIn(scratch.repo, 'add', '-A');
     gitIn(scratch.repo, 'commit', '-qm', 'math with a bug');
 
-    scratch.writeConfig(['secrets:', '  OPENAI_API_KEY:', '    from: { env: E2E_OPENAI_KEY }', `    hosts: ["api.test:${model.port}"]`, '    route: openai', 'egress:', '  allow: [127.0.0.1/32]', ''].join('\n'));
+    scratch.writeConfig(
+      [
+        'secrets:',
+        '  OPENAI_API_KEY:',
+        '    from: { env: E2E_OPENAI_KEY }',
+        `    hosts: ["api.test:${model.port}"]`,
+        '    route: openai',
+        'egress:',
+        '  allow: [127.0.0.1/32]',
+        '',
+      ].join('\n'),
+    );
     moat = scratch.moat({ env: { E2E_OPENAI_KEY: REAL_KEY, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: tls.ca } });
     await moat.up({ task: 'codex-e2e', template: 'codex' });
     const cap = captureIO();
@@ -61,9 +72,11 @@ describe('codex end to end', () => {
 
   /** The output Codex sent back to the model for one of the scripted tool calls. */
   function toolOutput(callId: string): string {
-    const items = model.requests.flatMap((r) => ((r.body as { input?: Array<{ type?: string; call_id?: string; output?: unknown }> })?.input ?? []));
+    const items = model.requests.flatMap((r) => (r.body as { input?: Array<{ type?: string; call_id?: string; output?: unknown }> })?.input ?? []);
     const found = items.find((item) => (item.type === 'custom_tool_call_output' || item.type === 'function_call_output') && item.call_id === callId);
-    return JSON.parse(JSON.stringify(found?.output ?? '')) instanceof Array ? (found!.output as Array<{ text?: string }>).map((p) => p.text ?? '').join('') : String(found?.output ?? '');
+    return JSON.parse(JSON.stringify(found?.output ?? '')) instanceof Array
+      ? (found!.output as Array<{ text?: string }>).map((p) => p.text ?? '').join('')
+      : String(found?.output ?? '');
   }
 
   it('codex talked to the model through the gateway, which added the real key', () => {

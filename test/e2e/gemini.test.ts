@@ -94,7 +94,7 @@ describe('gemini: interactive start', () => {
     await world?.stop();
   });
 
-  it('moat shell opens the Gemini CLI\'s prompt with no first-run question, and a first turn gets the model\'s answer', async () => {
+  it("moat shell opens the Gemini CLI's prompt with no first-run question, and a first turn gets the model's answer", async () => {
     world = await agentWorld(BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
     await world.moat.up({ task: 'gemini-tty', template: 'gemini' });
     const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell gemini-tty`, { cwd: world.scratch.repo, env: world.scratch.env(world.env) });
@@ -104,7 +104,7 @@ describe('gemini: interactive start', () => {
       // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
       const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
       await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
-      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), 'the model\'s answer');
+      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
       for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
       for (const turn of world.model.turns()) expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY);
     } finally {

@@ -45,7 +45,12 @@ export function agentSteps(secret: string): string[] {
 export const E2E_DOTENV = 'DATABASE_PASSWORD=hunter2-e2e';
 
 /** `config`: more lines of the user's config (YAML, top level). */
-export async function agentWorld(binding: AgentBinding, realKey: string, steps: string[], options: { answer?: string; fail?: number; config?: string[] } = {}): Promise<AgentWorld> {
+export async function agentWorld(
+  binding: AgentBinding,
+  realKey: string,
+  steps: string[],
+  options: { answer?: string; fail?: number; config?: string[] } = {},
+): Promise<AgentWorld> {
   const scratch = new Scratch();
   const dns = new DnsStub({ 'api.test': '127.0.0.1' });
   let model: ScriptedModel | undefined;
@@ -110,6 +115,10 @@ export async function agentWorld(binding: AgentBinding, realKey: string, steps: 
 /** Every header and body the model server received, as text, except the one header the key belongs in. */
 export function everythingButTheHeader(model: ScriptedModel, header: string): string {
   return JSON.stringify(
-    model.requests.map((r) => ({ url: r.url, body: r.body, headers: Object.fromEntries(Object.entries(r.headers).filter(([k]) => k !== header.toLowerCase())) })),
+    model.requests.map((r) => ({
+      url: r.url,
+      body: r.body,
+      headers: Object.fromEntries(Object.entries(r.headers).filter(([k]) => k !== header.toLowerCase())),
+    })),
   );
 }

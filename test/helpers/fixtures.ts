@@ -7,7 +7,12 @@ import Docker from 'dockerode';
 import { Moat } from '../../src/index.js';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 
-export const GIT_ENV = { GIT_AUTHOR_NAME: 'Test User', GIT_AUTHOR_EMAIL: 'test@example.invalid', GIT_COMMITTER_NAME: 'Test User', GIT_COMMITTER_EMAIL: 'test@example.invalid' };
+export const GIT_ENV = {
+  GIT_AUTHOR_NAME: 'Test User',
+  GIT_AUTHOR_EMAIL: 'test@example.invalid',
+  GIT_COMMITTER_NAME: 'Test User',
+  GIT_COMMITTER_EMAIL: 'test@example.invalid',
+};
 
 export function sh(cmd: string, args: string[], cwd: string, env: Record<string, string> = {}): string {
   return execFileSync(cmd, args, { cwd, env: { ...process.env, ...GIT_ENV, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -22,7 +27,10 @@ export function gitIn(cwd: string, ...args: string[]): string {
 export function serverPids(runtimeDir: string): number[] {
   const dir = join(runtimeDir, `moat-${process.getuid!()}`);
   if (!existsSync(dir)) return [];
-  return readdirSync(dir).filter((f) => f.endsWith('.sock.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8'))).filter((pid) => pid > 0);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.sock.pid'))
+    .map((f) => Number(readFileSync(join(dir, f), 'utf8')))
+    .filter((pid) => pid > 0);
 }
 
 /**
@@ -106,9 +114,17 @@ export class Scratch {
     const endpoint = await findEngine();
     const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
     const filters = { label: [`moat.home=${moat.context.store.homeKey}`] };
-    for (const c of await docker.listContainers({ all: true, filters })) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    for (const c of await docker.listContainers({ all: true, filters }))
+      await docker
+        .getContainer(c.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
     // Workspace volumes (engines without host mounts), once their containers are gone.
-    for (const v of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(v.Name).remove().catch(() => undefined);
+    for (const v of (await docker.listVolumes({ filters })).Volumes ?? [])
+      await docker
+        .getVolume(v.Name)
+        .remove()
+        .catch(() => undefined);
     // The home's egress gateway, if a test started one.
     try {
       process.kill(Number(readFileSync(join(this.home, 'gateway', 'pid'), 'utf8')), 'SIGTERM');
@@ -116,7 +132,10 @@ export class Scratch {
       // none running
     }
     // Capped task volumes a failed test left mounted.
-    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4] ?? '').filter((p) => p.startsWith(`${this.root}/`));
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((line) => line.split(' ')[4] ?? '')
+      .filter((p) => p.startsWith(`${this.root}/`));
     for (const mount of mounts.reverse()) execFileSync('umount', ['-l', mount], { stdio: 'ignore' });
     // Workspaces may hold files of the sandbox uid; root removes them, others own them.
     rmSync(this.root, { recursive: true, force: true });

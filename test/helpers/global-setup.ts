@@ -29,7 +29,11 @@ export async function teardown(): Promise<void> {
   const containers = (await docker.listContainers({ all: true, filters })).filter((c) => !before.has(c.Id));
   const networks = (await docker.listNetworks({ filters })).filter((n) => !before.has(n.Id));
   const volumes = ((await docker.listVolumes({ filters })).Volumes ?? []).filter((v) => !before.has(v.Name));
-  const leftovers = [...containers.map((c) => `container ${c.Names[0]}`), ...networks.map((n) => `network ${n.Name}`), ...volumes.map((v) => `volume ${v.Name}`)];
+  const leftovers = [
+    ...containers.map((c) => `container ${c.Names[0]}`),
+    ...networks.map((n) => `network ${n.Name}`),
+    ...volumes.map((v) => `volume ${v.Name}`),
+  ];
   // CLI servers a test started (their sockets are under a scratch root) must be gone too.
   for (const server of testServers()) {
     leftovers.push(`CLI server pid ${server}`);
@@ -40,7 +44,14 @@ export async function teardown(): Promise<void> {
     }
   }
   if (leftovers.length > 0) {
-    await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+    await Promise.all(
+      containers.map((c) =>
+        docker
+          .getContainer(c.Id)
+          .remove({ force: true })
+          .catch(() => undefined),
+      ),
+    );
     throw new Error(`tests left labelled resources behind: ${leftovers.join(', ')}`);
   }
 }

@@ -4,8 +4,17 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { MOAT_BIN, type Scratch } from './fixtures.js';
 
 /** The SDK's own client, over a real stdio pipe, to `node bin/moat.js mcp` in a scratch repository. */
-export async function mcpClient(scratch: Scratch, env: Record<string, string> = {}): Promise<{ client: Client; stderr: () => string; close: () => Promise<void> }> {
-  const transport = new StdioClientTransport({ command: process.execPath, args: [MOAT_BIN, 'mcp'], cwd: scratch.repo, env: scratch.env(env) as Record<string, string>, stderr: 'pipe' });
+export async function mcpClient(
+  scratch: Scratch,
+  env: Record<string, string> = {},
+): Promise<{ client: Client; stderr: () => string; close: () => Promise<void> }> {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [MOAT_BIN, 'mcp'],
+    cwd: scratch.repo,
+    env: scratch.env(env) as Record<string, string>,
+    stderr: 'pipe',
+  });
   let stderr = '';
   transport.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   const client = new Client({ name: 'moat-test', version: '1.0.0' });
@@ -14,8 +23,17 @@ export async function mcpClient(scratch: Scratch, env: Record<string, string> = 
 }
 
 /** A tool's result as text (all its text parts) and data; the call fails the test on a JSON-RPC error. */
-export async function call(client: Client, name: string, args: Record<string, unknown>, options: { onprogress?: (p: { progress: number; message?: string }) => void } = {}) {
-  const result = (await client.callTool({ name, arguments: args }, undefined, { timeout: 300_000, onprogress: options.onprogress, resetTimeoutOnProgress: true })) as CallToolResult;
+export async function call(
+  client: Client,
+  name: string,
+  args: Record<string, unknown>,
+  options: { onprogress?: (p: { progress: number; message?: string }) => void } = {},
+) {
+  const result = (await client.callTool({ name, arguments: args }, undefined, {
+    timeout: 300_000,
+    onprogress: options.onprogress,
+    resetTimeoutOnProgress: true,
+  })) as CallToolResult;
   const text = result.content.map((c) => (c.type === 'text' ? c.text : '')).join('\n');
   return { text, data: result.structuredContent as Record<string, any>, isError: result.isError === true };
 }

@@ -20,7 +20,10 @@ export interface ModelRequest {
 type Tool = { type?: string; name?: string; parameters?: { properties?: Record<string, { type?: string }> } };
 
 function shellCall(tools: Tool[], command: string): { name: string; arguments: string } {
-  const tool = tools.find((t) => t.type === 'function' && /shell|exec/.test(t.name ?? '')) ?? { name: 'shell', parameters: { properties: { command: { type: 'array' } } } };
+  const tool = tools.find((t) => t.type === 'function' && /shell|exec/.test(t.name ?? '')) ?? {
+    name: 'shell',
+    parameters: { properties: { command: { type: 'array' } } },
+  };
   const props = tool.parameters?.properties ?? {};
   if (props.cmd) return { name: tool.name!, arguments: JSON.stringify({ cmd: command }) };
   if (props.command?.type === 'string') return { name: tool.name!, arguments: JSON.stringify({ command }) };
@@ -79,7 +82,9 @@ export class ScriptedModel {
         const turn = (request.input ?? []).filter((item) => item.type === 'function_call_output' || item.type === 'custom_tool_call_output').length;
         // Newer Codex declares its tools in an input item and runs shell commands from a JavaScript
         // "exec" tool (code mode); older ones take a function tool named like shell.
-        const declared = (request.input ?? []).filter((item) => item.type === 'additional_tools').flatMap((item) => (item.tools ?? []).flatMap((ns) => ns.tools ?? []));
+        const declared = (request.input ?? [])
+          .filter((item) => item.type === 'additional_tools')
+          .flatMap((item) => (item.tools ?? []).flatMap((ns) => ns.tools ?? []));
         const codeMode = declared.some((tool) => tool.type === 'custom' && tool.name === 'exec');
         const id = `resp_${this.requests.length}`;
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
@@ -87,12 +92,44 @@ export class ScriptedModel {
         const item =
           turn < this.steps.length
             ? codeMode
-              ? { type: 'custom_tool_call', id: `ctc_${turn}`, call_id: `call_${turn}`, status: 'completed', name: 'exec', input: `const r = await tools.exec_command({ cmd: ${JSON.stringify(this.steps[turn]!)}, yield_time_ms: 20000 });\ntext(r.output);\n` }
-              : { type: 'function_call', id: `fc_${turn}`, call_id: `call_${turn}`, status: 'completed', ...shellCall([...(request.tools ?? []), ...declared], this.steps[turn]!) }
-            : { type: 'message', id: `msg_${turn}`, role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: this.answer, annotations: [] }] };
+              ? {
+                  type: 'custom_tool_call',
+                  id: `ctc_${turn}`,
+                  call_id: `call_${turn}`,
+                  status: 'completed',
+                  name: 'exec',
+                  input: `const r = await tools.exec_command({ cmd: ${JSON.stringify(this.steps[turn]!)}, yield_time_ms: 20000 });\ntext(r.output);\n`,
+                }
+              : {
+                  type: 'function_call',
+                  id: `fc_${turn}`,
+                  call_id: `call_${turn}`,
+                  status: 'completed',
+                  ...shellCall([...(request.tools ?? []), ...declared], this.steps[turn]!),
+                }
+            : {
+                type: 'message',
+                id: `msg_${turn}`,
+                role: 'assistant',
+                status: 'completed',
+                content: [{ type: 'output_text', text: this.answer, annotations: [] }],
+              };
         res.write(sse('response.output_item.added', { output_index: 0, item }));
         res.write(sse('response.output_item.done', { output_index: 0, item }));
-        res.write(sse('response.completed', { response: { id, usage: { input_tokens: 10, input_tokens_details: { cached_tokens: 0 }, output_tokens: 5, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 15 } } }));
+        res.write(
+          sse('response.completed', {
+            response: {
+              id,
+              usage: {
+                input_tokens: 10,
+                input_tokens_details: { cached_tokens: 0 },
+                output_tokens: 5,
+                output_tokens_details: { reasoning_tokens: 0 },
+                total_tokens: 15,
+              },
+            },
+          }),
+        );
         res.end();
       });
     });
@@ -111,9 +148,16 @@ export class ScriptedModel {
 
 function errorBody(url: string, status: number): unknown {
   const message = status === 401 ? 'invalid x-api-key' : status === 429 ? 'rate limited by the scripted model' : `scripted failure ${status}`;
-  if (/:(generateContent|streamGenerateContent)/.test(url)) return { error: { code: status, message, status: status === 401 ? 'UNAUTHENTICATED' : 'RESOURCE_EXHAUSTED' } };
+  if (/:(generateContent|streamGenerateContent)/.test(url))
+    return { error: { code: status, message, status: status === 401 ? 'UNAUTHENTICATED' : 'RESOURCE_EXHAUSTED' } };
   if (url.includes('/v1/messages')) return { type: 'error', error: { type: status === 401 ? 'authentication_error' : 'rate_limit_error', message } };
-  return { error: { message, type: status === 401 ? 'invalid_request_error' : 'rate_limit_exceeded', code: status === 401 ? 'invalid_api_key' : 'rate_limit_exceeded' } };
+  return {
+    error: {
+      message,
+      type: status === 401 ? 'invalid_request_error' : 'rate_limit_exceeded',
+      code: status === 401 ? 'invalid_api_key' : 'rate_limit_exceeded',
+    },
+  };
 }
 
 type AnthropicBlock = { type?: string };
@@ -125,16 +169,41 @@ function anthropicTurn(res: import('node:http').ServerResponse, body: unknown, s
   const turn = (request.messages ?? []).flatMap((m) => (typeof m.content === 'string' ? [] : (m.content ?? []))).filter((b) => b.type === 'tool_result').length;
   const bash = (request.tools ?? []).find((t) => t.name === 'Bash');
   const id = `msg_${turn}_${Date.now()}`;
-  const block = bash && turn < steps.length ? { type: 'tool_use', id: `toolu_${turn}`, name: 'Bash', input: { command: steps[turn]!, description: `step ${turn}` } } : { type: 'text', text: bash ? answer : 'ok' };
+  const block =
+    bash && turn < steps.length
+      ? { type: 'tool_use', id: `toolu_${turn}`, name: 'Bash', input: { command: steps[turn]!, description: `step ${turn}` } }
+      : { type: 'text', text: bash ? answer : 'ok' };
   const stop = block.type === 'tool_use' ? 'tool_use' : 'end_turn';
   const usage = { input_tokens: 10, output_tokens: 5, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
   if (!request.stream) {
     res.writeHead(200, { 'content-type': 'application/json' });
-    return void res.end(JSON.stringify({ id, type: 'message', role: 'assistant', model: request.model ?? 'claude-scripted', content: [block], stop_reason: stop, stop_sequence: null, usage }));
+    return void res.end(
+      JSON.stringify({
+        id,
+        type: 'message',
+        role: 'assistant',
+        model: request.model ?? 'claude-scripted',
+        content: [block],
+        stop_reason: stop,
+        stop_sequence: null,
+        usage,
+      }),
+    );
   }
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const event = (type: string, data: object) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
-  event('message_start', { message: { id, type: 'message', role: 'assistant', model: request.model ?? 'claude-scripted', content: [], stop_reason: null, stop_sequence: null, usage: { ...usage, output_tokens: 1 } } });
+  event('message_start', {
+    message: {
+      id,
+      type: 'message',
+      role: 'assistant',
+      model: request.model ?? 'claude-scripted',
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: { ...usage, output_tokens: 1 },
+    },
+  });
   if (block.type === 'tool_use') {
     event('content_block_start', { index: 0, content_block: { ...block, input: {} } });
     event('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: JSON.stringify((block as { input: object }).input) } });
@@ -149,7 +218,11 @@ function anthropicTurn(res: import('node:http').ServerResponse, body: unknown, s
 }
 
 type GeminiPart = { text?: string; functionCall?: unknown; functionResponse?: unknown };
-type GeminiRequest = { generationConfig?: { responseMimeType?: string }; contents?: Array<{ parts?: GeminiPart[] }>; tools?: Array<{ functionDeclarations?: Array<{ name?: string; parameters?: unknown; parametersJsonSchema?: unknown }> }> };
+type GeminiRequest = {
+  generationConfig?: { responseMimeType?: string };
+  contents?: Array<{ parts?: GeminiPart[] }>;
+  tools?: Array<{ functionDeclarations?: Array<{ name?: string; parameters?: unknown; parametersJsonSchema?: unknown }> }>;
+};
 
 /** Gemini: a functionCall to the client's shell tool per step, then text; streamed as SSE when asked (alt=sse). */
 function geminiTurn(res: import('node:http').ServerResponse, url: string, body: unknown, steps: string[], answer: string): void {
@@ -158,9 +231,18 @@ function geminiTurn(res: import('node:http').ServerResponse, url: string, body: 
   const shell = (request.tools ?? []).flatMap((t) => t.functionDeclarations ?? []).find((f) => /shell/.test(f.name ?? ''));
   // Side requests for JSON (the CLI's model router, its checks of whose turn it is) get JSON.
   const json = request.generationConfig?.responseMimeType === 'application/json';
-  const side = json ? JSON.stringify({ reasoning: 'scripted', model_choice: 'flash', complexity_reasoning: 'scripted', complexity_score: 10, next_speaker: 'user' }) : 'ok';
-  const part = shell && turn < steps.length ? { functionCall: { name: shell.name, args: { command: steps[turn]!, description: `step ${turn}` } } } : { text: shell ? answer : side };
-  const chunk = { candidates: [{ content: { role: 'model', parts: [part] }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 5, totalTokenCount: 15 }, modelVersion: 'gemini-scripted' };
+  const side = json
+    ? JSON.stringify({ reasoning: 'scripted', model_choice: 'flash', complexity_reasoning: 'scripted', complexity_score: 10, next_speaker: 'user' })
+    : 'ok';
+  const part =
+    shell && turn < steps.length
+      ? { functionCall: { name: shell.name, args: { command: steps[turn]!, description: `step ${turn}` } } }
+      : { text: shell ? answer : side };
+  const chunk = {
+    candidates: [{ content: { role: 'model', parts: [part] }, finishReason: 'STOP', index: 0 }],
+    usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 5, totalTokenCount: 15 },
+    modelVersion: 'gemini-scripted',
+  };
   if (url.includes(':streamGenerateContent')) {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     return void res.end(`data: ${JSON.stringify(chunk)}\r\n\r\n`);

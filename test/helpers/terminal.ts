@@ -11,7 +11,11 @@ export class Terminal {
 
   constructor(command: string, options: { cwd: string; env: NodeJS.ProcessEnv; rows?: number; cols?: number }) {
     const sized = `stty rows ${options.rows ?? 40} cols ${options.cols ?? 120}; exec ${command}`;
-    this.child = spawn('script', ['-qec', sized, '/dev/null'], { cwd: options.cwd, env: { ...options.env, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn('script', ['-qec', sized, '/dev/null'], {
+      cwd: options.cwd,
+      env: { ...options.env, TERM: 'xterm-256color' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     this.child.stdout.on('data', (c: Buffer) => (this.raw += c.toString('utf8')));
     this.child.stderr.on('data', (c: Buffer) => (this.raw += c.toString('utf8')));
     this.exited = new Promise((resolve) => this.child.on('close', (code) => resolve(code ?? -1)));

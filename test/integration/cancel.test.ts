@@ -15,7 +15,8 @@ const pool = scratchPool();
 afterEach(() => pool.cleanup());
 
 type Mode = 'own process' | 'warm server' | 'a task made ahead';
-const modeEnv = (mode: Mode): Record<string, string> => ({ 'own process': { MOAT_SERVER: 'off' }, 'warm server': { MOAT_POOL: 'off' }, 'a task made ahead': {} })[mode];
+const modeEnv = (mode: Mode): Record<string, string> =>
+  ({ 'own process': { MOAT_SERVER: 'off' }, 'warm server': { MOAT_POOL: 'off' }, 'a task made ahead': {} })[mode];
 const LOOK = { MOAT_SERVER: 'off' };
 
 /** The CLI without a terminal; LOOK (no server) to inspect without changing what a server does. */
@@ -27,7 +28,11 @@ function moat(scratch: Scratch, args: string[], env: Record<string, string>) {
 /** A warm server for this environment, up before the command under test. */
 async function warmServer(scratch: Scratch, env: Record<string, string>): Promise<void> {
   spawnSync(MOAT_COMMAND, ['ls'], { cwd: scratch.repo, env: scratch.env(env), input: '' });
-  await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n >= 1, 10_000);
+  await eventually(
+    async () => serverPids(join(scratch.root, 'run')).length,
+    (n) => n >= 1,
+    10_000,
+  );
 }
 
 /** Starts `moat ARGS`; sends `signal` once stderr shows `when` (or after `when` ms); resolves with what it did. */
@@ -66,7 +71,9 @@ async function leftovers(scratch: Scratch) {
     refs: gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/', 'refs/moat/').split('\n').filter(Boolean),
     containers: (await containers(scratch)).map((c) => c.Names[0]),
     gatewaySockets: list(join(scratch.home, 's')),
-    mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((line) => line.includes(`${scratch.root}/`)),
+    mounts: readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter((line) => line.includes(`${scratch.root}/`)),
   };
 }
 const NOTHING = { tasks: [], refs: [], containers: [], gatewaySockets: [], mounts: [] };
@@ -89,7 +96,10 @@ describe('Ctrl-C during moat up', () => {
     const templates = join(scratch.root, 'templates');
     mkdirSync(join(templates, 'slow'), { recursive: true });
     const marker = `slow-build-${Date.now()}-${mode.replace(' ', '-')}`;
-    writeFileSync(join(templates, 'slow', 'Dockerfile'), `ARG BASE_IMAGE\nFROM \${BASE_IMAGE}\nARG MOAT_UID\nARG MOAT_GID\nCOPY sandbox-user.sh /tmp/\nRUN sh /tmp/sandbox-user.sh "$MOAT_UID" "$MOAT_GID"\nRUN echo ${marker} && sleep 600\n`);
+    writeFileSync(
+      join(templates, 'slow', 'Dockerfile'),
+      `ARG BASE_IMAGE\nFROM \${BASE_IMAGE}\nARG MOAT_UID\nARG MOAT_GID\nCOPY sandbox-user.sh /tmp/\nRUN sh /tmp/sandbox-user.sh "$MOAT_UID" "$MOAT_GID"\nRUN echo ${marker} && sleep 600\n`,
+    );
     scratch.writeConfig(`templates: [${templates}]\n`);
     const env = modeEnv(mode);
     if (mode !== 'own process') await warmServer(scratch, env);
@@ -102,7 +112,13 @@ describe('Ctrl-C during moat up', () => {
     expectGcFindsNothing(scratch);
     // The engine stopped building too.
     const building = () => execFileSync('docker', ['ps', '--no-trunc', '--format', '{{.Command}}'], { encoding: 'utf8' });
-    expect(await eventually(async () => building(), (ps) => !ps.includes(marker), 20_000)).not.toContain(marker);
+    expect(
+      await eventually(
+        async () => building(),
+        (ps) => !ps.includes(marker),
+        20_000,
+      ),
+    ).not.toContain(marker);
     expect(execFileSync('docker', ['images', '--format', '{{.Repository}}'], { encoding: 'utf8' }).split('\n')).not.toContain('moat-slow');
   });
 
@@ -120,7 +136,13 @@ describe('Ctrl-C during moat up', () => {
 
     // The progress line comes right before the command runs: branch, workspace, record,
     // gateway registration and container all exist by then.
-    const result = await interrupted(scratch, ['up', '--task', 'dev', '--devcontainer', '--allow', 'example.invalid'], env, signal, 'devcontainer: postCreateCommand');
+    const result = await interrupted(
+      scratch,
+      ['up', '--task', 'dev', '--devcontainer', '--allow', 'example.invalid'],
+      env,
+      signal,
+      'devcontainer: postCreateCommand',
+    );
     expect(result.err).toContain('devcontainer: postCreateCommand');
     expect(result.status, result.err).toBe(signal === 'SIGTERM' ? 143 : 130);
     expectOneCancelLine(result.err, signal === 'SIGTERM' ? 'SIGTERM' : 'SIGINT');
@@ -128,43 +150,51 @@ describe('Ctrl-C during moat up', () => {
     expectGcFindsNothing(scratch);
   });
 
-  it.each<Mode>(['own process', 'warm server', 'a task made ahead'])('at any moment (%s): the task is whole or gone, and gone whenever moat exits 130', async (mode) => {
-    const scratch = pool.scratch();
-    const env = modeEnv(mode);
-    if (mode !== 'own process') await warmServer(scratch, env);
-    const outcomes: number[] = [];
-    for (const delay of [0, 150, 400, 700, 1000, 1400, 2000]) {
-      if (mode === 'a task made ahead') {
-        // A nameless up of the common shape takes the task the server made ahead (or waits for it).
-        expect(moat(scratch, ['run', '--', 'true'], env).code).toBe(0);
-        await eventually(() => containers(scratch), (list) => list.length >= 1, 20_000);
+  it.each<Mode>(['own process', 'warm server', 'a task made ahead'])(
+    'at any moment (%s): the task is whole or gone, and gone whenever moat exits 130',
+    async (mode) => {
+      const scratch = pool.scratch();
+      const env = modeEnv(mode);
+      if (mode !== 'own process') await warmServer(scratch, env);
+      const outcomes: number[] = [];
+      for (const delay of [0, 150, 400, 700, 1000, 1400, 2000]) {
+        if (mode === 'a task made ahead') {
+          // A nameless up of the common shape takes the task the server made ahead (or waits for it).
+          expect(moat(scratch, ['run', '--', 'true'], env).code).toBe(0);
+          await eventually(
+            () => containers(scratch),
+            (list) => list.length >= 1,
+            20_000,
+          );
+        }
+        const args = mode === 'a task made ahead' ? ['up', '--json'] : ['up', '--task', 'any', '--json'];
+        const result = await interrupted(scratch, args, env, 'SIGINT', delay);
+        outcomes.push(result.status);
+        const tasks = await scratch.moat().ls();
+        if (result.status === 0) {
+          // Whole: the record, its running container and its branch.
+          const name = JSON.parse(result.out).name as string;
+          expect(tasks.map((t) => [t.name, t.state])).toEqual([[name, 'running']]);
+          expect(gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/')).toBe(`refs/heads/moat/${name}`);
+          expect(moat(scratch, ['rm', '--force', name], LOOK).code).toBe(0);
+        } else {
+          expect(result.status, result.err).toBe(130);
+          // Cancelled before moat listened (killed by the signal), or by moat: nothing either way.
+          if (result.err.includes('moat: error')) expectOneCancelLine(result.err, 'SIGINT');
+          expect(tasks).toEqual([]);
+          expect(gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/')).toBe('');
+        }
+        if (mode === 'own process') {
+          expect(await leftovers(scratch)).toEqual(NOTHING);
+          expectGcFindsNothing(scratch);
+        }
       }
-      const args = mode === 'a task made ahead' ? ['up', '--json'] : ['up', '--task', 'any', '--json'];
-      const result = await interrupted(scratch, args, env, 'SIGINT', delay);
-      outcomes.push(result.status);
-      const tasks = await scratch.moat().ls();
-      if (result.status === 0) {
-        // Whole: the record, its running container and its branch.
-        const name = JSON.parse(result.out).name as string;
-        expect(tasks.map((t) => [t.name, t.state])).toEqual([[name, 'running']]);
-        expect(gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/')).toBe(`refs/heads/moat/${name}`);
-        expect(moat(scratch, ['rm', '--force', name], LOOK).code).toBe(0);
-      } else {
-        expect(result.status, result.err).toBe(130);
-        // Cancelled before moat listened (killed by the signal), or by moat: nothing either way.
-        if (result.err.includes('moat: error')) expectOneCancelLine(result.err, 'SIGINT');
-        expect(tasks).toEqual([]);
-        expect(gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/')).toBe('');
-      }
-      if (mode === 'own process') {
-        expect(await leftovers(scratch)).toEqual(NOTHING);
-        expectGcFindsNothing(scratch);
-      }
-    }
-    // What the server made ahead is the server's: gone with it, and nothing else is left.
-    await stopServers(join(scratch.root, 'run'));
-    expect(await leftovers(scratch)).toEqual(NOTHING);
-    expectGcFindsNothing(scratch);
-    expect(outcomes).toHaveLength(7);
-  }, 300_000);
+      // What the server made ahead is the server's: gone with it, and nothing else is left.
+      await stopServers(join(scratch.root, 'run'));
+      expect(await leftovers(scratch)).toEqual(NOTHING);
+      expectGcFindsNothing(scratch);
+      expect(outcomes).toHaveLength(7);
+    },
+    300_000,
+  );
 });

@@ -5,7 +5,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { eventually, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 
 function cli(scratch: Scratch, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-  const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: options.cwd ?? scratch.repo, env: scratch.env(options.env), encoding: 'utf8', input: '' });
+  const result = spawnSync(process.execPath, [MOAT_BIN, ...args], {
+    cwd: options.cwd ?? scratch.repo,
+    env: scratch.env(options.env),
+    encoding: 'utf8',
+    input: '',
+  });
   return { code: result.status, out: result.stdout, err: result.stderr };
 }
 
@@ -51,7 +56,11 @@ describe('the cap on warm servers', () => {
   it('stops the least recently used past the cap, and removes the files of dead ones', async () => {
     const env = (n: number) => ({ MOAT_SERVER_MAX: '2', MOAT_OTHER: String(n) });
     expect(cli(scratch, ['ls'], { env: env(1) }).code).toBe(0);
-    const [first] = await eventually(async () => live(), (list) => list.length === 1, 10_000);
+    const [first] = await eventually(
+      async () => live(),
+      (list) => list.length === 1,
+      10_000,
+    );
     // What a server killed outright leaves behind, long enough ago.
     const stale = join(dir(), `${'0'.repeat(32)}.sock`);
     writeFileSync(stale, '');
@@ -63,12 +72,20 @@ describe('the cap on warm servers', () => {
     for (const n of [2, 3]) {
       expect(cli(scratch, ['ls'], { env: env(n) }).code).toBe(0);
       // Each server starts after its first command, in the background.
-      const now = await eventually(async () => live(), (list) => list.some((pid) => pid !== first && !pids.includes(pid)), 10_000);
+      const now = await eventually(
+        async () => live(),
+        (list) => list.some((pid) => pid !== first && !pids.includes(pid)),
+        10_000,
+      );
       pids.push(now.find((pid) => pid !== first && !pids.includes(pid))!);
     }
     expect(pids.every(Boolean)).toBe(true);
     // Three environments were served, two servers stay: the first one (least recently used) left.
-    const left = await eventually(async () => live(), (list) => list.length <= 2, 10_000);
+    const left = await eventually(
+      async () => live(),
+      (list) => list.length <= 2,
+      10_000,
+    );
     expect(left.sort()).toEqual([...pids].sort());
     expect(existsSync(stale)).toBe(false);
     expect(existsSync(`${stale}.pid`)).toBe(false);
@@ -81,20 +98,47 @@ describe('the cap on warm servers', () => {
     expect(cli(scratch, ['up', '--task', 'busy'], { env: { MOAT_SERVER: 'off' } }).code).toBe(0);
     expect(cli(scratch, ['ls'], { env: env(1) }).code).toBe(0);
     const before = live();
-    const [first] = await eventually(async () => live().filter((pid) => !before.includes(pid)), (list) => list.length === 1, 10_000);
+    const [first] = await eventually(
+      async () => live().filter((pid) => !before.includes(pid)),
+      (list) => list.length === 1,
+      10_000,
+    );
     // A command on the first server, still running while another environment's server starts.
-    const running = spawn(process.execPath, [MOAT_BIN, 'exec', 'busy', '--', 'sh', '-c', 'touch /tmp/started; sleep 3; echo finished'], { cwd: scratch.repo, env: scratch.env(env(1)), stdio: ['ignore', 'pipe', 'pipe'] });
+    const running = spawn(process.execPath, [MOAT_BIN, 'exec', 'busy', '--', 'sh', '-c', 'touch /tmp/started; sleep 3; echo finished'], {
+      cwd: scratch.repo,
+      env: scratch.env(env(1)),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     running.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     const status = new Promise<number | null>((resolve) => running.once('close', resolve));
-    await eventually(async () => spawnSync('docker', ['exec', JSON.parse(cli(scratch, ['ls', '--json'], { env: { MOAT_SERVER: 'off' } }).out)[0].containerId, 'test', '-e', '/tmp/started']).status, (s) => s === 0, 10_000);
+    await eventually(
+      async () =>
+        spawnSync('docker', [
+          'exec',
+          JSON.parse(cli(scratch, ['ls', '--json'], { env: { MOAT_SERVER: 'off' } }).out)[0].containerId,
+          'test',
+          '-e',
+          '/tmp/started',
+        ]).status,
+      (s) => s === 0,
+      10_000,
+    );
     expect(cli(scratch, ['ls'], { env: env(2) }).code).toBe(0);
-    await eventually(async () => live().filter((pid) => !before.includes(pid) && pid !== first).length, (n) => n === 1, 10_000);
+    await eventually(
+      async () => live().filter((pid) => !before.includes(pid) && pid !== first).length,
+      (n) => n === 1,
+      10_000,
+    );
     expect(live()).toContain(first);
     expect(await status).toBe(0);
     expect(out).toBe('finished\n');
     // Then it leaves.
-    await eventually(async () => live().includes(first!), (alive) => !alive, 10_000);
+    await eventually(
+      async () => live().includes(first!),
+      (alive) => !alive,
+      10_000,
+    );
     expect(live()).not.toContain(first);
   });
 });
@@ -105,14 +149,19 @@ describe('the egress audit log cap', () => {
   afterAll(() => scratch.cleanup());
   const cap = 16 * 1024;
 
-  it('keeps a task\'s log under its cap, the newest attempts readable with moat egress', async () => {
+  it("keeps a task's log under its cap, the newest attempts readable with moat egress", async () => {
     const env = { MOAT_AUDIT_MAX_BYTES: String(cap), MOAT_SERVER: 'off' };
     expect(cli(scratch, ['up', '--task', 'loud', '--allow', 'allowed.test'], { env }).code).toBe(0);
     // 400 refused requests (curl's URL globbing), about 80 KB of audit lines uncapped.
     const loop = cli(scratch, ['exec', 'loud', '--no-sync', '--', 'sh', '-c', 'curl -s -o /dev/null -m 60 "http://d[1-400].test/"; echo done'], { env });
     expect(loop.out, loop.err).toContain('done');
     const audit = join(scratch.home, 'repos', readdirSync(join(scratch.home, 'repos'))[0]!, 'tasks', 'loud', 'egress', 'audit.jsonl');
-    const records = await eventually(async () => JSON.parse(`[${cli(scratch, ['egress', 'loud', '--json'], { env }).out.trim().split('\n').join(',')}]`) as Array<{ host: string; decision: string }>, (r) => r.at(-1)?.host === 'd400.test', 10_000);
+    const records = await eventually(
+      async () =>
+        JSON.parse(`[${cli(scratch, ['egress', 'loud', '--json'], { env }).out.trim().split('\n').join(',')}]`) as Array<{ host: string; decision: string }>,
+      (r) => r.at(-1)?.host === 'd400.test',
+      10_000,
+    );
     expect(statSync(audit).size).toBeLessThanOrEqual(cap);
     expect(statSync(`${audit}.1`).size).toBeLessThanOrEqual(cap);
     // The newest are kept, in order, none missing in between; the rotated file is read too.

@@ -13,7 +13,12 @@ describe('moat CLI', () => {
   afterAll(() => scratch.cleanup());
 
   function moat(args: string[], options: { cwd?: string; input?: string } = {}) {
-    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: options.cwd ?? scratch.repo, env: scratch.env(), encoding: 'utf8', input: options.input ?? '' });
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], {
+      cwd: options.cwd ?? scratch.repo,
+      env: scratch.env(),
+      encoding: 'utf8',
+      input: options.input ?? '',
+    });
     return { code: result.status, out: result.stdout, err: result.stderr };
   }
 
@@ -62,7 +67,32 @@ describe('moat CLI', () => {
   });
 
   it('every command has --help with a description', () => {
-    for (const command of ['up', 'exec', 'shell', 'run', 'ls', 'logs', 'down', 'reset', 'rm', 'gc', 'doctor', 'sync', 'diff', 'merge', 'apply', 'templates', 'allow', 'deny', 'egress', 'stats', 'push', 'approve', 'agent', 'new']) {
+    for (const command of [
+      'up',
+      'exec',
+      'shell',
+      'run',
+      'ls',
+      'logs',
+      'down',
+      'reset',
+      'rm',
+      'gc',
+      'doctor',
+      'sync',
+      'diff',
+      'merge',
+      'apply',
+      'templates',
+      'allow',
+      'deny',
+      'egress',
+      'stats',
+      'push',
+      'approve',
+      'agent',
+      'new',
+    ]) {
       const result = moat([command, '--help']);
       expect(result.code, command).toBe(0);
       expect(result.out, command).toMatch(/Usage: moat/);
@@ -84,7 +114,11 @@ describe('Ctrl-C', () => {
   it('reaches the command inside (no TTY), which ends; moat exits with its status', async () => {
     const { spawn } = await import('node:child_process');
     await scratch.moat().up({ task: 'intr' });
-    const child = spawn(process.execPath, [MOAT_BIN, 'exec', 'intr', '--no-sync', '--', 'sh', '-c', 'echo started; sleep 60; echo never'], { cwd: scratch.repo, env: scratch.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MOAT_BIN, 'exec', 'intr', '--no-sync', '--', 'sh', '-c', 'echo started; sleep 60; echo never'], {
+      cwd: scratch.repo,
+      env: scratch.env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
@@ -100,10 +134,14 @@ describe('Ctrl-C', () => {
     expect(ps.out().trim()).toBe('0');
   });
 
-  it('ends `moat run` with the command\'s status, and what the command committed still comes home', async () => {
+  it("ends `moat run` with the command's status, and what the command committed still comes home", async () => {
     const { spawn } = await import('node:child_process');
     const script = 'echo w > w.txt && git add w.txt && git commit -qm before-interrupt && echo started && sleep 60; echo never';
-    const child = spawn(process.execPath, [MOAT_BIN, 'run', '--task', 'intr-run', '--', 'sh', '-c', script], { cwd: scratch.repo, env: scratch.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MOAT_BIN, 'run', '--task', 'intr-run', '--', 'sh', '-c', script], {
+      cwd: scratch.repo,
+      env: scratch.env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
@@ -121,7 +159,7 @@ describe('moat shell', () => {
   const scratch = new Scratch();
   afterAll(() => scratch.cleanup());
 
-  it('gives an interactive TTY with the terminal\'s size, and passes the exit status through', async () => {
+  it("gives an interactive TTY with the terminal's size, and passes the exit status through", async () => {
     const moat = scratch.moat();
     await moat.up({ task: 'tty' });
     // util-linux `script` gives moat a real terminal of a known size. The keys come a moment
@@ -163,11 +201,21 @@ describe('the warm CLI server', () => {
     const first = moat(['ls', '--json']);
     expect(first.code).toBe(0);
     // The first served command starts a server for the next ones.
-    const pids = await eventually(async () => serverPids(join(scratch.root, 'run')), (p) => p.length === 1, 10_000);
+    const pids = await eventually(
+      async () => serverPids(join(scratch.root, 'run')),
+      (p) => p.length === 1,
+      10_000,
+    );
     const sockets = () => readdirSync(runDir()).filter((f) => f.endsWith('.sock'));
     expect(sockets()).toHaveLength(1);
 
-    const cases: string[][] = [['up', '--task', 'served', '--json'], ['ls', '--json'], ['up', '--task', 'Bad Name'], ['down', 'ghost'], ['rm', 'served', '--force', '--json']];
+    const cases: string[][] = [
+      ['up', '--task', 'served', '--json'],
+      ['ls', '--json'],
+      ['up', '--task', 'Bad Name'],
+      ['down', 'ghost'],
+      ['rm', 'served', '--force', '--json'],
+    ];
     for (const args of cases) {
       const served = moat(args);
       // The same command in a process of its own, for comparison (state-changing ones are undone first).
@@ -182,14 +230,26 @@ describe('the warm CLI server', () => {
 
     // Another environment is another server's: this one never runs its commands.
     expect(moat(['ls'], { MOAT_OTHER: '1' }).code).toBe(0);
-    await eventually(async () => sockets().length, (n) => n === 2, 10_000);
+    await eventually(
+      async () => sockets().length,
+      (n) => n === 2,
+      10_000,
+    );
   });
 
-  it('carries large input and output unchanged, in order, with the command\'s status', async () => {
+  it("carries large input and output unchanged, in order, with the command's status", async () => {
     expect(moat(['up', '--task', 'pipes']).code).toBe(0);
-    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n >= 1, 10_000);
+    await eventually(
+      async () => serverPids(join(scratch.root, 'run')).length,
+      (n) => n >= 1,
+      10_000,
+    );
     const input = randomBytes(8 * 1024 * 1024);
-    const result = spawnSync(process.execPath, [MOAT_BIN, 'exec', 'pipes', '--no-sync', '--', 'sh', '-c', 'sha256sum; head -c 4000000 /dev/zero; echo done >&2; exit 3'], { cwd: scratch.repo, env: scratch.env(), input, maxBuffer: 64 * 1024 * 1024 });
+    const result = spawnSync(
+      process.execPath,
+      [MOAT_BIN, 'exec', 'pipes', '--no-sync', '--', 'sh', '-c', 'sha256sum; head -c 4000000 /dev/zero; echo done >&2; exit 3'],
+      { cwd: scratch.repo, env: scratch.env(), input, maxBuffer: 64 * 1024 * 1024 },
+    );
     expect(result.status).toBe(3);
     const digest = createHash('sha256').update(input).digest('hex');
     expect(result.stdout.subarray(0, 64).toString()).toBe(digest);
@@ -206,7 +266,11 @@ describe('the warm CLI server', () => {
     const env = scratch.env({ MOAT_CONFIG: config });
     // This environment's server starts in another directory.
     spawnSync(process.execPath, [MOAT_BIN, 'ls'], { cwd: scratch.root, env });
-    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n >= 2, 10_000);
+    await eventually(
+      async () => serverPids(join(scratch.root, 'run')).length,
+      (n) => n >= 2,
+      10_000,
+    );
     const run = spawnSync(process.execPath, [MOAT_BIN, 'run', '--rm', '--', 'cat', '/opt/cache/note'], { cwd: scratch.repo, env, encoding: 'utf8' });
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toBe('from the repository\n');
@@ -243,7 +307,11 @@ describe('tasks made ahead by the warm server', () => {
 
   it('a named task neither takes one nor causes one to be made', async () => {
     expect(moat(['run', '--rm', '--task', 'named-1', '--', 'true']).code).toBe(0);
-    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n === 1, 10_000);
+    await eventually(
+      async () => serverPids(join(scratch.root, 'run')).length,
+      (n) => n === 1,
+      10_000,
+    );
     expect(moat(['run', '--rm', '--task', 'named-2', '--', 'true']).code).toBe(0);
     // Time enough for one to be made, were it wanted.
     await new Promise((resolve) => setTimeout(resolve, 3000));
@@ -289,17 +357,29 @@ describe('tasks made ahead by the warm server', () => {
     // Only the tasks the user ran are left: none made ahead.
     const records = await scratch.moat().ls();
     expect(taskDirs().sort()).toEqual(records.map((r) => r.name).sort());
-    expect(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(scratch.home) && !records.some((r) => l.includes(`/${r.name}/`)))).toEqual([]);
+    expect(
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(scratch.home) && !records.some((r) => l.includes(`/${r.name}/`))),
+    ).toEqual([]);
   });
 
   it('after the server is killed, gc collects what it had made ahead', async () => {
     const before = taskDirs();
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
-    await eventually(async () => serverPids(join(scratch.root, 'run')).length, (n) => n === 1, 10_000);
+    await eventually(
+      async () => serverPids(join(scratch.root, 'run')).length,
+      (n) => n === 1,
+      10_000,
+    );
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
     await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
     for (const pid of serverPids(join(scratch.root, 'run'))) process.kill(pid, 'SIGKILL');
-    await eventually(async () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`)).length, (n) => n === 0, 10_000);
+    await eventually(
+      async () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`)).length,
+      (n) => n === 0,
+      10_000,
+    );
     expect(moat(['gc', '--json'], { MOAT_SERVER: 'off' }).code).toBe(0);
     expect(await containers()).toEqual([]);
     expect(taskDirs().sort()).toEqual(before.sort());
@@ -307,15 +387,25 @@ describe('tasks made ahead by the warm server', () => {
 
   it('ls -a shows a spare task, marked, and gc --all removes it while its server goes on serving', async () => {
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
-    const [server] = await eventually(async () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`)), (p) => p.length === 1, 10_000);
+    const [server] = await eventually(
+      async () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`)),
+      (p) => p.length === 1,
+      10_000,
+    );
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
     const [pooled] = await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
     const spareName = pooled!.Labels['moat.task']!;
     // Not the user's task: plain ls leaves it out; ls -a shows it, marked.
     const names = (args: string[]) => (JSON.parse(moat(args).out) as Array<{ name: string }>).map((t) => t.name);
     expect(names(['ls', '--json'])).not.toContain(spareName);
-    expect((JSON.parse(moat(['ls', '-a', '--json']).out) as Array<{ spare?: boolean }>).filter((t) => t.spare)).toEqual([expect.objectContaining({ name: spareName, spare: true, state: 'pooled', commits: 0 })]);
-    expect(moat(['ls', '-a']).out.split('\n').find((line) => line.startsWith(spareName))).toMatch(/^\S+\s+spare \(made ahead\)\s/);
+    expect((JSON.parse(moat(['ls', '-a', '--json']).out) as Array<{ spare?: boolean }>).filter((t) => t.spare)).toEqual([
+      expect.objectContaining({ name: spareName, spare: true, state: 'pooled', commits: 0 }),
+    ]);
+    expect(
+      moat(['ls', '-a'])
+        .out.split('\n')
+        .find((line) => line.startsWith(spareName)),
+    ).toMatch(/^\S+\s+spare \(made ahead\)\s/);
     // gc without --all leaves a live server's spare alone; with it, removes it.
     expect(JSON.parse(moat(['gc', '--json']).out)).toMatchObject({ removedSpares: [] });
     const gc = moat(['gc', '--all', '--json']);

@@ -23,13 +23,17 @@ describe('containment', () => {
   }
 
   it('a CPU spin on every core is throttled to the CPU limit', async () => {
-    const r = await inside('for i in 1 2 3 4; do (timeout 3 sh -c "while :; do :; done" &) ; done; sleep 3.5; cat /sys/fs/cgroup/cpu/cpu.stat /sys/fs/cgroup/cpu.stat 2>/dev/null | grep -E "^nr_throttled"');
+    const r = await inside(
+      'for i in 1 2 3 4; do (timeout 3 sh -c "while :; do :; done" &) ; done; sleep 3.5; cat /sys/fs/cgroup/cpu/cpu.stat /sys/fs/cgroup/cpu.stat 2>/dev/null | grep -E "^nr_throttled"',
+    );
     expect(Number(/nr_throttled (\d+)/.exec(r.out)?.[1] ?? 0)).toBeGreaterThan(0);
     expect((await inspect(id)).HostConfig.NanoCpus).toBe(5e8);
   });
 
-  it('open files run out at the nofile limit (EMFILE), not the host\'s', async () => {
-    const r = await inside('perl -e \'my @f; while (open(my $h, "<", "/dev/null")) { push @f, $h; last if @f > 5000 } print "opened ", scalar(@f), " ($!)\\n"\'');
+  it("open files run out at the nofile limit (EMFILE), not the host's", async () => {
+    const r = await inside(
+      'perl -e \'my @f; while (open(my $h, "<", "/dev/null")) { push @f, $h; last if @f > 5000 } print "opened ", scalar(@f), " ($!)\\n"\'',
+    );
     expect(r.out).toContain('Too many open files');
     const opened = Number(/opened (\d+)/.exec(r.out)?.[1]);
     expect(opened).toBeLessThan(256);
@@ -78,7 +82,12 @@ describe('containment', () => {
 
   it('the host keeps answering while a task is under attack', async () => {
     await moat.reset('abuse');
-    const bomb = moat.exec('abuse', ['sh', '-c', 'setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & pg=$!; sleep 4; while kill -9 -$pg 2>/dev/null; do sleep 0.1; done; exit 1'], captureIO().io, { sync: false });
+    const bomb = moat.exec(
+      'abuse',
+      ['sh', '-c', 'setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & pg=$!; sleep 4; while kill -9 -$pg 2>/dev/null; do sleep 0.1; done; exit 1'],
+      captureIO().io,
+      { sync: false },
+    );
     await new Promise((r) => setTimeout(r, 1500));
     const started = Date.now();
     const tasks = await moat.ls();

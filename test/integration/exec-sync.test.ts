@@ -15,7 +15,11 @@ describe('exec: status first, sync right after, no commit lost', () => {
   const pool = scratchPool();
   afterEach(() => pool.cleanup());
 
-  const commit = (message: string) => ['sh', '-c', `echo ${message} > ${message}.txt && git add -A && git -c user.name=a -c user.email=a@a.invalid commit -qm ${message}`];
+  const commit = (message: string) => [
+    'sh',
+    '-c',
+    `echo ${message} > ${message}.txt && git add -A && git -c user.name=a -c user.email=a@a.invalid commit -qm ${message}`,
+  ];
 
   function cli(scratch: Scratch, args: string[], env: Record<string, string> = {}) {
     const result = spawnSync(MOAT_COMMAND, args, { cwd: scratch.repo, env: scratch.env({ MOAT_POOL: 'off', ...env }), encoding: 'utf8', input: '' });
@@ -25,17 +29,23 @@ describe('exec: status first, sync right after, no commit lost', () => {
   const branchLog = (scratch: Scratch, task: string) => gitIn(scratch.repo, 'log', '--format=%s', `moat/${task}`);
   const markers = (scratch: Scratch) => {
     const tasks = join(scratch.home, 'repos');
-    return readdirSync(tasks).flatMap((repo) => readdirSync(join(tasks, repo, 'tasks')).flatMap((task) => {
-      const dir = join(tasks, repo, 'tasks', task, 'sync-pending');
-      return existsSync(dir) ? readdirSync(dir) : [];
-    }));
+    return readdirSync(tasks).flatMap((repo) =>
+      readdirSync(join(tasks, repo, 'tasks')).flatMap((task) => {
+        const dir = join(tasks, repo, 'tasks', task, 'sync-pending');
+        return existsSync(dir) ? readdirSync(dir) : [];
+      }),
+    );
   };
 
   /** A task, and a warm server (for the environment `env`) that will run the next exec. */
   async function taskWithServer(scratch: Scratch, task: string, env: Record<string, string>): Promise<number> {
     expect(cli(scratch, ['up', '--task', task], env).code).toBe(0);
     // The first command ran in its own process and started the server for this environment.
-    const pids = await eventually(async () => serverPids(join(scratch.root, 'run')), (p) => p.length === 1, 10_000);
+    const pids = await eventually(
+      async () => serverPids(join(scratch.root, 'run')),
+      (p) => p.length === 1,
+      10_000,
+    );
     expect(pids).toHaveLength(1);
     // The socket answers once the pid file is written.
     return pids[0]!;
@@ -47,11 +57,23 @@ describe('exec: status first, sync right after, no commit lost', () => {
    */
   async function serverStarted(scratch: Scratch): Promise<void> {
     const live = () => serverPids(join(scratch.root, 'run')).filter((pid) => existsSync(`/proc/${pid}`));
-    expect(await eventually(async () => live(), (pids) => pids.length === 1, 10_000)).toHaveLength(1);
+    expect(
+      await eventually(
+        async () => live(),
+        (pids) => pids.length === 1,
+        10_000,
+      ),
+    ).toHaveLength(1);
   }
 
   async function gone(pid: number): Promise<boolean> {
-    return (await eventually(async () => existsSync(`/proc/${pid}`), (alive) => !alive, 10_000)) === false;
+    return (
+      (await eventually(
+        async () => existsSync(`/proc/${pid}`),
+        (alive) => !alive,
+        10_000,
+      )) === false
+    );
   }
 
   it('the status comes first and the commit follows on moat/<task>, with the next command seeing it', async () => {
@@ -66,7 +88,12 @@ describe('exec: status first, sync right after, no commit lost', () => {
     expect(branchLog(scratch, 'st')).toContain('one');
     const diff = cli(scratch, ['diff', 'st', '--stat']);
     expect(diff.out).toContain('one.txt');
-    expect(await eventually(async () => markers(scratch), (m) => m.length === 0)).toEqual([]);
+    expect(
+      await eventually(
+        async () => markers(scratch),
+        (m) => m.length === 0,
+      ),
+    ).toEqual([]);
   });
 
   it.each([
@@ -96,24 +123,27 @@ describe('exec: status first, sync right after, no commit lost', () => {
     if (next !== 'sync' && next !== 'diff') await serverStarted(scratch);
   });
 
-  it.each(['exec-after-command', 'sync-after-read', 'sync-after-fetch'])('moat in its own process killed (kill -9) at %s: the next exec brings the commit home before its command', (point) => {
-    const scratch = pool.scratch();
-    const own = { MOAT_SERVER: 'off' };
-    expect(cli(scratch, ['up', '--task', 'own'], own).code).toBe(0);
-    const exec = cli(scratch, ['exec', 'own', '--', ...commit('lost')], { ...own, MOAT_TEST_KILL_AT: point });
-    expect(exec.code).toBeNull();
-    expect(branchLog(scratch, 'own')).not.toContain('lost');
-    // The next exec is killed too, after its command and before its own sync: what is on the
-    // branch then came home before its command ran.
-    const next = cli(scratch, ['exec', 'own', '--', ...commit('second')], { ...own, MOAT_TEST_KILL_AT: 'exec-after-command' });
-    expect(next.code).toBeNull();
-    expect(branchLog(scratch, 'own')).toContain('lost');
-    expect(branchLog(scratch, 'own')).not.toContain('second');
-    const last = cli(scratch, ['exec', 'own', '--', 'sh', '-c', 'exit 4'], own);
-    expect(last.code).toBe(4);
-    expect(branchLog(scratch, 'own')).toContain('second');
-    expect(markers(scratch)).toEqual([]);
-  });
+  it.each(['exec-after-command', 'sync-after-read', 'sync-after-fetch'])(
+    'moat in its own process killed (kill -9) at %s: the next exec brings the commit home before its command',
+    (point) => {
+      const scratch = pool.scratch();
+      const own = { MOAT_SERVER: 'off' };
+      expect(cli(scratch, ['up', '--task', 'own'], own).code).toBe(0);
+      const exec = cli(scratch, ['exec', 'own', '--', ...commit('lost')], { ...own, MOAT_TEST_KILL_AT: point });
+      expect(exec.code).toBeNull();
+      expect(branchLog(scratch, 'own')).not.toContain('lost');
+      // The next exec is killed too, after its command and before its own sync: what is on the
+      // branch then came home before its command ran.
+      const next = cli(scratch, ['exec', 'own', '--', ...commit('second')], { ...own, MOAT_TEST_KILL_AT: 'exec-after-command' });
+      expect(next.code).toBeNull();
+      expect(branchLog(scratch, 'own')).toContain('lost');
+      expect(branchLog(scratch, 'own')).not.toContain('second');
+      const last = cli(scratch, ['exec', 'own', '--', 'sh', '-c', 'exit 4'], own);
+      expect(last.code).toBe(4);
+      expect(branchLog(scratch, 'own')).toContain('second');
+      expect(markers(scratch)).toEqual([]);
+    },
+  );
 
   it('server killed before the sync and the container gone too: the commit comes home from the workspace', async () => {
     const scratch = pool.scratch();

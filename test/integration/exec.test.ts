@@ -50,7 +50,8 @@ describe('exec', () => {
     // The bomb runs in its own session so its whole process group can be killed afterwards. The
     // shell that watches it forks nothing once the bomb runs (its timer starts first; wait, kill and
     // the loop are builtins): a fork of its own would fail at the limit and end it with status 2.
-    const bomb = 'sleep 2 & timer=$!; setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & pg=$!; wait $timer; while kill -9 -$pg 2>/dev/null; do :; done; exit 3';
+    const bomb =
+      'sleep 2 & timer=$!; setsid sh -c "bomb() { bomb | bomb & }; bomb" 2>/dev/null & pg=$!; wait $timer; while kill -9 -$pg 2>/dev/null; do :; done; exit 3';
     const result = await moat.exec('ex', ['sh', '-c', bomb], cap.io, { sync: false });
     expect(result.exitCode).toBe(3);
     expect(result.reason.kind).toBe('pids-limit');

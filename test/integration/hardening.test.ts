@@ -62,10 +62,15 @@ describe('a task container is hardened by default', () => {
   });
 
   it('engine: every resource is labelled', () => {
-    expect(info.Config.Labels).toMatchObject({ 'moat.task': 'hard', 'moat.repo': record.repoKey, 'moat.version': expect.any(String), 'moat.home': moat.context.store.homeKey });
+    expect(info.Config.Labels).toMatchObject({
+      'moat.task': 'hard',
+      'moat.repo': record.repoKey,
+      'moat.version': expect.any(String),
+      'moat.home': moat.context.store.homeKey,
+    });
   });
 
-  it('environment is exactly what config grants plus moat\'s own variables', async () => {
+  it("environment is exactly what config grants plus moat's own variables", async () => {
     const env = info.Config.Env.map((e) => e.split('=')[0]).sort();
     expect(env).toEqual(['GRANTED', 'HOME', 'LANG', 'LOGNAME', 'MOAT_SANDBOX', 'MOAT_TASK', 'PATH', 'USER'].sort());
     const { out } = await inside('cat /proc/1/environ | tr "\\0" "\\n"; env');
@@ -89,7 +94,9 @@ describe('a task container is hardened by default', () => {
   });
 
   it('inside: root filesystem is read-only; /workspace, /tmp and home are writable', async () => {
-    const { out } = await inside('for d in /etc /usr /workspace /tmp "$HOME"; do if touch "$d/.probe" 2>/dev/null; then echo "$d rw"; rm -f "$d/.probe"; else echo "$d ro"; fi; done');
+    const { out } = await inside(
+      'for d in /etc /usr /workspace /tmp "$HOME"; do if touch "$d/.probe" 2>/dev/null; then echo "$d rw"; rm -f "$d/.probe"; else echo "$d ro"; fi; done',
+    );
     expect(out.trim().split('\n')).toEqual(['/etc ro', '/usr ro', '/workspace rw', '/tmp rw', '/home/agent rw']);
   });
 
@@ -110,7 +117,7 @@ describe('a task container is hardened by default', () => {
     expect(owner).toBe(expected);
   });
 
-  it('the user\'s checkout and its uncommitted changes are untouched', async () => {
+  it("the user's checkout and its uncommitted changes are untouched", async () => {
     writeFileSync(join(scratch.repo, 'README.md'), 'local edit\n');
     await inside('echo agent > README.md && git commit -qam agent-edit');
     await moat.sync('hard');

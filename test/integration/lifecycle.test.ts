@@ -63,7 +63,7 @@ describe('task lifecycle', () => {
     expect(await containersOf(s)).toEqual([]);
   });
 
-  it('commits survive the container\'s death and come home through a helper container', async () => {
+  it("commits survive the container's death and come home through a helper container", async () => {
     const s = scratch();
     const moat = s.moat();
     const record = await moat.up({ task: 'dies' });
@@ -82,7 +82,12 @@ describe('task lifecycle', () => {
     const s = scratch();
     const moat = s.moat();
     await moat.up({ task: 'wip' });
-    await moat.exec('wip', ['sh', '-c', 'echo c > committed.txt && git add -A && git commit -qm c && echo u > uncommitted.txt && truncate -s 2G sparse.bin'], captureIO().io, { sync: false });
+    await moat.exec(
+      'wip',
+      ['sh', '-c', 'echo c > committed.txt && git add -A && git commit -qm c && echo u > uncommitted.txt && truncate -s 2G sparse.bin'],
+      captureIO().io,
+      { sync: false },
+    );
     const diff = await moat.diff('wip', { stat: true });
     expect(diff.commits).toBe(1);
     expect(diff.uncommitted).toBe(true);
@@ -97,7 +102,9 @@ describe('task lifecycle', () => {
     const s = scratch();
     const moat = s.moat();
     await Promise.all(['p1', 'p2', 'p3'].map((task) => moat.up({ task })));
-    await Promise.all(['p1', 'p2', 'p3'].map((task) => moat.exec(task, ['sh', '-c', `echo ${task} > f && git add f && git commit -qm ${task}`], captureIO().io)));
+    await Promise.all(
+      ['p1', 'p2', 'p3'].map((task) => moat.exec(task, ['sh', '-c', `echo ${task} > f && git add f && git commit -qm ${task}`], captureIO().io)),
+    );
     for (const task of ['p1', 'p2', 'p3']) expect(gitIn(s.repo, 'show', `moat/${task}:f`)).toBe(task);
   });
 
@@ -175,7 +182,11 @@ describe('bad input changes nothing', () => {
 
   it('an engine that is not running', async () => {
     const s = scratch();
-    await expect(s.moat({ env: { MOAT_ENGINE_SOCKET: join(s.root, 'no.sock'), MOAT_ENGINE: 'docker', DOCKER_HOST: `unix://${join(s.root, 'no.sock')}` } }).up({ task: 'x' })).rejects.toMatchObject({ exitCode: 4 });
+    await expect(
+      s
+        .moat({ env: { MOAT_ENGINE_SOCKET: join(s.root, 'no.sock'), MOAT_ENGINE: 'docker', DOCKER_HOST: `unix://${join(s.root, 'no.sock')}` } })
+        .up({ task: 'x' }),
+    ).rejects.toMatchObject({ exitCode: 4 });
     await expectNothingMade(s);
   });
 

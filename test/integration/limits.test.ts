@@ -46,7 +46,7 @@ describe('time limit, stats and push', () => {
     expect(stats!.workspaceBytes).toBeGreaterThan(3_000_000);
   });
 
-  it('push sends the task branch to the user\'s remote with the user\'s credentials', async () => {
+  it("push sends the task branch to the user's remote with the user's credentials", async () => {
     const moat = scratch.moat();
     const remote = `${scratch.root}/remote.git`;
     gitIn(scratch.root, 'init', '-q', '--bare', remote);
@@ -82,10 +82,15 @@ describe('disk cap', () => {
     expect(record.disk).toBe('loop');
     await moat.exec('filler', ['sh', '-c', 'echo keep > keep.txt && git add keep.txt && git commit -qm kept'], captureIO().io);
     const { statfsSync } = await import('node:fs');
-    const free = () => { const s = statfsSync(scratch.root); return s.bavail * s.bsize; };
+    const free = () => {
+      const s = statfsSync(scratch.root);
+      return s.bavail * s.bsize;
+    };
     const before = free();
     const cap = captureIO();
-    const result = await moat.exec('filler', ['sh', '-c', 'dd if=/dev/urandom of=fill.bin bs=1M count=200 2>&1; df -k /workspace | tail -1'], cap.io, { sync: false });
+    const result = await moat.exec('filler', ['sh', '-c', 'dd if=/dev/urandom of=fill.bin bs=1M count=200 2>&1; df -k /workspace | tail -1'], cap.io, {
+      sync: false,
+    });
     expect(cap.out()).toMatch(/No space left on device/);
     expect(result.exitCode).toBe(0);
     expect(before - free()).toBeLessThan(64 * 1024 * 1024 + 8 * 1024 * 1024);
@@ -144,8 +149,12 @@ describe('read-only mounts (package caches)', () => {
     expect(cap.out().trim().split('\n')).toEqual(['wheel', '1']);
     const { checkMounts } = await import('../../src/service/mounts.js');
     mkdirSync(`${scratch.root}/fakehome/.ssh`, { recursive: true });
-    await expect(checkMounts([{ source: `${scratch.root}/fakehome/.ssh`, target: '/home/agent/x' }], scratch.root, `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('credentials') });
-    await expect(checkMounts([{ source: `${scratch.root}/fakehome`, target: '/home/agent/x' }], scratch.root, `${scratch.root}/fakehome`)).rejects.toMatchObject({ message: expect.stringContaining('too broad') });
+    await expect(
+      checkMounts([{ source: `${scratch.root}/fakehome/.ssh`, target: '/home/agent/x' }], scratch.root, `${scratch.root}/fakehome`),
+    ).rejects.toMatchObject({ message: expect.stringContaining('credentials') });
+    await expect(
+      checkMounts([{ source: `${scratch.root}/fakehome`, target: '/home/agent/x' }], scratch.root, `${scratch.root}/fakehome`),
+    ).rejects.toMatchObject({ message: expect.stringContaining('too broad') });
     await expect(checkMounts([{ source: '/etc', target: '/opt/etc' }], scratch.root)).rejects.toMatchObject({ code: 'E_CONFIG_INVALID' });
   });
 });

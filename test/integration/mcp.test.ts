@@ -31,7 +31,24 @@ describe('moat mcp: the tools over stdio', () => {
   it('lists every tool with a strict, described schema', async () => {
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(
-      ['command_status', 'command_stop', 'create_task', 'delete_file', 'diff_task', 'edit_file', 'egress_log', 'list_files', 'list_tasks', 'read_file', 'remove_task', 'reset_task', 'run_command', 'show_task', 'task_stats', 'write_file'].sort(),
+      [
+        'command_status',
+        'command_stop',
+        'create_task',
+        'delete_file',
+        'diff_task',
+        'edit_file',
+        'egress_log',
+        'list_files',
+        'list_tasks',
+        'read_file',
+        'remove_task',
+        'reset_task',
+        'run_command',
+        'show_task',
+        'task_stats',
+        'write_file',
+      ].sort(),
     );
     for (const tool of tools) {
       expect(tool.description!.length).toBeGreaterThan(20);
@@ -51,7 +68,10 @@ describe('moat mcp: the tools over stdio', () => {
   });
 
   it('runs a command: stdout, stderr, status, and its commit comes home', async () => {
-    const ran = await call(client, 'run_command', { task, command: 'echo out; echo err >&2; echo hi > made.txt && git add made.txt && git commit -qm "made by mcp" && exit 3' });
+    const ran = await call(client, 'run_command', {
+      task,
+      command: 'echo out; echo err >&2; echo hi > made.txt && git add made.txt && git commit -qm "made by mcp" && exit 3',
+    });
     expect(ran.isError).toBe(false);
     expect(ran.data).toMatchObject({ exitCode: 3, stdout: 'out\n', stderr: 'err\n', truncated: false, timedOut: false });
     expect(ran.text).toContain('exit 3');
@@ -61,7 +81,11 @@ describe('moat mcp: the tools over stdio', () => {
   });
 
   it('states truncation and escapes what the sandbox printed', async () => {
-    const big = await call(client, 'run_command', { task, command: 'head -c 300000 /dev/zero | tr "\\0" a; printf "\\033]52;c;aGk=\\007\\033[2K\\342\\200\\256end\\n"', outputBytes: 4096 });
+    const big = await call(client, 'run_command', {
+      task,
+      command: 'head -c 300000 /dev/zero | tr "\\0" a; printf "\\033]52;c;aGk=\\007\\033[2K\\342\\200\\256end\\n"',
+      outputBytes: 4096,
+    });
     expect(big.data.truncated).toBe(true);
     expect(big.data.stdoutBytes).toBeGreaterThan(300000);
     expect(big.data.stdout.length).toBeLessThan(6000);
@@ -86,7 +110,10 @@ describe('moat mcp: the tools over stdio', () => {
 
   it('stops a command whose call the client cancels', async () => {
     const controller = new AbortController();
-    const cancelled = client.callTool({ name: 'run_command', arguments: { task, command: 'sleep 321' } }, undefined, { signal: controller.signal, timeout: 60_000 });
+    const cancelled = client.callTool({ name: 'run_command', arguments: { task, command: 'sleep 321' } }, undefined, {
+      signal: controller.signal,
+      timeout: 60_000,
+    });
     await new Promise((r) => setTimeout(r, 1500));
     controller.abort();
     await expect(cancelled).rejects.toThrow();
@@ -191,7 +218,9 @@ describe('moat mcp: the tools over stdio', () => {
     const made = await Promise.all([1, 2, 3, 4].map((i) => call(client, 'create_task', { title: `parallel ${i}` })));
     tasks.push(...made.map((m) => m.data.task as string));
     const calls = Array.from({ length: 20 }, (_, i) => ({ task: tasks[i % 5]!, marker: `call-${i}-${'x'.repeat(i * 50)}` }));
-    const results = await Promise.all(calls.map((c) => call(client, 'run_command', { task: c.task, command: `for n in 1 2 3; do echo ${c.marker}; sleep 0.1; done; echo ${c.marker} >&2` })));
+    const results = await Promise.all(
+      calls.map((c) => call(client, 'run_command', { task: c.task, command: `for n in 1 2 3; do echo ${c.marker}; sleep 0.1; done; echo ${c.marker} >&2` })),
+    );
     results.forEach((result, i) => {
       expect(result.isError, result.text).toBe(false);
       expect(result.data.stdout).toBe(`${calls[i]!.marker}\n`.repeat(3));
@@ -229,7 +258,11 @@ describe('moat mcp: a broken or departing client', () => {
     const child = spawn(process.execPath, [MOAT_BIN, ...readmeArgs()], { cwd: scratch.root, env: scratch.env(), stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-    const replies = () => out.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id?: unknown; result?: any; error?: { code: number; message: string } });
+    const replies = () =>
+      out
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { id?: unknown; result?: any; error?: { code: number; message: string } });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     const send = (line: string) => child.stdin.write(`${line}\n`);
     const reply = async (id: number) => {
@@ -240,7 +273,14 @@ describe('moat mcp: a broken or departing client', () => {
       }
       throw new Error(`no reply ${id}`);
     };
-    send(JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }));
+    send(
+      JSON.stringify({
+        jsonrpc: '2.0',
+        id: 0,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+      }),
+    );
     send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
     return { child, send, reply, replies, exited };
   }
@@ -286,7 +326,17 @@ describe('moat mcp: a broken or departing client', () => {
     const task = created.result.structuredContent.task as string;
     const id = (await scratch.moat().ls()).find((t) => t.name === task)!.containerId!;
     expect(task).toMatch(/^leaving-/);
-    server.send(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'run_command', arguments: { task, command: 'echo w > work.txt && git add work.txt && git commit -qm "before the client left" && echo ready && sleep 600' } } }));
+    server.send(
+      JSON.stringify({
+        jsonrpc: '2.0',
+        id: 2,
+        method: 'tools/call',
+        params: {
+          name: 'run_command',
+          arguments: { task, command: 'echo w > work.txt && git add work.txt && git commit -qm "before the client left" && echo ready && sleep 600' },
+        },
+      }),
+    );
     // The commit is made before the client leaves (the sandbox's own view says so).
     for (let i = 0; i < 100; i += 1) {
       const log = sh('docker', ['exec', id, 'git', '-C', '/workspace', 'log', '-1', '--format=%s'], scratch.root, {}).trim();

@@ -29,7 +29,11 @@ describe('moat exec through the native client', () => {
 
   /** Runs an exec whose command prints "started" then sleeps; says which program the pid ran while it did. */
   async function programDuring(args: string[]): Promise<{ program: string; code: number | null; out: string }> {
-    const child = spawn(MOAT_COMMAND, [...args, '--', 'sh', '-c', 'echo started; sleep 1; echo done'], { cwd: scratch.repo, env: scratch.env(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(MOAT_COMMAND, [...args, '--', 'sh', '-c', 'echo started; sleep 1; echo done'], {
+      cwd: scratch.repo,
+      env: scratch.env(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let program = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -41,7 +45,11 @@ describe('moat exec through the native client', () => {
   }
 
   async function serverUp(): Promise<string> {
-    const pids = await eventually(async () => serverPids(run).filter((pid) => existsSync(`/proc/${pid}`)), (p) => p.length === 1, 10_000);
+    const pids = await eventually(
+      async () => serverPids(run).filter((pid) => existsSync(`/proc/${pid}`)),
+      (p) => p.length === 1,
+      10_000,
+    );
     expect(pids).toHaveLength(1);
     const sockets = readdirSync(socketDir).filter((f) => f.endsWith('.sock'));
     expect(sockets).toHaveLength(1);
@@ -71,7 +79,7 @@ describe('moat exec through the native client', () => {
     expect(result.err).toBe('err\n');
   });
 
-  it('passes 137 through for a command killed by SIGKILL, with moat\'s explanation', () => {
+  it("passes 137 through for a command killed by SIGKILL, with moat's explanation", () => {
     const result = moat(['exec', 'nat', '--no-sync', '--', 'sh', '-c', 'kill -9 $$']);
     expect(result.code).toBe(137);
     expect(result.err).toMatch(/SIGKILL/);
@@ -93,7 +101,11 @@ describe('moat exec through the native client', () => {
   });
 
   it('carries Ctrl-C to the command, which ends; moat exits 130', async () => {
-    const child = spawn(MOAT_COMMAND, ['exec', 'nat', '--no-sync', '--', 'sh', '-c', 'echo started; sleep 60; echo never'], { cwd: scratch.repo, env: scratch.env(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(MOAT_COMMAND, ['exec', 'nat', '--no-sync', '--', 'sh', '-c', 'echo started; sleep 60; echo never'], {
+      cwd: scratch.repo,
+      env: scratch.env(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let program = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -113,22 +125,40 @@ describe('moat exec through the native client', () => {
 
   it('kill -9 of the client mid-command: the command ends and its commit still comes home', async () => {
     const script = 'echo started; sleep 2; echo k > k.txt && git add k.txt && git -c user.name=a -c user.email=a@a.invalid commit -qm after-client-killed';
-    const child = spawn(MOAT_COMMAND, ['exec', 'nat', '--', 'sh', '-c', script], { cwd: scratch.repo, env: scratch.env(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(MOAT_COMMAND, ['exec', 'nat', '--', 'sh', '-c', script], {
+      cwd: scratch.repo,
+      env: scratch.env(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let program = '';
-    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => {
-      if (!program && d.toString().includes('started')) {
-        program = readlinkSync(`/proc/${child.pid}/exe`);
-        child.kill('SIGKILL');
-        resolve();
-      }
-    }));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        if (!program && d.toString().includes('started')) {
+          program = readlinkSync(`/proc/${child.pid}/exe`);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      }),
+    );
     expect(program).toBe(CLIENT);
     const branch = () => gitIn(scratch.repo, 'log', '--format=%s', 'moat/nat');
-    expect(await eventually(async () => branch(), (log) => log.includes('after-client-killed'), 20_000)).toContain('after-client-killed');
+    expect(
+      await eventually(
+        async () => branch(),
+        (log) => log.includes('after-client-killed'),
+        20_000,
+      ),
+    ).toContain('after-client-killed');
   });
 
   it('runs exec -t in a terminal through Node (the native client has no TTY mode)', () => {
-    const result = spawnSync('script', ['-qec', `${MOAT_COMMAND} exec -t nat --no-sync -- sh -c 'tty; exit 4'`, '/dev/null'], { cwd: scratch.repo, env: scratch.env(env), encoding: 'utf8', input: '', timeout: 60_000 });
+    const result = spawnSync('script', ['-qec', `${MOAT_COMMAND} exec -t nat --no-sync -- sh -c 'tty; exit 4'`, '/dev/null'], {
+      cwd: scratch.repo,
+      env: scratch.env(env),
+      encoding: 'utf8',
+      input: '',
+      timeout: 60_000,
+    });
     expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
     expect(result.status).toBe(4);
   });
@@ -148,7 +178,13 @@ describe('moat exec through the native client', () => {
     };
     // What the stand-in server answers, one byte at a time, to each connection in turn.
     const scripts = [
-      Buffer.concat([frame(1, Buffer.from('hel')), frame(9, Buffer.from('junk')), frame(2, Buffer.from('e')), frame(1, Buffer.from('lo')), frame(3, status(42))]),
+      Buffer.concat([
+        frame(1, Buffer.from('hel')),
+        frame(9, Buffer.from('junk')),
+        frame(2, Buffer.from('e')),
+        frame(1, Buffer.from('lo')),
+        frame(3, status(42)),
+      ]),
       // A frame that says 4 GB and ends after 10 bytes.
       frame(1, Buffer.from('0123456789'), 0xfffffff0),
       frame(3, Buffer.from([0, 0, 1])),
@@ -184,7 +220,11 @@ describe('moat exec through the native client', () => {
     };
     try {
       expect(await client()).toEqual({ code: 42, out: 'hello', err: 'e' });
-      expect(JSON.parse(requests[0]!.split('\n')[0]!)).toMatchObject({ argv: [expect.any(String), expect.stringMatching(/bin\/moat\.js$/), 'exec', 'nat', '--', 'true'], cwd: scratch.repo, stdinIsTTY: false });
+      expect(JSON.parse(requests[0]!.split('\n')[0]!)).toMatchObject({
+        argv: [expect.any(String), expect.stringMatching(/bin\/moat\.js$/), 'exec', 'nat', '--', 'true'],
+        cwd: scratch.repo,
+        stdinIsTTY: false,
+      });
       const cut = await client();
       expect([cut.code, cut.out]).toEqual([70, '0123456789']);
       expect(cut.err).toMatch(/the moat server ended before the command finished/);
@@ -196,7 +236,7 @@ describe('moat exec through the native client', () => {
     }
   });
 
-  it('with no server, or a socket that is not this user\'s, Node runs the command and nothing else is spoken to', async () => {
+  it("with no server, or a socket that is not this user's, Node runs the command and nothing else is spoken to", async () => {
     await stopServers(run);
     expect(existsSync(socket)).toBe(false);
 

@@ -27,7 +27,10 @@ describe('moat new with toolchains added', () => {
     scratch.writeConfig(`templates:\n  - ${dir}\n`);
     expect(await scratch.moat().newTemplate('own')).toMatchObject({ template: 'own' });
     writeFileSync(join(scratch.repo, 'moat.yaml'), '# ours\ntemplate: shell\n');
-    await expect(scratch.moat().newTemplate('own+python')).rejects.toMatchObject({ code: 'E_TEMPLATE_UNKNOWN', message: expect.stringContaining('takes no toolchains') });
+    await expect(scratch.moat().newTemplate('own+python')).rejects.toMatchObject({
+      code: 'E_TEMPLATE_UNKNOWN',
+      message: expect.stringContaining('takes no toolchains'),
+    });
     expect(written()).toBe('# ours\ntemplate: shell\n');
   });
 });

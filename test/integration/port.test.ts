@@ -39,7 +39,12 @@ describe('moat port', () => {
   const serve = async (task: string, port: number, reply: string) => {
     const cap = captureIO();
     // socat in the background, detached from the exec's output so the exec returns.
-    await moat.exec(task, ['sh', '-c', `setsid socat TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr ${reply} </dev/null >/dev/null 2>&1 & sleep 0.3`], cap.io, { sync: false });
+    await moat.exec(
+      task,
+      ['sh', '-c', `setsid socat TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr ${reply} </dev/null >/dev/null 2>&1 & sleep 0.3`],
+      cap.io,
+      { sync: false },
+    );
   };
 
   beforeAll(async () => {
@@ -69,7 +74,9 @@ describe('moat port', () => {
 
   it('the default bind is loopback: the host port is not on its other addresses', async () => {
     const open = (await moat.ls()).find((t) => t.name === 'a')!.ports[0]!;
-    const external = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal);
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i && i.family === 'IPv4' && !i.internal);
     expect(external, 'this host has a non-loopback IPv4 address').toBeDefined();
     expect(await talk(open.hostPort, external!.address)).toMatch(/^error ECONNREFUSED/);
   });
@@ -79,7 +86,10 @@ describe('moat port', () => {
     const open = await moat.openPort('a', 3001);
     expect(await talk(open.hostPort)).toBe('');
     // A host port in use (here by a's forward): an error when it was asked for; else any free port.
-    await expect(moat.openPort('b', 3001, { hostPort: open.hostPort })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('EADDRINUSE') });
+    await expect(moat.openPort('b', 3001, { hostPort: open.hostPort })).rejects.toMatchObject({
+      code: 'E_USAGE',
+      message: expect.stringContaining('EADDRINUSE'),
+    });
     await moat.closePort('a', 3001);
     const blocker = createServer();
     // If something else holds 3001 already, it blocks just as well.
@@ -98,13 +108,15 @@ describe('moat port', () => {
     expect(await talk(open.hostPort)).toMatch(/^error ECONNREFUSED/);
     expect(await moat.closePort('a', 3000)).toBe(false);
     const cli = await new Promise<{ code: number; stderr: string }>((resolve) =>
-      execFile(process.execPath, [MOAT_BIN, 'port', 'a', '70000'], { cwd: scratch.repo, env: scratch.env() }, (error, _stdout, stderr) => resolve({ code: (error as { code?: number } | null)?.code ?? 0, stderr })),
+      execFile(process.execPath, [MOAT_BIN, 'port', 'a', '70000'], { cwd: scratch.repo, env: scratch.env() }, (error, _stdout, stderr) =>
+        resolve({ code: (error as { code?: number } | null)?.code ?? 0, stderr }),
+      ),
     );
     expect(cli.code).toBe(2);
     expect(cli.stderr).toContain('port 70000 is not a TCP port');
   });
 
-  it('down closes the task\'s ports', async () => {
+  it("down closes the task's ports", async () => {
     const chosen = await new Promise<number>((resolve) => {
       const probe = createServer().listen(0, '127.0.0.1', () => {
         const { port } = probe.address() as { port: number };

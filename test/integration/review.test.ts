@@ -17,10 +17,14 @@ async function taskWithCommits(s: Scratch, task: string, script: string) {
   return moat;
 }
 
-describe('merge, apply and the user\'s checkout', () => {
+describe("merge, apply and the user's checkout", () => {
   it.each(['merge', 'squash', 'rebase'] as const)('%s brings the commits into the current branch', async (strategy) => {
     const s = scratch();
-    const moat = await taskWithCommits(s, 'm', 'echo one > one.txt && git add -A && git commit -qm one && echo two > two.txt && git add -A && git commit -qm two');
+    const moat = await taskWithCommits(
+      s,
+      'm',
+      'echo one > one.txt && git add -A && git commit -qm one && echo two > two.txt && git add -A && git commit -qm two',
+    );
     const result = await moat.merge('m', { strategy });
     expect(result.commits).toBe(2);
     expect(readFileSync(join(s.repo, 'two.txt'), 'utf8')).toBe('two\n');
@@ -152,7 +156,7 @@ describe('git inside the sandbox works as a developer expects', () => {
 });
 
 describe('moat approve', () => {
-  it('a repository\'s requested hosts count only after the user approved them, and again after they change', async () => {
+  it("a repository's requested hosts count only after the user approved them, and again after they change", async () => {
     const s = scratch();
     s.writeConfig('# my settings\nlimits:\n  pids: 300\n');
     writeFileSync(join(s.repo, 'moat.yaml'), 'egress:\n  allow: [registry.npmjs.org]\n');

@@ -32,7 +32,10 @@ describe('moat run leaves no empty task behind', () => {
     const uncommitted = moat(['run', '--task', 'dirty', '--', 'sh', '-c', 'echo d > d.txt']);
     expect(uncommitted.code, uncommitted.err).toBe(0);
     expect(uncommitted.err).toContain('uncommitted work: see it with moat diff dirty');
-    expect((await scratch.moat().ls()).map((t) => [t.name, t.state]).sort()).toEqual([['dirty', 'stopped'], ['work', 'stopped']]);
+    expect((await scratch.moat().ls()).map((t) => [t.name, t.state]).sort()).toEqual([
+      ['dirty', 'stopped'],
+      ['work', 'stopped'],
+    ]);
     expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/work')).toBe('work');
   });
 

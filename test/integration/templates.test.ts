@@ -21,21 +21,25 @@ describe('templates', () => {
     ['claude', /\d+\.\d+\.\d+ \(Claude Code\)/],
     ['gemini', /^\d+\.\d+\.\d+/],
     ['opencode', /^\d+\.\d+\.\d+/],
-  ])('%s: the CLI starts inside its sandbox, as the sandbox user, with its network and no key', async (template, version) => {
-    const moat = scratch.moat();
-    const record = await moat.up({ task: `t-${template}`, template });
-    expect(record.network).toBe('allowlist');
-    const cap = captureIO();
-    const result = await moat.exec(`t-${template}`, [template, '--version'], cap.io, { sync: false });
-    expect(result.exitCode, cap.err()).toBe(0);
-    expect(cap.out().trim()).toMatch(version);
-    const who = captureIO();
-    await moat.exec(`t-${template}`, ['sh', '-c', 'id -u; node --version'], who.io, { sync: false });
-    const [uid, node] = who.out().trim().split('\n');
-    expect(Number(uid)).toBeGreaterThan(0);
-    expect(node).toMatch(/^v2[2-9]\./);
-    await moat.rm(`t-${template}`, { force: true });
-  }, 600_000);
+  ])(
+    '%s: the CLI starts inside its sandbox, as the sandbox user, with its network and no key',
+    async (template, version) => {
+      const moat = scratch.moat();
+      const record = await moat.up({ task: `t-${template}`, template });
+      expect(record.network).toBe('allowlist');
+      const cap = captureIO();
+      const result = await moat.exec(`t-${template}`, [template, '--version'], cap.io, { sync: false });
+      expect(result.exitCode, cap.err()).toBe(0);
+      expect(cap.out().trim()).toMatch(version);
+      const who = captureIO();
+      await moat.exec(`t-${template}`, ['sh', '-c', 'id -u; node --version'], who.io, { sync: false });
+      const [uid, node] = who.out().trim().split('\n');
+      expect(Number(uid)).toBeGreaterThan(0);
+      expect(node).toMatch(/^v2[2-9]\./);
+      await moat.rm(`t-${template}`, { force: true });
+    },
+    600_000,
+  );
 
   it('codex gets its config seeded into the sandbox home, pointing at the gateway route', async () => {
     const moat = scratch.moat();
@@ -68,11 +72,14 @@ describe('templates', () => {
     await moat.rm('repo-choice', { force: true });
   }, 600_000);
 
-  it('the user\'s own template folder (user config only) adds templates', async () => {
+  it("the user's own template folder (user config only) adds templates", async () => {
     const { mkdirSync } = await import('node:fs');
     const dir = join(scratch.root, 'my-templates');
     mkdirSync(join(dir, 'rusty'), { recursive: true });
-    writeFileSync(join(dir, 'rusty', 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MOAT_UID=1000\nARG MOAT_GID=1000\nRUN groupadd -o -g "$MOAT_GID" agent && useradd -o -u "$MOAT_UID" -g "$MOAT_GID" -M -d /home/agent agent && echo custom > /etc/marker\nUSER ${MOAT_UID}:${MOAT_GID}\n');
+    writeFileSync(
+      join(dir, 'rusty', 'Dockerfile'),
+      'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MOAT_UID=1000\nARG MOAT_GID=1000\nRUN groupadd -o -g "$MOAT_GID" agent && useradd -o -u "$MOAT_UID" -g "$MOAT_GID" -M -d /home/agent agent && echo custom > /etc/marker\nUSER ${MOAT_UID}:${MOAT_GID}\n',
+    );
     writeFileSync(join(dir, 'rusty', 'template.yaml'), 'description: my own template\n');
     scratch.writeConfig(`templates: [${dir}]\n`);
     const moat = scratch.moat();
@@ -92,7 +99,10 @@ describe('templates', () => {
     mkdirSync(join(dir, 'broken'), { recursive: true });
     writeFileSync(join(dir, 'broken', 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 42\n');
     scratch.writeConfig(`templates: [${dir}]\n`);
-    const failed = await scratch.moat().up({ task: 'broken', template: 'broken' }).catch((e: unknown) => e as { code: string; message: string; details: { logTail: string[] } });
+    const failed = await scratch
+      .moat()
+      .up({ task: 'broken', template: 'broken' })
+      .catch((e: unknown) => e as { code: string; message: string; details: { logTail: string[] } });
     expect(failed).toMatchObject({ code: 'E_IMAGE_BUILD', message: expect.stringContaining('RUN echo about to fail') });
     expect(failed.details.logTail.join('\n')).toContain('about to fail');
     expect((await scratch.moat().ls()).map((t) => t.name)).not.toContain('broken');
@@ -112,7 +122,10 @@ describe('devcontainer.json as the environment', () => {
     const { mkdirSync } = await import('node:fs');
     mkdirSync(join(scratch.repo, '.devcontainer'));
     writeFileSync(join(scratch.repo, '.devcontainer', 'Dockerfile'), 'FROM moat-base:bookworm\nCOPY . /ctx\nRUN echo from-devcontainer > /etc/dev-marker\n');
-    writeFileSync(join(scratch.repo, '.devcontainer', 'devcontainer.json'), '{\n  // a comment\n  "build": { "dockerfile": "Dockerfile" },\n  "containerEnv": { "PROJECT_MODE": "dev" },\n  "postCreateCommand": "echo created > /workspace/.post-created",\n  "forwardPorts": [3000],\n}\n');
+    writeFileSync(
+      join(scratch.repo, '.devcontainer', 'devcontainer.json'),
+      '{\n  // a comment\n  "build": { "dockerfile": "Dockerfile" },\n  "containerEnv": { "PROJECT_MODE": "dev" },\n  "postCreateCommand": "echo created > /workspace/.post-created",\n  "forwardPorts": [3000],\n}\n',
+    );
     writeFileSync(join(scratch.repo, '.gitignore'), '.env\n');
     gitIn(scratch.repo, 'add', '-A');
     gitIn(scratch.repo, 'commit', '-qm', 'devcontainer');
@@ -130,17 +143,26 @@ describe('devcontainer.json as the environment', () => {
   }, 600_000);
 
   it('refuses a devcontainer that would weaken the sandbox, and changes nothing', async () => {
-    writeFileSync(join(scratch.repo, '.devcontainer', 'devcontainer.json'), '{ "image": "moat-base:bookworm", "privileged": true, "runArgs": ["--network=host"] }');
+    writeFileSync(
+      join(scratch.repo, '.devcontainer', 'devcontainer.json'),
+      '{ "image": "moat-base:bookworm", "privileged": true, "runArgs": ["--network=host"] }',
+    );
     gitIn(scratch.repo, 'commit', '-qam', 'privileged');
-    await expect(scratch.moat().up({ task: 'priv', devcontainer: true })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS', message: expect.stringContaining('privileged') });
+    await expect(scratch.moat().up({ task: 'priv', devcontainer: true })).rejects.toMatchObject({
+      code: 'E_CONFIG_WIDENS',
+      message: expect.stringContaining('privileged'),
+    });
     writeFileSync(join(scratch.repo, '.devcontainer', 'devcontainer.json'), '{ "image": "registry.example/never-pulled:1" }');
     gitIn(scratch.repo, 'commit', '-qam', 'remote image');
-    await expect(scratch.moat().up({ task: 'pull', devcontainer: true })).rejects.toMatchObject({ code: 'E_IMAGE_MISSING', hint: expect.stringContaining('never pulls') });
+    await expect(scratch.moat().up({ task: 'pull', devcontainer: true })).rejects.toMatchObject({
+      code: 'E_IMAGE_MISSING',
+      hint: expect.stringContaining('never pulls'),
+    });
     expect(await scratch.moat().ls()).toEqual([]);
   });
 });
 
-describe('a repository\'s own template', () => {
+describe("a repository's own template", () => {
   const scratch = new Scratch();
   afterAll(() => scratch.cleanup());
 
@@ -148,8 +170,11 @@ describe('a repository\'s own template', () => {
     const { mkdirSync } = await import('node:fs');
     const dir = join(scratch.repo, '.moat', 'templates', 'proj');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'Dockerfile'), 'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MOAT_UID=1000\nARG MOAT_GID=1000\nRUN groupadd -o -g "$MOAT_GID" agent && useradd -o -u "$MOAT_UID" -g "$MOAT_GID" -M -d /home/agent agent && echo repo-template > /etc/which\nUSER ${MOAT_UID}:${MOAT_GID}\n');
-    writeFileSync(join(dir, 'template.yaml'), 'description: the project\'s own environment\n');
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      'ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG MOAT_UID=1000\nARG MOAT_GID=1000\nRUN groupadd -o -g "$MOAT_GID" agent && useradd -o -u "$MOAT_UID" -g "$MOAT_GID" -M -d /home/agent agent && echo repo-template > /etc/which\nUSER ${MOAT_UID}:${MOAT_GID}\n',
+    );
+    writeFileSync(join(dir, 'template.yaml'), "description: the project's own environment\n");
     gitIn(scratch.repo, 'add', '-A');
     gitIn(scratch.repo, 'commit', '-qm', 'repo template');
     const moat = scratch.moat();

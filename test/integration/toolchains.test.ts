@@ -35,7 +35,8 @@ const samples: Sample[] = [
       'package.json': JSON.stringify({ name: 'sample', version: '1.0.0', bin: { 'sample-hello': 'hello.js' }, scripts: { test: 'node --test' } }, null, 2),
       'hello.js': '#!/usr/bin/env node\nconst { add } = require("./add.js");\nconsole.log(`hello from node ${add(2, 3)}`);\n',
       'add.js': 'exports.add = (a, b) => a + b;\n',
-      'test/add.test.js': 'const test = require("node:test");\nconst assert = require("node:assert");\nconst { add } = require("../add.js");\ntest("adds", () => assert.strictEqual(add(2, 3), 5));\n',
+      'test/add.test.js':
+        'const test = require("node:test");\nconst assert = require("node:assert");\nconst { add } = require("../add.js");\ntest("adds", () => assert.strictEqual(add(2, 3), 5));\n',
     },
     test: ['npm', 'test'],
     passed: /# pass 1\n# fail 0/,
@@ -48,9 +49,11 @@ const samples: Sample[] = [
     toolchain: 'python',
     marker: 'pyproject.toml',
     files: {
-      'pyproject.toml': '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\nname = "sample"\nversion = "1.0.0"\n\n[project.scripts]\nsample-hello = "sample:main"\n\n[tool.setuptools]\npy-modules = ["sample"]\n',
+      'pyproject.toml':
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\nname = "sample"\nversion = "1.0.0"\n\n[project.scripts]\nsample-hello = "sample:main"\n\n[tool.setuptools]\npy-modules = ["sample"]\n',
       'sample.py': 'def add(a, b):\n    return a + b\n\n\ndef main():\n    print(f"hello from python {add(2, 3)}")\n',
-      'test_sample.py': 'import unittest\n\nfrom sample import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_adds(self):\n        self.assertEqual(add(2, 3), 5)\n',
+      'test_sample.py':
+        'import unittest\n\nfrom sample import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_adds(self):\n        self.assertEqual(add(2, 3), 5)\n',
     },
     test: ['python', '-m', 'pytest', '-q'],
     passed: /1 passed/,
@@ -66,7 +69,8 @@ const samples: Sample[] = [
     files: {
       'go.mod': 'module example.com/sample-hello\n\ngo 1.22\n',
       'main.go': 'package main\n\nimport "fmt"\n\nfunc add(a, b int) int { return a + b }\n\nfunc main() { fmt.Printf("hello from go %d\\n", add(2, 3)) }\n',
-      'main_test.go': 'package main\n\nimport "testing"\n\nfunc TestAdd(t *testing.T) {\n\tif got := add(2, 3); got != 5 {\n\t\tt.Fatalf("add(2, 3) = %d", got)\n\t}\n}\n',
+      'main_test.go':
+        'package main\n\nimport "testing"\n\nfunc TestAdd(t *testing.T) {\n\tif got := add(2, 3); got != 5 {\n\t\tt.Fatalf("add(2, 3) = %d", got)\n\t}\n}\n',
     },
     test: ['go', 'test', './...'],
     passed: /^ok\s+example\.com\/sample-hello/m,
@@ -80,7 +84,8 @@ const samples: Sample[] = [
     marker: 'Cargo.toml',
     files: {
       'Cargo.toml': '[package]\nname = "sample-hello"\nversion = "1.0.0"\nedition = "2021"\n',
-      'src/main.rs': 'fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    println!("hello from rust {}", add(2, 3));\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n}\n',
+      'src/main.rs':
+        'fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    println!("hello from rust {}", add(2, 3));\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n}\n',
     },
     test: ['cargo', 'test', '--offline'],
     passed: /test result: ok\. 1 passed/,
@@ -150,7 +155,11 @@ describe('several stacks and an agent template', () => {
     const up = await moat(scratch, ['up', '--task', 'layered', '-t', 'codex', '--network', 'none', '--json']);
     expect(up.code, String(up)).toBe(0);
     expect(up.err).toContain('template codex+python (node 22.23.3, python 3.11): from -t; toolchains added for requirements.txt');
-    expect(JSON.parse(up.out)).toMatchObject({ template: 'codex+python', templateChoice: { source: 'flag', toolchains: ['node', 'python'], markers: ['requirements.txt'] }, image: expect.stringMatching(/^moat-codex_python:/) });
+    expect(JSON.parse(up.out)).toMatchObject({
+      template: 'codex+python',
+      templateChoice: { source: 'flag', toolchains: ['node', 'python'], markers: ['requirements.txt'] },
+      image: expect.stringMatching(/^moat-codex_python:/),
+    });
     const inside = await moat(scratch, ['exec', 'layered', '--', 'sh', '-c', 'codex --version && node --version && python --version']);
     expect(inside.code, String(inside)).toBe(0);
     expect(inside.out).toMatch(/codex-cli \d[\s\S]*v22\.[\s\S]*Python 3\./);
@@ -181,7 +190,11 @@ describe('several stacks and an agent template', () => {
     const listed = await moat(scratch, ['templates', '--json']);
     expect(listed.code, String(listed)).toBe(0);
     const byName = new Map((JSON.parse(listed.out) as Array<{ name: string; contains: unknown }>).map((t) => [t.name, t.contains]));
-    expect(byName.get('python')).toEqual({ toolchains: [{ name: 'python', version: TOOLCHAIN_INFO.python.version, from: TOOLCHAIN_INFO.python.from }], detect: false, summary: `python ${TOOLCHAIN_INFO.python.version}` });
+    expect(byName.get('python')).toEqual({
+      toolchains: [{ name: 'python', version: TOOLCHAIN_INFO.python.version, from: TOOLCHAIN_INFO.python.from }],
+      detect: false,
+      summary: `python ${TOOLCHAIN_INFO.python.version}`,
+    });
     expect(byName.get('claude')).toMatchObject({ detect: true, summary: `node ${TOOLCHAIN_INFO.node.version} + detected` });
     expect(byName.get('mine')).toMatchObject({ toolchains: [], summary: 'its own image' });
   });

@@ -24,7 +24,13 @@ const DOCS = join(import.meta.dirname, '..', '..', 'docs');
 
 describe('moat ui', () => {
   const scratch = new Scratch();
-  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'ask.test': '127.0.0.1', 'refused.test': '127.0.0.1', 'always.test': '127.0.0.1', 'late.test': '127.0.0.1' });
+  const dns = new DnsStub({
+    'allowed.test': '127.0.0.1',
+    'ask.test': '127.0.0.1',
+    'refused.test': '127.0.0.1',
+    'always.test': '127.0.0.1',
+    'late.test': '127.0.0.1',
+  });
   let upstream: Server;
   let port = 0;
   let moat: Moat;
@@ -104,7 +110,11 @@ describe('moat ui', () => {
     await card.getByTestId('allow-once').click();
     const out = await held.done;
     expect(out).toContain('upstream saw /approved');
-    const audit = await eventually(() => moat.egress('net'), (a) => a.some((r) => r.host === 'ask.test'), 5000);
+    const audit = await eventually(
+      () => moat.egress('net'),
+      (a) => a.some((r) => r.host === 'ask.test'),
+      5000,
+    );
     expect(audit.find((r) => r.host === 'ask.test')).toMatchObject({ decision: 'allowed', rule: expect.stringContaining('allowed once by a human (ui)') });
     // Once means once: the task's policy did not change.
     expect((await moat.context.store.get((await moat.context.repo()).key, 'net'))?.egress?.allow ?? []).not.toContain('ask.test');
@@ -119,24 +129,40 @@ describe('moat ui', () => {
     const out = await held.done;
     expect(out).not.toContain('upstream saw');
     expect(out).toContain('denied by a human (ui)');
-    const audit = await eventually(() => moat.egress('net'), (a) => a.some((r) => r.host === 'refused.test'), 5000);
+    const audit = await eventually(
+      () => moat.egress('net'),
+      (a) => a.some((r) => r.host === 'refused.test'),
+      5000,
+    );
     expect(audit.find((r) => r.host === 'refused.test')).toMatchObject({ decision: 'denied', rule: expect.stringContaining('denied by a human (ui)') });
   });
 
   /** The real CLI, in its own process (no warm server), in the scratch repository. */
   const cli = (args: string[], extra: Record<string, string> = {}) =>
     new Promise<{ code: number; out: string; err: string }>((resolve) => {
-      execFile(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env({ MOAT_SERVER: 'off', MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, ...extra }) }, (error, out, err) =>
-        resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, out, err }),
+      execFile(
+        process.execPath,
+        [MOAT_BIN, ...args],
+        { cwd: scratch.repo, env: scratch.env({ MOAT_SERVER: 'off', MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, ...extra }) },
+        (error, out, err) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, out, err }),
       );
     });
 
   it('the CLI lists a held request and answers it "always": the curl goes through and your config gains the host', async () => {
     const held = inSandbox('net', `curl -sS -m 50 http://always.test:${port}/cli 2>&1; echo "exit=$?"`);
-    await eventually(() => moat.pending(), (p) => p.some((r) => r.host === 'always.test'), 15_000);
+    await eventually(
+      () => moat.pending(),
+      (p) => p.some((r) => r.host === 'always.test'),
+      15_000,
+    );
     const listed = await cli(['egress', '--pending', '--json']);
     expect(listed.code).toBe(0);
-    expect(listed.out.trim().split('\n').map((line) => JSON.parse(line) as { host: string; task: string })).toEqual([expect.objectContaining({ task: 'net', host: 'always.test' })]);
+    expect(
+      listed.out
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { host: string; task: string }),
+    ).toEqual([expect.objectContaining({ task: 'net', host: 'always.test' })]);
     const answered = await cli(['allow', 'net', 'always.test', '--always']);
     expect(answered.code, answered.err).toBe(0);
     expect(await held.done).toContain('upstream saw /cli');
@@ -156,17 +182,29 @@ describe('moat ui', () => {
     const out = await inSandbox('net', `curl -sS -m 50 http://late.test:${port}/late 2>&1; echo "exit=$?"`).done;
     expect(out).not.toContain('upstream saw');
     expect(out).toContain('no answer within 2s');
-    const audit = await eventually(() => moat.egress('net'), (a) => a.some((r) => r.host === 'late.test'), 5000);
+    const audit = await eventually(
+      () => moat.egress('net'),
+      (a) => a.some((r) => r.host === 'late.test'),
+      5000,
+    );
     expect(audit.find((r) => r.host === 'late.test')).toMatchObject({ decision: 'denied', rule: expect.stringContaining('no answer within 2s (egress.ask)') });
     expect(await moat.pending()).toEqual([]);
   });
 
   it('moat ui takes its token from the environment, and --json to a pipe prints no token', async () => {
-    const child = spawn(process.execPath, [MOAT_BIN, 'ui', '--json'], { cwd: scratch.repo, env: scratch.env({ MOAT_SERVER: 'off', MOAT_UI_TOKEN: 'env-token-0123456789abcdef' }), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MOAT_BIN, 'ui', '--json'], {
+      cwd: scratch.repo,
+      env: scratch.env({ MOAT_SERVER: 'off', MOAT_UI_TOKEN: 'env-token-0123456789abcdef' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     try {
       let out = '';
       child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      await eventually(async () => out, (o) => o.includes('}'), 15_000);
+      await eventually(
+        async () => out,
+        (o) => o.includes('}'),
+        15_000,
+      );
       const printed = JSON.parse(out) as { url: string; loginUrl?: string };
       expect(out).not.toContain('env-token');
       expect(printed.loginUrl).toBeUndefined();
@@ -242,15 +280,30 @@ describe('moat ui', () => {
     expect((await call('GET', '/api/tasks', { Host: host })).status).toBe(403);
     expect((await call('GET', '/?token=wrong-token-0123456789', { Host: host })).status).toBe(403);
     expect((await call('GET', '/api/tasks', { Host: `rebind.example:${uiPort}`, Cookie: cookie })).status).toBe(403);
-    expect((await call('POST', '/api/task', { Host: host, Cookie: cookie, Origin: 'http://evil.example', 'Content-Type': 'application/json' }, rm)).status).toBe(403);
+    expect(
+      (await call('POST', '/api/task', { Host: host, Cookie: cookie, Origin: 'http://evil.example', 'Content-Type': 'application/json' }, rm)).status,
+    ).toBe(403);
     expect((await call('POST', '/api/task', { Host: host, Cookie: cookie, 'Content-Type': 'application/json' }, rm)).status).toBe(403);
-    expect((await call('POST', '/api/task', { Host: `rebind.example:${uiPort}`, Cookie: cookie, Origin: `http://rebind.example:${uiPort}`, 'Content-Type': 'application/json' }, rm)).status).toBe(403);
+    expect(
+      (
+        await call(
+          'POST',
+          '/api/task',
+          { Host: `rebind.example:${uiPort}`, Cookie: cookie, Origin: `http://rebind.example:${uiPort}`, 'Content-Type': 'application/json' },
+          rm,
+        )
+      ).status,
+    ).toBe(403);
     expect((await call('POST', '/api/task', { Host: host, Origin: `http://${host}`, 'Content-Type': 'application/json' }, rm)).status).toBe(403);
     expect(await moat.context.store.get((await moat.context.repo()).key, 'second')).toBeDefined();
     // With everything right, the same request is served: the refusals above were the checks.
     const ok = await call('GET', '/api/tasks', { Host: host, Cookie: cookie });
     expect(ok.status).toBe(200);
-    expect(JSON.parse(ok.text).map((t: { name: string }) => t.name).sort()).toEqual(['net', 'second']);
+    expect(
+      JSON.parse(ok.text)
+        .map((t: { name: string }) => t.name)
+        .sort(),
+    ).toEqual(['net', 'second']);
     const page = await call('GET', '/', { Host: host, Cookie: cookie });
     expect(page.text).not.toMatch(/<script>|\son[a-z]+=/);
   });

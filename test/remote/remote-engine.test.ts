@@ -52,7 +52,11 @@ describe('a remote engine', () => {
 
   it('seeds the repository through the engine, and commits come home over exec', async () => {
     const cap = captureIO();
-    const result = await moat.exec('far', ['sh', '-c', 'git log --format=%s; echo remote > made.txt && git add made.txt && git commit -qm "made remotely"'], cap.io);
+    const result = await moat.exec(
+      'far',
+      ['sh', '-c', 'git log --format=%s; echo remote > made.txt && git add made.txt && git commit -qm "made remotely"'],
+      cap.io,
+    );
     expect(result.exitCode).toBe(0);
     expect(cap.out()).toContain('initial');
     expect(gitIn(scratch.repo, 'log', '--format=%s', '-1', 'moat/far')).toBe('made remotely');

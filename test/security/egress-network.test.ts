@@ -19,7 +19,8 @@ import { captureIO, eventually, makeTestCa, Scratch } from '../helpers/fixtures.
  * and refusals that an agent can read. Only loopback and this host's own addresses are used.
  */
 
-const listen = (server: Server | TlsServer, host = '127.0.0.1') => new Promise<number>((resolve) => server.listen(0, host, () => resolve((server.address() as AddressInfo).port)));
+const listen = (server: Server | TlsServer, host = '127.0.0.1') =>
+  new Promise<number>((resolve) => server.listen(0, host, () => resolve((server.address() as AddressInfo).port)));
 
 async function run(moat: Moat, task: string, script: string): Promise<string> {
   const cap = captureIO();
@@ -28,7 +29,27 @@ async function run(moat: Moat, task: string, script: string): Promise<string> {
 }
 
 function selfSigned(dir: string, host: string): { key: Buffer; cert: Buffer } {
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, `${host}.key`), '-out', join(dir, `${host}.pem`), '-subj', `/CN=${host}`, '-addext', `subjectAltName=DNS:${host}`, '-days', '1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      join(dir, `${host}.key`),
+      '-out',
+      join(dir, `${host}.pem`),
+      '-subj',
+      `/CN=${host}`,
+      '-addext',
+      `subjectAltName=DNS:${host}`,
+      '-days',
+      '1',
+    ],
+    { stdio: 'ignore' },
+  );
   return { key: readFileSync(join(dir, `${host}.key`)), cert: readFileSync(join(dir, `${host}.pem`)) };
 }
 
@@ -44,7 +65,12 @@ async function startSquid(hosts: Record<string, string>): Promise<{ port: number
       probe.close(() => resolve(free));
     });
   });
-  writeFileSync(join(dir, 'hosts'), Object.entries(hosts).map(([name, ip]) => `${ip} ${name}\n`).join(''));
+  writeFileSync(
+    join(dir, 'hosts'),
+    Object.entries(hosts)
+      .map(([name, ip]) => `${ip} ${name}\n`)
+      .join(''),
+  );
   writeFileSync(
     join(dir, 'squid.conf'),
     [
@@ -66,15 +92,17 @@ async function startSquid(hosts: Record<string, string>): Promise<{ port: number
     ].join('\n'),
   );
   const squid: ChildProcess = spawn('/usr/sbin/squid', ['-N', '-f', join(dir, 'squid.conf')], { stdio: 'ignore' });
-  const up = async () => new Promise<boolean>((resolve) => {
-    const socket = netConnect(port, '127.0.0.1', () => {
-      socket.destroy();
-      resolve(true);
+  const up = async () =>
+    new Promise<boolean>((resolve) => {
+      const socket = netConnect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
     });
-    socket.on('error', () => resolve(false));
-  });
   for (let i = 0; i < 100 && !(await up()); i += 1) await new Promise((r) => setTimeout(r, 100));
-  if (!(await up())) throw new Error(`squid did not start: ${existsSync(join(dir, 'cache.log')) ? readFileSync(join(dir, 'cache.log'), 'utf8').slice(-500) : 'no log'}`);
+  if (!(await up()))
+    throw new Error(`squid did not start: ${existsSync(join(dir, 'cache.log')) ? readFileSync(join(dir, 'cache.log'), 'utf8').slice(-500) : 'no log'}`);
   return {
     port,
     log: () => (existsSync(join(dir, 'access.log')) ? readFileSync(join(dir, 'access.log'), 'utf8') : ''),
@@ -131,15 +159,30 @@ describe("through the host's upstream proxy (Debian's squid)", () => {
   });
 
   it('allowed hosts go through the proxy (its access log shows them); the gateway looks nothing up', async () => {
-    const out = await run(moat, 'proxied', `curl -sS -m 10 -k https://allowed.test:${httpsPort}/tls 2>&1; curl -sS -m 10 http://allowed.test:${httpPort}/plain 2>&1`);
+    const out = await run(
+      moat,
+      'proxied',
+      `curl -sS -m 10 -k https://allowed.test:${httpsPort}/tls 2>&1; curl -sS -m 10 http://allowed.test:${httpPort}/plain 2>&1`,
+    );
     expect(out).toContain('upstream saw /tls');
     expect(out).toContain('upstream saw /plain');
-    const log = (await eventually(async () => squid.log(), (text) => text.includes('/plain') && text.includes('CONNECT'))).toString();
+    const log = (
+      await eventually(
+        async () => squid.log(),
+        (text) => text.includes('/plain') && text.includes('CONNECT'),
+      )
+    ).toString();
     expect(log).toContain(`CONNECT allowed.test:${httpsPort}`);
     expect(log).toContain(`GET http://allowed.test:${httpPort}/plain`);
     expect(dns.queries).toEqual([]);
-    const audit = await eventually(() => moat.egress('proxied'), (a) => a.filter((r) => r.decision === 'allowed').length >= 2);
-    expect(audit.filter((r) => r.decision === 'allowed').map((r) => r.rule)).toEqual([`allow allowed.test via proxy 127.0.0.1:${squid.port}`, `allow allowed.test via proxy 127.0.0.1:${squid.port}`]);
+    const audit = await eventually(
+      () => moat.egress('proxied'),
+      (a) => a.filter((r) => r.decision === 'allowed').length >= 2,
+    );
+    expect(audit.filter((r) => r.decision === 'allowed').map((r) => r.rule)).toEqual([
+      `allow allowed.test via proxy 127.0.0.1:${squid.port}`,
+      `allow allowed.test via proxy 127.0.0.1:${squid.port}`,
+    ]);
   });
 
   it('denied hosts never reach the proxy, and the sandbox hears why', async () => {
@@ -151,7 +194,11 @@ describe("through the host's upstream proxy (Debian's squid)", () => {
   });
 
   it("the proxy's credentials stay in the gateway: nothing in the sandbox holds them, the upstream never sees them", async () => {
-    const out = await run(moat, 'proxied', `env; cat /moat/egress/* 2>/dev/null; grep -rl ${PASSWORD} /proc/*/environ /home /tmp /moat 2>/dev/null; echo scanned`);
+    const out = await run(
+      moat,
+      'proxied',
+      `env; cat /moat/egress/* 2>/dev/null; grep -rl ${PASSWORD} /proc/*/environ /home /tmp /moat 2>/dev/null; echo scanned`,
+    );
     expect(out).toContain('scanned');
     expect(out).not.toContain(PASSWORD);
     expect(seen.join('\n')).not.toContain(Buffer.from(`moat:${PASSWORD}`).toString('base64'));
@@ -197,7 +244,7 @@ describe('a network that inspects TLS with its own CA', () => {
 
   const fetchIt = (task: string) => run(moat, task, `curl -sS -m 10 https://inspected.test:${inspectorPort}/pkg 2>&1; echo "exit=$?"`);
 
-  it('without trust the sandbox refuses the inspected connection with a clear message, and gets nothing of the host\'s CAs', async () => {
+  it("without trust the sandbox refuses the inspected connection with a clear message, and gets nothing of the host's CAs", async () => {
     scratch.writeConfig('egress:\n  allow: [inspected.test, 127.0.0.1/32]\n');
     await moat.up({ task: 'untrusting', network: 'allowlist' });
     const out = await fetchIt('untrusting');
@@ -212,7 +259,11 @@ describe('a network that inspects TLS with its own CA', () => {
     scratch.writeConfig(`egress:\n  allow: [inspected.test, 127.0.0.1/32]\n  trustCa: [${ca}]\n`);
     await moat.up({ task: 'trusting', network: 'allowlist' });
     expect(await fetchIt('trusting')).toContain('upstream saw /pkg');
-    const env = await run(moat, 'trusting', 'echo "$SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO"; awk \'$2 == "/moat/egress" { split($4, o, ","); print o[1] }\' /proc/mounts');
+    const env = await run(
+      moat,
+      'trusting',
+      'echo "$SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO"; awk \'$2 == "/moat/egress" { split($4, o, ","); print o[1] }\' /proc/mounts',
+    );
     expect(env.split('\n')).toEqual(['/moat/egress/bundle.pem /moat/egress/ca.pem /moat/egress/bundle.pem /moat/egress/bundle.pem', 'ro', '']);
   });
 
@@ -225,7 +276,10 @@ describe('a network that inspects TLS with its own CA', () => {
   it('a repository cannot ask for either', async () => {
     scratch.writeConfig('egress:\n  allow: [inspected.test, 127.0.0.1/32]\n');
     writeFileSync(join(scratch.repo, 'moat.yaml'), 'egress:\n  trustHostCa: true\n');
-    await expect(moat.up({ task: 'repo-asks', network: 'allowlist' })).rejects.toMatchObject({ code: 'E_CONFIG_WIDENS', message: expect.stringContaining('egress.trustHostCa') });
+    await expect(moat.up({ task: 'repo-asks', network: 'allowlist' })).rejects.toMatchObject({
+      code: 'E_CONFIG_WIDENS',
+      message: expect.stringContaining('egress.trustHostCa'),
+    });
     execFileSync('rm', [join(scratch.repo, 'moat.yaml')]);
   });
 });
@@ -242,7 +296,7 @@ function hostInternalAddress(): { address: string; kind: string } {
   throw new Error('this host has no non-public IPv4 address to stand in for a network proxy');
 }
 
-describe("an inspecting proxy in a range the gateway refuses, and what doctor suggests", () => {
+describe('an inspecting proxy in a range the gateway refuses, and what doctor suggests', () => {
   const scratch = new Scratch();
   const { address, kind } = hostInternalAddress();
   const range = `${address.split('.').slice(0, 3).join('.')}.0/24`;
@@ -269,7 +323,11 @@ describe("an inspecting proxy in a range the gateway refuses, and what doctor su
   it('refused before any tunnel opens: a 403 that names the address, never "200" then a reset', async () => {
     scratch.writeConfig('egress:\n  allow: [registry.corp.test]\n');
     await moat.up({ task: 'corp', network: 'allowlist' });
-    const out = await run(moat, 'corp', `curl -sS -m 10 http://registry.corp.test:${port}/a 2>&1; curl -sv -m 10 -k https://registry.corp.test:${port}/b 2>&1; echo done`);
+    const out = await run(
+      moat,
+      'corp',
+      `curl -sS -m 10 http://registry.corp.test:${port}/a 2>&1; curl -sv -m 10 -k https://registry.corp.test:${port}/b 2>&1; echo done`,
+    );
     expect(out).toContain(`moat: egress denied (${kind} address ${address} refused) for registry.corp.test:${port}`);
     expect(out).toContain(`< HTTP/1.1 403 moat refused: ${kind} address ${address} refused`);
     expect(out).toContain('< Proxy-Status: moat; error=destination_ip_prohibited');
@@ -315,8 +373,14 @@ describe('refusals an agent can read', () => {
   });
 
   it('curl: the body over HTTP, the status line and Proxy-Status over HTTPS name moat and the reason', async () => {
-    const out = await run(moat, 'agent', 'curl -sS -m 10 http://exfil.test/ 2>&1; curl -sS -v -m 10 https://exfil.test/ 2>&1; curl -sS -v -m 10 https://meta.test/ 2>&1; echo done');
-    expect(out).toContain('moat: egress denied (not in allowlist: exfil.test) for exfil.test:80. If the task needs it, ask the user to run: moat allow agent exfil.test. Recent denials: cat /moat/egress/denials');
+    const out = await run(
+      moat,
+      'agent',
+      'curl -sS -m 10 http://exfil.test/ 2>&1; curl -sS -v -m 10 https://exfil.test/ 2>&1; curl -sS -v -m 10 https://meta.test/ 2>&1; echo done',
+    );
+    expect(out).toContain(
+      'moat: egress denied (not in allowlist: exfil.test) for exfil.test:80. If the task needs it, ask the user to run: moat allow agent exfil.test. Recent denials: cat /moat/egress/denials',
+    );
     expect(out).toContain('< HTTP/1.1 403 moat refused: not in allowlist: exfil.test');
     expect(out).toContain('< Proxy-Status: moat; error=http_request_denied; details="not in allowlist: exfil.test"');
     expect(out).toContain('< HTTP/1.1 403 moat refused: metadata address 169.254.169.254 refused');
@@ -337,7 +401,9 @@ describe('refusals an agent can read', () => {
   it('the denials file lists them with reasons and the next step; the sandbox cannot write it', async () => {
     const out = await run(moat, 'agent', 'cat /moat/egress/denials; (echo forged >> /moat/egress/denials) 2>/dev/null || echo write-refused');
     expect(out.trim().split('\n').at(-1)).toBe('write-refused');
-    expect(out).toMatch(/^\S+Z GET \/ moat: egress denied \(not in allowlist: exfil\.test\) for exfil\.test:80\. If the task needs it, ask the user to run: moat allow agent exfil\.test\.$/m);
+    expect(out).toMatch(
+      /^\S+Z GET \/ moat: egress denied \(not in allowlist: exfil\.test\) for exfil\.test:80\. If the task needs it, ask the user to run: moat allow agent exfil\.test\.$/m,
+    );
     expect(out).toMatch(/CONNECT moat: egress denied \(metadata address 169\.254\.169\.254 refused\) for meta\.test:443/);
     expect(out).not.toContain('forged');
   });

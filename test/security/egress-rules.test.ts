@@ -52,7 +52,27 @@ describe('method and path rules', () => {
     const tls = makeTestCa(caDir, 'rules.test');
     ruled = createHttpsServer({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) }, record);
     ruledHttp = createHttpServer(record);
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(caDir, 'plain.key'), '-out', join(caDir, 'plain.pem'), '-subj', '/CN=plain.test', '-addext', 'subjectAltName=DNS:plain.test', '-days', '1'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        join(caDir, 'plain.key'),
+        '-out',
+        join(caDir, 'plain.pem'),
+        '-subj',
+        '/CN=plain.test',
+        '-addext',
+        'subjectAltName=DNS:plain.test',
+        '-days',
+        '1',
+      ],
+      { stdio: 'ignore' },
+    );
     plain = createHttpsServer({ key: readFileSync(join(caDir, 'plain.key')), cert: readFileSync(join(caDir, 'plain.pem')) }, record);
     port = await listen(ruled);
     httpPort = await listen(ruledHttp);
@@ -94,7 +114,17 @@ describe('method and path rules', () => {
 
   it('paths outside the prefix are refused, and so is every spelling that could reach outside it', async () => {
     const before = seen.length;
-    for (const path of ['/repos/other/x', '/repos/acme-evil/x', '/repos/acme/../other/x', '/repos/acme/%2e%2e/other', '/repos/acme%2F..%2Fother', '/repos//acme/x', '/REPOS/acme/x', '/repos/acme;p=1/x', '/repos/acme/%252e%252e/x']) {
+    for (const path of [
+      '/repos/other/x',
+      '/repos/acme-evil/x',
+      '/repos/acme/../other/x',
+      '/repos/acme/%2e%2e/other',
+      '/repos/acme%2F..%2Fother',
+      '/repos//acme/x',
+      '/REPOS/acme/x',
+      '/repos/acme;p=1/x',
+      '/repos/acme/%252e%252e/x',
+    ]) {
       expect(await status(`--path-as-is 'https://rules.test:${port}${path}'`), path).toBe('403');
     }
     // An absolute-form request line inside the inspected connection.
@@ -118,7 +148,9 @@ describe('method and path rules', () => {
 
   it('each request on a kept-alive or pipelined connection is judged on its own; HTTP/2 is not negotiated', async () => {
     const before = seen.length;
-    const both = await run(`curl -sS -m 10 -w ' %{http_code} %{num_connects}\\n' https://rules.test:${port}/repos/acme/one https://rules.test:${port}/repos/other/two 2>&1`);
+    const both = await run(
+      `curl -sS -m 10 -w ' %{http_code} %{num_connects}\\n' https://rules.test:${port}/repos/acme/one https://rules.test:${port}/repos/other/two 2>&1`,
+    );
     expect(both).toMatch(/upstream saw GET \/repos\/acme\/one\n 200 1/);
     expect(both).toMatch(/ 403 0/);
     // Three requests in one write on one TLS connection (through the gateway's proxy port).
@@ -140,10 +172,23 @@ describe('method and path rules', () => {
 
   it('every request is audited with its method and path, the query redacted', async () => {
     await status(`'https://rules.test:${port}/repos/acme/q?token=hunter2'`);
-    const audit = await eventually(() => moat.egress('rules'), (a) => a.some((r) => r.path?.startsWith('/repos/acme/q')));
-    expect(audit.find((r) => r.path?.startsWith('/repos/acme/q'))).toMatchObject({ method: 'GET', host: 'rules.test', path: '/repos/acme/q?[redacted]', decision: 'allowed', rule: 'rule rules.test GET,HEAD /repos/acme/' });
+    const audit = await eventually(
+      () => moat.egress('rules'),
+      (a) => a.some((r) => r.path?.startsWith('/repos/acme/q')),
+    );
+    expect(audit.find((r) => r.path?.startsWith('/repos/acme/q'))).toMatchObject({
+      method: 'GET',
+      host: 'rules.test',
+      path: '/repos/acme/q?[redacted]',
+      decision: 'allowed',
+      rule: 'rule rules.test GET,HEAD /repos/acme/',
+    });
     expect(audit.find((r) => r.method === 'PUT')).toMatchObject({ path: '/repos/acme/widget', decision: 'denied' });
-    expect(audit.find((r) => r.path === '/upload/b')).toMatchObject({ method: 'POST', decision: 'denied', rule: expect.stringContaining('over the cap of 1024') });
+    expect(audit.find((r) => r.path === '/upload/b')).toMatchObject({
+      method: 'POST',
+      decision: 'denied',
+      rule: expect.stringContaining('over the cap of 1024'),
+    });
     expect(audit.find((r) => r.port === httpPort && r.method === 'DELETE')).toMatchObject({ path: '/repos/acme/x', decision: 'denied' });
     expect(JSON.stringify(audit)).not.toContain('hunter2');
   });

@@ -22,7 +22,8 @@ describe('egress through the gateway', () => {
   let moat: Moat;
   let otherMoat: Moat;
 
-  const listen = (server: Server) => new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  const listen = (server: Server) =>
+    new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
   let httpPort = 0;
   let httpsPort = 0;
 
@@ -30,7 +31,27 @@ describe('egress through the gateway', () => {
     await dns.start();
     const key = join(scratch.root, 'key.pem');
     const cert = join(scratch.root, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=allowed.test', '-addext', 'subjectAltName=DNS:allowed.test', '-days', '1'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-subj',
+        '/CN=allowed.test',
+        '-addext',
+        'subjectAltName=DNS:allowed.test',
+        '-days',
+        '1',
+      ],
+      { stdio: 'ignore' },
+    );
     const handler = (req: { url?: string; headers: IncomingHttpHeaders }, res: { end: (body: string) => void }) => {
       seen.push({ url: req.url ?? '', headers: req.headers });
       res.end(`upstream saw ${req.url}\n`);
@@ -59,7 +80,11 @@ describe('egress through the gateway', () => {
     expect(result.exitCode).toBe(0);
     const out = cap.out();
     // An allowed connection is logged when it closes, a moment after the client is done.
-    await eventually(() => moat.egress(task), (a) => a.length > before || out.includes('Could not resolve'), 2000);
+    await eventually(
+      () => moat.egress(task),
+      (a) => a.length > before || out.includes('Could not resolve'),
+      2000,
+    );
     return { code: Number(/exit=(\d+)\s*$/.exec(out)?.[1] ?? -1), out };
   }
   const audit = async () => moat.egress('net');
@@ -67,14 +92,26 @@ describe('egress through the gateway', () => {
 
   it('network none (the default): no interface, no proxy, no gateway socket, no DNS', async () => {
     const cap = captureIO();
-    await moat.exec('off', ['sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; env | grep -ci proxy; ls /moat 2>&1; getent hosts allowed.test || echo no-dns'], cap.io, { sync: false });
-    expect(cap.out().split('\n')).toEqual(['lo', '0', 'ls: cannot access \'/moat\': No such file or directory', 'no-dns', '']);
+    await moat.exec(
+      'off',
+      ['sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; env | grep -ci proxy; ls /moat 2>&1; getent hosts allowed.test || echo no-dns'],
+      cap.io,
+      { sync: false },
+    );
+    expect(cap.out().split('\n')).toEqual(['lo', '0', "ls: cannot access '/moat': No such file or directory", 'no-dns', '']);
   });
 
   it('allows an allowlisted name over HTTP, logging the resolved address', async () => {
     const r = await curl('net', `http://allowed.test:${httpPort}/hello`);
     expect(r.out).toContain('upstream saw /hello');
-    expect(await lastAudit()).toMatchObject({ method: 'GET', host: 'allowed.test', port: httpPort, address: '127.0.0.1', decision: 'allowed', rule: 'allow allowed.test' });
+    expect(await lastAudit()).toMatchObject({
+      method: 'GET',
+      host: 'allowed.test',
+      port: httpPort,
+      address: '127.0.0.1',
+      decision: 'allowed',
+      rule: 'allow allowed.test',
+    });
     expect((await lastAudit()).bytesDown).toBeGreaterThan(0);
   });
 
@@ -134,7 +171,12 @@ describe('egress through the gateway', () => {
     const r = await curl('net', `--noproxy '*' http://allowed.test:${httpPort}/direct`);
     expect(r.code).not.toBe(0);
     const cap = captureIO();
-    await moat.exec('net', ['sh', '-c', `getent hosts allowed.test || echo no-dns; echo x | socat -u - UDP-SENDTO:127.0.0.53:53 2>&1 | head -1; echo done`], cap.io, { sync: false });
+    await moat.exec(
+      'net',
+      ['sh', '-c', `getent hosts allowed.test || echo no-dns; echo x | socat -u - UDP-SENDTO:127.0.0.53:53 2>&1 | head -1; echo done`],
+      cap.io,
+      { sync: false },
+    );
     expect(cap.out()).toContain('no-dns');
     expect((await audit()).length).toBe(count);
     expect(seen.some((s) => s.url === '/direct')).toBe(false);
@@ -144,7 +186,16 @@ describe('egress through the gateway', () => {
     const cap = captureIO();
     // Locally the relay goes to the gateway's socket; on a remote engine (no such socket) to the bridged proxy port.
     const target = (await remoteEngine()) ? 'TCP:127.0.0.1:3128' : 'UNIX-CONNECT:/moat/egress/p.sock';
-    await moat.exec('net', ['sh', '-c', `(socat TCP-LISTEN:9999,bind=127.0.0.1,fork ${target} &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9999 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9999 http://allowed.test:${httpPort}/relay 2>&1; pkill -f TCP-LISTEN:9999`], cap.io, { sync: false });
+    await moat.exec(
+      'net',
+      [
+        'sh',
+        '-c',
+        `(socat TCP-LISTEN:9999,bind=127.0.0.1,fork ${target} &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9999 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9999 http://allowed.test:${httpPort}/relay 2>&1; pkill -f TCP-LISTEN:9999`,
+      ],
+      cap.io,
+      { sync: false },
+    );
     expect(cap.out()).toContain('egress denied');
     expect(cap.out()).toContain('upstream saw /relay');
   });
@@ -171,7 +222,9 @@ describe('egress through the gateway', () => {
     if (await remoteEngine()) {
       // No helper to hand a listener over with; the agent killing the bridge's listener only stops it
       // for a moment: the bridge starts it again, and the gateway still judges what comes through.
-      await moat.exec('net', ['sh', '-c', 'test ! -e /moat/bin/moat-handoff && echo no-helper; pkill -f "TCP-LISTE[N]:3128" && echo killed'], cap.io, { sync: false });
+      await moat.exec('net', ['sh', '-c', 'test ! -e /moat/bin/moat-handoff && echo no-helper; pkill -f "TCP-LISTE[N]:3128" && echo killed'], cap.io, {
+        sync: false,
+      });
       expect(cap.out()).toContain('no-helper');
       expect(cap.out()).toContain('killed');
       let after = '';
@@ -183,7 +236,16 @@ describe('egress through the gateway', () => {
       expect((await curl('net', 'http://exfil.test/')).out).toContain('egress denied');
       return;
     }
-    await moat.exec('net', ['sh', '-c', `(timeout 3 /moat/bin/moat-handoff /moat/egress/h.sock 9998 &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9998 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9998 http://allowed.test:${httpPort}/own 2>&1; sleep 3`], cap.io, { sync: false });
+    await moat.exec(
+      'net',
+      [
+        'sh',
+        '-c',
+        `(timeout 3 /moat/bin/moat-handoff /moat/egress/h.sock 9998 &) ; sleep 0.5; curl -sS -m 5 -x http://127.0.0.1:9998 http://exfil.test/ 2>&1; curl -sS -m 5 -x http://127.0.0.1:9998 http://allowed.test:${httpPort}/own 2>&1; sleep 3`,
+      ],
+      cap.io,
+      { sync: false },
+    );
     expect(cap.out()).toContain('egress denied');
     expect(cap.out()).toContain('upstream saw /own');
     expect((await curl('net', `http://allowed.test:${httpPort}/after`)).out).toContain('upstream saw /after');
@@ -204,7 +266,7 @@ describe('egress through the gateway', () => {
     expect(narrow.out).toContain('egress denied');
   });
 
-  it('the gateway socket is the sandbox user\'s alone (other host accounts cannot use the task\'s grants)', async () => {
+  it("the gateway socket is the sandbox user's alone (other host accounts cannot use the task's grants)", async () => {
     const { statSync, readdirSync } = await import('node:fs');
     const dirs = readdirSync(join(scratch.home, 's'));
     expect(dirs.length).toBeGreaterThan(0);
@@ -224,7 +286,7 @@ describe('egress through the gateway', () => {
   });
 });
 
-describe('ssh through the gateway, with a task\'s own agent', () => {
+describe("ssh through the gateway, with a task's own agent", () => {
   const scratch = new Scratch();
   const dns = new DnsStub({ 'git.test': '127.0.0.1' });
   let echo: import('node:net').Server;
@@ -267,12 +329,19 @@ describe('ssh through the gateway, with a task\'s own agent', () => {
     const lines = cap.out().trim().split('\n');
     expect(lines).toEqual(['1', 'config', 'signed', 'echo:hello', 'scanned']);
     // A tunnel is logged when it closes, a moment after the client is done.
-    const entry = (await eventually(() => moat.egress('ssh'), (a) => a.at(-1)?.host === 'git.test')).at(-1);
+    const entry = (
+      await eventually(
+        () => moat.egress('ssh'),
+        (a) => a.at(-1)?.host === 'git.test',
+      )
+    ).at(-1);
     expect(entry).toMatchObject({ host: 'git.test', decision: 'allowed', rule: expect.stringContaining('any protocol') });
     // Without the port in the rule, a tunnel must carry TLS for that name.
     await moat.changeEgress('ssh', { deny: [`git.test:${port}`], allow: ['git.test'] });
     const denied = captureIO();
-    await moat.exec('ssh', ['sh', '-c', `echo hello | timeout 15 socat - PROXY:127.0.0.1:git.test:${port},proxyport=3128 2>&1; echo done`], denied.io, { sync: false });
+    await moat.exec('ssh', ['sh', '-c', `echo hello | timeout 15 socat - PROXY:127.0.0.1:git.test:${port},proxyport=3128 2>&1; echo done`], denied.io, {
+      sync: false,
+    });
     expect(denied.out()).not.toContain('echo:hello');
     await moat.down('ssh');
     await moat.rm('ssh', { force: true });

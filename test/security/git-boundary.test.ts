@@ -5,10 +5,34 @@ import type { Moat } from '../../src/index.js';
 import { captureIO, gitIn, Scratch, sh } from '../helpers/fixtures.js';
 
 const HOOKS = [
-  'applypatch-msg', 'pre-applypatch', 'post-applypatch', 'pre-commit', 'pre-merge-commit', 'prepare-commit-msg', 'commit-msg', 'post-commit',
-  'pre-rebase', 'post-checkout', 'post-merge', 'pre-push', 'pre-receive', 'update', 'proc-receive', 'post-receive', 'post-update',
-  'reference-transaction', 'push-to-checkout', 'pre-auto-gc', 'post-rewrite', 'sendemail-validate', 'fsmonitor-watchman', 'p4-changelist',
-  'p4-prepare-changelist', 'p4-post-changelist', 'p4-pre-submit', 'post-index-change',
+  'applypatch-msg',
+  'pre-applypatch',
+  'post-applypatch',
+  'pre-commit',
+  'pre-merge-commit',
+  'prepare-commit-msg',
+  'commit-msg',
+  'post-commit',
+  'pre-rebase',
+  'post-checkout',
+  'post-merge',
+  'pre-push',
+  'pre-receive',
+  'update',
+  'proc-receive',
+  'post-receive',
+  'post-update',
+  'reference-transaction',
+  'push-to-checkout',
+  'pre-auto-gc',
+  'post-rewrite',
+  'sendemail-validate',
+  'fsmonitor-watchman',
+  'p4-changelist',
+  'p4-prepare-changelist',
+  'p4-post-changelist',
+  'p4-pre-submit',
+  'post-index-change',
 ];
 
 /**
@@ -53,7 +77,10 @@ describe('the git boundary holds', () => {
       // Then everything git might execute: every hook, in the repository's hooks folder and in a
       // hooksPath of its choosing, and every config key that names a command.
       'mkdir -p .git/hooks evil-hooks',
-      ...HOOKS.map((hook) => `printf '#!/bin/sh\\n${touch(`hook-${hook}`)}\\n' > .git/hooks/${hook}; chmod +x .git/hooks/${hook}; cp .git/hooks/${hook} evil-hooks/${hook}`),
+      ...HOOKS.map(
+        (hook) =>
+          `printf '#!/bin/sh\\n${touch(`hook-${hook}`)}\\n' > .git/hooks/${hook}; chmod +x .git/hooks/${hook}; cp .git/hooks/${hook} evil-hooks/${hook}`,
+      ),
       `git config core.hooksPath "$PWD/evil-hooks"`,
       `git config core.fsmonitor "${touch('fsmonitor')}; false"`,
       `git config core.sshCommand "${touch('sshcommand')}"`,
@@ -94,12 +121,14 @@ describe('the git boundary holds', () => {
     expect(plantedRan()).toEqual([]);
   }, 180_000);
 
-  it('the user\'s repository config, hooks and other refs are untouched', () => {
+  it("the user's repository config, hooks and other refs are untouched", () => {
     expect(readFileSync(join(scratch.repo, '.git', 'config'), 'utf8')).toBe(userGitBefore.config);
     expect(readdirSync(join(scratch.repo, '.git', 'hooks')).sort()).toEqual(userGitBefore.hooks);
     // The snapshot of uncommitted work is best effort (the planted filter breaks `git add`
     // inside); whether or not it exists, no other ref of the user's may have changed.
-    const refs = gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)').split('\n').filter((ref) => ref !== 'refs/moat/wip/attack');
+    const refs = gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)')
+      .split('\n')
+      .filter((ref) => ref !== 'refs/moat/wip/attack');
     expect(refs.sort()).toEqual(['refs/heads/main', 'refs/heads/moat/attack']);
   });
 
@@ -114,7 +143,15 @@ describe('the git boundary holds', () => {
   it('apply lays the work on the checkout and runs nothing planted', async () => {
     // From before the merge: git's own fsck now (rightly) refuses the merged .gitmodules in new clones.
     const other = await moat.up({ task: 'apply-probe', base: 'HEAD^1' });
-    await moat.exec('apply-probe', ['sh', '-c', `echo applied > applied.txt && git config core.fsmonitor "touch ${join(markers, 'apply-fsmonitor')}" && printf '#!/bin/sh\\ntouch ${join(markers, 'apply-hook')}\\n' > .git/hooks/post-applypatch && chmod +x .git/hooks/post-applypatch`], captureIO().io);
+    await moat.exec(
+      'apply-probe',
+      [
+        'sh',
+        '-c',
+        `echo applied > applied.txt && git config core.fsmonitor "touch ${join(markers, 'apply-fsmonitor')}" && printf '#!/bin/sh\\ntouch ${join(markers, 'apply-hook')}\\n' > .git/hooks/post-applypatch && chmod +x .git/hooks/post-applypatch`,
+      ],
+      captureIO().io,
+    );
     const applied = await moat.apply('apply-probe', { yes: true });
     expect(applied.files).toBeGreaterThan(0);
     expect(readFileSync(join(scratch.repo, 'applied.txt'), 'utf8')).toBe('applied\n');
@@ -124,8 +161,15 @@ describe('the git boundary holds', () => {
     expect(plantedRan()).toEqual([]);
   });
 
-  it('the user\'s own git status, log -p, diff and checkout run nothing planted', () => {
-    for (const args of [['status'], ['log', '-p', '-3'], ['diff', 'HEAD~1'], ['checkout', '-q', 'HEAD~1'], ['checkout', '-q', 'main'], ['submodule', 'status']]) {
+  it("the user's own git status, log -p, diff and checkout run nothing planted", () => {
+    for (const args of [
+      ['status'],
+      ['log', '-p', '-3'],
+      ['diff', 'HEAD~1'],
+      ['checkout', '-q', 'HEAD~1'],
+      ['checkout', '-q', 'main'],
+      ['submodule', 'status'],
+    ]) {
       try {
         sh('git', args, scratch.repo);
       } catch {

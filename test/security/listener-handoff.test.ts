@@ -125,14 +125,25 @@ describe('the listener handover', () => {
 
   it('a flood of silent connections is closed without waiting on each', async () => {
     const gw = await gateway('flood.sock');
-    const silent = await Promise.all(Array.from({ length: 10 }, () => new Promise<Socket>((resolve) => {
-      const s = connect(gw.path, () => resolve(s));
-    })));
+    const silent = await Promise.all(
+      Array.from(
+        { length: 10 },
+        () =>
+          new Promise<Socket>((resolve) => {
+            const s = connect(gw.path, () => resolve(s));
+          }),
+      ),
+    );
     open.push(...silent.map((s) => ({ close: () => s.destroy() })));
-    const closed = await Promise.all(silent.map((s) => new Promise<boolean>((resolve) => {
-      s.once('close', () => resolve(true));
-      setTimeout(() => resolve(false), 300);
-    })));
+    const closed = await Promise.all(
+      silent.map(
+        (s) =>
+          new Promise<boolean>((resolve) => {
+            s.once('close', () => resolve(true));
+            setTimeout(() => resolve(false), 300);
+          }),
+      ),
+    );
     // Past the few that may wait for a message, the rest are closed at once.
     expect(closed.filter(Boolean).length).toBeGreaterThanOrEqual(6);
     const sandbox = await listening('127.0.0.1');
@@ -164,7 +175,11 @@ describe('the listener handover', () => {
     const free = await listening('127.0.0.1');
     const port = String(portOf(free));
     free.close();
-    const out = execFileSync(HANDOFF_BINARY, [join(dir, 'missing.sock'), port, '--', 'sh', '-c', 'echo "fallback on $1"', 'sh', port], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 });
+    const out = execFileSync(HANDOFF_BINARY, [join(dir, 'missing.sock'), port, '--', 'sh', '-c', 'echo "fallback on $1"', 'sh', port], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 10_000,
+    });
     expect(out.trim()).toBe(`fallback on ${port}`);
   });
 });

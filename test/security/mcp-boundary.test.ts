@@ -60,7 +60,11 @@ describe('moat mcp: the boundary', () => {
     expect(readdirSync(join(userHome, '.ssh'))).toEqual(['id_rsa']);
     expect(readFileSync(gitConfig, 'utf8')).toContain('GITCONFIG-MARKER');
     expect(existsSync(join(scratch.repo, '.git', 'hooks', 'pre-commit'))).toBe(false);
-    expect(readdirSync(otherWorkspace).filter((f) => f !== '.git').sort()).toEqual(['README.md', 'app.sh', 'secret.txt']);
+    expect(
+      readdirSync(otherWorkspace)
+        .filter((f) => f !== '.git')
+        .sort(),
+    ).toEqual(['README.md', 'app.sh', 'secret.txt']);
     expect(readFileSync(join(otherWorkspace, 'secret.txt'), 'utf8')).toBe('OTHER-TASK-MARKER\n');
   };
   const noMarker = (text: string) => {
@@ -68,7 +72,18 @@ describe('moat mcp: the boundary', () => {
   };
 
   it('refuses paths that leave the workspace, in every file tool', async () => {
-    const paths = ['../x', '/etc/passwd', '/workspace/../etc/passwd', 'a/../../b', '/workspace2/x', '/', '/home/agent/.bashrc', 'x\x00y', 'x\x1b[2Ky', 'a\u202eb'];
+    const paths = [
+      '../x',
+      '/etc/passwd',
+      '/workspace/../etc/passwd',
+      'a/../../b',
+      '/workspace2/x',
+      '/',
+      '/home/agent/.bashrc',
+      'x\x00y',
+      'x\x1b[2Ky',
+      'a\u202eb',
+    ];
     for (const path of paths) {
       for (const [tool, args] of [
         ['read_file', { path }],
@@ -89,7 +104,17 @@ describe('moat mcp: the boundary', () => {
   });
 
   it('reads no host byte through links in the workspace', async () => {
-    for (const link of ['l-passwd', 'l-ssh', 'l-git/config', 'l-gitconfig', 'l-other', 'l-otherdir/secret.txt', 'l-root/etc/passwd', 'l-up/etc/passwd', 'l-sshdir/id_rsa']) {
+    for (const link of [
+      'l-passwd',
+      'l-ssh',
+      'l-git/config',
+      'l-gitconfig',
+      'l-other',
+      'l-otherdir/secret.txt',
+      'l-root/etc/passwd',
+      'l-up/etc/passwd',
+      'l-sshdir/id_rsa',
+    ]) {
       const read = await call(client, 'read_file', { task, path: link });
       expect(read.isError, `${link}: ${read.text}`).toBe(true);
       expect(read.text).toMatch(/leads out of the workspace|does not exist/);
@@ -113,7 +138,16 @@ describe('moat mcp: the boundary', () => {
   });
 
   it('writes and deletes no host byte through links in the workspace', async () => {
-    for (const path of ['l-sshdir/authorized_keys', 'l-otherdir/planted.txt', 'l-gitconfig', 'l-git/hooks/pre-commit', 'l-ssh', 'l-other', 'l-root/tmp/planted', 'l-up/planted']) {
+    for (const path of [
+      'l-sshdir/authorized_keys',
+      'l-otherdir/planted.txt',
+      'l-gitconfig',
+      'l-git/hooks/pre-commit',
+      'l-ssh',
+      'l-other',
+      'l-root/tmp/planted',
+      'l-up/planted',
+    ]) {
       const wrote = await call(client, 'write_file', { task, path, content: '#!/bin/sh\necho planted\n' });
       expect(wrote.isError, `${path}: ${wrote.text}`).toBe(true);
     }
@@ -126,7 +160,7 @@ describe('moat mcp: the boundary', () => {
     hostUntouched();
   });
 
-  it('refuses every widening through every tool\'s arguments, saying what the human would do', async () => {
+  it("refuses every widening through every tool's arguments, saying what the human would do", async () => {
     const base: Record<string, Record<string, unknown>> = {
       create_task: {},
       list_tasks: {},

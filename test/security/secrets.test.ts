@@ -32,7 +32,8 @@ describe('bound secrets never enter the sandbox', () => {
       res.end(`echo ${body}\n`);
     });
   };
-  const listen = (server: Server) => new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  const listen = (server: Server) =>
+    new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
 
   beforeAll(async () => {
     await dns.start();
@@ -80,7 +81,9 @@ describe('bound secrets never enter the sandbox', () => {
 
   it('the agent sees a placeholder; no process, file or the container config holds the value', async () => {
     // Every process's environment and command line, and every readable file but the kernel's.
-    const out = await inside('echo "$API_KEY"; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" "\\n" | grep -c "sk-rea[l]"; grep -rsI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "sk-rea[l]" / 2>/dev/null | head -1; echo scanned');
+    const out = await inside(
+      'echo "$API_KEY"; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" "\\n" | grep -c "sk-rea[l]"; grep -rsI --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "sk-rea[l]" / 2>/dev/null | head -1; echo scanned',
+    );
     const lines = out.trim().split('\n');
     expect(lines[0]).toMatch(/^moat-placeholder-api-key-[0-9a-f]{12}$/);
     expect(lines[1]).toBe('0');
@@ -97,8 +100,10 @@ describe('bound secrets never enter the sandbox', () => {
     expect(last.headers.authorization).toBe(`Bearer ${REAL}`);
   });
 
-  it('the route also works through a tunnel (Node\'s fetch tunnels plain HTTP), for a path on moat.gateway only', async () => {
-    const out = await inside('curl -sS -m 10 --proxytunnel http://moat.gateway/api/v1/tunnelled; curl -sS -m 10 --proxytunnel -H "Host: echo.test" -o /dev/null -w "%{http_code}\\n" http://moat.gateway/api/v1/elsewhere');
+  it("the route also works through a tunnel (Node's fetch tunnels plain HTTP), for a path on moat.gateway only", async () => {
+    const out = await inside(
+      'curl -sS -m 10 --proxytunnel http://moat.gateway/api/v1/tunnelled; curl -sS -m 10 --proxytunnel -H "Host: echo.test" -o /dev/null -w "%{http_code}\\n" http://moat.gateway/api/v1/elsewhere',
+    );
     expect(out).toContain('echo');
     const last = received.at(-1)!;
     expect(last.url).toBe('/v1/tunnelled');
@@ -125,14 +130,26 @@ describe('bound secrets never enter the sandbox', () => {
 
   it('neither the audit log, the task record, moat ls nor the gateway log contains the value', async () => {
     const taskDir = join(scratch.home, 'repos', record.repoKey, 'tasks', 'keys');
-    const files = [join(taskDir, 'task.json'), join(taskDir, 'egress', 'audit.jsonl'), join(taskDir, 'egress', 'policy.json'), join(scratch.home, 'gateway', 'gateway.log')];
+    const files = [
+      join(taskDir, 'task.json'),
+      join(taskDir, 'egress', 'audit.jsonl'),
+      join(taskDir, 'egress', 'policy.json'),
+      join(scratch.home, 'gateway', 'gateway.log'),
+    ];
     for (const file of files) {
       expect(readFileSync(file, 'utf8'), file).not.toContain(REAL);
       expect(readFileSync(file, 'utf8'), file).not.toContain(SECOND);
     }
     expect(JSON.stringify(await moat.ls())).not.toContain(REAL);
     expect(JSON.stringify(await moat.egress('keys'))).not.toContain(REAL);
-    expect((await eventually(() => moat.egress('keys'), (a) => a.some((x) => x.rule === 'route api with API_KEY'))).some((a) => a.rule === 'route api with API_KEY')).toBe(true);
+    expect(
+      (
+        await eventually(
+          () => moat.egress('keys'),
+          (a) => a.some((x) => x.rule === 'route api with API_KEY'),
+        )
+      ).some((a) => a.rule === 'route api with API_KEY'),
+    ).toBe(true);
     expect(readdirSync(taskDir)).not.toContain('secrets');
   });
 
@@ -145,9 +162,14 @@ describe('bound secrets never enter the sandbox', () => {
     expect(last.url).toBe('/intercepted');
     expect(last.headers['x-api-key']).toBe(SECOND);
     expect(last.body).toMatch(/^k=moat-placeholder-second-key-/);
-    const audit = await eventually(() => moat.egress('keys'), (a) => a.at(-1)?.rule === 'intercept api.test with SECOND_KEY');
+    const audit = await eventually(
+      () => moat.egress('keys'),
+      (a) => a.at(-1)?.rule === 'intercept api.test with SECOND_KEY',
+    );
     expect(audit.at(-1)).toMatchObject({ method: 'POST', host: 'api.test', rule: 'intercept api.test with SECOND_KEY', decision: 'allowed' });
-    const scan = await inside('grep -rs "second-rea[l]" /moat /home /tmp /workspace 2>/dev/null | head -1; cat /proc/[0-9]*/environ 2>/dev/null | tr "\\0" "\\n" | grep -c "second-rea[l]"');
+    const scan = await inside(
+      'grep -rs "second-rea[l]" /moat /home /tmp /workspace 2>/dev/null | head -1; cat /proc/[0-9]*/environ 2>/dev/null | tr "\\0" "\\n" | grep -c "second-rea[l]"',
+    );
     expect(scan.trim()).toBe('0');
   });
 

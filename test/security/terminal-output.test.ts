@@ -58,7 +58,13 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
   const printed: Array<{ command: string; stdout: string; stderr: string; status: number | null }> = [];
 
   function moat(args: string[], options: { env?: Record<string, string> } = {}) {
-    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(options.env), encoding: 'utf8', input: '', maxBuffer: 16 * 1024 * 1024 });
+    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], {
+      cwd: scratch.repo,
+      env: scratch.env(options.env),
+      encoding: 'utf8',
+      input: '',
+      maxBuffer: 16 * 1024 * 1024,
+    });
     const entry = { command: `moat ${args.join(' ')}`, stdout: result.stdout, stderr: result.stderr, status: result.status };
     printed.push(entry);
     return entry;
@@ -84,7 +90,10 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
   }
 
   function expectSafe(entry: { command: string; stdout: string; stderr: string }): void {
-    for (const [stream, text] of [['stdout', entry.stdout], ['stderr', entry.stderr]] as const) {
+    for (const [stream, text] of [
+      ['stdout', entry.stdout],
+      ['stderr', entry.stderr],
+    ] as const) {
       expect(firstRaw(text), `${entry.command} (${stream})`).toBeUndefined();
       expect(FORGED.test(text), `${entry.command} (${stream}) has a forged line:\n${text}`).toBe(false);
     }
@@ -114,7 +123,14 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
   });
 
   it('review: sync, diff (patch, stat, names, JSON), flags', () => {
-    for (const args of [['sync', 'plant'], ['diff', 'plant'], ['diff', 'plant', '--stat'], ['diff', 'plant', '--name-only'], ['diff', 'plant', '--json'], ['sync', 'plant', '--json']]) {
+    for (const args of [
+      ['sync', 'plant'],
+      ['diff', 'plant'],
+      ['diff', 'plant', '--stat'],
+      ['diff', 'plant', '--name-only'],
+      ['diff', 'plant', '--json'],
+      ['sync', 'plant', '--json'],
+    ]) {
       const entry = moat(args);
       expect(entry.status, entry.stderr).toBe(0);
       expectSafe(entry);
@@ -122,13 +138,17 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     const names = moat(['diff', 'plant', '--name-only']).stdout.trim().split('\n');
     // One line per file: the newline in each name shows as \n.
     expect(names).toHaveLength(5);
-    expect(names.some((n) => n.startsWith('src-\\x1b[2K\\x1b[1A\\x1b]0;pwned\\x07') && n.includes('\\r\\x7f\\x9b 31m\\u202egnp\\u200b\\u{e0041}\\nmoat: FORGED'))).toBe(true);
+    expect(
+      names.some((n) => n.startsWith('src-\\x1b[2K\\x1b[1A\\x1b]0;pwned\\x07') && n.includes('\\r\\x7f\\x9b 31m\\u202egnp\\u200b\\u{e0041}\\nmoat: FORGED')),
+    ).toBe(true);
     const flags = moat(['diff', 'plant']).stderr;
     expect(flags).toMatch(/^moat: flag: link-\\x1b\[2K.*\\nmoat: FORGED: symbolic link, symbolic link pointing outside the repository -> "\/etc\//m);
     expect(flags).toMatch(/^moat: flag: run-\\x1b\[2K.*: new executable$/m);
     // The diff body shows the content's escapes; the lines of the file stay lines.
     expect(moat(['diff', 'plant']).stdout).toContain('+moat: FORGED\n+\\x1b[2K');
-    expect(JSON.parse(moat(['diff', 'plant', '--json']).stdout).files.map((f: { path: string }) => f.path)).toContain(`run-${'\x1b[2K\x1b[1A\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\r\x7f\u009b 31m\u202egnp\u200b\u{e0041}\nmoat: FORGED'}.sh`);
+    expect(JSON.parse(moat(['diff', 'plant', '--json']).stdout).files.map((f: { path: string }) => f.path)).toContain(
+      `run-${'\x1b[2K\x1b[1A\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\r\x7f\u009b 31m\u202egnp\u200b\u{e0041}\nmoat: FORGED'}.sh`,
+    );
   });
 
   it('egress: the hosts it tried and the rule text they produced', () => {
@@ -138,7 +158,13 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expectSafe(text);
     const json = moat(['egress', 'plant', '--json']);
     expectSafe(json);
-    expect(json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { host: string }).map((r) => r.host)[0]).toContain('\x1b[2K');
+    expect(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { host: string })
+        .map((r) => r.host)[0],
+    ).toContain('\x1b[2K');
   });
 
   it('logs: escaped by default, lines kept; --raw is the bytes', () => {
@@ -162,7 +188,7 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expectSafe(await follow(['stats', 'plant', '-f', '--json'], /plant/));
   }, 300_000);
 
-  it('templates: a template\'s description', () => {
+  it("templates: a template's description", () => {
     const entry = moat(['templates']);
     expect(entry.status, entry.stderr).toBe(0);
     expect(entry.stdout).toContain('plants \\x1b[2K\\u202e\\u3164 escapes\\nmoat: FORGED');
@@ -170,7 +196,7 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expectSafe(moat(['templates', '--json']));
   });
 
-  it('approve: the hosts a repository\'s moat.yaml asks for, as they reach the checkout after a merge', async () => {
+  it("approve: the hosts a repository's moat.yaml asks for, as they reach the checkout after a merge", async () => {
     const other = new Scratch();
     try {
       writeFileSync(join(other.repo, 'moat.yaml'), `egress:\n  allow: [${JSON.stringify('a\x1b[2K\u202e.test\nmoat: FORGED')}]\n`);
@@ -208,9 +234,15 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     // On a terminal (util-linux script gives one) moat asks instead; the question names the same
     // files, escaped. Only the payload's bytes are looked for: the terminal's own CR and
     // readline's cursor moves are in this transcript too.
-    const asked = spawnSync('sh', ['-c', `(sleep 3; printf 'n\\n') | script -qec "${process.execPath} ${MOAT_BIN} merge plant" /dev/null`], { cwd: scratch.repo, env: scratch.env(), encoding: 'utf8', timeout: 60_000 });
+    const asked = spawnSync('sh', ['-c', `(sleep 3; printf 'n\\n') | script -qec "${process.execPath} ${MOAT_BIN} merge plant" /dev/null`], {
+      cwd: scratch.repo,
+      env: scratch.env(),
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     expect(asked.stdout).toContain('Continue? [y/N]');
-    for (const raw of ['\x1b[2K', '\x1b[1A', '\x1b]0;pwned', '\x1b]52', '\x07', '\x7f', '\u009b', '\u202e', '\u200b', '\u{e0041}']) expect(asked.stdout, JSON.stringify(raw)).not.toContain(raw);
+    for (const raw of ['\x1b[2K', '\x1b[1A', '\x1b]0;pwned', '\x1b]52', '\x07', '\x7f', '\u009b', '\u202e', '\u200b', '\u{e0041}'])
+      expect(asked.stdout, JSON.stringify(raw)).not.toContain(raw);
     expect(FORGED.test(asked.stdout.replaceAll('\r', ''))).toBe(false);
     expectSafe(moat(['apply', 'plant']));
     // apply lays the files on the checkout; then merge refuses (they are in its way).
@@ -227,7 +259,7 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expectSafe(merged);
   });
 
-  it('exec, down, run, agent and rm: moat\'s own lines around the program\'s output', () => {
+  it("exec, down, run, agent and rm: moat's own lines around the program's output", () => {
     expectSafe(moat(['exec', 'plant', '--', 'true']));
     expectSafe(moat(['down', 'plant']));
     // The same files again (in a folder of their own: the merge above brought the first ones to HEAD), no network.
@@ -243,7 +275,9 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expect(agent.stderr).toContain('agent | err \\x1b[2K');
     expect(agent.stdout).toContain('\nagent | moat: FORGED\n');
     // moat's summary comes after everything the agent wrote.
-    expect(agent.stderr.slice(agent.stderr.lastIndexOf('err \\x1b'))).toMatch(/\nmoat: task agent on moat\/agent: agent exited 0; egress 0 allowed, 0 denied\n/);
+    expect(agent.stderr.slice(agent.stderr.lastIndexOf('err \\x1b'))).toMatch(
+      /\nmoat: task agent on moat\/agent: agent exited 0; egress 0 allowed, 0 denied\n/,
+    );
     for (const task of ['plant', 'runner', 'agent']) expectSafe(moat(['rm', '-f', task]));
   }, 600_000);
 

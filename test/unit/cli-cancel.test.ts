@@ -7,7 +7,10 @@ function fakeCli() {
   const listeners: ((signal: 'INT' | 'TERM') => void)[] = [];
   const seen = { aborted: [] as number[], notes: [] as string[] };
   const cli = {
-    io: { onSignal: (listener: (signal: 'INT' | 'TERM') => void) => (listeners.push(listener), () => undefined), abort: (code: number) => seen.aborted.push(code) },
+    io: {
+      onSignal: (listener: (signal: 'INT' | 'TERM') => void) => (listeners.push(listener), () => undefined),
+      abort: (code: number) => seen.aborted.push(code),
+    },
     output: () => ({ note: (text: string) => seen.notes.push(text) }),
   } as unknown as CliContext;
   return { cli, seen, interrupt: (signal: 'INT' | 'TERM' = 'INT') => listeners.forEach((listener) => listener(signal)) };
@@ -34,7 +37,7 @@ describe('Ctrl-C of moat run (cancelOnSignal)', () => {
     expect(seen.aborted).toEqual([]);
     interrupt();
     expect(seen.aborted).toEqual([]);
-    expect(seen.notes).toEqual(['bringing the task\'s work home first (a second Ctrl-C leaves now; moat sync brings it home later)']);
+    expect(seen.notes).toEqual(["bringing the task's work home first (a second Ctrl-C leaves now; moat sync brings it home later)"]);
     expect(cancel.signal.aborted).toBe(false);
     interrupt();
     expect(seen.aborted).toEqual([130]);

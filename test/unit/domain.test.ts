@@ -39,7 +39,17 @@ describe('exit reasons', () => {
 });
 
 describe('sandbox spec', () => {
-  const spec = sandboxSpec({ containerName: 'c', taskName: 't', image: 'i', workspace: { kind: 'host', path: '/w' }, uid: 1000, gid: 1000, limits: DEFAULT_LIMITS, env: { HOME: '/root', FOO: 'bar' }, labels: {} });
+  const spec = sandboxSpec({
+    containerName: 'c',
+    taskName: 't',
+    image: 'i',
+    workspace: { kind: 'host', path: '/w' },
+    uid: 1000,
+    gid: 1000,
+    limits: DEFAULT_LIMITS,
+    env: { HOME: '/root', FOO: 'bar' },
+    labels: {},
+  });
   it('is hardened whatever the input', () => {
     expect(spec.user).toBe('1000:1000');
     expect(spec.capDrop).toEqual(['ALL']);
@@ -47,7 +57,7 @@ describe('sandbox spec', () => {
     expect(spec.network).toBe('none');
     expect(spec.noNewPrivileges).toBe(true);
   });
-  it('lets moat\'s own variables win over granted ones', () => {
+  it("lets moat's own variables win over granted ones", () => {
     expect(spec.env.HOME).toBe('/home/agent');
     expect(spec.env.FOO).toBe('bar');
   });

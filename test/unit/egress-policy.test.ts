@@ -19,13 +19,19 @@ describe('host names are parsed the way a connection would see them', () => {
     ['a-b.example.com', 'a-b.example.com'],
   ])('%s is the name %s', (raw, name) => expect(parseTarget(raw)).toEqual({ kind: 'name', name }));
 
-  it.each(['127.1', '0x7f.0.0.1', '2130706433', '0177.0.0.1', '127.0.0.1.', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]'])('%s is an IP address, not a name', (raw) => {
-    expect(parseTarget(raw)?.kind).toBe('ip');
-  });
+  it.each(['127.1', '0x7f.0.0.1', '2130706433', '0177.0.0.1', '127.0.0.1.', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]'])(
+    '%s is an IP address, not a name',
+    (raw) => {
+      expect(parseTarget(raw)?.kind).toBe('ip');
+    },
+  );
 
-  it.each(['', 'a..b', 'exa mple.com', 'evil.com\u0000.allowed.com', 'x%2f.com', '-a.com', '[fe80::1%eth0]', 'a'.repeat(64) + '.com', '999.1.1.1'])('%j is refused', (raw) => {
-    expect(parseTarget(raw)).toBeUndefined();
-  });
+  it.each(['', 'a..b', 'exa mple.com', 'evil.com\u0000.allowed.com', 'x%2f.com', '-a.com', '[fe80::1%eth0]', 'a'.repeat(64) + '.com', '999.1.1.1'])(
+    '%j is refused',
+    (raw) => {
+      expect(parseTarget(raw)).toBeUndefined();
+    },
+  );
 
   it('spellings of one address are the same address', () => {
     const forms = ['127.0.0.1', '127.1', '0x7f.0.0.1', '2130706433', '0177.0.0.01'].map((f) => formatIp(parseIp(f)!));
@@ -51,7 +57,10 @@ describe('rules', () => {
   });
 
   it('a rule with a port admits any protocol there, even after a rule for the bare name', () => {
-    for (const rules of [['github.com', 'github.com:22'], ['github.com:22', 'github.com']]) {
+    for (const rules of [
+      ['github.com', 'github.com:22'],
+      ['github.com:22', 'github.com'],
+    ]) {
       const p = policy(rules);
       expect(decideTarget(p, t('github.com'), 22)).toMatchObject({ allowed: true, rule: 'allow github.com:22', anyProtocol: true });
       expect(decideTarget(p, t('github.com'), 443)).toEqual({ allowed: true, rule: 'allow github.com' });
@@ -76,10 +85,23 @@ describe('rules', () => {
 
 describe('addresses behind a name', () => {
   it.each([
-    ['127.0.0.1', 'loopback'], ['10.0.0.1', 'private'], ['172.16.5.4', 'private'], ['192.168.1.1', 'private'], ['169.254.169.254', 'metadata'],
-    ['169.254.1.1', 'link-local'], ['100.64.0.1', 'cgnat'], ['224.0.0.1', 'multicast'], ['0.0.0.0', 'unspecified'], ['::1', 'loopback'],
-    ['::ffff:10.0.0.1', 'ipv4-mapped'], ['64:ff9b::a00:1', 'nat64'], ['fd00:ec2::254', 'metadata'], ['fd12::1', 'unique-local'], ['fe80::1', 'link-local'],
-    ['93.184.216.34', 'public'], ['2606:4700::1', 'public'],
+    ['127.0.0.1', 'loopback'],
+    ['10.0.0.1', 'private'],
+    ['172.16.5.4', 'private'],
+    ['192.168.1.1', 'private'],
+    ['169.254.169.254', 'metadata'],
+    ['169.254.1.1', 'link-local'],
+    ['100.64.0.1', 'cgnat'],
+    ['224.0.0.1', 'multicast'],
+    ['0.0.0.0', 'unspecified'],
+    ['::1', 'loopback'],
+    ['::ffff:10.0.0.1', 'ipv4-mapped'],
+    ['64:ff9b::a00:1', 'nat64'],
+    ['fd00:ec2::254', 'metadata'],
+    ['fd12::1', 'unique-local'],
+    ['fe80::1', 'link-local'],
+    ['93.184.216.34', 'public'],
+    ['2606:4700::1', 'public'],
   ])('%s is %s', (ip, cls) => expect(classifyAddress(parseIp(ip)!)).toBe(cls));
 
   it('are refused when internal unless a CIDR names them', () => {
@@ -100,7 +122,15 @@ describe('TLS server name', () => {
           return Buffer.concat([Buffer.from([0, 0, list.length >> 8, list.length & 255]), list]);
         })()
       : Buffer.alloc(0);
-    const body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32), Buffer.from([0]), Buffer.from([0, 2, 0x13, 0x01]), Buffer.from([1, 0]), Buffer.from([ext.length >> 8, ext.length & 255]), ext]);
+    const body = Buffer.concat([
+      Buffer.from([3, 3]),
+      Buffer.alloc(32),
+      Buffer.from([0]),
+      Buffer.from([0, 2, 0x13, 0x01]),
+      Buffer.from([1, 0]),
+      Buffer.from([ext.length >> 8, ext.length & 255]),
+      ext,
+    ]);
     const hs = Buffer.concat([Buffer.from([1, 0, body.length >> 8, body.length & 255]), body]);
     return Buffer.concat([Buffer.from([22, 3, 1, hs.length >> 8, hs.length & 255]), hs]);
   }
@@ -113,7 +143,7 @@ describe('TLS server name', () => {
   });
 });
 
-describe('allowAddresses: a range allowed names may resolve into (the network\'s inspecting proxy)', () => {
+describe("allowAddresses: a range allowed names may resolve into (the network's inspecting proxy)", () => {
   const ip = (text: string) => parseIp(text)!;
   const withRange = (ranges: string[], allow = ['registry.npmjs.org']) => {
     const built = buildPolicy('allowlist', allow, [], ranges);
@@ -165,7 +195,7 @@ describe('the upstream proxy: which connections go through it', () => {
     expect(redactProxy('http://user:secret@proxy:1')).toBe('http://***@proxy:1');
   });
 
-  it('proxyFor picks the scheme\'s proxy unless NO_PROXY says direct', () => {
+  it("proxyFor picks the scheme's proxy unless NO_PROXY says direct", () => {
     const config = { https: 'http://p:1', http: 'http://q:2', noProxy: ['direct.example'] };
     expect(proxyFor(config, 'https', t('a.example'), 443)).toMatchObject({ host: 'p', port: 1 });
     expect(proxyFor(config, 'http', t('a.example'), 80)).toMatchObject({ host: 'q', port: 2 });
@@ -177,14 +207,16 @@ describe('the upstream proxy: which connections go through it', () => {
 describe('a refusal an agent can read', () => {
   it('names moat, the host, the reason and what a human can do, in the body and a Proxy-Status header', () => {
     const sentence = denialSentence('t1', 'exfil.test', 443, 'not in allowlist: exfil.test', 'policy');
-    expect(sentence).toBe('moat: egress denied (not in allowlist: exfil.test) for exfil.test:443. If the task needs it, ask the user to run: moat allow t1 exfil.test. Recent denials: cat /moat/egress/denials');
+    expect(sentence).toBe(
+      'moat: egress denied (not in allowlist: exfil.test) for exfil.test:443. If the task needs it, ask the user to run: moat allow t1 exfil.test. Recent denials: cat /moat/egress/denials',
+    );
     const response = denialResponse('403 Forbidden', sentence, 'not in allowlist: exfil.test', 'policy');
     expect(response).toMatch(/^HTTP\/1\.1 403 moat refused: not in allowlist: exfil\.test\r\n/);
     expect(response).toContain('\r\nProxy-Status: moat; error=http_request_denied; details="not in allowlist: exfil.test"\r\n');
     expect(response.endsWith(`\r\n\r\n${sentence}\n`)).toBe(true);
   });
 
-  it('control characters and quotes from the agent\'s request never reach the header or the text raw', () => {
+  it("control characters and quotes from the agent's request never reach the header or the text raw", () => {
     const rule = 'TLS server name "evil\u001b[2K\r\nX: y" is not the CONNECT host';
     const response = denialResponse('403 Forbidden', denialSentence('t', 'a.test', 443, rule, 'request'), rule, 'request');
     const head = response.slice(0, response.indexOf('\r\n\r\n'));
@@ -193,7 +225,7 @@ describe('a refusal an agent can read', () => {
   });
 });
 
-describe('the network settings are the user\'s alone', () => {
+describe("the network settings are the user's alone", () => {
   it.each([
     [{ allowAddresses: ['203.0.113.0/24'] }, 'egress.allowAddresses'],
     [{ trustCa: ['/etc/evil.pem'] }, 'egress.trustCa'],
@@ -211,7 +243,16 @@ describe('the network settings are the user\'s alone', () => {
   });
 
   it('from the user config they reach the effective config', () => {
-    const config = effectiveConfig({ egress: { allowAddresses: ['203.0.113.0/24'], trustHostCa: true, upstreamProxy: 'http://p:3128', noProxy: ['corp'] } }, {});
-    expect(config.egressNetwork).toEqual({ allowAddresses: ['203.0.113.0/24'], trustCa: [], trustHostCa: true, upstreamProxy: 'http://p:3128', noProxy: ['corp'] });
+    const config = effectiveConfig(
+      { egress: { allowAddresses: ['203.0.113.0/24'], trustHostCa: true, upstreamProxy: 'http://p:3128', noProxy: ['corp'] } },
+      {},
+    );
+    expect(config.egressNetwork).toEqual({
+      allowAddresses: ['203.0.113.0/24'],
+      trustCa: [],
+      trustHostCa: true,
+      upstreamProxy: 'http://p:3128',
+      noProxy: ['corp'],
+    });
   });
 });

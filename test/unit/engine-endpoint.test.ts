@@ -24,7 +24,10 @@ describe('engine endpoint', () => {
   });
 
   it('uses TLS when DOCKER_TLS_VERIFY asks, and says which certificate is missing', async () => {
-    await expect(findEngine({ DOCKER_HOST: 'tcp://10.0.0.1:2376', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: dir })).rejects.toMatchObject({ code: 'E_ENGINE_UNREACHABLE', message: expect.stringContaining('ca.pem') });
+    await expect(findEngine({ DOCKER_HOST: 'tcp://10.0.0.1:2376', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: dir })).rejects.toMatchObject({
+      code: 'E_ENGINE_UNREACHABLE',
+      message: expect.stringContaining('ca.pem'),
+    });
     for (const file of ['ca.pem', 'cert.pem', 'key.pem']) writeFileSync(join(dir, file), file);
     const endpoint = await findEngine({ DOCKER_HOST: 'tcp://10.0.0.1:2376', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: dir });
     expect(connectionOptions(endpoint)).toMatchObject({ protocol: 'https', host: '10.0.0.1', port: 2376 });
@@ -32,7 +35,10 @@ describe('engine endpoint', () => {
 
   it('refuses an address it cannot use, with a hint', async () => {
     for (const value of ['http://127.0.0.1:2375', 'tcp://', 'not an address']) {
-      await expect(findEngine({ DOCKER_HOST: value })).rejects.toMatchObject({ code: 'E_ENGINE_UNREACHABLE', hint: expect.stringContaining('tcp://host:port') });
+      await expect(findEngine({ DOCKER_HOST: value })).rejects.toMatchObject({
+        code: 'E_ENGINE_UNREACHABLE',
+        hint: expect.stringContaining('tcp://host:port'),
+      });
     }
   });
 

@@ -11,7 +11,20 @@ describe('mcp: pure parts', () => {
     expect(workspacePath('./src//a.ts')).toBe('/workspace/src/a.ts');
     expect(workspacePath('/workspace/src/a.ts')).toBe('/workspace/src/a.ts');
     expect(workspacePath('.')).toBe('/workspace');
-    for (const bad of ['', '../a', 'a/../../b', 'a/..', '/etc/passwd', '/workspace2', '/workspace/../etc', 'a\0b', 'a\x1bb', 'a\u202eb', 'a\nb', 'x'.repeat(5000)]) {
+    for (const bad of [
+      '',
+      '../a',
+      'a/../../b',
+      'a/..',
+      '/etc/passwd',
+      '/workspace2',
+      '/workspace/../etc',
+      'a\0b',
+      'a\x1bb',
+      'a\u202eb',
+      'a\nb',
+      'x'.repeat(5000),
+    ]) {
       expect(() => workspacePath(bad), JSON.stringify(bad.slice(0, 20))).toThrow(/path/);
     }
   });
@@ -25,7 +38,7 @@ describe('mcp: pure parts', () => {
     expect(nameFromTitle('!!!')).toBeUndefined();
   });
 
-  it('refuses widening arguments with the human\'s step, and reports other unknown ones', () => {
+  it("refuses widening arguments with the human's step, and reports other unknown ones", () => {
     expect(() => checkArgumentNames('run_command', { task: 'a', env: {} }, ['task'])).toThrow(/refused over MCP/);
     expect(() => checkArgumentNames('run_command', { task: 'a', Allow: [] }, ['task'])).toThrow(/refused over MCP/);
     expect(checkArgumentNames('run_command', { task: 'a', bogus: 1 }, ['task'])).toEqual(['bogus']);

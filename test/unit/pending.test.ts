@@ -65,7 +65,7 @@ describe('the pending egress queue', () => {
     await expect(b).resolves.toMatchObject({ answer: 'task' });
   });
 
-  it('asking is the user\'s to turn on: a repository that sets egress.ask is refused; the user\'s default wait is 60 s', () => {
+  it("asking is the user's to turn on: a repository that sets egress.ask is refused; the user's default wait is 60 s", () => {
     expect(() => effectiveConfig({ network: 'allowlist' }, { egress: { ask: true } })).toThrow(/egress\.ask/);
     expect(() => effectiveConfig({ network: 'allowlist' }, { egress: { askSeconds: 5 } })).toThrow(/egress\.askSeconds/);
     expect(egressNetworkOf({ egress: { ask: true } }).askSeconds).toBe(60);
@@ -124,11 +124,13 @@ describe('writing the user config', () => {
     const writers = 8;
     const script = `import(${JSON.stringify(dist)}).then(async (m) => { for (let i = 0; i < 5; i += 1) await m.allowInUserConfig(process.argv[1], ['w' + process.argv[2] + '-' + i + '.test']); })`;
     const codes = await Promise.all(
-      Array.from({ length: writers }, (_, n) =>
-        new Promise<number | null>((resolve) => {
-          const child = spawn(process.execPath, ['-e', script, file, String(n)], { stdio: 'inherit' });
-          child.on('exit', (code) => resolve(code));
-        }),
+      Array.from(
+        { length: writers },
+        (_, n) =>
+          new Promise<number | null>((resolve) => {
+            const child = spawn(process.execPath, ['-e', script, file, String(n)], { stdio: 'inherit' });
+            child.on('exit', (code) => resolve(code));
+          }),
       ),
     );
     expect(codes).toEqual(Array(writers).fill(0));

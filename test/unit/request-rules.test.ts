@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { parseTarget } from '../../src/domain/egress-policy.js';
-import { auditPath, buildRequestRules, canonicalPath, decideRequest, inspects, rulesFor, type RequestRule, type RequestRuleSpec } from '../../src/domain/request-rules.js';
+import {
+  auditPath,
+  buildRequestRules,
+  canonicalPath,
+  decideRequest,
+  inspects,
+  rulesFor,
+  type RequestRule,
+  type RequestRuleSpec,
+} from '../../src/domain/request-rules.js';
 import { effectiveConfig } from '../../src/config/effective.js';
 import { configSchema } from '../../src/config/schema.js';
 
@@ -11,13 +20,18 @@ function rules(specs: RequestRuleSpec[]): RequestRule[] {
 }
 const host = (name: string) => parseTarget(name)!;
 const github = rules([{ host: 'api.github.com', methods: ['GET'], paths: ['/repos/acme/'], from: 'user' }]);
-const ask = (set: RequestRule[], method: string, target: string, bodyLength = 0, name = 'api.github.com', port = 443) => decideRequest(rulesFor(set, host(name), port), { method, target, bodyLength });
+const ask = (set: RequestRule[], method: string, target: string, bodyLength = 0, name = 'api.github.com', port = 443) =>
+  decideRequest(rulesFor(set, host(name), port), { method, target, bodyLength });
 
 describe('method and path rules', () => {
   it('admit the methods and paths they name, refuse the rest', () => {
     expect(ask(github, 'GET', '/repos/acme/widget/issues?state=open').allowed).toBe(true);
     expect(ask(github, 'GET', '/repos/acme').allowed).toBe(true);
-    expect(ask(github, 'POST', '/repos/acme/widget/issues')).toMatchObject({ allowed: false, status: 403, rule: expect.stringContaining('method POST not allowed') });
+    expect(ask(github, 'POST', '/repos/acme/widget/issues')).toMatchObject({
+      allowed: false,
+      status: 403,
+      rule: expect.stringContaining('method POST not allowed'),
+    });
     expect(ask(github, 'GET', '/repos/other/x')).toMatchObject({ allowed: false, rule: expect.stringContaining('path /repos/other/x not under') });
     // Whole segments: a prefix is not a string prefix.
     expect(ask(github, 'GET', '/repos/acme-evil/x').allowed).toBe(false);
@@ -74,7 +88,10 @@ describe('method and path rules', () => {
   });
 
   it('apply to the hosts and ports they name; a port an allow entry names for any protocol is not inspected unless the rule names it', () => {
-    const set = rules([{ host: '*.example.com', methods: ['GET'], from: 'user' }, { host: 'git.test:8443', methods: ['GET'], from: 'user' }]);
+    const set = rules([
+      { host: '*.example.com', methods: ['GET'], from: 'user' },
+      { host: 'git.test:8443', methods: ['GET'], from: 'user' },
+    ]);
     expect(inspects(set, host('a.example.com'), 443)).toBe(true);
     expect(inspects(set, host('example.com'), 443)).toBe(false);
     expect(inspects(set, host('other.test'), 443)).toBe(false);
@@ -84,8 +101,12 @@ describe('method and path rules', () => {
   });
 
   it('refuse bad rules with a reason', () => {
-    expect(buildRequestRules([{ host: '10.0.0.0/8', methods: ['GET'], from: 'user' }])).toMatchObject({ errors: [expect.stringContaining('need a host name')] });
-    expect(buildRequestRules([{ host: 'a.test', paths: ['/a/../b'], from: 'user' }])).toMatchObject({ errors: [expect.stringContaining('plain absolute path')] });
+    expect(buildRequestRules([{ host: '10.0.0.0/8', methods: ['GET'], from: 'user' }])).toMatchObject({
+      errors: [expect.stringContaining('need a host name')],
+    });
+    expect(buildRequestRules([{ host: 'a.test', paths: ['/a/../b'], from: 'user' }])).toMatchObject({
+      errors: [expect.stringContaining('plain absolute path')],
+    });
     expect(buildRequestRules([{ host: 'a.test', methods: ['G ET'], from: 'user' }])).toMatchObject({ errors: [expect.stringContaining('not an HTTP method')] });
   });
 
@@ -97,7 +118,10 @@ describe('method and path rules', () => {
 
 describe('rules in the config', () => {
   it("the user's grant their host; a repository's only narrow and need no approval", () => {
-    const user = configSchema.parse({ network: 'allowlist', egress: { allow: ['example.com', { 'api.github.com': { methods: ['get'], paths: ['/repos/acme/'], maxBody: '1k' } }] } });
+    const user = configSchema.parse({
+      network: 'allowlist',
+      egress: { allow: ['example.com', { 'api.github.com': { methods: ['get'], paths: ['/repos/acme/'], maxBody: '1k' } }] },
+    });
     const repo = configSchema.parse({ egress: { allow: [{ 'api.github.com': { methods: ['GET'], paths: ['/repos/acme/widget/'] } }] } });
     const config = effectiveConfig(user, repo, 'moat.yaml', '/r');
     expect(config.egress.allow).toEqual(['example.com', 'api.github.com']);

@@ -14,9 +14,17 @@ function flagsOf(change: Change) {
 }
 
 const PYPROJECT = [
-  '[project]', 'name = "demo"', 'version = "1.0"', '',
-  '[build-system]', 'requires = ["setuptools"]', 'build-backend = "setuptools.build_meta"', '',
-  '[tool.ruff]', 'line-length = 100', '',
+  '[project]',
+  'name = "demo"',
+  'version = "1.0"',
+  '',
+  '[build-system]',
+  'requires = ["setuptools"]',
+  'build-backend = "setuptools.build_meta"',
+  '',
+  '[tool.ruff]',
+  'line-length = 100',
+  '',
 ].join('\n');
 const CARGO = '[package]\nname = "demo"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\nserde = "1"\n';
 const GO_MOD = 'module example.com/demo\n\ngo 1.22\n\nrequire golang.org/x/text v0.14.0\n';
@@ -157,7 +165,18 @@ describe('content checks fail closed', () => {
   });
 
   it('package.json: every field that runs or installs code counts; unparseable text counts', () => {
-    const fields = ['bin', 'gypfile', 'workspaces', 'dependencies', 'devDependencies', 'optionalDependencies', 'overrides', 'packageManager', 'eslintConfig', 'new'];
+    const fields = [
+      'bin',
+      'gypfile',
+      'workspaces',
+      'dependencies',
+      'devDependencies',
+      'optionalDependencies',
+      'overrides',
+      'packageManager',
+      'eslintConfig',
+      'new',
+    ];
     for (const field of fields) {
       expect(packageJsonChanged(PACKAGE, JSON.stringify({ ...JSON.parse(PACKAGE), [field]: { x: '1' } })), field).toBe(true);
     }

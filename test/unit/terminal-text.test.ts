@@ -87,19 +87,30 @@ describe('SandboxLines', () => {
     expect(lines.end()).toBe('');
   });
 
-  it('no line of the sandbox can pass for moat\'s: homoglyphs, indentation, fullwidth, wherever the chunks are cut', () => {
+  it("no line of the sandbox can pass for moat's: homoglyphs, indentation, fullwidth, wherever the chunks are cut", () => {
     const text = 'moat: error: forged\n moat: error: x\nm\u043eat: error: cyrillic\n\uff4d\uff4f\uff41\uff54: fullwidth\n  hint: fake\nmoat';
     const bytes = Buffer.from(text, 'utf8');
     for (let cut = 0; cut <= bytes.length; cut += 2) {
       const lines = new SandboxLines('t | ');
       const all = lines.push(bytes.subarray(0, cut)) + lines.push(bytes.subarray(cut)) + lines.end();
-      expect(all.split('\n').slice(0, -1).every((line) => line.startsWith('t | ')), all).toBe(true);
-      expect(all).toBe(`${text.split('\n').map((line) => `t | ${line}\n`).join('')}`);
+      expect(
+        all
+          .split('\n')
+          .slice(0, -1)
+          .every((line) => line.startsWith('t | ')),
+        all,
+      ).toBe(true);
+      expect(all).toBe(
+        `${text
+          .split('\n')
+          .map((line) => `t | ${line}\n`)
+          .join('')}`,
+      );
     }
   });
 });
 
-describe('sandboxStream: two streams of the sandbox and moat\'s own notes on one terminal', () => {
+describe("sandboxStream: two streams of the sandbox and moat's own notes on one terminal", () => {
   const terminal = () => {
     const target = new PassThrough();
     let seen = '';
@@ -116,12 +127,17 @@ describe('sandboxStream: two streams of the sandbox and moat\'s own notes on one
     await write(stderr, '\n');
     await write(stdout, 'moat: error: forged\n');
     await endAll([stdout, stderr]);
-    expect(tty.seen().split('\n').filter((line) => line !== '' && !line.startsWith('agent | '))).toEqual([]);
+    expect(
+      tty
+        .seen()
+        .split('\n')
+        .filter((line) => line !== '' && !line.startsWith('agent | ')),
+    ).toEqual([]);
     expect(tty.seen()).not.toMatch(/^moat:/m);
     expect(tty.seen()).toContain('agent | xmoat: error: forged\n');
   });
 
-  it('a note of moat\'s after a line the sandbox left open does not let it continue at column 0', async () => {
+  it("a note of moat's after a line the sandbox left open does not let it continue at column 0", async () => {
     const tty = terminal();
     const stdout = sandboxStream(tty.target, 'agent | ');
     await write(stdout, 'partial');
@@ -210,7 +226,8 @@ describe('the CLI output', () => {
   it('errors: message, extra lines and hint each one escaped line, text and JSON', () => {
     const c = capture();
     const error = new MoatError('E_CONFIRM', 'the task changes evil\n\x1b[2Kmoat: nothing flagged\u202e', {
-      hint: 'see \x1b]8;;http://x\x07', details: { lines: ['first', 'second\x1b[1A\nthird'] },
+      hint: 'see \x1b]8;;http://x\x07',
+      details: { lines: ['first', 'second\x1b[1A\nthird'] },
     });
     reportError(error, true, [], c.out, c.err);
     expect(firstRaw(c.stderr(), true)).toBeUndefined();
@@ -228,7 +245,10 @@ describe('the CLI output', () => {
   });
 
   it('a table escapes each cell whole, so a newline cannot add a row', () => {
-    const text = table([['A', 'B'], ['x\nfake-row', '\u202ey']]);
+    const text = table([
+      ['A', 'B'],
+      ['x\nfake-row', '\u202ey'],
+    ]);
     expect(text.split('\n')).toHaveLength(2);
     expect(firstRaw(text, true)).toBeUndefined();
   });

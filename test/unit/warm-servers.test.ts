@@ -37,7 +37,7 @@ describe('the warm servers of a user', () => {
     }
   }
 
-  it('asks the least recently used past the cap to stop, never itself, and removes dead servers\' files', async () => {
+  it("asks the least recently used past the cap to stop, never itself, and removes dead servers' files", async () => {
     const oldest = server('a', 30_000);
     const middle = server('b', 20_000);
     const newest = server('c', 10_000);
@@ -53,7 +53,22 @@ describe('the warm servers of a user', () => {
     const retired = await retireExcessServers(dir, join(dir, 'self.sock'), 2, (pid) => void signalled.push(pid));
     expect(retired).toEqual([oldest, middle]);
     expect(signalled).toEqual([oldest, middle]);
-    expect(readdirSync(dir).filter((name) => !name.endsWith('.retirable')).sort()).toEqual(['a.sock', 'a.sock.pid', 'b.sock', 'b.sock.pid', 'c.sock', 'c.sock.pid', 'self.sock', 'self.sock.pid', 'starting.sock', 'starting.sock.starting']);
+    expect(
+      readdirSync(dir)
+        .filter((name) => !name.endsWith('.retirable'))
+        .sort(),
+    ).toEqual([
+      'a.sock',
+      'a.sock.pid',
+      'b.sock',
+      'b.sock.pid',
+      'c.sock',
+      'c.sock.pid',
+      'self.sock',
+      'self.sock.pid',
+      'starting.sock',
+      'starting.sock.starting',
+    ]);
     expect((await warmServers(dir)).map((s) => s.pid).sort()).toEqual([oldest, middle, newest, self].sort());
     expect(existsSync(join(dir, 'dead.sock.pid'))).toBe(false);
   });

@@ -22,8 +22,15 @@ export function registerEgress(program: Command, cli: CliContext): void {
       .argument('<task>')
       .argument('<hosts...>', 'host names, *.domain wildcards, host:port, IPs or CIDR blocks')
       .option('--json', 'print the new policy as JSON')
-      .addOption(verb === 'allow' ? new Option('--once', 'answer a held request (egress.ask): let that connection through, change nothing') : new Option('--pending', 'answer a held request (egress.ask): refuse that connection, change nothing'))
-      .addHelpText('after', `\nExample:\n  moat ${verb} fix-login registry.npmjs.org${verb === 'allow' ? '\n  moat allow fix-login registry.npmjs.org --once    (a request held by egress.ask)' : ''}\nA connection held for an answer (egress.ask) is released by this command: allow (for the task), --once, --always, or deny.`)
+      .addOption(
+        verb === 'allow'
+          ? new Option('--once', 'answer a held request (egress.ask): let that connection through, change nothing')
+          : new Option('--pending', 'answer a held request (egress.ask): refuse that connection, change nothing'),
+      )
+      .addHelpText(
+        'after',
+        `\nExample:\n  moat ${verb} fix-login registry.npmjs.org${verb === 'allow' ? '\n  moat allow fix-login registry.npmjs.org --once    (a request held by egress.ask)' : ''}\nA connection held for an answer (egress.ask) is released by this command: allow (for the task), --once, --always, or deny.`,
+      )
       .action(async (task: string, hosts: string[], opts: { json?: boolean; once?: boolean; always?: boolean; pending?: boolean }) => {
         const out = cli.output(opts.json);
         const moat = cli.moat(out);
@@ -32,7 +39,14 @@ export function registerEgress(program: Command, cli: CliContext): void {
           const answer: PendingAnswer = opts.once ? 'once' : opts.always ? 'always' : 'deny';
           const results: PendingAnswered[] = [];
           for (const host of hosts) results.push(await moat.answer(task, host, answer));
-          out.result(results, () => results.map((r) => `task ${task}: ${r.answered.length} request(s) for ${r.answered.map((q) => terminalText(`${q.host}:${q.port}`)).join(', ')} answered ${r.answer}${r.configFile ? ` (added to ${terminalText(r.configFile)})` : ''}`).join('\n'));
+          out.result(results, () =>
+            results
+              .map(
+                (r) =>
+                  `task ${task}: ${r.answered.length} request(s) for ${r.answered.map((q) => terminalText(`${q.host}:${q.port}`)).join(', ')} answered ${r.answer}${r.configFile ? ` (added to ${terminalText(r.configFile)})` : ''}`,
+              )
+              .join('\n'),
+          );
           return;
         }
         const result = await moat.changeEgress(task, verb === 'allow' ? { allow: hosts } : { deny: hosts });
@@ -46,7 +60,7 @@ export function registerEgress(program: Command, cli: CliContext): void {
 
   program
     .command('approve')
-    .description('approve the hosts this repository\'s moat.yaml asks for (stored in your user config)')
+    .description("approve the hosts this repository's moat.yaml asks for (stored in your user config)")
     .option('--json', 'print as JSON')
     .addHelpText('after', '\nA repository may request hosts (egress.allow in moat.yaml); they count only after you approve them here.')
     .action(async (opts: { json?: boolean }) => {
@@ -81,7 +95,10 @@ export function registerEgress(program: Command, cli: CliContext): void {
         } else if (requests.length === 0) cli.io.stdout.write('no requests wait for an answer\n');
         else {
           // Host and method come from the sandbox: escaped.
-          for (const r of requests) cli.io.stdout.write(`${terminalText(`${r.time}  ${r.task}  ${r.method} ${r.host}:${r.port}  waits until ${r.expiresAt}  (moat allow ${r.task} ${r.host} --once | moat allow ... | --always | moat deny ${r.task} ${r.host} --pending)`)}\n`);
+          for (const r of requests)
+            cli.io.stdout.write(
+              `${terminalText(`${r.time}  ${r.task}  ${r.method} ${r.host}:${r.port}  waits until ${r.expiresAt}  (moat allow ${r.task} ${r.host} --once | moat allow ... | --always | moat deny ${r.task} ${r.host} --pending)`)}\n`,
+            );
         }
         return;
       }

@@ -69,13 +69,16 @@ function stripDashes(command: string[]): string[] {
 export function registerExec(program: Command, cli: CliContext): void {
   program
     .command('exec')
-    .description('run a command in a task\'s sandbox; its exit status is moat\'s')
+    .description("run a command in a task's sandbox; its exit status is moat's")
     .argument('<task>')
     .argument('<command...>', 'command and arguments, after --')
     .option('-t, --tty', 'allocate a terminal (only when stdin is one; otherwise plain pipes, with a note)')
     .option('-w, --workdir <dir>', 'working directory inside (default /workspace)')
     .option('--no-sync', 'do not bring commits home afterwards')
-    .addHelpText('after', '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c\n  moat exec -t fix-login -- top   # -t from a script or pipe runs without a TTY and says so')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  moat exec fix-login -- npm test\n  echo data | moat exec fix-login -- wc -c\n  moat exec -t fix-login -- top   # -t from a script or pipe runs without a TTY and says so',
+    )
     .action(async (task: string, command: string[], opts: { tty?: boolean; workdir?: string; sync: boolean }) => {
       const tty = useTTY(cli, Boolean(opts.tty), '-t');
       const { io, restore } = terminalIO(cli, tty);
@@ -89,10 +92,10 @@ export function registerExec(program: Command, cli: CliContext): void {
 
   program
     .command('shell')
-    .description('the task\'s interactive program with a TTY: the agent\'s own UI for agent templates, a shell otherwise')
+    .description("the task's interactive program with a TTY: the agent's own UI for agent templates, a shell otherwise")
     .argument('<task>')
     .option('--bash', 'a plain shell even in an agent template')
-    .addHelpText('after', '\nExamples:\n  moat shell fix-login\n  moat up -t codex --task cx && moat shell cx   # Codex\'s own TUI, sandboxed')
+    .addHelpText('after', "\nExamples:\n  moat shell fix-login\n  moat up -t codex --task cx && moat shell cx   # Codex's own TUI, sandboxed")
     .action(async (task: string, opts: { bash?: boolean }) => {
       const tty = useTTY(cli, true);
       const { io, restore } = terminalIO(cli, tty);
@@ -117,38 +120,75 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('--keep', 'keep the task even if it left no commits and no uncommitted work')
     .option('--rm', 'remove the task if it left no work (the default; a task with work is always kept)')
     .option('--network <mode>', 'none (default), allowlist or open')
-    .option('-e, --env <name>', 'pass a variable of yours by name, or NAME=value (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
+    .option(
+      '-e, --env <name>',
+      'pass a variable of yours by name, or NAME=value (repeatable)',
+      (value: string, all: string[]) => [...all, value],
+      [] as string[],
+    )
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
-    .addHelpText('after', '\nA task that left no commits and no uncommitted work is removed afterwards (--keep keeps it);\none with work stays, stopped, with its branch: see it with moat diff TASK. Ctrl-C before the\ncommand starts cancels the run and removes what it had made; during the command it goes to the command.\n\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"\n  moat run --keep --task probe -- ./probe.sh   # keep the task to look at afterwards')
-    .action(async (command: string[], opts: { task?: string; template?: string; base?: string; tty?: boolean; rm?: boolean; keep?: boolean; network?: string; allow: string[]; env: string[] }) => {
-      const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
-      const tty = useTTY(cli, Boolean(opts.tty), '--tty');
-      // Ctrl-C while the task is being made cancels the run; once the command runs, it gets the
-      // Ctrl-C; while the work is brought home afterwards, a first one is held (a second leaves).
-      const cancel = cancelOnSignal(cli);
-      const { io, restore } = terminalIO(cli, tty);
-      try {
-        const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, { task: opts.task, template: opts.template, base: opts.base, tty, rm: opts.rm, keep: opts.keep, network, allow: opts.allow, env: opts.env, signal: cancel.signal,
-          onCommand: (phase) => (phase === 'started' ? cancel.commandStarted() : cancel.commandEnded()) });
-        const out = cli.output(false);
-        const commits = result.sync?.commits ?? 0;
-        const finished = `task ${result.task} finished (exit ${result.exitCode})`;
-        if (result.removed) out.note(`${finished} and was removed: it left no work (--keep keeps it)`);
-        else if (result.work) out.note(`${finished}; ${commits} commit(s) on ${result.branch}${result.sync?.wip ? ', and uncommitted work' : result.sync?.skippedLarge ? `, and ${result.sync.skippedLarge} uncommitted file(s) over 50 MiB` : ''}: see it with moat diff ${result.task}`);
-        else if (result.sync?.warning) out.note(`${finished}; kept, as its work could not be read (below)`);
-        else if (result.keptBecause) out.note(`${finished}; kept on ${result.branch}, as ${result.keptBecause}: see it with moat diff ${result.task}`);
-        else out.note(`${finished}; kept on ${result.branch}, with no work (moat rm ${result.task} removes it)`);
-        cli.setExit(report(cli, result));
-      } finally {
-        restore();
-      }
-    });
+    .addHelpText(
+      'after',
+      '\nA task that left no commits and no uncommitted work is removed afterwards (--keep keeps it);\none with work stays, stopped, with its branch: see it with moat diff TASK. Ctrl-C before the\ncommand starts cancels the run and removes what it had made; during the command it goes to the command.\n\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"\n  moat run --keep --task probe -- ./probe.sh   # keep the task to look at afterwards',
+    )
+    .action(
+      async (
+        command: string[],
+        opts: {
+          task?: string;
+          template?: string;
+          base?: string;
+          tty?: boolean;
+          rm?: boolean;
+          keep?: boolean;
+          network?: string;
+          allow: string[];
+          env: string[];
+        },
+      ) => {
+        const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
+        const tty = useTTY(cli, Boolean(opts.tty), '--tty');
+        // Ctrl-C while the task is being made cancels the run; once the command runs, it gets the
+        // Ctrl-C; while the work is brought home afterwards, a first one is held (a second leaves).
+        const cancel = cancelOnSignal(cli);
+        const { io, restore } = terminalIO(cli, tty);
+        try {
+          const result = await cli.moat(cli.output(false)).run(stripDashes(command), io, {
+            task: opts.task,
+            template: opts.template,
+            base: opts.base,
+            tty,
+            rm: opts.rm,
+            keep: opts.keep,
+            network,
+            allow: opts.allow,
+            env: opts.env,
+            signal: cancel.signal,
+            onCommand: (phase) => (phase === 'started' ? cancel.commandStarted() : cancel.commandEnded()),
+          });
+          const out = cli.output(false);
+          const commits = result.sync?.commits ?? 0;
+          const finished = `task ${result.task} finished (exit ${result.exitCode})`;
+          if (result.removed) out.note(`${finished} and was removed: it left no work (--keep keeps it)`);
+          else if (result.work)
+            out.note(
+              `${finished}; ${commits} commit(s) on ${result.branch}${result.sync?.wip ? ', and uncommitted work' : result.sync?.skippedLarge ? `, and ${result.sync.skippedLarge} uncommitted file(s) over 50 MiB` : ''}: see it with moat diff ${result.task}`,
+            );
+          else if (result.sync?.warning) out.note(`${finished}; kept, as its work could not be read (below)`);
+          else if (result.keptBecause) out.note(`${finished}; kept on ${result.branch}, as ${result.keptBecause}: see it with moat diff ${result.task}`);
+          else out.note(`${finished}; kept on ${result.branch}, with no work (moat rm ${result.task} removes it)`);
+          cli.setExit(report(cli, result));
+        } finally {
+          restore();
+        }
+      },
+    );
 }
 
 export function registerAgent(program: Command, cli: CliContext): void {
   program
     .command('agent')
-    .description('run a template\'s agent on a prompt, non-interactively, in a task (created if needed)')
+    .description("run a template's agent on a prompt, non-interactively, in a task (created if needed)")
     .argument('<prompt>', 'what to ask the agent')
     .option('--task <name>', 'task to run in (created when it does not exist)')
     .option('-t, --template <name>', 'template of a new task (default: your config, moat.yaml, or shell)')
@@ -160,9 +200,14 @@ export function registerAgent(program: Command, cli: CliContext): void {
       const answer = { stdout: sandboxStream(cli.io.stdout, 'agent | '), stderr: sandboxStream(cli.io.stderr, 'agent | ') };
       const flush = () => endAll([answer.stdout, answer.stderr]);
       try {
-        const result = await cli.moat(cli.output(false)).agent(prompt, { ...io, ...answer }, { task: opts.task, template: opts.template }).finally(flush);
+        const result = await cli
+          .moat(cli.output(false))
+          .agent(prompt, { ...io, ...answer }, { task: opts.task, template: opts.template })
+          .finally(flush);
         const out = cli.output(false);
-        out.note(`task ${result.task} on ${result.branch}: agent exited ${result.exitCode}; egress ${result.egress.allowed} allowed, ${result.egress.denied} denied`);
+        out.note(
+          `task ${result.task} on ${result.branch}: agent exited ${result.exitCode}; egress ${result.egress.allowed} allowed, ${result.egress.denied} denied`,
+        );
         // git's --stat of the agent's work: file names the agent chose (git quotes most; the rest is escaped).
         if (result.diffStat) cli.io.stderr.write(`${terminalLines(result.diffStat)}\n`);
         cli.setExit(report(cli, result));

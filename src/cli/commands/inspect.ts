@@ -19,14 +19,23 @@ export function registerInspect(program: Command, cli: CliContext): void {
           ? 'no tasks (create one with: moat up)'
           : table([
               ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE'],
-              ...tasks.map((t) => [t.name, t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state, t.branch, String(t.commits), formatAge(t.ageSeconds), t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`, `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}${t.ports.map((p) => ` port:${p.port}->${p.bind}:${p.hostPort}`).join('')}`, t.image]),
+              ...tasks.map((t) => [
+                t.name,
+                t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state,
+                t.branch,
+                String(t.commits),
+                formatAge(t.ageSeconds),
+                t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`,
+                `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}${t.ports.map((p) => ` port:${p.port}->${p.bind}:${p.hostPort}`).join('')}`,
+                t.image,
+              ]),
             ]),
       );
     });
 
   program
     .command('logs')
-    .description('show what the task\'s container wrote to its output')
+    .description("show what the task's container wrote to its output")
     .argument('<task>')
     .option('-f, --follow', 'keep following')
     .option('-n, --tail <lines>', 'only the last lines', (v) => Number.parseInt(v, 10))
@@ -62,21 +71,21 @@ export function registerInspect(program: Command, cli: CliContext): void {
         await new Promise((resolve) => setTimeout(resolve, 2000));
       }
       function printStats(stats: Awaited<ReturnType<typeof moat.stats>>): void {
-      out.result(stats, () =>
-        stats.length === 0
-          ? 'no tasks'
-          : table([
-              ['TASK', 'CPU', 'MEMORY', 'PIDS', 'WORKSPACE', 'EGRESS up/down (ok/denied)'],
-              ...stats.map((s) => [
-                s.task,
-                s.container ? `${s.container.cpuPercent.toFixed(1)}%` : '-',
-                s.container ? `${formatSize(s.container.memoryBytes)} / ${formatSize(s.limits.memoryBytes)}` : '-',
-                s.container ? `${s.container.pids} / ${s.limits.pids}` : '-',
-                `${s.workspaceBytes === undefined ? '-' : formatSize(s.workspaceBytes)}${s.diskCapBytes ? ` / ${formatSize(s.diskCapBytes)}` : ' (no cap)'}`,
-                `${formatSize(s.egress.bytesUp)}/${formatSize(s.egress.bytesDown)} (${s.egress.allowed}/${s.egress.denied})`,
+        out.result(stats, () =>
+          stats.length === 0
+            ? 'no tasks'
+            : table([
+                ['TASK', 'CPU', 'MEMORY', 'PIDS', 'WORKSPACE', 'EGRESS up/down (ok/denied)'],
+                ...stats.map((s) => [
+                  s.task,
+                  s.container ? `${s.container.cpuPercent.toFixed(1)}%` : '-',
+                  s.container ? `${formatSize(s.container.memoryBytes)} / ${formatSize(s.limits.memoryBytes)}` : '-',
+                  s.container ? `${s.container.pids} / ${s.limits.pids}` : '-',
+                  `${s.workspaceBytes === undefined ? '-' : formatSize(s.workspaceBytes)}${s.diskCapBytes ? ` / ${formatSize(s.diskCapBytes)}` : ' (no cap)'}`,
+                  `${formatSize(s.egress.bytesUp)}/${formatSize(s.egress.bytesDown)} (${s.egress.allowed}/${s.egress.denied})`,
+                ]),
               ]),
-            ]),
-      );
+        );
       }
     });
 
@@ -89,7 +98,9 @@ export function registerInspect(program: Command, cli: CliContext): void {
       const report = await cli.moat(out).doctor();
       out.result(report, () =>
         [
-          ...report.checks.map((c) => `${c.status === 'ok' ? 'ok  ' : c.status === 'warn' ? 'warn' : 'FAIL'}  ${c.name}: ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ''}`),
+          ...report.checks.map(
+            (c) => `${c.status === 'ok' ? 'ok  ' : c.status === 'warn' ? 'warn' : 'FAIL'}  ${c.name}: ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ''}`,
+          ),
           '',
           'enforced here:',
           ...Object.entries(report.enforcement).map(([key, value]) => `  ${key}: ${value}`),
@@ -110,12 +121,17 @@ export function registerInspect(program: Command, cli: CliContext): void {
       const templates = (await cli.moat(out).templates()).map((t) => ({ ...t, contains: templateContents(t) }));
       out.result(templates, () =>
         [
-          table([['TEMPLATE', 'TOOLCHAINS', 'NETWORK IT ASKS FOR', 'FROM', 'DESCRIPTION'], ...templates.map((t) => [t.name, t.contains.summary, t.egress?.join(', ') ?? 'none', t.source, t.description])]),
+          table([
+            ['TEMPLATE', 'TOOLCHAINS', 'NETWORK IT ASKS FOR', 'FROM', 'DESCRIPTION'],
+            ...templates.map((t) => [t.name, t.contains.summary, t.egress?.join(', ') ?? 'none', t.source, t.description]),
+          ]),
           '',
           'toolchains:',
-          ...TOOLCHAINS.map((name) => `  ${name} ${TOOLCHAIN_INFO[name].version}: ${TOOLCHAIN_INFO[name].from}; picked for ${TOOLCHAIN_INFO[name].markers.join(', ')}`),
+          ...TOOLCHAINS.map(
+            (name) => `  ${name} ${TOOLCHAIN_INFO[name].version}: ${TOOLCHAIN_INFO[name].from}; picked for ${TOOLCHAIN_INFO[name].markers.join(', ')}`,
+          ),
           'Without -t or a template in your config or moat.yaml, `moat up` picks the toolchains whose files are at the',
-          "repository's top level (all of them when several), else shell. \"+ detected\": added to the template's own.",
+          'repository\'s top level (all of them when several), else shell. "+ detected": added to the template\'s own.',
           'Add toolchains to a template yourself with -t NAME+TOOLCHAIN (e.g. codex+python, node+python).',
         ].join('\n'),
       );

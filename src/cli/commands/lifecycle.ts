@@ -12,38 +12,76 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .command('up')
     .description('create a task: branch moat/<task>, its own workspace repository, and a hardened container')
     .option('--task <name>', 'task name (default: generated)')
-    .option('-t, --template <name>', 'template to build the sandbox from (default: your config, moat.yaml, else detected from the repository\'s files, else shell; add toolchains: codex+python)')
+    .option(
+      '-t, --template <name>',
+      "template to build the sandbox from (default: your config, moat.yaml, else detected from the repository's files, else shell; add toolchains: codex+python)",
+    )
     .option('--base <ref>', 'branch, tag or commit to start from (default: HEAD)')
-    .option('--network <mode>', 'none (default), allowlist or open; a network goes through moat\'s gateway')
+    .option('--network <mode>', "none (default), allowlist or open; a network goes through moat's gateway")
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
-    .option('--ssh-key <path>', 'a private key for the task\'s own ssh-agent (repeatable; needs a network)', (value: string, all: string[]) => [...all, value], [] as string[])
-    .option('--devcontainer', 'build the environment from the repository\'s committed .devcontainer/devcontainer.json')
-    .option('-e, --env <name>', 'pass a variable of yours by name, or NAME=value (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
+    .option(
+      '--ssh-key <path>',
+      "a private key for the task's own ssh-agent (repeatable; needs a network)",
+      (value: string, all: string[]) => [...all, value],
+      [] as string[],
+    )
+    .option('--devcontainer', "build the environment from the repository's committed .devcontainer/devcontainer.json")
+    .option(
+      '-e, --env <name>',
+      'pass a variable of yours by name, or NAME=value (repeatable)',
+      (value: string, all: string[]) => [...all, value],
+      [] as string[],
+    )
     .option('--json', 'print the task record as JSON')
-    .addHelpText('after', '\nCtrl-C (or a TERM) cancels: what the up had made (container, workspace, branch, record, gateway\nregistration) is removed and moat exits 130 (143 for TERM); a second Ctrl-C leaves at once (moat gc cleans up).\n\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json\n  moat up --task deps --allow registry.npmjs.org')
-    .action(async (opts: { task?: string; template?: string; base?: string; network?: string; allow: string[]; env: string[]; devcontainer?: boolean; sshKey: string[]; json?: boolean }) => {
-      const out = cli.output(opts.json);
-      const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
-      // Ctrl-C cancels: what the up had made is removed, and moat exits 130. One that comes after
-      // the task was made changes nothing (it must not kill moat with the task made and unreported).
-      const { signal } = cancelOnSignal(cli);
-      const record = await cli.moat(out).up({ task: opts.task, template: opts.template, base: opts.base, network, allow: opts.allow, env: opts.env, devcontainer: opts.devcontainer, sshKeys: opts.sshKey, signal });
-      out.result(record, () =>
-        [
-          `task ${record.name} is up`,
-          `  branch  ${record.branch} (from ${terminalText(record.baseRef)} ${record.baseCommit.slice(0, 10)})`,
-          // The image may be named by the repository's devcontainer.json, the hosts by its moat.yaml.
-          `  image   ${terminalText(record.image)}`,
-          `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}` +
-            (record.network !== 'none' ? ` (allow: ${record.egress?.allow.map(terminalText).join(', ') || 'nothing yet'})` : ''),
-          `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
-        ].join('\n'),
-      );
-    });
+    .addHelpText(
+      'after',
+      '\nCtrl-C (or a TERM) cancels: what the up had made (container, workspace, branch, record, gateway\nregistration) is removed and moat exits 130 (143 for TERM); a second Ctrl-C leaves at once (moat gc cleans up).\n\nExamples:\n  moat up --task fix-login\n  moat up --base release-1.2 -t shell --json\n  moat up --task deps --allow registry.npmjs.org',
+    )
+    .action(
+      async (opts: {
+        task?: string;
+        template?: string;
+        base?: string;
+        network?: string;
+        allow: string[];
+        env: string[];
+        devcontainer?: boolean;
+        sshKey: string[];
+        json?: boolean;
+      }) => {
+        const out = cli.output(opts.json);
+        const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
+        // Ctrl-C cancels: what the up had made is removed, and moat exits 130. One that comes after
+        // the task was made changes nothing (it must not kill moat with the task made and unreported).
+        const { signal } = cancelOnSignal(cli);
+        const record = await cli.moat(out).up({
+          task: opts.task,
+          template: opts.template,
+          base: opts.base,
+          network,
+          allow: opts.allow,
+          env: opts.env,
+          devcontainer: opts.devcontainer,
+          sshKeys: opts.sshKey,
+          signal,
+        });
+        out.result(record, () =>
+          [
+            `task ${record.name} is up`,
+            `  branch  ${record.branch} (from ${terminalText(record.baseRef)} ${record.baseCommit.slice(0, 10)})`,
+            // The image may be named by the repository's devcontainer.json, the hosts by its moat.yaml.
+            `  image   ${terminalText(record.image)}`,
+            `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}` +
+              (record.network !== 'none' ? ` (allow: ${record.egress?.allow.map(terminalText).join(', ') || 'nothing yet'})` : ''),
+            `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
+          ].join('\n'),
+        );
+      },
+    );
 
   program
     .command('down')
-    .description('bring the task\'s commits home and remove its container (workspace and branch stay)')
+    .description("bring the task's commits home and remove its container (workspace and branch stay)")
     .argument('<task>')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExample:\n  moat down fix-login')
@@ -56,7 +94,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
 
   program
     .command('reset')
-    .description('replace the task\'s container with a fresh one over the same workspace')
+    .description("replace the task's container with a fresh one over the same workspace")
     .argument('<task>')
     .option('--json', 'print the task record as JSON')
     .addHelpText('after', '\nExample:\n  moat reset fix-login   # the sandbox is wedged or was tampered with')
@@ -72,7 +110,10 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .argument('<task>')
     .option('-f, --force', 'discard unmerged commits without asking, and without bringing the latest work home first')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nWithout --force, the task\'s latest work is brought home first; if that fails, nothing is removed\n(exit 5, with the cause). --force discards anyway.\n\nExamples:\n  moat rm fix-login\n  moat rm --force experiment-1')
+    .addHelpText(
+      'after',
+      "\nWithout --force, the task's latest work is brought home first; if that fails, nothing is removed\n(exit 5, with the cause). --force discards anyway.\n\nExamples:\n  moat rm fix-login\n  moat rm --force experiment-1",
+    )
     .action(async (task: string, opts: { force?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
       const moat = cli.moat(out);
@@ -96,6 +137,15 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
       const out = cli.output(opts.json);
       const result = await cli.moat(out).gc({ all: opts.all });
       const total = result.removedContainers.length + result.removedVolumes.length + result.removedTasks.length + result.removedSpares.length;
-      out.result(result, () => (total === 0 ? 'nothing to collect' : [...result.removedTasks.map((t) => `removed half-made task ${t}`), ...result.removedSpares.map((t) => `removed spare task ${t}`), ...result.removedContainers.map((c) => `removed container ${c}`), ...result.removedVolumes.map((v) => `removed volume ${v}`)].join('\n')));
+      out.result(result, () =>
+        total === 0
+          ? 'nothing to collect'
+          : [
+              ...result.removedTasks.map((t) => `removed half-made task ${t}`),
+              ...result.removedSpares.map((t) => `removed spare task ${t}`),
+              ...result.removedContainers.map((c) => `removed container ${c}`),
+              ...result.removedVolumes.map((v) => `removed volume ${v}`),
+            ].join('\n'),
+      );
     });
 }

@@ -7,7 +7,7 @@ import { MoatError } from '../../errors.js';
 export function registerMcp(program: Command, cli: CliContext): void {
   program
     .command('mcp')
-    .description('serve this repository\'s sandboxes to an MCP client (Codex, Claude Code, Claude Desktop, Cursor) over stdio')
+    .description("serve this repository's sandboxes to an MCP client (Codex, Claude Code, Claude Desktop, Cursor) over stdio")
     .option('--repo <path>', 'the repository to serve (default: the current directory)')
     .addHelpText(
       'after',
@@ -15,7 +15,8 @@ export function registerMcp(program: Command, cli: CliContext): void {
     )
     .action(async (opts: { repo?: string }) => {
       // Never served by the warm server (bin/server-client.js): the client's stdio is this process's.
-      if (!cli.io.local) throw new MoatError('E_USAGE', 'moat mcp runs in its own process only', { hint: 'start it as the MCP client\'s command: moat mcp --repo PATH' });
+      if (!cli.io.local)
+        throw new MoatError('E_USAGE', 'moat mcp runs in its own process only', { hint: "start it as the MCP client's command: moat mcp --repo PATH" });
       cli.setExit(await runMcpServer(resolve(cli.io.cwd ?? process.cwd(), opts.repo ?? '.')));
     });
 }

@@ -10,7 +10,7 @@ import { terminalText } from '../../domain/terminal-text.js';
 export function registerReview(program: Command, cli: CliContext): void {
   program
     .command('sync')
-    .description('bring the task\'s commits (and a snapshot of uncommitted work) home now')
+    .description("bring the task's commits (and a snapshot of uncommitted work) home now")
     .argument('<task>')
     .option('--json', 'print as JSON')
     .action(async (task: string, opts: { json?: boolean }) => {
@@ -22,7 +22,7 @@ export function registerReview(program: Command, cli: CliContext): void {
 
   program
     .command('diff')
-    .description('show the task\'s committed and uncommitted work against its base, with risky changes flagged')
+    .description("show the task's committed and uncommitted work against its base, with risky changes flagged")
     .argument('<task>')
     .option('--stat', 'a summary per file')
     .option('--name-only', 'only the changed paths')
@@ -59,17 +59,18 @@ export function registerReview(program: Command, cli: CliContext): void {
 
   program
     .command('merge')
-    .description('merge the task\'s commits into your current branch (refuses on a dirty checkout or conflicts)')
+    .description("merge the task's commits into your current branch (refuses on a dirty checkout or conflicts)")
     .argument('<task>')
     .option('--squash', 'one commit')
-    .option('--rebase', 'replay the task\'s commits on top of your branch')
+    .option('--rebase', "replay the task's commits on top of your branch")
     .option('-y, --yes', 'merge flagged changes without asking')
     .option('--json', 'print as JSON')
     .action(async (task: string, opts: { squash?: boolean; rebase?: boolean; yes?: boolean; json?: boolean }) => {
       const out = cli.output(opts.json);
       const strategy: MergeStrategy = opts.squash ? 'squash' : opts.rebase ? 'rebase' : 'merge';
       const result = await confirmed(out, opts, (yes) => cli.moat(out).merge(task, { strategy, yes }));
-      if (result.uncommittedLeftBehind) out.note(`the task has uncommitted work that was not merged (see moat diff ${task}; moat apply ${task} lays it on your checkout)`);
+      if (result.uncommittedLeftBehind)
+        out.note(`the task has uncommitted work that was not merged (see moat diff ${task}; moat apply ${task} lays it on your checkout)`);
       out.result(result, () =>
         result.commits === 0
           ? `nothing to merge from ${task}`
@@ -91,7 +92,7 @@ export function registerReview(program: Command, cli: CliContext): void {
 
   program
     .command('apply')
-    .description('lay the task\'s work (committed and uncommitted) on your checkout as unstaged changes')
+    .description("lay the task's work (committed and uncommitted) on your checkout as unstaged changes")
     .argument('<task>')
     .option('-y, --yes', 'apply flagged changes without asking')
     .option('--json', 'print as JSON')

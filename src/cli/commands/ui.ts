@@ -15,7 +15,9 @@ function readToken(file: string | undefined, env: NodeJS.ProcessEnv): string | u
     try {
       return readFileSync(file, 'utf8').trim();
     } catch (error) {
-      throw new MoatError('E_USAGE', `cannot read the token file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { hint: 'give a readable file holding the token' });
+      throw new MoatError('E_USAGE', `cannot read the token file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+        hint: 'give a readable file holding the token',
+      });
     }
   }
   return fromEnv?.trim() || undefined;
@@ -32,7 +34,8 @@ export function registerUi(program: Command, cli: CliContext): void {
     .addHelpText('after', '\nThe URL printed carries a one-time token; the page keeps it in a cookie. Stop with Ctrl-C.')
     .action(async (opts: { port?: number; listen?: string; tokenFile?: string; json?: boolean }) => {
       const out = cli.output(opts.json);
-      if (opts.port !== undefined && (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535)) throw new MoatError('E_USAGE', '--port must be a number from 0 to 65535', { hint: 'or leave it out for a free port' });
+      if (opts.port !== undefined && (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535))
+        throw new MoatError('E_USAGE', '--port must be a number from 0 to 65535', { hint: 'or leave it out for a free port' });
       const token = readToken(opts.tokenFile, process.env);
       const moat = cli.moat(out);
       const listen = opts.listen ?? '127.0.0.1';
@@ -40,7 +43,10 @@ export function registerUi(program: Command, cli: CliContext): void {
       if (!isLoopback(listen)) out.note(`warning: listening on ${listen}: anyone who reaches it and has the token can merge tasks and allow hosts`);
       // The token URL goes to a terminal only: a --json consumer (a log, a pipe) gets the address.
       const terminal = (cli.io.stdout as { isTTY?: boolean }).isTTY === true;
-      out.result({ url: dashboard.url, ...(terminal || !opts.json ? { loginUrl: dashboard.loginUrl } : {}) }, () => `moat ui: open ${dashboard.loginUrl}\n(Ctrl-C stops it)`);
+      out.result(
+        { url: dashboard.url, ...(terminal || !opts.json ? { loginUrl: dashboard.loginUrl } : {}) },
+        () => `moat ui: open ${dashboard.loginUrl}\n(Ctrl-C stops it)`,
+      );
       await new Promise<void>((resolve) => {
         const off = cli.io.onSignal(() => {
           off();
