@@ -315,7 +315,7 @@ describe('moat mcp: a broken or departing client', () => {
     if (tasks.length === 0) expect(branches).toBe('');
     else expect(tasks[0]).toMatchObject({ state: 'running' });
     const gc = JSON.parse(sh(process.execPath, [MOAT_BIN, 'gc', '--json'], scratch.repo, scratch.env() as Record<string, string>));
-    expect(gc).toMatchObject({ removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] });
+    expect(gc).toEqual({ removedContainers: [], removedVolumes: [], removedTasks: [], removedSpares: [] });
   });
 
   it('stops a running command when the client goes away; its work comes home, nothing half-made stays', async () => {
@@ -351,6 +351,6 @@ describe('moat mcp: a broken or departing client', () => {
     const processes = sh('docker', ['top', id], scratch.root, {});
     expect(processes).not.toContain('sleep 600');
     const gc = JSON.parse(sh(process.execPath, [MOAT_BIN, 'gc', '--json'], scratch.repo, scratch.env() as Record<string, string>));
-    expect(gc).toMatchObject({ removedContainers: [], removedNetworks: [], removedVolumes: [], removedTasks: [] });
+    expect(gc).toEqual({ removedContainers: [], removedVolumes: [], removedTasks: [], removedSpares: [] });
   });
 });
