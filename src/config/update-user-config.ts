@@ -3,6 +3,7 @@ import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, ren
 import { dirname } from 'node:path';
 import { parseDocument, type Document } from 'yaml';
 import { MoatError } from '../errors.js';
+import { processAlive } from '../state/process-alive.js';
 
 /**
  * Changes the user's config file in place, safely against a crash and against other moat
@@ -74,15 +75,6 @@ function syncDir(dir: string): void {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Takes the lock: a file created exclusively, holding `pid token`. A lock whose pid is dead is
  * stale. Taking it over is itself guarded: the taker first creates `<lock>.takeover` exclusively
@@ -101,7 +93,7 @@ async function lock(path: string, waitMs: number): Promise<() => void> {
     }
     const held = readText(path);
     const pid = Number(held?.split(' ')[0]);
-    if (held !== undefined && Number.isSafeInteger(pid) && pid > 0 && !alive(pid)) takeOver(path, held, mine);
+    if (held !== undefined && Number.isSafeInteger(pid) && pid > 0 && !processAlive(pid)) takeOver(path, held, mine);
     if (Date.now() > deadline) {
       throw new MoatError('E_CONFIG_INVALID', `${path} is held by process ${Number.isFinite(pid) ? pid : '?'}`, {
         hint: `another moat is changing your config; try again, or remove ${path} if no moat runs`,
@@ -117,7 +109,7 @@ function takeOver(path: string, stale: string, mine: string): void {
     const guardHeld = readText(guard);
     const guardPid = Number(guardHeld?.split(' ')[0]);
     // A taker that died between its two steps: its guard goes, the next round retries.
-    if (guardHeld !== undefined && Number.isSafeInteger(guardPid) && guardPid > 0 && !alive(guardPid) && readText(guard) === guardHeld)
+    if (guardHeld !== undefined && Number.isSafeInteger(guardPid) && guardPid > 0 && !processAlive(guardPid) && readText(guard) === guardHeld)
       rmSync(guard, { force: true });
     return;
   }

@@ -11,6 +11,7 @@ import type { ContainerEngine } from '../engine/engine.js';
 import { MoatError } from '../errors.js';
 import { egressDir, SOCKET_NAME, socketDir } from '../gateway/task-egress.js';
 import type { MoatContext } from './context.js';
+import { processAlive } from '../state/process-alive.js';
 
 /**
  * The way out for a sandbox on an engine that cannot mount moat's gateway socket (a remote
@@ -51,22 +52,13 @@ function pidFile(ctx: MoatContext, record: TaskRecord): string {
   return join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.pid');
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function runningBridge(ctx: MoatContext, record: TaskRecord): Promise<{ pid: number; container: string } | undefined> {
   const text = await readFile(pidFile(ctx, record), 'utf8').catch(() => '');
   const [pid, container] = text.trim().split(' ');
   if (!pid || !/^[0-9]+$/.test(pid) || !container) return undefined;
   // The pid may have been reused: the bridge's command line names the task's container.
   const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (!alive(Number(pid)) || !cmdline.includes(container)) return undefined;
+  if (!processAlive(Number(pid)) || !cmdline.includes(container)) return undefined;
   return { pid: Number(pid), container };
 }
 
@@ -96,7 +88,7 @@ export async function ensureBridge(ctx: MoatContext, record: TaskRecord): Promis
   for (let waited = 0; waited < BRIDGE_START_MS; waited += 50) {
     const probe = await engine.execCapture(record.containerId, { cmd: listening, user: `${record.user.uid}:${record.user.gid}` }, 1024).catch(() => undefined);
     if (probe?.exitCode === 0) return;
-    if (!alive(child.pid!)) break;
+    if (!processAlive(child.pid!)) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new MoatError('E_ENGINE_FAILED', "the sandbox's way out to the gateway did not start", {

@@ -7,6 +7,7 @@ import { mountedVolumes, releaseVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 import { claimSpare, poolRef } from './task-pool.js';
 import { workspaceVolume } from './task-container.js';
+import { processAlive } from '../state/process-alive.js';
 
 export interface GcResult {
   removedContainers: string[];
@@ -15,16 +16,6 @@ export interface GcResult {
   removedTasks: string[];
   /** With `all`: spare tasks live warm servers had made ahead (they make another when next asked). */
   removedSpares: string[];
-}
-
-function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -39,7 +30,7 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
   const records = await ctx.store.listAll({ pooled: true });
 
   // Half-made tasks, and pooled ones whose server is gone.
-  const interrupted = records.filter((r) => (r.state === 'creating' || r.state === 'pooled') && !alive(r.creatorPid));
+  const interrupted = records.filter((r) => (r.state === 'creating' || r.state === 'pooled') && !processAlive(r.creatorPid));
   for (const record of interrupted) {
     await discardTask(ctx, record);
     if (record.state === 'creating') result.removedTasks.push(record.name);
@@ -96,7 +87,7 @@ async function finishedSpare(ctx: MoatContext, record: TaskRecord): Promise<Task
   for (let waited = 0; ; waited += 200) {
     const now = await ctx.store.get(record.repoKey, record.name).catch(() => undefined);
     if (!now || now.state !== 'pooled') return undefined;
-    if (now.containerId || !alive(now.creatorPid)) return now;
+    if (now.containerId || !processAlive(now.creatorPid)) return now;
     if (waited >= SPARE_WAIT_MS) return undefined;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
