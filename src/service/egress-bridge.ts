@@ -181,7 +181,7 @@ function mirrorDenials(engine: ContainerEngine, input: { denials: string; contai
         await engine
           .exec(
             input.container,
-            { cmd: ['sh', '-c', 'cat > "$0.tmp" && mv -f "$0.tmp" "$0"', SANDBOX_DENIALS_FILE], user: input.user },
+            { cmd: ['sh', '-c', 'rm -f "$0.tmp" && cat > "$0.tmp" && mv -f "$0.tmp" "$0"', SANDBOX_DENIALS_FILE], user: input.user },
             { stdin: Readable.from([text]), stdout: sink, stderr: sink },
           )
           .catch(() => undefined);
