@@ -3,7 +3,8 @@ import type { Limits } from './limits.js';
 /** Where the sandbox sees the task's repository, and its home. */
 export const WORKSPACE_DIR = '/workspace';
 export const SANDBOX_HOME = '/home/agent';
-export const SANDBOX_PATH = '/home/agent/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** Last: moat-why, beside the denials file (gateway/denials.ts); absent, and harmless, without a network. */
+export const SANDBOX_PATH = '/home/agent/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/moat/egress/bin';
 
 /** Engine-neutral description of a hardened sandbox container. Pure data, built by {@link sandboxSpec}. */
 export interface SandboxSpec {
@@ -119,12 +120,13 @@ export function sandboxSpec(input: SandboxInput): SandboxSpec {
     // `exec` because Docker's tmpfs default is noexec, and toolchains run what they write there:
     // `go test` binaries in /tmp, what pip, go install and cargo install put in ~/.local/bin. noexec
     // would protect nothing: the sandbox runs arbitrary code by design, and /workspace is executable.
+    // The bridged egress folder too: moat puts moat-why there (service/egress-bridge.ts).
     tmpfs: {
       '/tmp': `rw,exec,nosuid,nodev,size=${limits.tmpBytes},mode=1777`,
       [SANDBOX_HOME]: `rw,exec,nosuid,nodev,size=${limits.homeBytes},uid=${uid},gid=${gid},mode=0700`,
       '/run': 'rw,nosuid,nodev,noexec,size=16m,mode=0755',
       '/var/tmp': `rw,exec,nosuid,nodev,size=${Math.min(limits.tmpBytes, 64 * 1024 ** 2)},mode=1777`,
-      ...(input.egressBridged && !input.egressSocketDir ? { [EGRESS_TARGET]: `rw,nosuid,nodev,noexec,size=4m,uid=${uid},gid=${gid},mode=0755` } : {}),
+      ...(input.egressBridged && !input.egressSocketDir ? { [EGRESS_TARGET]: `rw,exec,nosuid,nodev,size=4m,uid=${uid},gid=${gid},mode=0755` } : {}),
     },
     limits,
     readOnlyRoot: true,

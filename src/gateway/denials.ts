@@ -21,6 +21,28 @@ const PROXY_STATUS_ERROR: Record<DenialKind, string> = {
 /** Where the sandbox reads its recent denials (the gateway's socket folder, mounted read-only). */
 export const SANDBOX_DENIALS_FILE = '/moat/egress/denials';
 export const DENIALS_NAME = 'denials';
+/** Where `moat-why` sits in the sandbox: last on its PATH (sandbox-spec.ts), shadowing nothing. */
+export const SANDBOX_BIN_DIR = '/moat/egress/bin';
+export const MOAT_WHY_NAME = 'moat-why';
+
+/**
+ * `moat-why`: the task's recent refusals, read from the denials file, and how to ask a human for a
+ * host. A constant script that only reads that file: it opens no connection and gives the sandbox
+ * nothing it could not do with `cat`. It prints the file as the gateway wrote it (printable ASCII
+ * only, see plain()). Shipped beside the file (read-only mount locally, pushed over exec on a
+ * remote engine), so no image needs rebuilding.
+ */
+export const MOAT_WHY_SCRIPT = `#!/bin/sh
+# moat-why (written by moat): this task's recent egress refusals, from ${SANDBOX_DENIALS_FILE}.
+f=${SANDBOX_DENIALS_FILE}
+if [ ! -s "$f" ]; then
+  echo "moat-why: no egress denials recorded for this task: moat has refused none of its connections."
+  exit 0
+fi
+echo "moat-why: this task's recent egress denials, oldest first (time, request, reason, what a human can do):"
+cat "$f" || exit 1
+echo "moat-why: to get a host allowed, tell the user which host and why the work needs it; only they can allow it, on their machine: moat allow \${MOAT_TASK:-TASK} HOST"
+`;
 const KEEP = 50;
 
 /** Printable ASCII only: the text goes into a header and a terminal. */
@@ -40,7 +62,7 @@ export function denialSentence(task: string, host: string, port: number, rule: s
           : kind === 'rule'
             ? `The user's method and path rules for ${plain(host)} do not admit this request; only the user can change them (egress.allow in their moat config)`
             : 'A network problem outside the sandbox; retry later or tell the user';
-  return `moat: egress denied (${plain(rule)}) for ${what}. ${hint}.${pointer ? ` Recent denials: cat ${SANDBOX_DENIALS_FILE}` : ''}`;
+  return `moat: egress denied (${plain(rule)}) for ${what}. ${hint}.${pointer ? ` Recent denials: moat-why` : ''}`;
 }
 
 /**

@@ -1,14 +1,15 @@
 import { spawn } from 'node:child_process';
 import { createReadStream, openSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { join } from 'node:path';
-import { PassThrough, Writable } from 'node:stream';
+import { dirname, join } from 'node:path';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { PROXY_PORT } from '../domain/sandbox-spec.js';
 import type { TaskRecord } from '../domain/task.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { MoatError } from '../errors.js';
+import { DENIALS_NAME, MOAT_WHY_NAME, MOAT_WHY_SCRIPT, SANDBOX_BIN_DIR, SANDBOX_DENIALS_FILE } from '../gateway/denials.js';
 import { egressDir, SOCKET_NAME, socketDir } from '../gateway/task-egress.js';
 import type { MoatContext } from './context.js';
 import { processAlive } from '../state/process-alive.js';
@@ -136,10 +137,61 @@ export async function pushTrust(ctx: MoatContext, engine: ContainerEngine, id: s
     );
     if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not put ${file} into the sandbox`, { hint: 'moat reset the task' });
   }
+  // moat-why, where the local path mounts it (the folder is the sandbox's own tmpfs here).
+  const sink = new PassThrough().resume();
+  const code = await engine.exec(
+    id,
+    {
+      cmd: ['sh', '-c', 'mkdir -p "$0" && cat > "$0/.$1" && chmod 755 "$0/.$1" && mv -f "$0/.$1" "$0/$1"', SANDBOX_BIN_DIR, MOAT_WHY_NAME],
+      user: `${record.user.uid}:${record.user.gid}`,
+    },
+    { stdin: Readable.from([MOAT_WHY_SCRIPT]), stdout: sink, stderr: sink },
+  );
+  if (code !== 0) throw new MoatError('E_ENGINE_FAILED', `could not put ${MOAT_WHY_NAME} into the sandbox`, { hint: 'moat reset the task' });
 }
+
+/**
+ * Keeps the sandbox's copy of the denials file current: the gateway writes it on moat's host, the
+ * sandbox reads it in its own tmpfs. Polled (it changes only on a refusal) and written whole.
+ * The sandbox could overwrite its copy; it would only mislead itself.
+ */
+function mirrorDenials(engine: ContainerEngine, input: { denials: string; container: string; user: string }): void {
+  let shown = -1;
+  let busy = false;
+  const push = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      for (;;) {
+        const mtime = await stat(input.denials).then(
+          (s) => s.mtimeMs,
+          () => -1,
+        );
+        if (mtime === shown || mtime === -1) return;
+        const text = await readFile(input.denials);
+        const sink = new PassThrough().resume();
+        await engine
+          .exec(
+            input.container,
+            { cmd: ['sh', '-c', 'rm -f "$0.tmp" && cat > "$0.tmp" && mv -f "$0.tmp" "$0"', SANDBOX_DENIALS_FILE], user: input.user },
+            { stdin: Readable.from([text]), stdout: sink, stderr: sink },
+          )
+          .catch(() => undefined);
+        shown = mtime;
+      }
+    } finally {
+      busy = false;
+    }
+  };
+  setInterval(() => void push().catch(() => undefined), DENIALS_POLL_MS).unref();
+  void push().catch(() => undefined);
+}
+
+const DENIALS_POLL_MS = 300;
 
 /** The bridge process itself (egress-bridge-main.ts): runs until the container is gone. */
 export async function runBridge(engine: ContainerEngine, input: { gatewaySocket: string; container: string; user: string }): Promise<void> {
+  mirrorDenials(engine, { denials: join(dirname(input.gatewaySocket), DENIALS_NAME), container: input.container, user: input.user });
   let open = 0;
   const carry = (child: string) => {
     if (open >= MAX_CONNECTIONS) return;

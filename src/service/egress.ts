@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import { createTaskCa, type TaskCa } from '../gateway/task-ca.js';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import type { TaskRecord } from '../domain/task.js';
 import type { RequestRuleSpec } from '../domain/request-rules.js';
 import { MoatError } from '../errors.js';
 import { AUDIT_FILE, countAudit, readAudit, type AuditCursor, type AuditRecord } from '../gateway/audit.js';
+import { MOAT_WHY_NAME, MOAT_WHY_SCRIPT } from '../gateway/denials.js';
 import { reloadGateway } from '../gateway/gateway-process.js';
 import { egressDir, policyFile, readTaskEgress, SOCKET_NAME, socketDir, writeTaskEgress } from '../gateway/task-egress.js';
 import type { MoatContext } from './context.js';
@@ -20,6 +21,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
   const extras = await extraCas(network, ctx.env);
   const upstream = upstreamOf(network, ctx.env);
   const ca = await shareTrust(ctx, record, taskDir, extras);
+  await shareMoatWhy(socketDir(ctx.store.home, record.repoKey, record.name));
   await writeTaskEgress(taskDir, {
     task: record.name,
     repoKey: record.repoKey,
@@ -193,6 +195,23 @@ export function upstreamOf(network: EgressNetwork, env: NodeJS.ProcessEnv): Upst
   const http = env.http_proxy ?? env.HTTP_PROXY;
   if (!https && !http) return undefined;
   return { ...(https ? { https: check(https, 'HTTPS_PROXY') } : {}), ...(http ? { http: check(http, 'HTTP_PROXY') } : {}), noProxy };
+}
+
+/**
+ * Puts moat-why beside the denials file, in the folder the sandbox mounts read-only. Replaced
+ * whole (rename) and only when it changed: a sandbox running it never reads half a script.
+ */
+async function shareMoatWhy(dir: string): Promise<void> {
+  const bin = join(dir, 'bin');
+  const file = join(bin, MOAT_WHY_NAME);
+  if ((await readFile(file, 'utf8').catch(() => '')) === MOAT_WHY_SCRIPT) return;
+  await mkdir(bin, { recursive: true, mode: 0o755 });
+  // Explicit modes: the sandbox's user is not moat's, and moat's umask may be 077.
+  await chmod(dir, 0o755);
+  await chmod(bin, 0o755);
+  await writeFile(`${file}.tmp`, MOAT_WHY_SCRIPT);
+  await chmod(`${file}.tmp`, 0o755);
+  await rename(`${file}.tmp`, file);
 }
 
 async function shareTrust(ctx: MoatContext, record: TaskRecord, taskDir: string, extras: string[]): Promise<{ taskCa?: TaskCa; trustFile?: string }> {

@@ -89,6 +89,13 @@ describe('a remote engine', () => {
     const audit = await moat.egress('net');
     expect(audit.filter((a) => a.decision === 'allowed').length).toBeGreaterThanOrEqual(3);
     expect(audit.some((a) => a.decision === 'denied' && a.host === 'denied.invalid')).toBe(true);
+    // moat-why reads the bridge's copy of the denials file (it follows the gateway's within a poll).
+    const why = captureIO();
+    const wait = "for i in $(seq 1 50); do moat-why | grep -q 'for denied.invalid:80' && break; sleep 0.1; done; moat-why";
+    await moat.exec('net', ['sh', '-c', wait], why.io, { sync: false });
+    expect(why.out()).toMatch(
+      / GET \/ moat: egress denied \(not in allowlist: denied\.invalid\) for denied\.invalid:80\. If the task needs it, ask the user to run: moat allow net denied\.invalid\.\n/,
+    );
     await moat.rm('net', { force: true });
   });
 });

@@ -372,6 +372,21 @@ describe('refusals an agent can read', () => {
     await scratch.cleanup();
   });
 
+  it('moat-why, before any refusal, says there is none; it is on the PATH, read-only', async () => {
+    const out = await run(
+      moat,
+      'agent',
+      'command -v moat-why; moat-why; echo "exit $?"; (echo x >> "$(command -v moat-why)") 2>/dev/null || echo write-refused',
+    );
+    expect(out.split('\n')).toEqual([
+      '/moat/egress/bin/moat-why',
+      'moat-why: no egress denials recorded for this task: moat has refused none of its connections.',
+      'exit 0',
+      'write-refused',
+      '',
+    ]);
+  });
+
   it('curl: the body over HTTP, the status line and Proxy-Status over HTTPS name moat and the reason', async () => {
     const out = await run(
       moat,
@@ -379,7 +394,7 @@ describe('refusals an agent can read', () => {
       'curl -sS -m 10 http://exfil.test/ 2>&1; curl -sS -v -m 10 https://exfil.test/ 2>&1; curl -sS -v -m 10 https://meta.test/ 2>&1; echo done',
     );
     expect(out).toContain(
-      'moat: egress denied (not in allowlist: exfil.test) for exfil.test:80. If the task needs it, ask the user to run: moat allow agent exfil.test. Recent denials: cat /moat/egress/denials',
+      'moat: egress denied (not in allowlist: exfil.test) for exfil.test:80. If the task needs it, ask the user to run: moat allow agent exfil.test. Recent denials: moat-why',
     );
     expect(out).toContain('< HTTP/1.1 403 moat refused: not in allowlist: exfil.test');
     expect(out).toContain('< Proxy-Status: moat; error=http_request_denied; details="not in allowlist: exfil.test"');
@@ -408,9 +423,24 @@ describe('refusals an agent can read', () => {
     expect(out).not.toContain('forged');
   });
 
+  it('moat-why prints those refusals with their reasons, and how to ask a human for a host', async () => {
+    const out = await run(moat, 'agent', 'curl -sS -m 10 https://denied.test/ 2>&1; moat-why; echo "exit $?"');
+    expect(out).toContain('CONNECT tunnel failed, response 403');
+    const lines = out.trim().split('\n');
+    expect(lines).toContain("moat-why: this task's recent egress denials, oldest first (time, request, reason, what a human can do):");
+    expect(lines.at(-3)).toMatch(
+      /^\S+Z CONNECT moat: egress denied \(not in allowlist: denied\.test\) for denied\.test:443\. If the task needs it, ask the user to run: moat allow agent denied\.test\.$/,
+    );
+    expect(lines.at(-2)).toBe(
+      'moat-why: to get a host allowed, tell the user which host and why the work needs it; only they can allow it, on their machine: moat allow agent HOST',
+    );
+    expect(lines.at(-1)).toBe('exit 0');
+    expect(out).toMatch(/ moat: egress denied \(metadata address 169\.254\.169\.254 refused\) for meta\.test:443/);
+  });
+
   it("the agent's instructions say where refusals are explained and how to ask for a host", async () => {
     const out = await run(moat, 'agent', 'cat ~/.codex/AGENTS.md');
-    expect(out).toContain('/moat/egress/denials');
+    expect(out).toContain('run `moat-why`');
     expect(out).toContain('moat allow');
   });
 });

@@ -208,7 +208,7 @@ describe('a refusal an agent can read', () => {
   it('names moat, the host, the reason and what a human can do, in the body and a Proxy-Status header', () => {
     const sentence = denialSentence('t1', 'exfil.test', 443, 'not in allowlist: exfil.test', 'policy');
     expect(sentence).toBe(
-      'moat: egress denied (not in allowlist: exfil.test) for exfil.test:443. If the task needs it, ask the user to run: moat allow t1 exfil.test. Recent denials: cat /moat/egress/denials',
+      'moat: egress denied (not in allowlist: exfil.test) for exfil.test:443. If the task needs it, ask the user to run: moat allow t1 exfil.test. Recent denials: moat-why',
     );
     const response = denialResponse('403 Forbidden', sentence, 'not in allowlist: exfil.test', 'policy');
     expect(response).toMatch(/^HTTP\/1\.1 403 moat refused: not in allowlist: exfil\.test\r\n/);
