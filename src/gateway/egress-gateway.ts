@@ -254,6 +254,9 @@ export class EgressGateway extends InspectedTls {
     const bodyLength = Number(lengths[0] ?? 0);
     const path = `${url.pathname}${url.search}`;
     attempt.path = auditPath(path);
+    // The name first (a task that asks holds an undecided one for a human here), then its rules.
+    const byName = await this.decideName(channel, target, attempt);
+    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
     const verdict = judgeRequest(channel.policy(), target, attempt.port, { method: head.method, target: path, bodyLength });
     if (!verdict.allowed) return this.deny(client, channel, attempt, verdict.rule, verdict.status, verdict.kind);
     // Under method and path rules the target must already be in the spelling that goes upstream:
@@ -270,8 +273,6 @@ export class EgressGateway extends InspectedTls {
       );
     }
 
-    const byName = await this.decideName(channel, target, attempt);
-    if (!byName.allowed) return this.deny(client, channel, attempt, byName.rule);
     const reached = await this.reach(channel, target, attempt.port, 'http');
     if ('denied' in reached) return this.deny(client, channel, attempt, reached.denied, this.statusOf(reached.kind), reached.kind);
     const upstream = reached.socket;
