@@ -1,19 +1,23 @@
 import { execFile } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 import { call, mcpClient } from '../helpers/mcp-client.js';
 
 /**
- * An agent asking for a host over MCP (request_host): it only puts a standing request in the
+ * `moat up --ask` (the human's flag turns egress.ask on for one task, with no egress.ask in any
+ * config) holds a connection for a human's answer. An agent asking for a host over MCP (request_host): it only puts a standing request in the
  * queue that `moat egress --pending` lists and `moat allow` / `moat deny` answer. The tool grants
  * nothing, answers nothing, and refuses what would widen.
  */
-describe('asking for a host: moat mcp request_host', () => {
+describe('asking for a host: moat up --ask and moat mcp request_host', () => {
   const scratch = new Scratch();
-  const dns = new DnsStub({ 'allowed.test': '127.0.0.1' });
+  const dns = new DnsStub({ 'allowed.test': '127.0.0.1', 'ask.test': '127.0.0.1' });
+  let upstream: Server;
+  let port = 0;
   let moat: Moat;
   let client: Client;
   let close: () => Promise<void>;
@@ -41,6 +45,9 @@ describe('asking for a host: moat mcp request_host', () => {
 
   beforeAll(async () => {
     await dns.start();
+    upstream = createServer((req, res) => res.end(`upstream saw ${req.url}\n`));
+    port = await new Promise<number>((resolve) => upstream.listen(0, '127.0.0.1', () => resolve((upstream.address() as { port: number }).port)));
+    // No egress.ask anywhere: only --ask turns it on.
     scratch.writeConfig('egress:\n  askSeconds: 45\n  allow: [allowed.test, 127.0.0.1/32]\n');
     moat = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
     ({ client, close } = await mcpClient(scratch, { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` }));
@@ -48,9 +55,43 @@ describe('asking for a host: moat mcp request_host', () => {
 
   afterAll(async () => {
     await close?.();
+    upstream?.close();
     dns.stop();
     await scratch.cleanup();
   });
+
+  it('moat up --ask holds a curl for an undecided host until `moat allow --once` lets it through', async () => {
+    const none = await cli(['up', '--task', 'quiet', '--ask', '--network', 'none']);
+    expect(none.code).toBe(2);
+    expect(none.err).toContain('--ask is for tasks with a network');
+    expect((await moat.ls()).map((t) => t.name)).not.toContain('quiet');
+
+    const up = await cli(['up', '--task', 'asks', '--ask', '--json']);
+    expect(up.code, up.err).toBe(0);
+    expect(JSON.parse(up.out)).toMatchObject({ name: 'asks', network: 'allowlist', ask: true });
+    const cap = captureIO();
+    const held = moat
+      .exec('asks', ['sh', '-c', `curl -sS -m 50 http://ask.test:${port}/held 2>&1; echo "exit=$?"`], cap.io, { sync: false })
+      .then(() => cap.out());
+    const waiting = await eventually(
+      () => moat.pending(),
+      (p) => p.some((r) => r.task === 'asks' && r.host === 'ask.test'),
+      15_000,
+    );
+    expect(waiting.map((r) => `${r.task} ${r.host}`)).toContain('asks ask.test');
+    const answered = await cli(['allow', 'asks', 'ask.test', '--once']);
+    expect(answered.code, answered.err).toBe(0);
+    expect(await held).toContain('upstream saw /held');
+    // Once means once: the policy did not change.
+    expect((await moat.context.store.get((await moat.context.repo()).key, 'asks'))?.egress?.allow).not.toContain(`ask.test:${port}`);
+
+    // The same config without --ask refuses the host at once: nothing waits.
+    await moat.up({ task: 'plain', network: 'allowlist' });
+    const refusedCurl = captureIO();
+    await moat.exec('plain', ['sh', '-c', `curl -sS -m 20 http://ask.test:${port}/plain 2>&1; echo "exit=$?"`], refusedCurl.io, { sync: false });
+    expect(refusedCurl.out()).toContain('not in allowlist: ask.test');
+    expect(await moat.pending({ repoKey: (await moat.context.repo()).key, task: 'plain' })).toEqual([]);
+  }, 300_000);
 
   it('request_host queues a standing request that the human lists and answers; the tool grants and answers nothing', async () => {
     const created = await call(client, 'create_task', { title: 'needs a registry', template: 'shell', network: 'allowlist' });
