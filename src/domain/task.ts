@@ -32,6 +32,8 @@ export interface TaskRecord {
   network: NetworkMode;
   /** Egress rules granted at creation; `moat allow`/`deny` change the live copy the gateway reads. */
   egress?: { allow: string[]; deny: string[]; rules?: RequestRuleSpec[] };
+  /** egress.ask turned on for this task by the human's --ask (the user's config may turn it on for all). */
+  ask?: boolean;
   /** How the disk cap is enforced for this task. */
   disk?: 'loop' | 'none';
   /**

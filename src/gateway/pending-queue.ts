@@ -5,8 +5,9 @@ import { egressDir } from './task-egress.js';
 
 /**
  * Pending egress requests (the file queue; service/pending.ts is its API): the one queue between a gateway that holds a connection to a host the
- * task's policy neither allows nor denies (egress.ask, user config only) and the human who answers
- * it (moat ui, `moat egress --pending`, `moat allow TASK HOST --once`, an MCP client's request tool).
+ * task's policy neither allows nor denies (egress.ask: the user's config or --ask) and the human who
+ * answers it (moat ui, `moat egress --pending`, `moat allow TASK HOST --once`); and the standing
+ * requests an MCP client's request_host puts in (nothing held, removed when answered or expired).
  *
  * On disk, in the task's egress folder (never mounted into the sandbox):
  *   pending/<id>.request.json   written by the gateway (temp file + rename)
@@ -31,6 +32,14 @@ export interface PendingRequest {
   /** ISO times: when the connection arrived, and when it is refused without an answer. */
   time: string;
   expiresAt: string;
+  /**
+   * A standing request: an agent asked for the host ahead of a connection (moat mcp's
+   * request_host), so nothing is held and "allow once" has nothing to let through. It stays until
+   * a human answers it or it expires; the answer removes it.
+   */
+  standing?: true;
+  /** Why the agent asks (standing requests; the agent wrote it: readers escape it). */
+  reason?: string;
 }
 
 export interface PendingResolution {
@@ -116,8 +125,51 @@ export async function holdForAnswer(
   }
 }
 
-/** The requests waiting in one task's queue, oldest first (unanswered ones only). */
-export function pendingOfTask(taskDir: string): PendingRequest[] {
+/** How long a standing request waits for an answer, and how many of a task's may wait at once. */
+export const STANDING_SECONDS = 3600;
+export const MAX_STANDING = 16;
+
+/**
+ * Puts a standing request in the task's queue (an agent asking for a host ahead of a connection):
+ * nothing waits on it and nothing is granted by it. One request per host and port: asking again
+ * returns the one that waits. At most MAX_STANDING wait at once; more are refused (undefined).
+ */
+export function recordStandingRequest(
+  taskDir: string,
+  request: Omit<PendingRequest, 'id' | 'time' | 'expiresAt' | 'standing'>,
+  now: () => number = Date.now,
+): { request: PendingRequest; existing: boolean } | undefined {
+  const waiting = pendingOfTask(taskDir, now).filter((r) => r.standing);
+  const same = waiting.find((r) => r.host === request.host && r.port === request.port);
+  if (same) return { request: same, existing: true };
+  if (waiting.length >= MAX_STANDING) return undefined;
+  const dir = pendingDir(taskDir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const id = randomBytes(8).toString('hex');
+  const started = now();
+  const full: PendingRequest = {
+    id,
+    ...request,
+    time: new Date(started).toISOString(),
+    expiresAt: new Date(started + STANDING_SECONDS * 1000).toISOString(),
+    standing: true,
+  };
+  const file = requestPath(dir, id);
+  writeFileSync(`${file}.tmp`, JSON.stringify(full), { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
+  return { request: full, existing: false };
+}
+
+/** Removes a standing request once answered (a held one is removed by the gateway that holds it). */
+export function settleStanding(taskDir: string, id: string): void {
+  if (!ID.test(id)) return;
+  const dir = pendingDir(taskDir);
+  rmSync(requestPath(dir, id), { force: true });
+  rmSync(answerPath(dir, id), { force: true });
+}
+
+/** The requests waiting in one task's queue, oldest first (unanswered ones only; expired standing ones are removed). */
+export function pendingOfTask(taskDir: string, now: () => number = Date.now): PendingRequest[] {
   const dir = pendingDir(taskDir);
   let names: string[];
   try {
@@ -128,9 +180,15 @@ export function pendingOfTask(taskDir: string): PendingRequest[] {
   const requests: PendingRequest[] = [];
   for (const name of names) {
     const id = name.slice(0, -'.request.json'.length);
-    if (!name.endsWith('.request.json') || !ID.test(id) || names.includes(`${id}.answer.json`)) continue;
+    if (!name.endsWith('.request.json') || !ID.test(id)) continue;
     const request = readJson<PendingRequest>(join(dir, name));
-    if (request && request.id === id) requests.push(request);
+    if (!request || request.id !== id) continue;
+    const answered = names.includes(`${id}.answer.json`);
+    if (request.standing === true && (answered || Date.parse(request.expiresAt) <= now())) {
+      settleStanding(taskDir, id);
+      continue;
+    }
+    if (!answered) requests.push(request);
   }
   return requests.sort((a, b) => a.time.localeCompare(b.time));
 }

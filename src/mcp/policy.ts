@@ -43,6 +43,9 @@ export const WIDENING_ARGUMENTS: Record<string, string> = {
   capabilities: 'nothing: sandboxes drop every capability',
   devcontainer: 'moat up --devcontainer at the CLI',
   force: 'moat rm --force TASK at the CLI (it discards commits nobody merged)',
+  answer: 'moat allow TASK HOST (or --once), moat deny TASK HOST --pending, or moat ui: only the human answers a request',
+  once: 'moat allow TASK HOST --once: only the human answers a request',
+  approve: "moat allow TASK HOST, or moat approve for a repository's hosts",
   merge: 'moat merge TASK at the CLI, after moat diff TASK',
   push: 'moat push TASK at the CLI',
 };

@@ -49,7 +49,9 @@ const HUMAN_ONLY: Record<string, string> = {
   allow: 'moat allow TASK HOST',
   approve: 'moat approve',
   apply: 'moat apply TASK',
-  request_host: 'moat allow TASK HOST (a request queue for the human is not part of this server yet)',
+  answer: 'moat allow TASK HOST, moat allow TASK HOST --once, moat deny TASK HOST --pending, or moat ui',
+  grant: 'moat allow TASK HOST',
+  deny: 'moat deny TASK HOST',
 };
 
 /** Serves MCP on the given streams until the client goes away (or the process is told to stop). */

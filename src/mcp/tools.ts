@@ -5,6 +5,7 @@ import { MAX_WORKSPACE_PATH } from '../domain/workspace-path.js';
 import { deleteTaskFile, editTaskFile, listTaskFiles, MAX_READ_BYTES, MAX_WRITE_BYTES, readTaskFile, writeTaskFile } from '../service/task-files.js';
 import { BackgroundCommands, RunningCommand, type CommandOutcome } from './command.js';
 import { createOptions } from './policy.js';
+import { listPending, MAX_REASON, requestHost } from '../service/pending.js';
 
 /** What a tool gets besides its arguments: a Moat for this call, its cancel, and its progress. */
 export interface ToolCall {
@@ -361,6 +362,69 @@ export const TOOLS: ToolDefinition[] = [
       const records = await call.moat.egress(args.task);
       const limit = args.limit ?? 200;
       return { data: { task: args.task, total: records.length, records: records.slice(-limit) } };
+    },
+  }),
+  define({
+    name: 'request_host',
+    title: 'Ask the human for a host',
+    description:
+      "Asks the human to let the task reach a host: the request waits in moat's approval queue (moat egress --pending, moat ui) until the human allows it (moat allow TASK HOST) or refuses it; this tool grants nothing and cannot answer. Only for a task with an allowlist network (a network itself is the human's to give). Returns at once; retry the connection after the human has allowed the host (pending_requests shows what still waits).",
+    input: {
+      task,
+      host: z.string().min(1).max(253).describe('One DNS name, e.g. registry.npmjs.org (no IP address, wildcard or port).'),
+      port: z.number().int().min(1).max(65535).describe('TCP port (default 443).').optional(),
+      reason: z.string().min(1).max(MAX_REASON).describe('Why the task needs the host, in one plain sentence the human reads.').optional(),
+    },
+    annotations: { destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    async run(args, call) {
+      const repoKey = (await call.moat.context.repo()).key;
+      const result = await requestHost(call.moat.context, { repoKey, task: args.task, host: args.host, port: args.port ?? 443, reason: args.reason });
+      const host = result.request?.host ?? args.host.toLowerCase();
+      const human = [`moat allow ${args.task} ${host}`, `moat deny ${args.task} ${host} --pending`];
+      const text =
+        result.status === 'allowed'
+          ? `task ${args.task} already allows ${result.rule}: nothing to ask`
+          : `${result.status === 'waiting' ? 'the same request already waits' : 'asked'}: the human sees it in moat egress --pending (or moat ui) and answers with ${human[0]} (or refuses with ${human[1]}); it expires at ${result.request!.expiresAt}. This tool grants nothing.`;
+      return {
+        data: {
+          status: result.status,
+          task: args.task,
+          rule: result.rule,
+          ...(result.request
+            ? { id: result.request.id, expiresAt: result.request.expiresAt, human: { list: 'moat egress --pending', allow: human[0], deny: human[1] } }
+            : {}),
+        },
+        text: [text],
+      };
+    },
+  }),
+  define({
+    name: 'pending_requests',
+    title: "A task's requests waiting for the human",
+    description:
+      "The task's requests that wait for the human's answer: hosts asked with request_host, and connections held by egress.ask. Read-only: only the human answers them (moat allow, moat deny, moat ui).",
+    input: { task },
+    annotations: { readOnlyHint: true },
+    async run(args, call) {
+      const ctx = call.moat.context;
+      const repoKey = (await ctx.repo()).key;
+      await ctx.store.require(repoKey, args.task);
+      const requests = await listPending(ctx, { repoKey, task: args.task });
+      return {
+        data: {
+          task: args.task,
+          requests: requests.map((r) => ({
+            id: r.id,
+            method: r.method,
+            host: r.host,
+            port: r.port,
+            time: r.time,
+            expiresAt: r.expiresAt,
+            standing: r.standing === true,
+            ...(r.reason ? { reason: r.reason } : {}),
+          })),
+        },
+      };
     },
   }),
   define({

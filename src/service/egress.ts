@@ -2,7 +2,7 @@ import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/
 import { rootCertificates } from 'node:tls';
 import { createTaskCa, type TaskCa } from '../gateway/task-ca.js';
 import { join } from 'node:path';
-import { checkEgressRules, egressNetworkOf, type EgressNetwork } from '../config/effective.js';
+import { checkEgressRules, DEFAULT_ASK_SECONDS, egressNetworkOf, type EgressNetwork } from '../config/effective.js';
 import { parseProxyUrl, type UpstreamProxyConfig } from '../gateway/upstream-proxy.js';
 import type { TaskRecord } from '../domain/task.js';
 import type { RequestRuleSpec } from '../domain/request-rules.js';
@@ -17,7 +17,10 @@ import type { MoatContext } from './context.js';
 export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Promise<void> {
   const taskDir = ctx.store.taskDir(record.repoKey, record.name);
   // The network settings are the user's, read afresh: a repository has no say in them.
-  const network = egressNetworkOf(await ctx.userConfig());
+  const user = await ctx.userConfig();
+  const network = egressNetworkOf(user);
+  // egress.ask comes from the user's config or from the human's --ask at creation, never from a repository.
+  const askSeconds = network.askSeconds ?? (record.ask ? (user.egress?.askSeconds ?? DEFAULT_ASK_SECONDS) : undefined);
   const extras = await extraCas(network, ctx.env);
   const upstream = upstreamOf(network, ctx.env);
   const ca = await shareTrust(ctx, record, taskDir, extras);
@@ -37,7 +40,7 @@ export async function openTaskEgress(ctx: MoatContext, record: TaskRecord): Prom
     ...(network.allowAddresses.length > 0 ? { allowAddresses: network.allowAddresses } : {}),
     ...(upstream ? { upstream } : {}),
     ...(ca.trustFile ? { trustCa: ca.trustFile } : {}),
-    ...(network.askSeconds !== undefined ? { askSeconds: network.askSeconds } : {}),
+    ...(askSeconds !== undefined ? { askSeconds } : {}),
   });
   await reloadGateway(ctx.store.home, ctx.env);
 }

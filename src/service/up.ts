@@ -38,6 +38,8 @@ export interface UpOptions {
   network?: NetworkMode;
   /** Extra hosts to allow, given by the user. */
   allow?: string[];
+  /** egress.ask for this task, given by the user (--ask): an undecided host waits for a human's answer. */
+  ask?: boolean;
   /** Host variables to pass through by name (NAME) or to set (NAME=value), given by the user. */
   env?: string[];
   /** Build the environment from the repository's committed devcontainer.json. */
@@ -182,6 +184,11 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   const mounts = await checkMounts(config.mounts, ctx.cwd);
   // Key paths given on the command line are relative to where it was given (the warm server runs elsewhere).
   const sshKeys = [...config.sshKeys, ...(options.sshKeys ?? []).map((key) => (key.startsWith('~/') ? key : resolve(ctx.cwd, key)))];
+  if (options.ask && network === 'none') {
+    throw new MoatError('E_USAGE', '--ask is for tasks with a network', {
+      hint: 'add --network allowlist (or --allow HOST): a task without a network has nothing to ask for',
+    });
+  }
   if (sshKeys.length > 0 && network === 'none') {
     throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
   }
@@ -275,6 +282,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     limits: config.limits,
     network,
     egress,
+    ...(options.ask ? { ask: true } : {}),
     ...(secrets.bound.length > 0 ? { secrets: secrets.bound } : {}),
     ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
     ...(flagEnv.length > 0 ? { flagEnv } : {}),

@@ -178,8 +178,9 @@ export const APP_JS = String.raw`'use strict';
       var left = Math.max(0, Math.round((Date.parse(p.expiresAt) - Date.now()) / 1000));
       return el('div', { class: 'card', 'data-testid': 'pending', 'data-host': p.host },
         el('h3', { class: 'mono', text: p.method + ' ' + p.host + ':' + p.port }),
-        el('p', null, 'task ', el('span', { class: 'mono', text: p.task }), ', waiting since ' + p.time + ' (' + left + ' s left; no answer = deny)'),
-        el('button', { class: 'act', 'data-testid': 'allow-once', onclick: function () { answer(p, 'once'); }, text: 'Allow once' }),
+        el('p', null, 'task ', el('span', { class: 'mono', text: p.task }), ', waiting since ' + p.time + ' (' + left + ' s left; no answer = deny)' + (p.standing ? '; asked by the agent over MCP, no connection is held' : '')),
+        p.reason ? el('p', { class: 'mono', 'data-testid': 'reason', text: 'reason: ' + p.reason }) : null,
+        p.standing ? null : el('button', { class: 'act', 'data-testid': 'allow-once', onclick: function () { answer(p, 'once'); }, text: 'Allow once' }),
         el('button', { class: 'act', 'data-testid': 'allow-task', onclick: function () { answer(p, 'task'); }, text: 'Allow for this task' }),
         el('button', { class: 'act', 'data-testid': 'allow-always', onclick: function () { answer(p, 'always'); }, text: 'Allow always' }),
         el('button', { class: 'act danger', 'data-testid': 'deny', onclick: function () { answer(p, 'deny'); }, text: 'Deny' }));

@@ -41,8 +41,10 @@ describe('moat mcp: the tools over stdio', () => {
         'egress_log',
         'list_files',
         'list_tasks',
+        'pending_requests',
         'read_file',
         'remove_task',
+        'request_host',
         'reset_task',
         'run_command',
         'show_task',
@@ -293,7 +295,7 @@ describe('moat mcp: a broken or departing client', () => {
     server.send(JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'no/such/method' }));
     server.send(JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'list_tasks', arguments: 'not an object' } }));
     server.send(JSON.stringify({ jsonrpc: '2.0', id: 10, method: 'tools/list' }));
-    expect((await server.reply(10)).result.tools.length).toBe(16);
+    expect((await server.reply(10)).result.tools.length).toBe(18);
     const replies = server.replies();
     expect(replies.find((r) => r.id === null && r.error?.code === -32700)).toBeDefined();
     expect(replies.find((r) => r.id === 7)?.error?.code).toBe(-32600);

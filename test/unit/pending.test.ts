@@ -4,7 +4,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { holdForAnswer, pendingDir, pendingOfTask, recordAnswer, ruleFor } from '../../src/gateway/pending-queue.js';
+import {
+  holdForAnswer,
+  MAX_STANDING,
+  pendingDir,
+  pendingOfTask,
+  recordAnswer,
+  recordStandingRequest,
+  ruleFor,
+  STANDING_SECONDS,
+} from '../../src/gateway/pending-queue.js';
 import { allowInUserConfig, updateUserConfig } from '../../src/config/update-user-config.js';
 import { effectiveConfig, egressNetworkOf } from '../../src/config/effective.js';
 
@@ -55,6 +64,8 @@ describe('the pending egress queue', () => {
   it('answered requests no longer show as waiting; several wait side by side, oldest first', async () => {
     const a = holdForAnswer(dir, { ...request, host: 'a.test' }, 10_000, { pollMs: 10 });
     await waiting(1);
+    // Ordered by arrival time (ms): two requests in one millisecond have no order between them.
+    await new Promise((r) => setTimeout(r, 5));
     const b = holdForAnswer(dir, { ...request, host: 'b.test' }, 10_000, { pollMs: 10 });
     const both = await waiting(2);
     expect(both.map((r) => r.host)).toEqual(['a.test', 'b.test']);
@@ -71,6 +82,29 @@ describe('the pending egress queue', () => {
     expect(egressNetworkOf({ egress: { ask: true } }).askSeconds).toBe(60);
     expect(egressNetworkOf({ egress: { ask: true, askSeconds: 5 } }).askSeconds).toBe(5);
     expect(egressNetworkOf({ egress: { askSeconds: 5 } }).askSeconds).toBeUndefined();
+  });
+
+  it('a standing request (an agent asking ahead) waits without a connection, once per host, capped, until answered or expired', () => {
+    let clock = Date.parse('2026-01-01T00:00:00Z');
+    const now = () => clock;
+    const asked = { task: 't', repoKey: 'r', method: 'MCP', host: 'registry.example.com', port: 443, reason: 'npm install' };
+    const first = recordStandingRequest(dir, asked, now);
+    expect(first).toMatchObject({ existing: false, request: { ...asked, standing: true } });
+    expect(Date.parse(first!.request.expiresAt) - clock).toBe(STANDING_SECONDS * 1000);
+    // Asking again returns the one that waits.
+    expect(recordStandingRequest(dir, asked, now)).toMatchObject({ existing: true, request: { id: first!.request.id } });
+    for (let i = 1; i < MAX_STANDING; i += 1) expect(recordStandingRequest(dir, { ...asked, host: `h${i}.example.com` }, now)?.existing).toBe(false);
+    expect(recordStandingRequest(dir, { ...asked, host: 'one-too-many.example.com' }, now)).toBeUndefined();
+    expect(pendingOfTask(dir, now)).toHaveLength(MAX_STANDING);
+    // An answer is recorded once; the answered request leaves the queue and its files go.
+    expect(recordAnswer(dir, first!.request.id, 'task', 'cli')).toBe(true);
+    expect(recordAnswer(dir, first!.request.id, 'deny', 'ui')).toBe(false);
+    expect(pendingOfTask(dir, now).map((r) => r.host)).not.toContain('registry.example.com');
+    expect(readdirSync(pendingDir(dir)).filter((n) => n.startsWith(first!.request.id))).toEqual([]);
+    // Expired ones are removed when the queue is read.
+    clock += STANDING_SECONDS * 1000;
+    expect(pendingOfTask(dir, now)).toEqual([]);
+    expect(readdirSync(pendingDir(dir))).toEqual([]);
   });
 
   it('the rule an answer adds is the host for web ports, host:port otherwise', () => {

@@ -97,7 +97,9 @@ export function registerEgress(program: Command, cli: CliContext): void {
           // Host and method come from the sandbox: escaped.
           for (const r of requests)
             cli.io.stdout.write(
-              `${terminalText(`${r.time}  ${r.task}  ${r.method} ${r.host}:${r.port}  waits until ${r.expiresAt}  (moat allow ${r.task} ${r.host} --once | moat allow ... | --always | moat deny ${r.task} ${r.host} --pending)`)}\n`,
+              r.standing
+                ? `${terminalText(`${r.time}  ${r.task}  ${r.method} ${r.host}:${r.port}  asked by the agent (moat mcp), waits until ${r.expiresAt}${r.reason ? `  reason: ${r.reason}` : ''}  (moat allow ${r.task} ${r.host} | --always | moat deny ${r.task} ${r.host} --pending)`)}\n`
+                : `${terminalText(`${r.time}  ${r.task}  ${r.method} ${r.host}:${r.port}  waits until ${r.expiresAt}  (moat allow ${r.task} ${r.host} --once | moat allow ... | --always | moat deny ${r.task} ${r.host} --pending)`)}\n`,
             );
         }
         return;

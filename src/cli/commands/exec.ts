@@ -127,6 +127,10 @@ export function registerExec(program: Command, cli: CliContext): void {
       [] as string[],
     )
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
+    .option(
+      '--ask',
+      'hold a connection to a host neither allowed nor denied until you answer (moat egress --pending, moat allow TASK HOST --once, moat ui); implies --network allowlist',
+    )
     .addHelpText(
       'after',
       '\nA task that left no commits and no uncommitted work is removed afterwards (--keep keeps it);\none with work stays, stopped, with its branch: see it with moat diff TASK. Ctrl-C before the\ncommand starts cancels the run and removes what it had made; during the command it goes to the command.\n\nExamples:\n  moat run -- make test\n  moat run --task try-fix -- sh -c "./fix.sh && git commit -am fix"\n  moat run --keep --task probe -- ./probe.sh   # keep the task to look at afterwards',
@@ -143,10 +147,11 @@ export function registerExec(program: Command, cli: CliContext): void {
           keep?: boolean;
           network?: string;
           allow: string[];
+          ask?: boolean;
           env: string[];
         },
       ) => {
-        const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
+        const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 || opts.ask ? 'allowlist' : undefined);
         const tty = useTTY(cli, Boolean(opts.tty), '--tty');
         // Ctrl-C while the task is being made cancels the run; once the command runs, it gets the
         // Ctrl-C; while the work is brought home afterwards, a first one is held (a second leaves).
@@ -162,6 +167,7 @@ export function registerExec(program: Command, cli: CliContext): void {
             keep: opts.keep,
             network,
             allow: opts.allow,
+            ask: opts.ask,
             env: opts.env,
             signal: cancel.signal,
             onCommand: (phase) => (phase === 'started' ? cancel.commandStarted() : cancel.commandEnded()),

@@ -20,6 +20,10 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
     .option('--network <mode>', "none (default), allowlist or open; a network goes through moat's gateway")
     .option('--allow <host>', 'allow a host (repeatable; implies --network allowlist)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option(
+      '--ask',
+      'hold a connection to a host neither allowed nor denied until you answer (moat egress --pending, moat allow TASK HOST --once, moat ui); implies --network allowlist',
+    )
+    .option(
       '--ssh-key <path>',
       "a private key for the task's own ssh-agent (repeatable; needs a network)",
       (value: string, all: string[]) => [...all, value],
@@ -44,13 +48,14 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
         base?: string;
         network?: string;
         allow: string[];
+        ask?: boolean;
         env: string[];
         devcontainer?: boolean;
         sshKey: string[];
         json?: boolean;
       }) => {
         const out = cli.output(opts.json);
-        const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 ? 'allowlist' : undefined);
+        const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 || opts.ask ? 'allowlist' : undefined);
         // Ctrl-C cancels: what the up had made is removed, and moat exits 130. One that comes after
         // the task was made changes nothing (it must not kill moat with the task made and unreported).
         const { signal } = cancelOnSignal(cli);
@@ -60,6 +65,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
           base: opts.base,
           network,
           allow: opts.allow,
+          ask: opts.ask,
           env: opts.env,
           devcontainer: opts.devcontainer,
           sshKeys: opts.sshKey,
