@@ -178,6 +178,8 @@ describe('moat mcp: the boundary', () => {
       task_stats: { task },
       reset_task: { task },
       remove_task: { task },
+      request_host: { task, host: 'registry.example', reason: 'to install a package' },
+      pending_requests: { task },
     };
     const widenings: Array<Record<string, unknown>> = [
       { allow: ['evil.example'] },
