@@ -192,6 +192,15 @@ export function makeTestCa(dir: string, host: string): { ca: string; key: string
   return { ca: join(dir, 'ca.pem'), key: join(dir, 'leaf.key'), cert: join(dir, 'leaf.pem') };
 }
 
+/** A self-signed certificate for `host` (an upstream's own, trusted by nobody), made with openssl in `dir`. */
+export function selfSigned(dir: string, host: string): { key: Buffer; cert: Buffer } {
+  const key = join(dir, `${host}.key`);
+  const cert = join(dir, `${host}.pem`);
+  const args = ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', `/CN=${host}`];
+  execFileSync('openssl', [...args, '-addext', `subjectAltName=DNS:${host}`, '-days', '1'], { stdio: 'ignore' });
+  return { key: readFileSync(key), cert: readFileSync(cert) };
+}
+
 /** Polls until `check` passes (audit lines are written when a connection closes, a moment later). */
 export async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, ms = 3000): Promise<T> {
   let value = await read();

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { classifyAddress, parseIp } from '../../src/domain/ip-address.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, eventually, makeTestCa, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, makeTestCa, Scratch, selfSigned } from '../helpers/fixtures.js';
 
 /**
  * The gateway on networks as companies run them: an explicit upstream proxy (Debian's squid on
@@ -26,31 +26,6 @@ async function run(moat: Moat, task: string, script: string): Promise<string> {
   const cap = captureIO();
   await moat.exec(task, ['sh', '-c', script], cap.io, { sync: false });
   return cap.out() + cap.err();
-}
-
-function selfSigned(dir: string, host: string): { key: Buffer; cert: Buffer } {
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      join(dir, `${host}.key`),
-      '-out',
-      join(dir, `${host}.pem`),
-      '-subj',
-      `/CN=${host}`,
-      '-addext',
-      `subjectAltName=DNS:${host}`,
-      '-days',
-      '1',
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key: readFileSync(join(dir, `${host}.key`)), cert: readFileSync(join(dir, `${host}.pem`)) };
 }
 
 /** Debian's squid in the foreground on a loopback port; names it resolves come from a hosts file of the test's. */

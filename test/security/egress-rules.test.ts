@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -7,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, eventually, makeTestCa, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, makeTestCa, Scratch, selfSigned } from '../helpers/fixtures.js';
 
 /**
  * Method and path rules, in a real sandbox: HTTPS to a host with rules is inspected with the
@@ -52,28 +51,7 @@ describe('method and path rules', () => {
     const tls = makeTestCa(caDir, 'rules.test');
     ruled = createHttpsServer({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) }, record);
     ruledHttp = createHttpServer(record);
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        join(caDir, 'plain.key'),
-        '-out',
-        join(caDir, 'plain.pem'),
-        '-subj',
-        '/CN=plain.test',
-        '-addext',
-        'subjectAltName=DNS:plain.test',
-        '-days',
-        '1',
-      ],
-      { stdio: 'ignore' },
-    );
-    plain = createHttpsServer({ key: readFileSync(join(caDir, 'plain.key')), cert: readFileSync(join(caDir, 'plain.pem')) }, record);
+    plain = createHttpsServer(selfSigned(caDir, 'plain.test'), record);
     port = await listen(ruled);
     httpPort = await listen(ruledHttp);
     plainPort = await listen(plain);

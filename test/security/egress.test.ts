@@ -1,12 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, eventually, remoteEngine, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, remoteEngine, Scratch, selfSigned } from '../helpers/fixtures.js';
 
 /**
  * The egress gateway, end to end: real sandboxes, the real gateway process, local upstream
@@ -29,35 +28,12 @@ describe('egress through the gateway', () => {
 
   beforeAll(async () => {
     await dns.start();
-    const key = join(scratch.root, 'key.pem');
-    const cert = join(scratch.root, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-subj',
-        '/CN=allowed.test',
-        '-addext',
-        'subjectAltName=DNS:allowed.test',
-        '-days',
-        '1',
-      ],
-      { stdio: 'ignore' },
-    );
     const handler = (req: { url?: string; headers: IncomingHttpHeaders }, res: { end: (body: string) => void }) => {
       seen.push({ url: req.url ?? '', headers: req.headers });
       res.end(`upstream saw ${req.url}\n`);
     };
     http = createHttpServer(handler);
-    https = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, handler);
+    https = createHttpsServer(selfSigned(scratch.root, 'allowed.test'), handler);
     httpPort = await listen(http);
     httpsPort = await listen(https);
     scratch.writeConfig(`egress:\n  allow: [allowed.test, "*.wild.test", meta.test, private.test, 127.0.0.1/32]\n  deny: [blocked.allowed.test]\n`);
