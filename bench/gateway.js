@@ -370,12 +370,13 @@ writeFileSync(
   ),
 );
 // Method and path rules (issue 17): HTTPS requests to one host through a plain tunnel, and with
-// rules on that host (its TLS inspected with a task CA, each request judged, a connection upstream
-// per request). A fresh connection per request (CONNECT, TLS, GET), requests on one kept-alive
+// rules on that host (its TLS inspected with a task CA, each request judged, then sent on the
+// task's kept-alive upstream connection). A fresh connection per request (CONNECT, TLS, GET), requests on one kept-alive
 // connection, and a POST upload of a large body; the same rounds alternate the two.
 const requestRounds = Number(process.env.BENCH_REQUESTS ?? 300);
 const uploadBytes = Number(process.env.BENCH_UPLOAD_BYTES ?? 256 * 1024 ** 2);
-const openWeb = async (port) => secure(await tunnel(() => connect(port, '127.0.0.1'), webTarget));
+// Client sockets without Nagle's delay, as curl and browsers open them.
+const openWeb = async (port) => secure(await tunnel(() => connect({ port, host: '127.0.0.1', noDelay: true }), webTarget));
 /** One request on an open TLS connection; resolves when its whole answer (Content-Length) is read. */
 function request(s, method = 'GET', bodyBytes = 0) {
   return new Promise((resolve, reject) => {

@@ -121,6 +121,7 @@ async function reload(): Promise<number> {
     if (!wanted.has(socket)) {
       listener.server.close();
       listener.handoff?.close();
+      gateway.release(listener);
       listeners.delete(socket);
       removeSockets(socket);
     }
@@ -140,6 +141,7 @@ async function reload(): Promise<number> {
       void gateway
         .handle(client, {
           task: now.task,
+          scope: listener,
           policy: () => (once.length === 0 ? current(listener).policy : { ...current(listener).policy, allow: [...current(listener).policy.allow, ...once] }),
           ask: now.askSeconds === undefined ? undefined : (request) => askHuman(listener, now, request, once),
           // Every audit line passes through redaction of the task's secret values; a denial is

@@ -23,6 +23,11 @@ export function systemResolver(servers?: string[]): Resolve {
 
 export interface TaskChannel {
   task: string;
+  /**
+   * The same object for every connection of one task (its listener): what the gateway keeps per
+   * task (kept-alive upstream connections) is keyed by it, never shared between tasks.
+   */
+  scope?: object;
   policy: () => EgressPolicy;
   audit: (record: AuditRecord) => void;
   /** Bound secrets of the task, with their values when moat has handed them over. */
