@@ -22,7 +22,9 @@ import { makeTestCa } from '../helpers/fixtures.js';
  */
 describe("the gateway's upstream pool for inspected hosts", () => {
   const dir = mkdtempSync(join(tmpdir(), 'moat-pool-'));
-  const gateway = new EgressGateway(async (name) => (name === 'rules.test' ? [parseIp('127.0.0.1')!] : []), 5000, [readFileSync(makeTestCa(dir, 'rules.test').ca, 'utf8')]);
+  const gateway = new EgressGateway(async (name) => (name === 'rules.test' ? [parseIp('127.0.0.1')!] : []), 5000, [
+    readFileSync(makeTestCa(dir, 'rules.test').ca, 'utf8'),
+  ]);
   const seen: Array<{ connection: number; line: string }> = [];
   let upstream: HttpsServer;
   let upstreamPort = 0;
