@@ -4,6 +4,8 @@ import { createServer as createHttpServer, type ClientRequest, type IncomingMess
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { headerValue, secretApplies, type BoundSecret } from '../domain/bound-secret.js';
+import { decideAddress } from '../domain/egress-policy.js';
+import { parseIp } from '../domain/ip-address.js';
 import { auditPath } from '../domain/request-rules.js';
 import { denialHeaders, denialSentence, type DenialKind } from './denials.js';
 import type { Attempt, TaskChannel } from './gateway-core.js';
@@ -186,7 +188,11 @@ export class InspectedTls extends SecretPaths {
       });
       request.on('socket', (socket) => {
         const address = addresses.get(socket);
-        if (address) attempt.address = address;
+        if (!address) return;
+        attempt.address = address;
+        // A connection opened earlier is held to the policy of now: an address denied since then is refused.
+        const byAddress = decideAddress(channel.policy(), parseIp(address)!, port);
+        if (!byAddress.allowed) request.destroy(new NotReached(byAddress.rule, 'address'));
       });
       request.on('error', (error: NodeJS.ErrnoException) => {
         // An idle connection the upstream closed just as it was reused: a request without a body

@@ -32,7 +32,7 @@ describe("the gateway's upstream pool for inspected hosts", () => {
   const fronts: Server[] = [];
 
   /** One task's side of the gateway: a listener whose connections all carry the same channel (scope). */
-  async function task(name: string, audit: AuditRecord[]): Promise<{ port: number; ca: string; scope: object }> {
+  async function task(name: string, audit: AuditRecord[]): Promise<{ port: number; ca: string; scope: object; policy: EgressPolicy }> {
     const ca = createTaskCa(join(dir, name), name);
     const policy = buildPolicy('allowlist', ['rules.test', '127.0.0.1/32'], []) as EgressPolicy;
     policy.requests = buildRequestRules([{ host: 'rules.test', methods: ['GET'], paths: ['/ok/'], from: 'user' }]) as RequestRule[];
@@ -43,11 +43,11 @@ describe("the gateway's upstream pool for inspected hosts", () => {
     });
     fronts.push(front);
     await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
-    return { port: (front.address() as AddressInfo).port, ca: ca.cert, scope };
+    return { port: (front.address() as AddressInfo).port, ca: ca.cert, scope, policy };
   }
 
-  /** One client connection (as one curl would make): CONNECT, TLS against the task's CA, one request, its status. */
-  async function request(front: { port: number; ca: string }, method: string, path: string): Promise<number> {
+  /** A client connection as a sandbox opens one: CONNECT, then TLS against the task's CA. */
+  async function open(front: { port: number; ca: string }): Promise<TLSSocket> {
     const raw: Socket = connect(front.port, '127.0.0.1');
     raw.write(`CONNECT rules.test:${upstreamPort} HTTP/1.1\r\nHost: rules.test:${upstreamPort}\r\n\r\n`);
     await new Promise<void>((resolve, reject) => {
@@ -60,11 +60,33 @@ describe("the gateway's upstream pool for inspected hosts", () => {
       };
       raw.on('data', onData);
     });
-    const tls: TLSSocket = tlsConnect({ socket: raw, servername: 'rules.test', ca: readFileSync(front.ca) });
-    tls.write(`${method} ${path} HTTP/1.1\r\nHost: rules.test:${upstreamPort}\r\nConnection: close\r\n\r\n`);
-    let answer = '';
-    for await (const chunk of tls) answer += (chunk as Buffer).toString('latin1');
-    return Number(answer.slice(9, 12));
+    return tlsConnect({ socket: raw, servername: 'rules.test', ca: readFileSync(front.ca) });
+  }
+
+  /** One request on a kept-alive client connection; its status once the whole answer (Content-Length) is read. */
+  function ask(tls: TLSSocket, path: string, method = 'GET'): Promise<number> {
+    return new Promise((resolve) => {
+      let answer = Buffer.alloc(0);
+      const onData = (chunk: Buffer) => {
+        answer = Buffer.concat([answer, chunk]);
+        const end = answer.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const length = Number(/content-length: *(\d+)/i.exec(answer.subarray(0, end).toString('latin1'))?.[1] ?? 0);
+        if (answer.length - end - 4 < length) return;
+        tls.off('data', onData);
+        resolve(Number(answer.subarray(9, 12).toString()));
+      };
+      tls.on('data', onData);
+      tls.write(`${method} ${path} HTTP/1.1\r\nHost: rules.test:${upstreamPort}\r\n\r\n`);
+    });
+  }
+
+  /** One client connection (as one curl would make) with one request: its status. */
+  async function request(front: { port: number; ca: string }, method: string, path: string): Promise<number> {
+    const tls = await open(front);
+    const status = await ask(tls, path, method);
+    tls.destroy();
+    return status;
   }
 
   beforeAll(async () => {
@@ -111,6 +133,19 @@ describe("the gateway's upstream pool for inspected hosts", () => {
     expect(connections).toBe(afterA + 1);
     const [first, second] = [seen.find((s) => s.line === 'GET /ok/a')!, seen.find((s) => s.line === 'GET /ok/b')!];
     expect(first.connection).not.toBe(second.connection);
+  });
+
+  it('a kept connection is held to the policy of now: an address denied since it was opened is refused', async () => {
+    const audit: AuditRecord[] = [];
+    const d = await task('d', audit);
+    // One client connection, two requests: the second comes after the policy changed.
+    const tls = await open(d);
+    expect(await ask(tls, '/ok/d1')).toBe(200);
+    d.policy.deny = (buildPolicy('allowlist', [], ['127.0.0.1/32']) as EgressPolicy).deny;
+    expect(await ask(tls, '/ok/d2')).toBe(403);
+    tls.destroy();
+    expect(seen.map((s) => s.line)).not.toContain('GET /ok/d2');
+    expect(audit.at(-1)).toMatchObject({ path: '/ok/d2', decision: 'denied', rule: 'deny 127.0.0.1/32' });
   });
 
   it('a released task ends its kept-alive upstream connections', async () => {
