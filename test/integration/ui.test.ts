@@ -99,6 +99,34 @@ describe('moat ui', () => {
     await page.screenshot({ path: join(DOCS, 'ui-egress.png') });
   });
 
+  it("follows a task's logs as the container writes them (one stream, no re-fetch), and says when the container stopped", async () => {
+    await moat.up({ task: 'logs', network: 'none' });
+    const asked: string[] = [];
+    const onRequest = (r: { url(): string }) => void (r.url().includes('/api/logs') && asked.push(new URL(r.url()).pathname));
+    page.on('request', onRequest);
+    try {
+      await page.getByTestId('nav-tasks').click();
+      await expect.poll(() => page.locator('[data-testid=task-row][data-task=logs]').count(), { timeout: 10_000 }).toBe(1);
+      await page.locator('[data-testid=task-row][data-task=logs]').getByRole('button', { name: 'Logs' }).click();
+      await expect.poll(() => page.getByTestId('logs').innerText(), { timeout: 10_000 }).not.toBe('loading…');
+      // The container's own output (its main process's): written after the page opened the view, hostile text included.
+      await inSandbox('logs', 'for i in 1 2 3; do echo "streamed-line-$i <img src=x onerror=window.__pwned=6>" > /proc/1/fd/1; sleep 0.5; done').done;
+      await expect.poll(() => page.getByTestId('logs').innerText(), { timeout: 10_000 }).toContain('streamed-line-3');
+      const text = await page.getByTestId('logs').innerText();
+      expect(text.indexOf('streamed-line-1')).toBeLessThan(text.indexOf('streamed-line-3'));
+      expect(text.split('streamed-line-2').length).toBe(2);
+      expect(await marker()).toBeUndefined();
+      await moat.down('logs');
+      await expect.poll(() => page.getByTestId('logs-state').innerText(), { timeout: 15_000 }).toContain('the container stopped');
+      // One followed stream, never a re-fetch of the tail.
+      expect(asked).toEqual(['/api/logs/stream']);
+    } finally {
+      page.off('request', onRequest);
+      await page.getByTestId('nav-tasks').click();
+      await moat.rm('logs', { force: true });
+    }
+  });
+
   it('holds a request for a host neither allowed nor denied; "allow once" lets the waiting curl through', async () => {
     const held = inSandbox('net', `curl -sS -m 50 http://ask.test:${port}/approved 2>&1; echo "exit=$?"`);
     await page.getByTestId('nav-pending').click();
