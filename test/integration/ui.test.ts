@@ -30,6 +30,7 @@ describe('moat ui', () => {
     'refused.test': '127.0.0.1',
     'always.test': '127.0.0.1',
     'late.test': '127.0.0.1',
+    'fortask.test': '127.0.0.1',
   });
   let upstream: Server;
   let port = 0;
@@ -147,6 +148,29 @@ describe('moat ui', () => {
     // Once means once: the task's policy did not change.
     expect((await moat.context.store.get((await moat.context.repo()).key, 'net'))?.egress?.allow ?? []).not.toContain('ask.test');
     await expect.poll(() => card.count(), { timeout: 5_000 }).toBe(0);
+  });
+
+  it('"allow for this task" lets the waiting curl through and the task\'s next requests pass unasked; your config is unchanged', async () => {
+    const config = readFileSync(scratch.config, 'utf8');
+    const held = inSandbox('net', `curl -sS -m 50 http://fortask.test:${port}/first 2>&1; echo "exit=$?"`);
+    await page.getByTestId('nav-pending').click();
+    const card = page.locator('[data-testid=pending][data-host="fortask.test"]');
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    await card.getByTestId('allow-task').click();
+    expect(await held.done).toContain('upstream saw /first');
+    const stored = (await moat.context.store.get((await moat.context.repo()).key, 'net'))?.egress?.allow ?? [];
+    expect(stored.some((rule) => rule.startsWith('fortask.test'))).toBe(true);
+    // The next request of the task goes through at once: nothing is held, nothing asked.
+    expect(await inSandbox('net', `curl -sS -m 10 http://fortask.test:${port}/second 2>&1`).done).toContain('upstream saw /second');
+    expect((await moat.pending()).filter((r) => r.host === 'fortask.test')).toEqual([]);
+    // For this task only: the user's config (what every other task starts from) did not change.
+    expect(readFileSync(scratch.config, 'utf8')).toBe(config);
+    const audit = await eventually(
+      () => moat.egress('net'),
+      (a) => a.filter((r) => r.host === 'fortask.test').length >= 2,
+      5000,
+    );
+    expect(audit.filter((r) => r.host === 'fortask.test').map((r) => r.decision)).toEqual(['allowed', 'allowed']);
   });
 
   it('"deny" refuses the waiting curl with the reason, audited', async () => {
