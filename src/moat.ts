@@ -1,7 +1,7 @@
 /**
  * The library's entry object: everything the CLI can do, a program can do through these methods.
  */
-import type { ExecIO } from './engine/engine.js';
+import type { ExecIO, LogOptions } from './engine/engine.js';
 import { MoatContext, type MoatOptions } from './service/context.js';
 import { doctor } from './service/doctor.js';
 import { execInTask, type ExecOptions } from './service/exec.js';
@@ -44,7 +44,7 @@ export class Moat {
   ls(options?: { all?: boolean }) {
     return listTasks(this.context, options);
   }
-  logs(task: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable) {
+  logs(task: string, options: LogOptions, out: Writable, err: Writable) {
     return taskLogs(this.context, task, options, out, err);
   }
   down(task: string) {

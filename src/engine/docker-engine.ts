@@ -12,6 +12,7 @@ import {
   type EngineInfo,
   type ExecCommand,
   type ExecIO,
+  type LogOptions,
 } from './engine.js';
 import { connectionOptions, endpointName, type EngineEndpoint } from './find-engine.js';
 
@@ -401,13 +402,25 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
-  async logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {
+  async logs(id: string, options: LogOptions, out: Writable, err: Writable): Promise<void> {
     const container = this.docker.getContainer(id);
     const common = { stdout: true, stderr: true, timestamps: false, ...(options.tail !== undefined ? { tail: options.tail } : {}) };
     if (options.follow) {
+      if (options.signal?.aborted) return;
       const stream = await this.call(() => container.logs({ ...common, follow: true }), 'read logs');
       this.docker.modem.demuxStream(stream, out, err);
-      await new Promise<void>((resolve) => stream.on('end', resolve));
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          (stream as unknown as { destroy(): void }).destroy();
+          resolve();
+        };
+        options.signal?.addEventListener('abort', stop, { once: true });
+        stream.on('end', () => {
+          options.signal?.removeEventListener('abort', stop);
+          resolve();
+        });
+        stream.on('error', stop);
+      });
     } else {
       const buffer = (await this.call(() => container.logs({ ...common, follow: false }), 'read logs')) as unknown as Buffer;
       const stream = new PassThrough();

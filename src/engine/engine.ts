@@ -37,7 +37,8 @@ export interface ContainerEngine {
   execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }>;
   /** One sample of a running container's resource use. */
   stats(id: string): Promise<ContainerStats | undefined>;
-  logs(id: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void>;
+  /** The container's output; `follow` keeps streaming until the container stops or `signal` aborts. */
+  logs(id: string, options: LogOptions, out: Writable, err: Writable): Promise<void>;
 }
 
 /**
@@ -60,6 +61,13 @@ export interface EngineCapabilities {
 export function capabilitiesOf(transport: 'unix' | 'tcp' | 'ssh'): EngineCapabilities {
   const local = transport === 'unix';
   return { hostMounts: local, hostCgroups: local };
+}
+
+export interface LogOptions {
+  follow: boolean;
+  tail?: number;
+  /** Ends a followed stream (a dashboard page that left). */
+  signal?: AbortSignal;
 }
 
 export interface EngineInfo {

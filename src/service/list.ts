@@ -1,3 +1,4 @@
+import type { LogOptions } from '../engine/engine.js';
 import type { Writable } from 'node:stream';
 import type { Limits } from '../domain/limits.js';
 import type { TaskRecord, TaskState } from '../domain/task.js';
@@ -105,7 +106,7 @@ async function countTaskCommits(repo: UserRepository, record: TaskRecord): Promi
   return repo.countCommits(record.baseCommit, tip).catch(() => 0);
 }
 
-export async function taskLogs(ctx: MoatContext, task: string, options: { follow: boolean; tail?: number }, out: Writable, err: Writable): Promise<void> {
+export async function taskLogs(ctx: MoatContext, task: string, options: LogOptions, out: Writable, err: Writable): Promise<void> {
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   if (!record.containerId)

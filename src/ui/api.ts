@@ -1,4 +1,5 @@
-import { PassThrough } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import { PassThrough, Writable } from 'node:stream';
 import { ExitCode, isMoatError, MoatError } from '../errors.js';
 import { Moat } from '../moat.js';
 import type { MoatContext } from '../service/context.js';
@@ -111,7 +112,24 @@ export class DashboardApi {
     return this.moatFor(record).merge(record.name, { strategy: strategy as MergeStrategy, yes: body.yes === true });
   }
 
-  /** The container's last lines (the page asks again to follow). */
+  /**
+   * The container's output as it comes: its last lines, then what it writes, until the container
+   * stops or `signal` aborts (the page left). Text as the engine gives it; the page shows it as text.
+   */
+  async followLogs(repoKey: unknown, task: unknown, onText: (text: string) => void, signal: AbortSignal): Promise<void> {
+    const record = await this.record(repoKey, task);
+    const decoder = new StringDecoder('utf8');
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        const text = decoder.write(chunk);
+        if (text) onText(text);
+        done();
+      },
+    });
+    await this.moatFor(record).logs(record.name, { follow: true, tail: 500, signal }, out, out);
+  }
+
+  /** The container's last lines, once. */
   async logs(repoKey: unknown, task: unknown): Promise<string> {
     const record = await this.record(repoKey, task);
     const out = new PassThrough();

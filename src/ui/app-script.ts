@@ -227,7 +227,7 @@ export const APP_JS = String.raw`'use strict';
 
   function renderLogs() {
     var l = state.logs;
-    main.replaceChildren(el('h2', null, 'Logs of ', el('span', { class: 'mono', text: l ? l.task : '' }), ' (followed)'), el('button', { class: 'act', onclick: function () { show('tasks'); }, text: 'Back' }), el('pre', { 'data-testid': 'logs', lines: l && l.text !== undefined ? l.text : 'loading…' }));
+    main.replaceChildren(el('h2', null, 'Logs of ', el('span', { class: 'mono', text: l ? l.task : '' }), el('span', { 'data-testid': 'logs-state', text: l && l.ended ? ' (' + l.ended + ')' : ' (followed)' })), el('button', { class: 'act', onclick: function () { show('tasks'); }, text: 'Back' }), el('pre', { 'data-testid': 'logs', lines: l && l.text !== undefined ? l.text : 'loading…' }));
   }
 
   function render() {
@@ -239,7 +239,12 @@ export const APP_JS = String.raw`'use strict';
     ({ tasks: renderTasks, egress: renderEgress, pending: renderPending, review: renderReview, logs: renderLogs })[state.view]();
   }
 
-  function show(view) { state.view = view; render(); }
+  function show(view) {
+    // Leaving the logs ends their stream (the server stops following the container).
+    if (view !== 'logs' && logStream) { logStream.close(); logStream = null; }
+    state.view = view;
+    render();
+  }
 
   function openReview(t) {
     state.review = null;
@@ -253,15 +258,28 @@ export const APP_JS = String.raw`'use strict';
     followLogs();
   }
 
+  // The followed log: 'tail' replaces the text (also after a reconnect), 'logs' appends, 'end' closes.
+  var logStream = null;
+  var LOG_KEEP = 1000000;
   function followLogs() {
     var l = state.logs;
-    if (state.view !== 'logs' || !l) return;
-    api('/api/logs?repoKey=' + encodeURIComponent(l.repoKey) + '&task=' + encodeURIComponent(l.task)).then(function (d) {
-      if (state.logs !== l || state.view !== 'logs') return;
-      l.text = d.text;
-      var pre = main.querySelector('pre');
-      if (pre) pre.textContent = visible(d.text, true); else render();
-    }, fail).then(function () { setTimeout(followLogs, 2000); });
+    if (logStream) logStream.close();
+    logStream = new EventSource('/api/logs/stream?repoKey=' + encodeURIComponent(l.repoKey) + '&task=' + encodeURIComponent(l.task));
+    var shown = function (data, replace) {
+      if (state.logs !== l) return;
+      var text = (replace ? '' : l.text || '') + (data.skipped ? '[' + data.skipped + ' characters not shown: the task wrote faster than the page reads]\n' : '') + data.text;
+      l.text = text.length > LOG_KEEP ? text.slice(-LOG_KEEP) : text;
+      var pre = main.querySelector('pre[data-testid="logs"]');
+      if (pre && state.view === 'logs') pre.textContent = visible(l.text, true); else if (state.view === 'logs') render();
+    };
+    logStream.addEventListener('tail', function (e) { shown(JSON.parse(e.data), true); });
+    logStream.addEventListener('logs', function (e) { shown(JSON.parse(e.data), false); });
+    logStream.addEventListener('end', function (e) {
+      if (logStream) { logStream.close(); logStream = null; }
+      if (state.logs !== l) return;
+      l.ended = JSON.parse(e.data).reason;
+      if (state.view === 'logs') render();
+    });
   }
 
   function refreshTasks() {

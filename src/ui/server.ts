@@ -7,6 +7,7 @@ import { DashboardApi, errorAnswer } from './api.js';
 import { ASSETS } from './assets.js';
 import { allowedHosts, check, securityHeaders, type GuardOptions } from './guard.js';
 import { LiveFeed } from './live.js';
+import { streamLogs } from './log-stream.js';
 
 export interface DashboardOptions {
   /** Address to listen on; loopback unless the user says otherwise (and then only with a stated token). */
@@ -96,6 +97,8 @@ export async function startDashboard(ctx: MoatContext, options: DashboardOptions
           return json(res, 200, await api.review(q.get('repoKey'), q.get('task')));
         case '/api/logs':
           return json(res, 200, { text: await api.logs(q.get('repoKey'), q.get('task')) });
+        case '/api/logs/stream':
+          return streamLogs(res, api, q.get('repoKey'), q.get('task'));
       }
       return json(res, 404, { error: { code: 'E_NOT_FOUND', message: 'no such page' } });
     }

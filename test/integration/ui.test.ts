@@ -30,6 +30,7 @@ describe('moat ui', () => {
     'refused.test': '127.0.0.1',
     'always.test': '127.0.0.1',
     'late.test': '127.0.0.1',
+    'fortask.test': '127.0.0.1',
   });
   let upstream: Server;
   let port = 0;
@@ -99,6 +100,34 @@ describe('moat ui', () => {
     await page.screenshot({ path: join(DOCS, 'ui-egress.png') });
   });
 
+  it("follows a task's logs as the container writes them (one stream, no re-fetch), and says when the container stopped", async () => {
+    await moat.up({ task: 'logs', network: 'none' });
+    const asked: string[] = [];
+    const onRequest = (r: { url(): string }) => void (r.url().includes('/api/logs') && asked.push(new URL(r.url()).pathname));
+    page.on('request', onRequest);
+    try {
+      await page.getByTestId('nav-tasks').click();
+      await expect.poll(() => page.locator('[data-testid=task-row][data-task=logs]').count(), { timeout: 10_000 }).toBe(1);
+      await page.locator('[data-testid=task-row][data-task=logs]').getByRole('button', { name: 'Logs' }).click();
+      await expect.poll(() => page.getByTestId('logs').innerText(), { timeout: 10_000 }).not.toBe('loading…');
+      // The container's own output (its main process's): written after the page opened the view, hostile text included.
+      await inSandbox('logs', 'for i in 1 2 3; do echo "streamed-line-$i <img src=x onerror=window.__pwned=6>" > /proc/1/fd/1; sleep 0.5; done').done;
+      await expect.poll(() => page.getByTestId('logs').innerText(), { timeout: 10_000 }).toContain('streamed-line-3');
+      const text = await page.getByTestId('logs').innerText();
+      expect(text.indexOf('streamed-line-1')).toBeLessThan(text.indexOf('streamed-line-3'));
+      expect(text.split('streamed-line-2').length).toBe(2);
+      expect(await marker()).toBeUndefined();
+      await moat.down('logs');
+      await expect.poll(() => page.getByTestId('logs-state').innerText(), { timeout: 15_000 }).toContain('the container stopped');
+      // One followed stream, never a re-fetch of the tail.
+      expect(asked).toEqual(['/api/logs/stream']);
+    } finally {
+      page.off('request', onRequest);
+      await page.getByTestId('nav-tasks').click();
+      await moat.rm('logs', { force: true });
+    }
+  });
+
   it('holds a request for a host neither allowed nor denied; "allow once" lets the waiting curl through', async () => {
     const held = inSandbox('net', `curl -sS -m 50 http://ask.test:${port}/approved 2>&1; echo "exit=$?"`);
     await page.getByTestId('nav-pending').click();
@@ -119,6 +148,29 @@ describe('moat ui', () => {
     // Once means once: the task's policy did not change.
     expect((await moat.context.store.get((await moat.context.repo()).key, 'net'))?.egress?.allow ?? []).not.toContain('ask.test');
     await expect.poll(() => card.count(), { timeout: 5_000 }).toBe(0);
+  });
+
+  it('"allow for this task" lets the waiting curl through and the task\'s next requests pass unasked; your config is unchanged', async () => {
+    const config = readFileSync(scratch.config, 'utf8');
+    const held = inSandbox('net', `curl -sS -m 50 http://fortask.test:${port}/first 2>&1; echo "exit=$?"`);
+    await page.getByTestId('nav-pending').click();
+    const card = page.locator('[data-testid=pending][data-host="fortask.test"]');
+    await expect.poll(() => card.count(), { timeout: 15_000 }).toBe(1);
+    await card.getByTestId('allow-task').click();
+    expect(await held.done).toContain('upstream saw /first');
+    const stored = (await moat.context.store.get((await moat.context.repo()).key, 'net'))?.egress?.allow ?? [];
+    expect(stored.some((rule) => rule.startsWith('fortask.test'))).toBe(true);
+    // The next request of the task goes through at once: nothing is held, nothing asked.
+    expect(await inSandbox('net', `curl -sS -m 10 http://fortask.test:${port}/second 2>&1`).done).toContain('upstream saw /second');
+    expect((await moat.pending()).filter((r) => r.host === 'fortask.test')).toEqual([]);
+    // For this task only: the user's config (what every other task starts from) did not change.
+    expect(readFileSync(scratch.config, 'utf8')).toBe(config);
+    const audit = await eventually(
+      () => moat.egress('net'),
+      (a) => a.filter((r) => r.host === 'fortask.test').length >= 2,
+      5000,
+    );
+    expect(audit.filter((r) => r.host === 'fortask.test').map((r) => r.decision)).toEqual(['allowed', 'allowed']);
   });
 
   it('"deny" refuses the waiting curl with the reason, audited', async () => {
