@@ -11,6 +11,7 @@
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { sandboxSpec } from '../dist/domain/sandbox-spec.js';
 import { HANDOFF_BINARY } from '../dist/gateway/native.js';
+import { engineEgress } from './engine-egress.js';
 import { createServer, connect } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { createServer as createHttpsServer } from 'node:https';
@@ -39,11 +40,14 @@ execFileSync(
 const upstream = createTlsServer({ key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) }, (socket) => {
   socket.on('data', (chunk) => {
     if (chunk.length === 4 && chunk.toString() === 'ping') socket.write('pong');
-    if (chunk.length === 3 && chunk.toString() === 'get') {
+    // "get" sends the transfer size, "get:N" N bytes (bench/engine-egress.js's smaller transfers).
+    const get = chunk.length <= 16 ? /^get(?::([0-9]+))?$/.exec(chunk.toString()) : null;
+    if (get) {
+      const size = get[1] ? Number(get[1]) : transferBytes;
       const block = Buffer.alloc(1024 * 1024, 7);
       let sent = 0;
       const pump = () => {
-        while (sent < transferBytes) {
+        while (sent < size) {
           sent += block.length;
           if (!socket.write(block)) return socket.once('drain', pump);
         }
@@ -369,6 +373,53 @@ writeFileSync(
     2,
   ),
 );
+// Egress through the engine (issue 13): the exec bridge remote engines use, against the local
+// path, both from inside a container of the local engine (bench/engine-egress.js); BENCH_ENGINE=off skips it.
+if (process.env.BENCH_ENGINE !== 'off') {
+  const engineBytes = Number(process.env.BENCH_ENGINE_BYTES ?? 256 * 1024 ** 2);
+  const engineLatencyRounds = Number(process.env.BENCH_ENGINE_LATENCY_ROUNDS ?? 50);
+  const engineRows = await engineEgress({
+    bin: join(import.meta.dirname, '..', 'bin', 'moat.js'),
+    scratch: dir,
+    egressDir: dir,
+    sink: `bench.test:${sinkPort}`,
+    upstream: target,
+    bytes: engineBytes,
+    rounds,
+    latencyRounds: engineLatencyRounds,
+  });
+  const [localName, localRow] = Object.entries(engineRows)[0];
+  console.log(
+    `\negress from inside a sandbox (no network), local path against the engine path, ${rounds} alternating rounds of: ${(engineBytes / 1024 ** 2).toFixed(0)} MiB plain TCP upload and TLS download, ${engineLatencyRounds} connect+TLS+ping; medians; x = against "${localName}"`,
+  );
+  console.log('| path | plain TCP upload MiB/s | x | TLS download MiB/s | x | p50 ms | added p50 ms | p99 ms |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const [name, r] of Object.entries(engineRows)) {
+    const ratio = (key) => (med(r[key]) / med(localRow[key])).toFixed(2);
+    console.log(
+      `| ${name} | ${(med(r.upload) / 1024 ** 2).toFixed(0)} | ${ratio('upload')} | ${(med(r.download) / 1024 ** 2).toFixed(0)} | ${ratio('download')} | ${med(r.p50).toFixed(2)} | ${(med(r.p50) - med(localRow.p50)).toFixed(2)} | ${med(r.p99).toFixed(2)} |`,
+    );
+  }
+  writeFileSync(
+    join(import.meta.dirname, 'results', 'gateway-engine.json'),
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        bytes: engineBytes,
+        latencyRounds: engineLatencyRounds,
+        rows: Object.fromEntries(
+          Object.entries(engineRows).map(([name, r]) => [
+            name,
+            { uploadMiBs: med(r.upload) / 1024 ** 2, downloadMiBs: med(r.download) / 1024 ** 2, p50: med(r.p50), p99: med(r.p99) },
+          ]),
+        ),
+      },
+      null,
+      2,
+    ),
+  );
+}
+
 // Method and path rules (issue 17): HTTPS requests to one host through a plain tunnel, and with
 // rules on that host (its TLS inspected with a task CA, each request judged, then sent on the
 // task's kept-alive upstream connection). A fresh connection per request (CONNECT, TLS, GET), requests on one kept-alive

@@ -27,10 +27,7 @@ async function start() {
   const socketPath = servedCommand(process.argv) && existsSync(bundle) ? serverSocket(bundle) : undefined;
   if (socketPath) {
     const code = await runOnServer(socketPath);
-    if (code !== undefined) {
-      process.exitCode = code;
-      return;
-    }
+    if (code !== undefined) return leave(code);
   }
   let loaded;
   try {
@@ -40,9 +37,21 @@ async function start() {
     if (error.code !== 'ENOENT') throw error;
     loaded = { main: (await import('../dist/cli/main.js')).main };
   }
-  process.exitCode = await loaded.main(process.argv);
+  const code = await loaded.main(process.argv);
   loaded.afterRun?.();
   if (socketPath) startServer(socketPath);
+  leave(code);
+}
+
+/**
+ * Ends with the command's status, at once. Left to end by itself, Node first takes down its signal
+ * handlers, and a Ctrl-C in that moment killed moat with 130 after its command had succeeded (an
+ * `up` that printed a whole task, reported as cancelled). Output is written synchronously to
+ * files, pipes and terminals on Linux, so nothing of it is lost.
+ */
+function leave(code) {
+  process.exitCode = code;
+  process.exit();
 }
 
 void start();
