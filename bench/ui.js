@@ -43,7 +43,6 @@ for (const task of TASKS) {
     JSON.stringify({ task, repoKey: 'benchrepo', mode: 'allowlist', allow: ['127.0.0.1/32'], deny: [], socket: socketOf(task), audit: auditOf(task) }),
   );
 }
-const socket = socketOf('flood');
 
 const upstream = createServer((req, res) => res.end('ok'));
 const port = await new Promise((resolve) => upstream.listen(0, '127.0.0.1', () => resolve(upstream.address().port)));
