@@ -29,7 +29,15 @@ export function serverPids(runtimeDir: string): number[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => f.endsWith('.sock.pid'))
-    .map((f) => Number(readFileSync(join(dir, f), 'utf8')))
+    .map((f) => {
+      // A server that stops between the listing and the read has removed its pid file.
+      try {
+        return Number(readFileSync(join(dir, f), 'utf8'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+        throw err;
+      }
+    })
     .filter((pid) => pid > 0);
 }
 
