@@ -22,7 +22,7 @@ import { BackgroundCommands } from './command.js';
 import { checkArgumentNames } from './policy.js';
 import { SafeText } from './safe-text.js';
 import { LineTransport } from './stdio-transport.js';
-import { TOOLS, type ToolCall } from './tools.js';
+import { MERGE_TOOL, TOOLS, type ToolCall, type ToolDefinition } from './tools.js';
 
 export interface McpServeOptions {
   /** Where the repository is (the directory moat mcp was started in, or --repo). */
@@ -38,7 +38,7 @@ export interface McpServeOptions {
 
 const INSTRUCTIONS =
   "moat runs code in hardened, disposable sandboxes of this repository: each task has its own branch moat/<task>, a container that sees only its workspace, no credentials, and no network unless the user's config allows hosts. " +
-  'Create a task, run commands and edit files in it; commits come home to its branch. This server never widens a sandbox (hosts, network, limits, mounts, environment, secrets), never reads a host path, never merges or pushes: those stay with the human at the CLI (moat allow, moat merge, moat push).';
+  'Create a task, run commands and edit files in it; commits come home to its branch. This server never widens a sandbox (hosts, network, limits, mounts, environment, secrets), never reads a host path, never merges or pushes: those stay with the human at the CLI (moat allow, moat merge, moat push), except merge_task when the user config enables it (it is then in tools/list).';
 
 const RESOURCE = /^moat:\/\/tasks\/([a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?)\/(diff|egress)$/;
 
@@ -82,8 +82,17 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
 
   const server = new Server({ name: 'moat', version: MOAT_VERSION }, { capabilities: { tools: {}, resources: {} }, instructions: INSTRUCTIONS });
 
+  // Merge over MCP is the user's to enable, in their config only, read at each call: turned off,
+  // it is gone at once. An unreadable config enables nothing.
+  const tools = async (): Promise<ToolDefinition[]> => {
+    const user = await moatFor(() => undefined)
+      .context.userConfig()
+      .catch(() => undefined);
+    return user?.mcp?.merge === true ? [...TOOLS, MERGE_TOOL] : TOOLS;
+  };
+
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
-    tools: TOOLS.map((tool) => {
+    tools: (await tools()).map((tool) => {
       const { $schema: _schema, ...inputSchema } = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>;
       return {
         name: tool.name,
@@ -97,7 +106,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const name = request.params.name;
-    const tool = TOOLS.find((t) => t.name === name);
+    const tool = (await tools()).find((t) => t.name === name);
     if (!tool) {
       const human = Object.entries(HUMAN_ONLY).find(([word]) => name.toLowerCase().includes(word))?.[1];
       throw new McpError(
