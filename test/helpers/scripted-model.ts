@@ -17,6 +17,17 @@ export interface ModelRequest {
   body: unknown;
 }
 
+/**
+ * A Responses-API step that calls a tool the client declared (an MCP server's, in its namespace)
+ * instead of a shell command; `args` may be computed from the conversation so far (a name an
+ * earlier tool result gave).
+ */
+export interface ToolStep {
+  tool: string;
+  namespace?: string;
+  args: Record<string, unknown> | ((input: unknown[]) => Record<string, unknown>);
+}
+
 type Tool = { type?: string; name?: string; parameters?: { properties?: Record<string, { type?: string }> } };
 
 function shellCall(tools: Tool[], command: string): { name: string; arguments: string } {
@@ -46,7 +57,7 @@ export class ScriptedModel {
   constructor(
     private readonly steps: string[],
     private readonly tls: { key: Buffer; cert: Buffer },
-    private readonly options: { answer?: string; fail?: number } = {},
+    private readonly options: { answer?: string; fail?: number; calls?: ToolStep[] } = {},
   ) {}
 
   /** Requests that asked the model for a turn (not model listings or token counts). */
@@ -90,8 +101,18 @@ export class ScriptedModel {
         const id = `resp_${this.requests.length}`;
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
         res.write(sse('response.created', { response: { id } }));
-        const item =
-          turn < this.steps.length
+        const call = this.options.calls?.[turn];
+        const item = call
+          ? {
+              type: 'function_call',
+              id: `fc_${turn}`,
+              call_id: `call_${turn}`,
+              status: 'completed',
+              name: call.tool,
+              ...(call.namespace ? { namespace: call.namespace } : {}),
+              arguments: JSON.stringify(typeof call.args === 'function' ? call.args(request.input ?? []) : call.args),
+            }
+          : turn < this.steps.length
             ? codeMode
               ? {
                   type: 'custom_tool_call',
