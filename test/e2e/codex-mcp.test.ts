@@ -27,7 +27,8 @@ function createdTask(input: unknown[]): string {
   const output = (input as Array<{ type?: string; call_id?: string; output?: unknown }>).find(
     (i) => i.type === 'function_call_output' && i.call_id === 'call_0',
   );
-  return /task ([a-z0-9-]+) is up/.exec(JSON.stringify(output?.output ?? ''))?.[1] ?? 'no-task-created';
+  const text = typeof output?.output === 'string' ? output.output : JSON.stringify(output?.output ?? '');
+  return /"task":\s*"([a-z0-9-]+)"/.exec(text)?.[1] ?? 'no-task-created';
 }
 
 const onTask =
@@ -156,7 +157,7 @@ describe('codex over MCP end to end', () => {
 
   it('created a task, saw the test fail, edited, tested and committed; the commit arrived on moat/<task>', async () => {
     const name = await task();
-    expect(toolOutput(0)).toContain(`task ${name} is up`);
+    expect(toolOutput(0)).toContain(`"task":"${name}"`);
     expect(toolOutput(1)).toContain('test FAILED');
     expect(toolOutput(3)).toContain('test passed');
     expect(toolOutput(3)).toContain('committed');
@@ -178,14 +179,13 @@ describe('codex over MCP end to end', () => {
 
   it('the widening and the reads of ~/.ssh were refused, no byte of the key left the host, and the MCP audit log has each', async () => {
     expect(toolOutput(5)).toContain('E_CONFIG_WIDENS');
-    expect(toolOutput(6)).toContain('E_PATH');
-    expect(toolOutput(7)).toContain('E_PATH');
+    for (const step of [6, 7]) expect(toolOutput(step)).toMatch(/"code":"E_(USAGE|PATH)".*(outside|never leave) the workspace/);
     expect(JSON.stringify(model.requests)).not.toContain(SSH_KEY_MARKER);
     const audit = await readMcpAudit(moat.context.store.mcpAuditPath((await moat.context.repo()).key));
     expect(audit).toMatchObject([
       { tool: 'create_task', outcome: 'refused', code: 'E_CONFIG_WIDENS' },
-      { tool: 'read_file', outcome: 'refused', code: 'E_PATH' },
-      { tool: 'read_file', outcome: 'refused', code: 'E_PATH' },
+      { tool: 'read_file', outcome: 'refused', code: expect.stringMatching(/^E_(USAGE|PATH)$/) },
+      { tool: 'read_file', outcome: 'refused', code: expect.stringMatching(/^E_(USAGE|PATH)$/) },
     ]);
     expect(audit[1]!.args).toContain('.ssh/id_ed25519');
   });
