@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { readMcpAudit } from '../../src/mcp/audit.js';
+import { buggyProject } from '../helpers/agent-e2e.js';
 import { DnsStub } from '../helpers/dns-stub.js';
 import { gitIn, makeTestCa, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 import { hostCodex } from '../helpers/host-codex.js';
@@ -74,12 +75,7 @@ describe('codex over MCP end to end', () => {
     model = new ScriptedModel([], { key: readFileSync(tls.key), cert: readFileSync(tls.cert) }, { calls, answer: 'Fixed add and committed.' });
     await model.start();
 
-    writeFileSync(join(scratch.repo, 'math.sh'), 'add() { echo $(( $1 - $2 )); }\n');
-    writeFileSync(join(scratch.repo, 'test.sh'), '. ./math.sh\nif [ "$(add 2 3)" = 5 ]; then echo "test passed"; else echo "test FAILED"; exit 1; fi\n');
-    writeFileSync(join(scratch.repo, '.gitignore'), '.env\n');
-    writeFileSync(join(scratch.repo, '.env'), 'DATABASE_PASSWORD=hunter2-mcp\n');
-    gitIn(scratch.repo, 'add', '-A');
-    gitIn(scratch.repo, 'commit', '-qm', 'math with a bug');
+    buggyProject(scratch.repo, 'DATABASE_PASSWORD=hunter2-mcp');
     scratch.writeConfig('egress:\n  allow: [allowed.test]\n');
     // The user's own ~/.ssh on the host, which no tool may read.
     mkdirSync(join(hostHome, '.ssh'), { recursive: true });

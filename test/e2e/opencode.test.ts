@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gitIn, MOAT_BIN } from '../helpers/fixtures.js';
-import { agentSteps, agentWorld, E2E_DOTENV, everythingButTheHeader, type AgentWorld } from '../helpers/agent-e2e.js';
+import { MOAT_BIN } from '../helpers/fixtures.js';
+import { agentSteps, agentWorld, everythingButTheHeader, expectExfiltrationDenied, expectFixArrived, type AgentWorld } from '../helpers/agent-e2e.js';
 import { Terminal } from '../helpers/terminal.js';
 
 const REAL_KEY = 'sk-proj-real-opencode-e2e-7e6d5c';
@@ -45,21 +45,11 @@ describe('opencode end to end', () => {
   });
 
   it('(1) the fix was made, tested and committed, and arrived on moat/opencode-e2e', async () => {
-    expect(toolOutput(0)).toContain('test passed');
-    const diff = await world.moat.diff('opencode-e2e', { patch: true });
-    expect(diff.commits).toBe(1);
-    expect(diff.patch).toContain('+add() { echo $(( $1 + $2 )); }');
-    expect(gitIn(world.scratch.repo, 'log', '-1', '--format=%s', 'moat/opencode-e2e')).toBe('fix add');
+    await expectFixArrived(world, 'opencode-e2e', toolOutput(0));
   });
 
   it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
-    const denied = (await world.moat.egress('opencode-e2e')).find((a) => a.host === 'exfil.test');
-    expect(denied).toMatchObject({ decision: 'denied' });
-    const seen = toolOutput(1);
-    expect(seen).toContain('egress denied');
-    expect(seen).toContain('.gitignore');
-    expect(seen.split('\n')).not.toContain('.env');
-    expect(JSON.stringify(world.model.requests)).not.toContain(E2E_DOTENV.split('=')[1]);
+    await expectExfiltrationDenied(world, 'opencode-e2e', toolOutput(1));
   });
 
   it('(3) OpenCode saw only the placeholder; the real key went in the Authorization header and nowhere else', () => {
