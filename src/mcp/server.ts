@@ -19,6 +19,7 @@ import { PendingSyncs } from '../service/pending-sync.js';
 import { terminalJson } from '../domain/terminal-text.js';
 import { MOAT_VERSION } from '../version.js';
 import { BackgroundCommands } from './command.js';
+import { McpAudit } from './audit.js';
 import { checkArgumentNames } from './policy.js';
 import { SafeText } from './safe-text.js';
 import { LineTransport } from './stdio-transport.js';
@@ -61,7 +62,13 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   const safe = new SafeText(secrets);
   const repos = new RepositoryCache();
   // Fails here, before serving, when the directory is not a git repository.
-  const repoPath = (await new Moat({ cwd: options.cwd, env, repos }).context.repo()).path;
+  const { context } = new Moat({ cwd: options.cwd, env, repos });
+  const repo = await context.repo();
+  const repoPath = repo.path;
+  const audit = new McpAudit(context.store.mcpAuditPath(repo.key), safe);
+  /** Every refused or failed call goes to the MCP audit log; a log that cannot be written is only noted. */
+  const note = (tool: string, args: Record<string, unknown>, code: string, message: string) =>
+    audit.record({ tool, args, code, message }).catch((error: Error) => options.log(`moat mcp: audit log not written: ${safe.line(error.message)}`));
   let engine: Promise<ContainerEngine> | undefined;
   const engineFactory =
     options.engine ??
@@ -107,14 +114,13 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const name = request.params.name;
     const tool = (await tools()).find((t) => t.name === name);
+    const args = (request.params.arguments ?? {}) as Record<string, unknown>;
     if (!tool) {
       const human = Object.entries(HUMAN_ONLY).find(([word]) => name.toLowerCase().includes(word))?.[1];
-      throw new McpError(
-        ErrorCode.InvalidParams,
-        `unknown tool ${safe.line(JSON.stringify(name.slice(0, 100)))}${human ? `: that is the human's to do (${human})` : ''}; tools/list shows the tools`,
-      );
+      const message = `unknown tool ${safe.line(JSON.stringify(name.slice(0, 100)))}${human ? `: that is the human's to do (${human})` : ''}; tools/list shows the tools`;
+      await note(name, args, 'InvalidParams', message);
+      throw new McpError(ErrorCode.InvalidParams, message);
     }
-    const args = (request.params.arguments ?? {}) as Record<string, unknown>;
     const token = request.params._meta?.progressToken;
     let step = 0;
     const call: ToolCall = {
@@ -147,8 +153,14 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
         const text = output.text ? output.text.map((t) => safe.lines(t)) : [JSON.stringify(data, null, 2)];
         return { content: text.map((t) => ({ type: 'text' as const, text: t })), structuredContent: data };
       } catch (error) {
-        if (error instanceof McpError) throw error;
-        return toolError(error, safe);
+        if (error instanceof McpError) {
+          await note(name, args, 'InvalidParams', error.message);
+          throw error;
+        }
+        const result = toolError(error, safe);
+        const { code, message } = (result.structuredContent as { error: { code: string; message: string } }).error;
+        await note(name, args, code, message);
+        return result;
       }
     })();
     inFlight.add(work);
