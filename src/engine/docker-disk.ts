@@ -50,6 +50,8 @@ case $op in
     if [ ! -e "$img" ]; then
       truncate -s "$3" "$img.new"
       mkfs.ext4 -q -F -m 0 -E lazy_itable_init=1,lazy_journal_init=1 "$img.new"
+      # A workspace starts empty (the seed refuses anything else, and git would see lost+found).
+      debugfs -w -R 'rmdir lost+found' "$img.new" >/dev/null 2>&1
       mv "$img.new" "$img"
     fi
     dev=$(find_dev | head -n 1)
@@ -62,6 +64,7 @@ case $op in
     done
     [ -n "$dev" ] && echo "$dev";;
   find) find_dev | head -n 1;;
+  release) for dev in $(find_dev); do losetup -d "$dev"; done;;
   detach)
     for dev in $(find_dev); do losetup -d "$dev"; done
     rm -f "$img" "$img.new";;
@@ -142,16 +145,25 @@ export class DockerDisks {
   }
 
   /**
-   * Before a sandbox that uses `volume` starts (and mounts it): its device must still back its
-   * image. After a reboot the device is gone or holds another image; the caller is told how to
-   * recover instead of mounting the wrong filesystem.
+   * Before a container mounts a capped volume: its device must still back its image. After a
+   * reboot, or after {@link park}, the device is gone or another image sits on its number (whose
+   * filesystem would be mounted instead): the image is attached again and the volume made again
+   * on the device it got (nothing mounts the volume then, or the device would still be there).
    */
-  async recheck(volume: string, device: string, helperImage: string): Promise<void> {
-    const { exitCode, stdout } = await this.run(helperImage, [imageName(volume)], 'find');
-    if (exitCode === 0 && stdout.trim() === device) return;
-    throw new MoatError('E_ENGINE_FAILED', `the disk of ${volume} is no longer on ${device} (the engine's host restarted?)`, {
-      hint: 'its work is in its image: `moat reset` makes the sandbox again, or `moat rm` (after syncing) drops it',
-    });
+  async ensure(volume: string, labels: Record<string, string>, device: string | undefined): Promise<void> {
+    const bytes = Number(labels[DISK_LABEL]);
+    const helperImage = labels[DISK_HELPER_LABEL];
+    if (!helperImage || !(bytes > 0)) throw new MoatError('E_INTERNAL', `volume ${volume} is labelled capped but says not how`);
+    const found = await this.run(helperImage, [imageName(volume)], 'find');
+    if (found.exitCode === 0 && device && found.stdout.trim() === device) return;
+    await this.create(volume, labels, { bytes, helperImage });
+  }
+
+  /** Detaches the loop device of a volume nothing mounts (a stopped task): its image, the work, stays; {@link ensure} attaches it again. */
+  async park(volume: string, helperImage: string): Promise<void> {
+    const { exitCode, stderr } = await this.run(helperImage, [imageName(volume)], 'release');
+    if (exitCode !== 0)
+      throw new MoatError('E_ENGINE_FAILED', `could not detach the disk of ${volume}: ${stderr.trim().split('\n')[0]}`, { hint: '`moat gc` tries again' });
   }
 
   /** Removes the volume, then detaches its device and deletes its image (in that order: a mounted device cannot be detached cleanly). */

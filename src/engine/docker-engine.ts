@@ -295,7 +295,8 @@ export class DockerEngine implements ContainerEngine {
   async removeVolume(name: string): Promise<void> {
     const capped = await this.cappedVolume(name);
     this.freshDisks.delete(name);
-    if (capped) return this.call(() => this.disks.remove(name, capped.helperImage), `remove the capped volume ${name}`);
+    const helperImage = capped?.labels[DISK_HELPER_LABEL];
+    if (helperImage) return this.call(() => this.disks.remove(name, helperImage), `remove the capped volume ${name}`);
     await this.docker
       .getVolume(name)
       .remove()
@@ -304,25 +305,27 @@ export class DockerEngine implements ContainerEngine {
       });
   }
 
-  /** A volume made with a cap: its loop device and the helper image that made it. */
-  private async cappedVolume(name: string): Promise<{ device: string; helperImage: string } | undefined> {
+  /** A volume made with a cap: its labels (how it was made) and the loop device it names. */
+  private async cappedVolume(name: string): Promise<{ device?: string; labels: Record<string, string> } | undefined> {
     const volume = (await this.docker
       .getVolume(name)
       .inspect()
       .catch(() => undefined)) as { Labels?: Record<string, string>; Options?: Record<string, string> } | undefined;
-    const helperImage = volume?.Labels?.[DISK_HELPER_LABEL];
-    if (!volume?.Labels?.[DISK_LABEL] || !helperImage) return undefined;
-    return { device: volume.Options?.device ?? '', helperImage };
+    if (!volume?.Labels?.[DISK_LABEL]) return undefined;
+    return { device: volume.Options?.device, labels: volume.Labels };
   }
 
-  /**
-   * Before a container mounts a capped volume: its loop device must still back its image (after a
-   * reboot the number may hold another task's image, whose filesystem would be mounted instead).
-   */
+  /** Before a container mounts a capped volume: its device backs its image again (docker-disk.ts `ensure`). */
   private async recheckDisk(name: string): Promise<void> {
     if (this.freshDisks.delete(name)) return;
     const capped = await this.cappedVolume(name);
-    if (capped) await this.disks.recheck(name, capped.device, capped.helperImage);
+    if (capped) await this.disks.ensure(name, capped.labels, capped.device);
+  }
+
+  async parkVolume(name: string): Promise<void> {
+    const capped = await this.cappedVolume(name);
+    this.freshDisks.delete(name);
+    if (capped?.labels[DISK_HELPER_LABEL]) await this.call(() => this.disks.park(name, capped.labels[DISK_HELPER_LABEL]!), `detach the disk of ${name}`);
   }
 
   async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {

@@ -33,6 +33,11 @@ export interface ContainerEngine {
   diskCapSupport(helperImage: string): Promise<DiskCapSupport>;
   listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>>;
   removeVolume(name: string): Promise<void>;
+  /**
+   * Lets go of what a volume holds on the engine's host while no container mounts it (a capped
+   * volume's loop device, for a stopped task); its content stays, and the next container gets it back.
+   */
+  parkVolume(name: string): Promise<void>;
   /** Streams a command: the caller's streams are wired straight through. */
   exec(id: string, command: ExecCommand, io: ExecIO): Promise<number>;
   /** Runs a command and collects its output, up to `maxBytes` of stdout. */

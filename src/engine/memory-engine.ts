@@ -178,6 +178,9 @@ export class MemoryEngine implements ContainerEngine {
     this.journal.push(`create volume ${name}`);
   }
 
+  /** Nothing of a memory volume lives outside it. */
+  async parkVolume(_name: string): Promise<void> {}
+
   /** Memory has no disk to cap: the services must say so, never claim a cap. */
   async diskCapSupport(_helperImage: string): Promise<DiskCapSupport> {
     return { ok: false, why: 'the in-memory engine has no disk' };
