@@ -76,8 +76,8 @@ describe('containment', () => {
     await inside('head -c 60000000 /dev/zero | tr "\\0" "x" | fold -w 1000 > /proc/1/fd/1 2>/dev/null; echo flooded');
     const info = await inspect(id);
     expect(info.HostConfig.LogConfig?.Config).toMatchObject({ 'max-size': String(10 * 1024 * 1024), 'max-file': '3' });
-    if (await remoteEngine()) {
-      // The log files are on the engine's host: what the engine still holds, read through its API, is at most the three files.
+    if ((await remoteEngine()) || process.getuid!() !== 0) {
+      // The log files are on the engine's host (or only root's to read): what the engine still holds, read through its API, is at most the three files.
       const kept = await logBytes(id);
       expect(kept).toBeGreaterThan(1024 * 1024);
       expect(kept).toBeLessThanOrEqual(3 * (10 * 1024 * 1024 + 1024 * 1024));
