@@ -34,8 +34,13 @@ export interface TaskRecord {
   egress?: { allow: string[]; deny: string[]; rules?: RequestRuleSpec[] };
   /** egress.ask turned on for this task by the human's --ask (the user's config may turn it on for all). */
   ask?: boolean;
-  /** How the disk cap is enforced for this task. */
-  disk?: 'loop' | 'none';
+  /**
+   * How the disk cap is enforced for this task: `loop` a host loop mount (moat as root), `engine`
+   * an ext4 volume the engine mounts from a loop device (no root needed of moat), `none` no cap.
+   */
+  disk?: 'loop' | 'engine' | 'none';
+  /** Why the workspace has no cap (`disk: 'none'`), as found when the task was made. */
+  diskWhy?: string;
   /**
    * Where the task's repository lives: a host folder bind-mounted into the sandbox (absent: the
    * default, local engines), or a volume of the engine's own, seeded and read through exec (engines
