@@ -4,7 +4,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts).
-    exclude: [...configDefaults.exclude, 'test/remote/**'],
+    // test/gvisor needs runsc registered: .ci/run's gvisor phase runs it (vitest.gvisor.config.ts).
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/gvisor/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
