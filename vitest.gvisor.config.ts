@@ -1,13 +1,13 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * The gVisor phase of .ci/run: test/gvisor, plus the hardening and containment files with every
+ * The gVisor phase of .ci/run: test/gvisor, plus the hardening, containment and egress files with every
  * task under gVisor (MOAT_ISOLATION=gvisor, which the tests' moat instances inherit). Where gVisor
- * differs from runc those files assert the stated gap (isolationUnderTest() in test/helpers/gvisor.ts).
+ * differs from runc those files assert the stated gap (underGvisor() in test/helpers/gvisor.ts).
  */
 export default defineConfig({
   test: {
-    include: ['test/gvisor/**/*.test.ts', 'test/integration/hardening.test.ts', 'test/integration/containment.test.ts'],
+    include: ['test/gvisor/**/*.test.ts', 'test/integration/hardening.test.ts', 'test/integration/containment.test.ts', 'test/security/egress.test.ts'],
     env: { MOAT_ISOLATION: 'gvisor' },
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
