@@ -13,26 +13,31 @@ import { captureIO, gitIn, MOAT_BIN, Scratch, scratchPool } from '../helpers/fix
  * isolation: gvisor against the real engine with runsc registered (scripts/setup-gvisor.sh; .ci/run's
  * gvisor phase). Fails, never skips, where gVisor is not there.
  */
+/** An HTTP server on loopback that answers with the path it saw, and records it. */
+async function recordingUpstream(): Promise<{ server: Server; port: number; seen: string[] }> {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req.url ?? '');
+    res.end(`upstream saw ${req.url}\n`);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as { port: number }).port, seen };
+}
+
 describe('isolation: gvisor', () => {
   const scratch = new Scratch();
   let moat: Moat;
   let docker: Docker;
-  let upstream: Server;
-  let port = 0;
-  const seen: string[] = [];
+  let upstream: Awaited<ReturnType<typeof recordingUpstream>>;
 
   beforeAll(async () => {
     docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
-    upstream = createServer((req, res) => {
-      seen.push(req.url ?? '');
-      res.end(`upstream saw ${req.url}\n`);
-    });
-    port = await new Promise<number>((resolve) => upstream.listen(0, '127.0.0.1', () => resolve((upstream.address() as { port: number }).port)));
+    upstream = await recordingUpstream();
     scratch.writeConfig('isolation: gvisor\nlimits:\n  pids: 64\negress:\n  allow: [127.0.0.1/32]\n');
     moat = scratch.moat();
   });
   afterAll(async () => {
-    upstream.close();
+    upstream.server.close();
     await scratch.cleanup();
   });
 
@@ -78,17 +83,17 @@ describe('isolation: gvisor', () => {
     const binds = (info.Mounts as Array<{ Type: string; Destination: string }>).filter((m) => m.Type === 'bind').map((m) => m.Destination);
     expect(binds).toEqual(['/workspace']);
     const cap = captureIO();
-    const script = `for i in 1 2; do curl --noproxy '' -sS -m 20 http://127.0.0.1:${port}/g$i || exit 1; done; curl -sS -m 20 -o /dev/null -w '%{http_code}\\n' http://denied.invalid/ ; exit 0`;
+    const script = `for i in 1 2; do curl --noproxy '' -sS -m 20 http://127.0.0.1:${upstream.port}/g$i || exit 1; done; curl -sS -m 20 -o /dev/null -w '%{http_code}\\n' http://denied.invalid/ ; exit 0`;
     expect((await moat.exec('net', ['sh', '-c', script], cap.io, { sync: false })).exitCode).toBe(0);
     expect(cap.out()).toContain('upstream saw /g2');
     expect(cap.out()).toMatch(/\n403\n?$/);
-    expect(seen).toEqual(['/g1', '/g2']);
+    expect(upstream.seen).toEqual(['/g1', '/g2']);
     // Without the proxy there is no way out at all.
     const direct = captureIO();
-    expect((await moat.exec('net', ['sh', '-c', `curl --noproxy '*' -sS -m 5 http://127.0.0.1:${port}/direct`], direct.io, { sync: false })).exitCode).not.toBe(
-      0,
-    );
-    expect(seen).not.toContain('/direct');
+    expect(
+      (await moat.exec('net', ['sh', '-c', `curl --noproxy '*' -sS -m 5 http://127.0.0.1:${upstream.port}/direct`], direct.io, { sync: false })).exitCode,
+    ).not.toBe(0);
+    expect(upstream.seen).not.toContain('/direct');
     const audit = await moat.egress('net');
     expect(audit.some((a) => a.decision === 'denied' && a.host === 'denied.invalid')).toBe(true);
     await moat.rm('net', { force: true });
