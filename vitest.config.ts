@@ -5,7 +5,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts).
     // test/nonroot runs as a docker-group user: .ci/run's non-root phase (vitest.nonroot.config.ts).
-    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**'],
+    // test/gvisor needs runsc registered: .ci/run's gvisor phase runs it (vitest.gvisor.config.ts).
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -5,6 +5,8 @@
 // With BENCH_REMOTE=tcp://host:port (scripts/setup-remote-engine.sh gives tcp://127.0.0.1:23750), two
 // more rows: `moat run --rm -- true` on that engine (its own home and warm server) against
 // `docker run --rm` on the same engine, same flags and image (no host folder: the engine has none).
+// With BENCH_GVISOR=1 (runsc registered: scripts/setup-gvisor.sh), two more: `moat run --rm -- true`
+// with MOAT_ISOLATION=gvisor against `docker run --rm --runtime runsc` with the same flags (goal <= 1.3).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -77,6 +79,16 @@ if (remote) {
   remoteDockerArgs = ['-H', remote, ...without.map((arg) => (arg === image ? made.image : arg))];
 }
 
+// Under gVisor moat gives the host's pids cgroup room for runsc's threads and holds the user's figure
+// inside (RLIMIT_NPROC): docker gets the same.
+const gvisor = process.env.BENCH_GVISOR === '1';
+const gvisorEnv = { ...env, MOAT_ISOLATION: 'gvisor' };
+const gvisorDockerArgs = ['run', '--runtime', 'runsc', ...dockerArgs.slice(1).map((arg) => (arg === '512' ? String(512 * 12 + 64) : arg))].flatMap((arg) =>
+  arg === 'nofile=4096:4096' ? [arg, '--ulimit', 'nproc=512:512'] : [arg],
+);
+const GVISOR_MOAT = 'gVisor: moat run --rm -- true (MOAT_ISOLATION=gvisor)';
+const GVISOR_DOCKER = 'gVisor: docker run --rm --runtime runsc (same flags and image)';
+
 const scenarios = {
   'moat run --rm -- true (task repo and branch created, run, synced, removed)': () =>
     timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
@@ -89,6 +101,12 @@ const scenarios = {
     ? {
         [`remote engine (${remote}): moat run --rm -- true`]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: remoteEnv }),
         [`remote engine (${remote}): docker run --rm (same flags and image)`]: () => timed('docker', remoteDockerArgs),
+      }
+    : {}),
+  ...(gvisor
+    ? {
+        [GVISOR_MOAT]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: gvisorEnv }),
+        [GVISOR_DOCKER]: () => timed('docker', gvisorDockerArgs),
       }
     : {}),
 };
@@ -119,6 +137,8 @@ console.log(
   `ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`,
 );
 if (remote) console.log(`remote engine: ratio moat / docker run (median): ${(remoteMoatRow.median / remoteDockerRow.median).toFixed(2)}`);
+const gvisorRatio = gvisor ? rows.find((r) => r.name === GVISOR_MOAT).median / rows.find((r) => r.name === GVISOR_DOCKER).median : undefined;
+if (gvisor) console.log(`gVisor: ratio moat / docker run --runtime runsc (median): ${gvisorRatio.toFixed(2)} (goal <= 1.3)`);
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(
   join(import.meta.dirname, 'results', 'latest.json'),
@@ -132,6 +152,7 @@ writeFileSync(
       noPoolRatio: noPoolRow.median / dockerRow.median,
       coldRatio: coldRow.median / dockerRow.median,
       ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
+      ...(gvisor ? { gvisorRatio } : {}),
     },
     null,
     2,

@@ -66,4 +66,12 @@ if [[ ! -f dist/cli/main.js || -n "$(find src native -newer dist/cli/main.js \( 
   npm run build --silent
 fi
 
+# gVisor (isolation: gvisor): Debian's runsc, registered with Docker (scripts/setup-gvisor.sh says
+# what it does; dockerd only reloads, and only when the runtime was added). Needs root.
+if [[ $(id -u) -eq 0 ]]; then
+  bash scripts/setup-gvisor.sh || say "gVisor is not available (isolation: gvisor will be refused); see above"
+else
+  say "gVisor not set up (needs root): sudo bash scripts/setup-gvisor.sh"
+fi
+
 bash scripts/build-base-image.sh >&2

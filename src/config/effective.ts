@@ -5,9 +5,10 @@ import type { MoatConfig } from './schema.js';
 import { homedir } from 'node:os';
 import { buildPolicy, type NetworkMode } from '../domain/egress-policy.js';
 import { buildRequestRules, type RequestRuleSpec } from '../domain/request-rules.js';
+import { ISOLATION_STRENGTH, type Isolation } from '../domain/isolation.js';
 
 /** Keys a repository's moat.yaml may set; anything else would widen what the sandbox gets. */
-export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git', 'egress'] as const;
+export const REPO_ALLOWED_KEYS = ['$schema', 'template', 'limits', 'network', 'git', 'egress', 'isolation'] as const;
 
 const NETWORK_WIDTH: Record<NetworkMode, number> = { none: 0, allowlist: 1, open: 2 };
 
@@ -32,6 +33,8 @@ export interface EffectiveConfig {
   templateDirs: string[];
   sshKeys: string[];
   mounts: Array<{ source: string; target: string }>;
+  /** runc or gvisor: the user's choice, made stronger (never weaker) by the repository's. */
+  isolation: Isolation;
 }
 
 /** How long a held connection waits for a human when egress.ask is on. */
@@ -128,6 +131,10 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
   if (repo.network && NETWORK_WIDTH[repo.network] > NETWORK_WIDTH[userNetwork]) {
     widening.push(`network: ${repo.network} wider than your ${userNetwork} (set "network" in your user config)`);
   }
+  const userIsolation = user.isolation ?? 'runc';
+  if (repo.isolation && ISOLATION_STRENGTH[repo.isolation] < ISOLATION_STRENGTH[userIsolation]) {
+    widening.push(`isolation: ${repo.isolation} weaker than your ${userIsolation} (set "isolation" in your user config)`);
+  }
   // A repository may *request* hosts; they count only once you approved them (moat approve).
   const userAllow = splitAllow(user.egress?.allow ?? [], 'user');
   const repoAllow = splitAllow(repo.egress?.allow ?? [], 'repo');
@@ -169,6 +176,7 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     sshKeys: [...(user.ssh?.keys ?? [])],
     mounts: (user.mounts ?? []).map((m) => ({ source: m.source.startsWith('~/') ? `${homedir()}/${m.source.slice(2)}` : m.source, target: m.target })),
     templateDirs: (user.templates ?? []).map((dir) => (dir.startsWith('~/') ? `${homedir()}/${dir.slice(2)}` : dir)),
+    isolation: repo.isolation && ISOLATION_STRENGTH[repo.isolation] > ISOLATION_STRENGTH[userIsolation] ? repo.isolation : userIsolation,
   };
 }
 

@@ -151,6 +151,12 @@ export const configSchema = z
         "Egress rules for network: allowlist (and deny rules for open). A repository may add deny rules only (and request hosts for `moat approve`); the network settings below allow and deny are the user's alone.",
       )
       .optional(),
+    isolation: z
+      .enum(['runc', 'gvisor'])
+      .describe(
+        'What stands between a task and the host kernel. "runc" (default): namespaces, cgroups, seccomp. "gvisor": also gVisor\'s user-space kernel (runsc; scripts/setup-gvisor.sh installs it). A repository may ask for gvisor, never turn it off. MOAT_ISOLATION and --isolation override yours.',
+      )
+      .optional(),
     env: z
       .record(envName, z.string().max(65536))
       .describe('Variables set in every sandbox, by value. User config only: a repository cannot grant environment.')

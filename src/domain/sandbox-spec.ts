@@ -36,6 +36,12 @@ export interface SandboxSpec {
   noNewPrivileges: true;
   init: true;
   network: 'none';
+  /**
+   * `gvisor`: the container runs under gVisor's runtime, named `runtime` in the engine. Its
+   * processes and threads are then limited inside by gVisor's kernel (RLIMIT_NPROC of
+   * `limits.pids`), and the container's pids cgroup gets room for runsc's own threads too.
+   */
+  isolation: { kind: 'runc' } | { kind: 'gvisor'; runtime: string };
   /** Cap on what the engine keeps of stdout/stderr: an agent flooding its output must not fill the host disk. */
   logMaxBytes: number;
   logMaxFiles: number;
@@ -66,6 +72,8 @@ export interface SandboxInput {
   /** Host directory with the task's ssh-agent socket. */
   sshAgentDir?: string;
   readOnlyMounts?: Array<{ source: string; target: string }>;
+  /** gVisor's runtime name in the engine, for a task under gVisor (absent: runc). */
+  gvisorRuntime?: string;
 }
 
 /**
@@ -134,6 +142,7 @@ export function sandboxSpec(input: SandboxInput): SandboxSpec {
     noNewPrivileges: true,
     init: true,
     network: 'none',
+    isolation: input.gvisorRuntime ? { kind: 'gvisor', runtime: input.gvisorRuntime } : { kind: 'runc' },
     logMaxBytes: CONTAINER_LOG.maxBytes,
     logMaxFiles: CONTAINER_LOG.files,
   };

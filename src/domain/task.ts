@@ -47,6 +47,8 @@ export interface TaskRecord {
    * that do not share moat's filesystem).
    */
   workspace?: 'host' | 'volume';
+  /** gVisor's user-space kernel between the sandbox and the host (absent: runc, the default). */
+  isolation?: 'gvisor';
   /** Bound secrets: names, placeholders and bindings; values never leave the host's memory. */
   secrets?: BoundSecret[];
   /** Non-secret variables the template set (base URLs and the like), kept for `reset`. */

@@ -3,6 +3,7 @@ import { PassThrough, type Writable } from 'node:stream';
 import { MoatError } from '../errors.js';
 import { LABEL } from '../domain/labels.js';
 import { WORKSPACE_DIR, type SandboxSpec } from '../domain/sandbox-spec.js';
+import { gvisorHostPids } from '../domain/isolation.js';
 import {
   capabilitiesOf,
   type BuildInput,
@@ -168,8 +169,7 @@ export class DockerEngine implements ContainerEngine {
           Memory: limits.memoryBytes,
           MemorySwap: limits.memoryBytes,
           NanoCpus: Math.round(limits.cpus * 1e9),
-          PidsLimit: limits.pids,
-          Ulimits: [{ Name: 'nofile', Soft: limits.nofile, Hard: limits.nofile }],
+          ...runtimeOf(spec),
           IpcMode: 'private',
           ShmSize: 64 * 1024 * 1024,
           OomScoreAdj: 500,
@@ -363,6 +363,7 @@ export class DockerEngine implements ContainerEngine {
       stream.on('close', () => resolve());
       stream.on('error', () => resolve());
     });
+    const containerGone = io.endWithContainer ? this.whenStopped(id, done) : undefined;
     if (tty) {
       stream.pipe(io.stdout);
     } else {
@@ -384,9 +385,14 @@ export class DockerEngine implements ContainerEngine {
       // output (and exit status) would be lost; a terminal's EOF is a keystroke (Ctrl-D) anyway.
       if (!tty) io.stdin.on('end', () => stream.end());
     }
-    await done;
+    const gone = await Promise.race([done.then(() => false), containerGone ?? new Promise<boolean>(() => undefined)]);
     stopResize?.();
     if (io.stdin) io.stdin.removeAllListeners('data');
+    if (gone) {
+      // The engine would keep this exec's stream open forever: end it, and report a killed command.
+      stream.destroy();
+      return EXIT_CONTAINER_GONE;
+    }
     // The exec's exit code can lag the end of its stream by a moment.
     for (let attempt = 0; attempt < 50; attempt += 1) {
       const state = await this.call(() => exec.inspect(), 'inspect exec');
@@ -473,6 +479,19 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
+  /** Resolves true once the container is no longer running (checked each second), false once `until` settles. */
+  private async whenStopped(id: string, until: Promise<void>): Promise<boolean> {
+    let settled = false;
+    void until.then(() => (settled = true));
+    while (!settled) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      if (settled) return false;
+      const info = await this.inspectContainer(id).catch(() => undefined);
+      if (!info?.running) return true;
+    }
+    return false;
+  }
+
   private async call<T>(fn: () => Promise<T>, what = 'talk to the engine'): Promise<T> {
     try {
       return await fn();
@@ -506,6 +525,26 @@ export class DockerEngine implements ContainerEngine {
     return new MoatError('E_ENGINE_FAILED', `could not ${what}: ${message}`, { hint: 'check the engine with `moat doctor`', cause: error });
   }
 }
+
+/**
+ * The runtime and the process limits. Under runc the pids cgroup holds the user's figure. Under
+ * gVisor runsc's own threads share that cgroup, so it gets room for them (gvisorHostPids), and the
+ * user's figure is held inside by gVisor's kernel through RLIMIT_NPROC, which gVisor counts per
+ * sandbox (the host kernel counts it per uid across containers, which is why runc does not use it).
+ */
+function runtimeOf(spec: SandboxSpec): { Runtime?: string; PidsLimit: number; Ulimits: Array<{ Name: string; Soft: number; Hard: number }> } {
+  const { limits } = spec;
+  const nofile = { Name: 'nofile', Soft: limits.nofile, Hard: limits.nofile };
+  if (spec.isolation.kind === 'runc') return { PidsLimit: limits.pids, Ulimits: [nofile] };
+  return {
+    Runtime: spec.isolation.runtime,
+    PidsLimit: gvisorHostPids(limits.pids),
+    Ulimits: [nofile, { Name: 'nproc', Soft: limits.pids, Hard: limits.pids }],
+  };
+}
+
+/** What a command reports when its container ended under it: killed, as by SIGKILL (128 + 9). */
+const EXIT_CONTAINER_GONE = 137;
 
 function statusOf(error: unknown): number | undefined {
   return (error as { statusCode?: number }).statusCode;

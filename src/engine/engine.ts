@@ -143,6 +143,11 @@ export interface ExecIO {
   /** For a TTY: current size, and a way to be told of changes. */
   size?: () => { rows: number; columns: number };
   onResize?: (listener: () => void) => () => void;
+  /**
+   * End the command (status 137, as killed) when the container stops, checked each second: an exec
+   * into a gVisor sandbox that died (its pids cgroup full, say) never returns from the engine.
+   */
+  endWithContainer?: boolean;
 }
 
 /**

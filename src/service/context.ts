@@ -7,6 +7,7 @@ import type { TaskPool } from './task-pool.js';
 import type { PendingSyncs } from './pending-sync.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { findEngine } from '../engine/find-engine.js';
+import { parseIsolation } from '../domain/isolation.js';
 import { TaskStore } from '../state/task-store.js';
 import { UserRepository, type RepositoryCache } from '../workspace/user-repo.js';
 
@@ -103,7 +104,9 @@ export class MoatContext {
 
   async effectiveConfig(repo: UserRepository): Promise<EffectiveConfig> {
     const [user, repoConfig] = await Promise.all([this.userConfig(), this.repoConfig(repo)]);
-    return effectiveConfig(user, repoConfig.config, repoConfig.file, repo.path);
+    // MOAT_ISOLATION is the user's own setting (for a shell or a CI job): a repository cannot weaken it either.
+    const isolation = parseIsolation(this.env.MOAT_ISOLATION, 'MOAT_ISOLATION');
+    return effectiveConfig(isolation ? { ...user, isolation } : user, repoConfig.config, repoConfig.file, repo.path);
   }
 
   /** The uid/gid the sandbox runs as: the host user's own, but never root. */

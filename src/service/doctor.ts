@@ -6,6 +6,7 @@ import type { EngineInfo } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
 import { hostCaps, type HostCap } from './host-caps.js';
 import { egressChecks } from './doctor-egress.js';
+import { gvisorCheck } from './doctor-gvisor.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -51,6 +52,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   let diskCapped = false;
   let remote = false;
   let plan: DiskPlan = { disk: 'none', inVolume: false };
+  const gvisorEnforcement: Record<string, string> = {};
   try {
     const engine = await ctx.engine();
     remote = !engine.capabilities.hostMounts;
@@ -67,6 +69,11 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
         ? { name: 'base image', status: 'ok', detail: `${wanted} present` }
         : { name: 'base image', status: 'fail', detail: `${wanted} is missing`, fix: 'bash scripts/build-base-image.sh (builds it offline with debootstrap)' },
     );
+    if (baseId) {
+      const gvisor = await gvisorCheck(ctx, engine, wanted);
+      checks.push(gvisor.check);
+      Object.assign(gvisorEnforcement, gvisor.enforcement ?? {});
+    }
   } catch (error) {
     checks.push({
       name: 'engine',
@@ -139,5 +146,6 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
         }
       : { name: 'host user', status: 'ok', detail: `sandboxes run as your uid ${uid}` },
   );
+  Object.assign(enforcement, gvisorEnforcement);
   return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped, remote) };
 }

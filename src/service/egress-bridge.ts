@@ -13,10 +13,11 @@ import { DENIALS_NAME, MOAT_WHY_NAME, MOAT_WHY_SCRIPT, SANDBOX_BIN_DIR, SANDBOX_
 import { egressDir, SOCKET_NAME, socketDir } from '../gateway/task-egress.js';
 import type { MoatContext } from './context.js';
 import { processAlive } from '../state/process-alive.js';
+import { egressBridged } from './task-container.js';
 
 /**
  * The way out for a sandbox on an engine that cannot mount moat's gateway socket (a remote
- * engine). The sandbox keeps `network: none`; its proxy port is a listener inside it whose every
+ * engine), or that cannot connect a mounted one (gVisor). The sandbox keeps `network: none`; its proxy port is a listener inside it whose every
  * connection is carried over the engine's own exec streams to moat's host, where it meets the
  * gateway's socket for the task, exactly as the local relay's connections do: the gateway applies
  * the policy, adds the secrets on the way out (they never enter the sandbox) and audits each attempt.
@@ -65,7 +66,7 @@ async function runningBridge(ctx: MoatContext, record: TaskRecord): Promise<{ pi
 
 /** Makes sure the task's running container has its bridge (after `up`, `reset`, a crash, a reboot). */
 export async function ensureBridge(ctx: MoatContext, record: TaskRecord): Promise<void> {
-  if (record.network === 'none' || record.workspace !== 'volume' || !record.containerId) return;
+  if (!egressBridged(record) || !record.containerId) return;
   const running = await runningBridge(ctx, record);
   if (running?.container === record.containerId) return;
   if (running) process.kill(running.pid, 'SIGTERM');
@@ -102,7 +103,7 @@ const BRIDGE_START_MS = 15_000;
 
 /** After a task's container started on an engine without host mounts: its trust files and its bridge. */
 export async function connectSandbox(ctx: MoatContext, engine: ContainerEngine, id: string, record: TaskRecord): Promise<void> {
-  if (record.network === 'none' || record.workspace !== 'volume') return;
+  if (!egressBridged(record)) return;
   await pushTrust(ctx, engine, id, record);
   await ensureBridge(ctx, { ...record, containerId: id });
 }

@@ -100,7 +100,9 @@ export async function execCapturingWork(
   }
   let exitCode: number;
   try {
-    exitCode = await engine.exec(id, { cmd: command, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, io);
+    // An exec into a gVisor sandbox that died never returns: it ends with the container (137).
+    const execIO = record.isolation === 'gvisor' ? { ...io, endWithContainer: true } : io;
+    exitCode = await engine.exec(id, { cmd: command, user, workdir: options.workdir ?? WORKSPACE_DIR, env, tty: options.tty }, execIO);
   } catch (error) {
     // The container is gone or stopped (the engine says so instead of a separate inspect first):
     // nothing ran, so there is nothing to bring home. Any other failure may have come after the

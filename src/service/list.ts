@@ -37,6 +37,8 @@ export interface TaskSummary {
   containerId?: string;
   /** Sandbox ports open on the host (`moat port`). */
   ports: OpenPort[];
+  /** runc, or gvisor: gVisor's kernel between the task and the host (limits.pids then held by it, see `moat doctor`). */
+  isolation: 'runc' | 'gvisor';
 }
 
 /**
@@ -92,6 +94,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         repoPath: record.repoPath,
         containerId: record.containerId,
         ports: await listPorts(ctx, record),
+        isolation: record.isolation ?? 'runc',
       };
     }),
   );

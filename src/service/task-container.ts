@@ -8,6 +8,8 @@ import { socketDir } from '../gateway/task-egress.js';
 import { HANDOFF_BINARY, handoffBuilt } from '../gateway/native.js';
 import { mountVolume } from '../workspace/task-volume.js';
 import { dirname } from 'node:path';
+import { GVISOR_RUNTIME } from '../domain/isolation.js';
+import { isMoatError, MoatError } from '../errors.js';
 
 export function containerName(record: Pick<TaskRecord, 'repoKey' | 'name'>, role = 'task'): string {
   const suffix = role === 'task' ? '' : `-${role}`;
@@ -37,6 +39,7 @@ export function taskLabels(ctx: MoatContext, record: TaskRecord, role: string): 
 /** The hardened spec of a task's container, from its record alone (so `reset` rebuilds the same). */
 export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<string, string>, role = 'task'): SandboxSpec {
   const egress = record.network !== 'none' && role === 'task';
+  const bridged = egressBridged(record);
   return sandboxSpec({
     containerName: containerName(record, role),
     taskName: record.name,
@@ -47,14 +50,30 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
     limits: record.limits,
     env,
     // Helpers only read the workspace: they never get the way out.
-    // Without host mounts (a remote engine) the way out is moat's bridge over exec streams.
-    egressSocketDir: egress && record.workspace !== 'volume' ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
-    egressBridged: egress && record.workspace === 'volume',
-    handoffHelper: egress && record.workspace !== 'volume' && handoffBuilt() ? HANDOFF_BINARY : undefined,
+    // Without host mounts (a remote engine), or under gVisor (which cannot connect a host unix
+    // socket), the way out is moat's bridge over exec streams.
+    egressSocketDir: egress && !bridged ? socketDir(ctx.store.home, record.repoKey, record.name) : undefined,
+    egressBridged: egress && bridged,
+    handoffHelper: egress && !bridged && handoffBuilt() ? HANDOFF_BINARY : undefined,
+    gvisorRuntime: record.isolation === 'gvisor' ? gvisorRuntimeOf(ctx) : undefined,
     sshAgentDir: role === 'task' ? record.sshAgentDir : undefined,
     readOnlyMounts: role === 'task' ? (record.mounts ?? []) : [],
     labels: taskLabels(ctx, record, role),
   });
+}
+
+/**
+ * Whether the task's way out is moat's bridge over the engine's exec streams rather than a host
+ * socket mounted into the sandbox: on an engine without host mounts, and under gVisor, where a
+ * bind-mounted host unix socket cannot be connected (EPERM, measured with runsc 20221219).
+ */
+export function egressBridged(record: Pick<TaskRecord, 'network' | 'workspace' | 'isolation'>): boolean {
+  return record.network !== 'none' && (record.workspace === 'volume' || record.isolation === 'gvisor');
+}
+
+/** gVisor's runtime name in the engine; MOAT_GVISOR_RUNTIME names another (tests use a missing one). */
+export function gvisorRuntimeOf(ctx: Pick<MoatContext, 'env'>): string {
+  return ctx.env.MOAT_GVISOR_RUNTIME || GVISOR_RUNTIME;
 }
 
 /** Creates and starts a container; removes it again if starting fails. */
@@ -62,12 +81,17 @@ export async function startContainer(engine: ContainerEngine, spec: SandboxSpec)
   // After a reboot the task's capped volume is no longer mounted: mount it before anything
   // binds the workspace (binding the empty mount point would hide the task's work).
   if (spec.workspace.kind === 'host') await mountVolume(dirname(dirname(spec.workspace.path)));
-  const id = await engine.createContainer(spec);
+  let id: string;
+  try {
+    id = await engine.createContainer(spec);
+  } catch (error) {
+    throw isolationUnavailable(spec, error);
+  }
   try {
     await engine.startContainer(id);
   } catch (error) {
     await engine.removeContainer(id).catch(() => undefined);
-    throw error;
+    throw isolationUnavailable(spec, error);
   }
   return id;
 }
@@ -101,4 +125,19 @@ export async function withWorkspaceContainer<T>(
   } finally {
     await engine.removeContainer(id).catch(() => undefined);
   }
+}
+
+/**
+ * Under gVisor, an engine that cannot create or start the container (runtime not registered,
+ * runsc failing: no ptrace, an old kernel) says so as E_ISOLATION_UNAVAILABLE, with the fix.
+ * Other failures (a missing image, an engine that is down) keep their own codes.
+ */
+function isolationUnavailable(spec: SandboxSpec, error: unknown): unknown {
+  if (spec.isolation.kind !== 'gvisor' || !isMoatError(error) || error.code !== 'E_ENGINE_FAILED') return error;
+  const cause = error.message.replace(/\s+/g, ' ').slice(0, 300);
+  return new MoatError('E_ISOLATION_UNAVAILABLE', `gVisor (runtime ${spec.isolation.runtime}) cannot run here: ${cause}`, {
+    hint: 'install and register it: npm run setup (scripts/setup-gvisor.sh, as root); `moat doctor` checks it; or use isolation: runc',
+    cause: error,
+    details: { runtime: spec.isolation.runtime },
+  });
 }

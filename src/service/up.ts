@@ -24,7 +24,8 @@ import { PassThrough } from 'node:stream';
 import { createTaskWorkspace, seedVolumeWorkspace } from '../workspace/task-workspace.js';
 import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
-import { runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
+import { egressBridged, runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
+import type { Isolation } from '../domain/isolation.js';
 import { discardTask } from './gc.js';
 import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
@@ -47,6 +48,8 @@ export interface UpOptions {
   devcontainer?: boolean;
   /** Private keys for the task's own ssh-agent, given by the user. */
   sshKeys?: string[];
+  /** runc or gvisor, given by the user (--isolation): wins over the configs, like --network. */
+  isolation?: Isolation;
   /** Made ahead for the warm server's pool (see task-pool.ts): no branch yet, nobody's task. */
   intoPool?: boolean;
   /**
@@ -194,6 +197,11 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
   }
   if (sshKeys.length > 0) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
+  const isolation = options.isolation ?? config.isolation;
+  // gVisor cannot connect a host unix socket, and the task's ssh-agent is one.
+  if (isolation === 'gvisor' && sshKeys.length > 0) {
+    throw new MoatError('E_USAGE', "the task's ssh-agent cannot reach a sandbox under gVisor", { hint: 'drop the ssh keys, or use isolation: runc' });
+  }
   // An engine that does not share moat's filesystem keeps the workspace in a volume of its own.
   if (!engine.capabilities.hostMounts) refuseHostOnly(engine.endpoint, { sshKeys, mounts });
   // Where no host loop mount can cap it, the workspace is an engine volume that the engine caps (disk-plan.ts).
@@ -222,6 +230,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     options.task === undefined &&
     options.base === undefined &&
     network === 'none' &&
+    isolation === 'runc' &&
     secrets.bound.length === 0 &&
     sshKeys.length === 0 &&
     !dev &&
@@ -295,6 +304,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     disk,
     ...(diskPlan.why ? { diskWhy: diskPlan.why } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
+    ...(isolation === 'gvisor' ? { isolation: 'gvisor' as const } : {}),
     state: options.intoPool ? 'pooled' : 'creating',
     creatorPid: process.pid,
     ...(options.intoPool ? { poolKey: key } : {}),
@@ -384,6 +394,11 @@ async function provisionOnHost(
   if (started.status === 'fulfilled') rollback.add(() => engine.removeContainer(started.value));
   if (started.status === 'rejected') throw started.reason;
   if (cloned.status === 'rejected') throw cloned.reason;
+  // Under gVisor the way out is the exec bridge even with the workspace on the host (a no-op otherwise).
+  if (egressBridged(record)) {
+    rollback.add(() => stopBridge(ctx, record));
+    await connectSandbox(ctx, engine, started.value, record);
+  }
   return started.value;
 }
 

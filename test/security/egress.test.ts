@@ -6,6 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
 import { captureIO, eventually, remoteEngine, Scratch, selfSigned } from '../helpers/fixtures.js';
+import { underGvisor } from '../helpers/gvisor.js';
+
+/** The way out is moat's exec bridge: on a remote engine, and under gVisor (which cannot connect a host socket). */
+const bridged = async () => (await remoteEngine()) || underGvisor();
 
 /**
  * The egress gateway, end to end: real sandboxes, the real gateway process, local upstream
@@ -74,7 +78,9 @@ describe('egress through the gateway', () => {
       cap.io,
       { sync: false },
     );
-    expect(cap.out().split('\n')).toEqual(['lo', '0', "ls: cannot access '/moat': No such file or directory", 'no-dns', '']);
+    // gVisor reports the absent /moat as EINVAL rather than ENOENT; it is absent all the same.
+    const absent = underGvisor() ? "ls: cannot access '/moat': Invalid argument" : "ls: cannot access '/moat': No such file or directory";
+    expect(cap.out().split('\n')).toEqual(['lo', '0', absent, 'no-dns', '']);
   });
 
   it('allows an allowlisted name over HTTP, logging the resolved address', async () => {
@@ -161,7 +167,7 @@ describe('egress through the gateway', () => {
   it('a relay inside the sandbox gains nothing: the gateway judges every connection', async () => {
     const cap = captureIO();
     // Locally the relay goes to the gateway's socket; on a remote engine (no such socket) to the bridged proxy port.
-    const target = (await remoteEngine()) ? 'TCP:127.0.0.1:3128' : 'UNIX-CONNECT:/moat/egress/p.sock';
+    const target = (await bridged()) ? 'TCP:127.0.0.1:3128' : 'UNIX-CONNECT:/moat/egress/p.sock';
     await moat.exec(
       'net',
       [
@@ -178,7 +184,7 @@ describe('egress through the gateway', () => {
 
   it("the proxy port is the gateway's own socket, handed over by moat's helper: no relay runs in the sandbox", async () => {
     const cap = captureIO();
-    if (await remoteEngine()) {
+    if (await bridged()) {
       // No host socket or helper can reach a sandbox there: the port is moat's exec bridge, and still the gateway's.
       await moat.exec('net', ['sh', '-c', 'ps -eo args; ls -A /moat/egress; ls /moat/bin 2>&1'], cap.io, { sync: false });
       expect(cap.out()).not.toContain('moat-handoff /moat');
@@ -195,7 +201,7 @@ describe('egress through the gateway', () => {
 
   it('a listener the agent hands over itself gains nothing, and the proxy port comes back after it', async () => {
     const cap = captureIO();
-    if (await remoteEngine()) {
+    if (await bridged()) {
       // No helper to hand a listener over with; the agent killing the bridge's listener only stops it
       // for a moment: the bridge starts it again, and the gateway still judges what comes through.
       await moat.exec('net', ['sh', '-c', 'test ! -e /moat/bin/moat-handoff && echo no-helper; pkill -f "TCP-LISTE[N]:3128" && echo killed'], cap.io, {
@@ -286,8 +292,8 @@ describe("ssh through the gateway, with a task's own agent", () => {
   it('the sandbox can use the key through the agent but never read it; host:port rules admit non-TLS tunnels', async () => {
     scratch.writeConfig(`ssh:\n  keys: [${join(scratch.root, 'id_test')}]\negress:\n  allow: ["git.test:${port}", 127.0.0.1/32]\n`);
     const moat = scratch.moat({ env: { MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}` } });
-    if (await remoteEngine()) {
-      // The task's ssh-agent is a host socket: on an engine that does not share this host it is refused, nothing made.
+    if (await bridged()) {
+      // The task's ssh-agent is a host socket: on an engine that does not share this host, or under gVisor, it is refused, nothing made.
       await expect(moat.up({ task: 'ssh', network: 'allowlist' })).rejects.toMatchObject({ code: 'E_USAGE', exitCode: 2 });
       expect(await moat.ls()).toEqual([]);
       return;

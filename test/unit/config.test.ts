@@ -111,6 +111,18 @@ describe('repository config may only narrow', () => {
     });
   });
 
+  it("isolation: a repository may ask for gvisor, never turn off the user's", () => {
+    expect(effectiveConfig({}, {}).isolation).toBe('runc');
+    expect(effectiveConfig({}, { isolation: 'gvisor' }).isolation).toBe('gvisor');
+    expect(effectiveConfig({ isolation: 'gvisor' }, {}).isolation).toBe('gvisor');
+    expect(effectiveConfig({ isolation: 'gvisor' }, { isolation: 'gvisor' }).isolation).toBe('gvisor');
+    const error = failure(() => effectiveConfig({ isolation: 'gvisor' }, { isolation: 'runc' }, '/r/moat.yaml'));
+    expect(error.code).toBe('E_CONFIG_WIDENS');
+    expect(error.exitCode).toBe(3);
+    expect(error.message).toContain('isolation: runc weaker than your gvisor');
+    expect(() => parseConfig('isolation: kata\n', 'c.yaml')).toThrow(/isolation/);
+  });
+
   it('takes env only from the user config', () => {
     expect(effectiveConfig({ env: { A: '1' }, envPassthrough: ['B'] }, {}).env).toEqual({ A: '1' });
   });

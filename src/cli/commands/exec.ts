@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { parseIsolation } from '../../domain/isolation.js';
 import type { ExecIO } from '../../engine/engine.js';
 import type { ExecResult } from '../../service/exec.js';
 import type { CliContext } from '../main.js';
@@ -121,6 +122,7 @@ export function registerExec(program: Command, cli: CliContext): void {
     .option('--keep', 'keep the task even if it left no commits and no uncommitted work')
     .option('--rm', 'remove the task if it left no work (the default; a task with work is always kept)')
     .option('--network <mode>', 'none (default), allowlist or open')
+    .option('--isolation <kind>', 'runc (default) or gvisor (default: MOAT_ISOLATION, your config)')
     .option(
       '-e, --env <name>',
       'pass a variable of yours by name, or NAME=value (repeatable)',
@@ -150,6 +152,7 @@ export function registerExec(program: Command, cli: CliContext): void {
           allow: string[];
           ask?: boolean;
           env: string[];
+          isolation?: string;
         },
       ) => {
         const network = assertNetworkMode(opts.network) ?? (opts.allow.length > 0 || opts.ask ? 'allowlist' : undefined);
@@ -170,6 +173,7 @@ export function registerExec(program: Command, cli: CliContext): void {
             allow: opts.allow,
             ask: opts.ask,
             env: opts.env,
+            isolation: parseIsolation(opts.isolation, '--isolation'),
             signal: cancel.signal,
             onCommand: (phase) => (phase === 'started' ? cancel.commandStarted() : cancel.commandEnded()),
           });

@@ -27,7 +27,8 @@ export function registerInspect(program: Command, cli: CliContext): void {
                 formatAge(t.ageSeconds),
                 t.network === 'none' ? 'off' : `${t.egress.allowed}/${t.egress.denied}`,
                 `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}${t.ports.map((p) => ` port:${p.port}->${p.bind}:${p.hostPort}`).join('')}`,
-                t.image,
+                // After the engine's column when there is one: /gvisor says what stands between it and the host.
+                `${t.image}${t.isolation === 'gvisor' ? ' /gvisor' : ''}`,
               ]),
             ]),
       );

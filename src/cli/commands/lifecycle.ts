@@ -6,6 +6,7 @@ import { confirm } from '../prompt.js';
 import { assertNetworkMode } from '../../service/egress.js';
 import { terminalText } from '../../domain/terminal-text.js';
 import { cancelOnSignal } from '../cancel.js';
+import { parseIsolation } from '../../domain/isolation.js';
 
 export function registerLifecycle(program: Command, cli: CliContext): void {
   program
@@ -30,6 +31,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
       [] as string[],
     )
     .option('--devcontainer', "build the environment from the repository's committed .devcontainer/devcontainer.json")
+    .option('--isolation <kind>', "runc (default) or gvisor: gVisor's user-space kernel between the agent and the host (default: MOAT_ISOLATION, your config)")
     .option(
       '-e, --env <name>',
       'pass a variable of yours by name, or NAME=value (repeatable)',
@@ -52,6 +54,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
         env: string[];
         devcontainer?: boolean;
         sshKey: string[];
+        isolation?: string;
         json?: boolean;
       }) => {
         const out = cli.output(opts.json);
@@ -69,6 +72,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
           env: opts.env,
           devcontainer: opts.devcontainer,
           sshKeys: opts.sshKey,
+          isolation: parseIsolation(opts.isolation, '--isolation'),
           signal,
         });
         out.result(record, () =>
@@ -76,7 +80,7 @@ export function registerLifecycle(program: Command, cli: CliContext): void {
             `task ${record.name} is up`,
             `  branch  ${record.branch} (from ${terminalText(record.baseRef)} ${record.baseCommit.slice(0, 10)})`,
             // The image may be named by the repository's devcontainer.json, the hosts by its moat.yaml.
-            `  image   ${terminalText(record.image)}`,
+            `  image   ${terminalText(record.image)}${record.isolation === 'gvisor' ? ' (under gVisor)' : ''}`,
             `  limits  memory ${formatSize(record.limits.memoryBytes)}, cpus ${record.limits.cpus}, pids ${record.limits.pids}, network ${record.network}` +
               (record.network !== 'none' ? ` (allow: ${record.egress?.allow.map(terminalText).join(', ') || 'nothing yet'})` : ''),
             `next: moat exec ${record.name} -- <command>   or   moat shell ${record.name}`,
