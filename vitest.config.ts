@@ -3,8 +3,9 @@ import { configDefaults, defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts).
-    exclude: [...configDefaults.exclude, 'test/remote/**'],
+    // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts);
+    // test/podman needs rootless Podman as a non-root user (vitest.podman.config.ts, .ci/run's podman phase).
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/podman/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

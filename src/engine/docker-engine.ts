@@ -23,11 +23,12 @@ export class DockerEngine implements ContainerEngine {
   readonly capabilities: EngineCapabilities;
   private readonly docker: Docker;
 
-  constructor(endpoint: EngineEndpoint) {
+  /** `client`: an API client of the engine's own dialect (Podman's); by default Docker's, from the endpoint. */
+  constructor(endpoint: EngineEndpoint, client?: Docker) {
     this.kind = endpoint.kind;
     this.endpoint = endpointName(endpoint);
     this.capabilities = capabilitiesOf(endpoint.transport);
-    this.docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
+    this.docker = client ?? new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
   }
 
   async info(): Promise<EngineInfo> {

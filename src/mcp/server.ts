@@ -63,9 +63,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   // Fails here, before serving, when the directory is not a git repository.
   const repoPath = (await new Moat({ cwd: options.cwd, env, repos }).context.repo()).path;
   let engine: Promise<ContainerEngine> | undefined;
-  const engineFactory =
-    options.engine ??
-    (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await (await import('../engine/find-engine.js')).findEngine(env)));
+  const engineFactory = options.engine ?? (async () => (await import('../engine/open-engine.js')).openEngine(env));
   const sharedEngine = () => {
     engine ??= engineFactory();
     // A failed lookup (engine down) is tried again by the next call.

@@ -1,0 +1,161 @@
+import Docker from 'dockerode';
+import { readFileSync } from 'node:fs';
+import type { ContainerEngine, EngineInfo } from './engine.js';
+import { DockerEngine } from './docker-engine.js';
+import { MoatError } from '../errors.js';
+import { connectionOptions, type EngineEndpoint } from './find-engine.js';
+
+/** A limit moat sets through a cgroup controller: where that controller is not the container's, the limit is not enforced. */
+export type CgroupLimit = 'memory' | 'cpus' | 'pids';
+export const CGROUP_LIMITS: readonly CgroupLimit[] = ['memory', 'cpus', 'pids'];
+const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu', pids: 'pids' };
+
+/** What the engine can hold a sandbox to: each cgroup limit enforced by the kernel or not, and why not. */
+export interface LimitEnforcement {
+  unenforced: CgroupLimit[];
+  why?: string;
+}
+
+/**
+ * Podman through its Docker-compatible API (the same dockerode client, pointed at Podman's socket):
+ * everything is Docker's adapter but for what Podman does differently, which is said here.
+ * - Containers are created by {@link PodmanClient} in Podman's dialect (runtime, rlimits, tmpfs options).
+ * - Facts Docker's API does not carry (rootless, the cgroup controllers a container gets) come from libpod's /info.
+ * Images are built by Podman's own build (buildah behind its /build endpoint), never pulled.
+ */
+export class PodmanEngine extends DockerEngine implements ContainerEngine {
+  private readonly client: PodmanClient;
+  private hostInfo?: Promise<LibpodHost>;
+
+  constructor(endpoint: EngineEndpoint) {
+    const client = new PodmanClient(connectionOptions(endpoint) as Docker.DockerOptions);
+    super({ ...endpoint, kind: 'podman' }, client);
+    this.client = client;
+  }
+
+  override async info(): Promise<EngineInfo> {
+    const [base, host] = await Promise.all([super.info(), this.libpodHost()]);
+    return {
+      ...base,
+      kind: 'podman',
+      rootless: host.security.rootless,
+      cgroupVersion: host.cgroupVersion.replace(/^v/, ''),
+      cgroupDriver: host.cgroupManager,
+      runcVersion: host.ociRuntime?.name === 'runc' ? host.ociRuntime.version : base.runcVersion,
+    };
+  }
+
+  /**
+   * The limits the kernel cannot hold a sandbox to here. Rootless Podman gets only the cgroup
+   * controllers delegated to the user (none on cgroup v1: Podman then ignores every resource limit,
+   * and reads a 256m memory limit back as unlimited); a limit whose controller is missing is not enforced.
+   */
+  async limitEnforcement(): Promise<LimitEnforcement> {
+    const host = await this.libpodHost();
+    if (!host.security.rootless) return { unenforced: [] };
+    const controllers = new Set(host.cgroupControllers ?? []);
+    const unenforced = CGROUP_LIMITS.filter((limit) => !controllers.has(CONTROLLER[limit]));
+    if (unenforced.length === 0) return { unenforced };
+    const why =
+      host.cgroupVersion === 'v1'
+        ? 'rootless Podman on cgroup v1 cannot set resource limits'
+        : `rootless Podman has no ${unenforced.map((l) => CONTROLLER[l]).join(', ')} cgroup controller delegated to this user`;
+    return { unenforced, why };
+  }
+
+  private libpodHost(): Promise<LibpodHost> {
+    this.hostInfo ??= this.client.libpod<{ host: LibpodHost }>('/info').then(
+      (info) => info.host,
+      (error: unknown) => {
+        this.hostInfo = undefined;
+        throw new MoatError('E_ENGINE_UNREACHABLE', `could not read libpod's /info at ${this.endpoint}: ${(error as Error).message}`, {
+          hint: 'check that podman system service runs (scripts/setup-podman.sh)',
+          cause: error,
+        });
+      },
+    );
+    return this.hostInfo;
+  }
+}
+
+interface LibpodHost {
+  cgroupVersion: string;
+  cgroupManager: string;
+  cgroupControllers?: string[];
+  security: { rootless: boolean };
+  ociRuntime?: { name: string; version?: string };
+}
+
+/** The API path prefix of libpod's own endpoints (Podman 4 serves them under any v4 version). */
+const LIBPOD = '/v4.0.0/libpod';
+
+/**
+ * dockerode speaking to Podman: the create options moat builds for Docker, translated where
+ * Podman 4 differs. Measured on Debian 12 (podman 4.3.1, cgroup v1 hybrid):
+ * - crun fails on hybrid cgroups: containers run with runc.
+ * - Podman applies its own large default RLIMIT_NPROC, which an engine without CAP_SYS_RESOURCE cannot
+ *   set ("error setting rlimit type 6"): nproc is given explicitly, no higher than this host allows.
+ * - tmpfs takes no uid=/gid= options; `U` gives the mount to the container's user instead (the same owner).
+ * - `--init` is Podman's catatonit (Docker's is tini): same job, reaping and passing signals.
+ */
+export class PodmanClient extends Docker {
+  override createContainer(options: Docker.ContainerCreateOptions): Promise<Docker.Container> {
+    return super.createContainer(forPodman(options));
+  }
+
+  /** A GET of libpod's own API (facts Docker's API lacks). */
+  libpod<T>(path: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.modem.dial({ path: `${LIBPOD}${path}`, method: 'GET', statusCodes: { 200: true, 500: 'server error' } }, (error, data) =>
+        error ? reject(error) : resolve(data as T),
+      );
+    });
+  }
+}
+
+export function forPodman(options: Docker.ContainerCreateOptions): Docker.ContainerCreateOptions {
+  const host = options.HostConfig ?? {};
+  const ulimits = (host.Ulimits ?? []).filter((u) => u.Name !== 'nproc');
+  const nproc = hostNproc();
+  return {
+    ...options,
+    HostConfig: {
+      ...host,
+      Runtime: 'runc',
+      Ulimits: [...ulimits, { Name: 'nproc', Soft: nproc, Hard: nproc }],
+      ...(host.Tmpfs ? { Tmpfs: tmpfsForPodman(host.Tmpfs, options.User) } : {}),
+    },
+  };
+}
+
+/** uid=N,gid=M becomes U when N:M is the container's user (the only owner moat ever gives a tmpfs). */
+export function tmpfsForPodman(tmpfs: Record<string, string>, user: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [target, optionString] of Object.entries(tmpfs)) {
+    const options = optionString.split(',');
+    const uid = options.find((o) => o.startsWith('uid='))?.slice(4);
+    const gid = options.find((o) => o.startsWith('gid='))?.slice(4);
+    if (uid !== undefined && `${uid}:${gid ?? uid}` === user) {
+      out[target] = [...options.filter((o) => !o.startsWith('uid=') && !o.startsWith('gid=')), 'U'].join(',');
+    } else out[target] = optionString;
+  }
+  return out;
+}
+
+/**
+ * RLIMIT_NPROC for the sandbox: this process's own soft limit (Podman, local to this host, runs
+ * under the same limits), at most 32768. The sandbox's process count is held by the pids limit;
+ * this only has to be one the engine may set.
+ */
+function hostNproc(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max processes'));
+    const soft = line?.split(/\s+/)[2];
+    if (soft && /^\d+$/.test(soft)) return Math.min(Number(soft), 32768);
+  } catch {
+    // not Linux: the default below
+  }
+  return 32768;
+}
