@@ -33,6 +33,7 @@ export type ErrorCode =
   | 'E_ENGINE_UNREACHABLE'
   | 'E_ENGINE_PERMISSION'
   | 'E_ENGINE_FAILED'
+  | 'E_LIMITS_UNENFORCED'
   | 'E_IMAGE_BUILD'
   | 'E_IMAGE_MISSING'
   | 'E_TEMPLATE_UNKNOWN'
@@ -61,6 +62,7 @@ const exitFor: Record<ErrorCode, ExitCodeValue> = {
   E_ENGINE_UNREACHABLE: ExitCode.engine,
   E_ENGINE_PERMISSION: ExitCode.engine,
   E_ENGINE_FAILED: ExitCode.engine,
+  E_LIMITS_UNENFORCED: ExitCode.config,
   E_IMAGE_BUILD: ExitCode.engine,
   E_IMAGE_MISSING: ExitCode.engine,
   E_TEMPLATE_UNKNOWN: ExitCode.usage,

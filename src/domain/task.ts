@@ -34,6 +34,8 @@ export interface TaskRecord {
   egress?: { allow: string[]; deny: string[]; rules?: RequestRuleSpec[] };
   /** egress.ask turned on for this task by the human's --ask (the user's config may turn it on for all). */
   ask?: boolean;
+  /** Cgroup limits the engine could not enforce, which the user's config accepted (acceptUnenforcedLimits). */
+  unenforcedLimits?: Array<'memory' | 'cpus' | 'pids'>;
   /** How the disk cap is enforced for this task. */
   disk?: 'loop' | 'none';
   /**

@@ -3,18 +3,11 @@ import { readFileSync } from 'node:fs';
 import type { ContainerEngine, EngineInfo } from './engine.js';
 import { DockerEngine } from './docker-engine.js';
 import { MoatError } from '../errors.js';
+import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
 import { connectionOptions, type EngineEndpoint } from './find-engine.js';
 
-/** A limit moat sets through a cgroup controller: where that controller is not the container's, the limit is not enforced. */
-export type CgroupLimit = 'memory' | 'cpus' | 'pids';
-export const CGROUP_LIMITS: readonly CgroupLimit[] = ['memory', 'cpus', 'pids'];
+/** The cgroup controller that holds each limit: where the container does not get it, the limit is not enforced. */
 const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu', pids: 'pids' };
-
-/** What the engine can hold a sandbox to: each cgroup limit enforced by the kernel or not, and why not. */
-export interface LimitEnforcement {
-  unenforced: CgroupLimit[];
-  why?: string;
-}
 
 /**
  * Podman through its Docker-compatible API (the same dockerode client, pointed at Podman's socket):

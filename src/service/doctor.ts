@@ -6,6 +6,7 @@ import type { EngineInfo } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
 import { hostCaps, type HostCap } from './host-caps.js';
 import { egressChecks } from './doctor-egress.js';
+import { reportLimitGaps } from './limit-check.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -103,6 +104,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.memory = 'kernel (memory cgroup, swap held to the same limit)';
     enforcement.cpu = 'kernel (CFS quota)';
     enforcement.pids = 'kernel (pids cgroup)';
+    await reportLimitGaps(await ctx.engine(), await ctx.userConfig().catch(() => ({})), checks, enforcement);
     enforcement.network = 'none: tasks have no network interface but loopback';
     const loop = !remote && (await loopMountAvailable(ctx.hostUser.uid));
     diskCapped = loop;

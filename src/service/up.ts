@@ -1,3 +1,4 @@
+import { checkLimitEnforcement } from './limit-check.js';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createVolume, diskUncappedWhy, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
@@ -138,6 +139,8 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     ctx.progress(`warning: envPassthrough hands ${name} to the agent and everything it runs; bind it as a secret instead (secrets.${name} in your config)`);
   }
   const engine = await engineReady;
+  const unenforcedLimits = await checkLimitEnforcement(engine, await ctx.userConfig());
+  if (unenforcedLimits.length > 0) ctx.progress(`note: ${unenforcedLimits.join(', ')} NOT enforced on this engine (accepted by acceptUnenforcedLimits)`);
   const user = ctx.sandboxUser(config);
   const dev = options.devcontainer ? await untilCancelled(devcontainerBase(repo, baseCommit, engine, ctx.progress), signal) : undefined;
   if (dev) Object.assign(env, dev.containerEnv);
@@ -291,6 +294,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     user,
     createdAt: new Date().toISOString(),
     disk,
+    ...(unenforcedLimits.length > 0 ? { unenforcedLimits } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
     state: options.intoPool ? 'pooled' : 'creating',
     creatorPid: process.pid,
