@@ -18,7 +18,6 @@ const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu',
  */
 export class PodmanEngine extends DockerEngine implements ContainerEngine {
   private readonly client: PodmanClient;
-  private hostInfo?: Promise<LibpodHost>;
 
   constructor(endpoint: EngineEndpoint) {
     const client = new PodmanClient(connectionOptions(endpoint) as Docker.DockerOptions);
@@ -57,17 +56,12 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
   }
 
   private libpodHost(): Promise<LibpodHost> {
-    this.hostInfo ??= this.client.libpod<{ host: LibpodHost }>('/info').then(
-      (info) => info.host,
-      (error: unknown) => {
-        this.hostInfo = undefined;
-        throw new MoatError('E_ENGINE_UNREACHABLE', `could not read libpod's /info at ${this.endpoint}: ${(error as Error).message}`, {
-          hint: 'check that podman system service runs (scripts/setup-podman.sh)',
-          cause: error,
-        });
-      },
-    );
-    return this.hostInfo;
+    return this.client.host().catch((error: unknown) => {
+      throw new MoatError('E_ENGINE_UNREACHABLE', `could not read libpod's /info at ${this.endpoint}: ${(error as Error).message}`, {
+        hint: 'check that podman system service runs (scripts/setup-podman.sh)',
+        cause: error,
+      });
+    });
   }
 }
 
@@ -92,8 +86,17 @@ const LIBPOD = '/v4.0.0/libpod';
  * - `--init` is Podman's catatonit (Docker's is tini): same job, reaping and passing signals.
  */
 export class PodmanClient extends Docker {
-  override createContainer(options: Docker.ContainerCreateOptions): Promise<Docker.Container> {
-    return super.createContainer(forPodman(options));
+  private hostInfo?: Promise<LibpodHost>;
+
+  override async createContainer(options: Docker.ContainerCreateOptions): Promise<Docker.Container> {
+    return super.createContainer(forPodman(options, (await this.host()).security.rootless));
+  }
+
+  /** libpod's facts about the engine's host, read once (a failed read is tried again). */
+  host(): Promise<LibpodHost> {
+    this.hostInfo ??= this.libpod<{ host: LibpodHost }>('/info').then((info) => info.host);
+    this.hostInfo.catch(() => (this.hostInfo = undefined));
+    return this.hostInfo;
   }
 
   /** A GET of libpod's own API (facts Docker's API lacks). */
@@ -106,7 +109,11 @@ export class PodmanClient extends Docker {
   }
 }
 
-export function forPodman(options: Docker.ContainerCreateOptions): Docker.ContainerCreateOptions {
+/**
+ * Rootless: the container's user namespace keeps the user's own id (keep-id), so what the sandbox
+ * writes into the task's workspace belongs to the user, not to a subordinate id moat cannot read.
+ */
+export function forPodman(options: Docker.ContainerCreateOptions, rootless: boolean): Docker.ContainerCreateOptions {
   const host = options.HostConfig ?? {};
   const ulimits = (host.Ulimits ?? []).filter((u) => u.Name !== 'nproc');
   const nproc = hostNproc();
@@ -115,6 +122,7 @@ export function forPodman(options: Docker.ContainerCreateOptions): Docker.Contai
     HostConfig: {
       ...host,
       Runtime: 'runc',
+      ...(rootless ? { UsernsMode: 'keep-id' } : {}),
       Ulimits: [...ulimits, { Name: 'nproc', Soft: nproc, Hard: nproc }],
       ...(host.Tmpfs ? { Tmpfs: tmpfsForPodman(host.Tmpfs, options.User) } : {}),
     },
