@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { readFileSync } from 'node:fs';
-import type { ContainerEngine, EngineInfo } from './engine.js';
+import type { ContainerEngine, EngineInfo, ExecCommand, ExecIO } from './engine.js';
 import { DockerEngine } from './docker-engine.js';
 import { MoatError } from '../errors.js';
 import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
@@ -23,6 +23,28 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
     const client = new PodmanClient(connectionOptions(endpoint) as Docker.DockerOptions);
     super({ ...endpoint, kind: 'podman' }, client);
     this.client = client;
+  }
+
+  /**
+   * Rootless Podman 4.3's Docker-compatible create drops the nofile rlimit (the sandbox got the
+   * host's 20000 instead of 4096, measured): there every command moat runs in the sandbox starts
+   * under prlimit, which lowers soft and hard limit alike (raising it again needs a capability the
+   * sandbox does not have). The container's own main process is wrapped at create (forPodman).
+   */
+  override async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
+    const nofile = (await this.client.host()).security.rootless ? await this.nofileOf(id) : undefined;
+    return super.exec(id, nofile ? { ...command, cmd: underPrlimit(nofile, command.cmd) } : command, io);
+  }
+
+  private readonly nofiles = new Map<string, number | undefined>();
+
+  private async nofileOf(id: string): Promise<number | undefined> {
+    if (!this.nofiles.has(id)) {
+      const info = await this.inspectContainer(id);
+      const value = Number(info?.labels[NOFILE_LABEL]);
+      this.nofiles.set(id, Number.isInteger(value) && value > 0 ? value : undefined);
+    }
+    return this.nofiles.get(id);
   }
 
   override async info(): Promise<EngineInfo> {
@@ -115,10 +137,13 @@ export class PodmanClient extends Docker {
  */
 export function forPodman(options: Docker.ContainerCreateOptions, rootless: boolean): Docker.ContainerCreateOptions {
   const host = options.HostConfig ?? {};
+  const nofile = host.Ulimits?.find((u) => u.Name === 'nofile')?.Hard;
+  const wrap = rootless && nofile !== undefined && Array.isArray(options.Cmd);
   const ulimits = (host.Ulimits ?? []).filter((u) => u.Name !== 'nproc');
   const nproc = hostNproc();
   return {
     ...options,
+    ...(wrap ? { Cmd: underPrlimit(nofile, options.Cmd as string[]), Labels: { ...options.Labels, [NOFILE_LABEL]: String(nofile) } } : {}),
     HostConfig: {
       ...host,
       Runtime: 'runc',
@@ -159,4 +184,12 @@ function hostNproc(): number {
     // not Linux: the default below
   }
   return 32768;
+}
+
+/** Where a rootless sandbox's nofile limit is kept for the commands moat runs in it later. */
+const NOFILE_LABEL = 'moat.nofile';
+
+/** The command, started with its open-files limit lowered, soft and hard (util-linux's prlimit, in every Debian image). */
+function underPrlimit(nofile: number, cmd: string[]): string[] {
+  return ['/usr/bin/prlimit', `--nofile=${nofile}:${nofile}`, '--', ...cmd];
 }
