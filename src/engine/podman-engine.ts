@@ -55,7 +55,8 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
       rootless: host.security.rootless,
       cgroupVersion: host.cgroupVersion.replace(/^v/, ''),
       cgroupDriver: host.cgroupManager,
-      runcVersion: host.ociRuntime?.name === 'runc' ? host.ociRuntime.version : base.runcVersion,
+      // libpod says "runc version 1.1.5+ds1\ncommit: …": the number is what doctor compares.
+      runcVersion: (host.ociRuntime?.name === 'runc' ? /runc version (\S+)/.exec(host.ociRuntime.version ?? '')?.[1] : undefined) ?? base.runcVersion,
     };
   }
 
