@@ -43,7 +43,7 @@ case ${1:-} in
     install -d -m 755 /run/podman
     if ! [[ -S $ROOT_SOCKET ]]; then
       # --time=0: the tests' service lives until `stop` (moat's own start uses an idle time).
-      setsid podman system service --time=0 "unix://$ROOT_SOCKET" >/run/podman/moat-service.log 2>&1 </dev/null &
+      (cd / && exec setsid podman system service --time=0 "unix://$ROOT_SOCKET" >/run/podman/moat-service.log 2>&1 </dev/null) &
       echo $! >"$PIDFILE"
       wait_socket "$ROOT_SOCKET"
       say "root's Podman API service at $ROOT_SOCKET (pid $(cat "$PIDFILE"))"
@@ -66,7 +66,9 @@ case ${1:-} in
       mkdir -p "${conf%/*}"; printf "[storage]\ndriver = \"overlay\"\n" >"$conf"; podman system reset -f >/dev/null 2>&1 || true'
     if ! [[ -S $socket ]]; then
       # The user's own service: no daemon as root anywhere. Detached, so it outlives this command.
-      as_user bash -c 'mkdir -p "$XDG_RUNTIME_DIR/podman"; setsid podman system service --time=0 "unix://$XDG_RUNTIME_DIR/podman/podman.sock" \
+      # From /: conmon inherits the service's working directory and fails ("Failed to get working
+      # directory") once it is gone, as the user's copy of the checkout is at the next setup.
+      as_user bash -c 'mkdir -p "$XDG_RUNTIME_DIR/podman"; cd /; setsid podman system service --time=0 "unix://$XDG_RUNTIME_DIR/podman/podman.sock" \
         >"$XDG_RUNTIME_DIR/podman/moat-service.log" 2>&1 </dev/null & echo $! >"$XDG_RUNTIME_DIR/podman/moat-service.pid"'
       wait_socket "$socket"
       say "$TEST_USER's rootless Podman API service at $socket"

@@ -37,6 +37,8 @@ export async function ensurePodmanService(
     detached: true,
     stdio: 'ignore',
     env,
+    // conmon inherits the service's working directory and fails once it is gone (a removed task's folder).
+    cwd: '/',
   });
   const started = await new Promise<boolean>((resolve) => {
     child.once('error', () => resolve(false));
