@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { ENGINE_SUITE_FILES } from './test/helpers/engine-suite.js';
 
 /**
  * The Podman phase of .ci/run: the shared hardening, limits, containment, git-boundary, egress and
@@ -10,16 +11,7 @@ const rootless = process.env.PODMAN_TESTS === 'rootless';
 
 export default defineConfig({
   test: {
-    include: rootless
-      ? ['test/podman/**/*.test.ts']
-      : [
-          'test/integration/hardening.test.ts',
-          'test/integration/limits.test.ts',
-          'test/integration/containment.test.ts',
-          'test/security/git-boundary.test.ts',
-          'test/security/egress.test.ts',
-          'test/security/secrets.test.ts',
-        ],
+    include: rootless ? ['test/podman/**/*.test.ts'] : ENGINE_SUITE_FILES,
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
