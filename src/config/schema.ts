@@ -242,6 +242,17 @@ export const configSchema = z
         'Bound secrets: the sandbox sees a placeholder in the variable; the gateway writes the real value into the declared header on requests to the bound hosts only. User config only.',
       )
       .optional(),
+    mcp: z
+      .strictObject({
+        merge: z
+          .boolean()
+          .describe(
+            "Offer merge_task to MCP clients: they may merge a task's committed work into your current branch, except work touching files a host tool may run or follow (those stay yours: moat merge TASK --yes). Default false.",
+          )
+          .optional(),
+      })
+      .describe('What `moat mcp` may do beyond its default tools. User config only.')
+      .optional(),
     engine: z
       .enum(['docker', 'podman'])
       .describe(

@@ -13,6 +13,10 @@ export interface AuditRecord {
   path?: string;
   sni?: string;
   address?: string;
+  /** On a route (http://moat.gateway/<route>/…): the status the upstream answered with. */
+  status?: number;
+  /** On a route: the upstream's response ended before its announced end (or before any answer). */
+  cut?: true;
   decision: 'allowed' | 'denied';
   rule: string;
   bytesUp: number;

@@ -59,6 +59,9 @@ export interface Attempt {
   started: number;
   up: number;
   down: number;
+  /** On a route: the upstream's response status, and whether the response ended early. */
+  status?: number;
+  cut?: boolean;
 }
 
 /** What every path through the gateway shares: the decision, the audit line, the connection plumbing. */
@@ -80,6 +83,8 @@ export class GatewayCore {
       ...(attempt.path !== undefined ? { path: attempt.path } : {}),
       ...(attempt.sni !== undefined ? { sni: attempt.sni } : {}),
       ...(attempt.address !== undefined ? { address: attempt.address } : {}),
+      ...(attempt.status !== undefined ? { status: attempt.status } : {}),
+      ...(attempt.cut ? { cut: true as const } : {}),
       decision: allowed ? 'allowed' : 'denied',
       rule,
       bytesUp: attempt.up,

@@ -6,6 +6,7 @@ import { GatewayCore, type Attempt, type TaskChannel } from './gateway-core.js';
 import { header, type RequestHead } from './request-head.js';
 import { judgeRequest } from './request-check.js';
 import { auditPath } from '../domain/request-rules.js';
+import { ResponseWatch } from './response-watch.js';
 
 /**
  * The plain-HTTP route by which a bound secret reaches its host; the other way, TLS interception
@@ -86,7 +87,17 @@ export class SecretPaths extends GatewayCore {
       '',
     ];
     upstream.write(Buffer.from(lines.join('\r\n'), 'latin1'));
+    // The answer as the agent gets it, for `moat agent` to name a refused key or a cut stream.
+    const watch = new ResponseWatch(head.method);
+    upstream.on('data', (chunk: Buffer) => watch.feed(chunk));
+    // An agent that hangs up mid-answer cut it itself: only the upstream ending early counts.
+    let upstreamEnded = false;
+    let agentLeft = false;
+    for (const event of ['end', 'error', 'close']) upstream.once(event, () => (upstreamEnded = true));
+    client.once('close', () => (agentLeft ||= !upstreamEnded));
     await this.exchange(client, upstream, head.rest, bodyLength, attempt);
+    attempt.status = watch.status;
+    attempt.cut = watch.cut && !agentLeft;
     this.finish(channel, attempt, true, `route ${routeName}${applies ? ` with ${bound.secret.name}` : ''}`);
   }
 }

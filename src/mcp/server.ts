@@ -19,10 +19,11 @@ import { PendingSyncs } from '../service/pending-sync.js';
 import { terminalJson } from '../domain/terminal-text.js';
 import { MOAT_VERSION } from '../version.js';
 import { BackgroundCommands } from './command.js';
+import { McpAudit } from './audit.js';
 import { checkArgumentNames } from './policy.js';
 import { SafeText } from './safe-text.js';
 import { LineTransport } from './stdio-transport.js';
-import { TOOLS, type ToolCall } from './tools.js';
+import { MERGE_TOOL, TOOLS, type ToolCall, type ToolDefinition } from './tools.js';
 
 export interface McpServeOptions {
   /** Where the repository is (the directory moat mcp was started in, or --repo). */
@@ -38,7 +39,7 @@ export interface McpServeOptions {
 
 const INSTRUCTIONS =
   "moat runs code in hardened, disposable sandboxes of this repository: each task has its own branch moat/<task>, a container that sees only its workspace, no credentials, and no network unless the user's config allows hosts. " +
-  'Create a task, run commands and edit files in it; commits come home to its branch. This server never widens a sandbox (hosts, network, limits, mounts, environment, secrets), never reads a host path, never merges or pushes: those stay with the human at the CLI (moat allow, moat merge, moat push).';
+  'Create a task, run commands and edit files in it; commits come home to its branch. This server never widens a sandbox (hosts, network, limits, mounts, environment, secrets), never reads a host path, never merges or pushes: those stay with the human at the CLI (moat allow, moat merge, moat push), except merge_task when the user config enables it (it is then in tools/list).';
 
 const RESOURCE = /^moat:\/\/tasks\/([a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?)\/(diff|egress)$/;
 
@@ -61,7 +62,13 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   const safe = new SafeText(secrets);
   const repos = new RepositoryCache();
   // Fails here, before serving, when the directory is not a git repository.
-  const repoPath = (await new Moat({ cwd: options.cwd, env, repos }).context.repo()).path;
+  const { context } = new Moat({ cwd: options.cwd, env, repos });
+  const repo = await context.repo();
+  const repoPath = repo.path;
+  const audit = new McpAudit(context.store.mcpAuditPath(repo.key), safe);
+  /** Every refused or failed call goes to the MCP audit log; a log that cannot be written is only noted. */
+  const note = (tool: string, args: Record<string, unknown>, code: string, message: string) =>
+    audit.record({ tool, args, code, message }).catch((error: Error) => options.log(`moat mcp: audit log not written: ${safe.line(error.message)}`));
   let engine: Promise<ContainerEngine> | undefined;
   const engineFactory = options.engine ?? (async () => (await import('../engine/open-engine.js')).openEngine(env));
   const sharedEngine = () => {
@@ -80,8 +87,17 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
 
   const server = new Server({ name: 'moat', version: MOAT_VERSION }, { capabilities: { tools: {}, resources: {} }, instructions: INSTRUCTIONS });
 
+  // Merge over MCP is the user's to enable, in their config only, read at each call: turned off,
+  // it is gone at once. An unreadable config enables nothing.
+  const tools = async (): Promise<ToolDefinition[]> => {
+    const user = await moatFor(() => undefined)
+      .context.userConfig()
+      .catch(() => undefined);
+    return user?.mcp?.merge === true ? [...TOOLS, MERGE_TOOL] : TOOLS;
+  };
+
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
-    tools: TOOLS.map((tool) => {
+    tools: (await tools()).map((tool) => {
       const { $schema: _schema, ...inputSchema } = z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>;
       return {
         name: tool.name,
@@ -95,15 +111,14 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
     const name = request.params.name;
-    const tool = TOOLS.find((t) => t.name === name);
+    const tool = (await tools()).find((t) => t.name === name);
+    const args = (request.params.arguments ?? {}) as Record<string, unknown>;
     if (!tool) {
       const human = Object.entries(HUMAN_ONLY).find(([word]) => name.toLowerCase().includes(word))?.[1];
-      throw new McpError(
-        ErrorCode.InvalidParams,
-        `unknown tool ${safe.line(JSON.stringify(name.slice(0, 100)))}${human ? `: that is the human's to do (${human})` : ''}; tools/list shows the tools`,
-      );
+      const message = `unknown tool ${safe.line(JSON.stringify(name.slice(0, 100)))}${human ? `: that is the human's to do (${human})` : ''}; tools/list shows the tools`;
+      await note(name, args, 'InvalidParams', message);
+      throw new McpError(ErrorCode.InvalidParams, message);
     }
-    const args = (request.params.arguments ?? {}) as Record<string, unknown>;
     const token = request.params._meta?.progressToken;
     let step = 0;
     const call: ToolCall = {
@@ -136,8 +151,14 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
         const text = output.text ? output.text.map((t) => safe.lines(t)) : [JSON.stringify(data, null, 2)];
         return { content: text.map((t) => ({ type: 'text' as const, text: t })), structuredContent: data };
       } catch (error) {
-        if (error instanceof McpError) throw error;
-        return toolError(error, safe);
+        if (error instanceof McpError) {
+          await note(name, args, 'InvalidParams', error.message);
+          throw error;
+        }
+        const result = toolError(error, safe);
+        const { code, message } = (result.structuredContent as { error: { code: string; message: string } }).error;
+        await note(name, args, code, message);
+        return result;
       }
     })();
     inFlight.add(work);

@@ -471,3 +471,36 @@ export const TOOLS: ToolDefinition[] = [
     },
   }),
 ];
+
+/**
+ * Offered only when the user's own config says `mcp: { merge: true }` (a repository cannot, and
+ * the server reads the setting at each call). Even then the model never confirms for the human:
+ * work that touches a file a host tool may run or follow is refused here, whatever it sends.
+ */
+export const MERGE_TOOL = define({
+  name: 'merge_task',
+  title: 'Merge a task',
+  description:
+    "Merges the task's committed work into the user's current branch (the user enabled this in their own config). Refused on uncommitted changes in the user's checkout, on conflicts (nothing is changed), and when the work touches files a host tool may run or follow (git hooks and attributes, build scripts, CI, editor tasks…): the human merges those after reviewing them.",
+  input: {
+    task,
+    strategy: z
+      .enum(['merge', 'squash', 'rebase'])
+      .optional()
+      .describe('merge (default): a merge commit; squash: one commit; rebase: the commits replayed on the current branch.'),
+  },
+  annotations: { destructiveHint: false, idempotentHint: true },
+  async run(args, call) {
+    try {
+      const merged = await call.moat.merge(args.task, { strategy: args.strategy, yes: false });
+      return { data: { ...merged } };
+    } catch (error) {
+      if ((error as MoatError).code === 'E_CONFIRM') {
+        throw new MoatError('E_CONFIRM', `${(error as MoatError).message}; that merge is the human's`, {
+          hint: `the human reviews them (moat diff ${args.task}) and merges with moat merge ${args.task} --yes`,
+        });
+      }
+      throw error;
+    }
+  },
+});

@@ -8,7 +8,9 @@ import { agentCommand, loadTemplate, type TemplateSpec } from '../image/template
 import type { ExecIO } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
 import { execInTask, type ExecResult } from './exec.js';
-import { egressCounts } from './egress.js';
+import { auditFile, egressCounts } from './egress.js';
+import { readAudit } from '../gateway/audit.js';
+import { upstreamFailure, type UpstreamFailure } from '../domain/upstream-failure.js';
 import { up } from './up.js';
 import { git } from '../workspace/git.js';
 import { formatTemplateRef, parseTemplateRef, TOOLCHAINS } from '../domain/toolchain.js';
@@ -60,6 +62,8 @@ export interface AgentResult extends ExecResult {
   branch: string;
   diffStat: string;
   egress: { allowed: number; denied: number };
+  /** When the agent failed and its last model API request through a route had failed: why. */
+  upstream?: UpstreamFailure;
 }
 
 /** Runs a template's agent on a prompt, non-interactively, in a task (created when needed). */
@@ -72,8 +76,11 @@ export async function runAgent(ctx: MoatContext, prompt: string, io: ExecIO, opt
   const config = await ctx.effectiveConfig(repo);
   const command = agentCommand(await loadTemplate(await templateRoot(templateName, config.templateDirs), templateName), prompt);
   if (!record) record = await up(ctx, { task: options.task, template: options.template });
+  // Audit times are the requests' starts, in whole milliseconds: a request of this run is not older.
+  const started = new Date(Date.now() - 1).toISOString();
   const result = await execInTask(ctx, record.name, command, io);
   const fresh = await ctx.store.require(repo.key, record.name);
   const diffStat = (await git(['diff', '--stat', fresh.baseCommit, result.sync?.wip ?? fresh.syncedTip], { cwd: repo.path })).stdout;
-  return { ...result, branch: fresh.branch, diffStat, egress: await egressCounts(ctx, fresh) };
+  const upstream = result.exitCode === 0 ? undefined : upstreamFailure((await readAudit(auditFile(ctx, fresh))).records.filter((r) => r.time >= started));
+  return { ...result, branch: fresh.branch, diffStat, egress: await egressCounts(ctx, fresh), ...(upstream ? { upstream } : {}) };
 }

@@ -25,6 +25,11 @@ export class TaskStore {
     return join(this.taskDir(repoKey, name), 'volume', 'workspace');
   }
 
+  /** The MCP server's log of refused and failed tool calls in this repository (mcp/audit.ts). */
+  mcpAuditPath(repoKey: string): string {
+    return join(this.home, 'repos', repoKey, 'mcp-audit.jsonl');
+  }
+
   /** Markers of execs whose work may not be home yet (service/pending-sync.ts). */
   syncMarkerDir(repoKey: string, name: string): string {
     return join(this.taskDir(repoKey, name), 'sync-pending');

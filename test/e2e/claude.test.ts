@@ -87,6 +87,8 @@ describe('claude: a model error', () => {
     const lines = (run.out + run.err).split('\n').filter((l) => l.startsWith('agent | ') && l.trim() !== 'agent |');
     expect(lines, run.out + run.err).toHaveLength(1);
     expect(lines[0]).toMatch(/api key|401|auth/i);
+    // And moat's own line, the same for every agent: the gateway saw the 401 on the route.
+    expect(run.err).toMatch(/^moat: agent failed: the model API at api\.test \(route \w+\) refused the key: 401 \(hint: /m);
     expect(run.err).toMatch(/agent exited [1-9]/);
   }, 600_000);
 });

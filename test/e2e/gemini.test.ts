@@ -81,6 +81,8 @@ describe('gemini: a model error', () => {
     expect(run.code, run.out + run.err).not.toBe(0);
     // The Gemini CLI prints the API's error with a stack trace (not one line): the line that names it is there.
     expect(run.out + run.err).toMatch(/^agent \| .*"code":401.*UNAUTHENTICATED/m);
+    // And moat's own line, the same for every agent: the gateway saw the 401 on the route.
+    expect(run.err).toMatch(/^moat: agent failed: the model API at api\.test \(route \w+\) refused the key: 401 \(hint: /m);
     expect(run.err).toMatch(/agent exited [1-9]/);
   }, 600_000);
 });

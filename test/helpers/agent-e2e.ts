@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from './dns-stub.js';
 import { gitIn, makeTestCa, MOAT_BIN, Scratch } from './fixtures.js';
@@ -44,6 +45,16 @@ export function agentSteps(secret: string): string[] {
 
 export const E2E_DOTENV = 'DATABASE_PASSWORD=hunter2-e2e';
 
+/** The user's project every agent is proven on: a bug, its failing test, and a gitignored .env; committed. */
+export function buggyProject(repo: string, dotenv = E2E_DOTENV): void {
+  writeFileSync(join(repo, 'math.sh'), 'add() { echo $(( $1 - $2 )); }\n');
+  writeFileSync(join(repo, 'test.sh'), '. ./math.sh\nif [ "$(add 2 3)" = 5 ]; then echo "test passed"; else echo "test FAILED"; exit 1; fi\n');
+  writeFileSync(join(repo, '.gitignore'), '.env\n');
+  writeFileSync(join(repo, '.env'), `${dotenv}\n`);
+  gitIn(repo, 'add', '-A');
+  gitIn(repo, 'commit', '-qm', 'math with a bug');
+}
+
 /** `config`: more lines of the user's config (YAML, top level). */
 export async function agentWorld(
   binding: AgentBinding,
@@ -59,12 +70,7 @@ export async function agentWorld(
     const tls = makeTestCa(scratch.root, 'api.test');
     model = new ScriptedModel(steps, { key: readFileSync(tls.key), cert: readFileSync(tls.cert) }, options);
     await model.start();
-    writeFileSync(join(scratch.repo, 'math.sh'), 'add() { echo $(( $1 - $2 )); }\n');
-    writeFileSync(join(scratch.repo, 'test.sh'), '. ./math.sh\nif [ "$(add 2 3)" = 5 ]; then echo "test passed"; else echo "test FAILED"; exit 1; fi\n');
-    writeFileSync(join(scratch.repo, '.gitignore'), '.env\n');
-    writeFileSync(join(scratch.repo, '.env'), `${E2E_DOTENV}\n`);
-    gitIn(scratch.repo, 'add', '-A');
-    gitIn(scratch.repo, 'commit', '-qm', 'math with a bug');
+    buggyProject(scratch.repo);
     scratch.writeConfig(
       [
         'secrets:',
@@ -121,4 +127,23 @@ export function everythingButTheHeader(model: ScriptedModel, header: string): st
       headers: Object.fromEntries(Object.entries(r.headers).filter(([k]) => k !== header.toLowerCase())),
     })),
   );
+}
+
+/** Step 1 of agentSteps, checked: the fix was tested (`seen`: what the agent got back), committed, and is on moat/<task>. */
+export async function expectFixArrived(world: AgentWorld, task: string, seen: string): Promise<void> {
+  expect(seen).toContain('test passed');
+  const diff = await world.moat.diff(task, { patch: true });
+  expect(diff.commits).toBe(1);
+  expect(diff.patch).toContain('+add() { echo $(( $1 + $2 )); }');
+  expect(gitIn(world.scratch.repo, 'log', '-1', '--format=%s', `moat/${task}`)).toBe('fix add');
+}
+
+/** Step 2 of agentSteps, checked: the exfiltration was denied and audited, and .env was never in the workspace. */
+export async function expectExfiltrationDenied(world: AgentWorld, task: string, seen: string): Promise<void> {
+  const denied = (await world.moat.egress(task)).find((a) => a.host === 'exfil.test');
+  expect(denied).toMatchObject({ decision: 'denied' });
+  expect(seen).toContain('egress denied');
+  expect(seen).toContain('.gitignore');
+  expect(seen.split('\n')).not.toContain('.env');
+  expect(JSON.stringify(world.model.requests)).not.toContain(E2E_DOTENV.split('=')[1]);
 }

@@ -2,8 +2,8 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 
 /**
- * A scripted model for end-to-end tests: a small server speaking the OpenAI Responses API, the
- * Anthropic Messages API (streaming or not) and the Gemini API (generateContent and
+ * A scripted model for end-to-end tests: a small server speaking the OpenAI Responses API, OpenAI
+ * Chat Completions (what OpenAI-compatible providers speak), the Anthropic Messages API (streaming or not) and the Gemini API (generateContent and
  * streamGenerateContent), each in its own wire format, that plays a fixed conversation of shell
  * tool calls. Turn N (the number of tool results the client has sent back) gets step N of the
  * script; after the last step it answers with a final message (`answer`). It adapts the call's
@@ -15,6 +15,17 @@ export interface ModelRequest {
   url: string;
   headers: IncomingHttpHeaders;
   body: unknown;
+}
+
+/**
+ * A Responses-API step that calls a tool the client declared (an MCP server's, in its namespace)
+ * instead of a shell command; `args` may be computed from the conversation so far (a name an
+ * earlier tool result gave).
+ */
+export interface ToolStep {
+  tool: string;
+  namespace?: string;
+  args: Record<string, unknown> | ((input: unknown[]) => Record<string, unknown>);
 }
 
 type Tool = { type?: string; name?: string; parameters?: { properties?: Record<string, { type?: string }> } };
@@ -36,7 +47,7 @@ function sse(event: string, data: unknown): string {
 
 /** A request for a model turn in any of the three APIs. */
 // Anchored: a route that forwards to the wrong path must not find a model here.
-const TURN = /^\/v1\/responses$|^\/v1\/messages(\?|$)|^\/v1beta\/models\/[^/?]+:(generateContent|streamGenerateContent)(\?|$)/;
+const TURN = /^\/v1\/responses$|^\/v1\/chat\/completions$|^\/v1\/messages(\?|$)|^\/v1beta\/models\/[^/?]+:(generateContent|streamGenerateContent)(\?|$)/;
 
 export class ScriptedModel {
   readonly requests: ModelRequest[] = [];
@@ -46,7 +57,7 @@ export class ScriptedModel {
   constructor(
     private readonly steps: string[],
     private readonly tls: { key: Buffer; cert: Buffer },
-    private readonly options: { answer?: string; fail?: number } = {},
+    private readonly options: { answer?: string; fail?: number; calls?: ToolStep[] } = {},
   ) {}
 
   /** Requests that asked the model for a turn (not model listings or token counts). */
@@ -73,6 +84,7 @@ export class ScriptedModel {
           return res.end(JSON.stringify(errorBody(url, this.options.fail)));
         }
         if (isTurn && url.startsWith('/v1/messages')) return anthropicTurn(res, body, this.steps, this.answer);
+        if (isTurn && url === '/v1/chat/completions') return chatTurn(res, body, this.steps, this.answer);
         if (isTurn && url.startsWith('/v1beta/')) return geminiTurn(res, url, body, this.steps, this.answer);
         if (!isTurn) {
           res.setHeader('content-type', 'application/json');
@@ -89,8 +101,18 @@ export class ScriptedModel {
         const id = `resp_${this.requests.length}`;
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
         res.write(sse('response.created', { response: { id } }));
-        const item =
-          turn < this.steps.length
+        const call = this.options.calls?.[turn];
+        const item = call
+          ? {
+              type: 'function_call',
+              id: `fc_${turn}`,
+              call_id: `call_${turn}`,
+              status: 'completed',
+              name: call.tool,
+              ...(call.namespace ? { namespace: call.namespace } : {}),
+              arguments: JSON.stringify(typeof call.args === 'function' ? call.args(request.input ?? []) : call.args),
+            }
+          : turn < this.steps.length
             ? codeMode
               ? {
                   type: 'custom_tool_call',
@@ -249,4 +271,47 @@ function geminiTurn(res: import('node:http').ServerResponse, url: string, body: 
   }
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end(JSON.stringify(chunk));
+}
+
+type ChatRequest = {
+  stream?: boolean;
+  model?: string;
+  tools?: Array<{ type?: string; function?: { name?: string } }>;
+  messages?: Array<{ role?: string }>;
+};
+
+/**
+ * OpenAI Chat Completions: a call to the client's shell tool (OpenCode's is "bash") per step, then
+ * text; streamed as server-sent chunks ending in [DONE] when asked. A request without that tool (a
+ * title for the session) gets a short text.
+ */
+function chatTurn(res: import('node:http').ServerResponse, body: unknown, steps: string[], answer: string): void {
+  const request = (body ?? {}) as ChatRequest;
+  const turn = (request.messages ?? []).filter((m) => m.role === 'tool').length;
+  const shell = (request.tools ?? []).map((t) => t.function?.name ?? '').find((name) => /^(bash|shell)$/.test(name));
+  const id = `chatcmpl_${turn}_${Date.now()}`;
+  const call =
+    shell && turn < steps.length
+      ? {
+          index: 0,
+          id: `call_${turn}`,
+          type: 'function',
+          function: { name: shell, arguments: JSON.stringify({ command: steps[turn]!, description: `step ${turn}` }) },
+        }
+      : undefined;
+  const text = shell ? answer : 'Scripted session';
+  const finish = call ? 'tool_calls' : 'stop';
+  const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
+  const base = { id, created: Math.floor(Date.now() / 1000), model: request.model ?? 'gpt-scripted' };
+  if (!request.stream) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const message = call ? { role: 'assistant', content: null, tool_calls: [call] } : { role: 'assistant', content: text };
+    return void res.end(JSON.stringify({ ...base, object: 'chat.completion', choices: [{ index: 0, message, finish_reason: finish }], usage }));
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  const chunk = (choice: object, extra: object = {}) =>
+    res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, ...choice }], ...extra })}\n\n`);
+  chunk({ delta: call ? { role: 'assistant', content: null, tool_calls: [call] } : { role: 'assistant', content: text }, finish_reason: null });
+  chunk({ delta: {}, finish_reason: finish }, { usage });
+  res.end('data: [DONE]\n\n');
 }

@@ -5,6 +5,7 @@ import type { CliContext } from '../main.js';
 import { assertNetworkMode } from '../../service/egress.js';
 import { terminalLines } from '../../domain/terminal-text.js';
 import { endAll, sandboxStream } from '../output.js';
+import { upstreamFailureLine } from '../../domain/upstream-failure.js';
 import { cancelOnSignal } from '../cancel.js';
 
 /** Wires the caller to a command in the sandbox: raw mode and resize for a TTY, plain pipes otherwise. */
@@ -214,6 +215,7 @@ export function registerAgent(program: Command, cli: CliContext): void {
         out.note(
           `task ${result.task} on ${result.branch}: agent exited ${result.exitCode}; egress ${result.egress.allowed} allowed, ${result.egress.denied} denied`,
         );
+        if (result.upstream) out.note(`agent failed: ${upstreamFailureLine(result.upstream)}`);
         // git's --stat of the agent's work: file names the agent chose (git quotes most; the rest is escaped).
         if (result.diffStat) cli.io.stderr.write(`${terminalLines(result.diffStat)}\n`);
         cli.setExit(report(cli, result));

@@ -1,16 +1,12 @@
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
 import { execInTask } from '../../../src/service/exec.js';
-import { git, World } from './world.js';
+import { git, type World, worlds } from './world.js';
 
-const worlds: World[] = [];
-afterEach(() => {
-  for (const world of worlds.splice(0)) world.cleanup();
-});
+const world = worlds();
 async function task(): Promise<{ w: World; name: string; id: string }> {
-  const w = new World();
-  worlds.push(w);
+  const w = world();
   const record = await up(w.context(), { task: 'alpha' });
   return { w, name: record.name, id: record.containerId! };
 }

@@ -1,22 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
 import { gc } from '../../../src/service/gc.js';
 import { TaskPool } from '../../../src/service/task-pool.js';
 import { workspaceVolume } from '../../../src/service/task-container.js';
 import { LABEL } from '../../../src/domain/labels.js';
 import type { SandboxSpec } from '../../../src/domain/sandbox-spec.js';
-import { git, World } from './world.js';
+import { git, type World, worlds } from './world.js';
 
-const worlds: World[] = [];
-afterEach(() => {
-  for (const world of worlds.splice(0)) world.cleanup();
-});
-function world(): World {
-  const made = new World();
-  worlds.push(made);
-  return made;
-}
+const world = worlds();
 /** A pid no process has any more. */
 function deadPid(): number {
   return Number(spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim());

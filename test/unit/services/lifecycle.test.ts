@@ -1,19 +1,15 @@
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
 import { down, remove, reset } from '../../../src/service/lifecycle.js';
 import { execInTask } from '../../../src/service/exec.js';
 import { workspaceVolume } from '../../../src/service/task-container.js';
 import type { TaskRecord } from '../../../src/domain/task.js';
-import { git, World } from './world.js';
+import { git, type World, worlds } from './world.js';
 
-const worlds: World[] = [];
-afterEach(() => {
-  for (const world of worlds.splice(0)) world.cleanup();
-});
+const world = worlds();
 async function task(): Promise<{ w: World; record: TaskRecord }> {
-  const w = new World();
-  worlds.push(w);
+  const w = world();
   return { w, record: await up(w.context(), { task: 'alpha', template: 'agentish' }) };
 }
 /** The agent commits in the sandbox; moat is not told (no sync). */

@@ -1,19 +1,11 @@
 import { existsSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
 import { LABEL } from '../../../src/domain/labels.js';
 import { engineError } from '../../../src/engine/memory-engine.js';
-import { git, World } from './world.js';
+import { git, type World, worlds } from './world.js';
 
-const worlds: World[] = [];
-afterEach(() => {
-  for (const world of worlds.splice(0)) world.cleanup();
-});
-function world(): World {
-  const made = new World();
-  worlds.push(made);
-  return made;
-}
+const world = worlds();
 
 describe('up against the memory engine', () => {
   it('makes one hardened container over a labelled volume seeded with the task branch', async () => {

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { afterEach } from 'vitest';
 import { MoatContext, type MoatOptions } from '../../../src/service/context.js';
 import { WORKSPACE_DIR } from '../../../src/domain/sandbox-spec.js';
 import { MemoryEngine, type MemoryContainer } from '../../../src/engine/memory-engine.js';
@@ -139,4 +140,20 @@ function run(argv: string[], stdin: Readable | undefined, stdout: Writable, stde
     child.on('error', reject);
     child.on('close', (code) => resolve(code ?? 1));
   });
+}
+
+/**
+ * The worlds of one test file: `const world = worlds();` at its top, then `world()` in a test; each
+ * world is cleaned up after the test that made it, also when the test fails.
+ */
+export function worlds(): (options?: { engine?: MemoryEngine }) => World {
+  const made: World[] = [];
+  afterEach(() => {
+    for (const world of made.splice(0)) world.cleanup();
+  });
+  return (options) => {
+    const world = new World(options);
+    made.push(world);
+    return world;
+  };
 }
