@@ -6,7 +6,8 @@ export default defineConfig({
     // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts).
     // test/nonroot runs as a docker-group user: .ci/run's non-root phase (vitest.nonroot.config.ts).
     // test/gvisor needs runsc registered: .ci/run's gvisor phase runs it (vitest.gvisor.config.ts).
-    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**'],
+    // test/podman needs rootless Podman as a non-root user (vitest.podman.config.ts, .ci/run's podman phase).
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**', 'test/podman/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { ENGINE_SUITE_FILES } from './test/helpers/engine-suite.js';
 
 /**
  * The remote-engine phase of .ci/run (DOCKER_HOST=tcp://127.0.0.1:23750): these files run against
@@ -7,15 +8,7 @@ import { defineConfig } from 'vitest/config';
  */
 export default defineConfig({
   test: {
-    include: [
-      'test/remote/**/*.test.ts',
-      'test/integration/hardening.test.ts',
-      'test/integration/limits.test.ts',
-      'test/integration/containment.test.ts',
-      'test/security/git-boundary.test.ts',
-      'test/security/egress.test.ts',
-      'test/security/secrets.test.ts',
-    ],
+    include: ['test/remote/**/*.test.ts', ...ENGINE_SUITE_FILES],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

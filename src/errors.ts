@@ -34,6 +34,7 @@ export type ErrorCode =
   | 'E_ENGINE_PERMISSION'
   | 'E_ENGINE_FAILED'
   | 'E_ISOLATION_UNAVAILABLE'
+  | 'E_LIMITS_UNENFORCED'
   | 'E_IMAGE_BUILD'
   | 'E_IMAGE_MISSING'
   | 'E_TEMPLATE_UNKNOWN'
@@ -63,6 +64,7 @@ const exitFor: Record<ErrorCode, ExitCodeValue> = {
   E_ENGINE_PERMISSION: ExitCode.engine,
   E_ENGINE_FAILED: ExitCode.engine,
   E_ISOLATION_UNAVAILABLE: ExitCode.engine,
+  E_LIMITS_UNENFORCED: ExitCode.config,
   E_IMAGE_BUILD: ExitCode.engine,
   E_IMAGE_MISSING: ExitCode.engine,
   E_TEMPLATE_UNKNOWN: ExitCode.usage,

@@ -69,6 +69,11 @@ function processIO(): CliIO {
   };
 }
 
+/** `moat --engine X`: the engine travels in the command's environment, as MOAT_ENGINE would (open-engine.ts). */
+function engineEnv(engine: string | undefined): { env?: NodeJS.ProcessEnv } {
+  return engine === undefined ? {} : { env: { ...process.env, MOAT_ENGINE: engine } };
+}
+
 /** Runs the CLI; returns the exit code (the child's for exec/run/shell). */
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   let exitCode: number = ExitCode.ok;
@@ -89,6 +94,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
         syncs: io.syncs,
         statusSent: io.statusSent,
         repos: io.repos,
+        ...engineEnv(program.opts<{ engine?: string }>().engine),
       }),
     setExit: (code) => {
       exitCode = code;
@@ -101,6 +107,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .version(MOAT_VERSION)
     .enablePositionalOptions()
     .showSuggestionAfterError()
+    .option('--engine <engine>', 'container engine for this command: docker or podman (default: MOAT_ENGINE, then `engine` in your config)')
     .exitOverride()
     .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text), outputError: () => undefined })
     .addHelpText(

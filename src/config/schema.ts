@@ -259,6 +259,18 @@ export const configSchema = z
       })
       .describe('What `moat mcp` may do beyond its default tools. User config only.')
       .optional(),
+    engine: z
+      .enum(['docker', 'podman'])
+      .describe(
+        'The container engine: docker or podman (its API socket; moat starts `podman system service` when it is not running). Default: whichever answers, Docker first. MOAT_ENGINE and `moat --engine` override it. User config only.',
+      )
+      .optional(),
+    acceptUnenforcedLimits: z
+      .array(z.enum(['memory', 'cpus', 'pids']))
+      .describe(
+        'Limits you accept to run without where the kernel cannot enforce them (rootless Podman on cgroup v1, cgroup controllers not delegated): `up` refuses such a task unless the limit is listed here, and doctor, ls and stats say NOT enforced. User config only.',
+      )
+      .optional(),
   })
   .describe("moat configuration: ~/.config/moat/config.yaml (yours) or moat.yaml at a repository root (the repository's, which may only narrow).");
 

@@ -41,6 +41,8 @@ export interface TaskRecord {
   disk?: 'loop' | 'engine' | 'none';
   /** Why the workspace has no cap (`disk: 'none'`), as found when the task was made. */
   diskWhy?: string;
+  /** Cgroup limits the engine could not enforce, which the user's config accepted (acceptUnenforcedLimits). */
+  unenforcedLimits?: Array<'memory' | 'cpus' | 'pids'>;
   /**
    * Where the task's repository lives: a host folder bind-mounted into the sandbox (absent: the
    * default, local engines), or a volume of the engine's own, seeded and read through exec (engines

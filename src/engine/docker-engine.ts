@@ -30,11 +30,12 @@ export class DockerEngine implements ContainerEngine {
   /** Capped volumes this process attached just now: no need to check their device again before the first mount. */
   private readonly freshDisks = new Set<string>();
 
-  constructor(endpoint: EngineEndpoint) {
+  /** `client`: an API client of the engine's own dialect (Podman's); by default Docker's, from the endpoint. */
+  constructor(endpoint: EngineEndpoint, client?: Docker) {
     this.kind = endpoint.kind;
     this.endpoint = endpointName(endpoint);
     this.capabilities = capabilitiesOf(endpoint.transport);
-    this.docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
+    this.docker = client ?? new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
     this.disks = new DockerDisks(this.docker, this.endpoint, endpoint.transport === 'unix');
   }
 

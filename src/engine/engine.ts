@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxSpec } from '../domain/sandbox-spec.js';
+import type { LimitEnforcement } from '../domain/limit-enforcement.js';
 
 /**
  * What moat needs from a container engine, in moat's terms: make a sandbox from a {@link SandboxSpec},
@@ -46,6 +47,8 @@ export interface ContainerEngine {
   stats(id: string): Promise<ContainerStats | undefined>;
   /** The container's output; `follow` keeps streaming until the container stops or `signal` aborts. */
   logs(id: string, options: LogOptions, out: Writable, err: Writable): Promise<void>;
+  /** The cgroup limits this engine cannot enforce (rootless Podman without delegated controllers); absent: all are enforced. */
+  limitEnforcement?(): Promise<LimitEnforcement>;
 }
 
 /**

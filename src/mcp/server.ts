@@ -70,9 +70,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   const note = (tool: string, args: Record<string, unknown>, code: string, message: string) =>
     audit.record({ tool, args, code, message }).catch((error: Error) => options.log(`moat mcp: audit log not written: ${safe.line(error.message)}`));
   let engine: Promise<ContainerEngine> | undefined;
-  const engineFactory =
-    options.engine ??
-    (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await (await import('../engine/find-engine.js')).findEngine(env)));
+  const engineFactory = options.engine ?? (async () => (await import('../engine/open-engine.js')).openEngine(env));
   const sharedEngine = () => {
     engine ??= engineFactory();
     // A failed lookup (engine down) is tried again by the next call.

@@ -6,7 +6,6 @@ import type { MoatConfig } from '../config/schema.js';
 import type { TaskPool } from './task-pool.js';
 import type { PendingSyncs } from './pending-sync.js';
 import type { ContainerEngine } from '../engine/engine.js';
-import { findEngine } from '../engine/find-engine.js';
 import { parseIsolation } from '../domain/isolation.js';
 import { TaskStore } from '../state/task-store.js';
 import { UserRepository, type RepositoryCache } from '../workspace/user-repo.js';
@@ -16,7 +15,7 @@ export interface MoatOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   paths?: MoatPaths;
-  /** Supplies the engine; defaults to finding the local Docker/Podman socket. */
+  /** Supplies the engine; defaults to the one openEngine (engine/open-engine.ts) chooses. */
   engine?: () => Promise<ContainerEngine>;
   /** Progress lines (image builds, sync notes). Results never go here. */
   progress?: (line: string) => void;
@@ -66,7 +65,7 @@ export class MoatContext {
     this.secretValues = options.secretValues ?? new Set<string>();
     this.hostUser = options.hostUser ?? { uid: process.getuid?.() ?? 1000, gid: process.getgid?.() ?? 1000 };
     // dockerode loads only when a command needs the engine.
-    this.engineFactory = options.engine ?? (async () => new (await import('../engine/docker-engine.js')).DockerEngine(await findEngine(this.env)));
+    this.engineFactory = options.engine ?? (async () => (await import('../engine/open-engine.js')).openEngine(this.env));
   }
 
   /** The same place and settings, for work that outlives the current command (it reports nowhere). */

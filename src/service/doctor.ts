@@ -7,6 +7,7 @@ import type { MoatContext } from './context.js';
 import { hostCaps, type HostCap } from './host-caps.js';
 import { egressChecks } from './doctor-egress.js';
 import { gvisorCheck } from './doctor-gvisor.js';
+import { reportLimitGaps } from './limit-check.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -113,6 +114,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.memory = 'kernel (memory cgroup, swap held to the same limit)';
     enforcement.cpu = 'kernel (CFS quota)';
     enforcement.pids = 'kernel (pids cgroup)';
+    await reportLimitGaps(await ctx.engine(), await ctx.userConfig().catch(() => ({})), checks, enforcement);
     enforcement.network = 'none: tasks have no network interface but loopback';
     const loop = plan.disk !== 'none';
     diskCapped = loop;

@@ -1,5 +1,4 @@
-import { DockerEngine } from '../engine/docker-engine.js';
-import { findEngine } from '../engine/find-engine.js';
+import { openEngine } from '../engine/open-engine.js';
 import { TaskStore } from '../state/task-store.js';
 import { gatewaySocketOf, runBridge } from './egress-bridge.js';
 
@@ -11,7 +10,7 @@ if (!home || !repoKey || !task || !container) {
 }
 const record = await new TaskStore(home).get(repoKey, task);
 if (!record) process.exit(0);
-const engine = new DockerEngine(await findEngine(process.env));
+const engine = await openEngine(process.env);
 process.on('SIGTERM', () => process.exit(0));
 await runBridge(engine, { gatewaySocket: gatewaySocketOf(home, repoKey, task), container, user: `${record.user.uid}:${record.user.gid}` });
 process.exit(0);

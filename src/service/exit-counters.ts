@@ -11,7 +11,9 @@ export interface CgroupCounters {
 function candidateDirs(id: string): Array<{ memory: string; pids: string; v2: boolean }> {
   const v1 = (parent: string) => ({ memory: `/sys/fs/cgroup/memory/${parent}`, pids: `/sys/fs/cgroup/pids/${parent}`, v2: false });
   const v2 = (parent: string) => ({ memory: `/sys/fs/cgroup/${parent}`, pids: `/sys/fs/cgroup/${parent}`, v2: true });
-  return [v1(`docker/${id}`), v1(`system.slice/docker-${id}.scope`), v2(`system.slice/docker-${id}.scope`), v2(`docker/${id}`)];
+  // Podman's (libpod): libpod_parent/ with the cgroupfs manager, machine.slice/ with systemd's.
+  const libpod = [v1(`libpod_parent/libpod-${id}`), v1(`machine.slice/libpod-${id}.scope`), v2(`machine.slice/libpod-${id}.scope`)];
+  return [v1(`docker/${id}`), v1(`system.slice/docker-${id}.scope`), v2(`system.slice/docker-${id}.scope`), v2(`docker/${id}`), ...libpod];
 }
 
 function counter(text: string, key: string): number | undefined {

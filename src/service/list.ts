@@ -1,3 +1,4 @@
+import { enforcementText, type CgroupLimit } from '../domain/limit-enforcement.js';
 import type { LogOptions } from '../engine/engine.js';
 import type { Writable } from 'node:stream';
 import type { Limits } from '../domain/limits.js';
@@ -24,6 +25,8 @@ export interface TaskSummary {
   limits: Omit<Limits, 'diskBytes'> & { diskBytes?: number };
   /** How the workspace's size is held, or "NOT capped" and why: never a cap that is not enforced. */
   disk: string;
+  /** Each cgroup limit: "enforced", or "NOT enforced (…)" where the engine cannot hold it (rootless Podman on cgroup v1). */
+  limitEnforcement: Record<CgroupLimit, string>;
   network: string;
   /** Commits on the task branch (in the user's repository: what moat brought home) beyond its base. */
   commits: number;
@@ -86,6 +89,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         ageSeconds: Math.max(0, Math.round((now - Date.parse(record.createdAt)) / 1000)),
         limits: diskCapOf(record).capped ? record.limits : withoutDisk(record.limits),
         disk: diskCapOf(record).text,
+        limitEnforcement: enforcementText(record.unenforcedLimits, 'the engine cannot set it here; accepted in your config'),
         network: record.network,
         commits,
         ...(spare ? { spare: true as const } : {}),

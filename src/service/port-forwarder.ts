@@ -1,8 +1,7 @@
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
-import { DockerEngine } from '../engine/docker-engine.js';
-import { findEngine } from '../engine/find-engine.js';
+import { openEngine } from '../engine/open-engine.js';
 
 /**
  * One open port of one task (`moat port`), as a process of its own: it listens on the host and,
@@ -38,7 +37,7 @@ export interface OpenPortState {
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as ForwarderSpec;
-const engine = new DockerEngine(await findEngine(process.env));
+const engine = await openEngine(process.env);
 const connections = new Set<Socket>();
 
 function relay(client: Socket): void {

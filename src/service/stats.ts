@@ -1,3 +1,4 @@
+import { enforcementText, type CgroupLimit } from '../domain/limit-enforcement.js';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ContainerEngine, ContainerStats } from '../engine/engine.js';
@@ -11,6 +12,8 @@ export interface TaskStats {
   running: boolean;
   container?: ContainerStats;
   limits: { memoryBytes: number; cpus: number; pids: number };
+  /** Each of those limits: "enforced", or "NOT enforced (…)" where the engine cannot hold it. */
+  limitEnforcement: Record<CgroupLimit, string>;
   /**
    * Bytes the task's workspace takes on the host disk (allocated blocks, so sparse files count as
    * they are); for a workspace in an engine volume, what `du` in the running sandbox says (absent
@@ -56,6 +59,7 @@ export async function taskStats(ctx: MoatContext, task?: string): Promise<TaskSt
         running: container !== undefined,
         container,
         limits: { memoryBytes: record.limits.memoryBytes, cpus: record.limits.cpus, pids: record.limits.pids },
+        limitEnforcement: enforcementText(record.unenforcedLimits, 'the engine cannot set it here; accepted in your config'),
         workspaceBytes:
           record.workspace === 'volume'
             ? await volumeUsage(engine, record, container !== undefined)

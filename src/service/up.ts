@@ -1,3 +1,4 @@
+import { checkLimitEnforcement } from './limit-check.js';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createVolume, releaseVolume } from '../workspace/task-volume.js';
@@ -142,6 +143,8 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     ctx.progress(`warning: envPassthrough hands ${name} to the agent and everything it runs; bind it as a secret instead (secrets.${name} in your config)`);
   }
   const engine = await engineReady;
+  const unenforcedLimits = await checkLimitEnforcement(engine, await ctx.userConfig());
+  if (unenforcedLimits.length > 0) ctx.progress(`note: ${unenforcedLimits.join(', ')} NOT enforced on this engine (accepted by acceptUnenforcedLimits)`);
   const user = ctx.sandboxUser(config);
   const dev = options.devcontainer ? await untilCancelled(devcontainerBase(repo, baseCommit, engine, ctx.progress), signal) : undefined;
   if (dev) Object.assign(env, dev.containerEnv);
@@ -303,6 +306,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     createdAt: new Date().toISOString(),
     disk,
     ...(diskPlan.why ? { diskWhy: diskPlan.why } : {}),
+    ...(unenforcedLimits.length > 0 ? { unenforcedLimits } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
     ...(isolation === 'gvisor' ? { isolation: 'gvisor' as const } : {}),
     state: options.intoPool ? 'pooled' : 'creating',

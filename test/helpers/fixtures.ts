@@ -234,3 +234,33 @@ export async function logBytes(id: string): Promise<number> {
   const total = ((await docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer).length;
   return total;
 }
+
+/** The engine the suite runs against (MOAT_ENGINE=podman selects Podman): what it reports is read in its own words. */
+export async function engineKind(): Promise<'docker' | 'podman'> {
+  return (await findEngine()).kind;
+}
+
+/** Podman's own inspect (libpod's API), for what its Docker-compatible inspect leaves out (the log size cap). */
+export async function libpodInspect(id: string): Promise<{ HostConfig: { LogConfig: { Type: string; Size?: string } } }> {
+  const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
+  return new Promise((resolve, reject) => {
+    docker.modem.dial({ path: `/v4.0.0/libpod/containers/${id}/json`, method: 'GET', statusCodes: { 200: true, 404: 'no such container' } }, (error, data) =>
+      error ? reject(error) : resolve(data as never),
+    );
+  });
+}
+
+/** Capabilities Podman grants by default, each of which moat's CapDrop ALL removes (Podman lists them instead of ALL). */
+export const PODMAN_DEFAULT_CAPS = [
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'NET_BIND_SERVICE',
+  'SETFCAP',
+  'SETGID',
+  'SETPCAP',
+  'SETUID',
+  'SYS_CHROOT',
+];

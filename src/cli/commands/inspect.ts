@@ -80,8 +80,8 @@ export function registerInspect(program: Command, cli: CliContext): void {
                 ...stats.map((s) => [
                   s.task,
                   s.container ? `${s.container.cpuPercent.toFixed(1)}%` : '-',
-                  s.container ? `${formatSize(s.container.memoryBytes)} / ${formatSize(s.limits.memoryBytes)}` : '-',
-                  s.container ? `${s.container.pids} / ${s.limits.pids}` : '-',
+                  s.container ? `${formatSize(s.container.memoryBytes)} / ${limitText(formatSize(s.limits.memoryBytes), s.limitEnforcement.memory)}` : '-',
+                  s.container ? `${s.container.pids} / ${limitText(String(s.limits.pids), s.limitEnforcement.pids)}` : '-',
                   `${s.workspaceBytes === undefined ? '-' : formatSize(s.workspaceBytes)}${s.diskCapBytes ? ` / ${formatSize(s.diskCapBytes)}` : ' (no cap)'}`,
                   `${formatSize(s.egress.bytesUp)}/${formatSize(s.egress.bytesDown)} (${s.egress.allowed}/${s.egress.denied})`,
                 ]),
@@ -137,4 +137,9 @@ export function registerInspect(program: Command, cli: CliContext): void {
         ].join('\n'),
       );
     });
+}
+
+/** A limit the engine does not enforce is never shown as one. */
+function limitText(limit: string, enforcement: string): string {
+  return enforcement === 'enforced' ? limit : `${limit} (NOT enforced)`;
 }

@@ -1,0 +1,196 @@
+import Docker from 'dockerode';
+import { readFileSync } from 'node:fs';
+import type { ContainerEngine, EngineInfo, ExecCommand, ExecIO } from './engine.js';
+import { DockerEngine } from './docker-engine.js';
+import { MoatError } from '../errors.js';
+import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
+import { connectionOptions, type EngineEndpoint } from './find-engine.js';
+
+/** The cgroup controller that holds each limit: where the container does not get it, the limit is not enforced. */
+const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu', pids: 'pids' };
+
+/**
+ * Podman through its Docker-compatible API (the same dockerode client, pointed at Podman's socket):
+ * everything is Docker's adapter but for what Podman does differently, which is said here.
+ * - Containers are created by {@link PodmanClient} in Podman's dialect (runtime, rlimits, tmpfs options).
+ * - Facts Docker's API does not carry (rootless, the cgroup controllers a container gets) come from libpod's /info.
+ * Images are built by Podman's own build (buildah behind its /build endpoint), never pulled.
+ */
+export class PodmanEngine extends DockerEngine implements ContainerEngine {
+  private readonly client: PodmanClient;
+
+  constructor(endpoint: EngineEndpoint) {
+    const client = new PodmanClient(connectionOptions(endpoint) as Docker.DockerOptions);
+    super({ ...endpoint, kind: 'podman' }, client);
+    this.client = client;
+  }
+
+  /**
+   * Rootless Podman 4.3's Docker-compatible create drops the nofile rlimit (the sandbox got the
+   * host's 20000 instead of 4096, measured): there every command moat runs in the sandbox starts
+   * under prlimit, which lowers soft and hard limit alike (raising it again needs a capability the
+   * sandbox does not have). The container's own main process is wrapped at create (forPodman).
+   */
+  override async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
+    const nofile = (await this.client.host()).security.rootless ? await this.nofileOf(id) : undefined;
+    return super.exec(id, nofile ? { ...command, cmd: underPrlimit(nofile, command.cmd) } : command, io);
+  }
+
+  private readonly nofiles = new Map<string, number | undefined>();
+
+  private async nofileOf(id: string): Promise<number | undefined> {
+    if (!this.nofiles.has(id)) {
+      const info = await this.inspectContainer(id);
+      const value = Number(info?.labels[NOFILE_LABEL]);
+      this.nofiles.set(id, Number.isInteger(value) && value > 0 ? value : undefined);
+    }
+    return this.nofiles.get(id);
+  }
+
+  override async info(): Promise<EngineInfo> {
+    const [base, host] = await Promise.all([super.info(), this.libpodHost()]);
+    return {
+      ...base,
+      kind: 'podman',
+      rootless: host.security.rootless,
+      cgroupVersion: host.cgroupVersion.replace(/^v/, ''),
+      cgroupDriver: host.cgroupManager,
+      // libpod says "runc version 1.1.5+ds1\ncommit: …": the number is what doctor compares.
+      runcVersion: (host.ociRuntime?.name === 'runc' ? /runc version (\S+)/.exec(host.ociRuntime.version ?? '')?.[1] : undefined) ?? base.runcVersion,
+    };
+  }
+
+  /**
+   * The limits the kernel cannot hold a sandbox to here. Rootless Podman gets only the cgroup
+   * controllers delegated to the user (none on cgroup v1: Podman then ignores every resource limit,
+   * and reads a 256m memory limit back as unlimited); a limit whose controller is missing is not enforced.
+   */
+  async limitEnforcement(): Promise<LimitEnforcement> {
+    const host = await this.libpodHost();
+    if (!host.security.rootless) return { unenforced: [] };
+    const controllers = new Set(host.cgroupControllers ?? []);
+    const unenforced = CGROUP_LIMITS.filter((limit) => !controllers.has(CONTROLLER[limit]));
+    if (unenforced.length === 0) return { unenforced };
+    const why =
+      host.cgroupVersion === 'v1'
+        ? 'rootless Podman on cgroup v1 cannot set resource limits'
+        : `rootless Podman has no ${unenforced.map((l) => CONTROLLER[l]).join(', ')} cgroup controller delegated to this user`;
+    return { unenforced, why };
+  }
+
+  private libpodHost(): Promise<LibpodHost> {
+    return this.client.host().catch((error: unknown) => {
+      throw new MoatError('E_ENGINE_UNREACHABLE', `could not read libpod's /info at ${this.endpoint}: ${(error as Error).message}`, {
+        hint: 'check that podman system service runs (scripts/setup-podman.sh)',
+        cause: error,
+      });
+    });
+  }
+}
+
+interface LibpodHost {
+  cgroupVersion: string;
+  cgroupManager: string;
+  cgroupControllers?: string[];
+  security: { rootless: boolean };
+  ociRuntime?: { name: string; version?: string };
+}
+
+/** The API path prefix of libpod's own endpoints (Podman 4 serves them under any v4 version). */
+const LIBPOD = '/v4.0.0/libpod';
+
+/**
+ * dockerode speaking to Podman: the create options moat builds for Docker, translated where
+ * Podman 4 differs. Measured on Debian 12 (podman 4.3.1, cgroup v1 hybrid):
+ * - crun fails on hybrid cgroups: containers run with runc.
+ * - Podman applies its own large default RLIMIT_NPROC, which an engine without CAP_SYS_RESOURCE cannot
+ *   set ("error setting rlimit type 6"): nproc is given explicitly, no higher than this host allows.
+ * - tmpfs takes no uid=/gid= options; `U` gives the mount to the container's user instead (the same owner).
+ * - `--init` is Podman's catatonit (Docker's is tini): same job, reaping and passing signals.
+ */
+export class PodmanClient extends Docker {
+  private hostInfo?: Promise<LibpodHost>;
+
+  override async createContainer(options: Docker.ContainerCreateOptions): Promise<Docker.Container> {
+    return super.createContainer(forPodman(options, (await this.host()).security.rootless));
+  }
+
+  /** libpod's facts about the engine's host, read once (a failed read is tried again). */
+  host(): Promise<LibpodHost> {
+    this.hostInfo ??= this.libpod<{ host: LibpodHost }>('/info').then((info) => info.host);
+    this.hostInfo.catch(() => (this.hostInfo = undefined));
+    return this.hostInfo;
+  }
+
+  /** A GET of libpod's own API (facts Docker's API lacks). */
+  libpod<T>(path: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.modem.dial({ path: `${LIBPOD}${path}`, method: 'GET', statusCodes: { 200: true, 500: 'server error' } }, (error, data) =>
+        error ? reject(error) : resolve(data as T),
+      );
+    });
+  }
+}
+
+/**
+ * Rootless: the container's user namespace keeps the user's own id (keep-id), so what the sandbox
+ * writes into the task's workspace belongs to the user, not to a subordinate id moat cannot read.
+ */
+export function forPodman(options: Docker.ContainerCreateOptions, rootless: boolean): Docker.ContainerCreateOptions {
+  const host = options.HostConfig ?? {};
+  const nofile = host.Ulimits?.find((u) => u.Name === 'nofile')?.Hard;
+  const wrap = rootless && nofile !== undefined && Array.isArray(options.Cmd);
+  const ulimits = (host.Ulimits ?? []).filter((u) => u.Name !== 'nproc');
+  const nproc = hostNproc();
+  return {
+    ...options,
+    ...(wrap ? { Cmd: underPrlimit(nofile, options.Cmd as string[]), Labels: { ...options.Labels, [NOFILE_LABEL]: String(nofile) } } : {}),
+    HostConfig: {
+      ...host,
+      Runtime: 'runc',
+      ...(rootless ? { UsernsMode: 'keep-id' } : {}),
+      Ulimits: [...ulimits, { Name: 'nproc', Soft: nproc, Hard: nproc }],
+      ...(host.Tmpfs ? { Tmpfs: tmpfsForPodman(host.Tmpfs, options.User) } : {}),
+    },
+  };
+}
+
+/** uid=N,gid=M becomes U when N:M is the container's user (the only owner moat ever gives a tmpfs). */
+export function tmpfsForPodman(tmpfs: Record<string, string>, user: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [target, optionString] of Object.entries(tmpfs)) {
+    const options = optionString.split(',');
+    const uid = options.find((o) => o.startsWith('uid='))?.slice(4);
+    const gid = options.find((o) => o.startsWith('gid='))?.slice(4);
+    if (uid !== undefined && `${uid}:${gid ?? uid}` === user) {
+      out[target] = [...options.filter((o) => !o.startsWith('uid=') && !o.startsWith('gid=')), 'U'].join(',');
+    } else out[target] = optionString;
+  }
+  return out;
+}
+
+/**
+ * RLIMIT_NPROC for the sandbox: this process's own soft limit (Podman, local to this host, runs
+ * under the same limits), at most 32768. The sandbox's process count is held by the pids limit;
+ * this only has to be one the engine may set.
+ */
+function hostNproc(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max processes'));
+    const soft = line?.split(/\s+/)[2];
+    if (soft && /^\d+$/.test(soft)) return Math.min(Number(soft), 32768);
+  } catch {
+    // not Linux: the default below
+  }
+  return 32768;
+}
+
+/** Where a rootless sandbox's nofile limit is kept for the commands moat runs in it later. */
+const NOFILE_LABEL = 'moat.nofile';
+
+/** The command, started with its open-files limit lowered, soft and hard (util-linux's prlimit, in every Debian image). */
+function underPrlimit(nofile: number, cmd: string[]): string[] {
+  return ['/usr/bin/prlimit', `--nofile=${nofile}:${nofile}`, '--', ...cmd];
+}
