@@ -3,9 +3,10 @@ import { configDefaults, defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts);
+    // test/remote needs a remote engine: .ci/run's remote phase runs it (vitest.remote.config.ts).
+    // test/nonroot runs as a docker-group user: .ci/run's non-root phase (vitest.nonroot.config.ts).
     // test/podman needs rootless Podman as a non-root user (vitest.podman.config.ts, .ci/run's podman phase).
-    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/podman/**'],
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/podman/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

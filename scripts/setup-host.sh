@@ -9,7 +9,12 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 # Installed programs, also the administrator's (dockerd, debootstrap, mkfs.ext4 are in /usr/sbin,
 # which a normal user's PATH does not hold on Debian).
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]] || [[ -x "/sbin/$1" ]]; }
+have() {
+  command -v "$1" >/dev/null 2>&1 && return
+  local dir
+  for dir in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do [[ -x "$dir/$1" ]] && return; done
+  return 1
+}
 
 missing=()
 have git || missing+=(git)

@@ -36,8 +36,13 @@ export interface TaskRecord {
   ask?: boolean;
   /** Cgroup limits the engine could not enforce, which the user's config accepted (acceptUnenforcedLimits). */
   unenforcedLimits?: Array<'memory' | 'cpus' | 'pids'>;
-  /** How the disk cap is enforced for this task. */
-  disk?: 'loop' | 'none';
+  /**
+   * How the disk cap is enforced for this task: `loop` a host loop mount (moat as root), `engine`
+   * an ext4 volume the engine mounts from a loop device (no root needed of moat), `none` no cap.
+   */
+  disk?: 'loop' | 'engine' | 'none';
+  /** Why the workspace has no cap (`disk: 'none'`), as found when the task was made. */
+  diskWhy?: string;
   /**
    * Where the task's repository lives: a host folder bind-mounted into the sandbox (absent: the
    * default, local engines), or a volume of the engine's own, seeded and read through exec (engines

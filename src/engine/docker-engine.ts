@@ -8,6 +8,8 @@ import {
   type BuildInput,
   type ContainerEngine,
   type ContainerInfo,
+  type DiskCap,
+  type DiskCapSupport,
   type EngineCapabilities,
   type EngineInfo,
   type ExecCommand,
@@ -15,6 +17,7 @@ import {
   type LogOptions,
 } from './engine.js';
 import { connectionOptions, endpointName, type EngineEndpoint } from './find-engine.js';
+import { DISK_HELPER_LABEL, DISK_LABEL, DockerDisks } from './docker-disk.js';
 
 /** Docker Engine API adapter (also serves Podman's Docker-compatible socket). */
 export class DockerEngine implements ContainerEngine {
@@ -22,6 +25,9 @@ export class DockerEngine implements ContainerEngine {
   readonly endpoint: string;
   readonly capabilities: EngineCapabilities;
   private readonly docker: Docker;
+  private readonly disks: DockerDisks;
+  /** Capped volumes this process attached just now: no need to check their device again before the first mount. */
+  private readonly freshDisks = new Set<string>();
 
   /** `client`: an API client of the engine's own dialect (Podman's); by default Docker's, from the endpoint. */
   constructor(endpoint: EngineEndpoint, client?: Docker) {
@@ -29,6 +35,11 @@ export class DockerEngine implements ContainerEngine {
     this.endpoint = endpointName(endpoint);
     this.capabilities = capabilitiesOf(endpoint.transport);
     this.docker = client ?? new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
+    this.disks = new DockerDisks(this.docker, this.endpoint, endpoint.transport === 'unix');
+  }
+
+  diskCapSupport(helperImage: string): Promise<DiskCapSupport> {
+    return this.disks.supported(helperImage);
   }
 
   async info(): Promise<EngineInfo> {
@@ -121,6 +132,7 @@ export class DockerEngine implements ContainerEngine {
     if (hostOnly.length > 0 && !this.capabilities.hostMounts) {
       throw new MoatError('E_INTERNAL', `the engine at ${this.endpoint} cannot see host folders (${hostOnly.map((m) => m.target).join(', ')})`);
     }
+    if (spec.workspace.kind === 'volume') await this.call(() => this.recheckDisk((spec.workspace as { name: string }).name), 'check the workspace disk');
     const workspace =
       spec.workspace.kind === 'host'
         ? { Type: 'bind' as const, Source: spec.workspace.path, Target: WORKSPACE_DIR, ReadOnly: false, BindOptions: { Propagation: 'rprivate' as const } }
@@ -231,7 +243,11 @@ export class DockerEngine implements ContainerEngine {
     }));
   }
 
-  async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }): Promise<void> {
+  async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void> {
+    if (cap) {
+      await this.call(() => this.disks.create(name, { ...labels, [DISK_HELPER_LABEL]: cap.helperImage }, cap), `create the capped volume ${name}`);
+      this.freshDisks.add(name);
+    }
     const existing = await this.docker
       .getVolume(name)
       .inspect()
@@ -278,12 +294,39 @@ export class DockerEngine implements ContainerEngine {
   }
 
   async removeVolume(name: string): Promise<void> {
+    const capped = await this.cappedVolume(name);
+    this.freshDisks.delete(name);
+    const helperImage = capped?.labels[DISK_HELPER_LABEL];
+    if (helperImage) return this.call(() => this.disks.remove(name, helperImage), `remove the capped volume ${name}`);
     await this.docker
       .getVolume(name)
       .remove()
       .catch((error: unknown) => {
         if (statusOf(error) !== 404) throw this.wrap(error, `remove volume ${name}`);
       });
+  }
+
+  /** A volume made with a cap: its labels (how it was made) and the loop device it names. */
+  private async cappedVolume(name: string): Promise<{ device?: string; labels: Record<string, string> } | undefined> {
+    const volume = (await this.docker
+      .getVolume(name)
+      .inspect()
+      .catch(() => undefined)) as { Labels?: Record<string, string>; Options?: Record<string, string> } | undefined;
+    if (!volume?.Labels?.[DISK_LABEL]) return undefined;
+    return { device: volume.Options?.device, labels: volume.Labels };
+  }
+
+  /** Before a container mounts a capped volume: its device backs its image again (docker-disk.ts `ensure`). */
+  private async recheckDisk(name: string): Promise<void> {
+    if (this.freshDisks.delete(name)) return;
+    const capped = await this.cappedVolume(name);
+    if (capped) await this.disks.ensure(name, capped.labels, capped.device);
+  }
+
+  async parkVolume(name: string): Promise<void> {
+    const capped = await this.cappedVolume(name);
+    this.freshDisks.delete(name);
+    if (capped?.labels[DISK_HELPER_LABEL]) await this.call(() => this.disks.park(name, capped.labels[DISK_HELPER_LABEL]!), `detach the disk of ${name}`);
   }
 
   async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {

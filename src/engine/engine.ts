@@ -29,9 +29,16 @@ export interface ContainerEngine {
    * A task's workspace volume, kept by the engine, labelled, its root owned by `owner` (made ready
    * by a short-lived container of `image` with no capability but CHOWN, no network). Idempotent.
    */
-  createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }): Promise<void>;
+  createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void>;
+  /** Whether {@link createVolume} can enforce a `cap` on this engine, and if not, why (said by `up`, `doctor`, `ls`). */
+  diskCapSupport(helperImage: string): Promise<DiskCapSupport>;
   listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>>;
   removeVolume(name: string): Promise<void>;
+  /**
+   * Lets go of what a volume holds on the engine's host while no container mounts it (a capped
+   * volume's loop device, for a stopped task); its content stays, and the next container gets it back.
+   */
+  parkVolume(name: string): Promise<void>;
   /** Streams a command: the caller's streams are wired straight through. */
   exec(id: string, command: ExecCommand, io: ExecIO): Promise<number>;
   /** Runs a command and collects its output, up to `maxBytes` of stdout. */
@@ -140,3 +147,15 @@ export interface ExecIO {
   size?: () => { rows: number; columns: number };
   onResize?: (listener: () => void) => () => void;
 }
+
+/**
+ * A workspace volume of fixed size, made by the engine (no root needed of moat): writes past
+ * `bytes` fail with ENOSPC inside the sandbox. `helperImage` runs the short-lived helper that makes
+ * it: the user's base image, never a task's (a repository chooses those).
+ */
+export interface DiskCap {
+  bytes: number;
+  helperImage: string;
+}
+
+export type DiskCapSupport = { ok: true } | { ok: false; why: string };

@@ -1,7 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { SandboxSpec } from '../domain/sandbox-spec.js';
-import type { BuildInput, ContainerEngine, ContainerInfo, ContainerStats, EngineCapabilities, EngineInfo, ExecCommand, ExecIO } from './engine.js';
+import type {
+  BuildInput,
+  ContainerEngine,
+  ContainerInfo,
+  ContainerStats,
+  DiskCap,
+  DiskCapSupport,
+  EngineCapabilities,
+  EngineInfo,
+  ExecCommand,
+  ExecIO,
+} from './engine.js';
 
 /**
  * A container engine kept in memory: the port ({@link ContainerEngine}) without dockerd, for unit
@@ -159,12 +170,20 @@ export class MemoryEngine implements ContainerEngine {
     return [...this.containers.values()].filter((c) => matches(c.spec.labels, labels)).map(describe);
   }
 
-  async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }): Promise<void> {
+  async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, _cap?: DiskCap): Promise<void> {
     this.fault('createVolume', name);
     if (!this.images.has(owner.image)) throw engineError(404, `No such image: ${owner.image}`);
     if (this.volumes.has(name)) return;
     this.volumes.set(name, { name, labels: { ...labels }, owner: { uid: owner.uid, gid: owner.gid } });
     this.journal.push(`create volume ${name}`);
+  }
+
+  /** Nothing of a memory volume lives outside it. */
+  async parkVolume(_name: string): Promise<void> {}
+
+  /** Memory has no disk to cap: the services must say so, never claim a cap. */
+  async diskCapSupport(_helperImage: string): Promise<DiskCapSupport> {
+    return { ok: false, why: 'the in-memory engine has no disk' };
   }
 
   async listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>> {

@@ -1,5 +1,5 @@
 import { runProcess } from '../workspace/run-process.js';
-import { diskUncappedWhy, loopMountAvailable } from '../workspace/task-volume.js';
+import { describeDisk, planDisk, type DiskPlan } from './disk-plan.js';
 import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 import { isMoatError } from '../errors.js';
 import type { EngineInfo } from '../engine/engine.js';
@@ -51,6 +51,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   let info: EngineInfo | undefined;
   let diskCapped = false;
   let remote = false;
+  let plan: DiskPlan = { disk: 'none', inVolume: false };
   try {
     const engine = await ctx.engine();
     remote = !engine.capabilities.hostMounts;
@@ -59,6 +60,8 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     const base = await engine.imageId(DEFAULT_BASE_IMAGE);
     const userConfig = await ctx.userConfig().catch(() => ({ baseImage: undefined }));
     const wanted = userConfig.baseImage ?? DEFAULT_BASE_IMAGE;
+    // The same choice `up` makes (disk-plan.ts), so doctor never claims a cap that up would not make.
+    plan = await planDisk(engine, { uid: ctx.hostUser.uid, helperImage: wanted, env: ctx.env });
     const baseId = wanted === DEFAULT_BASE_IMAGE ? base : await engine.imageId(wanted);
     checks.push(
       baseId
@@ -106,14 +109,12 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     enforcement.pids = 'kernel (pids cgroup)';
     await reportLimitGaps(await ctx.engine(), await ctx.userConfig().catch(() => ({})), checks, enforcement);
     enforcement.network = 'none: tasks have no network interface but loopback';
-    const loop = !remote && (await loopMountAvailable(ctx.hostUser.uid));
+    const loop = plan.disk !== 'none';
     diskCapped = loop;
-    enforcement.disk = loop
-      ? 'kernel: each task writes to its own loop-mounted ext4 image of limits.disk; /tmp and home are size-limited tmpfs; the root filesystem is read-only'
-      : `workspace NOT capped (${diskUncappedWhy(remote)}); /tmp and home are size-limited tmpfs; the root filesystem is read-only`;
+    enforcement.disk = `${describeDisk(plan)}; /tmp and home are size-limited tmpfs; the root filesystem is read-only`;
     const fix = remote
-      ? "keep an eye on the engine's disk, or use a local engine (unset DOCKER_HOST) where moat runs as root"
-      : 'run moat as root (or with a rootful engine helper) on a machine with /dev/loop-control and e2fsprogs';
+      ? "keep an eye on the engine's disk, or use an engine whose host has loop devices (/dev/loop-control) and a rootful daemon"
+      : 'use a rootful engine on a machine with /dev/loop-control (a docker-group user is enough), or run moat as root with e2fsprogs';
     checks.push(loop ? { name: 'disk cap', status: 'ok', detail: enforcement.disk } : { name: 'disk cap', status: 'warn', detail: enforcement.disk, fix });
     if (remote) {
       enforcement.workspace = 'an engine volume, seeded and read through exec: no folder of this host is mounted into a sandbox';

@@ -35,7 +35,7 @@ export async function hostCaps(ctx: MoatContext, diskCapped: boolean, remote = f
     {
       name: 'workspace disk',
       cap: diskCapped
-        ? `limits.disk (${formatSize(diskBytes)} per task): a loop-mounted ext4 image of that size`
+        ? `limits.disk (${formatSize(diskBytes)} per task): an ext4 image of that size on a loop device (mounted by moat as root, or by the engine)`
         : remote
           ? `NOT capped here (${diskUncappedWhy(true)}): a task can fill the engine's disk`
           : `NOT capped here (${diskUncappedWhy(false)}): a task can fill the filesystem that holds the moat home`,

@@ -49,6 +49,8 @@ export async function down(ctx: MoatContext, task: string, options: { captured?:
   await closeTaskPorts(ctx, record);
   // Nothing uses the task's volume until the next container: no mount lingers on the host.
   await unmountVolume(ctx.store.taskDir(record.repoKey, task));
+  // The same for an engine-made cap: its loop device is detached, its image (the work) stays.
+  if (record.disk === 'engine') await engine.parkVolume(workspaceVolume(record));
   return { task, removedContainer: removed, sync };
 }
 

@@ -64,7 +64,7 @@ export async function taskStats(ctx: MoatContext, task?: string): Promise<TaskSt
           record.workspace === 'volume'
             ? await volumeUsage(engine, record, container !== undefined)
             : await diskUsage(ctx.store.workspacePath(record.repoKey, record.name)),
-        ...(record.disk === 'loop' ? { diskCapBytes: record.limits.diskBytes } : {}),
+        ...(record.disk === 'loop' || record.disk === 'engine' ? { diskCapBytes: record.limits.diskBytes } : {}),
         egress: {
           bytesUp: audit.reduce((sum, a) => sum + a.bytesUp, 0),
           bytesDown: audit.reduce((sum, a) => sum + a.bytesDown, 0),

@@ -1,7 +1,8 @@
 import { checkLimitEnforcement } from './limit-check.js';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createVolume, diskUncappedWhy, loopMountAvailable, releaseVolume } from '../workspace/task-volume.js';
+import { createVolume, releaseVolume } from '../workspace/task-volume.js';
+import { planDisk } from './disk-plan.js';
 import { devcontainerBase } from './devcontainer.js';
 import { checkMounts } from './mounts.js';
 import { chooseTaskTemplate } from './repo-templates.js';
@@ -197,10 +198,11 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   }
   if (sshKeys.length > 0) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
   // An engine that does not share moat's filesystem keeps the workspace in a volume of its own.
-  const inVolume = !engine.capabilities.hostMounts;
-  if (inVolume) refuseHostOnly(engine.endpoint, { sshKeys, mounts });
-  const disk = !inVolume && (await loopMountAvailable(ctx.hostUser.uid)) ? 'loop' : 'none';
-  if (disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskUncappedWhy(inVolume)}; /tmp and home are capped tmpfs`);
+  if (!engine.capabilities.hostMounts) refuseHostOnly(engine.endpoint, { sshKeys, mounts });
+  // Where no host loop mount can cap it, the workspace is an engine volume that the engine caps (disk-plan.ts).
+  const diskPlan = await planDisk(engine, { uid: ctx.hostUser.uid, helperImage: config.baseImage, env: ctx.env });
+  const { disk, inVolume } = diskPlan;
+  if (disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskPlan.why}; /tmp and home are capped tmpfs`);
   // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
   const imageBuilt = ensureTemplateImage(engine, {
     template,
@@ -295,6 +297,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     createdAt: new Date().toISOString(),
     disk,
     ...(unenforcedLimits.length > 0 ? { unenforcedLimits } : {}),
+    ...(diskPlan.why ? { diskWhy: diskPlan.why } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
     state: options.intoPool ? 'pooled' : 'creating',
     creatorPid: process.pid,
@@ -311,7 +314,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     // Independent steps side by side; each one that happened is undone if any failed.
     const [branchMade, volumeMade] = await Promise.allSettled([
       repo.createRef(sourceRef, baseCommit),
-      createVolume(taskDir, record.limits.diskBytes, record.disk ?? 'none'),
+      createVolume(taskDir, record.limits.diskBytes, record.disk === 'loop' ? 'loop' : 'none'),
     ]);
     if (branchMade.status === 'fulfilled') rollback.add(() => repo.deleteRef(sourceRef, baseCommit));
     // Also after a failure half-way (an image made, its mount failed).
@@ -327,7 +330,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
       throwIfCancelled(signal);
     }
     const id = inVolume
-      ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity })
+      ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, helperImage: config.baseImage })
       : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
     await seedHome(
@@ -356,7 +359,15 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   }
 }
 
-type Provision = { repo: UserRepository; branch: string; baseCommit: string; sourceRef: string; identity: { name?: string; email?: string } };
+type Provision = {
+  repo: UserRepository;
+  branch: string;
+  baseCommit: string;
+  sourceRef: string;
+  identity: { name?: string; email?: string };
+  /** The user's base image: a capped volume's helper runs from it, never from the task's image. */
+  helperImage?: string;
+};
 
 /**
  * The workspace in a host folder, bind-mounted. The container only needs the folder to exist; it
@@ -394,7 +405,8 @@ async function provisionInVolume(
 ): Promise<string> {
   const volume = workspaceVolume(record);
   rollback.add(() => engine.removeVolume(volume));
-  await engine.createVolume(volume, taskLabels(ctx, record, 'workspace'), { ...record.user, image: record.image });
+  const cap = record.disk === 'engine' && input.helperImage ? { bytes: record.limits.diskBytes, helperImage: input.helperImage } : undefined;
+  await engine.createVolume(volume, taskLabels(ctx, record, 'workspace'), { ...record.user, image: record.image }, cap);
   const id = await startContainer(engine, taskSpec(ctx, record, env));
   rollback.add(() => engine.removeContainer(id));
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `seed-${process.pid}.bundle`);

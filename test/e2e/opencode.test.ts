@@ -83,6 +83,8 @@ describe('opencode: a model error', () => {
       .filter((l) => l !== '' && !/^> \w+ · /.test(l));
     expect(said, run.out + run.err).toEqual(['Error: invalid x-api-key']);
     expect(run.err).toMatch(/agent exited [1-9]/);
+    // And moat's own line, the same for every agent: the gateway saw the 401 on the route.
+    expect(run.err).toMatch(/^moat: agent failed: the model API at api\.test \(route openai\) refused the key: 401 \(hint: /m);
   }, 600_000);
 });
 

@@ -6,6 +6,7 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { Moat } from '../../src/index.js';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
+import { DockerEngine } from '../../src/engine/docker-engine.js';
 
 export const GIT_ENV = {
   GIT_AUTHOR_NAME: 'Test User',
@@ -129,9 +130,8 @@ export class Scratch {
         .catch(() => undefined);
     // Workspace volumes (engines without host mounts), once their containers are gone.
     for (const v of (await docker.listVolumes({ filters })).Volumes ?? [])
-      await docker
-        .getVolume(v.Name)
-        .remove()
+      await (v.Labels?.['moat.disk'] ? new DockerEngine(endpoint).removeVolume(v.Name) : docker.getVolume(v.Name).remove())
+        // A capped volume (docker-disk.ts) also has a loop device to detach and an image to delete.
         .catch(() => undefined);
     // The home's egress gateway, if a test started one.
     try {

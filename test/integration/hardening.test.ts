@@ -67,8 +67,9 @@ describe('a task container is hardened by default', () => {
     const mounts = info.Mounts.filter((m) => m.Type === 'bind' || m.Type === 'volume');
     expect(mounts).toHaveLength(1);
     expect(mounts[0]!.Destination).toBe('/workspace');
-    if (await remoteEngine()) {
-      // An engine that does not share this host: no host path at all, the workspace is its own volume.
+    if ((await remoteEngine()) || record.workspace === 'volume') {
+      // An engine that does not share this host, or one that caps the workspace for a user who is
+      // not root (docker-disk.ts): no host path at all, the workspace is the engine's own volume.
       expect(mounts[0]!.Type).toBe('volume');
       expect(JSON.stringify(info)).not.toContain(scratch.root);
     } else expect(mounts[0]!.Source).toBe(join(scratch.home, 'repos', record.repoKey, 'tasks', 'hard', 'volume', 'workspace'));
@@ -127,7 +128,7 @@ describe('a task container is hardened by default', () => {
 
   it('files the agent writes in the workspace belong to the invoking user (or the sandbox uid when moat runs as root)', async () => {
     await inside('echo hi > /workspace/owned.txt');
-    if (await remoteEngine()) {
+    if ((await remoteEngine()) || record.workspace === 'volume') {
       // In an engine volume: the sandbox user's, as the engine sees it.
       expect((await inside('stat -c %u /workspace/owned.txt')).out.trim()).toBe(String(record.user.uid));
       return;

@@ -1,0 +1,116 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
+import Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
+import { workspaceVolume } from '../../src/service/task-container.js';
+import type { TaskRecord } from '../../src/domain/task.js';
+import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+
+/**
+ * The workspace cap the engine makes (src/engine/docker-disk.ts), for a user who is not root: CI
+ * runs this file as `moatci`, a member of the docker group (scripts/test-user.sh). As root,
+ * MOAT_DISK=engine makes moat choose the same path, so the file proves the same there.
+ */
+describe('disk cap made by the engine', () => {
+  const scratch = new Scratch();
+  let docker: Docker;
+  beforeAll(async () => {
+    docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
+    scratch.writeConfig('limits:\n  disk: 64m\n');
+  });
+  afterAll(() => scratch.cleanup());
+
+  const moat = () => scratch.moat({ env: { MOAT_DISK: 'engine' } });
+
+  /** The loop device a capped volume names, and whether the kernel still has it attached to the volume's image. */
+  async function deviceOf(record: TaskRecord): Promise<string> {
+    const volume = (await docker.getVolume(workspaceVolume(record)).inspect()) as { Options?: Record<string, string> };
+    return volume.Options!.device!;
+  }
+  function attached(device: string, record: TaskRecord): boolean {
+    const file = `/sys/block/${device.replace('/dev/', '')}/loop/backing_file`;
+    return existsSync(file) && readFileSync(file, 'utf8').includes(`${workspaceVolume(record)}.img`);
+  }
+  /** Bytes the volume's image takes on the engine's disk (a root-less user reads it through a container). */
+  async function imageBytes(record: TaskRecord): Promise<number> {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (c: Buffer) => (text += c.toString()));
+    const [result] = (await docker.run('moat-base:bookworm', ['stat', '-c', '%b %B', `/disks/${workspaceVolume(record)}.img`], out, {
+      HostConfig: { AutoRemove: true, NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: 'moat-disks', Target: '/disks', ReadOnly: true }] },
+    })) as [{ StatusCode: number }];
+    expect(result.StatusCode).toBe(0);
+    const [blocks, size] = text.trim().split(' ').map(Number);
+    return blocks! * size!;
+  }
+  async function volumeExists(record: TaskRecord): Promise<boolean> {
+    return docker
+      .getVolume(workspaceVolume(record))
+      .inspect()
+      .then(
+        () => true,
+        () => false,
+      );
+  }
+
+  it('writing past the cap fails with ENOSPC inside, the host is untouched, and a commit reaches the host repository', async () => {
+    const m = moat();
+    const record = await m.up({ task: 'filler' });
+    expect(record.disk).toBe('engine');
+    expect(record.workspace).toBe('volume');
+    const [row] = await m.ls();
+    expect(row!.disk).toMatch(/^capped at 64/);
+    expect(row!.limits.diskBytes).toBe(64 * 1024 * 1024);
+    expect((await m.doctor()).enforcement.disk).toMatch(/^kernel: /);
+    await m.exec('filler', ['sh', '-c', 'echo keep > keep.txt && git add keep.txt && git commit -qm kept'], captureIO().io);
+    const cap = captureIO();
+    const result = await m.exec('filler', ['sh', '-c', 'dd if=/dev/urandom of=fill.bin bs=1M count=200 2>&1; df -k /workspace | tail -1'], cap.io, {
+      sync: false,
+    });
+    expect(cap.out()).toMatch(/No space left on device/);
+    expect(result.exitCode).toBe(0);
+    // The engine's disk lost no more than the cap: the image's allocated blocks, as the engine's host sees them.
+    expect(await imageBytes(record)).toBeLessThanOrEqual(64 * 1024 * 1024);
+    const [stats] = await m.stats('filler');
+    expect(stats!.diskCapBytes).toBe(64 * 1024 * 1024);
+    await m.exec('filler', ['rm', '-f', 'fill.bin'], captureIO().io, { sync: false });
+    expect((await m.sync('filler')).commits).toBe(1);
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/filler')).toBe('kept');
+    const device = await deviceOf(record);
+    expect(attached(device, record)).toBe(true);
+    await m.rm('filler', { force: true });
+    expect(await volumeExists(record)).toBe(false);
+    expect(attached(device, record)).toBe(false);
+  });
+
+  it('down detaches the device and keeps the work; the next container attaches it again', async () => {
+    const m = moat();
+    const record = await m.up({ task: 'parked' });
+    await m.exec('parked', ['sh', '-c', 'echo draft > draft.txt'], captureIO().io, { sync: false });
+    const device = await deviceOf(record);
+    await m.down('parked');
+    expect(attached(device, record)).toBe(false);
+    expect(await volumeExists(record)).toBe(true);
+    await m.reset('parked');
+    const cap = captureIO();
+    await m.exec('parked', ['cat', 'draft.txt'], cap.io, { sync: false });
+    expect(cap.out()).toContain('draft');
+    expect(attached(await deviceOf(record), record)).toBe(true);
+    await m.rm('parked', { force: true });
+    expect(await volumeExists(record)).toBe(false);
+  });
+
+  it('gc removes the volume and detaches the device of a task whose record is gone', async () => {
+    const m = moat();
+    const record = await m.up({ task: 'lost' });
+    const device = await deviceOf(record);
+    // As after a kill -9 half-way: the engine's resources outlive moat's record.
+    await docker.getContainer(record.containerId!).remove({ force: true });
+    await m.context.store.remove(record.repoKey, 'lost');
+    const result = await m.gc();
+    expect(result.removedVolumes).toContain(workspaceVolume(record));
+    expect(await volumeExists(record)).toBe(false);
+    expect(attached(device, record)).toBe(false);
+  });
+});
