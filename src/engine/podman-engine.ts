@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { readFileSync } from 'node:fs';
-import type { ContainerEngine, EngineInfo, ExecCommand, ExecIO } from './engine.js';
+import type { ContainerEngine, DiskCapSupport, EngineInfo, ExecCommand, ExecIO } from './engine.js';
 import { DockerEngine } from './docker-engine.js';
 import { MoatError } from '../errors.js';
 import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
@@ -45,6 +45,17 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
       this.nofiles.set(id, Number.isInteger(value) && value > 0 ? value : undefined);
     }
     return this.nofiles.get(id);
+  }
+
+  /**
+   * Rootless Podman cannot make the engine-side disk cap: its helper's loop devices are root's
+   * ("losetup: cannot find an unused loop device: Permission denied", measured). Said, never tried.
+   */
+  override async diskCapSupport(helperImage: string): Promise<DiskCapSupport> {
+    if ((await this.client.host()).security.rootless) {
+      return { ok: false, why: 'rootless Podman cannot attach loop devices, so no capped volume can be made for the workspace' };
+    }
+    return super.diskCapSupport(helperImage);
   }
 
   override async info(): Promise<EngineInfo> {
