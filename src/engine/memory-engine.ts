@@ -22,7 +22,8 @@ import type {
  * a sandbox is the test's to say: it registers exec handlers; a command nobody handles exits 127.
  */
 export class MemoryEngine implements ContainerEngine {
-  readonly kind = 'docker' as const;
+  /** Which engine's words it stands for (hints differ: Podman's images come from Docker by save | load). */
+  readonly kind: 'docker' | 'podman';
   readonly endpoint: string;
   readonly capabilities: EngineCapabilities;
   readonly containers = new Map<string, MemoryContainer>();
@@ -33,7 +34,8 @@ export class MemoryEngine implements ContainerEngine {
   private readonly handlers: Array<{ match: (cmd: string[]) => boolean; run: ExecHandler }> = [];
   private readonly faults = new Map<FaultPoint, Array<(subject: string) => Error | undefined>>();
 
-  constructor(options: { capabilities?: Partial<EngineCapabilities>; endpoint?: string; images?: string[] } = {}) {
+  constructor(options: { capabilities?: Partial<EngineCapabilities>; endpoint?: string; images?: string[]; kind?: 'docker' | 'podman' } = {}) {
+    this.kind = options.kind ?? 'docker';
     // Shares nothing with moat's host by default, like a remote engine: every feature goes through the port.
     this.capabilities = { hostMounts: false, hostCgroups: false, ...options.capabilities };
     this.endpoint = options.endpoint ?? 'memory://test';
@@ -85,7 +87,7 @@ export class MemoryEngine implements ContainerEngine {
 
   async info(): Promise<EngineInfo> {
     return {
-      kind: 'docker',
+      kind: this.kind,
       version: 'memory',
       apiVersion: 'memory',
       os: 'memory',

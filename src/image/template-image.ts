@@ -86,7 +86,11 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
   const baseId = await engine.imageId(request.baseImage);
   if (!baseId) {
     throw new MoatError('E_IMAGE_MISSING', `base image ${request.baseImage} is not on this machine`, {
-      hint: 'build it offline from Debian packages: bash scripts/build-base-image.sh (needs root and debootstrap)',
+      // Podman's store is its own: the image Docker built is moved, never pulled from a registry.
+      hint:
+        engine.kind === 'podman'
+          ? `move it from Docker: docker save ${request.baseImage} | podman load (or: bash scripts/setup-podman.sh rootful|rootless)`
+          : 'build it offline from Debian packages: bash scripts/build-base-image.sh (needs root and debootstrap)',
     });
   }
   const files = await templateFiles(dir);

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
 import { LABEL } from '../../../src/domain/labels.js';
-import { engineError } from '../../../src/engine/memory-engine.js';
+import { engineError, MemoryEngine } from '../../../src/engine/memory-engine.js';
 import { git, type World, worlds } from './world.js';
 
 const world = worlds();
@@ -102,5 +102,12 @@ describe('up against the memory engine', () => {
     await expect(up(w.context(), { task: 'alpha' })).rejects.toMatchObject({ code: 'E_IMAGE_MISSING' });
     expect(w.engine.journal).toEqual([]);
     expect(git(w.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/')).toBe('');
+  });
+
+  it("on Podman, the missing base image's hint moves it from Docker instead of building it", async () => {
+    const w = world({ engine: new MemoryEngine({ kind: 'podman' }) });
+    const error = await up(w.context(), { task: 'alpha' }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'E_IMAGE_MISSING', hint: expect.stringContaining('docker save moat-base:bookworm | podman load') });
+    expect(w.engine.journal).toEqual([]);
   });
 });
