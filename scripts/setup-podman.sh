@@ -33,6 +33,16 @@ wait_socket() {
   return 1
 }
 
+# True when a service answers on the socket. A socket file nobody listens on (its service was
+# killed: test-user.sh stop ends all the user's processes) is removed, so the service starts again.
+answering() {
+  [[ -S $1 ]] || return 1
+  node -e 'require("net").connect(process.argv[1]).on("connect", () => process.exit(0)).on("error", () => process.exit(1))' "$1" && return 0
+  say "no service answers on $1: removing the stale socket"
+  rm -f "$1"
+  return 1
+}
+
 # Runs as the test user, in its copy of the checkout.
 as_user() { bash scripts/test-user.sh run "$@"; }
 
@@ -41,7 +51,7 @@ case ${1:-} in
     install_podman
     docker image inspect "$BASE" >/dev/null 2>&1 || { say "build the base image first: bash scripts/build-base-image.sh"; exit 1; }
     install -d -m 755 /run/podman
-    if ! [[ -S $ROOT_SOCKET ]]; then
+    if ! answering "$ROOT_SOCKET"; then
       # --time=0: the tests' service lives until `stop` (moat's own start uses an idle time).
       (cd / && exec setsid podman system service --time=0 "unix://$ROOT_SOCKET" >/run/podman/moat-service.log 2>&1 </dev/null) &
       echo $! >"$PIDFILE"
@@ -64,7 +74,7 @@ case ${1:-} in
     # (/dev/fuse is root's), which copies the whole image per container and leaves / at mode 0700.
     as_user bash -c 'conf=$HOME/.config/containers/storage.conf; [[ -f $conf ]] && exit 0
       mkdir -p "${conf%/*}"; printf "[storage]\ndriver = \"overlay\"\n" >"$conf"; podman system reset -f >/dev/null 2>&1 || true'
-    if ! [[ -S $socket ]]; then
+    if ! answering "$socket"; then
       # The user's own service: no daemon as root anywhere. Detached, so it outlives this command.
       # From /: conmon inherits the service's working directory and fails ("Failed to get working
       # directory") once it is gone, as the user's copy of the checkout is at the next setup.
@@ -83,7 +93,7 @@ case ${1:-} in
     # Rootless first (its service is the user's), then root's. Only what moat labelled is removed.
     if id -u "$TEST_USER" >/dev/null 2>&1 && [[ -d $(getent passwd "$TEST_USER" | cut -d: -f6)/moat ]]; then
       as_user bash -c 'podman ps -aq --filter label=moat.task | xargs -r podman rm -f >/dev/null; podman volume ls -q --filter label=moat.task | xargs -r podman volume rm -f >/dev/null
-        pid=$(cat "$XDG_RUNTIME_DIR/podman/moat-service.pid" 2>/dev/null) && kill "$pid" 2>/dev/null; rm -f "$XDG_RUNTIME_DIR/podman/moat-service.pid"' || true
+        pid=$(cat "$XDG_RUNTIME_DIR/podman/moat-service.pid" 2>/dev/null) && kill "$pid" 2>/dev/null; rm -f "$XDG_RUNTIME_DIR/podman/moat-service.pid" "$XDG_RUNTIME_DIR/podman/podman.sock"' || true
     fi
     if command -v podman >/dev/null; then
       podman ps -aq --filter label=moat.task | xargs -r podman rm -f >/dev/null || true
