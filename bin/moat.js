@@ -44,14 +44,23 @@ async function start() {
 }
 
 /**
- * Ends with the command's status, at once. Left to end by itself, Node first takes down its signal
- * handlers, and a Ctrl-C in that moment killed moat with 130 after its command had succeeded (an
- * `up` that printed a whole task, reported as cancelled). Output is written synchronously to
- * files, pipes and terminals on Linux, so nothing of it is lost.
+ * Ends with the command's status, as soon as its output is out. Left to end by itself, Node first
+ * takes down its signal handlers, and a Ctrl-C in that moment killed moat with 130 after its
+ * command had succeeded (an `up` that printed a whole task, reported as cancelled). A write to a
+ * pipe is synchronous only while the pipe has room: one that found it full is queued, and leaving
+ * at once lost it (the tail of a 4 MB output read by a slower reader). So each stream with
+ * something queued is flushed first (an empty write's callback runs after what was queued before it).
  */
 function leave(code) {
   process.exitCode = code;
-  process.exit();
+  const queued = [process.stdout, process.stderr].filter((stream) => stream.writableLength > 0 && !stream.destroyed);
+  let left = queued.length;
+  if (left === 0) process.exit();
+  for (const stream of queued)
+    stream.write('', () => {
+      left -= 1;
+      if (left === 0) process.exit();
+    });
 }
 
 void start();
