@@ -6,7 +6,9 @@
 // more rows: `moat run --rm -- true` on that engine (its own home and warm server) against
 // `docker run --rm` on the same engine, same flags and image (no host folder: the engine has none).
 // With BENCH_GVISOR=1 (runsc registered: scripts/setup-gvisor.sh), two more: `moat run --rm -- true`
-// with MOAT_ISOLATION=gvisor against `docker run --rm --runtime runsc` with the same flags (goal <= 1.3).
+// with MOAT_ISOLATION=gvisor against `docker run --rm --runtime runsc` with the same flags (goal <= 1.3),
+// and a third, the same with MOAT_POOL=off (nothing made ahead: what gVisor tasks cost before they were).
+// BENCH_GVISOR=only runs these three rows alone (a shorter run; the runc rows are skipped).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -81,22 +83,29 @@ if (remote) {
 
 // Under gVisor moat gives the host's pids cgroup room for runsc's threads and holds the user's figure
 // inside (RLIMIT_NPROC): docker gets the same.
-const gvisor = process.env.BENCH_GVISOR === '1';
+const gvisor = process.env.BENCH_GVISOR === '1' || process.env.BENCH_GVISOR === 'only';
+const runcRows = process.env.BENCH_GVISOR !== 'only';
 const gvisorEnv = { ...env, MOAT_ISOLATION: 'gvisor' };
 const gvisorDockerArgs = ['run', '--runtime', 'runsc', ...dockerArgs.slice(1).map((arg) => (arg === '512' ? String(512 * 12 + 64) : arg))].flatMap((arg) =>
   arg === 'nofile=4096:4096' ? [arg, '--ulimit', 'nproc=512:512'] : [arg],
 );
 const GVISOR_MOAT = 'gVisor: moat run --rm -- true (MOAT_ISOLATION=gvisor)';
 const GVISOR_DOCKER = 'gVisor: docker run --rm --runtime runsc (same flags and image)';
+const GVISOR_NO_POOL = 'gVisor: moat run --rm -- true, MOAT_POOL=off (nothing made ahead)';
 
+const MOAT = 'moat run --rm -- true (task repo and branch created, run, synced, removed)';
+const NO_POOL = 'moat run --rm -- true, MOAT_POOL=off (warm server, nothing made ahead)';
+const COLD = 'moat run --rm -- true, MOAT_SERVER=off (own Node process, nothing made ahead)';
+const DOCKER = 'docker run --rm (same flags and image)';
 const scenarios = {
-  'moat run --rm -- true (task repo and branch created, run, synced, removed)': () =>
-    timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
-  'moat run --rm -- true, MOAT_POOL=off (warm server, nothing made ahead)': () =>
-    timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
-  'moat run --rm -- true, MOAT_SERVER=off (own Node process, nothing made ahead)': () =>
-    timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
-  'docker run --rm (same flags and image)': () => timed('docker', dockerArgs),
+  ...(runcRows
+    ? {
+        [MOAT]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env }),
+        [NO_POOL]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
+        [COLD]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
+        [DOCKER]: () => timed('docker', dockerArgs),
+      }
+    : {}),
   ...(remote
     ? {
         [`remote engine (${remote}): moat run --rm -- true`]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: remoteEnv }),
@@ -107,6 +116,7 @@ const scenarios = {
     ? {
         [GVISOR_MOAT]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: gvisorEnv }),
         [GVISOR_DOCKER]: () => timed('docker', gvisorDockerArgs),
+        [GVISOR_NO_POOL]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...gvisorEnv, MOAT_POOL: 'off' } }),
       }
     : {}),
 };
@@ -128,17 +138,25 @@ const median = (xs) => {
 };
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
-const [moatRow, noPoolRow, coldRow, dockerRow, remoteMoatRow, remoteDockerRow] = rows;
+const row = (name) => rows.find((r) => r.name === name);
+const [moatRow, noPoolRow, coldRow, dockerRow] = [row(MOAT), row(NO_POOL), row(COLD), row(DOCKER)];
+const remoteMoatRow = rows.find((r) => r.name.startsWith('remote engine') && r.name.includes('moat run'));
+const remoteDockerRow = rows.find((r) => r.name.startsWith('remote engine') && r.name.includes('docker run'));
 const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}, ${execFileSync('docker', ['version', '--format', '{{.Server.Version}}'], { encoding: 'utf8' }).trim()}`;
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms |\n|---|---|---|---|');
 for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} |`);
-console.log(
-  `ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`,
-);
+if (runcRows)
+  console.log(
+    `ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`,
+  );
 if (remote) console.log(`remote engine: ratio moat / docker run (median): ${(remoteMoatRow.median / remoteDockerRow.median).toFixed(2)}`);
-const gvisorRatio = gvisor ? rows.find((r) => r.name === GVISOR_MOAT).median / rows.find((r) => r.name === GVISOR_DOCKER).median : undefined;
-if (gvisor) console.log(`gVisor: ratio moat / docker run --runtime runsc (median): ${gvisorRatio.toFixed(2)} (goal <= 1.3)`);
+const gvisorRatio = gvisor ? row(GVISOR_MOAT).median / row(GVISOR_DOCKER).median : undefined;
+const gvisorNoPoolRatio = gvisor ? row(GVISOR_NO_POOL).median / row(GVISOR_DOCKER).median : undefined;
+if (gvisor)
+  console.log(
+    `gVisor: ratio moat / docker run --runtime runsc (median): ${gvisorRatio.toFixed(2)} (goal <= 1.3); with MOAT_POOL=off ${gvisorNoPoolRatio.toFixed(2)}`,
+  );
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(
   join(import.meta.dirname, 'results', 'latest.json'),
@@ -148,11 +166,11 @@ writeFileSync(
       machine,
       rounds,
       rows,
-      ratio: moatRow.median / dockerRow.median,
-      noPoolRatio: noPoolRow.median / dockerRow.median,
-      coldRatio: coldRow.median / dockerRow.median,
+      ...(runcRows
+        ? { ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }
+        : {}),
       ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
-      ...(gvisor ? { gvisorRatio } : {}),
+      ...(gvisor ? { gvisorRatio, gvisorNoPoolRatio } : {}),
     },
     null,
     2,

@@ -25,7 +25,7 @@ import { PassThrough } from 'node:stream';
 import { createTaskWorkspace, seedVolumeWorkspace } from '../workspace/task-workspace.js';
 import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
-import { egressBridged, runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
+import { egressBridged, gvisorRuntimeOf, runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
 import type { Isolation } from '../domain/isolation.js';
 import { discardTask } from './gc.js';
 import { connectSandbox, stopBridge } from './egress-bridge.js';
@@ -233,7 +233,6 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     options.task === undefined &&
     options.base === undefined &&
     network === 'none' &&
-    isolation === 'runc' &&
     secrets.bound.length === 0 &&
     sshKeys.length === 0 &&
     !dev &&
@@ -258,6 +257,9 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
         disk,
         env,
         identity,
+        // A spare made under one runtime never serves a request for another (gVisor's made ahead like runc's).
+        isolation,
+        ...(isolation === 'gvisor' ? { runtime: gvisorRuntimeOf(ctx) } : {}),
       })
     : undefined;
   if (key && !options.intoPool) {

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
 import { gc } from '../../../src/service/gc.js';
+import { listTasks } from '../../../src/service/list.js';
 import { TaskPool } from '../../../src/service/task-pool.js';
 import { workspaceVolume } from '../../../src/service/task-container.js';
 import { LABEL } from '../../../src/domain/labels.js';
@@ -123,6 +124,45 @@ describe('the warm server pool', () => {
     await pool.close();
     // The pool made another spare meanwhile only if asked; closing removed whatever it had.
     expect((await w.context().store.listAll({ pooled: true })).filter((r) => r.state === 'pooled')).toEqual([]);
+  });
+
+  it('gVisor tasks are made ahead too, and a spare serves only a request of its own isolation', async () => {
+    const w = world();
+    const pool = new TaskPool();
+    const ctx = () => w.context({ pool });
+    await up(ctx(), { isolation: 'gvisor' });
+    pool.makeWanted();
+    const spare = await waitForSpare(w);
+    expect(spare.isolation).toBe('gvisor');
+    expect(w.engine.find(spare.containerId!)!.spec.isolation).toEqual({ kind: 'gvisor', runtime: 'runsc' });
+    // A runc request does not take the gVisor spare: it makes its own, under runc.
+    const runc = await up(ctx());
+    expect(runc.name).not.toBe(spare.name);
+    expect(runc.isolation).toBeUndefined();
+    expect(w.engine.find(runc.containerId!)!.spec.isolation).toEqual({ kind: 'runc' });
+    expect((await w.context().store.get(spare.repoKey, spare.name))?.state).toBe('pooled');
+    // A gVisor request takes it: claimed, not made.
+    const containersBefore = w.engine.containers.size;
+    const gvisor = await up(ctx(), { isolation: 'gvisor' });
+    expect(gvisor.name).toBe(spare.name);
+    expect(gvisor.isolation).toBe('gvisor');
+    expect(gvisor.state).toBe('running');
+    expect(w.engine.containers.size).toBe(containersBefore);
+    await pool.close();
+  });
+
+  it('a gVisor spare is listed and removed like a runc one (ls --all, gc --all)', async () => {
+    const w = world();
+    const pool = new TaskPool();
+    await up(w.context({ pool }), { isolation: 'gvisor' });
+    pool.makeWanted();
+    const made = await waitForSpare(w);
+    const listed = (await listTasks(w.context(), { all: true })).find((t) => t.name === made.name);
+    expect(listed).toMatchObject({ spare: true, isolation: 'gvisor' });
+    const result = await gc(w.context(), { all: true });
+    expect(result.removedSpares).toEqual([made.name]);
+    expect(w.engine.find(made.containerId!)).toBeUndefined();
+    await pool.close();
   });
 });
 
