@@ -5,7 +5,10 @@
 // gateway by moat's helper, through the bind-mounted socket. Both run here as containers of the
 // local engine, same image and flags (no network), against the same gateway process, and the same
 // client runs inside each (Node, timing itself): so the only difference is the path. Rounds
-// alternate the two. Called by bench/gateway.js; not a test: nothing asserts a time.
+// alternate the two. With BENCH_GVISOR=1 (runsc registered: scripts/setup-gvisor.sh) a third path
+// alternates with them: the same exec bridge into a container under gVisor (`--runtime runsc`), the
+// way out of every sandbox with `isolation: gvisor` (which cannot connect a mounted host socket).
+// Called by bench/gateway.js; not a test: nothing asserts a time.
 import { execFile, execFileSync, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -97,8 +100,21 @@ function nodeImage(bin, scratch) {
   return made.image;
 }
 
+/** Waits until the container's proxy port listens (the kernel's socket table, as moat's bridge checks it). */
+async function listening(id) {
+  for (let i = 0; ; i += 1) {
+    try {
+      await dockerAsync(['exec', id, '/bin/grep', '-q', '0100007F:0C38 00000000:0000 0A', '/proc/net/tcp']);
+      return;
+    } catch {
+      if (i === 200) throw new Error(`the proxy port of ${id.slice(0, 12)} does not listen`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
 /**
- * The two paths' figures, `rounds` alternating rounds of: a plain TCP upload to `sink`, a TLS
+ * The paths' figures, `rounds` alternating rounds of: a plain TCP upload to `sink`, a TLS
  * download from `upstream`, `latencyRounds` connect+CONNECT+TLS+ping; medians.
  * `egressDir` holds the gateway's sockets (p.sock for the relay, h.sock for the handover).
  */
@@ -140,18 +156,17 @@ export async function engineEgress({ bin, scratch, egressDir, sink, upstream, by
     );
     if (process.env.BENCH_DEBUG) process.stderr.write(`engine-egress: containers ${containers.map((id) => id.slice(0, 12)).join(' ')}\n`);
     // Both proxy ports listen (the kernel's socket table, as moat's bridge checks it).
-    for (const id of containers) {
-      for (let i = 0; ; i += 1) {
-        try {
-          await dockerAsync(['exec', id, '/bin/grep', '-q', '0100007F:0C38 00000000:0000 0A', '/proc/net/tcp']);
-          break;
-        } catch {
-          if (i === 200) throw new Error(`the proxy port of ${id.slice(0, 12)} does not listen`);
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
-      }
-    }
+    for (const id of containers) await listening(id);
     const paths = { 'local: handed-over listener, bind-mounted socket': local, 'engine: exec bridge (remote engines)': bridged };
+    if (process.env.BENCH_GVISOR === '1') {
+      const gvisor = docker([...common.slice(0, 2), '--runtime', 'runsc', ...common.slice(2), image, 'sleep', 'infinity']);
+      containers.push(gvisor);
+      bridges.push(
+        fork(join(import.meta.dirname, 'engine-bridge.js'), [join(egressDir, 'p.sock'), gvisor, '0:0'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }),
+      );
+      await listening(gvisor);
+      paths['gVisor: exec bridge (isolation: gvisor, runsc)'] = gvisor;
+    }
     const measure = async (id, mode, target, count = 0) => {
       if (process.env.BENCH_DEBUG) process.stderr.write(`engine-egress: ${id.slice(0, 12)} ${mode}\n`);
       return JSON.parse(await dockerAsync(['exec', id, 'node', '-e', CLIENT, mode, target, String(bytes), String(count)]));

@@ -24,26 +24,31 @@ PATH=/usr/local/bin:/usr/bin:/bin
 g() { timeout -s KILL 120 git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c gc.auto=0 -c maintenance.auto=false "$@"; }
 # A missing branch prints nothing; a failure (say, no fork left after a fork bomb) must not pass
 # for one, or the host would think the task has no commits: fail, and a fresh helper retries.
-tip=$(g for-each-ref --format="%(objectname)" "refs/heads/$1") || exit 5
+# The tip's tree comes in the same call: every process counts under gVisor, where each costs tens of ms.
+tip=$(g for-each-ref --format="%(objectname) %(tree)" "refs/heads/$1") || exit 5
+tiptree=\${tip#* }
+tip=\${tip%% *}
 # Best effort: the agent's own config (filters, attributes) can break "git add"; commits still sync.
 # "snap" says whether the snapshot was taken to the end (1), found nothing uncommitted or not:
 # a snapshot that failed quietly must never read as "no uncommitted work" (run would remove it).
 wip=""
 nbig=0
 snap=0
+big=/dev/null
 idx=$(mktemp /tmp/.moat-index.XXXXXX) && {
   export GIT_INDEX_FILE="$idx"
   # Files over 50 MiB stay out of the snapshot (they would land in the user's object store);
-  # they are counted so the review can say so.
-  big=$(mktemp /tmp/.moat-big.XXXXXX) && find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big" && nbig=$(($(wc -l < "$big"))) &&
+  # they are counted so the review can say so. Their list is written only when there is one.
+  found=$(find . -path ./.git -prune -o -type f -size +50M -print) &&
+  { [ -z "$found" ] || { big=$(mktemp /tmp/.moat-big.XXXXXX) && find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big" && nbig=$(($(wc -l < "$big"))); }; } &&
   # A tree equal to the tip's means nothing is uncommitted: no snapshot to carry.
-  g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree) && head=$(g rev-parse "\${tip:-$2}^{tree}") && {
+  g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree) && { head=$tiptree; [ -n "$head" ] || head=$(g rev-parse "\${tip:-$2}^{tree}"); } && {
     if [ "$tree" = "$head" ]; then snap=1
     else
       wip=$(GIT_AUTHOR_NAME=moat GIT_AUTHOR_EMAIL=moat@moat.invalid GIT_COMMITTER_NAME=moat GIT_COMMITTER_EMAIL=moat@moat.invalid g commit-tree "$tree" -p "\${tip:-$2}" -m "moat: uncommitted work") && g update-ref refs/moat/wip "$wip" && snap=1 || wip=""
     fi
   }
-  rm -f "$idx" "$big"
+  if [ "$big" = /dev/null ]; then rm -f "$idx"; else rm -f "$idx" "$big"; fi
 } >/dev/null 2>&1
 case "$nbig" in ''|*[!0-9]*) nbig=0; snap=0 ;; esac
 echo "$tip $wip $nbig $snap"
