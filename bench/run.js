@@ -26,7 +26,9 @@ execFileSync('git', ['init', '-q', repo]);
 writeFileSync(join(repo, 'file.txt'), 'x\n');
 execFileSync('git', ['add', '-A'], { cwd: repo });
 execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
+// Every row with a server of its own keeps it: with BENCH_GVISOR=1 there are four, past the default cap
+// of three, and each start would retire the least recently used, the very one the next row needs.
+const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER_MAX: '8', ...serverEnv(root) };
 
 // The image moat would run, so docker runs exactly the same thing.
 const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
