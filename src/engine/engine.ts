@@ -172,4 +172,5 @@ export interface DiskCap {
   helperImage: string;
 }
 
-export type DiskCapSupport = { ok: true } | { ok: false; why: string };
+/** `how`: how the cap holds where it is not an ext4 volume that answers ENOSPC (said by `doctor` and `ls`). */
+export type DiskCapSupport = { ok: true; how?: string } | { ok: false; why: string };

@@ -238,7 +238,7 @@ export class KubernetesEngine implements ContainerEngine {
 
   /** An emptyDir's sizeLimit: the kubelet evicts a pod whose workspace grows past it (not ENOSPC: the task ends). */
   async diskCapSupport(): Promise<DiskCapSupport> {
-    return { ok: true };
+    return { ok: true, how: "the pod's emptyDir sizeLimit: the kubelet evicts a task that writes past it (it ends; no ENOSPC)" };
   }
 
   async listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>> {
@@ -346,7 +346,11 @@ export class KubernetesEngine implements ContainerEngine {
    * node-wide podPidsLimit, which moat cannot read or set): said, never claimed.
    */
   async limitEnforcement(): Promise<LimitEnforcement> {
-    return { unenforced: ['pids'], why: "a Pod's spec carries no process limit (only the kubelet's node-wide podPidsLimit does)" };
+    return {
+      unenforced: ['pids'],
+      why: "a Pod's spec carries no process limit (only the kubelet's node-wide podPidsLimit does)",
+      remedy: "have the cluster's kubelets set podPidsLimit (it bounds every pod of the node), or use Docker or Podman",
+    };
   }
 
   private async ensureDenyPolicy(): Promise<void> {

@@ -307,6 +307,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     createdAt: new Date().toISOString(),
     disk,
     ...(diskPlan.why ? { diskWhy: diskPlan.why } : {}),
+    ...(diskPlan.how ? { diskHow: diskPlan.how } : {}),
     ...(unenforcedLimits.length > 0 ? { unenforcedLimits } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
     ...(isolation === 'gvisor' ? { isolation: 'gvisor' as const } : {}),
