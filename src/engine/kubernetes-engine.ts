@@ -242,10 +242,7 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   async listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>> {
-    const list = await this.call(
-      () => this.core.listNamespacedConfigMap({ namespace: this.namespace, labelSelector: labelSelector({ ...labels, [LABEL.role]: 'workspace' }) }),
-      'list volumes',
-    );
+    const list = await this.call(() => this.core.listNamespacedConfigMap({ namespace: this.namespace, labelSelector: labelSelector(labels) }), 'list volumes');
     return list.items.map((item) => ({ name: item.metadata?.name ?? '', labels: labelsOf(item.metadata) }));
   }
 

@@ -1,3 +1,5 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import type { ContainerEngine, EngineKind } from './engine.js';
 import { findEngine } from './find-engine.js';
 import { MoatError } from '../errors.js';
@@ -49,7 +51,9 @@ async function openKubernetes(env: NodeJS.ProcessEnv, config: MoatConfig['kubern
   }
   const { KubernetesEngine } = await import('./kubernetes-engine.js');
   return new KubernetesEngine({
-    kubeconfig: config.kubeconfig ?? (env.KUBECONFIG || undefined),
+    kubeconfig: config.kubeconfig?.startsWith('~/')
+      ? join(env.HOME ?? homedir(), config.kubeconfig.slice(2))
+      : (config.kubeconfig ?? (env.KUBECONFIG || undefined)),
     context: env.MOAT_K8S_CONTEXT || config.context,
     namespace: env.MOAT_K8S_NAMESPACE || config.namespace || 'default',
     imageEngine,
