@@ -84,9 +84,13 @@ export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string): P
       if (data.length === 0) return;
       const channel = data[0];
       const payload = data.subarray(1);
-      if (channel === 1) io.stdout.write(payload);
-      else if (channel === 2) io.stderr.write(payload);
-      else if (channel === 3 && payload.length > 0) {
+      // Backpressure: a slow reader (a bundle going to disk) pauses the socket rather than piling up.
+      const out = channel === 1 ? io.stdout : channel === 2 ? io.stderr : undefined;
+      if (out && !out.write(payload)) {
+        socket.pause();
+        out.once('drain', () => socket.resume());
+      }
+      if (channel === 3 && payload.length > 0) {
         try {
           status = exitCodeOf(JSON.parse(payload.toString('utf8')) as Parameters<typeof exitCodeOf>[0]);
         } catch (error) {
