@@ -1,10 +1,11 @@
+import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig, NetworkingV1Api, type CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
-import { captureIO, gitIn } from '../helpers/fixtures.js';
+import { captureIO, gitIn, MOAT_BIN } from '../helpers/fixtures.js';
 import { ADMIN_KUBECONFIG, ClusterScratch, NOBODY_KUBECONFIG, testNamespace } from '../helpers/kubernetes.js';
 
 function networking(): NetworkingV1Api {
@@ -195,6 +196,30 @@ describe('moat on Kubernetes', () => {
     expect((await sh('hard', 'cat made.txt')).out).toBe('pod\n');
     await moat.rm('hard', { force: true });
     expect((await core.listNamespacedConfigMap({ namespace: ns.name, labelSelector: 'moat.task=hard' })).items).toEqual([]);
+  });
+
+  it('kill -9 of moat in the middle of up: gc removes the pod, its volume, the record and the branch', async () => {
+    const child = spawn(process.execPath, [MOAT_BIN, 'up', '--task', 'killed'], {
+      cwd: scratch.repo,
+      env: scratch.env({ MOAT_SERVER: 'off' }),
+      stdio: 'ignore',
+    });
+    try {
+      // Killed once its pod exists, before up has finished with it.
+      for (let i = 0; i < 600; i += 1) {
+        if ((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=killed' })).items.length > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await new Promise((resolve) => child.once('exit', resolve));
+    expect((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=killed' })).items.length).toBe(1);
+    const result = await moat.gc();
+    expect(result.removedTasks).toContain('killed');
+    expect((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=killed' })).items).toEqual([]);
+    expect((await core.listNamespacedConfigMap({ namespace: ns.name, labelSelector: 'moat.task=killed' })).items).toEqual([]);
+    expect(gitIn(scratch.repo, 'branch', '--list', 'moat/killed')).toBe('');
   });
 
   it('says what is wrong with the cluster settings, in one line with a hint, and makes nothing', async () => {
