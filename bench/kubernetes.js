@@ -8,12 +8,13 @@
 // Not a test: nothing here asserts a time. Everything it makes is in a namespace of its own, removed at the end.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { median, pct } from './figures.js';
 import { serverEnv, settle, stopServers } from './warm-server.js';
 import { timed } from './timed.js';
+import { benchRepo } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 7);
 const claims = Number(process.env.BENCH_CLAIMS ?? 50);
@@ -24,13 +25,7 @@ const namespace = `moat-bench-${randomBytes(3).toString('hex')}`;
 const kubectl = (args, options = {}) => execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, '-n', namespace, ...args], { encoding: 'utf8', ...options });
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-k8s-'));
-const repo = join(root, 'repo');
-mkdirSync(repo);
-const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'b', GIT_AUTHOR_EMAIL: 'b@b.invalid', GIT_COMMITTER_NAME: 'b', GIT_COMMITTER_EMAIL: 'b@b.invalid' };
-execFileSync('git', ['init', '-q', repo]);
-writeFileSync(join(repo, 'file.txt'), 'x\n');
-execFileSync('git', ['add', '-A'], { cwd: repo });
-execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
+const repo = benchRepo(root);
 writeFileSync(join(root, 'config.yaml'), 'acceptUnenforcedLimits: [pids]\n');
 const env = {
   ...process.env,
