@@ -15,17 +15,12 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
 import { timed } from './timed.js';
+import { benchRepo } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 15);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-'));
-const repo = join(root, 'repo');
-mkdirSync(repo);
-const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'b', GIT_AUTHOR_EMAIL: 'b@b.invalid', GIT_COMMITTER_NAME: 'b', GIT_COMMITTER_EMAIL: 'b@b.invalid' };
-execFileSync('git', ['init', '-q', repo]);
-writeFileSync(join(repo, 'file.txt'), 'x\n');
-execFileSync('git', ['add', '-A'], { cwd: repo });
-execFileSync('git', ['commit', '-qm', 'init'], { cwd: repo, env: gitEnv });
+const repo = benchRepo(root);
 // Every row with a server of its own keeps it: with BENCH_GVISOR=1 there are four, past the default cap
 // of three, and each start would retire the least recently used, the very one the next row needs.
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER_MAX: '8', ...serverEnv(root) };

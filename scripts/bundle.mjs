@@ -36,7 +36,9 @@ await build({
   minifyWhitespace: true,
   minifySyntax: true,
   plugins: [standIns],
-  external: ['cpu-features'],
+  // The Kubernetes client (and its dependencies) loads only when engine: kubernetes is chosen:
+  // left out of the bundle, it costs the other engines' commands nothing at start.
+  external: ['cpu-features', '@kubernetes/client-node', 'ws'],
   // Paths relative to the module (templates/, the gateway daemon) resolve from the bundle's own place.
   define: { 'import.meta.url': '__moatModuleUrl' },
   banner: { js: "const __moatModuleUrl = require('node:url').pathToFileURL(__filename).href;" },

@@ -107,7 +107,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .version(MOAT_VERSION)
     .enablePositionalOptions()
     .showSuggestionAfterError()
-    .option('--engine <engine>', 'container engine for this command: docker or podman (default: MOAT_ENGINE, then `engine` in your config)')
+    .option('--engine <engine>', 'container engine for this command: docker, podman or kubernetes (default: MOAT_ENGINE, then `engine` in your config)')
     .exitOverride()
     .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text), outputError: () => undefined })
     .addHelpText(

@@ -260,10 +260,30 @@ export const configSchema = z
       .describe('What `moat mcp` may do beyond its default tools. User config only.')
       .optional(),
     engine: z
-      .enum(['docker', 'podman'])
+      .enum(['docker', 'podman', 'kubernetes'])
       .describe(
-        'The container engine: docker or podman (its API socket; moat starts `podman system service` when it is not running). Default: whichever answers, Docker first. MOAT_ENGINE and `moat --engine` override it. User config only.',
+        'The container engine: docker or podman (its API socket; moat starts `podman system service` when it is not running), or kubernetes (tasks as pods; see "kubernetes"). Default: whichever answers, Docker first. MOAT_ENGINE and `moat --engine` override it. User config only.',
       )
+      .optional(),
+    kubernetes: z
+      .object({
+        kubeconfig: z.string().min(1).describe('The kubeconfig file. Default: KUBECONFIG, then ~/.kube/config.').optional(),
+        context: z.string().min(1).describe("The kubeconfig's context to use (MOAT_K8S_CONTEXT overrides it). Default: its current context.").optional(),
+        namespace: z
+          .string()
+          .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/)
+          .describe('The namespace of the pods (MOAT_K8S_NAMESPACE overrides it). Default: default.')
+          .optional(),
+        imageEngine: z
+          .string()
+          .min(1)
+          .describe(
+            'The Docker engine whose images the nodes run (unix:///…, tcp://…; MOAT_K8S_IMAGE_ENGINE overrides it): moat builds template images there. Without it the images must already be on the nodes; moat pulls nothing.',
+          )
+          .optional(),
+        gvisorRuntimeClass: z.string().min(1).describe('The RuntimeClass that runs pods under gVisor, for isolation: gvisor.').optional(),
+      })
+      .describe('Where `engine: kubernetes` puts tasks. User config only.')
       .optional(),
     acceptUnenforcedLimits: z
       .array(z.enum(['memory', 'cpus', 'pids']))

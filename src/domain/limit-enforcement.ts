@@ -11,6 +11,8 @@ export const CGROUP_LIMITS: readonly CgroupLimit[] = ['memory', 'cpus', 'pids'];
 export interface LimitEnforcement {
   unenforced: CgroupLimit[];
   why?: string;
+  /** What would close the gap on this engine, where it is not "rootful, or cgroup v2 with delegation". */
+  remedy?: string;
 }
 
 /** Each cgroup limit as said to the user: "enforced" or "NOT enforced (why)". Never a limit claimed that is not held. */

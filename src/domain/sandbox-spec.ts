@@ -177,7 +177,8 @@ function keepAlive(limits: Limits, way: 'none' | 'handoff' | 'relay'): string[] 
     'idle=0',
     'while sleep 5; do',
     // Busy: a process moat or the user started (parent outside, 0) or one left running (parent init).
-    "  busy=$(ps -e -o pid=,ppid= | awk -v me=$$ '($2 == 0 && $1 != 1) || ($2 == 1 && $1 != me)' | wc -l)",
+    // Not itself: in a pod sharing its pid namespace with the pause process, its parent is outside too.
+    "  busy=$(ps -e -o pid=,ppid= | awk -v me=$$ '($2 == 0 && $1 != 1 && $1 != me) || ($2 == 1 && $1 != me)' | wc -l)",
     '  if [ "$busy" -gt 0 ]; then idle=0; else idle=$((idle + 5)); fi',
     `  if [ "$idle" -ge ${idle} ]; then exit ${IDLE_EXIT}; fi`,
     'done',

@@ -41,6 +41,8 @@ export interface TaskRecord {
   disk?: 'loop' | 'engine' | 'none';
   /** Why the workspace has no cap (`disk: 'none'`), as found when the task was made. */
   diskWhy?: string;
+  /** How an engine-made cap holds when it is not an ext4 volume (Kubernetes: the kubelet evicts the pod past it). */
+  diskHow?: string;
   /** Cgroup limits the engine could not enforce, which the user's config accepted (acceptUnenforcedLimits). */
   unenforcedLimits?: Array<'memory' | 'cpus' | 'pids'>;
   /**

@@ -19,6 +19,7 @@ import {
 } from './engine.js';
 import { connectionOptions, endpointName, type EngineEndpoint } from './find-engine.js';
 import { DISK_HELPER_LABEL, DISK_LABEL, DockerDisks } from './docker-disk.js';
+import { captureExec } from './exec-capture.js';
 
 /** Docker Engine API adapter (also serves Podman's Docker-compatible socket). */
 export class DockerEngine implements ContainerEngine {
@@ -403,28 +404,8 @@ export class DockerEngine implements ContainerEngine {
     throw new MoatError('E_ENGINE_FAILED', 'the engine did not report the exit status of the command', { hint: 'check the engine with `moat doctor`' });
   }
 
-  async execCapture(id: string, command: ExecCommand, maxBytes = 16 * 1024 * 1024): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let overflow = false;
-    const stdout = new PassThrough();
-    stdout.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) overflow = true;
-      else chunks.push(chunk);
-    });
-    const errChunks: Buffer[] = [];
-    const stderr = new PassThrough();
-    stderr.on('data', (chunk: Buffer) => {
-      if (errChunks.length < 64) errChunks.push(chunk);
-    });
-    const exitCode = await this.exec(id, command, { stdout, stderr });
-    if (overflow) {
-      throw new MoatError('E_SYNC_FAILED', `output of ${command.cmd[0]} in the sandbox exceeded ${maxBytes} bytes`, {
-        hint: 'the task produced more data than moat accepts in one go',
-      });
-    }
-    return { exitCode, stdout: Buffer.concat(chunks), stderr: Buffer.concat(errChunks).toString('utf8') };
+  execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
+    return captureExec(this, id, command, maxBytes);
   }
 
   async stats(id: string) {

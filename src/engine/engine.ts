@@ -6,10 +6,10 @@ import type { LimitEnforcement } from '../domain/limit-enforcement.js';
  * What moat needs from a container engine, in moat's terms: make a sandbox from a {@link SandboxSpec},
  * start/stop/remove it, exec in it with streams, give it a workspace volume, read its stats and why
  * it died, list what moat made by label. Docker and Podman (its Docker-compatible API) implement it,
- * local (unix socket) or remote (tcp://, ssh://).
+ * local (unix socket) or remote (tcp://, ssh://), and Kubernetes (a sandbox is a Pod).
  */
 export interface ContainerEngine {
-  readonly kind: 'docker' | 'podman';
+  readonly kind: EngineKind;
   /** Where the engine was found (socket path or URL), for messages and `doctor`. */
   readonly endpoint: string;
   /** Host-local shortcuts this engine allows; every feature also works, or is refused clearly, without them. */
@@ -65,12 +65,21 @@ export interface EngineCapabilities {
   hostMounts: boolean;
   /** The engine's containers' cgroup files are on this host (exit reasons read from kernel counters). */
   hostCgroups: boolean;
+  /**
+   * A workspace volume outlives the sandbox that used it (Docker and Podman volumes). Not so on
+   * Kubernetes, where the workspace is an emptyDir of the task's pod: once the pod is gone, what
+   * `down` brought home (commits and the snapshot of uncommitted work) is all there is, and the
+   * next pod's workspace is seeded from it.
+   */
+  workspaceOutlivesSandbox: boolean;
 }
+
+export type EngineKind = 'docker' | 'podman' | 'kubernetes';
 
 /** Local engines share the host; remote ones share nothing but their API. */
 export function capabilitiesOf(transport: 'unix' | 'tcp' | 'ssh'): EngineCapabilities {
   const local = transport === 'unix';
-  return { hostMounts: local, hostCgroups: local };
+  return { hostMounts: local, hostCgroups: local, workspaceOutlivesSandbox: true };
 }
 
 export interface LogOptions {
@@ -81,7 +90,7 @@ export interface LogOptions {
 }
 
 export interface EngineInfo {
-  kind: 'docker' | 'podman';
+  kind: EngineKind;
   version: string;
   apiVersion: string;
   os: string;
@@ -163,4 +172,5 @@ export interface DiskCap {
   helperImage: string;
 }
 
-export type DiskCapSupport = { ok: true } | { ok: false; why: string };
+/** `how`: how the cap holds where it is not an ext4 volume that answers ENOSPC (said by `doctor` and `ls`). */
+export type DiskCapSupport = { ok: true; how?: string } | { ok: false; why: string };

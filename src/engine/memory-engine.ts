@@ -10,6 +10,7 @@ import type {
   DiskCapSupport,
   EngineCapabilities,
   EngineInfo,
+  EngineKind,
   ExecCommand,
   ExecIO,
 } from './engine.js';
@@ -23,7 +24,7 @@ import type {
  */
 export class MemoryEngine implements ContainerEngine {
   /** Which engine's words it stands for (hints differ: Podman's images come from Docker by save | load). */
-  readonly kind: 'docker' | 'podman';
+  readonly kind: EngineKind;
   readonly endpoint: string;
   readonly capabilities: EngineCapabilities;
   readonly containers = new Map<string, MemoryContainer>();
@@ -34,10 +35,10 @@ export class MemoryEngine implements ContainerEngine {
   private readonly handlers: Array<{ match: (cmd: string[]) => boolean; run: ExecHandler }> = [];
   private readonly faults = new Map<FaultPoint, Array<(subject: string) => Error | undefined>>();
 
-  constructor(options: { capabilities?: Partial<EngineCapabilities>; endpoint?: string; images?: string[]; kind?: 'docker' | 'podman' } = {}) {
+  constructor(options: { capabilities?: Partial<EngineCapabilities>; endpoint?: string; images?: string[]; kind?: EngineKind } = {}) {
     this.kind = options.kind ?? 'docker';
     // Shares nothing with moat's host by default, like a remote engine: every feature goes through the port.
-    this.capabilities = { hostMounts: false, hostCgroups: false, ...options.capabilities };
+    this.capabilities = { hostMounts: false, hostCgroups: false, workspaceOutlivesSandbox: true, ...options.capabilities };
     this.endpoint = options.endpoint ?? 'memory://test';
     for (const ref of options.images ?? []) this.addImage(ref);
     // The kernel's own files, as moat reads them from inside a sandbox whose cgroups it cannot see.

@@ -9,6 +9,8 @@ export interface DiskPlan {
   inVolume: boolean;
   /** Why nothing caps the workspace (disk `none`), in the words `up`, `doctor` and `ls` use. */
   why?: string;
+  /** How an engine's cap holds, where it is not an ext4 volume (DiskCapSupport's `how`). */
+  how?: string;
 }
 
 /**
@@ -21,7 +23,7 @@ export async function planDisk(engine: ContainerEngine, input: { uid: number; he
   const hostFolders = engine.capabilities.hostMounts;
   if (hostFolders && input.env.MOAT_DISK !== 'engine' && (await loopMountAvailable(input.uid))) return { disk: 'loop', inVolume: false };
   const support = await engine.diskCapSupport(input.helperImage);
-  if (support.ok) return { disk: 'engine', inVolume: true };
+  if (support.ok) return { disk: 'engine', inVolume: true, ...(support.how ? { how: support.how } : {}) };
   const why = hostFolders ? `${diskUncappedWhy(false)}, and ${support.why}` : support.why;
   return { disk: 'none', inVolume: !hostFolders, why };
 }
@@ -29,6 +31,7 @@ export async function planDisk(engine: ContainerEngine, input: { uid: number; he
 /** How a plan is told: what holds, in the words of `doctor`. */
 export function describeDisk(plan: DiskPlan): string {
   if (plan.disk === 'loop') return 'kernel: each task writes to its own loop-mounted ext4 image of limits.disk';
+  if (plan.disk === 'engine' && plan.how) return plan.how;
   if (plan.disk === 'engine')
     return 'kernel: each task writes to its own ext4 volume of limits.disk, made by the engine from a loop device (no root needed of moat)';
   return `workspace NOT capped (${plan.why ?? diskUncappedWhy(plan.inVolume)})`;

@@ -37,6 +37,30 @@ function versionAtLeast(version: string, minimum: number[]): boolean {
   return true;
 }
 
+/**
+ * On Kubernetes what holds is fixed by the pod moat makes (engine/kubernetes-pod.ts) and enforced
+ * by the kubelet and the node's runtime: said as such, with the gaps (pids) from the engine.
+ */
+function kubernetesChecks(plan: DiskPlan, checks: DoctorCheck[], enforcement: Record<string, string>): void {
+  checks.push({ name: 'seccomp', status: 'ok', detail: "every pod asks for the runtime's default profile (seccompProfile: RuntimeDefault)" });
+  enforcement.seccomp = 'RuntimeDefault (the node runtime profile)';
+  enforcement.memory = "the node's runtime (the container's memory limit)";
+  enforcement.cpu = "the node's runtime (the container's CPU limit, CFS quota)";
+  enforcement.pids = 'kernel (pids cgroup)';
+  enforcement.network =
+    "none: an init container with NET_ADMIN alone takes every interface but lo down before the sandbox starts (it has no capability to bring one up); the way out is moat's gateway over the exec stream; a deny-all NetworkPolicy is a second layer where the network plugin enforces it";
+  enforcement.workspace =
+    "an emptyDir of the task's pod, seeded and read through exec: no folder of any host is mounted; it goes with the pod (down brings the work home first)";
+  enforcement.credentials = 'no service account token (automountServiceAccountToken: false), no service links; secrets stay with moat';
+  enforcement.disk = `${describeDisk(plan)}; /tmp and home are memory-backed emptyDirs of a fixed size (evicted past it); the root filesystem is read-only`;
+  checks.push({ name: 'disk cap', status: plan.disk === 'none' ? 'warn' : 'ok', detail: enforcement.disk });
+  checks.push({
+    name: 'engine capabilities',
+    status: 'ok',
+    detail: 'Kubernetes: no host mounts, no host cgroups (exit reasons read inside the pod), pods cannot be stopped and kept',
+  });
+}
+
 /** Checks that moat can do its job here, each finding with a fix. Never changes anything. */
 export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
@@ -84,7 +108,11 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     });
   }
 
-  if (info) {
+  if (info?.kind === 'kubernetes') {
+    kubernetesChecks(plan, checks, enforcement);
+    await reportLimitGaps(await ctx.engine(), await ctx.userConfig().catch(() => ({})), checks, enforcement);
+    diskCapped = plan.disk !== 'none';
+  } else if (info) {
     const seccomp = info.securityOptions.some((opt) => opt.includes('seccomp'));
     checks.push(
       seccomp

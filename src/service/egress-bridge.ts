@@ -73,7 +73,9 @@ export async function ensureBridge(ctx: MoatContext, record: TaskRecord): Promis
   const log = openSync(join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'bridge.log'), 'a', 0o600);
   const pass = Object.fromEntries(
     Object.entries(ctx.env).filter(([key]) =>
-      /^(PATH|HOME|DOCKER_HOST|DOCKER_TLS_VERIFY|DOCKER_CERT_PATH|MOAT_ENGINE|MOAT_ENGINE_SOCKET|MOAT_CONFIG|SSH_AUTH_SOCK|XDG_RUNTIME_DIR)$/.test(key),
+      /^(PATH|HOME|DOCKER_HOST|DOCKER_TLS_VERIFY|DOCKER_CERT_PATH|MOAT_ENGINE|MOAT_ENGINE_SOCKET|MOAT_CONFIG|SSH_AUTH_SOCK|XDG_RUNTIME_DIR|KUBECONFIG|MOAT_K8S_CONTEXT|MOAT_K8S_NAMESPACE|MOAT_K8S_IMAGE_ENGINE)$/.test(
+        key,
+      ),
     ),
   );
   const child = spawn(process.execPath, [BRIDGE, ctx.store.home, record.repoKey, record.name, record.containerId], {

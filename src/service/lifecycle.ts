@@ -11,7 +11,7 @@ import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec, workspaceVolume } from './task-container.js';
 import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { taskEnv } from './task-env.js';
-import { seedHome, up, type UpOptions } from './up.js';
+import { reseedWorkspace, seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
 import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
@@ -80,6 +80,8 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
   record.containerId = await startContainer(engine, spec);
+  // A workspace that went with the old sandbox (a pod's) comes back from what sync brought home.
+  if (record.workspace === 'volume' && !engine.capabilities.workspaceOutlivesSandbox) await reseedWorkspace(ctx, engine, record.containerId, record);
   await connectSandbox(ctx, engine, record.containerId, record);
   const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
   await seedHome(

@@ -16,7 +16,7 @@ export async function checkLimitEnforcement(engine: ContainerEngine, userConfig:
   const refused = enforcement.unenforced.filter((limit) => !accepted.has(limit));
   if (refused.length > 0) {
     throw new MoatError('E_LIMITS_UNENFORCED', `the ${refused.join(', ')} limit${refused.length > 1 ? 's' : ''} cannot be enforced here: ${enforcement.why}`, {
-      hint: `accept the gap in your user config (acceptUnenforcedLimits: [${enforcement.unenforced.join(', ')}]), or use an engine that enforces it (rootful, or cgroup v2 with delegation)`,
+      hint: `accept the gap in your user config (acceptUnenforcedLimits: [${enforcement.unenforced.join(', ')}]), or ${enforcement.remedy ?? 'use an engine that enforces it (rootful, or cgroup v2 with delegation)'}`,
       details: { unenforced: enforcement.unenforced, why: enforcement.why },
     });
   }
@@ -43,6 +43,6 @@ export async function reportLimitGaps(
     name: 'limits',
     status: 'warn',
     detail: `${gap.unenforced.join(', ')} NOT enforced: ${gap.why}; ${refused.length > 0 ? `moat up refuses until your config accepts ${refused.join(', ')}` : 'accepted in your config (acceptUnenforcedLimits)'}`,
-    fix: `use rootful Podman or Docker, or cgroup v2 with the controllers delegated to your user; or accept the gap: acceptUnenforcedLimits: [${gap.unenforced.join(', ')}]`,
+    fix: `${gap.remedy ?? 'use rootful Podman or Docker, or cgroup v2 with the controllers delegated to your user'}; or accept the gap: acceptUnenforcedLimits: [${gap.unenforced.join(', ')}]`,
   });
 }

@@ -135,6 +135,7 @@ function whyStopped(timeoutSeconds: number | undefined, info: { exitCode?: numbe
 /** The workspace's cap as the task was made: a loop-mounted ext4 image, or none (and why). */
 export function diskCapOf(record: TaskRecord): { capped: boolean; text: string } {
   if (record.disk === 'loop') return { capped: true, text: `capped at ${formatSize(record.limits.diskBytes)} (a loop-mounted ext4 image)` };
+  if (record.disk === 'engine' && record.diskHow) return { capped: true, text: `capped at ${formatSize(record.limits.diskBytes)} (${record.diskHow})` };
   if (record.disk === 'engine')
     return { capped: true, text: `capped at ${formatSize(record.limits.diskBytes)} (an ext4 volume the engine mounts from a loop device)` };
   return { capped: false, text: `NOT capped: ${record.diskWhy ?? diskUncappedWhy(record.workspace === 'volume')}` };

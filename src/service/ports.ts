@@ -117,9 +117,19 @@ export async function openPort(ctx: MoatContext, task: string, port: number, opt
 function startForwarder(ctx: MoatContext, spec: ForwarderSpec): Promise<{ hostPort: number; pid: number } | { error: string }> {
   const log = openSync(join(spec.stateFile, '..', 'forwarder.log'), 'a', 0o600);
   const env = Object.fromEntries(
-    ['PATH', 'MOAT_ENGINE', 'MOAT_ENGINE_SOCKET', 'MOAT_CONFIG', 'DOCKER_HOST', 'XDG_RUNTIME_DIR', 'HOME'].flatMap((k) =>
-      ctx.env[k] !== undefined ? [[k, ctx.env[k]]] : [],
-    ),
+    [
+      'PATH',
+      'MOAT_ENGINE',
+      'MOAT_ENGINE_SOCKET',
+      'MOAT_CONFIG',
+      'DOCKER_HOST',
+      'XDG_RUNTIME_DIR',
+      'HOME',
+      'KUBECONFIG',
+      'MOAT_K8S_CONTEXT',
+      'MOAT_K8S_NAMESPACE',
+      'MOAT_K8S_IMAGE_ENGINE',
+    ].flatMap((k) => (ctx.env[k] !== undefined ? [[k, ctx.env[k]]] : [])),
   );
   const child = spawn(process.execPath, [FORWARDER, JSON.stringify(spec)], { detached: true, stdio: ['ignore', log, log, 'ipc'], env });
   return new Promise((resolve) => {

@@ -7,7 +7,7 @@ import type { TaskRecord } from '../domain/task.js';
 import { OBJECT_ID } from '../workspace/git.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 import type { MoatContext } from './context.js';
-import { withWorkspaceContainer } from './task-container.js';
+import { runningContainer, withWorkspaceContainer } from './task-container.js';
 import { clearMarkers, killPoint, pendingMarkers, taskKey } from './pending-sync.js';
 
 /**
@@ -182,11 +182,15 @@ export async function syncTask(
     return parseSnapshot(run.stdout, record);
   };
   const captured = options.captured ? parseSnapshot(options.captured, record) : undefined;
+  // A workspace that went with its sandbox (a pod's, once the pod is gone): what the last sync
+  // brought home is all of the task's work there is, and nothing is left to read.
+  if (!captured && !engine.capabilities.workspaceOutlivesSandbox && !(await runningContainer(engine, record))) return workAtHome(repo, record);
   const fresh = !captured || 'error' in captured;
   let snapshot = captured && !('error' in captured) ? captured : await withWorkspaceContainer(ctx, record, readWork);
   // A wedged sandbox (fork bomb, full /tmp, killed processes) must not keep its commits from
   // coming home: read the same workspace from a fresh helper container instead.
-  if ('error' in snapshot && !snapshot.final && record.containerId) snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
+  if ('error' in snapshot && !snapshot.final && record.containerId && engine.capabilities.workspaceOutlivesSandbox)
+    snapshot = await withWorkspaceContainer(ctx, record, readWork, { helper: true });
   killPoint(ctx.env, 'sync-after-read');
   // Once the work is read, the caller may tear the sandbox down while it is brought home.
   const afterRead = 'error' in snapshot ? Promise.resolve() : (options.afterRead?.() ?? Promise.resolve());
@@ -198,6 +202,19 @@ export async function syncTask(
   } finally {
     await afterRead;
   }
+}
+
+/** The task's work as it is at home: its branch, and the snapshot of uncommitted work the last sync took. */
+async function workAtHome(repo: UserRepository, record: TaskRecord): Promise<SyncResult> {
+  const tip = (await repo.refValue(`refs/heads/${record.branch}`)) ?? record.syncedTip;
+  const wip = await repo.refValue(wipRef(record.name));
+  const result: SyncResult = { task: record.name, branch: record.branch, tip, commits: 0, ...(wip ? { wip } : {}), snapshotTaken: true };
+  try {
+    result.commits = await repo.countCommits(record.baseCommit, tip);
+  } catch {
+    result.commitsUnknown = true;
+  }
+  return result;
 }
 
 /** Before a command on the task: the work of earlier execs that is not home yet comes first. */

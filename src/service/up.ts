@@ -21,8 +21,9 @@ import type { EffectiveConfig } from '../config/effective.js';
 import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
 import { renderHomeFile } from '../domain/home-seed.js';
 import type { ContainerEngine } from '../engine/engine.js';
-import { PassThrough } from 'node:stream';
-import { createTaskWorkspace, seedVolumeWorkspace } from '../workspace/task-workspace.js';
+import { PassThrough, type Readable } from 'node:stream';
+import { createTaskWorkspace, restoreUncommitted, seedVolumeWorkspace } from '../workspace/task-workspace.js';
+import { wipRef } from './sync.js';
 import type { MoatContext } from './context.js';
 import { secretLookingNames, taskEnv } from './task-env.js';
 import { egressBridged, gvisorRuntimeOf, runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
@@ -308,6 +309,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     createdAt: new Date().toISOString(),
     disk,
     ...(diskPlan.why ? { diskWhy: diskPlan.why } : {}),
+    ...(diskPlan.how ? { diskHow: diskPlan.how } : {}),
     ...(unenforcedLimits.length > 0 ? { unenforcedLimits } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
     ...(isolation === 'gvisor' ? { isolation: 'gvisor' as const } : {}),
@@ -427,26 +429,48 @@ async function provisionInVolume(
   const id = await startContainer(engine, taskSpec(ctx, record, env));
   rollback.add(() => engine.removeContainer(id));
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `seed-${process.pid}.bundle`);
-  await seedVolumeWorkspace({
-    ...input,
-    bundleFile,
-    exec: async (cmd, stdin) => {
-      const err = new PassThrough();
-      let stderr = '';
-      err.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-2000)));
-      const exitCode = await engine.exec(
-        id,
-        { cmd, user: `${record.user.uid}:${record.user.gid}` },
-        { stdin, stdout: new PassThrough().resume(), stderr: err },
-      );
-      return { exitCode, stderr };
-    },
-  });
+  await seedVolumeWorkspace({ ...input, bundleFile, exec: sandboxExec(engine, id, record) });
   if (record.network !== 'none') {
     rollback.add(() => stopBridge(ctx, record));
     await connectSandbox(ctx, engine, id, record);
   }
   return id;
+}
+
+/** A command in the sandbox as its user, stdin given, stderr's tail kept for the error. */
+function sandboxExec(engine: ContainerEngine, id: string, record: TaskRecord) {
+  return async (cmd: string[], stdin: Readable): Promise<{ exitCode: number; stderr: string }> => {
+    const err = new PassThrough();
+    let stderr = '';
+    err.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-2000)));
+    const exitCode = await engine.exec(id, { cmd, user: `${record.user.uid}:${record.user.gid}` }, { stdin, stdout: new PassThrough().resume(), stderr: err });
+    return { exitCode, stderr };
+  };
+}
+
+/**
+ * Where the workspace went with its sandbox (a pod's emptyDir, on Kubernetes), the next sandbox
+ * gets it back from what came home: the task branch as it was synced, and the snapshot of
+ * uncommitted work over it (files, untracked ones too, as the last sync saw them).
+ */
+export async function reseedWorkspace(ctx: MoatContext, engine: ContainerEngine, id: string, record: TaskRecord): Promise<void> {
+  const repo = await ctx.repo();
+  const branchRef = `refs/heads/${record.branch}`;
+  const tip = (await repo.refValue(branchRef)) ?? record.syncedTip;
+  const sourceRef = (await repo.refValue(branchRef)) ? branchRef : record.baseCommit;
+  const config = await ctx.effectiveConfig(repo);
+  const identity = { ...(await repo.userIdentity()), ...config.git };
+  const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `seed-${process.pid}.bundle`);
+  const exec = sandboxExec(engine, id, record);
+  await seedVolumeWorkspace({ repo, branch: record.branch, baseCommit: tip, sourceRef, identity, bundleFile, exec });
+  const wip = await repo.refValue(wipRef(record.name));
+  if (!wip) return;
+  // A snapshot over another commit (the branch was moved since) is left at home, not forced in.
+  if ((await repo.refValue(`${wip}^`)) !== tip) {
+    ctx.progress(`note: the snapshot of uncommitted work is not over ${record.branch}'s tip; it stays at ${wipRef(record.name)}`);
+    return;
+  }
+  await restoreUncommitted({ repo, wipRef: wipRef(record.name), tip, bundleFile, exec });
 }
 
 /** What only an engine that sees moat's host can give a sandbox, refused before anything is made. */

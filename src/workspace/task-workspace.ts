@@ -108,3 +108,46 @@ export async function seedVolumeWorkspace(input: {
     await rm(input.bundleFile, { force: true });
   }
 }
+
+/**
+ * Runs in the sandbox after {@link SEED_SCRIPT}: the snapshot commit on stdin (a bundle of it over
+ * the tip) becomes the working tree again, the index staying at the tip, so what was uncommitted
+ * is uncommitted again (new files untracked). Constant; the tip is a positional argument.
+ */
+const RESTORE_SCRIPT = `
+set -eu
+PATH=/usr/local/bin:/usr/bin:/bin
+cd "$0"
+cat > .git/moat-wip.bundle
+git -c core.hooksPath=/dev/null fetch --quiet --no-tags .git/moat-wip.bundle "+$2:refs/moat/wip"
+rm -f .git/moat-wip.bundle
+[ "$(git rev-parse refs/moat/wip^)" = "$1" ] || { echo "the snapshot of uncommitted work is not over the task's tip" >&2; exit 3; }
+git -c core.hooksPath=/dev/null read-tree --reset -u refs/moat/wip
+git -c core.hooksPath=/dev/null reset --quiet
+`;
+
+/** Puts a task's uncommitted work (its snapshot ref at home, over `tip`) back into a freshly seeded workspace. */
+export async function restoreUncommitted(input: {
+  repo: UserRepository;
+  wipRef: string;
+  tip: string;
+  bundleFile: string;
+  exec: (cmd: string[], stdin: Readable) => Promise<{ exitCode: number; stderr: string }>;
+}): Promise<void> {
+  const tip = assertObjectId(input.tip, 'tip');
+  await git(['bundle', 'create', '--quiet', input.bundleFile, input.wipRef, `^${tip}`], { cwd: input.repo.path });
+  try {
+    const run = await input.exec(['sh', '-c', RESTORE_SCRIPT, WORKSPACE_DIR, tip, input.wipRef], createReadStream(input.bundleFile));
+    if (run.exitCode !== 0) {
+      throw new MoatError(
+        'E_ENGINE_FAILED',
+        `could not put the task's uncommitted work back: ${run.stderr.trim().split('\n').pop() || `exit ${run.exitCode}`}`,
+        {
+          hint: `it is safe at home: git diff ${tip} ${input.wipRef}`,
+        },
+      );
+    }
+  } finally {
+    await rm(input.bundleFile, { force: true });
+  }
+}

@@ -4,7 +4,7 @@ import { describeDisk, planDisk } from '../../src/service/disk-plan.js';
 
 /** An engine whose answer about caps the test chooses (the in-memory engine has no disk of its own). */
 function engineThat(hostMounts: boolean, support: { ok: true } | { ok: false; why: string }): MemoryEngine {
-  const engine = new MemoryEngine({ capabilities: { hostMounts, hostCgroups: hostMounts } });
+  const engine = new MemoryEngine({ capabilities: { hostMounts, hostCgroups: hostMounts, workspaceOutlivesSandbox: true } });
   engine.diskCapSupport = async () => support;
   return engine;
 }

@@ -14,7 +14,7 @@ describe('engine endpoint', () => {
     expect(endpoint).toMatchObject({ transport: 'tcp', host: '127.0.0.1', port: 23750, source: 'DOCKER_HOST' });
     expect(endpointName(endpoint)).toBe('tcp://127.0.0.1:23750');
     expect(connectionOptions(endpoint)).toEqual({ protocol: 'http', host: '127.0.0.1', port: 23750 });
-    expect(capabilitiesOf(endpoint.transport)).toEqual({ hostMounts: false, hostCgroups: false });
+    expect(capabilitiesOf(endpoint.transport)).toEqual({ hostMounts: false, hostCgroups: false, workspaceOutlivesSandbox: true });
   });
 
   it('takes ssh:// with its user and the default port', async () => {
@@ -43,7 +43,7 @@ describe('engine endpoint', () => {
   });
 
   it('keeps a local unix socket local: every shortcut offered', async () => {
-    expect(capabilitiesOf('unix')).toEqual({ hostMounts: true, hostCgroups: true });
+    expect(capabilitiesOf('unix')).toEqual({ hostMounts: true, hostCgroups: true, workspaceOutlivesSandbox: true });
     await expect(findEngine({ DOCKER_HOST: `unix://${join(dir, 'missing.sock')}` })).rejects.toMatchObject({ code: 'E_ENGINE_UNREACHABLE' });
   });
 });

@@ -1,0 +1,132 @@
+// moat on Kubernetes (the one-node cluster of scripts/cluster.sh; `npm run cluster` first):
+// 1. `moat run -- true` against a bare pod of the same spec created, waited for, exec'd and deleted
+//    by kubectl, alternating in one run (goal <= 1.3x);
+// 2. with the warm server's pool: the time from `moat run -- echo` to its first byte of output,
+//    over BENCH_CLAIMS runs (default 50; goal p99 <= 500 ms);
+// 3. 20 tasks at once (`moat up` x 20 in parallel) against 20 bare pods applied at once, each
+//    until all run; nothing may be lost.
+// Not a test: nothing here asserts a time. Everything it makes is in a namespace of its own, removed at the end.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { median, pct } from './figures.js';
+import { serverEnv, settle, stopServers } from './warm-server.js';
+import { timed } from './timed.js';
+import { benchRepo } from './repo.js';
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 7);
+const claims = Number(process.env.BENCH_CLAIMS ?? 50);
+const parallel = Number(process.env.BENCH_PARALLEL ?? 20);
+const kubeconfig = process.env.MOAT_K8S_KUBECONFIG ?? '/var/lib/moat-k8s/admin.kubeconfig';
+const kubectlBin = existsSync('/run/moat-k8s/bin') ? `${readFileSync('/run/moat-k8s/bin', 'utf8').trim()}/kubectl` : 'kubectl';
+const namespace = `moat-bench-${randomBytes(3).toString('hex')}`;
+const kubectl = (args, options = {}) => execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, '-n', namespace, ...args], { encoding: 'utf8', ...options });
+const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
+const root = mkdtempSync(join(tmpdir(), 'moat-bench-k8s-'));
+const repo = benchRepo(root);
+writeFileSync(join(root, 'config.yaml'), 'acceptUnenforcedLimits: [pids]\n');
+const env = {
+  ...process.env,
+  MOAT_HOME: join(root, 'home'),
+  MOAT_CONFIG: join(root, 'config.yaml'),
+  MOAT_ENGINE: 'kubernetes',
+  KUBECONFIG: kubeconfig,
+  MOAT_K8S_NAMESPACE: namespace,
+  MOAT_K8S_IMAGE_ENGINE: 'unix:///run/moat-k8s/docker.sock',
+  ...serverEnv(root),
+};
+const moat = (args) => execFileSync(process.execPath, [bin, ...args], { cwd: repo, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, 'create', 'namespace', namespace], { stdio: 'ignore' });
+try {
+  for (let i = 0; i < 100 && spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, '-n', namespace, 'get', 'serviceaccount', 'default']).status !== 0; i += 1)
+    spawnSync('sleep', ['0.2']);
+  // The pod moat would make, so kubectl runs exactly the same thing.
+  const up = JSON.parse(moat(['up', '--task', 'warm', '--json']));
+  const spec = JSON.parse(kubectl(['get', 'pod', up.containerId, '-o', 'json']));
+  moat(['rm', '--force', 'warm']);
+  const barePod = (name) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, labels: { 'moat.bench': 'bare' } },
+    spec: { ...spec.spec, nodeName: undefined, volumes: spec.spec.volumes.filter((v) => !v.projected) },
+  });
+  const bare = (name) => {
+    kubectl(['apply', '-f', '-'], { input: JSON.stringify(barePod(name)) });
+    kubectl(['wait', '--for=condition=Ready', `pod/${name}`, '--timeout=120s']);
+    kubectl(['exec', name, '-c', 'sandbox', '--', 'true']);
+    kubectl(['delete', 'pod', name, '--grace-period=0', '--wait=true']);
+  };
+
+  // 1. moat run -- true against a bare pod.
+  const samples = { 'moat run -- true': [], 'bare pod (kubectl apply, wait, exec, delete)': [] };
+  for (let i = 0; i < rounds; i += 1) {
+    samples['moat run -- true'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env }));
+    settle();
+    const start = process.hrtime.bigint();
+    bare(`bare-${i}`);
+    samples['bare pod (kubectl apply, wait, exec, delete)'].push(Number(process.hrtime.bigint() - start) / 1e6);
+    settle();
+  }
+  const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
+  console.log(`kubernetes: ${rounds} rounds, alternating`);
+  console.log('| scenario | median ms | p10 ms | p90 ms | x bare pod |\n|---|---|---|---|---|');
+  for (const row of rows)
+    console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / rows[1].median).toFixed(2)} |`);
+
+  // 2. Claims from the warm server's pool: spawn to the first byte of the command's output.
+  const firstByte = () =>
+    new Promise((resolve, reject) => {
+      const start = process.hrtime.bigint();
+      let at;
+      const child = spawn(process.execPath, [bin, 'run', '--', 'echo', 'claimed'], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.once('data', () => (at = Number(process.hrtime.bigint() - start) / 1e6));
+      let err = '';
+      child.stderr.on('data', (c) => (err += c));
+      child.on('exit', (code) => (code === 0 && at !== undefined ? resolve(at) : reject(new Error(`moat run failed (${code}): ${err}`))));
+    });
+  const claimed = [];
+  for (let i = 0; i < claims; i += 1) {
+    claimed.push(await firstByte());
+    // The pool makes the next one ahead: give it the time a person between two commands would.
+    spawnSync('sleep', [process.env.BENCH_CLAIM_GAP ?? '3']);
+  }
+  console.log(
+    `\nclaims: ${claims}; first output after p50 ${median(claimed).toFixed(0)} ms, p90 ${pct(claimed, 90).toFixed(0)} ms, p99 ${pct(claimed, 99).toFixed(0)} ms`,
+  );
+
+  // 3. Many at once.
+  const start = process.hrtime.bigint();
+  const ups = await Promise.all(
+    Array.from(
+      { length: parallel },
+      (_, i) =>
+        new Promise((resolve) => {
+          const child = spawn(process.execPath, [bin, 'up', '--task', `many-${i}`], { cwd: repo, env, stdio: ['ignore', 'ignore', 'pipe'] });
+          let err = '';
+          child.stderr.on('data', (c) => (err += c));
+          child.on('exit', (code) => resolve({ code, err }));
+        }),
+    ),
+  );
+  const moatMany = Number(process.hrtime.bigint() - start) / 1e6;
+  const running = JSON.parse(moat(['ls', '--json'])).filter((t) => t.name.startsWith('many-') && t.state === 'running').length;
+  const failed = ups.filter((u) => u.code !== 0);
+  for (let i = 0; i < parallel; i += 1) spawnSync(process.execPath, [bin, 'rm', '--force', `many-${i}`], { cwd: repo, env });
+  const bareStart = process.hrtime.bigint();
+  kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: Array.from({ length: parallel }, (_, i) => barePod(`many-${i}`)) }),
+  });
+  kubectl(['wait', '--for=condition=Ready', 'pod', '-l', 'moat.bench=bare', '--timeout=300s']);
+  const bareMany = Number(process.hrtime.bigint() - bareStart) / 1e6;
+  kubectl(['delete', 'pod', '-l', 'moat.bench=bare', '--grace-period=0', '--wait=true']);
+  console.log(
+    `\n${parallel} at once: moat up ${moatMany.toFixed(0)} ms (${running} running, ${failed.length} failed${failed[0] ? `: ${failed[0].err.trim().split('\n').pop()}` : ''}); bare pods ${bareMany.toFixed(0)} ms; ${(moatMany / bareMany).toFixed(2)}x`,
+  );
+} finally {
+  stopServers(root);
+  spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
+  rmSync(root, { recursive: true, force: true });
+}

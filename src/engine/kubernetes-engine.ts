@@ -1,0 +1,584 @@
+import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Pod } from '@kubernetes/client-node';
+import { PassThrough, type Writable } from 'node:stream';
+import { MoatError } from '../errors.js';
+import { LABEL } from '../domain/labels.js';
+import type { SandboxSpec } from '../domain/sandbox-spec.js';
+import type { LimitEnforcement } from '../domain/limit-enforcement.js';
+import type {
+  BuildInput,
+  ContainerEngine,
+  ContainerInfo,
+  ContainerStats,
+  DiskCap,
+  DiskCapSupport,
+  EngineCapabilities,
+  EngineInfo,
+  ExecCommand,
+  ExecIO,
+  LogOptions,
+} from './engine.js';
+import { captureExec } from './exec-capture.js';
+import { framedCommand, openExecSocket, runOverSocket } from './kubernetes-exec.js';
+import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
+
+/** Where moat's tasks go on a cluster, from the user's config (`kubernetes:`) and the environment. */
+export interface KubernetesTarget {
+  /** A kubeconfig file (default: KUBECONFIG, then ~/.kube/config). */
+  kubeconfig?: string;
+  context?: string;
+  namespace: string;
+  /**
+   * The Docker engine whose images the nodes run (a one-node cluster's own dockerd): moat builds
+   * template images there. Without it, images must already be on the nodes (moat pulls nothing).
+   */
+  imageEngine?: ContainerEngine;
+  /** The RuntimeClass that runs pods under gVisor (isolation: gvisor). */
+  gvisorRuntimeClass?: string;
+}
+
+/** The NetworkPolicy that denies every pod moat makes all traffic: a second layer where the network plugin enforces it. */
+const DENY_POLICY = 'moat-sandbox-deny-all';
+
+/** What a command reports when its pod ended under it: killed, as by SIGKILL (128 + 9). */
+const EXIT_CONTAINER_GONE = 137;
+
+/**
+ * Kubernetes: a task's sandbox is a Pod (kubernetes-pod.ts), its workspace an emptyDir of that pod
+ * (sized; a ConfigMap of the same name stands for the "volume" so that it has labels and `gc`
+ * finds it), commands run through the API server's exec stream (kubernetes-exec.ts). A pod cannot
+ * be stopped and started again: stopping removes it, and its workspace goes with it (moat brings
+ * commits and the snapshot of uncommitted work home before, and seeds the next pod from them).
+ * Nothing of moat's host reaches a pod; egress goes through moat's bridge over exec streams.
+ */
+export class KubernetesEngine implements ContainerEngine {
+  readonly kind = 'kubernetes' as const;
+  readonly endpoint: string;
+  readonly capabilities: EngineCapabilities = { hostMounts: false, hostCgroups: false, workspaceOutlivesSandbox: false };
+  private readonly kc: KubeConfig;
+  private readonly core: CoreV1Api;
+  private readonly namespace: string;
+  private policyMade = false;
+  /** Per pod: what each command needs (its user and open-files limit), read once. */
+  private readonly pods = new Map<string, { user: string; nofile?: number }>();
+
+  constructor(private readonly target: KubernetesTarget) {
+    this.kc = new KubeConfig();
+    try {
+      if (target.kubeconfig) this.kc.loadFromFile(target.kubeconfig);
+      else this.kc.loadFromDefault();
+    } catch (error) {
+      throw new MoatError(
+        'E_ENGINE_UNREACHABLE',
+        `cannot read the kubeconfig ${target.kubeconfig ?? '(KUBECONFIG or ~/.kube/config)'}: ${(error as Error).message}`,
+        {
+          hint: 'set kubernetes.kubeconfig in your config (or KUBECONFIG) to a readable kubeconfig file',
+        },
+      );
+    }
+    if (target.context) {
+      if (!this.kc.getContexts().some((c) => c.name === target.context)) {
+        throw new MoatError('E_ENGINE_UNREACHABLE', `the kubeconfig has no context "${target.context}"`, {
+          hint: `use one of: ${
+            this.kc
+              .getContexts()
+              .map((c) => c.name)
+              .join(', ') || '(none)'
+          } (kubernetes.context or MOAT_K8S_CONTEXT)`,
+        });
+      }
+      this.kc.setCurrentContext(target.context);
+    }
+    const cluster = this.kc.getCurrentCluster();
+    if (!cluster) {
+      throw new MoatError('E_ENGINE_UNREACHABLE', 'the kubeconfig names no cluster', {
+        hint: 'set kubernetes.kubeconfig and kubernetes.context in your config',
+      });
+    }
+    this.namespace = target.namespace;
+    this.endpoint = `${cluster.server} (namespace ${target.namespace})`;
+    this.core = this.kc.makeApiClient(CoreV1Api);
+  }
+
+  async info(): Promise<EngineInfo> {
+    const version = await this.call(() => this.kc.makeApiClient(VersionApi).getCode(), 'read the cluster version');
+    const nodes = await this.call(() => this.core.listNode(), 'list the nodes').catch(() => undefined);
+    const node = nodes?.items[0]?.status?.nodeInfo;
+    return {
+      kind: 'kubernetes',
+      version: version.gitVersion,
+      apiVersion: `${version.major}.${version.minor}`,
+      os: node?.osImage ?? '',
+      kernel: node?.kernelVersion ?? '',
+      storageDriver: '',
+      cgroupVersion: '',
+      cgroupDriver: '',
+      securityOptions: [],
+      rootless: false,
+      runcVersion: node?.containerRuntimeVersion,
+    };
+  }
+
+  async ping(): Promise<void> {
+    await this.call(() => this.kc.makeApiClient(VersionApi).getCode(), 'reach the cluster');
+  }
+
+  async imageId(ref: string): Promise<string | undefined> {
+    if (this.target.imageEngine) return this.target.imageEngine.imageId(ref);
+    // The nodes report the images they hold; moat never pulls, so one of them must have it.
+    const nodes = await this.call(() => this.core.listNode(), 'list the nodes');
+    const names = new Set([ref, `docker.io/library/${ref}`, `docker.io/${ref}`]);
+    for (const node of nodes.items) {
+      for (const image of node.status?.images ?? []) {
+        if (image.names?.some((name) => names.has(name))) return image.names.find((name) => name.includes('@')) ?? ref;
+      }
+    }
+    return undefined;
+  }
+
+  async buildImage(input: BuildInput): Promise<void> {
+    if (!this.target.imageEngine) {
+      throw new MoatError('E_IMAGE_MISSING', `image ${input.tag} is not on the cluster's nodes, and moat has no engine to build it for them`, {
+        hint: 'set kubernetes.imageEngine in your config to the Docker engine whose images the nodes run, or load the image onto the nodes (docker save … | docker load there)',
+      });
+    }
+    await this.target.imageEngine.buildImage(input);
+  }
+
+  async createContainer(spec: SandboxSpec): Promise<string> {
+    const hostOnly = [spec.egressMount, spec.helperMount, spec.sshMount, ...spec.readOnlyMounts].filter((m) => m !== undefined);
+    if (spec.workspace.kind !== 'volume' || hostOnly.length > 0) {
+      throw new MoatError(
+        'E_INTERNAL',
+        `a pod cannot see moat's host folders (${[spec.workspace.kind === 'host' ? 'workspace' : '', ...hostOnly.map((m) => m.target)].filter(Boolean).join(', ')})`,
+      );
+    }
+    if (spec.isolation.kind === 'gvisor' && !this.target.gvisorRuntimeClass) {
+      throw new MoatError('E_ISOLATION_UNAVAILABLE', 'isolation: gvisor needs the RuntimeClass that runs gVisor on this cluster', {
+        hint: 'set kubernetes.gvisorRuntimeClass in your config (e.g. gvisor), or use isolation: runc',
+      });
+    }
+    await this.ensureDenyPolicy();
+    const volume = await this.readVolume(spec.workspace.name);
+    const bytes = Number(volume?.data?.bytes);
+    const body = podManifest(spec, {
+      workspaceBytes: Number.isInteger(bytes) && bytes > 0 ? bytes : undefined,
+      gvisorRuntimeClass: this.target.gvisorRuntimeClass,
+    }) as V1Pod;
+    const pod = await this.call(() => this.core.createNamespacedPod({ namespace: this.namespace, body }), `create pod ${spec.name}`);
+    this.pods.set(spec.name, { user: spec.user, nofile: spec.limits.nofile });
+    return pod.metadata?.name ?? spec.name;
+  }
+
+  /** A pod starts once created: this waits until its sandbox runs, and says why when it will not. */
+  async startContainer(id: string): Promise<void> {
+    const deadline = Date.now() + 180_000;
+    let unschedulableSince: number | undefined;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      const pod = await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`);
+      const verdict = startVerdict(pod);
+      if (verdict === 'running') return;
+      if (verdict.failed) throw verdict.failed;
+      if (verdict.unschedulable) {
+        unschedulableSince ??= Date.now();
+        if (Date.now() - unschedulableSince > 30_000) {
+          throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id}: ${verdict.unschedulable}`, {
+            hint: 'check the nodes (kubectl get nodes; kubectl describe pod): a node not Ready, or not enough CPU or memory',
+          });
+        }
+      }
+      if (Date.now() > deadline) {
+        throw new MoatError('E_ENGINE_FAILED', `pod ${id} did not start within 180 s (${verdict.waiting ?? 'pending'})`, {
+          hint: 'check it with kubectl describe pod, and the nodes with kubectl get nodes',
+        });
+      }
+      await sleep(delay);
+    }
+  }
+
+  async inspectContainer(idOrName: string): Promise<ContainerInfo | undefined> {
+    const pod = await this.readPod(idOrName);
+    return pod ? containerInfo(pod) : undefined;
+  }
+
+  /** A pod cannot be stopped and kept: stopping it removes it (its workspace with it). */
+  async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    await this.deletePod(id, timeoutSeconds);
+  }
+
+  async removeContainer(id: string): Promise<void> {
+    await this.deletePod(id, 0);
+    // Gone for good before returning: the next pod of the same name (reset) must not meet this one.
+    for (let waited = 0; waited < 60_000; waited += 200) {
+      if (!(await this.readPod(id))) break;
+      await sleep(200);
+    }
+    this.pods.delete(id);
+  }
+
+  async listContainers(labels: Record<string, string>): Promise<ContainerInfo[]> {
+    const list = await this.call(() => this.core.listNamespacedPod({ namespace: this.namespace, labelSelector: labelSelector(labels) }), 'list pods');
+    return list.items.map(containerInfo);
+  }
+
+  /**
+   * The workspace lives in its pod (an emptyDir, sized by `cap`); this ConfigMap stands for it,
+   * with the labels and the size, so that the next pod gets the same cap and `gc` finds it.
+   */
+  async createVolume(name: string, labels: Record<string, string>, _owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void> {
+    const body = {
+      metadata: { name, labels: podLabels(labels), annotations: { [LABELS_ANNOTATION]: JSON.stringify(labels) } },
+      data: { bytes: cap ? String(cap.bytes) : '' },
+    };
+    try {
+      await this.core.createNamespacedConfigMap({ namespace: this.namespace, body });
+    } catch (error) {
+      if (statusOf(error) !== 409) throw this.wrap(error, `record volume ${name}`);
+    }
+  }
+
+  /** An emptyDir's sizeLimit: the kubelet evicts a pod whose workspace grows past it (not ENOSPC: the task ends). */
+  async diskCapSupport(): Promise<DiskCapSupport> {
+    return { ok: true, how: "the pod's emptyDir sizeLimit: the kubelet evicts a task that writes past it (it ends; no ENOSPC)" };
+  }
+
+  async listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>> {
+    const list = await this.call(() => this.core.listNamespacedConfigMap({ namespace: this.namespace, labelSelector: labelSelector(labels) }), 'list volumes');
+    return list.items.map((item) => ({ name: item.metadata?.name ?? '', labels: labelsOf(item.metadata) }));
+  }
+
+  async removeVolume(name: string): Promise<void> {
+    try {
+      await this.core.deleteNamespacedConfigMap({ name, namespace: this.namespace });
+    } catch (error) {
+      if (statusOf(error) !== 404) throw this.wrap(error, `remove volume ${name}`);
+    }
+  }
+
+  async parkVolume(): Promise<void> {
+    // Nothing held on a node while no pod runs: the emptyDir went with its pod.
+  }
+
+  async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
+    const pod = await this.podFacts(id);
+    if (command.user !== pod.user) {
+      // A pod runs every command as its one user: there is no switching (no capability for it).
+      throw new MoatError('E_INTERNAL', `a command as ${command.user} cannot run in pod ${id}, whose user is ${pod.user}`);
+    }
+    const tty = command.tty ?? false;
+    const env = Object.entries(command.env ?? {}).map(([key, value]) => `${key}=${value}`);
+    // exec has no working directory or environment of its own: env(1) gives both, prlimit the rlimit.
+    const inner = ['/usr/bin/env', ...(command.workdir ? ['-C', command.workdir] : []), ...env, '--', ...command.cmd];
+    const cmd = framedCommand(pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner, io.stdin !== undefined, tty);
+    const query = new URLSearchParams({
+      container: SANDBOX_CONTAINER,
+      stdout: 'true',
+      stderr: String(!tty),
+      stdin: String(io.stdin !== undefined),
+      tty: String(tty),
+    });
+    for (const arg of cmd) query.append('command', arg);
+    const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`;
+    let socket;
+    try {
+      socket = await openExecSocket(this.kc, path);
+    } catch (error) {
+      throw this.wrapExec(error, id);
+    }
+    const finished = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
+    if (!io.endWithContainer) return finished;
+    const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
+    if (!gone) return finished;
+    socket.terminate();
+    await finished.catch(() => undefined);
+    return EXIT_CONTAINER_GONE;
+  }
+
+  execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
+    return captureExec(this, id, command, maxBytes);
+  }
+
+  /** Read inside the sandbox from its own cgroup files (no metrics server is assumed); CPU over half a second. */
+  async stats(id: string): Promise<ContainerStats | undefined> {
+    const pod = await this.readPod(id);
+    if (!pod || containerInfo(pod).running !== true) return undefined;
+    const facts = await this.podFacts(id);
+    const run = await this.execCapture(id, { cmd: ['/bin/sh', '-c', STATS_SCRIPT], user: facts.user }, 65536).catch(() => undefined);
+    if (!run || run.exitCode !== 0) return undefined;
+    return parseStats(run.stdout.toString('utf8'));
+  }
+
+  async logs(id: string, options: LogOptions, out: Writable): Promise<void> {
+    if (!options.follow) {
+      const text = await this.call(
+        () =>
+          this.core.readNamespacedPodLog({
+            name: id,
+            namespace: this.namespace,
+            container: SANDBOX_CONTAINER,
+            ...(options.tail !== undefined ? { tailLines: options.tail } : {}),
+          }),
+        'read logs',
+      );
+      out.write(text);
+      return;
+    }
+    if (options.signal?.aborted) return;
+    const sink = new PassThrough();
+    sink.pipe(out, { end: false });
+    await new Promise<void>((resolve, reject) => {
+      new Log(this.kc)
+        .log(this.namespace, id, SANDBOX_CONTAINER, sink, { follow: true, ...(options.tail !== undefined ? { tailLines: options.tail } : {}) })
+        .then((controller) => {
+          options.signal?.addEventListener('abort', () => controller.abort(), { once: true });
+          sink.on('finish', () => resolve());
+          sink.on('close', () => resolve());
+        }, reject);
+    }).catch((error: unknown) => {
+      if (!options.signal?.aborted) throw this.wrap(error, 'read logs');
+    });
+  }
+
+  /**
+   * Kubernetes sets no process limit per pod or container from the pod's spec (only the kubelet's
+   * node-wide podPidsLimit, which moat cannot read or set): said, never claimed.
+   */
+  async limitEnforcement(): Promise<LimitEnforcement> {
+    return {
+      unenforced: ['pids'],
+      why: "a Pod's spec carries no process limit (only the kubelet's node-wide podPidsLimit does)",
+      remedy: "have the cluster's kubelets set podPidsLimit (it bounds every pod of the node), or use Docker or Podman",
+    };
+  }
+
+  private async ensureDenyPolicy(): Promise<void> {
+    if (this.policyMade) return;
+    const body = {
+      metadata: { name: DENY_POLICY, labels: { [LABEL.role]: 'policy' } },
+      spec: { podSelector: { matchExpressions: [{ key: LABEL.task, operator: 'Exists' }] }, policyTypes: ['Ingress', 'Egress'], ingress: [], egress: [] },
+    };
+    try {
+      await this.kc.makeApiClient(NetworkingV1Api).createNamespacedNetworkPolicy({ namespace: this.namespace, body });
+    } catch (error) {
+      if (statusOf(error) !== 409) throw this.wrap(error, 'create the NetworkPolicy that denies the sandboxes all traffic');
+    }
+    this.policyMade = true;
+  }
+
+  private async readVolume(name: string) {
+    try {
+      return await this.core.readNamespacedConfigMap({ name, namespace: this.namespace });
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.wrap(error, `read volume ${name}`);
+    }
+  }
+
+  private async readPod(name: string): Promise<V1Pod | undefined> {
+    try {
+      return await this.core.readNamespacedPod({ name, namespace: this.namespace });
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.wrap(error, `read pod ${name}`);
+    }
+  }
+
+  private async podFacts(id: string): Promise<{ user: string; nofile?: number }> {
+    const known = this.pods.get(id);
+    if (known) return known;
+    const pod = await this.readPod(id);
+    if (!pod) throw new MoatError('E_ENGINE_FAILED', `pod ${id} is gone`, { hint: 'moat reset TASK makes a new one', cause: { statusCode: 404 } });
+    const context = pod.spec?.securityContext;
+    const facts = { user: `${context?.runAsUser ?? 0}:${context?.runAsGroup ?? 0}`, nofile: nofileOf(pod.metadata?.annotations) };
+    this.pods.set(id, facts);
+    return facts;
+  }
+
+  private async deletePod(id: string, grace: number): Promise<void> {
+    try {
+      await this.core.deleteNamespacedPod({ name: id, namespace: this.namespace, gracePeriodSeconds: grace });
+    } catch (error) {
+      if (statusOf(error) !== 404) throw this.wrap(error, `remove pod ${id}`);
+    }
+  }
+
+  private async whenStopped(id: string, until: Promise<unknown>): Promise<boolean> {
+    let settled = false;
+    void until.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    while (!settled) {
+      await sleep(1000);
+      if (settled) return false;
+      const info = await this.inspectContainer(id).catch(() => undefined);
+      if (!info?.running) return true;
+    }
+    return false;
+  }
+
+  private async call<T>(fn: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw this.wrap(error, what);
+    }
+  }
+
+  private wrapExec(error: unknown, id: string): MoatError {
+    const status = (error as { statusCode?: number }).statusCode;
+    const body = String((error as { body?: string }).body ?? '');
+    if (status === 404 || (status === 400 && /not found|not running|terminated|completed/i.test(body))) {
+      // Gone, or not running: the caller says "not running" (the same statuses as Docker's).
+      return new MoatError('E_ENGINE_FAILED', `pod ${id} is not running`, {
+        hint: 'moat reset TASK makes a new one',
+        cause: { statusCode: status === 404 ? 404 : 409 },
+      });
+    }
+    if (status) return this.wrap(Object.assign(new Error(body || `exec answered ${status}`), { code: status, body }), `exec in pod ${id}`);
+    return this.wrap(error, `exec in pod ${id}`);
+  }
+
+  private wrap(error: unknown, what: string): MoatError {
+    if ((error as { isMoatError?: boolean }).isMoatError) return error as MoatError;
+    const status = statusOf(error);
+    const code = (error as NodeJS.ErrnoException).code ?? (error as { cause?: { code?: string } }).cause?.code;
+    if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ETIMEDOUT|ENOTFOUND|EPIPE|ENOENT)$/.test(code)) {
+      return new MoatError('E_ENGINE_UNREACHABLE', `the Kubernetes API server at ${this.endpoint} is not answering`, {
+        hint: 'check the cluster (kubectl get nodes) and kubernetes.kubeconfig/context in your config',
+        cause: error,
+      });
+    }
+    const message = messageOf(error);
+    if (status === 401 || status === 403) {
+      return new MoatError('E_ENGINE_PERMISSION', `the cluster refused to ${what}: ${message}`, {
+        hint: `your kubeconfig's user needs to create pods, pods/exec, configmaps and networkpolicies in namespace ${this.namespace} (kubectl auth can-i create pods -n ${this.namespace})`,
+        cause: error,
+      });
+    }
+    if (status === 404 && /namespaces? .*not found/i.test(message)) {
+      return new MoatError('E_ENGINE_FAILED', `could not ${what}: namespace ${this.namespace} does not exist`, {
+        hint: `create it (kubectl create namespace ${this.namespace}) or set kubernetes.namespace in your config`,
+        cause: error,
+      });
+    }
+    return new MoatError('E_ENGINE_FAILED', `could not ${what}: ${message}`, { hint: 'check the cluster with `moat doctor` and kubectl', cause: error });
+  }
+}
+
+/** Where a starting pod is: running, still on its way, or failed (and why, in moat's words). */
+export function startVerdict(pod: V1Pod): 'running' | { failed?: MoatError; unschedulable?: string; waiting?: string } {
+  const status = pod.status;
+  const sandbox = status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
+  if (status?.phase === 'Running' && sandbox?.state?.running) return 'running';
+  const image = pod.spec?.containers[0]?.image ?? '';
+  for (const container of [...(status?.initContainerStatuses ?? []), ...(status?.containerStatuses ?? [])]) {
+    const reason = container.state?.waiting?.reason ?? '';
+    if (/^(ErrImageNeverPull|ErrImagePull|ImagePullBackOff|InvalidImageName)$/.test(reason)) {
+      return {
+        failed: new MoatError('E_IMAGE_MISSING', `image ${image} is not on the node that got the task (${reason})`, {
+          hint: 'load it onto the nodes (docker save IMAGE | docker load there), or set kubernetes.imageEngine to the engine that feeds them',
+        }),
+      };
+    }
+    if (/^(CreateContainerConfigError|CreateContainerError|RunContainerError)$/.test(reason)) {
+      return {
+        failed: new MoatError('E_ENGINE_FAILED', `pod ${pod.metadata?.name} cannot start: ${reason}: ${container.state?.waiting?.message ?? ''}`.trim(), {
+          hint: 'kubectl describe pod says more',
+        }),
+      };
+    }
+    const ended = container.state?.terminated;
+    if (ended && (ended.exitCode !== 0 || container.name === SANDBOX_CONTAINER)) {
+      const what = container.name === SANDBOX_CONTAINER ? 'the sandbox ended as it started' : "the pod's network could not be taken away";
+      return {
+        failed: new MoatError(
+          'E_ENGINE_FAILED',
+          `pod ${pod.metadata?.name}: ${what} (${ended.reason ?? 'exit'} ${ended.exitCode}${ended.message ? `: ${ended.message.trim().slice(0, 200)}` : ''})`,
+          {
+            hint: 'kubectl logs and kubectl describe pod say more',
+          },
+        ),
+      };
+    }
+  }
+  if (status?.phase === 'Failed' || status?.phase === 'Succeeded') {
+    return {
+      failed: new MoatError('E_ENGINE_FAILED', `pod ${pod.metadata?.name} ended as it started (${status.reason ?? status.phase}: ${status.message ?? ''})`, {
+        hint: 'kubectl describe pod says more',
+      }),
+    };
+  }
+  const scheduled = status?.conditions?.find((c) => c.type === 'PodScheduled');
+  if (scheduled?.status === 'False' && scheduled.reason === 'Unschedulable') return { unschedulable: scheduled.message ?? 'unschedulable' };
+  return { waiting: sandbox?.state?.waiting?.reason ?? status?.phase };
+}
+
+/** A pod in moat's terms: running while its sandbox runs; its end (exit status, OOM, eviction) once it ended. */
+export function containerInfo(pod: V1Pod): ContainerInfo {
+  const sandbox = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
+  const ended = sandbox?.state?.terminated;
+  const phase = pod.status?.phase ?? 'Pending';
+  const deleting = pod.metadata?.deletionTimestamp !== undefined;
+  const evicted = pod.status?.reason === 'Evicted';
+  const running = !deleting && phase === 'Running' && sandbox?.state?.running !== undefined;
+  return {
+    id: pod.metadata?.name ?? '',
+    name: pod.metadata?.name ?? '',
+    image: pod.spec?.containers[0]?.image ?? '',
+    state: deleting ? 'removing' : running ? 'running' : phase === 'Pending' ? 'created' : 'exited',
+    running,
+    ...(ended ? { exitCode: ended.exitCode } : evicted ? { exitCode: EXIT_CONTAINER_GONE } : {}),
+    oomKilled: ended?.reason === 'OOMKilled',
+    ...(sandbox?.state?.running?.startedAt ? { startedAt: new Date(sandbox.state.running.startedAt).toISOString() } : {}),
+    ...(ended?.finishedAt ? { finishedAt: new Date(ended.finishedAt).toISOString() } : {}),
+    labels: labelsOf(pod.metadata),
+  };
+}
+
+/** Prints the sandbox's cgroup figures (v1 or v2), CPU time twice half a second apart. */
+const STATS_SCRIPT = `
+cpu() { cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || awk '/^usage_usec/ {print $2 * 1000}' /sys/fs/cgroup/cpu.stat 2>/dev/null; }
+a=$(cpu); sleep 0.5; b=$(cpu)
+echo "cpu $a $b"
+echo "mem $(cat /sys/fs/cgroup/memory/memory.usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.current)"
+echo "limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
+echo "inactive $(awk '/^(total_inactive_file|inactive_file) / {print $2; exit}' /sys/fs/cgroup/memory/memory.stat /sys/fs/cgroup/memory.stat 2>/dev/null)"
+echo "pids $(cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || cat /sys/fs/cgroup/pids.current 2>/dev/null || echo 0)"
+`;
+
+export function parseStats(text: string): ContainerStats {
+  const field = (name: string) => new RegExp(`^${name} (.*)$`, 'm').exec(text)?.[1]?.trim().split(/\s+/) ?? [];
+  const num = (value: string | undefined) => (value && /^[0-9]+$/.test(value) ? Number(value) : 0);
+  const [a, b] = field('cpu').map(num);
+  const memory = num(field('mem')[0]);
+  return {
+    cpuPercent: a !== undefined && b !== undefined && b > a ? ((b - a) / 0.5e9) * 100 : 0,
+    memoryBytes: Math.max(0, memory - num(field('inactive')[0])),
+    memoryLimitBytes: num(field('limit')[0]),
+    pids: num(field('pids')[0]),
+  };
+}
+
+function statusOf(error: unknown): number | undefined {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function messageOf(error: unknown): string {
+  const body = (error as { body?: unknown }).body;
+  if (typeof body === 'string') {
+    try {
+      const parsed = JSON.parse(body) as { message?: string };
+      if (parsed.message) return parsed.message;
+    } catch {
+      // Not JSON: the text itself.
+    }
+    return body.slice(0, 300);
+  }
+  if (body && typeof body === 'object' && 'message' in body) return String((body as { message: unknown }).message);
+  return String((error as Error).message ?? error).slice(0, 300);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

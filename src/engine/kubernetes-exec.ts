@@ -1,0 +1,139 @@
+import type { Readable, Writable } from 'node:stream';
+import type { KubeConfig } from '@kubernetes/client-node';
+import WebSocket from 'ws';
+import { MoatError } from '../errors.js';
+
+/**
+ * A command in a pod through the API server's exec stream (the channel protocol,
+ * v4.channel.k8s.io: one byte of channel, then the data; 0 stdin, 1 stdout, 2 stderr, 3 the
+ * status, 4 terminal size). That protocol cannot close stdin and keep reading the output (v5 can,
+ * from Kubernetes 1.29 only), so stdin travels framed: "length\n" then that many bytes, and "0\n"
+ * at its end; a constant script in the sandbox unframes it and closes the command's stdin there.
+ */
+
+/**
+ * Opens an exec stream (`path`: the pod's exec URL with its query) with the kubeconfig's
+ * credentials. Rejects with the HTTP status when the API server refuses the upgrade.
+ */
+export async function openExecSocket(kc: KubeConfig, path: string): Promise<WebSocket> {
+  const server = kc.getCurrentCluster()?.server ?? '';
+  const url = `${server.replace(/^http/, 'ws').replace(/\/$/, '')}${path}`;
+  const options: WebSocket.ClientOptions = {};
+  await kc.applyToHTTPSOptions(options as Parameters<KubeConfig['applyToHTTPSOptions']>[0]);
+  return new Promise<WebSocket>((resolve, reject) => {
+    const socket = new WebSocket(url, ['v4.channel.k8s.io'], options);
+    socket.once('open', () => resolve(socket));
+    socket.once('unexpected-response', (_request, response) => {
+      let body = '';
+      response.on('data', (chunk: Buffer) => (body = (body + chunk.toString('utf8')).slice(0, 2000)));
+      response.on('end', () => reject(Object.assign(new Error(`exec refused: ${response.statusCode}: ${body}`), { statusCode: response.statusCode, body })));
+      response.on('error', () => reject(Object.assign(new Error(`exec refused: ${response.statusCode}`), { statusCode: response.statusCode })));
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Unframes stdin into the command ($@): its exit status is the command's (a pipeline's last). */
+const UNFRAME_SCRIPT = 'while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done | "$@"';
+
+/** The command as sent: with stdin and no terminal, behind the unframing script. */
+export function framedCommand(cmd: string[], stdin: boolean, tty: boolean): string[] {
+  return stdin && !tty ? ['/bin/sh', '-c', UNFRAME_SCRIPT, 'moat-stdin', ...cmd] : cmd;
+}
+
+/** One frame of stdin on the wire (channel byte first); an empty chunk is the end. */
+export function stdinFrame(chunk: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([0]), Buffer.from(`${chunk.length}\n`), chunk]);
+}
+
+/** The exec's end as the API server reports it on channel 3 (a metav1.Status). */
+export function exitCodeOf(status: {
+  status?: string;
+  reason?: string;
+  message?: string;
+  details?: { causes?: Array<{ reason?: string; message?: string }> };
+}): number {
+  if (status.status === 'Success') return 0;
+  const cause = status.details?.causes?.find((c) => c.reason === 'ExitCode');
+  if (status.reason === 'NonZeroExitCode' && cause?.message && /^[0-9]+$/.test(cause.message)) return Number(cause.message);
+  throw new MoatError('E_ENGINE_FAILED', `the command could not run in the pod: ${(status.message ?? 'no reason given').slice(0, 300)}`, {
+    hint: 'check the pod with `moat doctor` and kubectl describe pod',
+  });
+}
+
+export interface PodExecIO {
+  stdin?: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  tty: boolean;
+  size?: () => { rows: number; columns: number };
+  onResize?: (listener: () => void) => () => void;
+}
+
+/**
+ * Wires an open exec socket to the caller's streams and resolves with the command's exit status.
+ * A socket that closes without a status (the API server or the node went away) is an error: the
+ * command's fate is unknown.
+ */
+export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let status: number | undefined;
+    let failure: unknown;
+    socket.binaryType = 'nodebuffer';
+    socket.on('message', (data: Buffer) => {
+      if (data.length === 0) return;
+      const channel = data[0];
+      const payload = data.subarray(1);
+      // Backpressure: a slow reader (a bundle going to disk) pauses the socket rather than piling up.
+      const out = channel === 1 ? io.stdout : channel === 2 ? io.stderr : undefined;
+      if (out && !out.write(payload)) {
+        socket.pause();
+        out.once('drain', () => socket.resume());
+      }
+      if (channel === 3 && payload.length > 0) {
+        try {
+          status = exitCodeOf(JSON.parse(payload.toString('utf8')) as Parameters<typeof exitCodeOf>[0]);
+        } catch (error) {
+          failure = error;
+        }
+      }
+    });
+    let stopResize: (() => void) | undefined;
+    const send = (frame: Buffer) => {
+      if (socket.readyState === 1) socket.send(frame);
+    };
+    if (io.tty && io.size) {
+      const resize = () => {
+        const { rows, columns } = io.size!();
+        if (rows > 0) send(Buffer.concat([Buffer.from([4]), Buffer.from(JSON.stringify({ Width: columns, Height: rows }))]));
+      };
+      resize();
+      stopResize = io.onResize?.(resize);
+    }
+    const stdin = io.stdin;
+    const onData = (chunk: Buffer) => send(io.tty ? Buffer.concat([Buffer.from([0]), chunk]) : stdinFrame(chunk));
+    const onEnd = () => {
+      if (!io.tty) send(stdinFrame(Buffer.alloc(0)));
+    };
+    if (stdin) {
+      stdin.on('data', onData);
+      stdin.on('end', onEnd);
+    }
+    socket.on('error', (error: Error) => (failure ??= error));
+    socket.on('close', () => {
+      stopResize?.();
+      stdin?.off('data', onData);
+      stdin?.off('end', onEnd);
+      if (status !== undefined) resolve(status);
+      else
+        reject(
+          failure instanceof MoatError
+            ? failure
+            : new MoatError('E_ENGINE_UNREACHABLE', `the connection to the cluster ended before ${what} finished`, {
+                hint: 'check the cluster (kubectl get nodes); commits synced before are safe on the task branch',
+                cause: failure,
+              }),
+        );
+    });
+  });
+}
