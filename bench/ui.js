@@ -96,7 +96,7 @@ async function startDashboardProcess() {
     child.send('close');
     await exited;
   };
-  return { port: new URL(url).port, usage: () => ask('usage'), stop };
+  return { port: new URL(url).port, cpu: () => ask('cpu'), heap: () => ask('heap'), stop };
 }
 
 /** A page's live feed: calls `onEvent` with each server-sent event's text and when it arrived. */
@@ -122,9 +122,9 @@ async function withDashboard(run) {
   let events = 0;
   const feed = openFeed(dashboard.port, (event) => (events += event.startsWith('event: egress') ? 1 : 0));
   try {
-    const before = await dashboard.usage();
+    const before = await dashboard.cpu();
     const rate = await run();
-    const after = await dashboard.usage();
+    const after = await dashboard.cpu();
     return { rate, events, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
   } finally {
     feed.destroy();
@@ -189,7 +189,7 @@ const latency = await (async () => {
   const samples = () => seen.filter((t) => t !== undefined);
   for (let i = 0; i < 50 && samples().length < sent.length; i += 1) await new Promise((r) => setTimeout(r, 100));
   req.destroy();
-  const { heapMiB } = await dashboard.usage();
+  const { heapMiB } = await dashboard.heap();
   await dashboard.stop();
   // A probe whose row never came counts as slower than any that did.
   const sorted = sent.map((_, i) => seen[i] ?? Infinity).sort((x, y) => x - y);
