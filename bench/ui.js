@@ -11,6 +11,7 @@ import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { auditBytes } from '../dist/gateway/audit.js';
 import { join } from 'node:path';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
@@ -120,12 +121,22 @@ function openFeed(port, onEvent) {
 async function withDashboard(run) {
   const dashboard = await startDashboardProcess();
   let events = 0;
-  const feed = openFeed(dashboard.port, (event) => (events += event.startsWith('event: egress') ? 1 : 0));
+  let opened;
+  const first = new Promise((resolve) => (opened = resolve));
+  const start = await dashboard.cpu();
+  const asked = performance.now();
+  const feed = openFeed(dashboard.port, (event, now) => {
+    if (!event.startsWith('event: egress')) return;
+    if (events === 0) opened(now - asked);
+    events += 1;
+  });
   try {
+    // The page's opening (the latest attempts of every task) apart from the steady feed.
+    const openMs = await first;
     const before = await dashboard.cpu();
     const rate = await run();
     const after = await dashboard.cpu();
-    return { rate, events, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
+    return { rate, events, openMs, openCpuMs: before.cpuMs - start.cpuMs, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
   } finally {
     feed.destroy();
     await dashboard.stop();
@@ -136,12 +147,14 @@ await flood(); // warm-up
 const without = [];
 const withUi = [];
 const cpu = [];
+const opens = [];
 let events = 0;
 for (let round = 0; round < rounds; round += 1) {
   without.push(await flood());
   const r = await withDashboard(flood);
   withUi.push(r.rate);
   cpu.push(r.cpuMsPerS);
+  opens.push(r);
   events += r.events;
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -212,6 +225,9 @@ console.log(`  ratio with/without  ${(b / a).toFixed(3)}`);
 // Each round with a dashboard against the round just before it: a shared machine's load moves less within a pair.
 console.log(`  ratio per pair      median ${median(pairs).toFixed(3)} (${pairs.map((r) => r.toFixed(3)).join(' ')})`);
 console.log(`  dashboard CPU       ${median(cpu).toFixed(1)} ms per s of flood (median; ${cpu.map((c) => c.toFixed(1)).join(' ')})`);
+console.log(
+  `  page opening        ${median(opens.map((o) => o.openMs)).toFixed(0)} ms to the first batch, ${median(opens.map((o) => o.openCpuMs)).toFixed(0)} ms of the dashboard's CPU (median; logs of ${(auditBytes(auditOf('flood')) / 1024 ** 2).toFixed(0)} MiB at the end)`,
+);
 console.log(
   `attempt to live row, ${TASKS.length} tasks, flood at ${latency.rate.toFixed(0)} req/s (asked ${floodRate}): p50 ${latency.p50?.toFixed(0)} ms, p95 ${latency.p95?.toFixed(0)} ms over ${latency.seen}/${probes} probes`,
 );
