@@ -1,11 +1,11 @@
 // moat ui benchmark (issue 16): does a connected dashboard slow the gateway? In one run, the real
 // gateway process serves twenty tasks (policy files in a scratch moat home) and a client sends
-// plain HTTP requests through it to a loopback upstream, as fast as it can, with a few in flight;
-// rounds alternate without a dashboard and with one (moat ui's server in a process of its own, as
-// `moat ui` runs: bench/ui-dashboard.js, a page's live feed connected and reading every batch).
+// plain HTTP requests through it to a loopback upstream, as fast as it can, with a few in flight.
+// moat ui's server runs in a process of its own, as `moat ui` does (bench/ui-dashboard.js); short
+// rounds alternate without a page and with a page's live feed connected and reading every batch.
 // Prints requests/s of both, their ratio per pair of rounds, the CPU the dashboard took per second
-// of flood, the time from an attempt to its live row, and the dashboard's heap after the flood.
-// Not a test: nothing asserts a time.
+// of flood, what a page's opening costs, the time from an attempt to its live row, and the
+// dashboard's heap after the flood. Not a test: nothing asserts a time.
 import { fork } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
@@ -14,8 +14,8 @@ import { tmpdir } from 'node:os';
 import { auditBytes } from '../dist/gateway/audit.js';
 import { join } from 'node:path';
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const seconds = Number(process.env.BENCH_SECONDS ?? 3);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const inFlight = Number(process.env.BENCH_IN_FLIGHT ?? 8);
 const home = mkdtempSync(join(tmpdir(), 'moat-ui-bench-'));
 // Twenty tasks, as on a busy machine: `flood` floods, `probe` is timed, the rest are idle. The
@@ -118,8 +118,11 @@ function openFeed(port, onEvent) {
   return req;
 }
 
-async function withDashboard(run) {
-  const dashboard = await startDashboardProcess();
+/**
+ * A round with a page's live feed connected to the dashboard: the page's opening (the latest
+ * attempts of every task) comes first and is measured apart from the steady feed during the flood.
+ */
+async function withFeed(dashboard, run) {
   let events = 0;
   let opened;
   const first = new Promise((resolve) => (opened = resolve));
@@ -131,7 +134,6 @@ async function withDashboard(run) {
     events += 1;
   });
   try {
-    // The page's opening (the latest attempts of every task) apart from the steady feed.
     const openMs = await first;
     const before = await dashboard.cpu();
     const rate = await run();
@@ -139,19 +141,25 @@ async function withDashboard(run) {
     return { rate, events, openMs, openCpuMs: before.cpuMs - start.cpuMs, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
   } finally {
     feed.destroy();
-    await dashboard.stop();
   }
 }
 
+// One dashboard process throughout, as `moat ui` stays up; its feed polls only while a page
+// listens, so rounds without a page are rounds without a connected dashboard. Short rounds,
+// alternating, many pairs: the load of a shared machine moves less within a pair.
+const dashboard = await startDashboardProcess();
 await flood(); // warm-up
 const without = [];
 const withUi = [];
 const cpu = [];
+const idleCpu = [];
 const opens = [];
 let events = 0;
 for (let round = 0; round < rounds; round += 1) {
+  const idle = await dashboard.cpu();
   without.push(await flood());
-  const r = await withDashboard(flood);
+  idleCpu.push(((await dashboard.cpu()).cpuMs - idle.cpuMs) / seconds);
+  const r = await withFeed(dashboard, flood);
   withUi.push(r.rate);
   cpu.push(r.cpuMsPerS);
   opens.push(r);
@@ -165,7 +173,6 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const floodRate = Number(process.env.BENCH_FLOOD_RATE ?? 1000);
 const probes = Number(process.env.BENCH_PROBES ?? 100);
 const latency = await (async () => {
-  const dashboard = await startDashboardProcess();
   const sent = [];
   const seen = [];
   const req = openFeed(dashboard.port, (event, now) => {
@@ -203,7 +210,6 @@ const latency = await (async () => {
   for (let i = 0; i < 50 && samples().length < sent.length; i += 1) await new Promise((r) => setTimeout(r, 100));
   req.destroy();
   const { heapMiB } = await dashboard.heap();
-  await dashboard.stop();
   // A probe whose row never came counts as slower than any that did.
   const sorted = sent.map((_, i) => seen[i] ?? Infinity).sort((x, y) => x - y);
   return {
@@ -224,7 +230,9 @@ console.log(`  with dashboard      ${b.toFixed(0)} req/s  (live feed connected, 
 console.log(`  ratio with/without  ${(b / a).toFixed(3)}`);
 // Each round with a dashboard against the round just before it: a shared machine's load moves less within a pair.
 console.log(`  ratio per pair      median ${median(pairs).toFixed(3)} (${pairs.map((r) => r.toFixed(3)).join(' ')})`);
-console.log(`  dashboard CPU       ${median(cpu).toFixed(1)} ms per s of flood (median; ${cpu.map((c) => c.toFixed(1)).join(' ')})`);
+console.log(
+  `  dashboard CPU       ${median(cpu).toFixed(1)} ms per s of flood with a page (median; ${cpu.map((c) => c.toFixed(1)).join(' ')}), ${median(idleCpu).toFixed(1)} ms without`,
+);
 console.log(
   `  page opening        ${median(opens.map((o) => o.openMs)).toFixed(0)} ms to the first batch, ${median(opens.map((o) => o.openCpuMs)).toFixed(0)} ms of the dashboard's CPU (median; logs of ${(auditBytes(auditOf('flood')) / 1024 ** 2).toFixed(0)} MiB at the end)`,
 );
@@ -232,6 +240,7 @@ console.log(
   `attempt to live row, ${TASKS.length} tasks, flood at ${latency.rate.toFixed(0)} req/s (asked ${floodRate}): p50 ${latency.p50?.toFixed(0)} ms, p95 ${latency.p95?.toFixed(0)} ms over ${latency.seen}/${probes} probes`,
 );
 console.log(`  dashboard process heap after the flood (after a collection): ${latency.heapMiB.toFixed(1)} MiB`);
+await dashboard.stop();
 gateway.kill('SIGTERM');
 upstream.close();
 rmSync(home, { recursive: true, force: true });

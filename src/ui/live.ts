@@ -48,6 +48,8 @@ export class LiveFeed {
   async add(res: ServerResponse): Promise<void> {
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', Connection: 'keep-alive' });
     res.write(': moat\n\n');
+    // The first page starts from the logs' ends, not where an earlier one left off.
+    if (this.clients.size === 0) this.cursors.clear();
     await this.refreshTasks();
     // A new page starts with the latest attempts of every task.
     const backlog = await this.backlog();
@@ -73,7 +75,6 @@ export class LiveFeed {
     this.timer = undefined;
     for (const res of this.clients) res.end();
     this.clients.clear();
-    // The next page starts from the logs' ends again, not from where this one left off.
     this.cursors.clear();
     this.listed = { stamp: '', at: 0 };
   }
