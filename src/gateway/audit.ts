@@ -105,7 +105,8 @@ async function readText(file: string, from = 0): Promise<{ text: string; end: nu
   try {
     const { size } = await handle.stat();
     if (size <= from) return { text: '', end: from };
-    const buffer = Buffer.alloc(size - from);
+    // Unfilled: only the bytes read are used.
+    const buffer = Buffer.allocUnsafe(size - from);
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, from);
     // Only whole lines: the rest is read when the gateway has finished writing it.
     const last = buffer.subarray(0, bytesRead).lastIndexOf(0x0a);
@@ -168,7 +169,8 @@ async function readEnd(file: string, maxBytes: number): Promise<{ lines: string[
   try {
     const { size } = await handle.stat();
     const from = Math.max(0, size - maxBytes);
-    const buffer = Buffer.alloc(size - from);
+    // Unfilled: only the bytes read are used.
+    const buffer = Buffer.allocUnsafe(size - from);
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, from);
     const read = buffer.subarray(0, bytesRead);
     const last = read.lastIndexOf(0x0a);

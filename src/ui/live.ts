@@ -172,7 +172,10 @@ function parse(lines: string[], repoKey: string): LiveRecord[] {
   const records: LiveRecord[] = [];
   for (const line of lines) {
     try {
-      records.push({ ...(JSON.parse(line) as AuditRecord), repoKey });
+      // Its own fresh object: tagged in place, not copied.
+      const record = JSON.parse(line) as LiveRecord;
+      record.repoKey = repoKey;
+      records.push(record);
     } catch {
       // A line cut by a crash of the gateway: the others still count.
     }
