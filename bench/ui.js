@@ -9,7 +9,7 @@
 import { fork } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { auditBytes } from '../dist/gateway/audit.js';
 import { join } from 'node:path';
@@ -78,6 +78,19 @@ async function flood() {
   return done / seconds;
 }
 
+/** The gateway's CPU time so far in ms (/proc counts it in USER_HZ, 100 a second on Linux). */
+function gatewayCpuMs() {
+  const fields = readFileSync(`/proc/${gateway.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** A flood, and the gateway's CPU per request in it: does a page make the gateway's own work dearer? */
+async function measuredFlood() {
+  const start = gatewayCpuMs();
+  const rate = await flood();
+  return { rate, gatewayUs: ((gatewayCpuMs() - start) * 1000) / (rate * seconds) };
+}
+
 const token = 'bench-token-0123456789abcdef';
 /** A dashboard in a process of its own; `ask` sends a message and resolves with the next answer. */
 async function startDashboardProcess() {
@@ -136,9 +149,9 @@ async function withFeed(dashboard, run) {
   try {
     const openMs = await first;
     const before = await dashboard.cpu();
-    const rate = await run();
+    const { rate, gatewayUs } = await run();
     const after = await dashboard.cpu();
-    return { rate, events, openMs, openCpuMs: before.cpuMs - start.cpuMs, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
+    return { rate, gatewayUs, events, openMs, openCpuMs: before.cpuMs - start.cpuMs, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
   } finally {
     feed.destroy();
   }
@@ -153,14 +166,19 @@ const without = [];
 const withUi = [];
 const cpu = [];
 const idleCpu = [];
+const gatewayWithout = [];
+const gatewayWith = [];
 const opens = [];
 let events = 0;
 for (let round = 0; round < rounds; round += 1) {
   const idle = await dashboard.cpu();
-  without.push(await flood());
+  const w = await measuredFlood();
+  without.push(w.rate);
+  gatewayWithout.push(w.gatewayUs);
   idleCpu.push(((await dashboard.cpu()).cpuMs - idle.cpuMs) / seconds);
-  const r = await withFeed(dashboard, flood);
+  const r = await withFeed(dashboard, measuredFlood);
   withUi.push(r.rate);
+  gatewayWith.push(r.gatewayUs);
   cpu.push(r.cpuMsPerS);
   opens.push(r);
   events += r.events;
@@ -232,6 +250,9 @@ console.log(`  ratio with/without  ${(b / a).toFixed(3)}`);
 console.log(`  ratio per pair      median ${median(pairs).toFixed(3)} (${pairs.map((r) => r.toFixed(3)).join(' ')})`);
 console.log(
   `  dashboard CPU       ${median(cpu).toFixed(1)} ms per s of flood with a page (median; ${cpu.map((c) => c.toFixed(1)).join(' ')}), ${median(idleCpu).toFixed(1)} ms without`,
+);
+console.log(
+  `  gateway CPU         ${median(gatewayWithout).toFixed(0)} us per request without a page, ${median(gatewayWith).toFixed(0)} us with (medians: does a page make the gateway's own work dearer?)`,
 );
 console.log(
   `  page opening        ${median(opens.map((o) => o.openMs)).toFixed(0)} ms to the first batch, ${median(opens.map((o) => o.openCpuMs)).toFixed(0)} ms of the dashboard's CPU (median; logs of ${(auditBytes(auditOf('flood')) / 1024 ** 2).toFixed(0)} MiB at the end)`,

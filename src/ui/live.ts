@@ -54,12 +54,7 @@ export class LiveFeed {
     // A new page starts with the latest attempts of every task.
     const backlog = await this.backlog();
     this.write(res, frame('egress', { records: backlog, dropped: 0 }));
-    const pending = JSON.stringify(
-      pendingOfTasks(
-        this.ctx,
-        this.tasks.map((t) => t.record),
-      ),
-    );
+    const pending = this.pending();
     if (this.clients.size === 0) this.lastPending = pending;
     this.write(res, `event: pending\ndata: ${pending}\n\n`);
     this.clients.add(res);
@@ -102,6 +97,16 @@ export class LiveFeed {
     for (const file of this.cursors.keys()) if (!files.has(file)) this.cursors.delete(file);
   }
 
+  /** The pending requests of the tasks listed, as the page receives them. */
+  private pending(): string {
+    return JSON.stringify(
+      pendingOfTasks(
+        this.ctx,
+        this.tasks.map((t) => t.record),
+      ),
+    );
+  }
+
   private async backlog(): Promise<LiveRecord[]> {
     const all: LiveRecord[] = [];
     for (const { record, file } of this.tasks) {
@@ -135,12 +140,7 @@ export class LiveFeed {
         records.push(...parse(lines.slice(lines.length - shares[i]!), repoKey));
       });
       if (records.length > 0 || dropped > 0) this.broadcast(frame('egress', { records: records.sort(byTime), dropped }));
-      const pending = JSON.stringify(
-        pendingOfTasks(
-          this.ctx,
-          this.tasks.map((t) => t.record),
-        ),
-      );
+      const pending = this.pending();
       if (pending !== this.lastPending) {
         this.lastPending = pending;
         this.broadcast(`event: pending\ndata: ${pending}\n\n`);
