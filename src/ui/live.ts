@@ -16,14 +16,20 @@ import { pendingOfTasks } from '../service/pending.js';
  * new: the task list is read again only when a task folder comes or goes (or every RELIST_MS), a
  * quiet task's log costs one stat, a page opens on the ends of the logs, and only the lines shown
  * are parsed. Memory is bounded: a cursor per task, at most MAX_BATCH records per tick (shared
- * fairly between tasks, the newest of each; the rest is counted as not shown and said so), and
- * each page's socket buffer is capped (a page that does not read is dropped).
+ * fairly between tasks, the newest of each; the rest is counted as not shown and said so), a
+ * page that reads slowly is sent counts instead of rows until it catches up, and each page's socket
+ * buffer is capped (a page that does not read at all is dropped).
  */
 export const TICK_MS = 300;
 export const MAX_BATCH = 500;
 /** How many of the latest attempts a page opens on. */
 const BACKLOG = 200;
 const MAX_BUFFERED = 4 * 1024 * 1024;
+/**
+ * A page with this much still unsent is behind: it is sent no rows (only how many it missed)
+ * until it has caught up, and the feed never waits for it.
+ */
+const BEHIND_BYTES = 512 * 1024;
 /** A task whose record changed in place (no folder came or went) is seen within this. */
 const RELIST_MS = 2_000;
 
@@ -36,6 +42,8 @@ interface Watched {
 
 export class LiveFeed {
   private readonly clients = new Set<ServerResponse>();
+  /** Rows not sent to a page that was behind, said in its next batch. */
+  private readonly missed = new Map<ServerResponse, number>();
   private readonly cursors = new Map<string, AuditCursor | undefined>();
   private tasks: Watched[] = [];
   private listed = { stamp: '', at: 0 };
@@ -60,6 +68,7 @@ export class LiveFeed {
     this.clients.add(res);
     res.on('close', () => {
       this.clients.delete(res);
+      this.missed.delete(res);
       if (this.clients.size === 0) this.stop();
     });
     if (!this.timer) this.timer = setInterval(() => void this.tick(), TICK_MS);
@@ -70,6 +79,7 @@ export class LiveFeed {
     this.timer = undefined;
     for (const res of this.clients) res.end();
     this.clients.clear();
+    this.missed.clear();
     this.cursors.clear();
     this.listed = { stamp: '', at: 0 };
   }
@@ -80,6 +90,22 @@ export class LiveFeed {
       return;
     }
     res.write(text);
+  }
+
+  /** A batch of rows, serialised once for every page that keeps up; a page that is behind is told what it missed. */
+  private sendRows(records: LiveRecord[], dropped: number): void {
+    let text: string | undefined;
+    for (const res of this.clients) {
+      const missed = this.missed.get(res) ?? 0;
+      if (res.writableLength > BEHIND_BYTES) {
+        this.missed.set(res, missed + records.length + dropped);
+        continue;
+      }
+      if (missed > 0) {
+        this.missed.delete(res);
+        this.write(res, frame('egress', { records, dropped: dropped + missed }));
+      } else this.write(res, (text ??= frame('egress', { records, dropped })));
+    }
   }
 
   /** Serialised once for every page. */
@@ -139,7 +165,7 @@ export class LiveFeed {
         dropped += lines.length - shares[i]!;
         records.push(...parse(lines.slice(lines.length - shares[i]!), repoKey));
       });
-      if (records.length > 0 || dropped > 0) this.broadcast(frame('egress', { records: records.sort(byTime), dropped }));
+      if (records.length > 0 || dropped > 0) this.sendRows(records.sort(byTime), dropped);
       const pending = this.pending();
       if (pending !== this.lastPending) {
         this.lastPending = pending;

@@ -111,4 +111,39 @@ describe('the live feed', () => {
       feed.stop();
     }
   });
+
+  it('sends a page that reads slowly how many rows it missed, not the rows, until it catches up; the others get every row', async () => {
+    const flood = addTask('flood');
+    const feed = new LiveFeed(ctx);
+    const slow = new FakePage();
+    const quick = new FakePage();
+    await feed.add(slow as unknown as ServerResponse);
+    await feed.add(quick as unknown as ServerResponse);
+    try {
+      slow.writableLength = 1024 ** 2;
+      for (let i = 0; i < 30; i += 1) appendAudit(flood, attempt('flood', `a-${i}.example`, i));
+      await nextTick();
+      expect(slow.egress().slice(1)).toEqual([]);
+      expect(
+        quick
+          .egress()
+          .slice(1)
+          .flatMap((b) => b.records),
+      ).toHaveLength(30);
+      slow.writableLength = 0;
+      appendAudit(flood, attempt('flood', 'b.example', 100));
+      await nextTick();
+      const caughtUp = slow.egress().slice(1);
+      expect(caughtUp.flatMap((b) => b.records.map((r) => r.host))).toEqual(['b.example']);
+      expect(caughtUp.reduce((n, b) => n + b.dropped, 0)).toBe(30);
+      expect(
+        quick
+          .egress()
+          .slice(1)
+          .reduce((n, b) => n + b.dropped, 0),
+      ).toBe(0);
+    } finally {
+      feed.stop();
+    }
+  });
 });
