@@ -17,8 +17,8 @@ import { pendingOfTasks } from '../service/pending.js';
  * quiet task's log costs one stat, a page opens on the ends of the logs, and only the lines shown
  * are parsed. Memory is bounded: a cursor per task, at most MAX_BATCH records per tick (shared
  * fairly between tasks, the newest of each; the rest is counted as not shown and said so), a
- * page that reads slowly is sent counts instead of rows until it catches up, and each page's socket
- * buffer is capped (a page that does not read at all is dropped).
+ * page that reads slowly or not at all is sent counts instead of rows until it catches up (what
+ * waits for it stays near BEHIND_BYTES), and past MAX_BUFFERED a page is dropped.
  */
 export const TICK_MS = 300;
 export const MAX_BATCH = 500;
