@@ -7,40 +7,24 @@
 // of flood, what a page's opening costs, the time from an attempt to its live row, and the
 // dashboard's heap after the flood. Not a test: nothing asserts a time.
 import { fork } from 'node:child_process';
-import { createServer, request } from 'node:http';
+import { createServer } from 'node:http';
 import { connect } from 'node:net';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { auditBytes } from '../dist/gateway/audit.js';
+import { benchHome, openFeed, startDashboardProcess } from './ui-page.js';
 import { join } from 'node:path';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 3);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const inFlight = Number(process.env.BENCH_IN_FLIGHT ?? 8);
-const home = mkdtempSync(join(tmpdir(), 'moat-ui-bench-'));
 // Twenty tasks, as on a busy machine: `flood` floods, `probe` is timed, the rest are idle. The
 // dashboard's live feed reads every task's audit file on each tick.
 const TASKS = ['flood', 'probe', ...Array.from({ length: 18 }, (_, i) => `idle-${i + 1}`)];
+const { home, taskDir, auditOf } = benchHome('moat-ui-bench-', TASKS);
 const socketOf = (task) => join(home, 's', task, 'p.sock');
-const auditOf = (task) => join(home, 'repos', 'benchrepo', 'tasks', task, 'egress', 'audit.jsonl');
 for (const task of TASKS) {
-  const taskDir = join(home, 'repos', 'benchrepo', 'tasks', task);
-  mkdirSync(join(taskDir, 'egress'), { recursive: true });
   writeFileSync(
-    join(taskDir, 'task.json'),
-    JSON.stringify({
-      name: task,
-      repoKey: 'benchrepo',
-      repoPath: home,
-      state: 'running',
-      createdAt: new Date().toISOString(),
-      branch: `moat/${task}`,
-      limits: {},
-      network: 'allowlist',
-    }),
-  );
-  writeFileSync(
-    join(taskDir, 'egress', 'policy.json'),
+    join(taskDir(task), 'egress', 'policy.json'),
     JSON.stringify({ task, repoKey: 'benchrepo', mode: 'allowlist', allow: ['127.0.0.1/32'], deny: [], socket: socketOf(task), audit: auditOf(task) }),
   );
 }
@@ -91,46 +75,6 @@ async function measuredFlood() {
   return { rate, gatewayUs: ((gatewayCpuMs() - start) * 1000) / (rate * seconds) };
 }
 
-const token = 'bench-token-0123456789abcdef';
-/** A dashboard in a process of its own; `ask` sends a message and resolves with the next answer. */
-async function startDashboardProcess() {
-  const child = fork(new URL('./ui-dashboard.js', import.meta.url).pathname, [home, token], {
-    // BENCH_DASHBOARD_NODE_ARGS='--cpu-prof --cpu-prof-dir=DIR' profiles the dashboard alone.
-    execArgv: ['--expose-gc', ...(process.env.BENCH_DASHBOARD_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
-    stdio: 'inherit',
-  });
-  const ask = (message) =>
-    new Promise((resolve) => {
-      child.once('message', resolve);
-      if (message) child.send(message);
-    });
-  const { url } = await ask();
-  const stop = async () => {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.send('close');
-    await exited;
-  };
-  return { port: new URL(url).port, cpu: () => ask('cpu'), heap: () => ask('heap'), stop };
-}
-
-/** A page's live feed: calls `onEvent` with each server-sent event's text and when it arrived. */
-function openFeed(port, onEvent) {
-  let buffered = '';
-  const req = request({ host: '127.0.0.1', port, path: '/api/events', headers: { Cookie: `moat_ui_${port}=${token}`, Host: `127.0.0.1:${port}` } }, (res) =>
-    res.on('data', (chunk) => {
-      const now = performance.now();
-      buffered += String(chunk);
-      let end;
-      while ((end = buffered.indexOf('\n\n')) >= 0) {
-        onEvent(buffered.slice(0, end), now);
-        buffered = buffered.slice(end + 2);
-      }
-    }),
-  );
-  req.end();
-  return req;
-}
-
 /**
  * A round with a page's live feed connected to the dashboard: the page's opening (the latest
  * attempts of every task) comes first and is measured apart from the steady feed during the flood.
@@ -160,7 +104,7 @@ async function withFeed(dashboard, run) {
 // One dashboard process throughout, as `moat ui` stays up; its feed polls only while a page
 // listens, so rounds without a page are rounds without a connected dashboard. Short rounds,
 // alternating, many pairs: the load of a shared machine moves less within a pair.
-const dashboard = await startDashboardProcess();
+const dashboard = await startDashboardProcess(home);
 await flood(); // warm-up
 const without = [];
 const withUi = [];
