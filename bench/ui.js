@@ -1,45 +1,30 @@
 // moat ui benchmark (issue 16): does a connected dashboard slow the gateway? In one run, the real
-// gateway process serves one task (a policy file in a scratch moat home) and a client sends plain
-// HTTP requests through it to a loopback upstream, as fast as it can, with a few in flight; rounds
-// alternate without a dashboard and with one (moat ui's server in this process, a page's live
-// feed connected and reading every batch). Prints requests/s of both and their ratio, and the
+// gateway process serves twenty tasks (policy files in a scratch moat home) and a client sends
+// plain HTTP requests through it to a loopback upstream, as fast as it can, with a few in flight.
+// moat ui's server runs in a process of its own, as `moat ui` does (bench/ui-dashboard.js); short
+// rounds alternate without a page and with a page's live feed connected and reading every batch.
+// Prints requests/s of both, their ratio per pair of rounds, the CPU the dashboard took per second
+// of flood, what a page's opening costs, the time from an attempt to its live row, and the
 // dashboard's heap after the flood. Not a test: nothing asserts a time.
 import { fork } from 'node:child_process';
-import { createServer, request } from 'node:http';
+import { createServer } from 'node:http';
 import { connect } from 'node:net';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { auditBytes } from '../dist/gateway/audit.js';
+import { benchHome, openFeed, startDashboardProcess } from './ui-page.js';
 import { join } from 'node:path';
-import { MoatContext } from '../dist/service/context.js';
-import { startDashboard } from '../dist/ui/server.js';
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const seconds = Number(process.env.BENCH_SECONDS ?? 3);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const inFlight = Number(process.env.BENCH_IN_FLIGHT ?? 8);
-const home = mkdtempSync(join(tmpdir(), 'moat-ui-bench-'));
 // Twenty tasks, as on a busy machine: `flood` floods, `probe` is timed, the rest are idle. The
 // dashboard's live feed reads every task's audit file on each tick.
 const TASKS = ['flood', 'probe', ...Array.from({ length: 18 }, (_, i) => `idle-${i + 1}`)];
+const { home, taskDir, auditOf } = benchHome('moat-ui-bench-', TASKS);
 const socketOf = (task) => join(home, 's', task, 'p.sock');
-const auditOf = (task) => join(home, 'repos', 'benchrepo', 'tasks', task, 'egress', 'audit.jsonl');
 for (const task of TASKS) {
-  const taskDir = join(home, 'repos', 'benchrepo', 'tasks', task);
-  mkdirSync(join(taskDir, 'egress'), { recursive: true });
   writeFileSync(
-    join(taskDir, 'task.json'),
-    JSON.stringify({
-      name: task,
-      repoKey: 'benchrepo',
-      repoPath: home,
-      state: 'running',
-      createdAt: new Date().toISOString(),
-      branch: `moat/${task}`,
-      limits: {},
-      network: 'allowlist',
-    }),
-  );
-  writeFileSync(
-    join(taskDir, 'egress', 'policy.json'),
+    join(taskDir(task), 'egress', 'policy.json'),
     JSON.stringify({ task, repoKey: 'benchrepo', mode: 'allowlist', allow: ['127.0.0.1/32'], deny: [], socket: socketOf(task), audit: auditOf(task) }),
   );
 }
@@ -77,33 +62,69 @@ async function flood() {
   return done / seconds;
 }
 
-const ctx = new MoatContext({ env: { ...process.env, MOAT_HOME: home, MOAT_CONFIG: join(home, 'config.yaml') }, cwd: home });
-const token = 'bench-token-0123456789abcdef';
-async function withDashboard(run) {
-  const dashboard = await startDashboard(ctx, { token, env: ctx.env });
-  const { port: uiPort } = new URL(dashboard.url);
+/** The gateway's CPU time so far in ms (/proc counts it in USER_HZ, 100 a second on Linux). */
+function gatewayCpuMs() {
+  const fields = readFileSync(`/proc/${gateway.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** A flood, and the gateway's CPU per request in it: does a page make the gateway's own work dearer? */
+async function measuredFlood() {
+  const start = gatewayCpuMs();
+  const rate = await flood();
+  return { rate, gatewayUs: ((gatewayCpuMs() - start) * 1000) / (rate * seconds) };
+}
+
+/**
+ * A round with a page's live feed connected to the dashboard: the page's opening (the latest
+ * attempts of every task) comes first and is measured apart from the steady feed during the flood.
+ */
+async function withFeed(dashboard, run) {
   let events = 0;
-  const req = request(
-    { host: '127.0.0.1', port: uiPort, path: '/api/events', headers: { Cookie: `moat_ui_${uiPort}=${token}`, Host: `127.0.0.1:${uiPort}` } },
-    (res) => res.on('data', (c) => (events += String(c).split('event: egress').length - 1)),
-  );
-  req.end();
+  let opened;
+  const first = new Promise((resolve) => (opened = resolve));
+  const start = await dashboard.cpu();
+  const asked = performance.now();
+  const feed = openFeed(dashboard.port, (event, now) => {
+    if (!event.startsWith('event: egress')) return;
+    if (events === 0) opened(now - asked);
+    events += 1;
+  });
   try {
-    return { rate: await run(), events };
+    const openMs = await first;
+    const before = await dashboard.cpu();
+    const { rate, gatewayUs } = await run();
+    const after = await dashboard.cpu();
+    return { rate, gatewayUs, events, openMs, openCpuMs: before.cpuMs - start.cpuMs, cpuMsPerS: (after.cpuMs - before.cpuMs) / seconds };
   } finally {
-    req.destroy();
-    await dashboard.close();
+    feed.destroy();
   }
 }
 
+// One dashboard process throughout, as `moat ui` stays up; its feed polls only while a page
+// listens, so rounds without a page are rounds without a connected dashboard. Short rounds,
+// alternating, many pairs: the load of a shared machine moves less within a pair.
+const dashboard = await startDashboardProcess(home);
 await flood(); // warm-up
 const without = [];
 const withUi = [];
+const cpu = [];
+const idleCpu = [];
+const gatewayWithout = [];
+const gatewayWith = [];
+const opens = [];
 let events = 0;
 for (let round = 0; round < rounds; round += 1) {
-  without.push(await flood());
-  const r = await withDashboard(flood);
+  const idle = await dashboard.cpu();
+  const w = await measuredFlood();
+  without.push(w.rate);
+  gatewayWithout.push(w.gatewayUs);
+  idleCpu.push(((await dashboard.cpu()).cpuMs - idle.cpuMs) / seconds);
+  const r = await withFeed(dashboard, measuredFlood);
   withUi.push(r.rate);
+  gatewayWith.push(r.gatewayUs);
+  cpu.push(r.cpuMsPerS);
+  opens.push(r);
   events += r.events;
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -114,28 +135,17 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const floodRate = Number(process.env.BENCH_FLOOD_RATE ?? 1000);
 const probes = Number(process.env.BENCH_PROBES ?? 100);
 const latency = await (async () => {
-  const dashboard = await startDashboard(ctx, { token, env: ctx.env });
-  const { port: uiPort } = new URL(dashboard.url);
   const sent = [];
-  const samples = [];
-  let buffered = '';
-  const req = request(
-    { host: '127.0.0.1', port: uiPort, path: '/api/events', headers: { Cookie: `moat_ui_${uiPort}=${token}`, Host: `127.0.0.1:${uiPort}` } },
-    (res) =>
-      res.on('data', (chunk) => {
-        const now = performance.now();
-        buffered += String(chunk);
-        let end;
-        while ((end = buffered.indexOf('\n\n')) >= 0) {
-          const event = buffered.slice(0, end);
-          buffered = buffered.slice(end + 2);
-          if (!event.startsWith('event: egress')) continue;
-          const data = JSON.parse(event.slice(event.indexOf('data: ') + 6));
-          for (const record of data.records) if (record.task === 'probe' && samples.length < sent.length) samples.push(now - sent[samples.length]);
-        }
-      }),
-  );
-  req.end();
+  const seen = [];
+  const req = openFeed(dashboard.port, (event, now) => {
+    if (!event.startsWith('event: egress')) return;
+    const data = JSON.parse(event.slice(event.indexOf('data: ') + 6));
+    // By path: a probe's row that never arrives (dropped in a flood) must not shift the others' times.
+    for (const record of data.records) {
+      const probe = record.task === 'probe' ? /^\/probe-(\d+)$/.exec(record.path ?? '') : null;
+      if (probe && sent[Number(probe[1])] !== undefined && seen[Number(probe[1])] === undefined) seen[Number(probe[1])] = now - sent[Number(probe[1])];
+    }
+  });
   await new Promise((r) => setTimeout(r, 500));
   let stop = false;
   let flooded = 0;
@@ -158,24 +168,44 @@ const latency = await (async () => {
   const floodSeconds = (performance.now() - started) / 1000;
   stop = true;
   await Promise.all(flooders);
-  for (let i = 0; i < 50 && samples.length < sent.length; i += 1) await new Promise((r) => setTimeout(r, 100));
+  const samples = () => seen.filter((t) => t !== undefined);
+  for (let i = 0; i < 50 && samples().length < sent.length; i += 1) await new Promise((r) => setTimeout(r, 100));
   req.destroy();
-  await dashboard.close();
-  const sorted = [...samples].sort((x, y) => x - y);
-  return { p50: sorted[Math.floor(sorted.length / 2)], p95: sorted[Math.floor(sorted.length * 0.95)], seen: samples.length, rate: flooded / floodSeconds };
+  const { heapMiB } = await dashboard.heap();
+  // A probe whose row never came counts as slower than any that did.
+  const sorted = sent.map((_, i) => seen[i] ?? Infinity).sort((x, y) => x - y);
+  return {
+    p50: sorted[Math.floor(sorted.length / 2)],
+    p95: sorted[Math.floor(sorted.length * 0.95)],
+    seen: samples().length,
+    rate: flooded / floodSeconds,
+    heapMiB,
+  };
 })();
 
 const a = median(without);
 const b = median(withUi);
-global.gc?.();
+const pairs = withUi.map((w, i) => w / without[i]);
 console.log(`gateway, plain HTTP through it, ${inFlight} in flight, ${rounds} rounds of ${seconds}s (median):`);
 console.log(`  without dashboard   ${a.toFixed(0)} req/s`);
 console.log(`  with dashboard      ${b.toFixed(0)} req/s  (live feed connected, ${events} batches received)`);
 console.log(`  ratio with/without  ${(b / a).toFixed(3)}`);
+// Each round with a dashboard against the round just before it: a shared machine's load moves less within a pair.
+console.log(`  ratio per pair      median ${median(pairs).toFixed(3)} (${pairs.map((r) => r.toFixed(3)).join(' ')})`);
+console.log(
+  `  dashboard CPU       ${median(cpu).toFixed(1)} ms per s of flood with a page (median; ${cpu.map((c) => c.toFixed(1)).join(' ')}), ${median(idleCpu).toFixed(1)} ms without`,
+);
+console.log(
+  `  gateway CPU         ${median(gatewayWithout).toFixed(0)} us per request without a page, ${median(gatewayWith).toFixed(0)} us with (medians: does a page make the gateway's own work dearer?)`,
+);
+console.log(
+  `  page opening        ${median(opens.map((o) => o.openMs)).toFixed(0)} ms to the first batch, ${median(opens.map((o) => o.openCpuMs)).toFixed(0)} ms of the dashboard's CPU (median; logs of ${(auditBytes(auditOf('flood')) / 1024 ** 2).toFixed(0)} MiB at the end)`,
+);
 console.log(
   `attempt to live row, ${TASKS.length} tasks, flood at ${latency.rate.toFixed(0)} req/s (asked ${floodRate}): p50 ${latency.p50?.toFixed(0)} ms, p95 ${latency.p95?.toFixed(0)} ms over ${latency.seen}/${probes} probes`,
 );
-console.log(`  dashboard process heap after the flood: ${(process.memoryUsage().heapUsed / 1024 ** 2).toFixed(1)} MiB`);
+console.log(`  dashboard process heap after the flood (after a collection): ${latency.heapMiB.toFixed(1)} MiB`);
+await dashboard.stop();
 gateway.kill('SIGTERM');
 upstream.close();
 rmSync(home, { recursive: true, force: true });

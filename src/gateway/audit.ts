@@ -71,10 +71,9 @@ export function appendAudit(file: string, record: AuditRecord, secrets: string[]
   }
 }
 
-function parseLines(text: string): AuditRecord[] {
+function parseLines(lines: string[]): AuditRecord[] {
   const records: AuditRecord[] = [];
-  for (const line of text.split('\n')) {
-    if (!line) continue;
+  for (const line of lines) {
     try {
       records.push(JSON.parse(line) as AuditRecord);
     } catch {
@@ -84,12 +83,20 @@ function parseLines(text: string): AuditRecord[] {
   return records;
 }
 
-function inode(file: string): number | undefined {
+function splitLines(text: string): string[] {
+  return text.split('\n').filter((line) => line !== '');
+}
+
+function statOf(file: string): { ino: number; size: number } | undefined {
   try {
-    return statSync(file).ino;
+    return statSync(file);
   } catch {
     return undefined;
   }
+}
+
+function inode(file: string): number | undefined {
+  return statOf(file)?.ino;
 }
 
 async function readText(file: string, from = 0): Promise<{ text: string; end: number }> {
@@ -98,7 +105,8 @@ async function readText(file: string, from = 0): Promise<{ text: string; end: nu
   try {
     const { size } = await handle.stat();
     if (size <= from) return { text: '', end: from };
-    const buffer = Buffer.alloc(size - from);
+    // Unfilled: only the bytes read are used.
+    const buffer = Buffer.allocUnsafe(size - from);
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, from);
     // Only whole lines: the rest is read when the gateway has finished writing it.
     const last = buffer.subarray(0, bytesRead).lastIndexOf(0x0a);
@@ -120,6 +128,20 @@ export interface AuditCursor {
  * `<file>.1`, its rest comes first.
  */
 export async function readAudit(file: string, cursor?: AuditCursor): Promise<{ records: AuditRecord[]; cursor?: AuditCursor }> {
+  const { lines, cursor: next } = await readAuditLines(file, cursor);
+  return { records: parseLines(lines), cursor: next };
+}
+
+/**
+ * `readAudit` without the parsing, for a reader that parses only some lines (the live feed under
+ * a flood counts the rest). A file that has not grown since the cursor costs one stat: a reader
+ * that polls many quiet tasks pays little for them.
+ */
+export async function readAuditLines(file: string, cursor?: AuditCursor): Promise<{ lines: string[]; cursor?: AuditCursor }> {
+  if (cursor) {
+    const now = statOf(file);
+    if (now?.ino === cursor.ino && now.size === cursor.offset) return { lines: [], cursor };
+  }
   const rotated = rotatedAuditFile(file);
   // A rotation between the reads would skip the lines it moved: read again then.
   for (let attempt = 0; ; attempt += 1) {
@@ -132,7 +154,48 @@ export async function readAudit(file: string, cursor?: AuditCursor): Promise<{ r
     }
     const newer = ino === undefined ? { text: '', end: 0 } : await readText(file, cursor?.ino === ino ? cursor.offset : 0);
     if (inode(file) === ino || attempt >= 3) {
-      return { records: [...parseLines(older), ...parseLines(newer.text)], cursor: ino === undefined ? cursor : { ino, offset: newer.end } };
+      return { lines: [...splitLines(older), ...splitLines(newer.text)], cursor: ino === undefined ? cursor : { ino, offset: newer.end } };
+    }
+  }
+}
+
+/** At most this much of a file's end is read for its latest lines. */
+const TAIL_BYTES = 256 * 1024;
+
+/** The whole lines within the last `maxBytes` of a file, and where the last one ends. */
+async function readEnd(file: string, maxBytes: number): Promise<{ lines: string[]; end: number; whole: boolean }> {
+  const handle = await open(file, 'r').catch(() => undefined);
+  if (!handle) return { lines: [], end: 0, whole: true };
+  try {
+    const { size } = await handle.stat();
+    const from = Math.max(0, size - maxBytes);
+    // Unfilled: only the bytes read are used.
+    const buffer = Buffer.allocUnsafe(size - from);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, from);
+    const read = buffer.subarray(0, bytesRead);
+    const last = read.lastIndexOf(0x0a);
+    // Started mid-file: the first line is cut.
+    const first = from === 0 ? 0 : read.indexOf(0x0a) + 1;
+    const text = first <= last ? read.subarray(first, last + 1).toString('utf8') : '';
+    return { lines: splitLines(text), end: from + last + 1, whole: from === 0 };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The last `count` lines kept (fewer when they take more than TAIL_BYTES), unparsed, and the
+ * cursor after them: where a reader that starts now begins. A page opening on logs of megabytes
+ * reads their ends, not all of them.
+ */
+export async function readAuditTail(file: string, count: number): Promise<{ lines: string[]; cursor?: AuditCursor }> {
+  for (let attempt = 0; ; attempt += 1) {
+    const ino = inode(file);
+    const newer = ino === undefined ? { lines: [], end: 0, whole: true } : await readEnd(file, TAIL_BYTES);
+    // Fewer lines than asked in a file read whole: the older half comes before them.
+    const older = newer.whole && newer.lines.length < count ? (await readEnd(rotatedAuditFile(file), TAIL_BYTES)).lines : [];
+    if (inode(file) === ino || attempt >= 3) {
+      return { lines: [...older, ...newer.lines].slice(-count), cursor: ino === undefined ? undefined : { ino, offset: newer.end } };
     }
   }
 }

@@ -33,7 +33,11 @@ export interface PendingScope {
 
 /** The requests waiting now, oldest first. */
 export async function listPending(ctx: MoatContext, scope: PendingScope = {}): Promise<PendingRequest[]> {
-  const records = await tasksIn(ctx, scope);
+  return pendingOfTasks(ctx, await tasksIn(ctx, scope));
+}
+
+/** The requests waiting now in these tasks' queues, oldest first (for a reader that keeps its own list of tasks). */
+export function pendingOfTasks(ctx: MoatContext, records: Array<Pick<TaskRecord, 'repoKey' | 'name'>>): PendingRequest[] {
   return records.flatMap((record) => pendingOfTask(ctx.store.taskDir(record.repoKey, record.name))).sort((a, b) => a.time.localeCompare(b.time));
 }
 

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MoatError } from '../errors.js';
@@ -98,5 +99,28 @@ export class TaskStore {
   async listAll(options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
     const repos = await readdir(join(this.home, 'repos')).catch(() => [] as string[]);
     return (await Promise.all(repos.map((key) => this.list(key, options)))).flat();
+  }
+
+  /**
+   * Changes when a task's folder is added to or removed from the home (the modification times of
+   * the folders that hold them), in a few stats: a poller lists the tasks again only then. A
+   * record rewritten in its own folder does not change it.
+   */
+  listingStamp(): string {
+    const repos = join(this.home, 'repos');
+    const mtime = (dir: string) => {
+      try {
+        return String(statSync(dir).mtimeMs);
+      } catch {
+        return '-';
+      }
+    };
+    let keys: string[] = [];
+    try {
+      keys = readdirSync(repos);
+    } catch {
+      // no repository yet
+    }
+    return [mtime(repos), ...keys.map((key) => `${key}:${mtime(join(repos, key, 'tasks'))}`)].join(' ');
   }
 }

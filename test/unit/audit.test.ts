@@ -2,7 +2,17 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendAudit, auditBytes, auditMaxBytes, countAudit, readAudit, rotatedAuditFile, type AuditRecord } from '../../src/gateway/audit.js';
+import {
+  appendAudit,
+  auditBytes,
+  auditMaxBytes,
+  countAudit,
+  readAudit,
+  readAuditLines,
+  readAuditTail,
+  rotatedAuditFile,
+  type AuditRecord,
+} from '../../src/gateway/audit.js';
 
 const attempt = (i: number, decision: AuditRecord['decision'] = 'denied'): AuditRecord => ({
   time: new Date(1_700_000_000_000 + i).toISOString(),
@@ -69,6 +79,37 @@ describe('the egress audit log', () => {
     expect(records[0]!.host).not.toContain('sk-secret');
     writeFileSync(file, '"}\n', { flag: 'a' });
     expect((await readAudit(file, cursor)).records).toEqual([{ time: 'cut' }]);
+  });
+
+  it('a reader starting now gets the last lines (across a rotation when the new file has too few), then only what follows', async () => {
+    const cap = 16 * 1024;
+    for (let i = 0; i < 1_000; i += 1) appendAudit(file, attempt(i), [], cap);
+    const tail = await readAuditTail(file, 50);
+    expect(tail.lines.map((l) => (JSON.parse(l) as AuditRecord).host)).toEqual(Array.from({ length: 50 }, (_, k) => `h${950 + k}.example.com`));
+    // More than the current file holds: the rotated one's end comes first, in order.
+    const kept = (await readAudit(file)).records.map((r) => r.host);
+    const long = await readAuditTail(file, 10_000);
+    expect(long.lines.map((l) => (JSON.parse(l) as AuditRecord).host)).toEqual(kept);
+    appendAudit(file, attempt(1_000), [], cap);
+    expect((await readAudit(file, tail.cursor)).records.map((r) => r.host)).toEqual(['h1000.example.com']);
+  });
+
+  it('reads only the end of a long log for its last lines', async () => {
+    writeFileSync(file, Array.from({ length: 10_000 }, (_, i) => `${JSON.stringify(attempt(i))}\n`).join(''));
+    expect(statSync(file).size).toBeGreaterThan(1024 ** 2);
+    // A cut first line is left out: every line returned is whole.
+    const { lines } = await readAuditTail(file, 100_000);
+    expect(lines.length).toBeLessThan(2_000);
+    expect(lines.map((l) => (JSON.parse(l) as AuditRecord).host).at(-1)).toBe('h9999.example.com');
+  });
+
+  it('costs a reader nothing new when nothing was written, and follows when something was', async () => {
+    appendAudit(file, attempt(1));
+    const { cursor } = await readAuditLines(file);
+    const again = await readAuditLines(file, cursor);
+    expect(again).toEqual({ lines: [], cursor });
+    appendAudit(file, attempt(2));
+    expect((await readAuditLines(file, cursor)).lines.map((l) => (JSON.parse(l) as AuditRecord).host)).toEqual(['h2.example.com']);
   });
 
   it('takes its cap from MOAT_AUDIT_MAX_BYTES, within sense', () => {
