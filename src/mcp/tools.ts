@@ -2,9 +2,11 @@ import { z } from 'zod';
 import type { Moat } from '../moat.js';
 import { MoatError } from '../errors.js';
 import { MAX_WORKSPACE_PATH } from '../domain/workspace-path.js';
-import { deleteTaskFile, editTaskFile, listTaskFiles, MAX_READ_BYTES, MAX_WRITE_BYTES, readTaskFile, writeTaskFile } from '../service/task-files.js';
+import { MAX_READ_BYTES, MAX_WRITE_BYTES } from '../service/task-files.js';
 import { BackgroundCommands, RunningCommand, type CommandOutcome } from './command.js';
 import { createOptions } from './policy.js';
+import type { FileServers } from './file-server.js';
+import { WorkspaceFiles } from './workspace-files.js';
 import { listPending, MAX_REASON, requestHost } from '../service/pending.js';
 
 /** What a tool gets besides its arguments: a Moat for this call, its cancel, and its progress. */
@@ -14,7 +16,11 @@ export interface ToolCall {
   /** Tells the client (when it asked for progress) how the call is going. */
   progress(message: string): void;
   jobs: BackgroundCommands;
+  /** The tasks' resident file servers, kept across calls. */
+  fileServers: FileServers;
 }
+
+const files = (call: ToolCall) => new WorkspaceFiles(call.moat.context, call.fileServers);
 
 /** A result before it is made safe: data, and optionally the text a model reads first. */
 export interface ToolOutput {
@@ -247,7 +253,7 @@ export const TOOLS: ToolDefinition[] = [
     },
     annotations: { readOnlyHint: true },
     async run(args, call) {
-      const file = await readTaskFile(call.moat.context, args.task, args.path, args.maxBytes);
+      const file = await files(call).read(args.task, args.path, args.maxBytes);
       const base64 = args.encoding === 'base64';
       const data = {
         path: file.path,
@@ -271,7 +277,7 @@ export const TOOLS: ToolDefinition[] = [
     },
     annotations: { readOnlyHint: true },
     async run(args, call) {
-      return { data: { ...(await listTaskFiles(call.moat.context, args.task, args.path ?? '.', args.depth ?? 1)) } };
+      return { data: { ...(await files(call).list(args.task, args.path ?? '.', args.depth ?? 1)) } };
     },
   }),
   define({
@@ -294,7 +300,7 @@ export const TOOLS: ToolDefinition[] = [
       if ((args.content === undefined) === (args.base64 === undefined))
         throw new MoatError('E_USAGE', 'give either content or base64', { hint: 'content for text, base64 for exact bytes' });
       const bytes = args.content !== undefined ? Buffer.from(args.content, 'utf8') : Buffer.from(args.base64!, 'base64');
-      return { data: { ...(await writeTaskFile(call.moat.context, args.task, args.path, bytes)) } };
+      return { data: { ...(await files(call).write(args.task, args.path, bytes)) } };
     },
   }),
   define({
@@ -310,7 +316,7 @@ export const TOOLS: ToolDefinition[] = [
     },
     annotations: { destructiveHint: true },
     async run(args, call) {
-      return { data: { ...(await editTaskFile(call.moat.context, args.task, args.path, args.search, args.replace, { all: args.all })) } };
+      return { data: { ...(await files(call).edit(args.task, args.path, args.search, args.replace, { all: args.all })) } };
     },
   }),
   define({
@@ -321,7 +327,7 @@ export const TOOLS: ToolDefinition[] = [
     input: { task, path, recursive: z.boolean().describe('Delete a directory and everything in it.').optional() },
     annotations: { destructiveHint: true },
     async run(args, call) {
-      return { data: { ...(await deleteTaskFile(call.moat.context, args.task, args.path, { recursive: args.recursive })) } };
+      return { data: { ...(await files(call).delete(args.task, args.path, { recursive: args.recursive })) } };
     },
   }),
   define({
