@@ -161,6 +161,7 @@ while (1) {
   unless ($op) { answer(8, 'unknown operation'); next; }
   next if eval { $op->(@f); 1 };
   my $e = $@;
-  if (ref $e eq 'ARRAY') { answer($e->[0], defined $e->[1] ? $e->[1] : ''); } else { answer(8, "$e"); }
+  my ($status, $text) = ref $e eq 'ARRAY' ? @$e : (8, "$e");
+  answer($status, substr(defined $text ? $text : '', 0, 4000));
 }
 `;

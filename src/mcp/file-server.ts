@@ -113,8 +113,7 @@ export class FileServer {
   private kill(): void {
     this.stop();
     this.gone = true;
-    if (this.pid > 1)
-      void this.engine.execCapture(this.container, { cmd: ['kill', '-KILL', String(this.pid)], user: this.user }, 1024).catch(() => undefined);
+    if (this.pid > 1) void this.engine.execCapture(this.container, { cmd: ['kill', '-KILL', String(this.pid)], user: this.user }, 1024).catch(() => undefined);
   }
 
   private async answer(caps: number[]): Promise<FileAnswer> {
@@ -162,10 +161,7 @@ export class FileServer {
 async function within<T>(answer: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new MoatError('E_ENGINE_FAILED', `the sandbox's file server did not answer within ${ANSWER_MS / 1000} s`)),
-      ANSWER_MS,
-    );
+    timer = setTimeout(() => reject(new MoatError('E_ENGINE_FAILED', `the sandbox's file server did not answer within ${ANSWER_MS / 1000} s`)), ANSWER_MS);
   });
   try {
     return await Promise.race([answer, late]);
