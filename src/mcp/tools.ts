@@ -7,6 +7,7 @@ import { BackgroundCommands, RunningCommand, type CommandOutcome } from './comma
 import { createOptions } from './policy.js';
 import type { FileServers } from './file-server.js';
 import { WorkspaceFiles } from './workspace-files.js';
+import { fitContent } from './result-budget.js';
 import { listPending, MAX_REASON, requestHost } from '../service/pending.js';
 
 /** What a tool gets besides its arguments: a Moat for this call, its cancel, and its progress. */
@@ -244,7 +245,7 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'read_file',
     title: 'Read a file of a task',
-    description: `Reads a file of the task's workspace, through the sandbox (never a host path). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes.`,
+    description: `Reads a file of the task's workspace, through the sandbox (never a host path). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes, and what fits one message (about 4 MiB of text, 3 MiB in base64); the result says when it was cut.`,
     input: {
       task,
       path,
@@ -254,15 +255,12 @@ export const TOOLS: ToolDefinition[] = [
     annotations: { readOnlyHint: true },
     async run(args, call) {
       const file = await files(call).read(args.task, args.path, args.maxBytes);
-      const base64 = args.encoding === 'base64';
-      const data = {
-        path: file.path,
-        size: file.size,
-        truncated: file.truncated,
-        encoding: base64 ? 'base64' : 'text',
-        content: base64 ? file.content.toString('base64') : file.content.toString('utf8'),
-      };
-      const note = `(${file.path}: ${file.size} bytes${file.truncated ? `, only the first ${file.content.length} shown` : ''})`;
+      const encoding = args.encoding ?? 'text';
+      const { content, used } = fitContent(file.content, encoding);
+      const truncated = file.truncated || used < file.content.length;
+      const data = { path: file.path, size: file.size, truncated, encoding, content };
+      const cut = used < file.content.length ? ' (cut to fit one MCP message)' : '';
+      const note = `(${file.path}: ${file.size} bytes${truncated ? `, only the first ${used} shown${cut}` : ''})`;
       return { data, text: [data.content, note] };
     },
   }),
