@@ -9,6 +9,7 @@ import {
   MAX_LIST_ENTRIES,
   MAX_READ_BYTES,
   MAX_WRITE_BYTES,
+  parseListing,
   readTaskFile,
   taskContainer,
   writeTaskFile,
@@ -47,16 +48,7 @@ export class WorkspaceFiles {
     const answer = await this.ask(task, ['list', relative(inside), String(levels), String(maxEntries + 1)], [64 * 1024 * 1024]);
     if (!answer) return listTaskFiles(this.ctx, task, path, depth, maxEntries);
     this.check(answer, path, 'a directory');
-    const records = (answer.fields[0] ?? Buffer.alloc(0))
-      .toString('utf8')
-      .split('\0')
-      .filter((r) => r !== '');
-    const kinds: Record<string, FileEntry['type']> = { f: 'file', d: 'directory', l: 'link' };
-    const entries = records.slice(0, maxEntries).map((record) => {
-      const [type = '', bytes = '0', ...name] = record.split('\t');
-      return { path: name.join('\t'), type: kinds[type] ?? 'other', bytes: Number(bytes) || 0 };
-    });
-    return { path: inside, entries, truncated: records.length > maxEntries };
+    return { path: inside, ...parseListing(answer.fields[0] ?? Buffer.alloc(0), maxEntries) };
   }
 
   async write(task: string, path: string, content: Buffer): Promise<{ path: string; bytes: number }> {

@@ -126,7 +126,12 @@ export async function listTaskFiles(
   const cmd = ['sh', '-c', LIST, 'sh', inside, String(Math.max(1, Math.min(depth, 20))), String(maxEntries + 1)];
   const result = await box.engine.execCapture(box.id, { cmd, user: box.user, workdir: WORKSPACE_DIR }, 64 * 1024 * 1024);
   if (result.exitCode !== 0) throw failure(result.exitCode, path, 'a directory', result.stderr);
-  const records = result.stdout
+  return { path: inside, ...parseListing(result.stdout, maxEntries) };
+}
+
+/** A listing as the sandbox printed it (type, size and path per NUL-ended record; mcp/file-server-script.ts prints the same), up to `maxEntries`. */
+export function parseListing(listing: Buffer, maxEntries: number): { entries: FileEntry[]; truncated: boolean } {
+  const records = listing
     .toString('utf8')
     .split('\0')
     .filter((r) => r !== '');
@@ -135,7 +140,7 @@ export async function listTaskFiles(
     const [type = '', bytes = '0', ...name] = record.split('\t');
     return { path: name.join('\t'), type: kinds[type] ?? 'other', bytes: Number(bytes) || 0 };
   });
-  return { path: inside, entries, truncated: records.length > maxEntries };
+  return { entries, truncated: records.length > maxEntries };
 }
 
 /** Writes a file (its folders made as needed), replacing what was there. */
