@@ -1,7 +1,9 @@
 // A tool call of `moat mcp` against `docker exec` on the same container (issue 15): run_command
 // `true` (the round trip from the client: JSON-RPC over stdio, the exec, the sync of the task's
-// work) vs `docker exec <container> true`, alternating in one run; and read_file of 1 MiB. The
-// client is the MCP SDK's own, over a real stdio pipe to `node bin/moat.js mcp`.
+// work) vs `docker exec <container> true`, alternating in one run; and read_file of 1 MiB and of
+// 1 KiB through the task's resident file server, and of 1 MiB through one exec per call (the way
+// before it, MOAT_MCP_FILE_SERVER=off: a second server on the same task). The client is the MCP
+// SDK's own, over a real stdio pipe to `node bin/moat.js mcp`.
 // Prints medians, spread and ratios, and writes bench/results/mcp.json. Not a test: nothing asserts a time.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,46 +34,62 @@ const cleanup = () => {
 };
 process.on('exit', cleanup);
 
-const client = new Client({ name: 'moat-bench', version: '1' });
-await client.connect(new StdioClientTransport({ command: process.execPath, args: [bin, 'mcp'], cwd: repo, env, stderr: 'inherit' }));
-const call = async (name, args) => {
-  const result = await client.callTool({ name, arguments: args }, undefined, { timeout: 600_000 });
+const connect = async (extra = {}) => {
+  const client = new Client({ name: 'moat-bench', version: '1' });
+  await client.connect(new StdioClientTransport({ command: process.execPath, args: [bin, 'mcp'], cwd: repo, env: { ...env, ...extra }, stderr: 'inherit' }));
+  return client;
+};
+const client = await connect();
+const perExec = await connect({ MOAT_MCP_FILE_SERVER: 'off' });
+const callOn = async (on, name, args) => {
+  const result = await on.callTool({ name, arguments: args }, undefined, { timeout: 600_000 });
   if (result.isError) throw new Error(`${name}: ${result.content.map((c) => c.text).join(' ')}`);
   return result.structuredContent;
 };
+const call = (name, args) => callOn(client, name, args);
 const task = (await call('create_task', { title: 'bench' })).task;
 const list = JSON.parse(execFileSync(process.execPath, [bin, 'ls', '--json'], { cwd: repo, env, encoding: 'utf8' }));
 const record = list.find((t) => t.name === task);
 const container = record.containerId;
 const user = execFileSync('docker', ['inspect', '-f', '{{.Config.User}}', container], { encoding: 'utf8' }).trim();
-await call('run_command', { task, command: 'head -c 786432 /dev/urandom | base64 -w 76 | head -c 1048576 > big.txt && wc -c < big.txt' });
+await call('run_command', { task, command: 'head -c 786432 /dev/urandom | base64 -w 76 | head -c 1048576 > big.txt && head -c 1024 big.txt > small.txt' });
 
 const clock = async (run) => {
   const start = process.hrtime.bigint();
   await run();
   return Number(process.hrtime.bigint() - start) / 1e6;
 };
+const readOn = async (on, path, bytes) => {
+  const read = await callOn(on, 'read_file', { task, path });
+  if (read.size !== bytes || read.content.length !== bytes) throw new Error(`read ${read.size} bytes`);
+};
 const scenarios = {
   'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
   'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
-  'MCP read_file, 1 MiB': () =>
-    clock(async () => {
-      const read = await call('read_file', { task, path: 'big.txt' });
-      if (read.size !== 1048576 || read.content.length !== 1048576) throw new Error(`read ${read.size} bytes`);
-    }),
+  'MCP read_file, 1 MiB (resident file server)': () => clock(() => readOn(client, 'big.txt', 1048576)),
+  'MCP read_file, 1 MiB, one exec per call (before; MOAT_MCP_FILE_SERVER=off)': () => clock(() => readOn(perExec, 'big.txt', 1048576)),
+  'MCP read_file, 1 KiB (resident file server)': () => clock(() => readOn(client, 'small.txt', 1024)),
+  'MCP read_file, 1 KiB, one exec per call (before)': () => clock(() => readOn(perExec, 'small.txt', 1024)),
   'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
 };
-for (const run of Object.values(scenarios)) await run();
+// The reads go first in a round, after the previous run_command's sync has ended (diff_task waits
+// for it, untimed): the sync that follows a command's result runs git in the sandbox and on the
+// host, and would otherwise land on whichever scenario came next. Printed in the order above.
+const order = Object.keys(scenarios).sort((a, b) => Number(!a.includes('read_file')) - Number(!b.includes('read_file')));
+const settle = () => call('diff_task', { task, patch: false });
+for (const name of order) await scenarios[name]();
 const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
 for (let i = 0; i < rounds; i += 1) {
-  for (const [name, run] of Object.entries(scenarios)) samples[name].push(await run());
+  await settle();
+  for (const name of order) samples[name].push(await scenarios[name]());
 }
 await client.close();
+await perExec.close();
 
 const where = machine();
 const { rows, docker } = printRows(samples, rounds, where);
 console.log(
-  `ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50)`,
+  `ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50), ${(rows[3].median / rows[2].median).toFixed(1)}x faster than one exec per call; 1 KiB ${(rows[5].median / rows[4].median).toFixed(1)}x faster`,
 );
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(

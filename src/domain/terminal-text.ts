@@ -18,6 +18,9 @@
 /** The one definition of what a terminal must not get raw; the three escapings below differ only in what they let through. */
 const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/gu;
 
+/** {@link UNSAFE} but newlines and tabs (set subtraction): a file of clean lines costs one scan, not one callback per line. */
+const UNSAFE_IN_LINES = new RegExp(`[${UNSAFE.source}--[\\n\\t]]`, 'gv');
+
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
 function escapeChar(char: string): string {
@@ -46,7 +49,7 @@ export function terminalText(text: string): string {
  * lines that interleaves with moat's own goes through {@link SandboxLines} instead.
  */
 export function terminalLines(text: string): string {
-  return text.replace(UNSAFE, (char) => (char === '\n' || char === '\t' ? char : escapeChar(char)));
+  return text.replace(UNSAFE_IN_LINES, escapeChar);
 }
 
 /**

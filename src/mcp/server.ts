@@ -20,6 +20,7 @@ import { terminalJson } from '../domain/terminal-text.js';
 import { MOAT_VERSION } from '../version.js';
 import { BackgroundCommands } from './command.js';
 import { McpAudit } from './audit.js';
+import { FileServers } from './file-server.js';
 import { checkArgumentNames } from './policy.js';
 import { SafeText } from './safe-text.js';
 import { LineTransport } from './stdio-transport.js';
@@ -83,6 +84,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   const moatFor = (progress: (line: string) => void, statusSent: Promise<void> = Promise.resolve()) =>
     new Moat({ cwd: repoPath, env, progress, secretValues: secrets, engine: sharedEngine, repos, syncs, statusSent });
   const jobs = new BackgroundCommands();
+  const fileServers = new FileServers();
   const inFlight = new Set<Promise<unknown>>();
 
   const server = new Server({ name: 'moat', version: MOAT_VERSION }, { capabilities: { tools: {}, resources: {} }, instructions: INSTRUCTIONS });
@@ -125,6 +127,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
       moat: undefined as unknown as Moat,
       signal: extra.signal,
       jobs,
+      fileServers,
       progress: (message) => {
         if (token === undefined || extra.signal.aborted) return;
         step += 1;
@@ -237,6 +240,7 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
   // The client is gone: its calls were cancelled (their commands get TERM), and the background
   // commands stop too; their work comes home before the server leaves.
   await Promise.allSettled([jobs.stopAll(), ...inFlight]);
+  await fileServers.stopAll();
   await syncs.waitAll();
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);

@@ -2,9 +2,12 @@ import { z } from 'zod';
 import type { Moat } from '../moat.js';
 import { MoatError } from '../errors.js';
 import { MAX_WORKSPACE_PATH } from '../domain/workspace-path.js';
-import { deleteTaskFile, editTaskFile, listTaskFiles, MAX_READ_BYTES, MAX_WRITE_BYTES, readTaskFile, writeTaskFile } from '../service/task-files.js';
+import { MAX_READ_BYTES, MAX_WRITE_BYTES } from '../service/task-files.js';
 import { BackgroundCommands, RunningCommand, type CommandOutcome } from './command.js';
 import { createOptions } from './policy.js';
+import type { FileServers } from './file-server.js';
+import { WorkspaceFiles } from './workspace-files.js';
+import { fitContent } from './result-budget.js';
 import { listPending, MAX_REASON, requestHost } from '../service/pending.js';
 
 /** What a tool gets besides its arguments: a Moat for this call, its cancel, and its progress. */
@@ -14,7 +17,11 @@ export interface ToolCall {
   /** Tells the client (when it asked for progress) how the call is going. */
   progress(message: string): void;
   jobs: BackgroundCommands;
+  /** The tasks' resident file servers, kept across calls. */
+  fileServers: FileServers;
 }
+
+const files = (call: ToolCall) => new WorkspaceFiles(call.moat.context, call.fileServers);
 
 /** A result before it is made safe: data, and optionally the text a model reads first. */
 export interface ToolOutput {
@@ -238,7 +245,7 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'read_file',
     title: 'Read a file of a task',
-    description: `Reads a file of the task's workspace, through the sandbox (never a host path). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes.`,
+    description: `Reads a file of the task's workspace, through the sandbox (never a host path). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes, and what fits one message (about 4 MiB of text, 3 MiB in base64); the result says when it was cut.`,
     input: {
       task,
       path,
@@ -247,16 +254,13 @@ export const TOOLS: ToolDefinition[] = [
     },
     annotations: { readOnlyHint: true },
     async run(args, call) {
-      const file = await readTaskFile(call.moat.context, args.task, args.path, args.maxBytes);
-      const base64 = args.encoding === 'base64';
-      const data = {
-        path: file.path,
-        size: file.size,
-        truncated: file.truncated,
-        encoding: base64 ? 'base64' : 'text',
-        content: base64 ? file.content.toString('base64') : file.content.toString('utf8'),
-      };
-      const note = `(${file.path}: ${file.size} bytes${file.truncated ? `, only the first ${file.content.length} shown` : ''})`;
+      const file = await files(call).read(args.task, args.path, args.maxBytes);
+      const encoding = args.encoding ?? 'text';
+      const { content, used } = fitContent(file.content, encoding);
+      const truncated = file.truncated || used < file.content.length;
+      const data = { path: file.path, size: file.size, truncated, encoding, content };
+      const cut = used < file.content.length ? ' (cut to fit one MCP message)' : '';
+      const note = `(${file.path}: ${file.size} bytes${truncated ? `, only the first ${used} shown${cut}` : ''})`;
       return { data, text: [data.content, note] };
     },
   }),
@@ -271,7 +275,7 @@ export const TOOLS: ToolDefinition[] = [
     },
     annotations: { readOnlyHint: true },
     async run(args, call) {
-      return { data: { ...(await listTaskFiles(call.moat.context, args.task, args.path ?? '.', args.depth ?? 1)) } };
+      return { data: { ...(await files(call).list(args.task, args.path ?? '.', args.depth ?? 1)) } };
     },
   }),
   define({
@@ -294,7 +298,7 @@ export const TOOLS: ToolDefinition[] = [
       if ((args.content === undefined) === (args.base64 === undefined))
         throw new MoatError('E_USAGE', 'give either content or base64', { hint: 'content for text, base64 for exact bytes' });
       const bytes = args.content !== undefined ? Buffer.from(args.content, 'utf8') : Buffer.from(args.base64!, 'base64');
-      return { data: { ...(await writeTaskFile(call.moat.context, args.task, args.path, bytes)) } };
+      return { data: { ...(await files(call).write(args.task, args.path, bytes)) } };
     },
   }),
   define({
@@ -310,7 +314,7 @@ export const TOOLS: ToolDefinition[] = [
     },
     annotations: { destructiveHint: true },
     async run(args, call) {
-      return { data: { ...(await editTaskFile(call.moat.context, args.task, args.path, args.search, args.replace, { all: args.all })) } };
+      return { data: { ...(await files(call).edit(args.task, args.path, args.search, args.replace, { all: args.all })) } };
     },
   }),
   define({
@@ -321,7 +325,7 @@ export const TOOLS: ToolDefinition[] = [
     input: { task, path, recursive: z.boolean().describe('Delete a directory and everything in it.').optional() },
     annotations: { destructiveHint: true },
     async run(args, call) {
-      return { data: { ...(await deleteTaskFile(call.moat.context, args.task, args.path, { recursive: args.recursive })) } };
+      return { data: { ...(await files(call).delete(args.task, args.path, { recursive: args.recursive })) } };
     },
   }),
   define({

@@ -44,17 +44,23 @@ interface Sandbox {
   user: string;
 }
 
-async function sandbox(ctx: MoatContext, task: string): Promise<Sandbox> {
+/** The task's running container and the user its file operations run as (no engine call). */
+export async function taskContainer(ctx: MoatContext, task: string): Promise<Omit<Sandbox, 'engine'>> {
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   if (!record.containerId)
     throw new MoatError('E_TASK_NOT_RUNNING', `task ${task} has no running container`, {
       hint: `start a fresh container over its workspace with \`moat reset ${task}\``,
     });
-  return { record, engine: await ctx.engine(), id: record.containerId, user: `${record.user.uid}:${record.user.gid}` };
+  return { record, id: record.containerId, user: `${record.user.uid}:${record.user.gid}` };
 }
 
-function failure(status: number, path: string, what: string, stderr: string): MoatError {
+async function sandbox(ctx: MoatContext, task: string): Promise<Sandbox> {
+  return { ...(await taskContainer(ctx, task)), engine: await ctx.engine() };
+}
+
+/** A failed file operation (statuses of the scripts above, and of mcp/file-server-script.ts) as a MoatError. */
+export function failure(status: number, path: string, what: string, stderr: string): MoatError {
   const shown = JSON.stringify(path);
   switch (status) {
     case 3:
@@ -68,6 +74,10 @@ function failure(status: number, path: string, what: string, stderr: string): Mo
     case 6:
       return new MoatError('E_USAGE', `${shown} is the task's own repository and is not deleted by the file tools`, {
         hint: 'a task that is in a bad state is reset (reset_task) or removed by the human',
+      });
+    case 7:
+      return new MoatError('E_USAGE', `${shown} changed while it was being opened (a link or a folder on its way was swapped): nothing was done`, {
+        hint: 'try again once nothing in the sandbox is moving it',
       });
     default:
       return new MoatError(
@@ -116,7 +126,12 @@ export async function listTaskFiles(
   const cmd = ['sh', '-c', LIST, 'sh', inside, String(Math.max(1, Math.min(depth, 20))), String(maxEntries + 1)];
   const result = await box.engine.execCapture(box.id, { cmd, user: box.user, workdir: WORKSPACE_DIR }, 64 * 1024 * 1024);
   if (result.exitCode !== 0) throw failure(result.exitCode, path, 'a directory', result.stderr);
-  const records = result.stdout
+  return { path: inside, ...parseListing(result.stdout, maxEntries) };
+}
+
+/** A listing as the sandbox printed it (type, size and path per NUL-ended record; mcp/file-server-script.ts prints the same), up to `maxEntries`. */
+export function parseListing(listing: Buffer, maxEntries: number): { entries: FileEntry[]; truncated: boolean } {
+  const records = listing
     .toString('utf8')
     .split('\0')
     .filter((r) => r !== '');
@@ -125,7 +140,7 @@ export async function listTaskFiles(
     const [type = '', bytes = '0', ...name] = record.split('\t');
     return { path: name.join('\t'), type: kinds[type] ?? 'other', bytes: Number(bytes) || 0 };
   });
-  return { path: inside, entries, truncated: records.length > maxEntries };
+  return { entries, truncated: records.length > maxEntries };
 }
 
 /** Writes a file (its folders made as needed), replacing what was there. */
@@ -163,10 +178,11 @@ export async function editTaskFile(
   search: string,
   replace: string,
   options: { all?: boolean } = {},
+  io: { read: typeof readTaskFile; write: typeof writeTaskFile } = { read: readTaskFile, write: writeTaskFile },
 ): Promise<{ path: string; replacements: number; bytes: number }> {
   if (search === '')
     throw new MoatError('E_USAGE', 'the text to search for is empty', { hint: 'give the exact text to replace, with enough context to be unique' });
-  const file = await readTaskFile(ctx, task, path);
+  const file = await io.read(ctx, task, path);
   if (file.truncated)
     throw new MoatError('E_USAGE', `${JSON.stringify(path)} is larger than ${MAX_READ_BYTES} bytes`, { hint: 'edit it in the sandbox itself (run a command)' });
   let text: string;
@@ -185,7 +201,7 @@ export async function editTaskFile(
       hint: 'include more surrounding text to make it unique, or replace all occurrences',
     });
   const edited = options.all ? text.split(search).join(replace) : text.replace(search, () => replace);
-  const written = await writeTaskFile(ctx, task, path, Buffer.from(edited, 'utf8'));
+  const written = await io.write(ctx, task, path, Buffer.from(edited, 'utf8'));
   return { path: written.path, replacements: options.all ? count : 1, bytes: written.bytes };
 }
 

@@ -1,0 +1,34 @@
+import { terminalLines } from '../domain/terminal-text.js';
+
+/**
+ * The SDK's stdio clients take messages of at most 10 MiB (STDIO_DEFAULT_MAX_BUFFER_SIZE) and
+ * close the whole connection on a longer one, and read_file sends a file's content twice (the
+ * text a model reads, and structuredContent for programs). So each copy is kept to this many
+ * bytes as it goes out: escaped for terminals, as a JSON string, in UTF-8.
+ */
+export const CONTENT_BUDGET = 4 * 1024 * 1024;
+
+/** Bytes a content string takes in the JSON-RPC line (server.ts escapes it, then JSON does). */
+export function wireBytes(content: string): number {
+  const escaped = terminalLines(content);
+  // After terminalLines only newlines and tabs are left of the controls; JSON adds a backslash to those and to " and \.
+  return Buffer.byteLength(escaped) + (escaped.match(/["\\\n\t]/g)?.length ?? 0) + 2;
+}
+
+/** The content of `bytes` in `encoding`, cut to the first bytes that fit {@link CONTENT_BUDGET}. */
+export function fitContent(bytes: Buffer, encoding: 'text' | 'base64', budget = CONTENT_BUDGET): { content: string; used: number } {
+  const encode = (part: Buffer) => (encoding === 'base64' ? part.toString('base64') : part.toString('utf8'));
+  const measure = (content: string) => (encoding === 'base64' ? content.length + 2 : wireBytes(content));
+  // A byte never takes less than one byte on the wire; and a sample's escapes predict the rest's,
+  // so a binary file read as text is escaped about once, not once per guess.
+  let used = Math.min(bytes.length, encoding === 'base64' ? Math.floor(((budget - 2) * 3) / 4) : budget);
+  const sample = Math.min(used, 64 * 1024);
+  if (used > sample) used = Math.min(used, Math.floor(((sample * budget) / measure(encode(bytes.subarray(0, sample)))) * 0.9));
+  for (;;) {
+    const content = encode(bytes.subarray(0, used));
+    const size = measure(content);
+    if (size <= budget || used === 0) return { content, used };
+    // Proportionally shorter, and a little more, since escapes are not spread evenly.
+    used = Math.floor(((used * budget) / size) * 0.95);
+  }
+}
