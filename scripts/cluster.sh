@@ -285,8 +285,7 @@ extendedKeyUsage=serverAuth"
 write_kubeconfig() { # file, user (as in tokens.csv)
   local file=$1 user=$2 token
   token=$(awk -F, -v u="$user" '$2 == u { print $1 }' "$PKI/tokens.csv")
-  umask 077
-  cat >"$file.tmp" <<KCFG
+  (umask 077 && cat >"$file.tmp") <<KCFG
 apiVersion: v1
 kind: Config
 clusters:
@@ -442,7 +441,7 @@ start_kubelet() {
     --remote-runtime-endpoint="unix://$RUN/dockershim.sock" --remote-image-endpoint="unix://$RUN/dockershim.sock" \
     --experimental-dockershim-root-directory="$STATE/dockershim" \
     --pod-infra-container-image="$PAUSE_IMAGE" \
-    --root-dir="$STATE/kubelet" --cert-dir="$STATE/kubelet/pki" \
+    --root-dir="$STATE/kubelet" --cert-dir="$STATE/kubelet/pki" --volume-plugin-dir="$STATE/kubelet/volume-plugins" \
     --cgroup-driver=cgroupfs --cgroups-per-qos=false --enforce-node-allocatable= \
     --hostname-override=localhost --address=127.0.0.1 --port="$KUBELET_PORT" --read-only-port=0 --healthz-port=0 \
     --tls-cert-file="$PKI/kubelet.crt" --tls-private-key-file="$PKI/kubelet.key" \
