@@ -438,7 +438,7 @@ start_kubelet() {
   mkdir -p "$STATE/kubelet" "$STATE/dockershim"
   spawn kubelet "$BIN/kubelet" --kubeconfig="$STATE/kubelet.kubeconfig" \
     --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
-    --remote-runtime-endpoint="unix://$RUN/dockershim.sock" --remote-image-endpoint="unix://$RUN/dockershim.sock" \
+    --container-runtime-endpoint="unix://$RUN/dockershim.sock" --image-service-endpoint="unix://$RUN/dockershim.sock" \
     --experimental-dockershim-root-directory="$STATE/dockershim" \
     --pod-infra-container-image="$PAUSE_IMAGE" \
     --root-dir="$STATE/kubelet" --cert-dir="$STATE/kubelet/pki" --volume-plugin-dir="$STATE/kubelet/volume-plugins" \
@@ -451,6 +451,7 @@ start_kubelet() {
 }
 
 node_ready() {
+  alive kubelet || die "the kubelet exited" "see $LOGS/kubelet.log"
   [[ $(kubectl_admin get node localhost -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 
