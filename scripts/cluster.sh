@@ -433,14 +433,46 @@ start_control_plane() {
     --leader-elect=false --secure-port=0 --port=0 --v=1
 }
 
+# A CNI plugin that gives a pod an address and no way to use it. A kubelet recreates any sandbox that
+# reports no IP (kuberuntime podSandboxChanged), so a pod with only loopback would be killed every
+# few seconds. This plugin adds eth0 as an empty bridge device, left DOWN, with a /32 address: the
+# kubelet reads the address (dockershim runs `ip addr show dev eth0` in the pod), while the pod has
+# no route, no link and no peer. The only way out of a pod stays what moat carries over exec.
+write_cni() {
+  mkdir -p "$STATE/cni/bin" "$STATE/cni/net.d" "$STATE/cni/cache"
+  cat >"$STATE/cni/bin/moat-noroute" <<'CNI'
+#!/bin/bash
+set -euo pipefail
+dir=$(dirname "$(readlink -f "$0")")
+case ${CNI_COMMAND:-} in
+  ADD)
+    cat >/dev/null
+    n=$(flock "$dir/ipam.lock" bash -c 'f=$0/ipam.next; n=$(( $(cat "$f" 2>/dev/null || echo 0) + 1 )); echo $n >"$f"; echo $n' "$dir")
+    ip=10.244.$((n / 250 % 250)).$((n % 250 + 2))
+    nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type bridge
+    nsenter --net="$CNI_NETNS" ip addr add "$ip/32" dev "$CNI_IFNAME"
+    printf '{"cniVersion":"0.4.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"version":"4","address":"%s/32","interface":0}]}\n' \
+      "$CNI_IFNAME" "$CNI_NETNS" "$ip"
+    ;;
+  DEL | CHECK) cat >/dev/null ;;
+  VERSION) echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
+  *) echo '{"code":4,"msg":"unknown CNI_COMMAND"}'; exit 1 ;;
+esac
+CNI
+  chmod 755 "$STATE/cni/bin/moat-noroute"
+  echo '{"cniVersion":"0.4.0","name":"moat-noroute","type":"moat-noroute"}' >"$STATE/cni/net.d/10-moat-noroute.conf"
+}
+
 start_kubelet() {
   alive kubelet && return 0
   mkdir -p "$STATE/kubelet" "$STATE/dockershim"
+  write_cni
   spawn kubelet "$BIN/kubelet" --kubeconfig="$STATE/kubelet.kubeconfig" \
     --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
     --container-runtime-endpoint="unix://$RUN/dockershim.sock" --image-service-endpoint="unix://$RUN/dockershim.sock" \
     --experimental-dockershim-root-directory="$STATE/dockershim" \
     --pod-infra-container-image="$PAUSE_IMAGE" \
+    --network-plugin=cni --cni-bin-dir="$STATE/cni/bin,/usr/lib/cni" --cni-conf-dir="$STATE/cni/net.d" --cni-cache-dir="$STATE/cni/cache" \
     --root-dir="$STATE/kubelet" --cert-dir="$STATE/kubelet/pki" --volume-plugin-dir="$STATE/kubelet/volume-plugins" \
     --cgroup-driver=cgroupfs --cgroups-per-qos=false --enforce-node-allocatable= \
     --hostname-override=localhost --address=127.0.0.1 --port="$KUBELET_PORT" --read-only-port=0 --healthz-port=0 \
@@ -475,7 +507,7 @@ cmd_start() {
     fi
   done
   BIN=$(ensure_binaries)
-  apt_install etcd-server openssl iptables curl jq gcc libc6-dev
+  apt_install etcd-server openssl iptables curl jq gcc libc6-dev containernetworking-plugins iproute2 util-linux
   mkdir -p "$STATE" "$RUN" "$LOGS"
   chmod 700 "$STATE" "$RUN"
   record_host
