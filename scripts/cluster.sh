@@ -124,6 +124,8 @@ ensure_binaries() {
 # still removes any KUBE-* chain that was not there before, and verifies.
 SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys
   kernel.keys.root_maxbytes net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables)
+# Paths a 1.20 kubelet writes whatever its flags say: pod logs, and the device-plugin socket directory.
+FIXED_DIRS=(/var/log/pods /var/log/containers /var/lib/kubelet)
 HOST_RECORD=$STATE/host-before # written once per cluster life; stop consumes it
 
 kube_chains() { # every KUBE-* chain, as "<binary> <table> <chain>"
@@ -144,7 +146,7 @@ record_host() {
       v=$(sysctl -n "$k" 2>/dev/null) && echo "sysctl $k $v"
     done
     kube_chains | sed 's/^/chain /'
-    for d in /var/log/pods /var/log/containers; do [[ -e $d ]] && echo "existed $d"; done
+    for d in "${FIXED_DIRS[@]}"; do [[ -e $d ]] && echo "existed $d"; done
     ip link show docker0 >/dev/null 2>&1 && echo "docker0 $(ip -o link show docker0 | awk '{print $2, $3}')"
     echo "end"
   } >"$HOST_RECORD.tmp"
@@ -176,9 +178,9 @@ restore_host() {
     grep -qx "chain $bin $table $chain" "$HOST_RECORD" && continue
     "$bin" -w -t "$table" -X "$chain" 2>/dev/null || true
   done < <(kube_chains)
-  # The kubelet writes pod logs to fixed paths (/var/log/pods, /var/log/containers): remove them when
-  # the cluster made them, else only what its pods left there.
-  for d in /var/log/pods /var/log/containers; do
+  # The kubelet writes to fixed paths (FIXED_DIRS): remove them when the cluster made them, else only
+  # what it left there.
+  for d in "${FIXED_DIRS[@]}"; do
     if grep -qx "existed $d" "$HOST_RECORD"; then
       find "$d" -mindepth 1 -maxdepth 1 -newer "$HOST_RECORD" -exec rm -rf {} + 2>/dev/null || true
     else
@@ -428,7 +430,7 @@ start_control_plane() {
   alive kube-controller-manager || spawn kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$STATE/kcm.kubeconfig" --leader-elect=false --controllers='*,-nodeipam' \
     --use-service-account-credentials=true --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-    --secure-port=0 --port=0 --v=1
+    --flex-volume-plugin-dir="$STATE/kcm-volume-plugins" --secure-port=0 --port=0 --v=1
   alive kube-scheduler || spawn kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$STATE/scheduler.kubeconfig" \
     --leader-elect=false --secure-port=0 --port=0 --v=1
 }
