@@ -359,7 +359,7 @@ TOML
   "exec-opts": ["native.cgroupdriver=cgroupfs"]
 }
 JSON
-  # No bridge, no iptables, no masquerading, no ip_forward: pods get a loopback interface only (moat
+  # No bridge, no iptables, no masquerading, no ip_forward: docker gives pods loopback only (moat
   # carries their traffic over exec) and the host's network settings stay as they are. It runs in a
   # network namespace of its own because dockerd --bridge=none DELETES a link named docker0 in its
   # namespace (removeDefaultBridgeInterface): on the host's, that is the shared dockerd's bridge.
