@@ -7,7 +7,8 @@ export default defineConfig({
     // test/nonroot runs as a docker-group user: .ci/run's non-root phase (vitest.nonroot.config.ts).
     // test/gvisor needs runsc registered: .ci/run's gvisor phase runs it (vitest.gvisor.config.ts).
     // test/podman needs rootless Podman as a non-root user (vitest.podman.config.ts, .ci/run's podman phase).
-    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**', 'test/podman/**'],
+    // test/cluster needs the Kubernetes cluster of scripts/cluster.sh (vitest.cluster.config.ts, .ci/run's kubernetes phase).
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**', 'test/podman/**', 'test/cluster/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
