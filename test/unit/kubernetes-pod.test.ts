@@ -104,6 +104,10 @@ describe('exec over the API server', () => {
     expect(execFileSync(framed[0]!, framed.slice(1), { input: wire }).toString().trim()).toBe(String(6 + 70_000));
   });
 
+  it('frames text by its bytes', () => {
+    expect(stdinFrame('é')).toEqual(Buffer.from([0, 0x32, 0x0a, 0xc3, 0xa9]));
+  });
+
   it('reads the exit status from the status channel, and refuses a status without one', () => {
     expect(exitCodeOf({ status: 'Success' })).toBe(0);
     expect(exitCodeOf({ status: 'Failure', reason: 'NonZeroExitCode', details: { causes: [{ reason: 'ExitCode', message: '42' }] } })).toBe(42);
