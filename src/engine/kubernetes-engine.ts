@@ -160,7 +160,11 @@ export class KubernetesEngine implements ContainerEngine {
     await this.ensureDenyPolicy();
     const volume = await this.readVolume(spec.workspace.name);
     const bytes = Number(volume?.data?.bytes);
+    // The user's base image, as createVolume was given it: the task's own image is never trusted with the guard.
+    const helperImage = volume?.data?.helperImage;
+    if (!helperImage) throw new MoatError('E_INTERNAL', `the workspace volume ${spec.workspace.name} of pod ${spec.name} was not made by moat's createVolume`);
     const body = podManifest(spec, {
+      helperImage,
       workspaceBytes: Number.isInteger(bytes) && bytes > 0 ? bytes : undefined,
       gvisorRuntimeClass: this.target.gvisorRuntimeClass,
     }) as V1Pod;
@@ -227,7 +231,7 @@ export class KubernetesEngine implements ContainerEngine {
   async createVolume(name: string, labels: Record<string, string>, _owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void> {
     const body = {
       metadata: { name, labels: podLabels(labels), annotations: { [LABELS_ANNOTATION]: JSON.stringify(labels) } },
-      data: { bytes: cap ? String(cap.bytes) : '' },
+      data: { bytes: cap ? String(cap.bytes) : '', helperImage: cap?.helperImage ?? '' },
     };
     try {
       await this.core.createNamespacedConfigMap({ namespace: this.namespace, body });

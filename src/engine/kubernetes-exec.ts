@@ -42,7 +42,9 @@ export function framedCommand(cmd: string[], stdin: boolean, tty: boolean): stri
 }
 
 /** One frame of stdin on the wire (channel byte first); an empty chunk is the end. */
-export function stdinFrame(chunk: Buffer): Buffer {
+export function stdinFrame(data: Buffer | string): Buffer {
+  // Readable.from([text]) yields strings: framed by their bytes, not their characters.
+  const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   return Buffer.concat([Buffer.from([0]), Buffer.from(`${chunk.length}\n`), chunk]);
 }
 
@@ -111,7 +113,7 @@ export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string): P
       stopResize = io.onResize?.(resize);
     }
     const stdin = io.stdin;
-    const onData = (chunk: Buffer) => send(io.tty ? Buffer.concat([Buffer.from([0]), chunk]) : stdinFrame(chunk));
+    const onData = (chunk: Buffer | string) => send(io.tty ? Buffer.concat([Buffer.from([0]), Buffer.from(chunk)]) : stdinFrame(chunk));
     const onEnd = () => {
       if (!io.tty) send(stdinFrame(Buffer.alloc(0)));
     };

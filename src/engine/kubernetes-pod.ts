@@ -17,6 +17,11 @@ export const LABELS_ANNOTATION = 'moat.labels';
 const NOFILE_ANNOTATION = 'moat.nofile';
 
 export interface PodOptions {
+  /**
+   * The image the init container runs: the user's base image, never the task's (a repository
+   * chooses that one, and the init container has NET_ADMIN and CHOWN).
+   */
+  helperImage: string;
   /** The workspace volume's cap (emptyDir sizeLimit: the kubelet evicts a pod that writes past it). */
   workspaceBytes?: number;
   /** The cluster's RuntimeClass for gVisor (isolation: gvisor). */
@@ -56,16 +61,19 @@ export function labelsOf(metadata: { labels?: Record<string, string>; annotation
 }
 
 /**
- * Runs as root with NET_ADMIN alone, before the sandbox starts, in the pod's network namespace
- * (shared by every container of the pod): every interface but loopback goes down, so the routes
- * through them go too, and the check after it fails the pod if one is still up. The sandbox then
- * has no way out but the one moat carries over exec streams, on a cluster whose network plugin
+ * Runs as root with NET_ADMIN and CHOWN alone, before the sandbox starts, in the pod's network
+ * namespace (shared by every container of the pod): every interface but loopback goes down, so the
+ * routes through them go too, and the check after it fails the pod if one is still up. The sandbox
+ * then has no way out but the one moat carries over exec streams, on a cluster whose network plugin
  * enforces no NetworkPolicy as well as on one that does; it has no NET_ADMIN to bring one up
- * again. Perl (perl-base, in every Debian image) does the two ioctls: no iproute2 is needed.
+ * again. Then the empty workspace folder is given to the sandbox user (uid and gid are its
+ * arguments; git refuses a repository its user does not own). Perl (perl-base, in every Debian
+ * image) does it all: no iproute2 is needed.
  */
 export const NETGUARD_SCRIPT = `
 use strict;
 use Socket;
+my ($uid, $gid, $workspace) = @ARGV;
 socket(my $s, AF_INET, SOCK_DGRAM, 0) or die "socket: $!\\n";
 opendir(my $d, '/sys/class/net') or die "/sys/class/net: $!\\n";
 my @ifs = grep { !/^\\./ && $_ ne 'lo' } readdir($d);
@@ -82,10 +90,14 @@ for my $if (@ifs) {
   die "interface $if is still up\\n" if $flags & 1;
 }
 print "moat: no interface but lo is up (" . scalar(@ifs) . " taken down or already down)\\n";
+if (defined $workspace) {
+  lstat($workspace) && -d _ or die "$workspace is not a folder\\n";
+  chown($uid, $gid, $workspace) == 1 or die "chown $workspace: $!\\n";
+}
 `;
 
 /** The pod of a task's sandbox. */
-export function podManifest(spec: SandboxSpec, options: PodOptions = {}): Record<string, unknown> {
+export function podManifest(spec: SandboxSpec, options: PodOptions): Record<string, unknown> {
   const [uid, gid] = spec.user.split(':').map(Number) as [number, number];
   if (spec.workspace.kind !== 'volume') throw new Error('a pod needs its workspace in a volume');
   const tmpfs = Object.entries(spec.tmpfs).map(([path, options], index) => ({ name: `tmp-${index}`, path, bytes: tmpfsSize(options) }));
@@ -125,9 +137,9 @@ export function podManifest(spec: SandboxSpec, options: PodOptions = {}): Record
       initContainers: [
         {
           name: NETGUARD_CONTAINER,
-          image: spec.image,
+          image: options.helperImage,
           imagePullPolicy: 'Never',
-          command: ['/usr/bin/perl', '-e', NETGUARD_SCRIPT],
+          command: ['/usr/bin/perl', '-e', NETGUARD_SCRIPT, String(uid), String(gid), WORKSPACE_DIR],
           securityContext: {
             runAsUser: 0,
             runAsGroup: 0,
@@ -135,9 +147,10 @@ export function podManifest(spec: SandboxSpec, options: PodOptions = {}): Record
             readOnlyRootFilesystem: true,
             allowPrivilegeEscalation: false,
             privileged: false,
-            capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+            capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'CHOWN'] },
           },
           resources: { limits: { cpu: '100m', memory: '32Mi' }, requests: { cpu: '10m', memory: '16Mi' } },
+          volumeMounts: [{ name: 'workspace', mountPath: WORKSPACE_DIR }],
         },
       ],
       containers: [

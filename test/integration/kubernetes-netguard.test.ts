@@ -9,11 +9,12 @@ import { NETGUARD_SCRIPT } from '../../src/engine/kubernetes-pod.js';
  * so the guard is proven here, in a container that has a real one: Docker's bridge network.
  */
 describe("a pod's network guard", () => {
-  it('brings every interface but lo down, so no route is left, with NET_ADMIN alone', async () => {
+  it('brings every interface but lo down, so no route is left, and gives the workspace to the sandbox user', async () => {
     const docker = new Docker(connectionOptions(await findEngine()) as Docker.DockerOptions);
     const check = [
       'cat /proc/net/route | wc -l',
-      'perl -e "$0" || exit 9',
+      'mkdir -p /tmp/ws && perl -e "$0" 1000 1000 /tmp/ws || exit 9',
+      'stat -c "ws %u:%g" /tmp/ws',
       'for f in /sys/class/net/*/flags; do echo "$f $(cat $f)"; done',
       'cat /proc/net/route | wc -l',
       // With the interface down nothing leaves: not even to the bridge's own address.
@@ -24,7 +25,14 @@ describe("a pod's network guard", () => {
       User: '0:0',
       Cmd: ['sh', '-c', check, NETGUARD_SCRIPT],
       Labels: { 'moat.task': 'netguard-test', 'moat.role': 'helper' },
-      HostConfig: { NetworkMode: 'bridge', CapDrop: ['ALL'], CapAdd: ['NET_ADMIN'], SecurityOpt: ['no-new-privileges:true'], ReadonlyRootfs: true },
+      HostConfig: {
+        NetworkMode: 'bridge',
+        CapDrop: ['ALL'],
+        CapAdd: ['NET_ADMIN', 'CHOWN'],
+        SecurityOpt: ['no-new-privileges:true'],
+        ReadonlyRootfs: true,
+        Tmpfs: { '/tmp': 'rw' },
+      },
     });
     try {
       await container.start();
@@ -38,6 +46,7 @@ describe("a pod's network guard", () => {
       expect(logs).toMatch(/no interface but lo is up \(1 taken down/);
       expect(logs).toMatch(/eth0\/flags 0x1002/);
       expect(logs).toMatch(/connect 1/);
+      expect(logs).toMatch(/ws 1000:1000/);
     } finally {
       await container.remove({ force: true });
     }

@@ -37,6 +37,9 @@ describe('bound secrets on Kubernetes', () => {
       [
         'acceptUnenforcedLimits: [pids]',
         'network: allowlist',
+        // The scripted API listens on loopback, which the gateway refuses unless allowed by address.
+        'egress:',
+        '  allow: [127.0.0.1/32]',
         'secrets:',
         '  API_KEY:',
         '    from: { env: TEST_REAL_KEY }',

@@ -28,7 +28,7 @@ function spec(overrides: Partial<Parameters<typeof sandboxSpec>[0]> = {}) {
 }
 
 describe('a task as a Pod', () => {
-  const pod = podManifest(spec(), { workspaceBytes: 1024 ** 3 }) as unknown as Pod;
+  const pod = podManifest({ ...spec(), image: 'moat-tpl-repo-chosen:1' }, { helperImage: 'moat-base:bookworm', workspaceBytes: 1024 ** 3 }) as unknown as Pod;
   const sandbox = pod.spec.containers[0];
 
   it('has no API token, no service links, no host namespaces, no resolver of its own', () => {
@@ -54,9 +54,13 @@ describe('a task as a Pod', () => {
     expect(sandbox.resources.limits).toEqual({ cpu: '500m', memory: String(256 * 1024 ** 2) });
   });
 
-  it('takes the network away before the sandbox starts, with NET_ADMIN alone', () => {
+  it("takes the network away before the sandbox starts, with NET_ADMIN and CHOWN alone, from the user's base image", () => {
     const guard = pod.spec.initContainers[0];
-    expect(guard.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN'] });
+    expect(guard.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'CHOWN'] });
+    // The task's image is the repository's choice: the guard never runs from it.
+    expect(guard.image).toBe('moat-base:bookworm');
+    expect(sandbox.image).toBe('moat-tpl-repo-chosen:1');
+    expect(guard.command.slice(3)).toEqual(['1000', '1000', '/workspace']);
     expect(guard.securityContext.allowPrivilegeEscalation).toBe(false);
     expect(guard.command.slice(0, 2)).toEqual(['/usr/bin/perl', '-e']);
   });
@@ -76,8 +80,8 @@ describe('a task as a Pod', () => {
   });
 
   it('refuses host folders and asks gVisor of its RuntimeClass', () => {
-    expect(() => podManifest(spec({ workspace: { kind: 'host', path: '/x' } }))).toThrow(/volume/);
-    const gvisor = podManifest(spec({ gvisorRuntime: 'runsc' }), { gvisorRuntimeClass: 'gvisor' }) as unknown as Pod;
+    expect(() => podManifest(spec({ workspace: { kind: 'host', path: '/x' } }), { helperImage: 'b' })).toThrow(/volume/);
+    const gvisor = podManifest(spec({ gvisorRuntime: 'runsc' }), { helperImage: 'b', gvisorRuntimeClass: 'gvisor' }) as unknown as Pod;
     expect(gvisor.spec.runtimeClassName).toBe('gvisor');
   });
 
@@ -98,6 +102,10 @@ describe('exec over the API server', () => {
     // The frames as the sandbox's sh reads them (channel byte stripped, as the API server does).
     const wire = Buffer.concat(splitFrames(input));
     expect(execFileSync(framed[0]!, framed.slice(1), { input: wire }).toString().trim()).toBe(String(6 + 70_000));
+  });
+
+  it('frames text by its bytes', () => {
+    expect(stdinFrame('é')).toEqual(Buffer.from([0, 0x32, 0x0a, 0xc3, 0xa9]));
   });
 
   it('reads the exit status from the status channel, and refuses a status without one', () => {
