@@ -8,7 +8,7 @@ export default defineConfig({
     // test/gvisor needs runsc registered: .ci/run's gvisor phase runs it (vitest.gvisor.config.ts).
     // test/podman needs rootless Podman as a non-root user (vitest.podman.config.ts, .ci/run's podman phase).
     // test/cluster needs the Kubernetes cluster of scripts/cluster.sh (vitest.cluster.config.ts, .ci/run's kubernetes phase).
-    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**', 'test/podman/**', 'test/cluster/**'],
+    exclude: [...configDefaults.exclude, 'test/remote/**', 'test/nonroot/**', 'test/gvisor/**', 'test/podman/**', 'test/cluster/**', 'test/kubernetes/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -64,7 +64,8 @@ source_version() {
 # --- build recipe begin (this block's text is part of the cache key) ----------------------------------
 # GOPATH mode, as Debian's debian/rules builds it. The vendored modern-go/reflect2 1.0.1 crashes
 # under Go >= 1.18 (it reads runtime internals that moved); Debian's 1.0.2 is a drop-in fix.
-# nice/ionice and -p=1 keep a 2-core machine usable for others while it builds.
+# nice/ionice keep a 2-core machine usable for others while it builds; how many packages compile at
+# once ($K8S_BUILD_JOBS, set outside the recipe: it changes no byte of the output) is up to the caller.
 build_recipe() { # $1 = dsc, $2 = work dir, $3 = bin dir
   local dsc=$1 work=$2 bin=$3
   rm -rf "$work" && mkdir -p "$work"
@@ -75,7 +76,7 @@ build_recipe() { # $1 = dsc, $2 = work dir, $3 = bin dir
   ln -sfn ../../.. "$work/src/.go/src/k8s.io/kubernetes"
   (
     cd "$work/src"
-    export GOPATH=$work/src/.go GO111MODULE=off GOFLAGS=-p=1 GOMAXPROCS=2 HOME=$work/home
+    export GOPATH=$work/src/.go GO111MODULE=off GOFLAGS=-p=$K8S_BUILD_JOBS HOME=$work/home
     export PATH=/usr/lib/go/bin:$PATH
     nice -n 19 ionice -c 3 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kubectl" >&2
   )
@@ -87,6 +88,9 @@ build_recipe() { # $1 = dsc, $2 = work dir, $3 = bin dir
 }
 # --- build recipe end ---------------------------------------------------------------------------------
 
+# Parallel compiles: all cores by default (CI has the machine to itself); MOAT_K8S_BUILD_JOBS=1 on a
+# machine shared with others.
+K8S_BUILD_JOBS=${MOAT_K8S_BUILD_JOBS:-$(nproc)}
 recipe_hash() { sed -n '/^# --- build recipe begin/,/^# --- build recipe end/p' "$SELF" | sha256sum | cut -c1-12; }
 
 # Prints the bin directory, building it when the cache has none for this source version and recipe.
