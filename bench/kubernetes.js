@@ -57,13 +57,16 @@ try {
     kubectl(['apply', '-f', '-'], { input: JSON.stringify(barePod(name)) });
     kubectl(['wait', '--for=condition=Ready', `pod/${name}`, '--timeout=120s']);
     kubectl(['exec', name, '-c', 'sandbox', '--', 'true']);
-    kubectl(['delete', 'pod', name, '--grace-period=0', '--wait=true']);
+    // Removed at once, as moat removes its pods (gracePeriodSeconds 0), and waited for until gone.
+    kubectl(['delete', 'pod', name, '--grace-period=0', '--force', '--wait=true'], { stdio: ['pipe', 'pipe', 'ignore'] });
   };
 
   // 1. moat run -- true against a bare pod.
-  const samples = { 'moat run -- true': [], 'bare pod (kubectl apply, wait, exec, delete)': [] };
+  const samples = { 'moat run -- true': [], 'bare pod (kubectl apply, wait, exec, delete)': [], 'moat run -- true, MOAT_POOL=off': [] };
   for (let i = 0; i < rounds; i += 1) {
     samples['moat run -- true'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env }));
+    settle();
+    samples['moat run -- true, MOAT_POOL=off'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }));
     settle();
     const start = process.hrtime.bigint();
     bare(`bare-${i}`);
@@ -93,11 +96,20 @@ try {
     // The pool makes the next one ahead: give it the time a person between two commands would.
     spawnSync('sleep', [process.env.BENCH_CLAIM_GAP ?? '3']);
   }
-  console.log(
-    `\nclaims: ${claims}; first output after p50 ${median(claimed).toFixed(0)} ms, p90 ${pct(claimed, 90).toFixed(0)} ms, p99 ${pct(claimed, 99).toFixed(0)} ms`,
-  );
+  if (claims > 0)
+    console.log(
+      `\nclaims: ${claims}; first output after p50 ${median(claimed).toFixed(0)} ms, p90 ${pct(claimed, 90).toFixed(0)} ms, p99 ${pct(claimed, 99).toFixed(0)} ms`,
+    );
 
-  // 3. Many at once.
+  // 3. Many at once (BENCH_PARALLEL=0 leaves it out).
+  if (parallel > 0) await many(barePod);
+} finally {
+  stopServers(root);
+  spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
+  rmSync(root, { recursive: true, force: true });
+}
+
+async function many(barePod) {
   const start = process.hrtime.bigint();
   const ups = await Promise.all(
     Array.from(
@@ -121,12 +133,8 @@ try {
   });
   kubectl(['wait', '--for=condition=Ready', 'pod', '-l', 'moat.bench=bare', '--timeout=300s']);
   const bareMany = Number(process.hrtime.bigint() - bareStart) / 1e6;
-  kubectl(['delete', 'pod', '-l', 'moat.bench=bare', '--grace-period=0', '--wait=true']);
+  kubectl(['delete', 'pod', '-l', 'moat.bench=bare', '--grace-period=0', '--force', '--wait=true'], { stdio: ['pipe', 'pipe', 'ignore'] });
   console.log(
     `\n${parallel} at once: moat up ${moatMany.toFixed(0)} ms (${running} running, ${failed.length} failed${failed[0] ? `: ${failed[0].err.trim().split('\n').pop()}` : ''}); bare pods ${bareMany.toFixed(0)} ms; ${(moatMany / bareMany).toFixed(2)}x`,
   );
-} finally {
-  stopServers(root);
-  spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
-  rmSync(root, { recursive: true, force: true });
 }
