@@ -456,8 +456,9 @@ function sandboxExec(engine: ContainerEngine, id: string, record: TaskRecord) {
 export async function reseedWorkspace(ctx: MoatContext, engine: ContainerEngine, id: string, record: TaskRecord): Promise<void> {
   const repo = await ctx.repo();
   const branchRef = `refs/heads/${record.branch}`;
-  const tip = (await repo.refValue(branchRef)) ?? record.syncedTip;
-  const sourceRef = (await repo.refValue(branchRef)) ? branchRef : record.baseCommit;
+  const branchTip = await repo.refValue(branchRef);
+  const tip = branchTip ?? record.syncedTip;
+  const sourceRef = branchTip ? branchRef : record.baseCommit;
   const config = await ctx.effectiveConfig(repo);
   const identity = { ...(await repo.userIdentity()), ...config.git };
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `seed-${process.pid}.bundle`);
