@@ -2,7 +2,7 @@ import { MoatError } from '../errors.js';
 import { DEFAULT_LIMITS, LIMIT_CONFIG_KEY, parseDuration, widenedLimits, type Limits } from '../domain/limits.js';
 import { parseSize } from '../domain/size.js';
 import type { MoatConfig } from './schema.js';
-import { homedir } from 'node:os';
+import { expandHome } from './paths.js';
 import { buildPolicy, type NetworkMode } from '../domain/egress-policy.js';
 import { buildRequestRules, type RequestRuleSpec } from '../domain/request-rules.js';
 import { ISOLATION_STRENGTH, type Isolation } from '../domain/isolation.js';
@@ -57,10 +57,9 @@ export interface EgressNetwork {
 const USER_ONLY_EGRESS_KEYS = ['allowAddresses', 'trustCa', 'trustHostCa', 'upstreamProxy', 'noProxy', 'ask', 'askSeconds'] as const;
 
 export function egressNetworkOf(user: MoatConfig): EgressNetwork {
-  const home = (path: string) => (path.startsWith('~/') ? `${homedir()}/${path.slice(2)}` : path);
   return {
     allowAddresses: [...(user.egress?.allowAddresses ?? [])],
-    trustCa: (user.egress?.trustCa ?? []).map(home),
+    trustCa: (user.egress?.trustCa ?? []).map((path) => expandHome(path)),
     trustHostCa: user.egress?.trustHostCa === true,
     ...(user.egress?.upstreamProxy !== undefined ? { upstreamProxy: user.egress.upstreamProxy } : {}),
     ...(user.egress?.noProxy !== undefined ? { noProxy: [...user.egress.noProxy] } : {}),
@@ -174,8 +173,8 @@ export function effectiveConfig(user: MoatConfig, repo: MoatConfig, repoFile = '
     sandboxUid: user.sandboxUid ?? 1000,
     secrets: { ...(user.secrets ?? {}) },
     sshKeys: [...(user.ssh?.keys ?? [])],
-    mounts: (user.mounts ?? []).map((m) => ({ source: m.source.startsWith('~/') ? `${homedir()}/${m.source.slice(2)}` : m.source, target: m.target })),
-    templateDirs: (user.templates ?? []).map((dir) => (dir.startsWith('~/') ? `${homedir()}/${dir.slice(2)}` : dir)),
+    mounts: (user.mounts ?? []).map((m) => ({ source: expandHome(m.source), target: m.target })),
+    templateDirs: (user.templates ?? []).map((dir) => expandHome(dir)),
     isolation: repo.isolation && ISOLATION_STRENGTH[repo.isolation] > ISOLATION_STRENGTH[userIsolation] ? repo.isolation : userIsolation,
   };
 }

@@ -17,3 +17,8 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env, home: string 
     userConfig: env.MOAT_CONFIG || join(configHome, 'moat', 'config.yaml'),
   };
 }
+
+/** A path from the user's config with a leading `~/` made absolute; the one place that expands it. */
+export function expandHome(path: string, home: string = homedir()): string {
+  return path.startsWith('~/') ? join(home, path.slice(2)) : path;
+}

@@ -1,11 +1,10 @@
 import { homedir } from 'node:os';
-import { join } from 'node:path';
 import type { ContainerEngine, EngineKind } from './engine.js';
 import { findEngine } from './find-engine.js';
 import { MoatError } from '../errors.js';
 import { ensurePodmanService } from './podman-service.js';
 import { loadConfigFile } from '../config/load.js';
-import { resolvePaths } from '../config/paths.js';
+import { expandHome, resolvePaths } from '../config/paths.js';
 import type { MoatConfig } from '../config/schema.js';
 
 const KINDS: readonly EngineKind[] = ['docker', 'podman', 'kubernetes'];
@@ -51,9 +50,7 @@ async function openKubernetes(env: NodeJS.ProcessEnv, config: MoatConfig['kubern
   }
   const { KubernetesEngine } = await import('./kubernetes-engine.js');
   return new KubernetesEngine({
-    kubeconfig: config.kubeconfig?.startsWith('~/')
-      ? join(env.HOME ?? homedir(), config.kubeconfig.slice(2))
-      : (config.kubeconfig ?? (env.KUBECONFIG || undefined)),
+    kubeconfig: config.kubeconfig !== undefined ? expandHome(config.kubeconfig, env.HOME ?? homedir()) : env.KUBECONFIG || undefined,
     context: env.MOAT_K8S_CONTEXT || config.context,
     namespace: env.MOAT_K8S_NAMESPACE || config.namespace || 'default',
     imageEngine,
