@@ -40,7 +40,7 @@ idx=$(mktemp /tmp/.moat-index.XXXXXX) && {
   # Files over 50 MiB stay out of the snapshot (they would land in the user's object store);
   # they are counted so the review can say so. Their list is written only when there is one.
   found=$(find . -path ./.git -prune -o -type f -size +50M -print) &&
-  { [ -z "$found" ] || { big=$(mktemp /tmp/.moat-big.XXXXXX) && find . -path ./.git -prune -o -type f -size +50M -print | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big" && nbig=$(($(wc -l < "$big"))); }; } &&
+  { [ -z "$found" ] || { big=$(mktemp /tmp/.moat-big.XXXXXX) && printf '%s\\n' "$found" | sed -e 's/^\\.//' -e 's/[][*?\\!#]/\\\\&/g' > "$big" && nbig=$(($(wc -l < "$big"))); }; } &&
   # A tree equal to the tip's means nothing is uncommitted: no snapshot to carry.
   g read-tree "\${tip:-$2}" && g -c core.excludesFile="$big" add -A . && tree=$(g write-tree) && { head=$tiptree; [ -n "$head" ] || head=$(g rev-parse "\${tip:-$2}^{tree}"); } && {
     if [ "$tree" = "$head" ]; then snap=1
