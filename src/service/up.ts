@@ -33,6 +33,7 @@ import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
 import { claimSpare, poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
+import { Rollback } from './rollback.js';
 
 export interface UpOptions {
   task?: string;
@@ -52,8 +53,6 @@ export interface UpOptions {
   sshKeys?: string[];
   /** runc or gvisor, given by the user (--isolation): wins over the configs, like --network. */
   isolation?: Isolation;
-  /** Made ahead for the warm server's pool (see task-pool.ts): no branch yet, nobody's task. */
-  intoPool?: boolean;
   /**
    * Cancels the up (the CLI aborts it at Ctrl-C or TERM): whatever it made is removed and it
    * throws E_INTERRUPTED (exit 130) or E_TERMINATED (143). Once `up` has returned, the task is whole.
@@ -66,24 +65,6 @@ async function inOrder<T extends readonly unknown[]>(promises: { [K in keyof T]:
   const settled = await Promise.allSettled(promises);
   for (const result of settled) if (result.status === 'rejected') throw result.reason;
   return settled.map((result) => (result as PromiseFulfilledResult<unknown>).value) as unknown as T;
-}
-
-/** Undo steps of a half-made task, run newest first when a later step fails. */
-class Rollback {
-  private readonly steps: Array<() => Promise<unknown>> = [];
-  add(step: () => Promise<unknown>): void {
-    this.steps.push(step);
-  }
-  /** Whether every step succeeded (a failed one leaves something for `moat gc`). */
-  async run(): Promise<boolean> {
-    let clean = true;
-    for (const step of this.steps.reverse()) {
-      await step().catch(() => {
-        clean = false;
-      });
-    }
-    return clean;
-  }
 }
 
 /**
@@ -106,6 +87,49 @@ export async function up(ctx: MoatContext, options: UpOptions = {}): Promise<Tas
 }
 
 async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecord> {
+  const plan = await planTask(ctx, options);
+  const claimed = plan.poolKey ? await fromPool(ctx, plan, plan.poolKey, options) : undefined;
+  if (claimed) return claimed;
+  throwIfCancelled(options.signal);
+  return provisionTask(ctx, plan, { signal: options.signal });
+}
+
+/**
+ * Everything a task is made from, decided before anything is made: names, config, engine,
+ * template and image, secrets, network and egress, disk. Nothing here has a side effect that
+ * outlives it (an image built is a cache), so a failure or a cancel leaves nothing to undo.
+ */
+interface TaskPlan {
+  name: string;
+  repo: UserRepository;
+  baseRef: string;
+  baseCommit: string;
+  branch: string;
+  config: EffectiveConfig;
+  engine: ContainerEngine;
+  env: Record<string, string>;
+  flagEnv: string[];
+  templateEnv: Record<string, string>;
+  unenforcedLimits: NonNullable<TaskRecord['unenforcedLimits']>;
+  user: TaskRecord['user'];
+  dev?: Awaited<ReturnType<typeof devcontainerBase>>;
+  choice: Awaited<ReturnType<typeof chooseTaskTemplate>>['choice'];
+  spec: TemplateSpec;
+  image: string;
+  secrets: Awaited<ReturnType<typeof bindSecrets>>;
+  network: NetworkMode;
+  egress: TaskRecord['egress'];
+  ask: boolean;
+  mounts: Awaited<ReturnType<typeof checkMounts>>;
+  sshKeys: string[];
+  isolation: Isolation;
+  diskPlan: Awaited<ReturnType<typeof planDisk>>;
+  identity: { name?: string; email?: string };
+  /** The request's shape when a task made ahead could serve it (task-pool.ts); undefined otherwise. */
+  poolKey?: string;
+}
+
+async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan> {
   const { signal } = options;
   const name = options.task === undefined ? generateTaskName() : validateTaskName(options.task);
   // The engine is asked while git and config answer; its error, if any, comes in its turn below.
@@ -210,8 +234,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
   if (!engine.capabilities.hostMounts) refuseHostOnly(engine.endpoint, { sshKeys, mounts });
   // Where no host loop mount can cap it, the workspace is an engine volume that the engine caps (disk-plan.ts).
   const diskPlan = await planDisk(engine, { uid: ctx.hostUser.uid, helperImage: config.baseImage, env: ctx.env });
-  const { disk, inVolume } = diskPlan;
-  if (disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskPlan.why}; /tmp and home are capped tmpfs`);
+  if (diskPlan.disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskPlan.why}; /tmp and home are capped tmpfs`);
   // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
   const imageBuilt = ensureTemplateImage(engine, {
     template,
@@ -239,86 +262,135 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     !dev &&
     !config.limits.timeoutSeconds &&
     !config.limits.idleSeconds;
-  const key = poolable
-    ? poolKey({
-        home: ctx.store.home,
-        engine: engine.endpoint,
-        repoKey: repo.key,
-        repoPath: repo.path,
-        baseCommit,
-        template,
-        image,
-        limits: config.limits,
-        network,
-        egress,
-        templateEnv,
-        flagEnv,
-        mounts,
-        user,
-        disk,
-        env,
-        identity,
-        // A spare made under one runtime never serves a request for another (gVisor's made ahead like runc's).
-        isolation,
-        ...(isolation === 'gvisor' ? { runtime: gvisorRuntimeOf(ctx) } : {}),
-      })
-    : undefined;
-  if (key && !options.intoPool) {
-    const pool = ctx.pool!;
-    // At most the wait for a task being made ahead: short, and then it is ours to claim or discard.
-    const pooled = await pool.take(key);
-    if (signal?.aborted) {
-      await pooled?.discard().catch(() => undefined);
-      throw signal.reason;
-    }
-    pool.want(key, async () => {
-      // Made for the server, not for this command: this command's cancel is not its.
-      const made = await up(ctx.detached(), { ...options, task: undefined, intoPool: true, signal: undefined });
-      const discard = () => discardTask(ctx.detached(), made);
-      // The config or HEAD changed in between: made for a request nobody will make.
-      if (made.poolKey !== key) return void (await discard());
-      return { name: made.name, discard };
+  const poolKeyOf = () =>
+    poolKey({
+      home: ctx.store.home,
+      engine: engine.endpoint,
+      repoKey: repo.key,
+      repoPath: repo.path,
+      baseCommit,
+      template,
+      image,
+      limits: config.limits,
+      network,
+      egress,
+      templateEnv,
+      flagEnv,
+      mounts,
+      user,
+      disk: diskPlan.disk,
+      env,
+      identity,
+      // A spare made under one runtime never serves a request for another (gVisor's made ahead like runc's).
+      isolation,
+      ...(isolation === 'gvisor' ? { runtime: gvisorRuntimeOf(ctx) } : {}),
     });
-    const claimed = pooled ? await claimPooled(ctx, repo, pooled, key, signal) : undefined;
-    if (claimed) return claimed;
-  }
-  if (options.intoPool && !key) throw new MoatError('E_INTERNAL', 'this task cannot be pooled');
-  throwIfCancelled(signal);
+  return {
+    name,
+    repo,
+    baseRef,
+    baseCommit,
+    branch,
+    config,
+    engine,
+    env,
+    flagEnv,
+    templateEnv,
+    unenforcedLimits,
+    user,
+    ...(dev ? { dev } : {}),
+    choice,
+    spec,
+    image,
+    secrets,
+    network,
+    egress,
+    ask: options.ask === true,
+    mounts,
+    sshKeys,
+    isolation,
+    diskPlan,
+    identity,
+    ...(poolable ? { poolKey: poolKeyOf() } : {}),
+  };
+}
 
+/**
+ * A task the warm server made ahead for exactly this request, made the caller's; and the next
+ * one asked for. Undefined when none was ready (or it could not be claimed): the caller makes its own.
+ */
+async function fromPool(ctx: MoatContext, plan: TaskPlan, key: string, options: UpOptions): Promise<TaskRecord | undefined> {
+  const { signal } = options;
+  const pool = ctx.pool!;
+  // At most the wait for a task being made ahead: short, and then it is ours to claim or discard.
+  const pooled = await pool.take(key);
+  if (signal?.aborted) {
+    await pooled?.discard().catch(() => undefined);
+    throw signal.reason;
+  }
+  pool.want(key, () => makeSpare(ctx.detached(), options, key));
+  return pooled ? claimPooled(ctx, plan.repo, pooled, key, signal) : undefined;
+}
+
+/**
+ * Makes a spare task for the pool: planned again when the server gets to it (made for the server,
+ * not for the command that asked, so that command's cancel is not its), and kept only if the
+ * request's shape is still the same (the config or HEAD may have changed in between).
+ */
+async function makeSpare(ctx: MoatContext, options: UpOptions, key: string): Promise<{ name: string; discard: () => Promise<void> } | undefined> {
+  const plan = await planTask(ctx, { ...options, task: undefined, signal: undefined });
+  if (plan.poolKey !== key) return undefined;
+  const made = await provisionTask(ctx, plan, { spare: true });
+  return { name: made.name, discard: () => discardTask(ctx, made) };
+}
+
+/**
+ * Makes what the plan says: the record, the branch (or, for a spare, a ref of its own: its branch
+ * comes when it is claimed), the workspace, the way out, the container, the home. Each step that
+ * happened is undone if a later one fails or the request is cancelled.
+ */
+async function provisionTask(ctx: MoatContext, plan: TaskPlan, how: { spare?: boolean; signal?: AbortSignal }): Promise<TaskRecord> {
+  const { signal, spare } = how;
+  const { name, repo, branch, baseCommit, engine, env, secrets, network, diskPlan, dev, spec, user, identity } = plan;
+  const { disk, inVolume } = diskPlan;
   const record: TaskRecord = {
     name,
     repoKey: repo.key,
     repoPath: repo.path,
     branch,
     baseCommit,
-    baseRef,
+    baseRef: plan.baseRef,
     syncedTip: baseCommit,
-    template,
-    templateChoice: { source: choice.source, toolchains: choice.toolchains, ...(choice.markers.length > 0 ? { markers: choice.markers } : {}) },
-    image,
-    limits: config.limits,
+    template: plan.choice.template,
+    templateChoice: {
+      source: plan.choice.source,
+      toolchains: plan.choice.toolchains,
+      ...(plan.choice.markers.length > 0 ? { markers: plan.choice.markers } : {}),
+    },
+    image: plan.image,
+    limits: plan.config.limits,
     network,
-    egress,
-    ...(options.ask ? { ask: true } : {}),
+    egress: plan.egress,
+    ...(plan.ask ? { ask: true } : {}),
     ...(secrets.bound.length > 0 ? { secrets: secrets.bound } : {}),
-    ...(Object.keys(templateEnv).length > 0 ? { templateEnv } : {}),
-    ...(flagEnv.length > 0 ? { flagEnv } : {}),
-    ...(sshKeys.length > 0 ? { sshKeys } : {}),
-    ...(mounts.length > 0 ? { mounts } : {}),
+    ...(Object.keys(plan.templateEnv).length > 0 ? { templateEnv: plan.templateEnv } : {}),
+    ...(plan.flagEnv.length > 0 ? { flagEnv: plan.flagEnv } : {}),
+    ...(plan.sshKeys.length > 0 ? { sshKeys: plan.sshKeys } : {}),
+    ...(plan.mounts.length > 0 ? { mounts: plan.mounts } : {}),
     user,
     createdAt: new Date().toISOString(),
     disk,
     ...(diskPlan.why ? { diskWhy: diskPlan.why } : {}),
     ...(diskPlan.how ? { diskHow: diskPlan.how } : {}),
-    ...(unenforcedLimits.length > 0 ? { unenforcedLimits } : {}),
+    ...(plan.unenforcedLimits.length > 0 ? { unenforcedLimits: plan.unenforcedLimits } : {}),
     ...(inVolume ? { workspace: 'volume' as const } : {}),
-    ...(isolation === 'gvisor' ? { isolation: 'gvisor' as const } : {}),
-    state: options.intoPool ? 'pooled' : 'creating',
+    ...(plan.isolation === 'gvisor' ? { isolation: 'gvisor' as const } : {}),
+    state: spare ? 'pooled' : 'creating',
     creatorPid: process.pid,
-    ...(options.intoPool ? { poolKey: key } : {}),
+    ...(spare ? { poolKey: plan.poolKey } : {}),
   };
   // A pooled task's workspace is fetched from a ref of its own: its branch comes when it is taken.
-  const sourceRef = options.intoPool ? poolRef(name) : `refs/heads/${branch}`;
+  const sourceRef = spare ? poolRef(name) : `refs/heads/${branch}`;
   const rollback = new Rollback();
   try {
     await ctx.store.reserve(record);
@@ -344,7 +416,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
       throwIfCancelled(signal);
     }
     const id = inVolume
-      ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, helperImage: config.baseImage })
+      ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, helperImage: plan.config.baseImage })
       : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
     await seedHome(
@@ -358,7 +430,7 @@ async function makeTask(ctx: MoatContext, options: UpOptions): Promise<TaskRecor
     if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
     throwIfCancelled(signal);
     record.containerId = id;
-    if (options.intoPool) {
+    if (spare) {
       await repo.deleteRef(sourceRef, baseCommit);
     } else {
       record.state = 'running';
