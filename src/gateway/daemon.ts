@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { buildPolicy, parseRule, type EgressPolicy, type EgressRule } from '../domain/egress-policy.js';
@@ -9,7 +9,8 @@ import { DENIALS_NAME, recordDenial } from './denials.js';
 import type { UpstreamProxyConfig } from './upstream-proxy.js';
 import { redact } from '../domain/redact.js';
 import { EgressGateway, systemResolver } from './egress-gateway.js';
-import { HANDOFF_NAME, type TaskEgressFile } from './task-egress.js';
+import { HANDOFF_NAME, policyFile, type TaskEgressFile } from './task-egress.js';
+import { TaskStore } from '../state/task-store.js';
 import { ListenerHandoff } from './listener-handoff.js';
 import { fdPass } from './native.js';
 import type { BoundSecret } from '../domain/bound-secret.js';
@@ -95,16 +96,10 @@ function current(listener: Listener): Served {
 }
 
 function taskFiles(): string[] {
-  const files: string[] = [];
-  const reposDir = join(home!, 'repos');
-  for (const repo of existsSync(reposDir) ? readdirSync(reposDir) : []) {
-    const tasksDir = join(reposDir, repo, 'tasks');
-    for (const task of existsSync(tasksDir) ? readdirSync(tasksDir) : []) {
-      const file = join(tasksDir, task, 'egress', 'policy.json');
-      if (existsSync(file)) files.push(file);
-    }
-  }
-  return files;
+  return new TaskStore(home!)
+    .taskDirsSync()
+    .map(policyFile)
+    .filter((file) => existsSync(file));
 }
 
 async function reload(): Promise<number> {

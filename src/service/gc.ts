@@ -61,12 +61,9 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
     }
   }
   // Capped volumes still mounted for tasks whose record is gone.
-  for (const taskDir of await mountedVolumes(ctx.store.home)) {
-    // <home>/repos/<repoKey>/tasks/<name>
-    const parts = taskDir.split('/');
-    const repoKey = parts[parts.length - 3];
-    const name = parts[parts.length - 1];
-    if (!live.has(`${repoKey}/${name}`)) await releaseVolume(taskDir);
+  for (const taskDir of await mountedVolumes(ctx.store.reposDir)) {
+    const task = ctx.store.taskOfDir(taskDir);
+    if (task && !live.has(`${task.repoKey}/${task.name}`)) await releaseVolume(taskDir);
   }
   for (const volume of await engine.listVolumes(owned)) {
     if (!live.has(`${volume.labels[LABEL.repo]}/${volume.labels[LABEL.task]}`)) {

@@ -17,8 +17,38 @@ export class TaskStore {
     return createHash('sha256').update(this.home).digest('hex').slice(0, 12);
   }
 
+  /** Every repository's folder is in here; nothing else is. */
+  get reposDir(): string {
+    return join(this.home, 'repos');
+  }
+
+  private tasksDir(repoKey: string): string {
+    return join(this.reposDir, repoKey, 'tasks');
+  }
+
   taskDir(repoKey: string, name: string): string {
-    return join(this.home, 'repos', repoKey, 'tasks', name);
+    return join(this.tasksDir(repoKey), name);
+  }
+
+  /** The task a folder of {@link taskDir}'s making belongs to; undefined for any other path. */
+  taskOfDir(dir: string): { repoKey: string; name: string } | undefined {
+    const match = /^([^/]+)\/tasks\/([^/]+)$/.exec(dir.startsWith(`${this.reposDir}/`) ? dir.slice(this.reposDir.length + 1) : '');
+    return match ? { repoKey: match[1]!, name: match[2]! } : undefined;
+  }
+
+  /**
+   * Every task folder of the home, read at once: for the gateway daemon, whose reload is
+   * synchronous so that no listener changes while it runs.
+   */
+  taskDirsSync(): string[] {
+    const list = (dir: string) => {
+      try {
+        return readdirSync(dir);
+      } catch {
+        return [];
+      }
+    };
+    return list(this.reposDir).flatMap((repoKey) => list(this.tasksDir(repoKey)).map((name) => this.taskDir(repoKey, name)));
   }
 
   /** Inside the task's volume (a capped filesystem where the machine allows one). */
@@ -28,7 +58,7 @@ export class TaskStore {
 
   /** The MCP server's log of refused and failed tool calls in this repository (mcp/audit.ts). */
   mcpAuditPath(repoKey: string): string {
-    return join(this.home, 'repos', repoKey, 'mcp-audit.jsonl');
+    return join(this.reposDir, repoKey, 'mcp-audit.jsonl');
   }
 
   /** Markers of execs whose work may not be home yet (service/pending-sync.ts). */
@@ -61,7 +91,7 @@ export class TaskStore {
 
   /** Reserves the task directory; fails if the task exists (mkdir is atomic, so two `up`s cannot both win). */
   async reserve(record: TaskRecord): Promise<void> {
-    await mkdir(join(this.home, 'repos', record.repoKey, 'tasks'), { recursive: true, mode: 0o700 });
+    await mkdir(this.tasksDir(record.repoKey), { recursive: true, mode: 0o700 });
     try {
       await mkdir(this.taskDir(record.repoKey, record.name), { mode: 0o700 });
     } catch (error) {
@@ -88,8 +118,7 @@ export class TaskStore {
 
   /** The tasks of a repository; pooled ones (nobody's yet) only when asked for. */
   async list(repoKey: string, options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
-    const dir = join(this.home, 'repos', repoKey, 'tasks');
-    const names = await readdir(dir).catch(() => [] as string[]);
+    const names = await readdir(this.tasksDir(repoKey)).catch(() => [] as string[]);
     const records = await Promise.all(names.map((name) => this.get(repoKey, name).catch(() => undefined)));
     return records
       .filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || r.state !== 'pooled'))
@@ -97,7 +126,7 @@ export class TaskStore {
   }
 
   async listAll(options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
-    const repos = await readdir(join(this.home, 'repos')).catch(() => [] as string[]);
+    const repos = await readdir(this.reposDir).catch(() => [] as string[]);
     return (await Promise.all(repos.map((key) => this.list(key, options)))).flat();
   }
 
@@ -107,7 +136,7 @@ export class TaskStore {
    * record rewritten in its own folder does not change it.
    */
   listingStamp(): string {
-    const repos = join(this.home, 'repos');
+    const repos = this.reposDir;
     const mtime = (dir: string) => {
       try {
         return String(statSync(dir).mtimeMs);
@@ -121,6 +150,6 @@ export class TaskStore {
     } catch {
       // no repository yet
     }
-    return [mtime(repos), ...keys.map((key) => `${key}:${mtime(join(repos, key, 'tasks'))}`)].join(' ');
+    return [mtime(repos), ...keys.map((key) => `${key}:${mtime(this.tasksDir(key))}`)].join(' ');
   }
 }

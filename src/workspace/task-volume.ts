@@ -97,10 +97,10 @@ export async function releaseVolume(taskDir: string): Promise<void> {
   await rm(volumeImage(taskDir), { force: true });
 }
 
-/** Task directories under a moat home whose volume is mounted. */
-export async function mountedVolumes(home: string): Promise<string[]> {
+/** Task directories under a folder (a moat home's repositories) whose volume is mounted. */
+export async function mountedVolumes(under: string): Promise<string[]> {
   const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const prefix = join(home, 'repos') + '/';
+  const prefix = `${under}/`;
   return info
     .split('\n')
     .map((line) => line.split(' ')[4] ?? '')
