@@ -13,7 +13,6 @@ export const ExitCode = {
   git: 5,
   notFound: 6,
   conflict: 7,
-  limit: 8,
   internal: 70,
   /** Cancelled by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal's number, as a shell reports a killed process. */
   interrupted: 130,

@@ -1,4 +1,5 @@
 import { cancelReason } from '../service/cancel.js';
+import { ExitCode } from '../errors.js';
 import type { CliContext } from './main.js';
 
 export interface Cancel {
@@ -20,7 +21,7 @@ export function cancelOnSignal(cli: CliContext): Cancel {
   const controller = new AbortController();
   let phase: 'cancel' | 'command' | 'finish' = 'cancel';
   let count = 0;
-  const leave = (signal: 'INT' | 'TERM') => io.abort(128 + (signal === 'TERM' ? 15 : 2));
+  const leave = (signal: 'INT' | 'TERM') => io.abort(signal === 'TERM' ? ExitCode.terminated : ExitCode.interrupted);
   // Listens until the command's end: a late Ctrl-C must not kill moat between the work and its report.
   io.onSignal((signal) => {
     if (phase === 'command') return;

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ExitCode } from '../../errors.js';
 import { parseIsolation } from '../../domain/isolation.js';
 import type { ExecIO } from '../../engine/engine.js';
 import type { ExecResult } from '../../service/exec.js';
@@ -24,7 +25,7 @@ function terminalIO(cli: CliContext, tty: boolean): { io: ExecIO; restore: () =>
       let count = 0;
       return cli.io.onSignal((signal) => {
         count += 1;
-        if (count > 1) cli.io.abort(130);
+        if (count > 1) cli.io.abort(ExitCode.interrupted);
         else listener(signal);
       });
     },

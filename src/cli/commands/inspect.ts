@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ExitCode } from '../../errors.js';
 import { terminalJson, terminalText } from '../../domain/terminal-text.js';
 import { formatSize } from '../../domain/size.js';
 import { templateContents, TOOLCHAIN_INFO, TOOLCHAINS } from '../../domain/toolchain.js';
@@ -110,7 +111,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
           ...report.caps.map((c) => `  ${c.name}: ${c.cap}${c.now ? ` (now: ${c.now})` : ''}`),
         ].join('\n'),
       );
-      if (!report.ok) cli.setExit(1);
+      if (!report.ok) cli.setExit(ExitCode.failure);
     });
 
   program
