@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MoatError } from '../errors.js';
 import { BUILTIN_TEMPLATES_DIR, templateCatalog, templateRoot } from '../image/template-image.js';
-import { homedir } from 'node:os';
 import { agentCommand, loadTemplate, type TemplateSpec } from '../image/template.js';
 import type { ExecIO } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
@@ -14,13 +13,14 @@ import { upstreamFailure, type UpstreamFailure } from '../domain/upstream-failur
 import { up } from './up.js';
 import { git } from '../workspace/git.js';
 import { formatTemplateRef, parseTemplateRef, TOOLCHAINS } from '../domain/toolchain.js';
+import { expandHome } from '../config/paths.js';
 
 export async function templates(ctx: MoatContext): Promise<Array<TemplateSpec & { source: string }>> {
   const userDirs = (await ctx
     .userConfig()
     .then((c) => c.templates ?? [])
     .catch(() => [])) as string[];
-  const catalog = await templateCatalog(userDirs.map((d) => (d.startsWith('~/') ? join(homedir(), d.slice(2)) : d)));
+  const catalog = await templateCatalog(userDirs.map((dir) => expandHome(dir)));
   const names = [...catalog.keys()].sort();
   return Promise.all(
     names.map(async (name) => ({

@@ -10,15 +10,15 @@ import { execCapturingWork, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
 import { startContainer, taskSpec, workspaceVolume } from './task-container.js';
 import { connectSandbox, stopBridge } from './egress-bridge.js';
-import { taskEnv } from './task-env.js';
+import { addGrants, homeOf, taskEnv } from './task-env.js';
 import { reseedWorkspace, seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
 import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
 import { loadTemplate } from '../image/template.js';
 import { closeTaskPorts } from './ports.js';
-import { needsSandboxTrust, openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV, suspendTaskEgress } from './egress.js';
+import { openTaskEgress, removeTaskEgress, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
-import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
+import { startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 
 export interface DownResult {
   task: string;
@@ -73,9 +73,13 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
     const value = at < 0 ? ctx.env[entry] : entry.slice(at + 1);
     if (value !== undefined) env[at < 0 ? entry : entry.slice(0, at)] = value;
   }
-  for (const secret of record.secrets ?? []) env[secret.name] = secret.placeholder;
-  if (record.network !== 'none' && needsSandboxTrust(config.egressNetwork, record.secrets, record.egress?.rules)) Object.assign(env, SANDBOX_CA_ENV);
-  if (record.sshKeys?.length) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
+  addGrants(env, {
+    network: record.network,
+    egressNetwork: config.egressNetwork,
+    secrets: record.secrets,
+    rules: record.egress?.rules,
+    sshKeys: record.sshKeys,
+  });
   const spec = taskSpec(ctx, record, env);
   // A container of the same name left by a crash would block the new one.
   await engine.removeContainer(spec.name);
@@ -84,13 +88,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   if (record.workspace === 'volume' && !engine.capabilities.workspaceOutlivesSandbox) await reseedWorkspace(ctx, engine, record.containerId, record);
   await connectSandbox(ctx, engine, record.containerId, record);
   const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
-  await seedHome(
-    engine,
-    record.containerId,
-    `${record.user.uid}:${record.user.gid}`,
-    record.sshKeys ? { ...template, home: { ...(template.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : template,
-    record.secrets,
-  );
+  await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, homeOf(template, record.sshKeys), record.secrets);
   record.state = 'running';
   delete record.counters;
   await ctx.store.save(record);

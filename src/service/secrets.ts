@@ -10,6 +10,7 @@ import { sendSecrets } from '../gateway/gateway-process.js';
 import { SOCKET_NAME, socketDir } from '../gateway/task-egress.js';
 import { runProcess } from '../workspace/run-process.js';
 import type { MoatContext } from './context.js';
+import { expandHome } from '../config/paths.js';
 
 type Source = SecretSource;
 
@@ -22,7 +23,7 @@ export async function resolveSecret(name: string, source: Source, env: NodeJS.Pr
     return value;
   }
   if ('file' in source) {
-    const path = source.file.startsWith('~/') ? join(homedir(), source.file.slice(2)) : source.file;
+    const path = expandHome(source.file);
     const value = (await readFile(path, 'utf8').catch(() => undefined))?.trim();
     if (!value) throw fail(`${path} is missing or empty`, `write the value to ${path} (mode 600), or change secrets.${name}.from`);
     return value;

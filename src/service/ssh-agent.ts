@@ -1,11 +1,12 @@
 import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
 import { egressDir } from '../gateway/task-egress.js';
 import { runProcess } from '../workspace/run-process.js';
 import type { MoatContext } from './context.js';
+import { expandHome } from '../config/paths.js';
 
 /** Where the sandbox finds the task's agent (the egress folder is mounted read-only at /moat/egress). */
 export const SANDBOX_SSH_DIR = '/moat/ssh';
@@ -20,10 +21,6 @@ Host *
 `;
 
 const PATH_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin' };
-
-function expand(path: string): string {
-  return path.startsWith('~/') ? join(homedir(), path.slice(2)) : path;
-}
 
 /**
  * A dedicated ssh-agent for one task, holding only the keys the user chose. The private keys stay
@@ -54,7 +51,7 @@ export async function startTaskAgent(ctx: MoatContext, record: TaskRecord): Prom
     });
   await writeFile(join(egressDir(ctx.store.taskDir(record.repoKey, record.name)), 'ssh-agent.pid'), pid, { mode: 0o600 });
   for (const key of record.sshKeys) {
-    const added = await runProcess('ssh-add', ['-q', expand(key)], {
+    const added = await runProcess('ssh-add', ['-q', expandHome(key)], {
       cwd: '/',
       env: { ...PATH_ENV, SSH_AUTH_SOCK: socket, SSH_ASKPASS: '/bin/false', SSH_ASKPASS_REQUIRE: 'never', DISPLAY: '' },
     });

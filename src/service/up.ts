@@ -7,10 +7,10 @@ import { devcontainerBase } from './devcontainer.js';
 import { checkMounts } from './mounts.js';
 import { chooseTaskTemplate } from './repo-templates.js';
 import { describeChoice } from '../domain/toolchain.js';
-import { SANDBOX_SSH_AUTH_SOCK, SANDBOX_SSH_CONFIG, startTaskAgent, stopTaskAgent } from './ssh-agent.js';
+import { startTaskAgent, stopTaskAgent } from './ssh-agent.js';
 import { checkEgressRules } from '../config/effective.js';
 import type { NetworkMode } from '../domain/egress-policy.js';
-import { needsSandboxTrust, openTaskEgress, removeTaskEgress, SANDBOX_CA_ENV } from './egress.js';
+import { openTaskEgress, removeTaskEgress } from './egress.js';
 import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
@@ -25,7 +25,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { createTaskWorkspace, restoreUncommitted, seedVolumeWorkspace } from '../workspace/task-workspace.js';
 import { wipRef } from './sync.js';
 import type { MoatContext } from './context.js';
-import { secretLookingNames, taskEnv } from './task-env.js';
+import { addGrants, homeOf, secretLookingNames, taskEnv } from './task-env.js';
 import { egressBridged, gvisorRuntimeOf, runningContainer, startContainer, taskLabels, taskSpec, workspaceVolume } from './task-container.js';
 import type { Isolation } from '../domain/isolation.js';
 import { discardTask } from './gc.js';
@@ -205,8 +205,6 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
     deny: config.egress.deny,
     ...(rules.length > 0 ? { rules } : {}),
   };
-  for (const secret of secrets.bound) env[secret.name] = secret.placeholder;
-  if (network !== 'none' && needsSandboxTrust(config.egressNetwork, secrets.bound, rules)) Object.assign(env, SANDBOX_CA_ENV);
   checkEgressRules(network, egress.allow, egress.deny, 'egress rules', config.egressNetwork.allowAddresses, rules);
   if (network !== 'none' && rules.length > 0) {
     ctx.progress(
@@ -224,7 +222,7 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
   if (sshKeys.length > 0 && network === 'none') {
     throw new MoatError('E_USAGE', 'ssh keys are for tasks with a network', { hint: 'allow the ssh hosts with their port, e.g. --allow github.com:22' });
   }
-  if (sshKeys.length > 0) env.SSH_AUTH_SOCK = SANDBOX_SSH_AUTH_SOCK;
+  addGrants(env, { network, egressNetwork: config.egressNetwork, secrets: secrets.bound, rules, sshKeys });
   const isolation = options.isolation ?? config.isolation;
   // gVisor cannot connect a host unix socket, and the task's ssh-agent is one.
   if (isolation === 'gvisor' && sshKeys.length > 0) {
@@ -419,13 +417,7 @@ async function provisionTask(ctx: MoatContext, plan: TaskPlan, how: { spare?: bo
       ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, helperImage: plan.config.baseImage })
       : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
-    await seedHome(
-      engine,
-      id,
-      `${user.uid}:${user.gid}`,
-      record.sshKeys ? { ...spec, home: { ...(spec.home ?? {}), '.ssh/config': SANDBOX_SSH_CONFIG } } : spec,
-      secrets.bound,
-    );
+    await seedHome(engine, id, `${user.uid}:${user.gid}`, homeOf(spec, record.sshKeys), secrets.bound);
     // postCreateCommand may run for minutes; removing the container (the rollback) ends it.
     if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
     throwIfCancelled(signal);
