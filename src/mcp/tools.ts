@@ -63,7 +63,7 @@ function commandText(result: CommandOutcome | (Partial<CommandOutcome> & { runni
       ? 'still running'
       : `exit ${result.exitCode}${result.timedOut ? ' (time limit reached)' : ''}${result.stopped ? ' (stopped)' : ''}`;
   const cut = result.truncated
-    ? `; output cut to its first and last parts (stdout ${result.stdoutBytes} bytes, stderr ${result.stderrBytes} bytes in all)`
+    ? `; output cut to its first and last parts (stdout ${result.stdoutBytes} bytes, stderr ${result.stderrBytes} bytes in all): for all of it, redirect it to a file in the workspace (command > out.log 2>&1) and read that with read_file`
     : '';
   const commits = result.commits !== undefined ? `; ${result.commits} commit(s) on the task branch` : '';
   return [
