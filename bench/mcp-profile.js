@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ReadBuffer } from '@modelcontextprotocol/sdk/shared/stdio.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-mcpprof-'));
@@ -58,16 +59,37 @@ for (let i = 0; i < rounds; i += 1) {
   add('1b. read by the host (host-read.ts; the same checks, no exec stream)', read);
   const [fit, fitted] = await time(() => fitContent(file.content, 'text'));
   add('2. fitContent (decode + measure escapes)', fit);
-  const data = { path: file.path, size: file.size, truncated: false, encoding: 'text', content: fitted.content };
-  const [value, safeData] = await time(() => safe.value(data));
-  add('3. safe.value(data) (redact + escape, structured copy)', value);
-  const [lines, safeText] = await time(() => [safe.lines(fitted.content), safe.lines('note')]);
-  add('4. safe.lines(text) (redact + escape, text copy)', lines);
-  const result = { content: safeText.map((t) => ({ type: 'text', text: t })), structuredContent: safeData };
-  const [stringify, line] = await time(() => JSON.stringify({ jsonrpc: '2.0', id: 1, result }));
-  add(`5. JSON.stringify of the response (${(line.length / 1048576).toFixed(1)} MiB)`, stringify);
+  const [lines, text] = await time(() => safe.lines(fitted.content));
+  add('3. safe.lines(content) (redact + escape for terminals)', lines);
+  const meta = { path: file.path, size: file.size, truncated: false, encoding: 'text', shown: fitted.used };
+  // Now: the content once (the first text item), its data in _meta. Before: also in structuredContent.
+  const now = {
+    content: [
+      { type: 'text', text },
+      { type: 'text', text: 'note' },
+    ],
+    _meta: { 'moat/result': meta },
+  };
+  const before = { content: now.content, structuredContent: { ...meta, content: text } };
+  const [stringify, line] = await time(() => JSON.stringify({ jsonrpc: '2.0', id: 1, result: now }));
+  add(`4. JSON.stringify of the response (${(line.length / 1048576).toFixed(1)} MiB)`, stringify);
   const [parse, parsed] = await time(() => JSON.parse(line));
-  add('6. client JSON.parse', parse);
+  add('5. client JSON.parse', parse);
+  // The SDK's stdio client (ReadBuffer) gets the line in pipe reads of 64 KiB, concatenates its
+  // whole buffer at each, and parses it with JSON.parse and zod.
+  const readBuffer = (json) => {
+    const reader = new ReadBuffer();
+    const bytes = Buffer.from(`${json}\n`);
+    for (let at = 0; at < bytes.length; at += 65536) {
+      reader.append(bytes.subarray(at, at + 65536));
+      reader.readMessage();
+    }
+  };
+  const [buffered] = await time(() => readBuffer(line));
+  add('6. client ReadBuffer: 64 KiB reads, concatenated, parsed (includes 5)', buffered);
+  const twice = JSON.stringify({ jsonrpc: '2.0', id: 1, result: before });
+  const [bufferedTwice] = await time(() => readBuffer(twice));
+  add(`6b. the same, the content twice as before (${(twice.length / 1048576).toFixed(1)} MiB)`, bufferedTwice);
   const [zod] = await time(() => CallToolResultSchema.parse(parsed.result));
   add('7. client zod CallToolResultSchema.parse', zod);
 }

@@ -46,7 +46,8 @@ const perExec = await connect({ MOAT_MCP_FILE_SERVER: 'off', MOAT_MCP_HOST_READ:
 const callOn = async (on, name, args) => {
   const result = await on.callTool({ name, arguments: args }, undefined, { timeout: 600_000 });
   if (result.isError) throw new Error(`${name}: ${result.content.map((c) => c.text).join(' ')}`);
-  return result.structuredContent;
+  // read_file: the content is the first text item, its data in _meta.
+  return result.structuredContent ?? { ...result._meta['moat/result'], content: result.content[0].text };
 };
 const call = (name, args) => callOn(client, name, args);
 const task = (await call('create_task', { title: 'bench' })).task;

@@ -16,9 +16,6 @@ import { terminalLines, terminalText } from '../domain/terminal-text.js';
 const MULTILINE = new Set(['stdout', 'stderr', 'content', 'patch', 'stat', 'text']);
 
 export class SafeText {
-  /** The last multi-line text made safe: a file's content goes out twice (text and structuredContent), escaped once. */
-  private last?: { text: string; secrets: number; safe: string };
-
   constructor(private readonly secrets: Set<string>) {}
 
   /** One line of text. */
@@ -28,10 +25,7 @@ export class SafeText {
 
   /** Text of many lines (newlines and tabs kept). */
   lines(text: string): string {
-    // Secrets are only ever added: the same count means the same redaction.
-    if (this.last?.text !== text || this.last.secrets !== this.secrets.size)
-      this.last = { text, secrets: this.secrets.size, safe: terminalLines(this.redact(text)) };
-    return this.last.safe;
+    return terminalLines(this.redact(text));
   }
 
   /** A result object with every string made safe, by what its key says it is. */

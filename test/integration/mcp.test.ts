@@ -178,6 +178,14 @@ describe('moat mcp: the tools over stdio', () => {
     expect(twice.text).toMatch(/occurs 2 times/);
     expect((await call(client, 'edit_file', { task, path: 'src/app.txt', search: 'hello world', replace: 'goodbye world' })).data.replacements).toBe(1);
     expect((await call(client, 'read_file', { task, path: '/workspace/src/app.txt' })).data.content).toBe('goodbye world\nhello again\n');
+    // The content crosses the pipe once: the first text item, every client's; its data in _meta, no structuredContent.
+    const raw = await client.callTool({ name: 'read_file', arguments: { task, path: 'src/app.txt' } });
+    expect(raw.structuredContent).toBeUndefined();
+    expect(raw.content).toEqual([
+      { type: 'text', text: 'goodbye world\nhello again\n' },
+      { type: 'text', text: '(/workspace/src/app.txt: 26 bytes)' },
+    ]);
+    expect(raw._meta?.['moat/result']).toEqual({ path: '/workspace/src/app.txt', size: 26, truncated: false, encoding: 'text', shown: 26 });
     const bytes = Buffer.from([0, 1, 2, 0x1b, 0xff, 0xfe, 10]);
     await call(client, 'write_file', { task, path: 'bin.dat', base64: bytes.toString('base64') });
     expect(Buffer.from((await call(client, 'read_file', { task, path: 'bin.dat', encoding: 'base64' })).data.content, 'base64').equals(bytes)).toBe(true);
