@@ -35,11 +35,14 @@ const cleanup = () => {
 };
 process.on('exit', cleanup);
 
-const connect = async (extra = {}) => {
+const connect = async (extra = {}, moat = bin) => {
   const client = new Client({ name: 'moat-bench', version: '1' });
-  await client.connect(new StdioClientTransport({ command: process.execPath, args: [bin, 'mcp'], cwd: repo, env: { ...env, ...extra }, stderr: 'inherit' }));
+  await client.connect(new StdioClientTransport({ command: process.execPath, args: [moat, 'mcp'], cwd: repo, env: { ...env, ...extra }, stderr: 'inherit' }));
   return client;
 };
+// BENCH_MCP_BEFORE=/path/to/other/bin/moat.js: another build's `moat mcp` over the same task (the
+// change's before, e.g. main's checkout, built), read in the same rounds.
+const before = process.env.BENCH_MCP_BEFORE ? await connect({}, process.env.BENCH_MCP_BEFORE) : undefined;
 const client = await connect();
 const served = await connect({ MOAT_MCP_HOST_READ: 'off' });
 const perExec = await connect({ MOAT_MCP_FILE_SERVER: 'off', MOAT_MCP_HOST_READ: 'off' });
@@ -76,6 +79,12 @@ const scenarios = {
   'MCP read_file, 1 KiB, resident file server (before)': () => clock(() => readOn(served, 'small.txt', 1024)),
   'MCP read_file, 1 KiB, one exec per call': () => clock(() => readOn(perExec, 'small.txt', 1024)),
   'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
+  ...(before
+    ? {
+        'MCP read_file, 1 MiB, BENCH_MCP_BEFORE (another build)': () => clock(() => readOn(before, 'big.txt', 1048576)),
+        'MCP read_file, 1 KiB, BENCH_MCP_BEFORE (another build)': () => clock(() => readOn(before, 'small.txt', 1024)),
+      }
+    : {}),
 };
 // The reads go first in a round, after the previous run_command's sync has ended (diff_task waits
 // for it, untimed): the sync that follows a command's result runs git in the sandbox and on the
@@ -90,6 +99,7 @@ for (let i = 0; i < rounds; i += 1) {
 }
 await client.close();
 await served.close();
+await before?.close();
 await perExec.close();
 
 const where = machine();
@@ -97,6 +107,12 @@ const { rows, docker } = printRows(samples, rounds, where);
 console.log(
   `ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50), ${(rows[3].median / rows[2].median).toFixed(1)}x faster than through the file server, ${(rows[4].median / rows[2].median).toFixed(1)}x faster than one exec per call; 1 KiB ${(rows[6].median / rows[5].median).toFixed(1)}x faster than the file server`,
 );
+if (before) {
+  const [big, small] = rows.slice(-2);
+  console.log(
+    `before (BENCH_MCP_BEFORE) / now, median: read_file 1 MiB ${big.median.toFixed(0)} / ${rows[2].median.toFixed(0)} ms = ${(big.median / rows[2].median).toFixed(1)}x; 1 KiB ${small.median.toFixed(0)} / ${rows[5].median.toFixed(0)} ms = ${(small.median / rows[5].median).toFixed(1)}x`,
+  );
+}
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(
   join(import.meta.dirname, 'results', 'mcp.json'),
