@@ -1,8 +1,9 @@
 // A tool call of `moat mcp` against `docker exec` on the same container (issue 15): run_command
 // `true` (the round trip from the client: JSON-RPC over stdio, the exec, the sync of the task's
 // work) vs `docker exec <container> true`, alternating in one run; and read_file of 1 MiB and of
-// 1 KiB through the task's resident file server, and of 1 MiB through one exec per call (the way
-// before it, MOAT_MCP_FILE_SERVER=off: a second server on the same task). The client is the MCP
+// 1 KiB read by the host (where the workspace is a host folder: src/mcp/host-read.ts), through the
+// task's resident file server (MOAT_MCP_HOST_READ=off: the way before it) and through one exec per
+// call (MOAT_MCP_FILE_SERVER=off too), each on a `moat mcp` server of its own over the same task. The client is the MCP
 // SDK's own, over a real stdio pipe to `node bin/moat.js mcp`.
 // Prints medians, spread and ratios, and writes bench/results/mcp.json. Not a test: nothing asserts a time.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -34,17 +35,22 @@ const cleanup = () => {
 };
 process.on('exit', cleanup);
 
-const connect = async (extra = {}) => {
+const connect = async (extra = {}, moat = bin) => {
   const client = new Client({ name: 'moat-bench', version: '1' });
-  await client.connect(new StdioClientTransport({ command: process.execPath, args: [bin, 'mcp'], cwd: repo, env: { ...env, ...extra }, stderr: 'inherit' }));
+  await client.connect(new StdioClientTransport({ command: process.execPath, args: [moat, 'mcp'], cwd: repo, env: { ...env, ...extra }, stderr: 'inherit' }));
   return client;
 };
+// BENCH_MCP_BEFORE=/path/to/other/bin/moat.js: another build's `moat mcp` over the same task (the
+// change's before, e.g. main's checkout, built), read in the same rounds.
+const before = process.env.BENCH_MCP_BEFORE ? await connect({}, process.env.BENCH_MCP_BEFORE) : undefined;
 const client = await connect();
-const perExec = await connect({ MOAT_MCP_FILE_SERVER: 'off' });
+const served = await connect({ MOAT_MCP_HOST_READ: 'off' });
+const perExec = await connect({ MOAT_MCP_FILE_SERVER: 'off', MOAT_MCP_HOST_READ: 'off' });
 const callOn = async (on, name, args) => {
   const result = await on.callTool({ name, arguments: args }, undefined, { timeout: 600_000 });
   if (result.isError) throw new Error(`${name}: ${result.content.map((c) => c.text).join(' ')}`);
-  return result.structuredContent;
+  // read_file: the content is the first text item, its data in _meta.
+  return result.structuredContent ?? { ...result._meta['moat/result'], content: result.content[0].text };
 };
 const call = (name, args) => callOn(client, name, args);
 const task = (await call('create_task', { title: 'bench' })).task;
@@ -66,11 +72,19 @@ const readOn = async (on, path, bytes) => {
 const scenarios = {
   'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
   'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
-  'MCP read_file, 1 MiB (resident file server)': () => clock(() => readOn(client, 'big.txt', 1048576)),
-  'MCP read_file, 1 MiB, one exec per call (before; MOAT_MCP_FILE_SERVER=off)': () => clock(() => readOn(perExec, 'big.txt', 1048576)),
-  'MCP read_file, 1 KiB (resident file server)': () => clock(() => readOn(client, 'small.txt', 1024)),
-  'MCP read_file, 1 KiB, one exec per call (before)': () => clock(() => readOn(perExec, 'small.txt', 1024)),
+  'MCP read_file, 1 MiB (read by the host, the default)': () => clock(() => readOn(client, 'big.txt', 1048576)),
+  'MCP read_file, 1 MiB, resident file server (before; MOAT_MCP_HOST_READ=off)': () => clock(() => readOn(served, 'big.txt', 1048576)),
+  'MCP read_file, 1 MiB, one exec per call (MOAT_MCP_FILE_SERVER=off too)': () => clock(() => readOn(perExec, 'big.txt', 1048576)),
+  'MCP read_file, 1 KiB (read by the host)': () => clock(() => readOn(client, 'small.txt', 1024)),
+  'MCP read_file, 1 KiB, resident file server (before)': () => clock(() => readOn(served, 'small.txt', 1024)),
+  'MCP read_file, 1 KiB, one exec per call': () => clock(() => readOn(perExec, 'small.txt', 1024)),
   'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
+  ...(before
+    ? {
+        'MCP read_file, 1 MiB, BENCH_MCP_BEFORE (another build)': () => clock(() => readOn(before, 'big.txt', 1048576)),
+        'MCP read_file, 1 KiB, BENCH_MCP_BEFORE (another build)': () => clock(() => readOn(before, 'small.txt', 1024)),
+      }
+    : {}),
 };
 // The reads go first in a round, after the previous run_command's sync has ended (diff_task waits
 // for it, untimed): the sync that follows a command's result runs git in the sandbox and on the
@@ -84,13 +98,21 @@ for (let i = 0; i < rounds; i += 1) {
   for (const name of order) samples[name].push(await scenarios[name]());
 }
 await client.close();
+await served.close();
+await before?.close();
 await perExec.close();
 
 const where = machine();
 const { rows, docker } = printRows(samples, rounds, where);
 console.log(
-  `ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50), ${(rows[3].median / rows[2].median).toFixed(1)}x faster than one exec per call; 1 KiB ${(rows[5].median / rows[4].median).toFixed(1)}x faster`,
+  `ratio MCP run_command / docker exec (median): ${(rows[0].median / docker).toFixed(2)} (goal <= 1.2); read_file 1 MiB median ${rows[2].median.toFixed(0)} ms (goal <= 50), ${(rows[3].median / rows[2].median).toFixed(1)}x faster than through the file server, ${(rows[4].median / rows[2].median).toFixed(1)}x faster than one exec per call; 1 KiB ${(rows[6].median / rows[5].median).toFixed(1)}x faster than the file server`,
 );
+if (before) {
+  const [big, small] = rows.slice(-2);
+  console.log(
+    `before (BENCH_MCP_BEFORE) / now, median: read_file 1 MiB ${big.median.toFixed(0)} / ${rows[2].median.toFixed(0)} ms = ${(big.median / rows[2].median).toFixed(1)}x; 1 KiB ${small.median.toFixed(0)} / ${rows[5].median.toFixed(0)} ms = ${(small.median / rows[5].median).toFixed(1)}x`,
+  );
+}
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(
   join(import.meta.dirname, 'results', 'mcp.json'),

@@ -2,9 +2,10 @@ import { terminalLines } from '../domain/terminal-text.js';
 
 /**
  * The SDK's stdio clients take messages of at most 10 MiB (STDIO_DEFAULT_MAX_BUFFER_SIZE) and
- * close the whole connection on a longer one, and read_file sends a file's content twice (the
- * text a model reads, and structuredContent for programs). So each copy is kept to this many
- * bytes as it goes out: escaped for terminals, as a JSON string, in UTF-8.
+ * close the whole connection on a longer one. read_file sends a file's content once (the first
+ * text item), a command's result its output twice (text and structuredContent, each stream
+ * within half of this: captured-output.ts). So a copy is kept to this many bytes as it goes
+ * out: escaped for terminals, as a JSON string, in UTF-8.
  */
 export const CONTENT_BUDGET = 4 * 1024 * 1024;
 

@@ -152,7 +152,8 @@ export async function serveMcp(options: McpServeOptions): Promise<void> {
         const output = await tool.run(parsed.data as Record<string, unknown>, call);
         const data = safe.value(output.data);
         const text = output.text ? output.text.map((t) => safe.lines(t)) : [JSON.stringify(data, null, 2)];
-        return { content: text.map((t) => ({ type: 'text' as const, text: t })), structuredContent: data };
+        const content = text.map((t) => ({ type: 'text' as const, text: t }));
+        return output.structured === false ? { content, _meta: { 'moat/result': data } } : { content, structuredContent: data };
       } catch (error) {
         if (error instanceof McpError) {
           await note(name, args, 'InvalidParams', error.message);

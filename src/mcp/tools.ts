@@ -28,6 +28,12 @@ export interface ToolOutput {
   data: Record<string, unknown>;
   /** Human-readable text (made safe by the server); default: the data as JSON. */
   text?: string[];
+  /**
+   * false: the data goes in the result's `_meta` (as `moat/result`), not in structuredContent,
+   * for a result whose text is big (a file): clients that prefer structuredContent (Codex) then
+   * read the text, as every other client does, and the bytes cross the pipe once.
+   */
+  structured?: false;
 }
 
 export interface ToolDefinition {
@@ -63,7 +69,7 @@ function commandText(result: CommandOutcome | (Partial<CommandOutcome> & { runni
       ? 'still running'
       : `exit ${result.exitCode}${result.timedOut ? ' (time limit reached)' : ''}${result.stopped ? ' (stopped)' : ''}`;
   const cut = result.truncated
-    ? `; output cut to its first and last parts (stdout ${result.stdoutBytes} bytes, stderr ${result.stderrBytes} bytes in all)`
+    ? `; output cut to its first and last parts (stdout ${result.stdoutBytes} bytes, stderr ${result.stderrBytes} bytes in all): for all of it, redirect it to a file in the workspace (command > out.log 2>&1) and read that with read_file`
     : '';
   const commits = result.commits !== undefined ? `; ${result.commits} commit(s) on the task branch` : '';
   return [
@@ -245,7 +251,7 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'read_file',
     title: 'Read a file of a task',
-    description: `Reads a file of the task's workspace, through the sandbox (never a host path). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes, and what fits one message (about 4 MiB of text, 3 MiB in base64); the result says when it was cut.`,
+    description: `Reads a file of the task's workspace as the sandbox sees it (never a host path; links resolved inside the workspace only). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes, and what fits one message (about 4 MiB of text, 3 MiB in base64). The content is the first text item, the second says the path, the size and whether it was cut (the same as data in _meta["moat/result"]: path, size, truncated, encoding, shown bytes).`,
     input: {
       task,
       path,
@@ -258,10 +264,11 @@ export const TOOLS: ToolDefinition[] = [
       const encoding = args.encoding ?? 'text';
       const { content, used } = fitContent(file.content, encoding);
       const truncated = file.truncated || used < file.content.length;
-      const data = { path: file.path, size: file.size, truncated, encoding, content };
+      const data = { path: file.path, size: file.size, truncated, encoding, shown: used };
       const cut = used < file.content.length ? ' (cut to fit one MCP message)' : '';
       const note = `(${file.path}: ${file.size} bytes${truncated ? `, only the first ${used} shown${cut}` : ''})`;
-      return { data, text: [data.content, note] };
+      // The content once, as the first text item; what a program needs besides is in _meta (server.ts).
+      return { data, text: [content, note], structured: false };
     },
   }),
   define({

@@ -17,6 +17,7 @@ import {
 } from '../service/task-files.js';
 import { MoatError } from '../errors.js';
 import { FileServerEnded, type FileAnswer, type FileServers } from './file-server.js';
+import { readOnHost } from './host-read.js';
 
 /**
  * The MCP file tools' operations: through the task's resident file server (file-server.ts) when
@@ -34,6 +35,8 @@ export class WorkspaceFiles {
   async read(task: string, path: string, maxBytes = MAX_READ_BYTES): Promise<{ path: string; content: Buffer; size: number; truncated: boolean }> {
     const inside = workspacePath(path);
     const limit = Math.max(0, Math.min(maxBytes, MAX_READ_BYTES));
+    const local = await this.readOnHost(task, inside, limit);
+    if (local) return { path: inside, content: local.content, size: local.size, truncated: local.size > local.content.length };
     const answer = await this.ask(task, ['read', relative(inside), String(limit)], [20, limit]);
     if (!answer) return readTaskFile(this.ctx, task, path, maxBytes);
     this.check(answer, path, 'a regular file');
@@ -75,6 +78,20 @@ export class WorkspaceFiles {
     if (!answer) return deleteTaskFile(this.ctx, task, path, options);
     this.check(answer, path, options.recursive ? 'something that can be deleted' : 'a file (a directory needs recursive)');
     return { path: inside };
+  }
+
+  /**
+   * The file read by the host itself (host-read.ts), where the workspace is a host folder the
+   * sandbox sees through a bind mount (not an engine volume, not under gVisor, whose own file
+   * layer sits between the two); undefined when the sandbox's server is to answer.
+   * MOAT_MCP_HOST_READ=off always asks the sandbox (benchmarks, and tests of that path).
+   */
+  private async readOnHost(task: string, inside: string, limit: number): Promise<{ content: Buffer; size: number } | undefined> {
+    if (this.ctx.env.MOAT_MCP_HOST_READ === 'off') return undefined;
+    const { record } = await taskContainer(this.ctx, task);
+    if (record.workspace === 'volume' || record.isolation === 'gvisor') return undefined;
+    const parts = relative(inside).split('/').filter(Boolean);
+    return readOnHost(this.ctx.store.workspacePath(record.repoKey, record.name), parts, record.user.uid, limit);
   }
 
   /** The server's answer, or undefined when the call is to take one exec instead. */

@@ -35,7 +35,11 @@ export async function call(
     resetTimeoutOnProgress: true,
   })) as CallToolResult;
   const text = result.content.map((c) => (c.type === 'text' ? c.text : '')).join('\n');
-  return { text, data: result.structuredContent as Record<string, any>, isError: result.isError === true };
+  // read_file sends its content once, as the first text item, and its data in _meta (src/mcp/server.ts).
+  const meta = result._meta?.['moat/result'] as Record<string, any> | undefined;
+  const first = result.content[0];
+  const data = result.structuredContent ?? (meta ? { ...meta, content: first?.type === 'text' ? first.text : undefined } : undefined);
+  return { text, data: data as Record<string, any>, isError: result.isError === true };
 }
 
 /** Characters that must never reach a client raw from the sandbox: ESC, other controls but \n and \t, bidi, zero-width. */

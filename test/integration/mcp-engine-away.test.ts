@@ -70,7 +70,7 @@ describe('moat mcp: the engine going away', () => {
     await engineDown();
     for (const [tool, args] of [
       ['run_command', { task, command: 'true' }],
-      ['read_file', { task, path: 'kept.txt' }],
+      ['list_files', { task }],
       ['create_task', { title: 'half made', template: 'shell' }],
     ] as const) {
       const failed = await call(client, tool, args);
@@ -78,7 +78,11 @@ describe('moat mcp: the engine going away', () => {
       expect(failed.text.split('\n')[0], tool).toMatch(/^E_ENGINE_\w+: .*engine/);
       expect(failed.text, tool).toMatch(/\nhint: /);
     }
-    // A call that needs no engine still answers.
+    // Calls that need no engine still answer: read_file of a plain file is read by the host from
+    // the task's workspace folder (src/mcp/host-read.ts), and the tool list.
+    const read = await call(client, 'read_file', { task, path: 'kept.txt' });
+    expect(read.isError, read.text).toBe(false);
+    expect(read.data.content).toBe('kept\n');
     const listed = await client.listTools();
     expect(listed.tools.length).toBeGreaterThan(10);
   });

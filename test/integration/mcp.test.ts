@@ -97,6 +97,29 @@ describe('moat mcp: the tools over stdio', () => {
     expect(RAW_UNSAFE.test(JSON.stringify(big.data))).toBe(false);
   });
 
+  it('keeps a result of 1 MiB of controls on each stream within one message of the SDK client', async () => {
+    // Escaped, 1 MiB of \x01 takes 5 MiB in JSON per stream and per copy (text and
+    // structuredContent): 20 MiB, which the SDK's stdio client (10 MiB at most) would drop whole.
+    const flood = await call(client, 'run_command', {
+      task,
+      command:
+        'echo FIRST; head -c 1048576 /dev/zero | tr "\\0" "\\1"; echo; echo LAST; (echo ERR-FIRST; head -c 1048576 /dev/zero | tr "\\0" "\\2"; echo; echo ERR-LAST) >&2',
+      outputBytes: 1024 * 1024,
+    });
+    expect(flood.isError, flood.text).toBe(false);
+    expect(flood.data.exitCode).toBe(0);
+    expect(flood.data.truncated).toBe(true);
+    expect(flood.data.stdoutBytes).toBe(1048576 + 12);
+    expect(flood.data.stderrBytes).toBe(1048576 + 20);
+    expect(flood.data.stdout).toMatch(/^FIRST\n(\\x01)+\n\[… \d+ of 1048588 bytes left out …\]\n(\\x01)+\nLAST\n$/);
+    expect(flood.data.stderr).toMatch(/^ERR-FIRST\n(\\x02)+\n\[… \d+ of 1048596 bytes left out …\]\n(\\x02)+\nERR-LAST\n$/);
+    expect(flood.text).toMatch(/output cut to its first and last parts \(stdout 1048588 bytes, stderr 1048596 bytes in all\)/);
+    expect(flood.text).toMatch(/redirect it to a file in the workspace/);
+    expect(JSON.stringify(flood).length).toBeLessThan(10 * 1024 * 1024);
+    // The connection survived: the next call is answered.
+    expect((await call(client, 'run_command', { task, command: 'echo still' })).data.stdout).toBe('still\n');
+  });
+
   it('reports progress of a long command and stops one at its time limit', async () => {
     const progress: Array<{ progress: number; message?: string }> = [];
     const slow = await call(client, 'run_command', { task, command: 'sleep 3; echo slept' }, { onprogress: (p) => progress.push(p) });
@@ -155,6 +178,14 @@ describe('moat mcp: the tools over stdio', () => {
     expect(twice.text).toMatch(/occurs 2 times/);
     expect((await call(client, 'edit_file', { task, path: 'src/app.txt', search: 'hello world', replace: 'goodbye world' })).data.replacements).toBe(1);
     expect((await call(client, 'read_file', { task, path: '/workspace/src/app.txt' })).data.content).toBe('goodbye world\nhello again\n');
+    // The content crosses the pipe once: the first text item, every client's; its data in _meta, no structuredContent.
+    const raw = await client.callTool({ name: 'read_file', arguments: { task, path: 'src/app.txt' } });
+    expect(raw.structuredContent).toBeUndefined();
+    expect(raw.content).toEqual([
+      { type: 'text', text: 'goodbye world\nhello again\n' },
+      { type: 'text', text: '(/workspace/src/app.txt: 26 bytes)' },
+    ]);
+    expect(raw._meta?.['moat/result']).toEqual({ path: '/workspace/src/app.txt', size: 26, truncated: false, encoding: 'text', shown: 26 });
     const bytes = Buffer.from([0, 1, 2, 0x1b, 0xff, 0xfe, 10]);
     await call(client, 'write_file', { task, path: 'bin.dat', base64: bytes.toString('base64') });
     expect(Buffer.from((await call(client, 'read_file', { task, path: 'bin.dat', encoding: 'base64' })).data.content, 'base64').equals(bytes)).toBe(true);

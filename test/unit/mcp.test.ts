@@ -3,6 +3,7 @@ import { workspacePath } from '../../src/domain/workspace-path.js';
 import { CapturedOutput } from '../../src/mcp/captured-output.js';
 import { checkArgumentNames, nameFromTitle } from '../../src/mcp/policy.js';
 import { SafeText } from '../../src/mcp/safe-text.js';
+import { wireBytes } from '../../src/mcp/result-budget.js';
 import { validateTaskName } from '../../src/domain/task-name.js';
 
 describe('mcp: pure parts', () => {
@@ -51,10 +52,25 @@ describe('mcp: pure parts', () => {
     out.end();
     const text = out.text();
     expect(text).toMatchObject({ bytes: 20, droppedBytes: 10 });
-    expect(text.text).toBe('01234\n[… 10 bytes left out …]\nfghij');
+    expect(text.text).toBe('01234\n[… 10 of 20 bytes left out …]\nfghij');
     const small = new CapturedOutput(10);
     small.write(Buffer.from('abc'));
     expect(small.text()).toEqual({ text: 'abc', bytes: 3, droppedBytes: 0 });
+  });
+
+  it('cuts an output further in the middle when its escapes would not fit one message', () => {
+    // 1 MiB of controls: each shows as \x01, five bytes in JSON; the first and last parts stay.
+    const out = new CapturedOutput(1024 * 1024);
+    out.write(Buffer.concat([Buffer.from('FIRST'), Buffer.alloc(1024 * 1024, 1), Buffer.from('LAST')]));
+    out.end();
+    const budget = 1024 * 1024;
+    const text = out.text(budget);
+    expect(wireBytes(text.text)).toBeLessThanOrEqual(budget);
+    expect(wireBytes(text.text)).toBeGreaterThan(budget / 2);
+    expect(text.text.startsWith('FIRST')).toBe(true);
+    expect(text.text.endsWith('LAST')).toBe(true);
+    expect(text.bytes).toBe(1024 * 1024 + 9);
+    expect(text.text).toContain(`[… ${text.droppedBytes} of ${text.bytes} bytes left out …]`);
   });
 
   it('escapes what the sandbox controls and redacts secrets', () => {
