@@ -318,13 +318,43 @@ export class KubernetesEngine implements ContainerEngine {
     } catch (error) {
       throw this.wrapExec(error, id);
     }
-    const finished = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
+    const finished = this.unlessEvicted(
+      id,
+      runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command'),
+    );
     if (!io.endWithContainer) return finished;
     const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
     if (!gone) return finished;
     socket.terminate();
     await finished.catch(() => undefined);
     return EXIT_CONTAINER_GONE;
+  }
+
+  /**
+   * A command killed (137) or cut off may have gone with its pod, evicted by the kubelet: a
+   * workspace past its emptyDir's sizeLimit ends that way, with no ENOSPC first. Then that is
+   * what the caller hears. The kubelet reports the eviction before it kills, so one read tells,
+   * a second one half a second later if the first finds the pod still running.
+   */
+  private async unlessEvicted(id: string, finished: Promise<number>): Promise<number> {
+    const outcome = await finished.then(
+      (code) => ({ code }),
+      (error: unknown) => ({ error }),
+    );
+    if ('code' in outcome && outcome.code !== EXIT_CONTAINER_GONE) return outcome.code;
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const pod = await this.readPod(id).catch(() => undefined);
+      if (pod?.status?.reason === 'Evicted') {
+        const why = (pod.status.message ?? '').replace(/\s+/g, ' ').trim().slice(0, 300);
+        throw new MoatError('E_ENGINE_FAILED', `pod ${id} was evicted by its node${why ? `: ${why}` : ''}`, {
+          hint: "a workspace past limits.disk (the emptyDir's sizeLimit) is evicted, not refused: raise limits.disk in your config, then `moat reset TASK` (commits synced before are on the task branch)",
+        });
+      }
+      if (!pod || !containerInfo(pod).running) break;
+      if (attempt === 0) await sleep(500);
+    }
+    if ('error' in outcome) throw outcome.error;
+    return outcome.code;
   }
 
   execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
