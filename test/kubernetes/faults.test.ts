@@ -145,7 +145,6 @@ describe('moat on Kubernetes: faults', () => {
         (result) => result,
         (e: unknown) => e,
       );
-    console.log('eviction: exec ended with', error);
     expect(isMoatError(error)).toBe(true);
     expect(error).toMatchObject({ code: 'E_ENGINE_FAILED', exitCode: 4 });
     expect((error as Error).message).toMatch(/evicted/);
