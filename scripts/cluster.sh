@@ -485,6 +485,7 @@ start_kubelet() {
     --tls-cert-file="$PKI/kubelet.crt" --tls-private-key-file="$PKI/kubelet.key" \
     --client-ca-file="$PKI/ca.crt" --anonymous-auth=false --authentication-token-webhook=true --authorization-mode=Webhook \
     --fail-swap-on=false --eviction-hard= --resolv-conf= --make-iptables-util-chains=false --oom-score-adj=0 \
+    --docker="unix://$DOCKER_SOCK" --volume-stats-agg-period=10s \
     --v=1
 }
 

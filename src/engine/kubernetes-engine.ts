@@ -19,6 +19,7 @@ import type {
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
 import { framedCommand, openExecSocket, runOverSocket } from './kubernetes-exec.js';
+import { guardFinished, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
 /** Where moat's tasks go on a cluster, from the user's config (`kubernetes:`) and the environment. */
@@ -60,6 +61,8 @@ export class KubernetesEngine implements ContainerEngine {
   private policyMade = false;
   /** Per pod: what each command needs (its user and open-files limit), read once. */
   private readonly pods = new Map<string, { user: string; nofile?: number }>();
+  /** The volumes (config maps) this engine made, as it made them. */
+  private readonly volumes = new Map<string, { data?: Record<string, string> }>();
 
   constructor(private readonly target: KubernetesTarget) {
     this.kc = new KubeConfig();
@@ -158,7 +161,8 @@ export class KubernetesEngine implements ContainerEngine {
       });
     }
     await this.ensureDenyPolicy();
-    const volume = await this.readVolume(spec.workspace.name);
+    // The volume this engine recorded a moment ago (up's path) is not read back: its answer is known.
+    const volume = this.volumes.get(spec.workspace.name) ?? (await this.readVolume(spec.workspace.name));
     const bytes = Number(volume?.data?.bytes);
     // The user's base image, as createVolume was given it: the task's own image is never trusted with the guard.
     const helperImage = volume?.data?.helperImage;
@@ -173,30 +177,54 @@ export class KubernetesEngine implements ContainerEngine {
     return pod.metadata?.name ?? spec.name;
   }
 
-  /** A pod starts once created: this waits until its sandbox runs, and says why when it will not. */
+  /**
+   * A pod starts once created: this waits until its sandbox runs, and says why when it will not.
+   * The pod is watched (no polling delay), and once its network guard has finished, an exec of
+   * `true` is tried on each change and every 200 ms: the kubelet reports a started container only
+   * at its next relist (up to a second later), and a command that runs is the proof that counts.
+   */
   async startContainer(id: string): Promise<void> {
     const deadline = Date.now() + 180_000;
     let unschedulableSince: number | undefined;
-    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
-      const pod = await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`);
-      const verdict = startVerdict(pod);
-      if (verdict === 'running') return;
-      if (verdict.failed) throw verdict.failed;
-      if (verdict.unschedulable) {
-        unschedulableSince ??= Date.now();
-        if (Date.now() - unschedulableSince > 30_000) {
-          throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id}: ${verdict.unschedulable}`, {
-            hint: 'check the nodes (kubectl get nodes; kubectl describe pod): a node not Ready, or not enough CPU or memory',
+    let pod = await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`);
+    const changes = await watchPod(this.kc, this.namespace, id, pod.metadata?.resourceVersion);
+    try {
+      for (;;) {
+        const verdict = startVerdict(pod);
+        if (verdict === 'running') return;
+        if (verdict.failed) throw verdict.failed;
+        if (verdict.unschedulable) {
+          unschedulableSince ??= Date.now();
+          if (Date.now() - unschedulableSince > 30_000) {
+            throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id}: ${verdict.unschedulable}`, {
+              hint: 'check the nodes (kubectl get nodes; kubectl describe pod): a node not Ready, or not enough CPU or memory',
+            });
+          }
+        }
+        if (Date.now() > deadline) {
+          throw new MoatError('E_ENGINE_FAILED', `pod ${id} did not start within 180 s (${verdict.waiting ?? 'pending'})`, {
+            hint: 'check it with kubectl describe pod, and the nodes with kubectl get nodes',
           });
         }
+        const guarded = guardFinished(pod);
+        if (guarded && (await this.answers(id))) return;
+        const next = await changes.next(guarded ? 200 : 1000);
+        // No watch (refused, or ended): each wait ends with a read instead.
+        pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
       }
-      if (Date.now() > deadline) {
-        throw new MoatError('E_ENGINE_FAILED', `pod ${id} did not start within 180 s (${verdict.waiting ?? 'pending'})`, {
-          hint: 'check it with kubectl describe pod, and the nodes with kubectl get nodes',
-        });
-      }
-      await sleep(delay);
+    } finally {
+      changes.stop();
     }
+  }
+
+  /** Whether a command runs in the pod's sandbox already (the kubelet may not have said so yet). */
+  private async answers(id: string): Promise<boolean> {
+    const facts = await this.podFacts(id);
+    const sink = new PassThrough().resume();
+    return this.exec(id, { cmd: ['true'], user: facts.user }, { stdout: sink, stderr: sink }).then(
+      (code) => code === 0,
+      () => false,
+    );
   }
 
   async inspectContainer(idOrName: string): Promise<ContainerInfo | undefined> {
@@ -235,6 +263,7 @@ export class KubernetesEngine implements ContainerEngine {
     };
     try {
       await this.core.createNamespacedConfigMap({ namespace: this.namespace, body });
+      this.volumes.set(name, body);
     } catch (error) {
       if (statusOf(error) !== 409) throw this.wrap(error, `record volume ${name}`);
     }
@@ -251,6 +280,7 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   async removeVolume(name: string): Promise<void> {
+    this.volumes.delete(name);
     try {
       await this.core.deleteNamespacedConfigMap({ name, namespace: this.namespace });
     } catch (error) {
@@ -288,13 +318,43 @@ export class KubernetesEngine implements ContainerEngine {
     } catch (error) {
       throw this.wrapExec(error, id);
     }
-    const finished = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
+    const finished = this.unlessEvicted(
+      id,
+      runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command'),
+    );
     if (!io.endWithContainer) return finished;
     const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
     if (!gone) return finished;
     socket.terminate();
     await finished.catch(() => undefined);
     return EXIT_CONTAINER_GONE;
+  }
+
+  /**
+   * A command killed (137) or cut off may have gone with its pod, evicted by the kubelet: a
+   * workspace past its emptyDir's sizeLimit ends that way, with no ENOSPC first. Then that is
+   * what the caller hears. The kubelet reports the eviction before it kills, so one read tells,
+   * a second one half a second later if the first finds the pod still running.
+   */
+  private async unlessEvicted(id: string, finished: Promise<number>): Promise<number> {
+    const outcome = await finished.then(
+      (code) => ({ code }),
+      (error: unknown) => ({ error }),
+    );
+    if ('code' in outcome && outcome.code !== EXIT_CONTAINER_GONE) return outcome.code;
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const pod = await this.readPod(id).catch(() => undefined);
+      if (pod?.status?.reason === 'Evicted') {
+        const why = (pod.status.message ?? '').replace(/\s+/g, ' ').trim().slice(0, 300);
+        throw new MoatError('E_ENGINE_FAILED', `pod ${id} was evicted by its node${why ? `: ${why}` : ''}`, {
+          hint: "a workspace past limits.disk (the emptyDir's sizeLimit) is evicted, not refused: raise limits.disk in your config, then `moat reset TASK` (commits synced before are on the task branch)",
+        });
+      }
+      if (!pod || !containerInfo(pod).running) break;
+      if (attempt === 0) await sleep(500);
+    }
+    if ('error' in outcome) throw outcome.error;
+    return outcome.code;
   }
 
   execCapture(id: string, command: ExecCommand, maxBytes?: number): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {

@@ -33,8 +33,16 @@ export async function openExecSocket(kc: KubeConfig, path: string): Promise<WebS
   });
 }
 
-/** Unframes stdin into the command ($@): its exit status is the command's (a pipeline's last). */
-const UNFRAME_SCRIPT = 'while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done | "$@"';
+/**
+ * Unframes stdin into the command ($@), whose exit status is the script's. The unframing loop runs
+ * in the background (on the exec's stdin, kept as fd 3: a background list's own stdin is
+ * /dev/null), so the exec ends when the command does, not when the caller's stdin ends too. The
+ * command gets a session (so a process group) of its own through setsid: moat passes Ctrl-C on by
+ * signalling the group of the pid the command records (service/exec.ts), and in the shell's group
+ * that pid would lead none. `-w` keeps the status should setsid have to fork.
+ */
+const UNFRAME_SCRIPT =
+  'exec 3<&0; { while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done <&3 2>/dev/null & } | /usr/bin/setsid -w "$@" 3<&-';
 
 /** The command as sent: with stdin and no terminal, behind the unframing script. */
 export function framedCommand(cmd: string[], stdin: boolean, tty: boolean): string[] {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { sandboxSpec } from '../../src/domain/sandbox-spec.js';
 import { DEFAULT_LIMITS } from '../../src/domain/limits.js';
@@ -102,6 +102,21 @@ describe('exec over the API server', () => {
     // The frames as the sandbox's sh reads them (channel byte stripped, as the API server does).
     const wire = Buffer.concat(splitFrames(input));
     expect(execFileSync(framed[0]!, framed.slice(1), { input: wire }).toString().trim()).toBe(String(6 + 70_000));
+  });
+
+  it('ends with the command although stdin stays open, and gives the command a process group of its own', async () => {
+    const framed = framedCommand(['sh', '-c', 'head -c 3; echo " $$ $(ps -o pgid= -p $$)"; exit 5'], true, false);
+    const child = spawn(framed[0]!, framed.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stdin.write(stdinFrame('abc').subarray(1));
+    // stdin is never ended: the exec must still end when the command has.
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    child.stdin.destroy();
+    expect(code).toBe(5);
+    const [text, pid, pgid] = out.trim().split(/\s+/);
+    expect(text).toBe('abc');
+    expect(pgid).toBe(pid);
   });
 
   it('frames text by its bytes', () => {

@@ -1,0 +1,133 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { KubeConfig, type CoreV1Api } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isMoatError, type Moat } from '../../src/index.js';
+import { captureIO, gitIn } from '../helpers/fixtures.js';
+import { ADMIN_KUBECONFIG, ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
+
+/**
+ * The faults of issue 19 on the real cluster (scripts/cluster.sh): each one line with a hint and a
+ * documented exit code, the task's commits still at home, `rm` cleaning by label. The API server
+ * goes away through a TCP proxy this file makes in front of it (the cluster's own processes are
+ * never stopped).
+ */
+
+/** A TCP proxy to the API server that can be cut (every connection dropped, nothing accepted) and mended. */
+class ApiProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+  constructor(private readonly target: { host: string; port: number }) {}
+
+  async open(): Promise<void> {
+    this.server = createServer((client) => {
+      const upstream = connect(this.target.port, this.target.host);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => s.destroy());
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', () => resolve()));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const s of this.sockets) s.destroy();
+    if (server) await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+describe('moat on Kubernetes: faults', () => {
+  let ns: Awaited<ReturnType<typeof testNamespace>>;
+  let scratch: ClusterScratch;
+  let moat: Moat;
+  let core: CoreV1Api;
+  let proxy: ApiProxy;
+  let proxied: string;
+
+  beforeAll(async () => {
+    ns = await testNamespace();
+    core = ns.core;
+    scratch = new ClusterScratch(ns.name);
+    scratch.writeConfig('acceptUnenforcedLimits: [pids]\nnetwork: none\nlimits:\n  memory: 256m\n  disk: 64m\n');
+    moat = scratch.moat();
+    const kc = new KubeConfig();
+    kc.loadFromFile(ADMIN_KUBECONFIG);
+    const server = new URL(kc.getCurrentCluster()!.server);
+    proxy = new ApiProxy({ host: server.hostname, port: Number(server.port || 443) });
+    await proxy.open();
+    // The admin kubeconfig with the proxy as the server (same host name: the certificate still fits).
+    proxied = join(scratch.root, 'proxied.kubeconfig');
+    writeFileSync(proxied, readFileSync(ADMIN_KUBECONFIG, 'utf8').replace(server.origin, `https://${server.hostname}:${proxy.port}`));
+  });
+  afterAll(async () => {
+    await proxy?.cut();
+    await scratch?.cleanup();
+    await ns?.remove();
+  });
+
+  it('passes Ctrl-C on to a command that also reads stdin, and ends with it', async () => {
+    await moat.up({ task: 'sig' });
+    const cap = captureIO();
+    const stdin = new PassThrough();
+    let interrupt: ((signal: 'INT' | 'TERM') => void) | undefined;
+    const io = {
+      ...cap.io,
+      stdin,
+      onInterrupt: (listener: (signal: 'INT' | 'TERM') => void) => {
+        interrupt = listener;
+        return () => (interrupt = undefined);
+      },
+    };
+    // cat reads the caller's stdin, which stays open: only the signal can end it.
+    const running = moat.exec('sig', ['sh', '-c', 'trap "echo interrupted; exit 7" INT; echo ready; cat; echo not-reached'], io, { sync: false });
+    stdin.write('some input\n');
+    for (let i = 0; i < 300 && !cap.out().includes('ready'); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(cap.out()).toContain('ready');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    interrupt!('INT');
+    const result = await Promise.race([running, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000))]);
+    stdin.destroy();
+    expect(result).not.toBe('hung');
+    expect(result).toMatchObject({ exitCode: 7 });
+    expect(cap.out()).toBe('ready\nsome input\ninterrupted\n');
+    await moat.rm('sig', { force: true });
+  });
+
+  it('API server gone mid-exec: one line with a hint, exit code 4, the commits synced before are home', async () => {
+    const viaProxy = scratch.moat({ env: { KUBECONFIG: proxied } });
+    await viaProxy.up({ task: 'cut' });
+    const commit = await viaProxy.exec('cut', ['sh', '-c', 'echo one > one.txt && git add one.txt && git commit -qm "before the cut"'], captureIO().io, {
+      sync: true,
+    });
+    expect(commit.exitCode).toBe(0);
+    const cap = captureIO();
+    const running = viaProxy.exec('cut', ['sh', '-c', 'echo started; sleep 60'], cap.io, { sync: false });
+    for (let i = 0; i < 300 && !cap.out().includes('started'); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
+    await proxy.cut();
+    const error = await running.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isMoatError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'E_ENGINE_UNREACHABLE', exitCode: 4 });
+    expect((error as Error).message).not.toContain('\n');
+    expect((error as { hint?: string }).hint).toMatch(/commits synced before are safe/);
+    // While it is away, the next command says so too, in one line, and changes nothing.
+    await expect(viaProxy.exec('cut', ['true'], captureIO().io, { sync: false })).rejects.toMatchObject({ code: 'E_ENGINE_UNREACHABLE', exitCode: 4 });
+    expect(gitIn(scratch.repo, 'log', '--format=%s', '-1', 'moat/cut')).toBe('before the cut');
+    // Back again: the task answers, and rm removes its pod and volume by label.
+    await proxy.open();
+    expect((await viaProxy.exec('cut', ['cat', 'one.txt'], captureIO().io, { sync: false })).exitCode).toBe(0);
+    await viaProxy.rm('cut', { force: true });
+    expect((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=cut' })).items).toEqual([]);
+    expect((await core.listNamespacedConfigMap({ namespace: ns.name, labelSelector: 'moat.task=cut' })).items).toEqual([]);
+  });
+});
