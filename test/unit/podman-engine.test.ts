@@ -1,8 +1,9 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { forPodman, tmpfsForPodman } from '../../src/engine/podman-engine.js';
+import { forPodman, PodmanClient, tmpfsForPodman } from '../../src/engine/podman-engine.js';
 import { openEngine } from '../../src/engine/open-engine.js';
 import { enforcementText } from '../../src/domain/limit-enforcement.js';
 import { effectiveConfig } from '../../src/config/effective.js';
@@ -67,5 +68,26 @@ describe('openEngine', () => {
       code: 'E_ENGINE_UNREACHABLE',
       message: expect.stringContaining('none.sock'),
     });
+  });
+});
+
+describe("whether the Podman service is rootless, without libpod's /info (seconds on this machine kind)", () => {
+  it("a local service's socket owner says it; /info is not asked", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-podman-sock-'));
+    const socketPath = join(dir, 'podman.sock');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    try {
+      const client = new PodmanClient({ socketPath });
+      client.localSocket = socketPath;
+      client.host = () => Promise.reject(new Error('libpod /info was asked'));
+      chownSync(socketPath, 0, 0);
+      expect(await client.rootless()).toBe(false);
+      chownSync(socketPath, 1000, 1000);
+      expect(await client.rootless()).toBe(true);
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
