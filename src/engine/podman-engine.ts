@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { ContainerEngine, DiskCapSupport, EngineInfo, ExecCommand, ExecIO } from './engine.js';
 import { DockerEngine } from './docker-engine.js';
 import { MoatError } from '../errors.js';
+import type { SandboxSpec } from '../domain/sandbox-spec.js';
 import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
 import { connectionOptions, type EngineEndpoint } from './find-engine.js';
 
@@ -24,6 +25,21 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
     super({ ...endpoint, kind: 'podman' }, client);
     this.client = client;
     if (endpoint.transport === 'unix') client.localSocket = endpoint.socketPath;
+  }
+
+  /**
+   * gVisor is not offered on Podman: its containers run with runc (crun fails on hybrid cgroups,
+   * see PodmanClient), and a spec asking for gVisor would otherwise get runc without a word (found:
+   * `dmesg` in such a task read the host's kernel log, "Operation not permitted"). Refused, so moat never
+   * claims a kernel the sandbox does not have.
+   */
+  override async createContainer(spec: SandboxSpec): Promise<string> {
+    if (spec.isolation.kind === 'gvisor') {
+      throw new MoatError('E_ISOLATION_UNAVAILABLE', 'isolation: gvisor is not available on Podman: moat runs Podman containers with runc', {
+        hint: 'use Docker with runsc registered (as root: bash scripts/setup-gvisor.sh) for isolation: gvisor, or isolation: runc on Podman',
+      });
+    }
+    return super.createContainer(spec);
   }
 
   /**

@@ -3,10 +3,12 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { forPodman, PodmanClient, tmpfsForPodman } from '../../src/engine/podman-engine.js';
+import { forPodman, PodmanClient, PodmanEngine, tmpfsForPodman } from '../../src/engine/podman-engine.js';
 import { openEngine } from '../../src/engine/open-engine.js';
 import { enforcementText } from '../../src/domain/limit-enforcement.js';
 import { effectiveConfig } from '../../src/config/effective.js';
+import { sandboxSpec } from '../../src/domain/sandbox-spec.js';
+import { DEFAULT_LIMITS } from '../../src/domain/limits.js';
 
 describe("Podman's dialect of the create options", () => {
   const options = {
@@ -89,5 +91,24 @@ describe("whether the Podman service is rootless, without libpod's /info (second
       server.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('isolation: gvisor on Podman', () => {
+  it('is refused before anything is made (Podman runs runc: a gVisor task would silently get the host kernel)', async () => {
+    const engine = new PodmanEngine({ kind: 'podman', transport: 'unix', socketPath: '/nonexistent/podman.sock', source: 'test' });
+    const spec = sandboxSpec({
+      containerName: 'moat-test-gvisor-on-podman',
+      taskName: 't',
+      image: 'moat-base:bookworm',
+      workspace: { kind: 'host', path: '/nonexistent' },
+      uid: 1000,
+      gid: 1000,
+      limits: DEFAULT_LIMITS,
+      env: {},
+      labels: {},
+      gvisorRuntime: 'runsc',
+    });
+    await expect(engine.createContainer(spec)).rejects.toMatchObject({ code: 'E_ISOLATION_UNAVAILABLE' });
   });
 });
