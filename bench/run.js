@@ -218,26 +218,32 @@ if (podman)
   console.log(
     `Podman ${podmanMode}: ratio moat / podman run (median): ${podmanRatios.ratio.toFixed(2)} (goal <= 1.3); with MOAT_POOL=off ${podmanRatios.noPoolRatio.toFixed(2)}; with MOAT_SERVER=off ${podmanRatios.coldRatio.toFixed(2)}`,
   );
-mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(
-  join(import.meta.dirname, 'results', 'latest.json'),
-  JSON.stringify(
-    {
-      date: new Date().toISOString(),
-      machine,
-      rounds,
-      rows,
-      ...(runcRows
-        ? { ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }
-        : {}),
-      ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
-      ...(gvisor ? { gvisorRatio, gvisorNoPoolRatio } : {}),
-      ...(podman ? { podman: { mode: podmanMode, ...podmanRatios } } : {}),
-    },
-    null,
-    2,
-  ),
-);
+// Run as another user (rootless Podman as that user) the checkout may not be theirs to write: the figures are printed above.
+try {
+  mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+  writeFileSync(
+    join(import.meta.dirname, 'results', 'latest.json'),
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        machine,
+        rounds,
+        rows,
+        ...(runcRows
+          ? { ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }
+          : {}),
+        ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
+        ...(gvisor ? { gvisorRatio, gvisorNoPoolRatio } : {}),
+        ...(podman ? { podman: { mode: podmanMode, ...podmanRatios } } : {}),
+      },
+      null,
+      2,
+    ),
+  );
+} catch (error) {
+  if (error.code !== 'EACCES') throw error;
+  console.error(`bench: results not written (${error.message}): the figures above are the run's`);
+}
 
 /** RLIMIT_NPROC as moat gives it to Podman (podman-engine.ts hostNproc): this process's soft limit, at most 32768. */
 function hostNproc() {
