@@ -142,7 +142,8 @@ function runDocker(image) {
 function runSrt() {
   const peers = resolve(import.meta.dirname, '..', '.peers');
   const cli = resolve(import.meta.dirname, '..', 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
-  if (!existsSync(cli)) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
+  // Both halves: the package (npm) and the Node.js 22 it runs on (.peers, scripts/setup-peers.sh).
+  if (!existsSync(cli) || !existsSync(join(peers, 'node22'))) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
   const srtHome = join(root, 'srt-home');
   mkdirSync(srtHome, { recursive: true });
   return runCases(
@@ -225,7 +226,7 @@ const lines = [
 const table = lines.join('\n');
 console.log(table);
 const count = (rs, v) => rs.filter((r) => r[0] === v).length;
-const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}; srt: ${count(srtResults, 'leaked')} leaked of ${cases.length}${podmanColumns.map((p) => `; moat on ${p.short}: ${count(p.results, 'leaked')} leaked of ${cases.length}`).join('')}`;
+const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}; srt: ${srtResults.every((r) => r[0] === 'not run') ? 'not run' : `${count(srtResults, 'leaked')} leaked of ${cases.length}`}${podmanColumns.map((p) => `; moat on ${p.short}: ${count(p.results, 'leaked')} leaked of ${cases.length}`).join('')}`;
 const podmanNote = podmanColumns.length
   ? `
 
