@@ -35,7 +35,7 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
    */
   override async createContainer(spec: SandboxSpec): Promise<string> {
     if (spec.isolation.kind === 'gvisor') {
-      throw new MoatError('E_ISOLATION_UNAVAILABLE', 'isolation: gvisor is not available on Podman: moat runs Podman containers with runc', {
+      throw new MoatError('E_ISOLATION_UNAVAILABLE', 'gVisor is not offered on Podman: moat runs Podman containers with runc', {
         hint: 'use Docker with runsc registered (as root: bash scripts/setup-gvisor.sh) for isolation: gvisor, or isolation: runc on Podman',
       });
     }
