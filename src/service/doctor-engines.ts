@@ -117,14 +117,21 @@ async function probe(
 
 /** Rootless Podman services of this host: the caller's own, or (for root) every user's under /run/user. */
 function rootlessSockets(ctx: MoatContext): string[] {
-  if (ctx.hostUser.uid !== 0) {
-    const own = podmanSocketPath(ctx.env, ctx.hostUser.uid);
-    return own && isSocket(own) ? [own] : [];
+  const uid = ctx.hostUser.uid;
+  if (uid !== 0) {
+    // The service this command uses (MOAT_ENGINE_SOCKET), the one XDG_RUNTIME_DIR names, the login's usual place.
+    const candidates = [
+      ctx.env.MOAT_ENGINE === 'podman' ? ctx.env.MOAT_ENGINE_SOCKET : undefined,
+      podmanSocketPath(ctx.env, uid),
+      join('/run/user', String(uid), 'podman', 'podman.sock'),
+    ];
+    const own = candidates.filter((path): path is string => path !== undefined && isSocket(path) && statSync(path).uid === uid);
+    return [...new Set(own)].slice(0, 1);
   }
   const found: string[] = [];
-  for (const uid of existsSync('/run/user') ? readdirSync('/run/user') : []) {
-    const socket = join('/run/user', uid, 'podman', 'podman.sock');
-    if (/^\d+$/.test(uid) && uid !== '0' && isSocket(socket)) found.push(socket);
+  for (const user of existsSync('/run/user') ? readdirSync('/run/user') : []) {
+    const socket = join('/run/user', user, 'podman', 'podman.sock');
+    if (/^\d+$/.test(user) && user !== '0' && isSocket(socket)) found.push(socket);
   }
   return found;
 }
