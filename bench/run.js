@@ -9,8 +9,12 @@
 // with MOAT_ISOLATION=gvisor against `docker run --rm --runtime runsc` with the same flags (goal <= 1.3),
 // and a third, the same with MOAT_POOL=off (nothing made ahead: what gVisor tasks cost before they were).
 // BENCH_GVISOR=only runs these three rows alone (a shorter run; the runc rows are skipped).
+// With BENCH_PODMAN=1 (Podman's API service running: scripts/setup-podman.sh rootful, or rootless as the
+// user who runs the benchmark), four more: `moat run --rm -- true` on Podman (its own home and warm
+// server, pool on and off, and MOAT_SERVER=off) against `podman run --rm` with the flags moat gives
+// Podman (runc, explicit nproc, keep-id when rootless). BENCH_PODMAN=only runs these four alone.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
@@ -81,11 +85,49 @@ if (remote) {
 // Under gVisor moat gives the host's pids cgroup room for runsc's threads and holds the user's figure
 // inside (RLIMIT_NPROC): docker gets the same.
 const gvisor = process.env.BENCH_GVISOR === '1' || process.env.BENCH_GVISOR === 'only';
-const runcRows = process.env.BENCH_GVISOR !== 'only';
+const runcRows = process.env.BENCH_GVISOR !== 'only' && process.env.BENCH_PODMAN !== 'only';
 const gvisorEnv = { ...env, MOAT_ISOLATION: 'gvisor' };
 const gvisorDockerArgs = ['run', '--runtime', 'runsc', ...dockerArgs.slice(1).map((arg) => (arg === '512' ? String(512 * 12 + 64) : arg))].flatMap((arg) =>
   arg === 'nofile=4096:4096' ? [arg, '--ulimit', 'nproc=512:512'] : [arg],
 );
+// Podman: rootful as root, rootless as anyone else (the mode is read from Podman itself, not assumed).
+const podman = process.env.BENCH_PODMAN === '1' || process.env.BENCH_PODMAN === 'only';
+const podmanSocket =
+  process.env.BENCH_PODMAN_SOCKET ?? (process.getuid() === 0 ? '/run/podman/podman.sock' : join(process.env.XDG_RUNTIME_DIR ?? '', 'podman', 'podman.sock'));
+let podmanEnv;
+let podmanArgs;
+let podmanMode = '';
+if (podman) {
+  const podmanRoot = join(root, 'podman');
+  mkdirSync(podmanRoot);
+  const rootless = execFileSync('podman', ['info', '--format', '{{.Host.Security.Rootless}}'], { encoding: 'utf8' }).trim() === 'true';
+  podmanMode = rootless ? 'rootless' : 'rootful';
+  // Rootless Podman on cgroup v1 cannot hold cgroup limits: moat refuses unless the user's config accepts the gap.
+  const config = join(podmanRoot, 'config.yaml');
+  writeFileSync(config, rootless ? 'acceptUnenforcedLimits: [memory, cpus, pids]\n' : '');
+  podmanEnv = {
+    ...env,
+    MOAT_ENGINE: 'podman',
+    MOAT_ENGINE_SOCKET: podmanSocket,
+    MOAT_CONFIG: config,
+    MOAT_HOME: join(podmanRoot, 'home'),
+    ...serverEnv(podmanRoot),
+  };
+  const made = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env: podmanEnv, encoding: 'utf8' }));
+  execFileSync(process.execPath, [bin, 'rm', '--force', 'warm'], { cwd: repo, env: podmanEnv });
+  podmanArgs = [
+    'run',
+    '--runtime',
+    'runc',
+    ...(rootless ? ['--userns', 'keep-id'] : []),
+    ...dockerArgs.slice(1).map((arg) => (arg === image ? made.image : arg === uid ? `${made.user.uid}:${made.user.gid}` : arg)),
+  ].flatMap((arg) => (arg === 'nofile=4096:4096' ? [arg, '--ulimit', `nproc=${hostNproc()}:${hostNproc()}`] : [arg]));
+}
+const PODMAN_MOAT = () => `Podman ${podmanMode}: moat run --rm -- true (warm server, pool)`;
+const PODMAN_NO_POOL = () => `Podman ${podmanMode}: moat run --rm -- true, MOAT_POOL=off`;
+const PODMAN_COLD = () => `Podman ${podmanMode}: moat run --rm -- true, MOAT_SERVER=off`;
+const PODMAN_BARE = () => `Podman ${podmanMode}: podman run --rm (same flags and image)`;
+
 const GVISOR_MOAT = 'gVisor: moat run --rm -- true (MOAT_ISOLATION=gvisor)';
 const GVISOR_DOCKER = 'gVisor: docker run --rm --runtime runsc (same flags and image)';
 const GVISOR_NO_POOL = 'gVisor: moat run --rm -- true, MOAT_POOL=off (nothing made ahead)';
@@ -109,6 +151,14 @@ const scenarios = {
         [`remote engine (${remote}): docker run --rm (same flags and image)`]: () => timed('docker', remoteDockerArgs),
       }
     : {}),
+  ...(podman
+    ? {
+        [PODMAN_MOAT()]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: podmanEnv }),
+        [PODMAN_NO_POOL()]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...podmanEnv, MOAT_POOL: 'off' } }),
+        [PODMAN_COLD()]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...podmanEnv, MOAT_SERVER: 'off' } }),
+        [PODMAN_BARE()]: () => timed('podman', podmanArgs),
+      }
+    : {}),
   ...(gvisor
     ? {
         [GVISOR_MOAT]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: gvisorEnv }),
@@ -126,6 +176,7 @@ for (let i = 0; i < rounds; i += 1) {
 }
 stopServers(root);
 if (remote) stopServers(join(root, 'remote'));
+if (podman) stopServers(join(root, 'podman'));
 rmSync(root, { recursive: true, force: true });
 
 const median = (xs) => {
@@ -154,22 +205,51 @@ if (gvisor)
   console.log(
     `gVisor: ratio moat / docker run --runtime runsc (median): ${gvisorRatio.toFixed(2)} (goal <= 1.3); with MOAT_POOL=off ${gvisorNoPoolRatio.toFixed(2)}`,
   );
-mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
-writeFileSync(
-  join(import.meta.dirname, 'results', 'latest.json'),
-  JSON.stringify(
-    {
-      date: new Date().toISOString(),
-      machine,
-      rounds,
-      rows,
-      ...(runcRows
-        ? { ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }
-        : {}),
-      ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
-      ...(gvisor ? { gvisorRatio, gvisorNoPoolRatio } : {}),
-    },
-    null,
-    2,
-  ),
-);
+const podmanRatios = podman
+  ? Object.fromEntries(
+      [
+        ['ratio', PODMAN_MOAT()],
+        ['noPoolRatio', PODMAN_NO_POOL()],
+        ['coldRatio', PODMAN_COLD()],
+      ].map(([key, name]) => [key, row(name).median / row(PODMAN_BARE()).median]),
+    )
+  : undefined;
+if (podman)
+  console.log(
+    `Podman ${podmanMode}: ratio moat / podman run (median): ${podmanRatios.ratio.toFixed(2)} (goal <= 1.3); with MOAT_POOL=off ${podmanRatios.noPoolRatio.toFixed(2)}; with MOAT_SERVER=off ${podmanRatios.coldRatio.toFixed(2)}`,
+  );
+// Run as another user (rootless Podman as that user) the checkout may not be theirs to write: the figures are printed above.
+try {
+  mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+  writeFileSync(
+    join(import.meta.dirname, 'results', 'latest.json'),
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        machine,
+        rounds,
+        rows,
+        ...(runcRows
+          ? { ratio: moatRow.median / dockerRow.median, noPoolRatio: noPoolRow.median / dockerRow.median, coldRatio: coldRow.median / dockerRow.median }
+          : {}),
+        ...(remote ? { remoteRatio: remoteMoatRow.median / remoteDockerRow.median } : {}),
+        ...(gvisor ? { gvisorRatio, gvisorNoPoolRatio } : {}),
+        ...(podman ? { podman: { mode: podmanMode, ...podmanRatios } } : {}),
+      },
+      null,
+      2,
+    ),
+  );
+} catch (error) {
+  if (error.code !== 'EACCES') throw error;
+  console.error(`bench: results not written (${error.message}): the figures above are the run's`);
+}
+
+/** RLIMIT_NPROC as moat gives it to Podman (podman-engine.ts hostNproc): this process's soft limit, at most 32768. */
+function hostNproc() {
+  const soft = readFileSync('/proc/self/limits', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Max processes'))
+    ?.split(/\s+/)[2];
+  return soft && /^\d+$/.test(soft) ? Math.min(Number(soft), 32768) : 32768;
+}

@@ -142,7 +142,8 @@ function runDocker(image) {
 function runSrt() {
   const peers = resolve(import.meta.dirname, '..', '.peers');
   const cli = resolve(import.meta.dirname, '..', 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
-  if (!existsSync(cli)) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
+  // Both halves: the package (npm) and the Node.js 22 it runs on (.peers, scripts/setup-peers.sh).
+  if (!existsSync(cli) || !existsSync(join(peers, 'node22'))) return cases.map(() => ['not run', 'srt is not installed (scripts/setup-peers.sh)']);
   const srtHome = join(root, 'srt-home');
   mkdirSync(srtHome, { recursive: true });
   return runCases(
@@ -156,6 +157,58 @@ function runSrt() {
   );
 }
 
+// SECURITY_REPORT_PODMAN=1: two more columns, moat on rootful Podman (root's service) and on rootless
+// Podman as an ordinary user (SECURITY_REPORT_PODMAN_USER, moatci by default: scripts/test-user.sh;
+// the services of scripts/setup-podman.sh). Each is this script's moat cases run in a child on that
+// engine (`--moat-json` prints the verdicts), so every verdict is observed there, as in the moat column.
+if (process.argv.includes('--moat-json')) {
+  writeFileSync(join(root, 'config.yaml'), process.env.SECURITY_REPORT_CONFIG ?? '');
+  const results = await runMoat();
+  rmSync(root, { recursive: true, force: true });
+  process.stdout.write(JSON.stringify(results));
+  process.exit(0);
+}
+function moatOn(label, command, args, env) {
+  const child = spawnSync(command, args, { encoding: 'utf8', env, cwd: '/', timeout: 900_000 });
+  if (child.status !== 0) throw new Error(`the ${label} column failed: ${child.stderr}`);
+  return JSON.parse(child.stdout.trim().split('\n').pop());
+}
+const podmanColumns = [];
+if (process.env.SECURITY_REPORT_PODMAN === '1') {
+  const self = resolve(import.meta.dirname, 'security-report.mjs');
+  podmanColumns.push({
+    title: 'moat on rootful Podman',
+    short: 'rootful Podman',
+    results: moatOn('rootful Podman', process.execPath, [self, '--moat-json'], {
+      ...process.env,
+      MOAT_ENGINE: 'podman',
+      MOAT_ENGINE_SOCKET: '/run/podman/podman.sock',
+    }),
+  });
+  const user = process.env.SECURITY_REPORT_PODMAN_USER ?? 'moatci';
+  const uid = execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim();
+  // On cgroup v1 rootless Podman holds no cgroup limit: moat refuses unless the user's config accepts the gap, which it does here.
+  const env = `XDG_RUNTIME_DIR=/run/user/${uid} MOAT_ENGINE=podman MOAT_ENGINE_SOCKET=/run/user/${uid}/podman/podman.sock MOAT_SERVER=off`;
+  podmanColumns.push({
+    title: `moat on rootless Podman (as ${user})`,
+    short: 'rootless Podman',
+    results: moatOn(
+      'rootless Podman',
+      'su',
+      [
+        '-s',
+        '/bin/bash',
+        user,
+        '-c',
+        `cd / && env ${env} SECURITY_REPORT_CONFIG='acceptUnenforcedLimits: [memory, cpus, pids]' ${process.execPath} ${self} --moat-json`,
+      ],
+      {
+        PATH: process.env.PATH,
+      },
+    ),
+  });
+}
+
 const moatResults = await runMoat();
 rmSync(marker, { force: true });
 const image = 'moat-base:bookworm';
@@ -163,17 +216,25 @@ const dockerResults = runDocker(image);
 const srtResults = runSrt();
 
 const lines = [
-  '| case | moat (defaults) | docker run -v $PWD:/work (defaults) | srt (defaults) |',
-  '|---|---|---|---|',
+  `| case | moat (defaults) | docker run -v $PWD:/work (defaults) | srt (defaults) |${podmanColumns.map((c) => ` ${c.title} |`).join('')}`,
+  `|---|---|---|---|${podmanColumns.map(() => '---|').join('')}`,
   ...cases.map(
     (c, i) =>
-      `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} | **${srtResults[i][0]}**: ${srtResults[i][1]} |`,
+      `| ${c.name} | **${moatResults[i][0]}**: ${moatResults[i][1]} | **${dockerResults[i][0]}**: ${dockerResults[i][1]} | **${srtResults[i][0]}**: ${srtResults[i][1]} |${podmanColumns.map((p) => ` **${p.results[i][0]}**: ${p.results[i][1]} |`).join('')}`,
   ),
 ];
 const table = lines.join('\n');
 console.log(table);
 const count = (rs, v) => rs.filter((r) => r[0] === v).length;
-const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}; srt: ${count(srtResults, 'leaked')} leaked of ${cases.length}`;
+const summary = `moat: ${count(moatResults, 'leaked')} leaked of ${cases.length}; docker run: ${count(dockerResults, 'leaked')} leaked of ${cases.length}; srt: ${srtResults.every((r) => r[0] === 'not run') ? 'not run' : `${count(srtResults, 'leaked')} leaked of ${cases.length}`}${podmanColumns.map((p) => `; moat on ${p.short}: ${count(p.results, 'leaked')} leaked of ${cases.length}`).join('')}`;
+const podmanNote = podmanColumns.length
+  ? `
+
+The Podman columns (\`SECURITY_REPORT_PODMAN=1\`) run the moat cases on Podman 4.3 (runc, cgroup v1 hybrid): root's
+service, and an ordinary user's own service (rootless, no daemon as root), whose config accepts the
+limits rootless Podman cannot hold on cgroup v1 (\`acceptUnenforcedLimits\`; without it \`moat up\` refuses).
+Where a limit reads "leaked" there, no kernel limit holds it: \`moat doctor\` says so before any task is made.`
+  : '';
 console.log(summary);
 const doc = `# Security report
 
@@ -196,7 +257,7 @@ ${summary}
 
 srt runs commands as the invoking user (here root) without a container, so it sets no cgroup
 limits of its own; "fork without limit" and "take all memory" read the host's cgroup as the process
-sees it. The devcontainer CLI runs the same engine as the docker column.
+sees it. The devcontainer CLI runs the same engine as the docker column.${podmanNote}
 `;
 // The report is the top of the file; the sections below it (## headings) are written by hand or by
 // their own generators (the review-flags table), and are kept.

@@ -1,8 +1,9 @@
 import Docker from 'dockerode';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { ContainerEngine, DiskCapSupport, EngineInfo, ExecCommand, ExecIO } from './engine.js';
 import { DockerEngine } from './docker-engine.js';
 import { MoatError } from '../errors.js';
+import type { SandboxSpec } from '../domain/sandbox-spec.js';
 import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
 import { connectionOptions, type EngineEndpoint } from './find-engine.js';
 
@@ -23,6 +24,22 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
     const client = new PodmanClient(connectionOptions(endpoint) as Docker.DockerOptions);
     super({ ...endpoint, kind: 'podman' }, client);
     this.client = client;
+    if (endpoint.transport === 'unix') client.localSocket = endpoint.socketPath;
+  }
+
+  /**
+   * gVisor is not offered on Podman: its containers run with runc (crun fails on hybrid cgroups,
+   * see PodmanClient), and a spec asking for gVisor would otherwise get runc without a word (found:
+   * `dmesg` in such a task read the host's kernel log, "Operation not permitted"). Refused, so moat never
+   * claims a kernel the sandbox does not have.
+   */
+  override async createContainer(spec: SandboxSpec): Promise<string> {
+    if (spec.isolation.kind === 'gvisor') {
+      throw new MoatError('E_ISOLATION_UNAVAILABLE', 'gVisor is not offered on Podman: moat runs Podman containers with runc', {
+        hint: 'use Docker with runsc registered (as root: bash scripts/setup-gvisor.sh) for isolation: gvisor, or isolation: runc on Podman',
+      });
+    }
+    return super.createContainer(spec);
   }
 
   /**
@@ -32,7 +49,7 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
    * sandbox does not have). The container's own main process is wrapped at create (forPodman).
    */
   override async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
-    const nofile = (await this.client.host()).security.rootless ? await this.nofileOf(id) : undefined;
+    const nofile = (await this.client.rootless()) ? await this.nofileOf(id) : undefined;
     return super.exec(id, nofile ? { ...command, cmd: underPrlimit(nofile, command.cmd) } : command, io);
   }
 
@@ -52,7 +69,7 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
    * ("losetup: cannot find an unused loop device: Permission denied", measured). Said, never tried.
    */
   override async diskCapSupport(helperImage: string): Promise<DiskCapSupport> {
-    if ((await this.client.host()).security.rootless) {
+    if (await this.client.rootless()) {
       return { ok: false, why: 'rootless Podman cannot attach loop devices, so no capped volume can be made for the workspace' };
     }
     return super.diskCapSupport(helperImage);
@@ -77,8 +94,12 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
    * and reads a 256m memory limit back as unlimited); a limit whose controller is missing is not enforced.
    */
   async limitEnforcement(): Promise<LimitEnforcement> {
+    if (!(await this.client.rootless())) return { unenforced: [] };
+    // On cgroup v1 no controller is ever delegated: said without libpod's /info (seconds, see PodmanClient).
+    if (this.client.localSocket && localCgroupVersion() === '1') {
+      return { unenforced: [...CGROUP_LIMITS], why: 'rootless Podman on cgroup v1 cannot set resource limits' };
+    }
     const host = await this.libpodHost();
-    if (!host.security.rootless) return { unenforced: [] };
     const controllers = new Set(host.cgroupControllers ?? []);
     const unenforced = CGROUP_LIMITS.filter((limit) => !controllers.has(CONTROLLER[limit]));
     if (unenforced.length === 0) return { unenforced };
@@ -121,9 +142,31 @@ const LIBPOD = '/v4.0.0/libpod';
  */
 export class PodmanClient extends Docker {
   private hostInfo?: Promise<LibpodHost>;
+  /** The service's socket when it is on this host (its owner says rootless or not). */
+  localSocket?: string;
 
   override async createContainer(options: Docker.ContainerCreateOptions): Promise<Docker.Container> {
-    return super.createContainer(forPodman(options, (await this.host()).security.rootless));
+    return super.createContainer(forPodman(options, await this.rootless()));
+  }
+
+  /**
+   * Whether the service runs rootless. libpod's /info answers it but takes 2.6-4 s on this machine
+   * kind (it runs every helper's --version and sizes the image store; measured, the largest part of
+   * `moat run` on Podman): a local service's socket is made by the service's own user, so its
+   * owner says it at the cost of a stat. A remote service is asked.
+   */
+  async rootless(): Promise<boolean> {
+    if (this.localSocket) {
+      const owner = (() => {
+        try {
+          return statSync(this.localSocket).uid;
+        } catch {
+          return undefined;
+        }
+      })();
+      if (owner !== undefined) return owner !== 0;
+    }
+    return (await this.host()).security.rootless;
   }
 
   /** libpod's facts about the engine's host, read once (a failed read is tried again). */
@@ -196,6 +239,11 @@ function hostNproc(): number {
     // not Linux: the default below
   }
   return 32768;
+}
+
+/** This host's cgroup version as Podman sees it: v2 only where the unified hierarchy is mounted at the top. */
+function localCgroupVersion(): '1' | '2' {
+  return existsSync('/sys/fs/cgroup/cgroup.controllers') ? '2' : '1';
 }
 
 /** Where a rootless sandbox's nofile limit is kept for the commands moat runs in it later. */

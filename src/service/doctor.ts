@@ -7,6 +7,7 @@ import type { MoatContext } from './context.js';
 import { hostCaps, type HostCap } from './host-caps.js';
 import { egressChecks } from './doctor-egress.js';
 import { gvisorCheck } from './doctor-gvisor.js';
+import { engineConfigurations, type EngineConfiguration } from './doctor-engines.js';
 import { reportLimitGaps } from './limit-check.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -25,6 +26,8 @@ export interface DoctorReport {
   enforcement: Record<string, string>;
   /** Every host file (and process) a sandbox's activity makes grow, with its cap. */
   caps: HostCap[];
+  /** Every engine configuration of this machine (Docker+runc, Docker+gVisor, Podman rootful and rootless), with what each enforces. */
+  engines: EngineConfiguration[];
 }
 
 function versionAtLeast(version: string, minimum: number[]): boolean {
@@ -78,6 +81,8 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   let remote = false;
   let plan: DiskPlan = { disk: 'none', inVolume: false };
   const gvisorEnforcement: Record<string, string> = {};
+  let current: Parameters<typeof engineConfigurations>[2];
+  let wantedImage = DEFAULT_BASE_IMAGE;
   try {
     const engine = await ctx.engine();
     remote = !engine.capabilities.hostMounts;
@@ -86,6 +91,8 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     const base = await engine.imageId(DEFAULT_BASE_IMAGE);
     const userConfig = await ctx.userConfig().catch(() => ({ baseImage: undefined }));
     const wanted = userConfig.baseImage ?? DEFAULT_BASE_IMAGE;
+    wantedImage = wanted;
+    current = { engine, kind: info.kind };
     // The same choice `up` makes (disk-plan.ts), so doctor never claims a cap that up would not make.
     plan = await planDisk(engine, { uid: ctx.hostUser.uid, helperImage: wanted, env: ctx.env });
     const baseId = wanted === DEFAULT_BASE_IMAGE ? base : await engine.imageId(wanted);
@@ -97,6 +104,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
     if (baseId) {
       const gvisor = await gvisorCheck(ctx, engine, wanted);
       checks.push(gvisor.check);
+      current.gvisor = gvisor;
       Object.assign(gvisorEnforcement, gvisor.enforcement ?? {});
     }
   } catch (error) {
@@ -177,5 +185,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
       : { name: 'host user', status: 'ok', detail: `sandboxes run as your uid ${uid}` },
   );
   Object.assign(enforcement, gvisorEnforcement);
-  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped, remote) };
+  // Kubernetes is not this machine's engine: its nodes are listed by the cluster, not here.
+  const engines = info?.kind === 'kubernetes' ? [] : await engineConfigurations(ctx, wantedImage, current);
+  return { ok: !checks.some((c) => c.status === 'fail'), checks, enforcement, caps: await hostCaps(ctx, diskCapped, remote, info?.kind), engines };
 }

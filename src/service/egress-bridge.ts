@@ -30,11 +30,19 @@ import { egressBridged } from './task-container.js';
  * stdin/stdout, and one connection to the gateway. All the sandbox can do with this is make
  * connections to the gateway, which it could anyway: a forged number only makes another.
  */
+/**
+ * socat's copy size between the agent's connection and the FIFOs' cat (its default is 8 KiB). Under
+ * gVisor's ptrace platform every read and write of every process in the sandbox traps, so bytes per
+ * call decide throughput: 128 KiB took the bridge from 4 to 17 MiB/s up and 4 to 11 MiB/s down
+ * (bench/gateway.js with BENCH_GVISOR=1, docs/benchmarks.md).
+ */
+const SOCAT_BLOCK = 131072;
+
 const LISTEN_SCRIPT = `
 umask 077
 mkdir -p /tmp/.moat-egress || exit 1
 exec 3>&1
-exec socat TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork,backlog=4096 SYSTEM:'i=$$; d=/tmp/.moat-egress; mkfifo "$d/$i.up" "$d/$i.down" || exit 1; echo "$i" >&3; exec 4<&0; cat <&4 > "$d/$i.up" & c=$!; cat "$d/$i.down"; kill $c 2>/dev/null; rm -f "$d/$i.up" "$d/$i.down"'
+exec socat -b ${SOCAT_BLOCK} TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork,backlog=4096 SYSTEM:'i=$$; d=/tmp/.moat-egress; mkfifo "$d/$i.up" "$d/$i.down" || exit 1; echo "$i" >&3; exec 4<&0; cat <&4 > "$d/$i.up" & c=$!; cat "$d/$i.down"; kill $c 2>/dev/null; rm -f "$d/$i.up" "$d/$i.down"'
 `;
 
 /** One connection: the FIFOs of child $1 joined to this exec's streams. */

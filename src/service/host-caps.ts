@@ -1,5 +1,6 @@
 import { diskUncappedWhy } from '../workspace/task-volume.js';
-import { CONTAINER_LOG } from '../domain/sandbox-spec.js';
+import type { EngineKind } from '../engine/engine.js';
+import { containerLogCap } from './doctor-engines.js';
 import { DEFAULT_LIMITS } from '../domain/limits.js';
 import { formatSize, parseSize } from '../domain/size.js';
 import { auditBytes, auditMaxBytes } from '../gateway/audit.js';
@@ -22,7 +23,7 @@ export interface HostCap {
  * Everything on the host that a sandbox's activity makes grow, each with its cap: `moat doctor`
  * lists them so that "outside the sandbox's disk cap" is never a surprise.
  */
-export async function hostCaps(ctx: MoatContext, diskCapped: boolean, remote = false): Promise<HostCap[]> {
+export async function hostCaps(ctx: MoatContext, diskCapped: boolean, remote = false, engineKind?: EngineKind): Promise<HostCap[]> {
   const records = await ctx.store.listAll({ pooled: true }).catch(() => []);
   const auditMax = auditMaxBytes(ctx.env);
   const auditTotal = records.reduce((sum, record) => sum + auditBytes(auditFile(ctx, record)), 0);
@@ -47,7 +48,7 @@ export async function hostCaps(ctx: MoatContext, diskCapped: boolean, remote = f
     },
     {
       name: 'container logs',
-      cap: `${CONTAINER_LOG.files} files of ${formatSize(CONTAINER_LOG.maxBytes)} per container (the engine's json-file driver): at most ${formatSize(CONTAINER_LOG.files * CONTAINER_LOG.maxBytes)} per task`,
+      cap: containerLogCap(engineKind),
     },
     {
       name: 'snapshot bundles',

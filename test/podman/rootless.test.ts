@@ -75,6 +75,13 @@ describe('rootless Podman', () => {
       expect(report.enforcement.memory).toMatch(/^NOT enforced/);
       expect(report.enforcement.pids).toMatch(/^NOT enforced/);
       expect(report.checks.find((c) => c.name === 'limits')).toMatchObject({ status: 'warn' });
+      // Every engine configuration of the machine is listed; this user's own service with what it does not hold.
+      expect(report.engines.map((e) => e.name)).toEqual(['docker+runc', 'docker+gvisor', 'podman rootful', 'podman rootless']);
+      const own = report.engines.find((e) => e.name === 'podman rootless')!;
+      expect(own).toMatchObject({ status: 'warn', detail: expect.stringMatching(/\(rootless\)$/) });
+      expect(own.enforces).toMatchObject({ memory: expect.stringMatching(/^NOT enforced/), disk: expect.stringMatching(/NOT capped/) });
+      expect(own.enforces.logs).toMatch(/^one file of 10MiB/);
+      expect(report.caps.find((c) => c.name === 'container logs')?.cap).toMatch(/^one file of 10MiB/);
       // What moat says is what holds: the engine did not give the container the 2g limit.
       const info = await inspect(row!.containerId!);
       const cap = captureIO();

@@ -1,11 +1,14 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { forPodman, tmpfsForPodman } from '../../src/engine/podman-engine.js';
+import { forPodman, PodmanClient, PodmanEngine, tmpfsForPodman } from '../../src/engine/podman-engine.js';
 import { openEngine } from '../../src/engine/open-engine.js';
 import { enforcementText } from '../../src/domain/limit-enforcement.js';
 import { effectiveConfig } from '../../src/config/effective.js';
+import { sandboxSpec } from '../../src/domain/sandbox-spec.js';
+import { DEFAULT_LIMITS } from '../../src/domain/limits.js';
 
 describe("Podman's dialect of the create options", () => {
   const options = {
@@ -67,5 +70,45 @@ describe('openEngine', () => {
       code: 'E_ENGINE_UNREACHABLE',
       message: expect.stringContaining('none.sock'),
     });
+  });
+});
+
+describe("whether the Podman service is rootless, without libpod's /info (seconds on this machine kind)", () => {
+  it("a local service's socket owner says it; /info is not asked", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-podman-sock-'));
+    const socketPath = join(dir, 'podman.sock');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    try {
+      const client = new PodmanClient({ socketPath });
+      client.localSocket = socketPath;
+      client.host = () => Promise.reject(new Error('libpod /info was asked'));
+      chownSync(socketPath, 0, 0);
+      expect(await client.rootless()).toBe(false);
+      chownSync(socketPath, 1000, 1000);
+      expect(await client.rootless()).toBe(true);
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('isolation: gvisor on Podman', () => {
+  it('is refused before anything is made (Podman runs runc: a gVisor task would silently get the host kernel)', async () => {
+    const engine = new PodmanEngine({ kind: 'podman', transport: 'unix', socketPath: '/nonexistent/podman.sock', source: 'test' });
+    const spec = sandboxSpec({
+      containerName: 'moat-test-gvisor-on-podman',
+      taskName: 't',
+      image: 'moat-base:bookworm',
+      workspace: { kind: 'host', path: '/nonexistent' },
+      uid: 1000,
+      gid: 1000,
+      limits: DEFAULT_LIMITS,
+      env: {},
+      labels: {},
+      gvisorRuntime: 'runsc',
+    });
+    await expect(engine.createContainer(spec)).rejects.toMatchObject({ code: 'E_ISOLATION_UNAVAILABLE' });
   });
 });

@@ -109,6 +109,11 @@ export function registerInspect(program: Command, cli: CliContext): void {
           '',
           'host files a sandbox can make grow, and their caps:',
           ...report.caps.map((c) => `  ${c.name}: ${c.cap}${c.now ? ` (now: ${c.now})` : ''}`),
+          ...(report.engines.length > 0 ? ['', 'engine configurations on this machine, and what each enforces:'] : []),
+          ...report.engines.flatMap((e) => [
+            `  ${e.status === 'ok' ? 'ok    ' : e.status === 'warn' ? 'warn  ' : 'absent'}  ${e.name}: ${e.detail}${e.fix ? `\n      fix: ${e.fix}` : ''}`,
+            ...Object.entries(e.enforces).map(([key, value]) => `      ${key}: ${value}`),
+          ]),
         ].join('\n'),
       );
       if (!report.ok) cli.setExit(ExitCode.failure);
