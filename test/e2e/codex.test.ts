@@ -2,11 +2,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, gitIn, makeTestCa, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, makeTestCa, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 import { ScriptedModel } from '../helpers/scripted-model.js';
 import { CODEX_STEPS, codexConfig, seedBuggyProject } from '../helpers/codex-scenario.js';
+import { agentWorld, type AgentWorld } from '../helpers/agent-e2e.js';
+import { Terminal } from '../helpers/terminal.js';
 
 const REAL_KEY = 'sk-proj-real-e2e-4c3b2a1f';
+const CODEX_BINDING = { secret: 'OPENAI_API_KEY', header: 'Authorization', route: 'openai' };
 
 /**
  * The real Codex CLI, installed from npm in its template image, runs in a moat sandbox and talks
@@ -87,4 +90,53 @@ describe('codex end to end', () => {
     expect(outputs).not.toContain(REAL_KEY);
     expect(agentOut).not.toContain(REAL_KEY);
   });
+});
+
+/**
+ * Texts of Codex's first-run screens: none may show in a task's terminal (the welcome and sign-in
+ * screens, the trust of the folder, the update notice, the model and feature announcements).
+ */
+const FIRST_RUN = [
+  'WelcometoCodex',
+  'SigninwithChatGPT',
+  'Provideyourown',
+  'Doyoutrust',
+  'allowCodextoworkinthisfolder',
+  'Updateavailable',
+  'Pressentertocontinue',
+  'Trynewmodel',
+];
+
+describe('codex: interactive start', () => {
+  let world: AgentWorld;
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  it("moat shell opens Codex's prompt with no first-run question, and a first turn gets the model's answer", async () => {
+    world = await agentWorld(CODEX_BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
+    await world.moat.up({ task: 'codex-tty', template: 'codex' });
+    // Codex asks the terminal where its cursor is before it draws: the terminal answers.
+    const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell codex-tty`, {
+      cwd: world.scratch.repo,
+      env: world.scratch.env(world.env),
+      answerQueries: true,
+    });
+    try {
+      await term.until(() => term.screen().includes('OpenAICodex(v') && term.screen().includes('forshortcuts'), 'the prompt');
+      term.type('Say hello to moat');
+      // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
+      const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
+      await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
+      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
+      for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
+      for (const turn of world.model.turns()) expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
+    } finally {
+      await term.close();
+    }
+    // Nothing at start reached for the internet (update check, metrics, plugin marketplace): no
+    // refusal in the audit but the announcement tip, which no setting of Codex 0.171 turns off.
+    const denied = (await world.moat.egress('codex-tty')).filter((a) => a.decision === 'denied' && a.host !== 'raw.githubusercontent.com');
+    expect(denied, JSON.stringify(denied)).toEqual([]);
+  }, 600_000);
 });
