@@ -44,6 +44,12 @@ describe('opencode end to end', () => {
     expect(run.err).toMatch(/math\.sh \| 2 \+-/);
   });
 
+  it('OpenCode fetched nothing at start: no attempt to the npm registry, no refusal but the scripted exfiltration', async () => {
+    const attempts = await world.moat.egress('opencode-e2e');
+    expect(attempts.map((a) => a.host)).not.toContain('registry.npmjs.org');
+    expect(attempts.filter((a) => a.decision === 'denied').map((a) => a.host)).toEqual(['exfil.test']);
+  });
+
   it('(1) the fix was made, tested and committed, and arrived on moat/opencode-e2e', async () => {
     await expectFixArrived(world, 'opencode-e2e', toolOutput(0));
   });
@@ -117,5 +123,8 @@ describe('opencode: interactive start', () => {
     } finally {
       await term.close();
     }
+    // Nothing at start reached for the internet (its plugin SDK from the npm registry, models, updates).
+    const denied = (await world.moat.egress('opencode-tty')).filter((a) => a.decision === 'denied');
+    expect(denied, JSON.stringify(denied)).toEqual([]);
   }, 600_000);
 });
