@@ -1,12 +1,10 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
-import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, gitIn, makeTestCa, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
-import { ScriptedModel } from '../helpers/scripted-model.js';
-import { CODEX_STEPS, codexConfig, seedBuggyProject } from '../helpers/codex-scenario.js';
-import { agentWorld, type AgentWorld } from '../helpers/agent-e2e.js';
-import { Terminal } from '../helpers/terminal.js';
+import { gitIn, Scratch } from '../helpers/fixtures.js';
+import type { ScriptedModel } from '../helpers/scripted-model.js';
+import { runCodexScenario, type CodexRun } from '../helpers/codex-scenario.js';
+import { agentWorld, expectInteractiveStart, type AgentWorld } from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'sk-proj-real-e2e-4c3b2a1f';
 const CODEX_BINDING = { secret: 'OPENAI_API_KEY', header: 'Authorization', route: 'openai' };
@@ -18,33 +16,20 @@ const CODEX_BINDING = { secret: 'OPENAI_API_KEY', header: 'Authorization', route
  */
 describe('codex end to end', () => {
   const scratch = new Scratch();
-  const dns = new DnsStub({ 'api.test': '127.0.0.1' });
+  let run: CodexRun;
   let model: ScriptedModel;
   let moat: Moat;
   let agentOut = '';
   let agentExit = -1;
 
   beforeAll(async () => {
-    await dns.start();
-    const d = scratch.root;
-    const tls = makeTestCa(d, 'api.test');
-    model = new ScriptedModel(CODEX_STEPS, { key: readFileSync(tls.key), cert: readFileSync(tls.cert) });
-    await model.start();
-
-    seedBuggyProject(scratch.repo, 'hunter2-e2e');
-    scratch.writeConfig(codexConfig(model.port));
-    moat = scratch.moat({ env: { E2E_OPENAI_KEY: REAL_KEY, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: tls.ca } });
-    await moat.up({ task: 'codex-e2e', template: 'codex' });
-    const cap = captureIO();
-    const result = await moat.agent('Fix the failing test in this repository.', cap.io, { task: 'codex-e2e' });
-    agentOut = cap.out() + cap.err();
-    agentExit = result.exitCode;
+    run = await runCodexScenario(scratch, { task: 'codex-e2e', realKey: REAL_KEY, password: 'hunter2-e2e' });
+    ({ model, moat, agentOut, agentExit } = run);
   }, 600_000);
 
   afterAll(async () => {
-    if (process.env.MOAT_E2E_DUMP) writeFileSync(process.env.MOAT_E2E_DUMP, JSON.stringify(model.requests, null, 1));
-    model.stop();
-    dns.stop();
+    if (process.env.MOAT_E2E_DUMP && model) writeFileSync(process.env.MOAT_E2E_DUMP, JSON.stringify(model.requests, null, 1));
+    run?.stop();
     await scratch.cleanup();
   });
 
@@ -115,28 +100,15 @@ describe('codex: interactive start', () => {
 
   it("moat shell opens Codex's prompt with no first-run question, and a first turn gets the model's answer", async () => {
     world = await agentWorld(CODEX_BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
-    await world.moat.up({ task: 'codex-tty', template: 'codex' });
-    // Codex asks the terminal where its cursor is before it draws: the terminal answers.
-    const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell codex-tty`, {
-      cwd: world.scratch.repo,
-      env: world.scratch.env(world.env),
+    // Codex asks the terminal where its cursor is before it draws: the terminal answers. Its
+    // announcement tip (raw.githubusercontent.com) is asked for at every start; no setting of
+    // Codex 0.171 turns it off, and the refusal only means its built-in tip shows.
+    await expectInteractiveStart(world, 'codex', {
+      ready: (screen) => screen.includes('OpenAICodex(v') && screen.includes('forshortcuts'),
+      firstRun: FIRST_RUN,
+      keyed: (turn) => expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`),
       answerQueries: true,
+      denied: ['raw.githubusercontent.com'],
     });
-    try {
-      await term.until(() => term.screen().includes('OpenAICodex(v') && term.screen().includes('forshortcuts'), 'the prompt');
-      term.type('Say hello to moat');
-      // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
-      const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
-      await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
-      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
-      for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
-      for (const turn of world.model.turns()) expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
-    } finally {
-      await term.close();
-    }
-    // Nothing at start reached for the internet (update check, metrics, plugin marketplace): no
-    // refusal in the audit but the announcement tip, which no setting of Codex 0.171 turns off.
-    const denied = (await world.moat.egress('codex-tty')).filter((a) => a.decision === 'denied' && a.host !== 'raw.githubusercontent.com');
-    expect(denied, JSON.stringify(denied)).toEqual([]);
   }, 600_000);
 });
