@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gitIn, MOAT_BIN } from '../helpers/fixtures.js';
-import { Terminal } from '../helpers/terminal.js';
-import { agentSteps, agentWorld, E2E_DOTENV, everythingButTheHeader, type AgentWorld } from '../helpers/agent-e2e.js';
+import {
+  agentSteps,
+  agentWorld,
+  expectAgentRun,
+  expectExfiltrationDenied,
+  expectFixArrived,
+  expectInteractiveStart,
+  expectOnlyThePlaceholder,
+  type AgentWorld,
+} from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'sk-ant-api03-real-e2e-7d6e5f4a';
 const BINDING = { secret: 'ANTHROPIC_API_KEY', header: 'x-api-key', route: 'anthropic' };
@@ -38,37 +45,19 @@ describe('claude end to end', () => {
   }
 
   it('moat agent ran Claude Code through the gateway, which added the real key in x-api-key; it printed the summary and exited 0', () => {
-    const turns = world.model.turns();
-    expect(turns.length, run.out + run.err).toBeGreaterThanOrEqual(4);
-    for (const turn of turns) expect(turn.headers['x-api-key']).toBe(REAL_KEY);
-    expect(run.code, run.err).toBe(0);
-    expect(run.out + run.err).toContain('agent | Fixed add and committed.');
-    expect(run.err).toMatch(/task claude-e2e on moat\/claude-e2e: agent exited 0; egress \d+ allowed, [1-9]\d* denied/);
-    expect(run.err).toMatch(/math\.sh \| 2 \+-/);
+    expectAgentRun('claude-e2e', world, run, (turn) => expect(turn.headers['x-api-key']).toBe(REAL_KEY));
   });
 
   it('(1) the fix was made, tested and committed, and arrived on moat/claude-e2e', async () => {
-    expect(toolOutput('toolu_0')).toContain('test passed');
-    const diff = await world.moat.diff('claude-e2e', { patch: true });
-    expect(diff.commits).toBe(1);
-    expect(diff.patch).toContain('+add() { echo $(( $1 + $2 )); }');
-    expect(gitIn(world.scratch.repo, 'log', '-1', '--format=%s', 'moat/claude-e2e')).toBe('fix add');
+    await expectFixArrived(world, 'claude-e2e', toolOutput('toolu_0'));
   });
 
   it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
-    const denied = (await world.moat.egress('claude-e2e')).find((a) => a.host === 'exfil.test');
-    expect(denied).toMatchObject({ decision: 'denied' });
-    const seen = toolOutput('toolu_1');
-    expect(seen).toContain('egress denied');
-    expect(seen).toContain('.gitignore');
-    expect(seen.split('\n')).not.toContain('.env');
-    expect(JSON.stringify(world.model.requests)).not.toContain(E2E_DOTENV.split('=')[1]);
+    await expectExfiltrationDenied(world, 'claude-e2e', toolOutput('toolu_1'));
   });
 
   it('(3) Claude Code saw only the placeholder; the real key went in x-api-key and nowhere else', () => {
-    expect(toolOutput('toolu_2')).toMatch(/key=moat-placeholder-anthropic-api-key-[0-9a-f]{12}/);
-    expect(everythingButTheHeader(world.model, BINDING.header)).not.toContain(REAL_KEY);
-    expect(run.out + run.err).not.toContain(REAL_KEY);
+    expectOnlyThePlaceholder(world, BINDING, toolOutput('toolu_2'), run.out + run.err);
   });
 });
 
@@ -112,19 +101,13 @@ describe('claude: interactive start', () => {
 
   it("moat shell opens Claude Code's prompt with no first-run question, and a first turn gets the model's answer", async () => {
     world = await agentWorld(BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
-    await world.moat.up({ task: 'claude-tty', template: 'claude' });
-    const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell claude-tty`, { cwd: world.scratch.repo, env: world.scratch.env(world.env) });
-    try {
-      await term.until(() => term.screen().includes('ClaudeCodev') && term.screen().includes('shift+tab'), 'the prompt');
-      term.type('Say hello to moat');
-      // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
-      const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
-      await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
-      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
-      for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
-      for (const turn of world.model.turns()) expect(turn.headers['x-api-key']).toBe(REAL_KEY);
-    } finally {
-      await term.close();
-    }
+    await expectInteractiveStart(world, 'claude', {
+      ready: (screen) => screen.includes('ClaudeCodev') && screen.includes('shift+tab'),
+      firstRun: FIRST_RUN,
+      keyed: (turn) => expect(turn.headers['x-api-key']).toBe(REAL_KEY),
+      // Claude Code 2.1.332 asks these at every interactive start even with DISABLE_AUTOUPDATER and
+      // CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC (not traced yet to a setting): refused, and it starts.
+      denied: ['downloads.claude.ai', 'github.com'],
+    });
   }, 600_000);
 });

@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gitIn, MOAT_BIN } from '../helpers/fixtures.js';
-import { agentSteps, agentWorld, E2E_DOTENV, everythingButTheHeader, type AgentWorld } from '../helpers/agent-e2e.js';
-import { Terminal } from '../helpers/terminal.js';
+import {
+  agentSteps,
+  agentWorld,
+  expectAgentRun,
+  expectExfiltrationDenied,
+  expectFixArrived,
+  expectInteractiveStart,
+  expectOnlyThePlaceholder,
+  type AgentWorld,
+} from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'AIzaSy-real-e2e-9a8b7c6d5e';
 const BINDING = { secret: 'GEMINI_API_KEY', header: 'x-goog-api-key', route: 'gemini' };
@@ -34,37 +41,19 @@ describe('gemini end to end', () => {
   }
 
   it('moat agent ran the Gemini CLI through the gateway, which added the real key in x-goog-api-key; it printed the summary and exited 0', () => {
-    const turns = world.model.turns();
-    expect(turns.length, run.out + run.err).toBeGreaterThanOrEqual(4);
-    for (const turn of turns) expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY);
-    expect(run.code, run.out + run.err).toBe(0);
-    expect(run.out + run.err).toContain('agent | Fixed add and committed.');
-    expect(run.err).toMatch(/task gemini-e2e on moat\/gemini-e2e: agent exited 0; egress \d+ allowed, [1-9]\d* denied/);
-    expect(run.err).toMatch(/math\.sh \| 2 \+-/);
+    expectAgentRun('gemini-e2e', world, run, (turn) => expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY));
   });
 
   it('(1) the fix was made, tested and committed, and arrived on moat/gemini-e2e', async () => {
-    expect(toolOutput(0)).toContain('test passed');
-    const diff = await world.moat.diff('gemini-e2e', { patch: true });
-    expect(diff.commits).toBe(1);
-    expect(diff.patch).toContain('+add() { echo $(( $1 + $2 )); }');
-    expect(gitIn(world.scratch.repo, 'log', '-1', '--format=%s', 'moat/gemini-e2e')).toBe('fix add');
+    await expectFixArrived(world, 'gemini-e2e', toolOutput(0));
   });
 
   it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
-    const denied = (await world.moat.egress('gemini-e2e')).find((a) => a.host === 'exfil.test');
-    expect(denied).toMatchObject({ decision: 'denied' });
-    const seen = toolOutput(1);
-    expect(seen).toContain('egress denied');
-    expect(seen).toContain('.gitignore');
-    expect(seen.split('\n')).not.toContain('.env');
-    expect(JSON.stringify(world.model.requests)).not.toContain(E2E_DOTENV.split('=')[1]);
+    await expectExfiltrationDenied(world, 'gemini-e2e', toolOutput(1));
   });
 
   it('(3) the Gemini CLI saw only the placeholder; the real key went in x-goog-api-key and nowhere else', () => {
-    expect(toolOutput(2)).toMatch(/key=moat-placeholder-gemini-api-key-[0-9a-f]{12}/);
-    expect(everythingButTheHeader(world.model, BINDING.header)).not.toContain(REAL_KEY);
-    expect(run.out + run.err).not.toContain(REAL_KEY);
+    expectOnlyThePlaceholder(world, BINDING, toolOutput(2), run.out + run.err);
   });
 });
 
@@ -98,19 +87,10 @@ describe('gemini: interactive start', () => {
 
   it("moat shell opens the Gemini CLI's prompt with no first-run question, and a first turn gets the model's answer", async () => {
     world = await agentWorld(BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
-    await world.moat.up({ task: 'gemini-tty', template: 'gemini' });
-    const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell gemini-tty`, { cwd: world.scratch.repo, env: world.scratch.env(world.env) });
-    try {
-      await term.until(() => term.screen().includes('GeminiCLIv') && term.screen().includes('Typeyourmessage'), 'the prompt');
-      term.type('Say hello to moat');
-      // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
-      const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
-      await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
-      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
-      for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
-      for (const turn of world.model.turns()) expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY);
-    } finally {
-      await term.close();
-    }
+    await expectInteractiveStart(world, 'gemini', {
+      ready: (screen) => screen.includes('GeminiCLIv') && screen.includes('Typeyourmessage'),
+      firstRun: FIRST_RUN,
+      keyed: (turn) => expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY),
+    });
   }, 600_000);
 });

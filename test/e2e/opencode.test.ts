@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MOAT_BIN } from '../helpers/fixtures.js';
-import { agentSteps, agentWorld, everythingButTheHeader, expectExfiltrationDenied, expectFixArrived, type AgentWorld } from '../helpers/agent-e2e.js';
-import { Terminal } from '../helpers/terminal.js';
+import {
+  agentSteps,
+  agentWorld,
+  expectAgentRun,
+  expectExfiltrationDenied,
+  expectFixArrived,
+  expectInteractiveStart,
+  expectOnlyThePlaceholder,
+  type AgentWorld,
+} from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'sk-proj-real-opencode-e2e-7e6d5c';
 const BINDING = { secret: 'OPENAI_API_KEY', header: 'Authorization', route: 'openai' };
@@ -34,14 +41,16 @@ describe('opencode end to end', () => {
   }
 
   it('moat agent ran OpenCode through the gateway, which added the real key as a bearer token; it printed the summary and exited 0', () => {
-    const turns = world.model.turns();
-    expect(turns.length, run.out + run.err).toBeGreaterThanOrEqual(4);
-    for (const turn of turns) expect(turn.url).toBe('/v1/chat/completions');
-    for (const turn of turns) expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
-    expect(run.code, run.out + run.err).toBe(0);
-    expect(run.out + run.err).toContain('agent | Fixed add and committed.');
-    expect(run.err).toMatch(/task opencode-e2e on moat\/opencode-e2e: agent exited 0; egress \d+ allowed, [1-9]\d* denied/);
-    expect(run.err).toMatch(/math\.sh \| 2 \+-/);
+    expectAgentRun('opencode-e2e', world, run, (turn) => {
+      expect(turn.url).toBe('/v1/chat/completions');
+      expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
+    });
+  });
+
+  it('OpenCode fetched nothing at start: no attempt to the npm registry, no refusal but the scripted exfiltration', async () => {
+    const attempts = await world.moat.egress('opencode-e2e');
+    expect(attempts.map((a) => a.host)).not.toContain('registry.npmjs.org');
+    expect(attempts.filter((a) => a.decision === 'denied').map((a) => a.host)).toEqual(['exfil.test']);
   });
 
   it('(1) the fix was made, tested and committed, and arrived on moat/opencode-e2e', async () => {
@@ -53,9 +62,7 @@ describe('opencode end to end', () => {
   });
 
   it('(3) OpenCode saw only the placeholder; the real key went in the Authorization header and nowhere else', () => {
-    expect(toolOutput(2)).toMatch(/key=moat-placeholder-openai-api-key-[0-9a-f]{12}/);
-    expect(everythingButTheHeader(world.model, BINDING.header)).not.toContain(REAL_KEY);
-    expect(run.out + run.err).not.toContain(REAL_KEY);
+    expectOnlyThePlaceholder(world, BINDING, toolOutput(2), run.out + run.err);
   });
 });
 
@@ -99,23 +106,12 @@ describe('opencode: interactive start', () => {
 
   it("moat shell opens OpenCode's prompt with no first-run question, and a first turn gets the model's answer", async () => {
     world = await agentWorld(BINDING, REAL_KEY, [], { answer: 'Hello from the scripted model' });
-    await world.moat.up({ task: 'opencode-tty', template: 'opencode' });
-    const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell opencode-tty`, {
-      cwd: world.scratch.repo,
-      env: world.scratch.env(world.env),
+    // OpenCode's TUI waits for the terminal's answers to its queries before it draws.
+    await expectInteractiveStart(world, 'opencode', {
+      ready: (screen) => screen.includes('GPT-5.1'),
+      firstRun: FIRST_RUN,
+      keyed: (turn) => expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`),
       answerQueries: true,
     });
-    try {
-      await term.until(() => term.screen().includes('GPT-5.1'), 'the prompt');
-      term.type('Say hello to moat');
-      // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
-      const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
-      await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
-      await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
-      for (const text of FIRST_RUN) expect(term.screen(), term.output()).not.toContain(text);
-      for (const turn of world.model.turns()) expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
-    } finally {
-      await term.close();
-    }
   }, 600_000);
 });

@@ -5,7 +5,8 @@ import { expect } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from './dns-stub.js';
 import { gitIn, makeTestCa, MOAT_BIN, Scratch } from './fixtures.js';
-import { ScriptedModel } from './scripted-model.js';
+import { ScriptedModel, type ModelRequest } from './scripted-model.js';
+import { Terminal } from './terminal.js';
 
 /**
  * The end-to-end world an agent template is proven in: a user repository with a bug, its test and
@@ -146,4 +147,73 @@ export async function expectExfiltrationDenied(world: AgentWorld, task: string, 
   expect(seen).toContain('.gitignore');
   expect(seen.split('\n')).not.toContain('.env');
   expect(JSON.stringify(world.model.requests)).not.toContain(E2E_DOTENV.split('=')[1]);
+}
+
+/**
+ * `moat agent -t <template>` on agentSteps, checked: every model turn went through the gateway with
+ * `keyed` holding (the real key in that API's header), the agent's answer and moat's summary
+ * (branch, egress counts with the refused exfiltration, diff stat) were printed, and it exited 0.
+ */
+export function expectAgentRun(task: string, world: AgentWorld, run: { code: number; out: string; err: string }, keyed: (turn: ModelRequest) => void): void {
+  const turns = world.model.turns();
+  expect(turns.length, run.out + run.err).toBeGreaterThanOrEqual(4);
+  for (const turn of turns) keyed(turn);
+  expect(run.code, run.out + run.err).toBe(0);
+  expect(run.out + run.err).toContain('agent | Fixed add and committed.');
+  expect(run.err).toMatch(new RegExp(`task ${task} on moat/${task}: agent exited 0; egress \\d+ allowed, [1-9]\\d* denied`));
+  expect(run.err).toMatch(/math\.sh \| 2 \+-/);
+}
+
+/**
+ * Step 3 of agentSteps, checked: the agent (`seen`: what it got back) could only print its
+ * placeholder; the real key went in `binding.header` and nowhere else, and moat never printed it.
+ */
+export function expectOnlyThePlaceholder(world: AgentWorld, binding: AgentBinding, seen: string, printed: string): void {
+  const name = binding.secret.toLowerCase().replace(/_/g, '-');
+  expect(seen).toMatch(new RegExp(`key=moat-placeholder-${name}-[0-9a-f]{12}`));
+  expect(everythingButTheHeader(world.model, binding.header)).not.toContain(world.env.E2E_REAL_KEY);
+  expect(printed).not.toContain(world.env.E2E_REAL_KEY);
+}
+
+/**
+ * `moat shell` on a task of `template`, in a real terminal: the agent's own prompt (`ready`) comes
+ * up, a typed first turn reaches the scripted model (its answer "Hello from the scripted model"),
+ * no first-run screen ever showed (`firstRun`: texts without whitespace), every turn carried the
+ * real key (`keyed`), and nothing else was refused in the audit (`denied`: the hosts a version is
+ * known to ask for and that no setting turns off).
+ */
+export async function expectInteractiveStart(
+  world: AgentWorld,
+  template: string,
+  options: {
+    ready: (screen: string) => boolean;
+    firstRun: string[];
+    keyed: (turn: ModelRequest) => void;
+    answerQueries?: boolean;
+    denied?: string[];
+  },
+): Promise<void> {
+  const task = `${template}-tty`;
+  await world.moat.up({ task, template });
+  const term = new Terminal(`${process.execPath} ${MOAT_BIN} shell ${task}`, {
+    cwd: world.scratch.repo,
+    env: world.scratch.env(world.env),
+    ...(options.answerQueries ? { answerQueries: true } : {}),
+  });
+  try {
+    await term.until(() => options.ready(term.screen()), 'the prompt');
+    term.type('Say hello to moat');
+    // A TUI still drawing can drop the Enter: press it again until the model has the prompt.
+    const asked = () => world.model.turns().some((r) => JSON.stringify(r.body).includes('Say hello to moat'));
+    await term.until(asked, 'the prompt at the model', { meanwhile: () => term.type('\r') });
+    await term.until(() => term.screen().includes('Hellofromthescriptedmodel'), "the model's answer");
+    for (const text of options.firstRun) expect(term.screen(), term.output()).not.toContain(text);
+    for (const turn of world.model.turns()) options.keyed(turn);
+  } finally {
+    await term.close();
+  }
+  // Nothing at start reached for the internet (updates, metrics, plugins, model lists).
+  const known = new Set(options.denied ?? []);
+  const denied = (await world.moat.egress(task)).filter((a) => a.decision === 'denied' && !known.has(a.host));
+  expect(denied, JSON.stringify(denied)).toEqual([]);
 }

@@ -1,6 +1,9 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gitIn } from './fixtures.js';
+import type { Moat } from '../../src/index.js';
+import { DnsStub } from './dns-stub.js';
+import { captureIO, gitIn, makeTestCa, type Scratch } from './fixtures.js';
+import { ScriptedModel } from './scripted-model.js';
 
 /**
  * The Codex end-to-end scenario (test/e2e/codex.test.ts on Docker, test/kubernetes/codex.test.ts on
@@ -35,4 +38,43 @@ export function codexConfig(modelPort: number, extra: string[] = []): string {
     '  allow: [127.0.0.1/32]',
     '',
   ].join('\n');
+}
+
+/** One run of the scenario: the model and its requests, the CLI's output and exit status. */
+export interface CodexRun {
+  model: ScriptedModel;
+  moat: Moat;
+  agentOut: string;
+  agentExit: number;
+  /** Stops the model and the DNS stub (the scratch is the caller's). */
+  stop(): void;
+}
+
+/**
+ * The scenario on `scratch` (a Docker or a cluster one): the scripted model behind api.test with a
+ * certificate of the test's own CA, the buggy project holding `password` in its .env, the key
+ * bound to the model's host, then `moat up` of a codex task and `moat agent` asking for the fix.
+ */
+export async function runCodexScenario(scratch: Scratch, options: { task: string; realKey: string; password: string; config?: string[] }): Promise<CodexRun> {
+  const dns = new DnsStub({ 'api.test': '127.0.0.1' });
+  await dns.start();
+  const tls = makeTestCa(scratch.root, 'api.test');
+  const model = new ScriptedModel(CODEX_STEPS, { key: readFileSync(tls.key), cert: readFileSync(tls.cert) });
+  const stop = () => {
+    model.stop();
+    dns.stop();
+  };
+  try {
+    await model.start();
+    seedBuggyProject(scratch.repo, options.password);
+    scratch.writeConfig(codexConfig(model.port, options.config));
+    const moat = scratch.moat({ env: { E2E_OPENAI_KEY: options.realKey, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: tls.ca } });
+    await moat.up({ task: options.task, template: 'codex' });
+    const cap = captureIO();
+    const result = await moat.agent('Fix the failing test in this repository.', cap.io, { task: options.task });
+    return { model, moat, agentOut: cap.out() + cap.err(), agentExit: result.exitCode, stop };
+  } catch (error) {
+    stop();
+    throw error;
+  }
 }

@@ -1,12 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
-import { DnsStub } from '../helpers/dns-stub.js';
-import { captureIO, gitIn, makeTestCa, Scratch } from '../helpers/fixtures.js';
+import { gitIn, Scratch } from '../helpers/fixtures.js';
 import { ClusterScratch, NODE_IMAGE_ENGINE, testNamespace } from '../helpers/kubernetes.js';
-import { ScriptedModel } from '../helpers/scripted-model.js';
-import { CODEX_STEPS, codexConfig, seedBuggyProject } from '../helpers/codex-scenario.js';
+import type { ScriptedModel } from '../helpers/scripted-model.js';
+import { runCodexScenario, type CodexRun } from '../helpers/codex-scenario.js';
 
 const REAL_KEY = 'sk-proj-real-k8s-e2e-7d6c5b4a';
 
@@ -20,7 +18,7 @@ const REAL_KEY = 'sk-proj-real-k8s-e2e-7d6c5b4a';
 describe('codex end to end on Kubernetes', () => {
   let ns: Awaited<ReturnType<typeof testNamespace>>;
   let scratch: ClusterScratch;
-  const dns = new DnsStub({ 'api.test': '127.0.0.1' });
+  let run: CodexRun;
   let model: ScriptedModel;
   let moat: Moat;
   let agentOut = '';
@@ -37,23 +35,12 @@ describe('codex end to end on Kubernetes', () => {
     }
     ns = await testNamespace();
     scratch = new ClusterScratch(ns.name);
-    await dns.start();
-    const tls = makeTestCa(scratch.root, 'api.test');
-    model = new ScriptedModel(CODEX_STEPS, { key: readFileSync(tls.key), cert: readFileSync(tls.cert) });
-    await model.start();
-    seedBuggyProject(scratch.repo, 'hunter2-k8s');
-    scratch.writeConfig(codexConfig(model.port, ['acceptUnenforcedLimits: [pids]']));
-    moat = scratch.moat({ env: { E2E_OPENAI_KEY: REAL_KEY, MOAT_GATEWAY_DNS: `127.0.0.1:${dns.port}`, MOAT_GATEWAY_CA: tls.ca } });
-    await moat.up({ task: 'codex-k8s', template: 'codex' });
-    const cap = captureIO();
-    const result = await moat.agent('Fix the failing test in this repository.', cap.io, { task: 'codex-k8s' });
-    agentOut = cap.out() + cap.err();
-    agentExit = result.exitCode;
+    run = await runCodexScenario(scratch, { task: 'codex-k8s', realKey: REAL_KEY, password: 'hunter2-k8s', config: ['acceptUnenforcedLimits: [pids]'] });
+    ({ model, moat, agentOut, agentExit } = run);
   }, 900_000);
 
   afterAll(async () => {
-    model?.stop();
-    dns.stop();
+    run?.stop();
     await scratch?.cleanup();
     await ns?.remove();
   });
