@@ -89,6 +89,10 @@ describe('disk cap made by the engine', () => {
     expect(await imageBytes(record)).toBeLessThanOrEqual(64 * 1024 * 1024);
     const [stats] = await m.stats('filler');
     expect(stats!.diskCapBytes).toBe(64 * 1024 * 1024);
+    // A full volume: the snapshot of uncommitted work cannot be written there, the commit still comes home.
+    const full = await m.sync('filler');
+    expect(full.commits).toBe(1);
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/filler')).toBe('kept');
     await m.exec('filler', ['rm', '-f', 'fill.bin'], captureIO().io, { sync: false });
     expect((await m.sync('filler')).commits).toBe(1);
     expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/filler')).toBe('kept');

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -5,7 +6,7 @@ import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { isMoatError, type MoatError } from '../../src/errors.js';
 import type { Moat } from '../../src/index.js';
 import { workspaceVolume } from '../../src/service/task-container.js';
-import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, MOAT_COMMAND, Scratch } from '../helpers/fixtures.js';
 
 /**
  * A loopback TCP proxy in front of the remote engine, made by the test: moat talks to the engine
@@ -200,6 +201,29 @@ describe('a remote engine that fails mid-sync', () => {
     expect(gitIn(scratch.repo, 'log', '--format=%s', 'moat/gone')).toBe('big\nbefore\ninitial');
     await moat.gc();
     await moat.rm('gone', { force: true });
+    expect(await leftOver()).toEqual([]);
+  });
+  it('kill -9 of moat while it seeds the workspace volume: gc removes the half-copied volume, the container and the record', async () => {
+    // The real engine, not the proxy: moat itself dies here.
+    const env = scratch.env({ DOCKER_HOST: process.env.DOCKER_HOST!, MOAT_POOL: 'off', MOAT_TEST_KILL_AT: 'seed-mid-bundle' });
+    const child = spawn(MOAT_COMMAND, ['up', '--task', 'halfway', '--network', 'none'], { cwd: scratch.repo, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, sig) => resolve(sig)));
+    expect(signal, stderr).toBe('SIGKILL');
+    const record = (await moat.context.store.listAll()).find((r) => r.name === 'halfway')!;
+    expect(record).toMatchObject({ state: 'creating', workspace: 'volume' });
+    expect(await leftOver()).toContain(workspaceVolume(record));
+    const result = await moat.gc();
+    expect(result.removedTasks).toEqual(['halfway']);
+    expect(await leftOver()).toEqual([]);
+    expect(gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/halfway')).toBe('');
+    // The name is free again, and the next up makes a whole workspace.
+    await moat.up({ task: 'halfway', network: 'none' });
+    const cap = captureIO();
+    expect((await moat.exec('halfway', ['git', 'log', '--format=%s'], cap.io, { sync: false })).exitCode).toBe(0);
+    expect(cap.out().trim()).toBe('initial');
+    await moat.rm('halfway', { force: true });
     expect(await leftOver()).toEqual([]);
   });
 });
