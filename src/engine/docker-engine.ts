@@ -249,8 +249,10 @@ export class DockerEngine implements ContainerEngine {
   async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void> {
     if (cap) {
       this.attachedDisks.set(name, cap.helperImage);
-      await this.call(() => this.disks.create(name, { ...labels, [DISK_HELPER_LABEL]: cap.helperImage }, cap), `create the capped volume ${name}`);
+      await this.call(() => this.disks.create(name, { ...labels, [DISK_HELPER_LABEL]: cap.helperImage }, cap, owner), `create the capped volume ${name}`);
       this.freshDisks.add(name);
+      // mkfs made its root the sandbox user's (docker-disk.ts): no helper to chown it.
+      return;
     }
     const existing = await this.docker
       .getVolume(name)

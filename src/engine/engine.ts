@@ -27,7 +27,7 @@ export interface ContainerEngine {
   listContainers(labels: Record<string, string>): Promise<ContainerInfo[]>;
   /**
    * A task's workspace volume, kept by the engine, labelled, its root owned by `owner` (made ready
-   * by a short-lived container of `image` with no capability but CHOWN, no network). Idempotent.
+   * by a short-lived container of `image` with no capability but CHOWN, no network; a capped one by mkfs). Idempotent.
    */
   createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void>;
   /** Whether {@link createVolume} can enforce a `cap` on this engine, and if not, why (said by `up`, `doctor`, `ls`). */
