@@ -49,7 +49,8 @@ case $op in
   attach)
     if [ ! -e "$img" ]; then
       truncate -s "$3" "$img.new"
-      mkfs.ext4 -q -F -m 0 -E lazy_itable_init=1,lazy_journal_init=1 "$img.new"
+      # Its root is the sandbox user's from the start ($4 = uid:gid): no second helper to chown it.
+      mkfs.ext4 -q -F -m 0 -E "lazy_itable_init=1,lazy_journal_init=1,root_owner=$4" "$img.new"
       # A workspace starts empty (the seed refuses anything else, and git would see lost+found).
       debugfs -w -R 'rmdir lost+found' "$img.new" >/dev/null 2>&1
       mv "$img.new" "$img"
@@ -71,6 +72,13 @@ case $op in
   *) exit 2;;
 esac
 `;
+
+/** Who owns a fresh capped filesystem's root (a uid and gid of the sandbox, numbers only). */
+export interface DiskOwner {
+  uid: number;
+  gid: number;
+}
+const ROOT: DiskOwner = { uid: 0, gid: 0 };
 
 /** What a capped volume's engine-side pieces are, from its name. */
 function imageName(volume: string): string {
@@ -127,8 +135,8 @@ export class DockerDisks {
    * engine mounts from it. Idempotent; a volume whose device no longer backs its image is refused
    * (it would mount someone else's filesystem) and made again when nothing uses it.
    */
-  async create(volume: string, labels: Record<string, string>, cap: DiskCap): Promise<void> {
-    const device = await this.attach(volume, cap);
+  async create(volume: string, labels: Record<string, string>, cap: DiskCap, owner: DiskOwner = ROOT): Promise<void> {
+    const device = await this.attach(volume, cap, owner);
     const existing = await this.docker
       .getVolume(volume)
       .inspect()
@@ -182,8 +190,10 @@ export class DockerDisks {
     }
   }
 
-  private async attach(volume: string, cap: DiskCap): Promise<string> {
-    const { exitCode, stdout, stderr } = await this.run(cap.helperImage, [imageName(volume), String(cap.bytes)], 'attach');
+  private async attach(volume: string, cap: DiskCap, owner: DiskOwner): Promise<string> {
+    // Numbers only: they go into mkfs's option list, where a comma would add an option.
+    if (![owner.uid, owner.gid].every((id) => Number.isInteger(id) && id >= 0)) throw new MoatError('E_INTERNAL', `not a uid:gid: ${owner.uid}:${owner.gid}`);
+    const { exitCode, stdout, stderr } = await this.run(cap.helperImage, [imageName(volume), String(cap.bytes), `${owner.uid}:${owner.gid}`], 'attach');
     const device = stdout.trim();
     if (exitCode !== 0 || !/^\/dev\/loop\d+$/.test(device)) {
       throw new MoatError('E_ENGINE_FAILED', `could not make the capped disk of ${volume}: ${stderr.trim().split('\n')[0] || `helper exited ${exitCode}`}`, {

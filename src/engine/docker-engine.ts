@@ -30,6 +30,8 @@ export class DockerEngine implements ContainerEngine {
   private readonly disks: DockerDisks;
   /** Capped volumes this process attached just now: no need to check their device again before the first mount. */
   private readonly freshDisks = new Set<string>();
+  /** Disks this process attached, by volume: removing the volume drops the disk even if the volume was never made (a rollback). */
+  private readonly attachedDisks = new Map<string, string>();
 
   /** `client`: an API client of the engine's own dialect (Podman's); by default Docker's, from the endpoint. */
   constructor(endpoint: EngineEndpoint, client?: Docker) {
@@ -246,8 +248,11 @@ export class DockerEngine implements ContainerEngine {
 
   async createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void> {
     if (cap) {
-      await this.call(() => this.disks.create(name, { ...labels, [DISK_HELPER_LABEL]: cap.helperImage }, cap), `create the capped volume ${name}`);
+      this.attachedDisks.set(name, cap.helperImage);
+      await this.call(() => this.disks.create(name, { ...labels, [DISK_HELPER_LABEL]: cap.helperImage }, cap, owner), `create the capped volume ${name}`);
       this.freshDisks.add(name);
+      // mkfs made its root the sandbox user's (docker-disk.ts): no helper to chown it.
+      return;
     }
     const existing = await this.docker
       .getVolume(name)
@@ -294,10 +299,11 @@ export class DockerEngine implements ContainerEngine {
     return (list.Volumes ?? []).map((v) => ({ name: v.Name, labels: v.Labels ?? {} }));
   }
 
-  async removeVolume(name: string): Promise<void> {
+  async removeVolume(name: string, disk?: { helperImage: string }): Promise<void> {
     const capped = await this.cappedVolume(name);
     this.freshDisks.delete(name);
-    const helperImage = capped?.labels[DISK_HELPER_LABEL];
+    const helperImage = capped?.labels[DISK_HELPER_LABEL] ?? disk?.helperImage ?? this.attachedDisks.get(name);
+    this.attachedDisks.delete(name);
     if (helperImage) return this.call(() => this.disks.remove(name, helperImage), `remove the capped volume ${name}`);
     await this.docker
       .getVolume(name)

@@ -27,13 +27,18 @@ export interface ContainerEngine {
   listContainers(labels: Record<string, string>): Promise<ContainerInfo[]>;
   /**
    * A task's workspace volume, kept by the engine, labelled, its root owned by `owner` (made ready
-   * by a short-lived container of `image` with no capability but CHOWN, no network). Idempotent.
+   * by a short-lived container of `image` with no capability but CHOWN, no network; a capped one by mkfs). Idempotent.
    */
   createVolume(name: string, labels: Record<string, string>, owner: { uid: number; gid: number; image: string }, cap?: DiskCap): Promise<void>;
   /** Whether {@link createVolume} can enforce a `cap` on this engine, and if not, why (said by `up`, `doctor`, `ls`). */
   diskCapSupport(helperImage: string): Promise<DiskCapSupport>;
   listVolumes(labels: Record<string, string>): Promise<Array<{ name: string; labels: Record<string, string> }>>;
-  removeVolume(name: string): Promise<void>;
+  /**
+   * `disk`: the volume was to be capped, and its helper image (the user's base image). A capped
+   * volume's disk is attached before the volume is made: moat killed in between leaves a disk with
+   * no volume to name it, which only this tells the engine to look for.
+   */
+  removeVolume(name: string, disk?: { helperImage: string }): Promise<void>;
   /**
    * Lets go of what a volume holds on the engine's host while no container mounts it (a capped
    * volume's loop device, for a stopped task); its content stays, and the next container gets it back.

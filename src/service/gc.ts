@@ -8,6 +8,7 @@ import type { MoatContext } from './context.js';
 import { claimSpare, poolRef } from './task-pool.js';
 import { workspaceVolume } from './task-container.js';
 import { processAlive } from '../state/process-alive.js';
+import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 
 export interface GcResult {
   removedContainers: string[];
@@ -103,6 +104,17 @@ export async function discardTask(ctx: MoatContext, record: TaskRecord): Promise
   if (repo) await repo.deleteRef(poolRef(record.name));
   await releaseVolume(ctx.store.taskDir(record.repoKey, record.name));
   await closeTaskPorts(ctx, record);
-  if (record.workspace === 'volume') await engine.removeVolume(workspaceVolume(record));
+  if (record.workspace === 'volume')
+    await engine.removeVolume(workspaceVolume(record), record.disk === 'engine' ? { helperImage: await diskHelperImage(ctx) } : undefined);
   await ctx.store.remove(record.repoKey, record.name);
+}
+
+/**
+ * The image a capped disk's helper runs from when gc removes one: the user's base image, from the
+ * user's own config (never a repository's, and never a task's image: a repository chooses those),
+ * as `up` chose it when it attached the disk.
+ */
+async function diskHelperImage(ctx: MoatContext): Promise<string> {
+  const user = await ctx.userConfig().catch(() => ({ baseImage: undefined }));
+  return user.baseImage ?? DEFAULT_BASE_IMAGE;
 }

@@ -244,6 +244,9 @@ function parseSnapshot(output: Buffer, record: TaskRecord): Snapshot {
     return { error: 'the sandbox answered with a malformed snapshot line', final: true };
   if (!tip && !wip) return { error: `the task's repository has no ${record.branch} branch`, final: true };
   const bundle = output.subarray(newline + 1);
+  // The script sends a bundle whenever there is anything new (a tip past the base, a snapshot): an
+  // answer without one was cut short (an engine's stream dropped after the line). Read again.
+  if (bundle.length === 0 && (wip || tip !== record.baseCommit)) return { error: 'the answer broke off before its bundle' };
   return { tip, wip: wip || undefined, bundle: bundle.length > 0 ? bundle : undefined, skippedLarge: Number(big), snapshotTaken: taken === '1' };
 }
 

@@ -145,7 +145,9 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
     repo.userIdentity(),
   ] as const);
   if (existing) {
-    throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, { hint: 'choose another --task name, or merge/delete the old branch first' });
+    throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, {
+      hint: 'choose another --task name, or merge/delete the old branch first; if moat was killed while making it, `moat gc` removes what it left',
+    });
   }
   const env = taskEnv(config, ctx.env);
   const flagged: string[] = [];

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
-import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { appendFile, lchown, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { WORKSPACE_DIR } from '../domain/sandbox-spec.js';
 import { MoatError } from '../errors.js';
 import { assertObjectId, git } from './git.js';
@@ -93,7 +93,7 @@ export async function seedVolumeWorkspace(input: {
     const email = (input.identity.email ?? 'agent@moat.invalid').replace(/[\r\n]/g, ' ');
     const run = await input.exec(
       ['sh', '-c', SEED_SCRIPT, WORKSPACE_DIR, input.branch, input.sourceRef, assertObjectId(input.baseCommit, 'base'), name, email],
-      createReadStream(input.bundleFile),
+      await seedStream(input.bundleFile),
     );
     if (run.exitCode !== 0) {
       throw new MoatError(
@@ -107,6 +107,21 @@ export async function seedVolumeWorkspace(input: {
   } finally {
     await rm(input.bundleFile, { force: true });
   }
+}
+
+/**
+ * The bundle as the seed sends it. Test hook, as pending-sync.ts's killPoint: with
+ * MOAT_TEST_KILL_AT=seed-mid-bundle moat sends half of it, and SIGKILLs itself (as kill -9 would)
+ * while the sandbox waits for the rest: a half-copied workspace, which `moat gc` must remove whole.
+ */
+async function seedStream(bundleFile: string): Promise<Readable> {
+  if (process.env.MOAT_TEST_KILL_AT !== 'seed-mid-bundle') return createReadStream(bundleFile);
+  const { size } = await stat(bundleFile);
+  const rest = new PassThrough();
+  createReadStream(bundleFile, { end: Math.max(0, Math.floor(size / 2) - 1) })
+    .on('end', () => setTimeout(() => process.kill(process.pid, 'SIGKILL'), 500))
+    .pipe(rest, { end: false });
+  return rest;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
@@ -5,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { workspaceVolume } from '../../src/service/task-container.js';
 import type { TaskRecord } from '../../src/domain/task.js';
-import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+import { captureIO, gitIn, MOAT_COMMAND, Scratch } from '../helpers/fixtures.js';
 
 /**
  * The workspace cap the engine makes (src/engine/docker-disk.ts), for a user who is not root: CI
@@ -44,6 +45,20 @@ describe('disk cap made by the engine', () => {
     const [blocks, size] = text.trim().split(' ').map(Number);
     return blocks! * size!;
   }
+  /** Whether the volume's disk image is still in the engine's `moat-disks` volume. */
+  async function imageExists(record: TaskRecord): Promise<boolean> {
+    const [result] = (await docker.run('moat-base:bookworm', ['test', '-e', `/disks/${workspaceVolume(record)}.img`], new PassThrough(), {
+      HostConfig: { AutoRemove: true, NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: 'moat-disks', Target: '/disks', ReadOnly: true }] },
+    })) as [{ StatusCode: number }];
+    return result.StatusCode === 0;
+  }
+  /** What of this home the engine still holds, by label. */
+  async function leftOver(m: ReturnType<typeof moat>): Promise<string[]> {
+    const filters = { label: [`moat.home=${m.context.store.homeKey}`] };
+    const containers = await docker.listContainers({ all: true, filters });
+    const volumes = (await docker.listVolumes({ filters })).Volumes ?? [];
+    return [...containers.map((c) => c.Names[0]!), ...volumes.map((v) => v.Name)];
+  }
   async function volumeExists(record: TaskRecord): Promise<boolean> {
     return docker
       .getVolume(workspaceVolume(record))
@@ -74,6 +89,10 @@ describe('disk cap made by the engine', () => {
     expect(await imageBytes(record)).toBeLessThanOrEqual(64 * 1024 * 1024);
     const [stats] = await m.stats('filler');
     expect(stats!.diskCapBytes).toBe(64 * 1024 * 1024);
+    // A full volume: the snapshot of uncommitted work cannot be written there, the commit still comes home.
+    const full = await m.sync('filler');
+    expect(full.commits).toBe(1);
+    expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/filler')).toBe('kept');
     await m.exec('filler', ['rm', '-f', 'fill.bin'], captureIO().io, { sync: false });
     expect((await m.sync('filler')).commits).toBe(1);
     expect(gitIn(scratch.repo, 'log', '-1', '--format=%s', 'moat/filler')).toBe('kept');
@@ -112,5 +131,57 @@ describe('disk cap made by the engine', () => {
     expect(result.removedVolumes).toContain(workspaceVolume(record));
     expect(await volumeExists(record)).toBe(false);
     expect(attached(device, record)).toBe(false);
+  });
+  it('gc removes the disk of a task whose up was killed after attaching it, before its volume was made', async () => {
+    const m = moat();
+    const record = await m.up({ task: 'early' });
+    const device = await deviceOf(record);
+    // As moat killed between DockerDisks.attach and the volume's creation: the image and its
+    // device on the engine, no container, no volume to name them, the record still "creating".
+    await docker.getContainer(record.containerId!).remove({ force: true });
+    await docker.getVolume(workspaceVolume(record)).remove();
+    expect(attached(device, record)).toBe(true);
+    const dead = await new Promise<number>((resolve) => {
+      const child = spawn('true');
+      child.on('exit', () => resolve(child.pid!));
+    });
+    await m.context.store.save({ ...record, state: 'creating', creatorPid: dead, containerId: undefined });
+    // Another moat process (a fresh one: nothing remembered of the attach), as after a kill.
+    const result = await moat().gc();
+    expect(result.removedTasks).toEqual(['early']);
+    expect(attached(device, record)).toBe(false);
+    expect(await imageExists(record)).toBe(false);
+    expect(await leftOver(m)).toEqual([]);
+    expect(gitIn(scratch.repo, 'for-each-ref', '--format=%(refname)', 'refs/heads/moat/early')).toBe('');
+  });
+
+  it('kill -9 of moat while it seeds a capped volume: gc removes the half-copied workspace, its disk and the record', async () => {
+    const m = moat();
+    const child = spawn(MOAT_COMMAND, ['up', '--task', 'halfway'], {
+      cwd: scratch.repo,
+      env: scratch.env({ MOAT_DISK: 'engine', MOAT_POOL: 'off', MOAT_TEST_KILL_AT: 'seed-mid-bundle' }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, sig) => resolve(sig)));
+    expect(signal, stderr).toBe('SIGKILL');
+    const record = (await m.context.store.listAll()).find((r) => r.name === 'halfway')!;
+    expect(record).toMatchObject({ state: 'creating', disk: 'engine', workspace: 'volume' });
+    // The sandbox got half of the bundle: the volume holds a repository that is not one yet.
+    expect(await volumeExists(record)).toBe(true);
+    expect(await imageExists(record)).toBe(true);
+    const result = await m.gc();
+    expect(result.removedTasks).toEqual(['halfway']);
+    expect(await volumeExists(record)).toBe(false);
+    expect(await imageExists(record)).toBe(false);
+    expect(await leftOver(m)).toEqual([]);
+    expect(await m.context.store.get(record.repoKey, 'halfway')).toBeUndefined();
+    // The name is free again, and the next up makes a whole workspace.
+    await m.up({ task: 'halfway' });
+    const cap = captureIO();
+    expect((await m.exec('halfway', ['git', 'log', '--format=%s'], cap.io, { sync: false })).exitCode).toBe(0);
+    expect(cap.out().trim()).toBe('initial');
+    await m.rm('halfway', { force: true });
   });
 });
