@@ -15,7 +15,8 @@ import { hostInternalAddress, LocalRegistry, serveCargo, serveGo, serveNpm, serv
  * non-public range. The user's config admits that range (egress.allowAddresses), trusts that CA
  * (egress.trustCa) and sets the variables each tool reads (env); `--allow` names the registry's
  * host and nothing else. `moat run` picks the template from the project's files and runs the
- * project's own install and test commands. Without `--allow` the same run fails on moat's refusal
+ * project's own install and test commands. Without `--allow` the same run fails on moat's refusal,
+ * which the tool's own error names (cargo's shows only the 403) and moat-why explains,
  * and nothing reaches the registry.
  */
 interface Stack {
@@ -28,6 +29,8 @@ interface Stack {
   passed: RegExp;
   /** Requests the install must have made. */
   fetched: string[];
+  /** What the tool itself prints when moat refuses the registry (curl, under cargo, shows only the status). */
+  refusal: (host: string) => string;
 }
 
 const GREETING = 'hello from the registry';
@@ -58,6 +61,7 @@ const stacks: Stack[] = [
     command: 'npm ci && npm test',
     passed: /# pass 1\n# fail 0/,
     fetched: ['GET /greet/-/greet-1.0.0.tgz'],
+    refusal: (host) => `npm error 403 403 moat refused: not in allowlist: ${host} - GET https://${host}:`,
   },
   {
     toolchain: 'python',
@@ -76,6 +80,7 @@ const stacks: Stack[] = [
     command: 'pip install -r requirements.txt && python -m pytest -q',
     passed: /1 passed/,
     fetched: ['GET /simple/greet/', 'GET /files/greet-1.0.0-py3-none-any.whl'],
+    refusal: (host) => `Tunnel connection failed: 403 moat refused: not in allowlist: ${host}`,
   },
   {
     toolchain: 'go',
@@ -101,6 +106,7 @@ const stacks: Stack[] = [
     command: 'go test ./...',
     passed: /^ok\s+example\.com\/app/m,
     fetched: ['GET /git.corp.test/greet/@v/v1.0.0.mod', 'GET /git.corp.test/greet/@v/v1.0.0.zip'],
+    refusal: (host) => `: moat refused: not in allowlist: ${host}`,
   },
   {
     toolchain: 'rust',
@@ -121,6 +127,7 @@ const stacks: Stack[] = [
     command: 'cargo test',
     passed: /test result: ok\. 1 passed/,
     fetched: ['GET /index/config.json', 'GET /index/gr/ee/greet', 'GET /api/v1/crates/greet/1.0.0/download'],
+    refusal: () => 'CONNECT tunnel failed, response 403',
   },
 ];
 
@@ -193,7 +200,7 @@ describe.each(stacks)('a $toolchain project installing from a private registry',
     expect(records.filter((r) => r.decision === 'denied')).toEqual([]);
   }, 900_000);
 
-  it('the same run without the host allowed fails on moat refusal, and nothing reaches the registry', async () => {
+  it("the same run without the host allowed fails on moat's refusal, and nothing reaches the registry", async () => {
     const before = registry.requests.length;
     dns.queries.length = 0;
     const started = Date.now();
@@ -211,7 +218,12 @@ describe.each(stacks)('a $toolchain project installing from a private registry',
     ]);
     console.log(`registry-install ${stack.toolchain}: refused run ${((Date.now() - started) / 1000).toFixed(1)} s`);
     expect(run.code, String(run)).not.toBe(0);
-    expect(run.out).toContain(`moat: egress denied (not in allowlist: ${stack.host}) for ${stack.host}:${registry.port}`);
+    // The tool's own error names moat's reason; then moat-why, as an agent would run it, says what to ask for.
+    const [tool, why = ''] = run.out.split(/^(?=moat-why: )/m);
+    expect(tool).toContain(stack.refusal(stack.host));
+    expect(why).toContain(
+      `moat: egress denied (not in allowlist: ${stack.host}) for ${stack.host}:${registry.port}. If the task needs it, ask the user to run: moat allow refused ${stack.host}.`,
+    );
     expect(run.out).not.toMatch(stack.passed);
     expect(registry.requests.length).toBe(before);
     expect(dns.queries).not.toContain(stack.host);
