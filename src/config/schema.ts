@@ -110,7 +110,7 @@ export const configSchema = z
         trustCa: z
           .array(z.string().min(1))
           .describe(
-            'PEM files of extra CAs (~ allowed) that the gateway trusts for its own TLS and that every sandbox with a network trusts too (system bundle plus these, through SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO). User config only.',
+            'PEM files of extra CAs (~ allowed) that the gateway trusts for its own TLS and that every sandbox with a network trusts too (system bundle plus these, through SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO, CARGO_HTTP_CAINFO). User config only.',
           )
           .optional(),
         trustHostCa: z

@@ -125,12 +125,15 @@ export function assertNetworkMode(value: string | undefined): 'none' | 'allowlis
  * The sandbox's trust, when it needs more than its image's: the task's own CA (interception of
  * bound hosts) and the CAs the user trusts (egress.trustCa / trustHostCa). A bundle of the public
  * CAs plus those, and the extra ones alone for Node; in the gateway's folder, mounted read-only.
+ * Cargo's libcurl has its CA file built in and reads neither SSL_CERT_FILE nor CURL_CA_BUNDLE,
+ * only its own CARGO_HTTP_CAINFO (test/integration/registry-install.test.ts).
  */
 export const SANDBOX_CA_ENV = {
   SSL_CERT_FILE: '/moat/egress/bundle.pem',
   CURL_CA_BUNDLE: '/moat/egress/bundle.pem',
   REQUESTS_CA_BUNDLE: '/moat/egress/bundle.pem',
   GIT_SSL_CAINFO: '/moat/egress/bundle.pem',
+  CARGO_HTTP_CAINFO: '/moat/egress/bundle.pem',
   NODE_EXTRA_CA_CERTS: '/moat/egress/ca.pem',
 };
 
