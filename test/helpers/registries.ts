@@ -65,15 +65,15 @@ export class LocalRegistry {
  * company's registry would live. The gateway refuses such addresses unless the user admits the
  * range (egress.allowAddresses), and refuses loopback always, so the registries listen here.
  */
-export function hostInternalAddress(): string {
+export function hostInternalAddress(): { address: string; kind: string } {
   for (const list of Object.values(networkInterfaces())) {
     for (const entry of list ?? []) {
       if (entry.family !== 'IPv4' || entry.internal) continue;
       const kind = classifyAddress(parseIp(entry.address)!);
-      if (kind !== 'public' && kind !== 'loopback') return entry.address;
+      if (kind !== 'public' && kind !== 'loopback') return { address: entry.address, kind };
     }
   }
-  throw new Error('this host has no non-public IPv4 address for a test registry to listen on');
+  throw new Error('this host has no non-public IPv4 address for a test server to listen on');
 }
 
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest();

@@ -152,7 +152,7 @@ async function audit(scratch: Scratch, env: Record<string, string>, task: string
     .map((line) => JSON.parse(line) as AuditRecord);
 }
 
-const address = hostInternalAddress();
+const { address } = hostInternalAddress();
 
 describe.each(stacks)('a $toolchain project installing from a private registry', (stack) => {
   const scratch = new Scratch({ commit: false });

@@ -3,13 +3,13 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { connect as netConnect, type AddressInfo } from 'node:net';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
-import { classifyAddress, parseIp } from '../../src/domain/ip-address.js';
 import { DnsStub } from '../helpers/dns-stub.js';
+import { hostInternalAddress } from '../helpers/registries.js';
 import { captureIO, eventually, makeTestCa, Scratch, selfSigned } from '../helpers/fixtures.js';
 
 /**
@@ -260,17 +260,6 @@ describe('a network that inspects TLS with its own CA', () => {
 });
 
 /** A non-public, non-loopback IPv4 address of this host (private, documentation…), where a test server can listen. */
-function hostInternalAddress(): { address: string; kind: string } {
-  for (const list of Object.values(networkInterfaces())) {
-    for (const entry of list ?? []) {
-      if (entry.family !== 'IPv4' || entry.internal) continue;
-      const kind = classifyAddress(parseIp(entry.address)!);
-      if (kind !== 'public' && kind !== 'loopback') return { address: entry.address, kind };
-    }
-  }
-  throw new Error('this host has no non-public IPv4 address to stand in for a network proxy');
-}
-
 describe('an inspecting proxy in a range the gateway refuses, and what doctor suggests', () => {
   const scratch = new Scratch();
   const { address, kind } = hostInternalAddress();
