@@ -18,8 +18,7 @@ import { closePort, openPort } from './service/ports.js';
 import { taskStats } from './service/stats.js';
 import { newTemplate, runAgent, templates } from './service/agent.js';
 import { approveRepo } from './service/approve.js';
-import { loadTemplate } from './image/template.js';
-import { templateRoot } from './image/template-image.js';
+import { namedTemplate } from './image/template-image.js';
 import { pushTask } from './service/push.js';
 import { answerPending, listPending, type PendingAnswer, type PendingScope } from './service/pending.js';
 import { egressDir } from './gateway/task-egress.js';
@@ -91,7 +90,7 @@ export class Moat {
     const repo = await this.context.repo();
     const record = await this.context.store.require(repo.key, task);
     const config = await this.context.effectiveConfig(repo);
-    const spec = await loadTemplate(await templateRoot(record.template, config.templateDirs), record.template);
+    const spec = await namedTemplate(record.template, config.templateDirs);
     return spec.interactive ?? ['bash', '-l'];
   }
   templates() {

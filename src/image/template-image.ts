@@ -33,6 +33,19 @@ export async function templateRoot(reference: string, userDirs: string[] = []): 
   return root;
 }
 
+/**
+ * A task's template by its reference (`codex`, `node+python`), from the user's template folders or
+ * the built-in ones: how every command that names a template loads it. `orBuiltIn` is for a task
+ * made earlier, whose user folder may be gone since: the built-in template of that name serves.
+ */
+export async function namedTemplate(reference: string, userDirs: string[] = [], options: { orBuiltIn?: boolean } = {}): Promise<TemplateSpec> {
+  const root = await templateRoot(reference, userDirs).catch((error: unknown) => {
+    if (options.orBuiltIn) return BUILTIN_TEMPLATES_DIR;
+    throw error;
+  });
+  return loadTemplate(root, reference);
+}
+
 /** Template folders; those starting with _ are shared build recipes, not templates. */
 export async function listTemplates(dir = BUILTIN_TEMPLATES_DIR): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { UpOptions } from '../service/up.js';
-import { loadTemplate } from '../image/template.js';
-import { templateRoot } from '../image/template-image.js';
+import { namedTemplate } from '../image/template-image.js';
 import { MoatError } from '../errors.js';
 import type { Moat } from '../moat.js';
 
@@ -102,7 +101,7 @@ export async function createOptions(moat: Moat, request: CreateRequest, signal: 
   }
   if (request.template !== undefined) {
     const userConfig = await ctx.userConfig();
-    const spec = await loadTemplate(await templateRoot(request.template, config.templateDirs), request.template);
+    const spec = await namedTemplate(request.template, config.templateDirs);
     const grants = [...(spec.egress ?? []), ...(spec.secret ? [`the key ${spec.secret.name}`] : [])];
     if (grants.length > 0 && request.template !== userConfig.template) {
       throw refusal(

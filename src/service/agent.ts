@@ -2,7 +2,7 @@ import { readFile, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MoatError } from '../errors.js';
-import { BUILTIN_TEMPLATES_DIR, templateCatalog, templateRoot } from '../image/template-image.js';
+import { BUILTIN_TEMPLATES_DIR, namedTemplate, templateCatalog } from '../image/template-image.js';
 import { agentCommand, loadTemplate, type TemplateSpec } from '../image/template.js';
 import type { ExecIO } from '../engine/engine.js';
 import type { MoatContext } from './context.js';
@@ -74,7 +74,7 @@ export async function runAgent(ctx: MoatContext, prompt: string, io: ExecIO, opt
   const templateName = record?.template ?? options.template ?? (await ctx.effectiveConfig(repo)).template;
 
   const config = await ctx.effectiveConfig(repo);
-  const command = agentCommand(await loadTemplate(await templateRoot(templateName, config.templateDirs), templateName), prompt);
+  const command = agentCommand(await namedTemplate(templateName, config.templateDirs), prompt);
   if (!record) record = await up(ctx, { task: options.task, template: options.template });
   // Audit times are the requests' starts, in whole milliseconds: a request of this run is not older.
   const started = new Date(Date.now() - 1).toISOString();

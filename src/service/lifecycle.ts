@@ -13,8 +13,7 @@ import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { addGrants, homeOf, taskEnv } from './task-env.js';
 import { reseedWorkspace, seedHome, up, type UpOptions } from './up.js';
 import { cancelledError, isCancelledError } from './cancel.js';
-import { BUILTIN_TEMPLATES_DIR, templateRoot } from '../image/template-image.js';
-import { loadTemplate } from '../image/template.js';
+import { namedTemplate } from '../image/template-image.js';
 import { closeTaskPorts } from './ports.js';
 import { openTaskEgress, removeTaskEgress, suspendTaskEgress } from './egress.js';
 import { pushSecrets } from './secrets.js';
@@ -87,7 +86,7 @@ export async function reset(ctx: MoatContext, task: string): Promise<TaskRecord>
   // A workspace that went with the old sandbox (a pod's) comes back from what sync brought home.
   if (record.workspace === 'volume' && !engine.capabilities.workspaceOutlivesSandbox) await reseedWorkspace(ctx, engine, record.containerId, record);
   await connectSandbox(ctx, engine, record.containerId, record);
-  const template = await loadTemplate(await templateRoot(record.template, config.templateDirs).catch(() => BUILTIN_TEMPLATES_DIR), record.template);
+  const template = await namedTemplate(record.template, config.templateDirs, { orBuiltIn: true });
   await seedHome(engine, record.containerId, `${record.user.uid}:${record.user.gid}`, homeOf(template, record.sshKeys), record.secrets);
   record.state = 'running';
   delete record.counters;
