@@ -315,7 +315,16 @@ export class InspectedTls extends SecretPaths {
       channel,
     };
     const request = this.upstreamRequest(options, attempt, channel);
+    // A client that leaves before the answer ends the upstream request (and no upgrade is relayed to nobody).
+    const left = () => {
+      if (answered) return;
+      answered = true;
+      request.destroy();
+      this.finish(channel, attempt, false, 'the client left before the upstream answered');
+    };
+    client.once('close', left);
     request.on('upgrade', (response: IncomingMessage, upstream: Duplex, upstreamHead: Buffer) => {
+      if (answered) return void upstream.destroy();
       answered = true;
       attempt.status = 101;
       // From here on the connection is not HTTP: nothing more is judged (docs/security.md).
@@ -331,6 +340,7 @@ export class InspectedTls extends SecretPaths {
       });
     });
     request.on('response', (response: IncomingMessage) => {
+      if (answered) return void response.destroy();
       answered = true;
       attempt.status = response.statusCode;
       client.write(responseHead(response));
