@@ -63,9 +63,9 @@ describe('websockets and plain HTTP in a tunnel, to a host with rules', () => {
     return cap.out() + cap.err();
   }
   /** A WebSocket handshake and one masked frame ("hello", zero mask) over TLS through the gateway. */
-  const websocket = (method: string, path: string) =>
+  const websocket = (method: string, path: string, upgrade = 'websocket') =>
     run(
-      `proxy=\${HTTPS_PROXY#http://}; printf '${method} ${path} HTTP/1.1\\r\\nHost: rules.test:${port}\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n` +
+      `proxy=\${HTTPS_PROXY#http://}; printf '${method} ${path} HTTP/1.1\\r\\nHost: rules.test:${port}\\r\\nUpgrade: ${upgrade}\\r\\nConnection: Upgrade\\r\\n` +
         `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n\\201\\205\\000\\000\\000\\000hello' | ` +
         `timeout 10 openssl s_client -quiet -proxy "\${proxy%/}" -connect rules.test:${port} -servername rules.test -CAfile "$SSL_CERT_FILE" -ign_eof 2>/dev/null`,
     );
@@ -122,6 +122,8 @@ describe('websockets and plain HTTP in a tunnel, to a host with rules', () => {
     expect(method).toContain('method POST not allowed');
     // A trick in the path is refused as for any request.
     expect(await websocket('GET', '/ws/../other')).toContain('path holds a dot segment');
+    // Any other upgrade (h2c) on an admitted path: after it requests would flow unjudged.
+    expect(await websocket('GET', '/ws/h2', 'h2c')).toContain('HTTP/1.1 400 moat refused: only WebSocket upgrades are relayed');
     expect(seen.slice(before)).toEqual([]);
   });
 
