@@ -45,19 +45,17 @@ export function responseHead(response: IncomingMessage): string {
 }
 
 /**
- * Relays an upgraded connection both ways, with backpressure, until either side ends or fails;
- * then both close, once, and `done` gets the bytes each way.
+ * Relays an upgraded connection both ways, with backpressure. A side that ends has the other
+ * ended after what is in flight (destroying it would drop the last frames); a failure ends both
+ * at once; `done` gets the bytes each way when both have closed.
  */
 export function relayUpgraded(client: Duplex, upstream: Duplex, done: (up: number, down: number) => void): void {
   let up = 0;
   let down = 0;
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
+  let open = 2;
+  const fail = () => {
     client.destroy();
     upstream.destroy();
-    done(up, down);
   };
   for (const [from, to, count] of [
     [client, upstream, (n: number) => (up += n)],
@@ -70,9 +68,14 @@ export function relayUpgraded(client: Duplex, upstream: Duplex, done: (up: numbe
         to.once('drain', () => from.resume());
       }
     });
-    from.on('end', close);
-    from.on('close', close);
-    from.on('error', close);
+    from.on('end', () => to.end());
+    from.on('error', fail);
+    from.once('close', () => {
+      // Closed without its end (reset): the other side goes too, once its writes are out.
+      if (!to.writableEnded) to.end();
+      open -= 1;
+      if (open === 0) done(up, down);
+    });
     from.resume();
   }
 }

@@ -103,6 +103,8 @@ describe('WebSocket handshakes on an inspected connection with a bound secret', 
     expect(read).toContain('echo:token=moat-placeholder-ws');
     expect(handshakes).toContainEqual({ url: '/ws/live', authorization: 'Bearer real-value' });
     expect(frames).toEqual(['token=moat-placeholder-ws']);
+    // Audited when both sides have closed.
+    for (let i = 0; i < 50 && !audit.some((r) => r.path === '/ws/live'); i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(audit.find((r) => r.path === '/ws/live')).toMatchObject({
       method: 'GET',
       decision: 'allowed',

@@ -50,7 +50,7 @@ describe('WebSocket upgrades on inspected connections', () => {
     expect(responseHead(refused)).toBe('HTTP/1.1 403 ForbiddenX-Injected: 1\r\nX-Reason: no\r\nConnection: close\r\n\r\n');
   });
 
-  it('relays both ways, counts the bytes, and closes both sides once when one ends', async () => {
+  it('relays both ways, counts the bytes, ends the other side when one ends, and reports once both closed', async () => {
     // Each side: what it sends (readable) and what it receives (writable), apart.
     const side = () => {
       const sends = new PassThrough();
@@ -65,7 +65,11 @@ describe('WebSocket upgrades on inspected connections', () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(String(upstream.receives.read())).toBe('hello');
     expect(String(client.receives.read())).toBe('welcome!');
+    // The upstream ends: the client is ended after what is in flight, and closes when it is done too.
     upstream.sends.end();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(client.receives.writableEnded).toBe(true);
+    client.sends.end();
     expect(await done).toEqual([5, 8]);
     expect(client.socket.destroyed && upstream.socket.destroyed).toBe(true);
   });
