@@ -11,6 +11,28 @@ import { proxyFor } from './upstream-proxy.js';
 import { formatIp } from '../domain/ip-address.js';
 import { denialResponse, denialSentence, type DenialKind } from './denials.js';
 
+/** The first byte of every TLS connection (a handshake record). */
+const TLS_HANDSHAKE = 0x16;
+
+/** The first bytes a client sends in a tunnel; undefined when it sends none in time. */
+function firstBytes(client: Socket, timeoutMs = 30_000): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const done = (value: Buffer | undefined) => {
+      clearTimeout(timer);
+      client.off('data', onData);
+      client.off('end', onEnd);
+      client.pause();
+      resolve(value);
+    };
+    const onData = (chunk: Buffer) => done(chunk);
+    const onEnd = () => done(undefined);
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    client.on('data', onData);
+    client.on('end', onEnd);
+    client.resume();
+  });
+}
+
 export { systemResolver, type Resolve, type TaskChannel } from './gateway-core.js';
 
 /**
@@ -101,6 +123,12 @@ export class EgressGateway extends InspectedTls {
         drop();
         this.finish(channel, attempt, false, reason);
       };
+      // Plain HTTP in the tunnel (Node's proxy agents tunnel http:// URLs): judged as the same
+      // request in absolute form, never relayed blind.
+      if (hello.kind === 'not-tls' && /^[A-Z]{1,16} \//.test(hello.data.toString('latin1', 0, 18))) {
+        drop();
+        return this.plainInTunnel(client, hello.data, channel, attempt.host, attempt.port);
+      }
       // Only TLS with a server name goes through a tunnel: anything else could be any protocol to anyone.
       if (hello.kind !== 'sni' && !(hello.kind === 'no-sni' && target.kind === 'ip')) return refuse(`tunnel without a TLS server name (${hello.kind})`);
       if (hello.kind === 'sni') {
@@ -153,7 +181,29 @@ export class EgressGateway extends InspectedTls {
     }
     if (client.destroyed) return;
     client.write('HTTP/1.1 200 Connection established\r\n\r\n');
-    this.inspect(client, rest, channel, target.name, attempt.port);
+    // Plain HTTP inside the tunnel (`CONNECT host:80`, as Node's proxy agents send for http://
+    // URLs) is read request by request too, never relayed blind; anything else must be TLS.
+    const first = rest.length > 0 ? rest : await firstBytes(client);
+    if (first === undefined) return void client.destroy();
+    if (first[0] !== TLS_HANDSHAKE) return this.plainInTunnel(client, first, channel, target.name, attempt.port);
+    this.inspect(client, first, channel, target.name, attempt.port);
+  }
+
+  /**
+   * Plain HTTP inside a tunnel the client opened to host:port: its request is judged and sent
+   * exactly as the same request in absolute form would be (forward()), one request per tunnel
+   * (nothing after its body goes upstream; the tunnel closes with the answer).
+   */
+  private async plainInTunnel(client: Socket, first: Buffer, channel: TaskChannel, host: string, port: number): Promise<void> {
+    client.unshift(first);
+    const inner = await readRequestHead(client, 30_000);
+    if (!inner) return void client.destroy();
+    const attempt: Attempt = { method: inner.method, host, port, path: auditPath(inner.target), started: Date.now(), up: 0, down: 0 };
+    // Origin form only: an absolute URI inside could name another host than the tunnel's.
+    if (!inner.target.startsWith('/') || inner.method === 'CONNECT')
+      return this.deny(client, channel, attempt, 'invalid request target in a tunnel (only origin-form paths)', '400 Bad Request', 'request');
+    const authority = port === 80 ? host : `${host}:${port}`;
+    return this.forward(client, { ...inner, target: `http://${authority}${inner.target}` }, channel);
   }
 
   /**
