@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
 import { timed } from './timed.js';
 import { machine, printRows } from './figures.js';
+import { benchRepo } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
@@ -19,12 +20,7 @@ const launcher = join(import.meta.dirname, '..', 'bin', 'moat');
 if (!existsSync(join(import.meta.dirname, '..', 'dist', 'native', 'moat-client')))
   console.log('note: dist/native/moat-client is not built (no C compiler?): bin/moat starts Node for exec too');
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-exec-'));
-const repo = join(root, 'repo');
-mkdirSync(repo);
-execFileSync('git', ['init', '-q', repo]);
-writeFileSync(join(repo, 'file.txt'), 'x\n');
-execFileSync('git', ['add', '-A'], { cwd: repo });
-execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
+const repo = benchRepo(root);
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
 
 const { TaskStore } = await import('../dist/state/task-store.js');

@@ -1,20 +1,16 @@
 // Where the time of a read_file of 1 MiB goes (issue 15): each stage timed on its own, in this
 // process, on the same task and file. Prints medians in ms. Not a test: nothing asserts a time.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import { ReadBuffer } from '@modelcontextprotocol/sdk/shared/stdio.js';
+import { benchRepo } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-mcpprof-'));
-const repo = join(root, 'repo');
-mkdirSync(repo);
-execFileSync('git', ['init', '-q', repo]);
-writeFileSync(join(repo, 'file.txt'), 'x\n');
-execFileSync('git', ['add', '-A'], { cwd: repo });
-execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
+const repo = benchRepo(root);
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER: 'off' };
 const { Moat } = await import('../dist/moat.js');
 const { TaskStore } = await import('../dist/state/task-store.js');

@@ -14,16 +14,12 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { timed } from './timed.js';
 import { machine, printRows } from './figures.js';
+import { benchRepo } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-mcp-'));
-const repo = join(root, 'repo');
-mkdirSync(repo);
-execFileSync('git', ['init', '-q', repo]);
-writeFileSync(join(repo, 'file.txt'), 'x\n');
-execFileSync('git', ['add', '-A'], { cwd: repo });
-execFileSync('git', ['-c', 'user.name=b', '-c', 'user.email=b@b.invalid', 'commit', '-qm', 'init'], { cwd: repo });
+const repo = benchRepo(root);
 const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER: 'off' };
 
 const { TaskStore } = await import('../dist/state/task-store.js');
