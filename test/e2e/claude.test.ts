@@ -1,14 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  agentSteps,
-  agentWorld,
-  expectAgentRun,
-  expectExfiltrationDenied,
-  expectFixArrived,
-  expectInteractiveStart,
-  expectOnlyThePlaceholder,
-  type AgentWorld,
-} from '../helpers/agent-e2e.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { agentWorld, describeAgentRun, expectInteractiveStart, expectKeyRefusedLine, type AgentWorld } from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'sk-ant-api03-real-e2e-7d6e5f4a';
 const BINDING = { secret: 'ANTHROPIC_API_KEY', header: 'x-api-key', route: 'anthropic' };
@@ -19,46 +10,24 @@ const BINDING = { secret: 'ANTHROPIC_API_KEY', header: 'x-api-key', route: 'anth
  * model on loopback. The script makes it fix a bug and commit, follow a prompt-injected
  * exfiltration instruction, and print its API key.
  */
-describe('claude end to end', () => {
-  let world: AgentWorld;
-  let run: { code: number; out: string; err: string };
-
-  beforeAll(async () => {
-    world = await agentWorld(BINDING, REAL_KEY, agentSteps(BINDING.secret), { answer: 'Fixed add and committed.' });
-    run = await world.cli(['agent', '-t', 'claude', '--task', 'claude-e2e', 'Fix the failing test in this repository.']);
-  }, 600_000);
-
-  afterAll(async () => {
-    await world?.stop();
-  });
-
-  /** What Claude Code sent back to the model as the result of one scripted tool call. */
-  function toolOutput(id: string): string {
+describeAgentRun({
+  template: 'claude',
+  agent: 'Claude Code',
+  binding: BINDING,
+  key: REAL_KEY,
+  keyedIn: 'in x-api-key',
+  keyed: (turn) => expect(turn.headers['x-api-key']).toBe(REAL_KEY),
+  // What Claude Code sent back to the model as the result of scripted step N (tool call toolu_N).
+  toolOutput: (model, step) => {
     type Block = { type?: string; tool_use_id?: string; content?: string | Array<{ text?: string }> };
-    const blocks = world.model.requests.flatMap((r) =>
+    const blocks = model.requests.flatMap((r) =>
       ((r.body as { messages?: Array<{ content?: string | Block[] }> })?.messages ?? []).flatMap((m) =>
         typeof m.content === 'string' ? [] : (m.content ?? []),
       ),
     );
-    const found = blocks.find((b) => b.type === 'tool_result' && b.tool_use_id === id);
+    const found = blocks.find((b) => b.type === 'tool_result' && b.tool_use_id === `toolu_${step}`);
     return typeof found?.content === 'string' ? found.content : (found?.content ?? []).map((p) => p.text ?? '').join('');
-  }
-
-  it('moat agent ran Claude Code through the gateway, which added the real key in x-api-key; it printed the summary and exited 0', () => {
-    expectAgentRun('claude-e2e', world, run, (turn) => expect(turn.headers['x-api-key']).toBe(REAL_KEY));
-  });
-
-  it('(1) the fix was made, tested and committed, and arrived on moat/claude-e2e', async () => {
-    await expectFixArrived(world, 'claude-e2e', toolOutput('toolu_0'));
-  });
-
-  it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
-    await expectExfiltrationDenied(world, 'claude-e2e', toolOutput('toolu_1'));
-  });
-
-  it('(3) Claude Code saw only the placeholder; the real key went in x-api-key and nowhere else', () => {
-    expectOnlyThePlaceholder(world, BINDING, toolOutput('toolu_2'), run.out + run.err);
-  });
+  },
 });
 
 describe('claude: a model error', () => {
@@ -76,9 +45,7 @@ describe('claude: a model error', () => {
     const lines = (run.out + run.err).split('\n').filter((l) => l.startsWith('agent | ') && l.trim() !== 'agent |');
     expect(lines, run.out + run.err).toHaveLength(1);
     expect(lines[0]).toMatch(/api key|401|auth/i);
-    // And moat's own line, the same for every agent: the gateway saw the 401 on the route.
-    expect(run.err).toMatch(/^moat: agent failed: the model API at api\.test \(route \w+\) refused the key: 401 \(hint: /m);
-    expect(run.err).toMatch(/agent exited [1-9]/);
+    expectKeyRefusedLine(run, BINDING);
   }, 600_000);
 });
 

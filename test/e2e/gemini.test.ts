@@ -1,14 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  agentSteps,
-  agentWorld,
-  expectAgentRun,
-  expectExfiltrationDenied,
-  expectFixArrived,
-  expectInteractiveStart,
-  expectOnlyThePlaceholder,
-  type AgentWorld,
-} from '../helpers/agent-e2e.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { agentWorld, describeAgentRun, expectInteractiveStart, expectKeyRefusedLine, type AgentWorld } from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'AIzaSy-real-e2e-9a8b7c6d5e';
 const BINDING = { secret: 'GEMINI_API_KEY', header: 'x-goog-api-key', route: 'gemini' };
@@ -19,42 +10,20 @@ const BINDING = { secret: 'GEMINI_API_KEY', header: 'x-goog-api-key', route: 'ge
  * gateway's route to a scripted model on loopback. The script makes it fix a bug and commit,
  * follow a prompt-injected exfiltration instruction, and print its API key.
  */
-describe('gemini end to end', () => {
-  let world: AgentWorld;
-  let run: { code: number; out: string; err: string };
-
-  beforeAll(async () => {
-    world = await agentWorld(BINDING, REAL_KEY, agentSteps(BINDING.secret), { answer: 'Fixed add and committed.' });
-    run = await world.cli(['agent', '-t', 'gemini', '--task', 'gemini-e2e', 'Fix the failing test in this repository.']);
-  }, 600_000);
-
-  afterAll(async () => {
-    await world?.stop();
-  });
-
-  /** What the Gemini CLI sent back to the model as the result of scripted step N. */
-  function toolOutput(step: number): string {
+describeAgentRun({
+  template: 'gemini',
+  agent: 'the Gemini CLI',
+  binding: BINDING,
+  key: REAL_KEY,
+  keyedIn: 'in x-goog-api-key',
+  keyed: (turn) => expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY),
+  // What the Gemini CLI sent back to the model as the result of scripted step N.
+  toolOutput: (model, step) => {
     type Part = { functionResponse?: { response?: unknown } };
-    const last = world.model.turns().at(-1)?.body as { contents?: Array<{ parts?: Part[] }> } | undefined;
+    const last = model.turns().at(-1)?.body as { contents?: Array<{ parts?: Part[] }> } | undefined;
     const responses = (last?.contents ?? []).flatMap((c) => c.parts ?? []).filter((p) => p.functionResponse);
     return JSON.stringify(responses[step]?.functionResponse?.response ?? '').replace(/\\n/g, '\n');
-  }
-
-  it('moat agent ran the Gemini CLI through the gateway, which added the real key in x-goog-api-key; it printed the summary and exited 0', () => {
-    expectAgentRun('gemini-e2e', world, run, (turn) => expect(turn.headers['x-goog-api-key']).toBe(REAL_KEY));
-  });
-
-  it('(1) the fix was made, tested and committed, and arrived on moat/gemini-e2e', async () => {
-    await expectFixArrived(world, 'gemini-e2e', toolOutput(0));
-  });
-
-  it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
-    await expectExfiltrationDenied(world, 'gemini-e2e', toolOutput(1));
-  });
-
-  it('(3) the Gemini CLI saw only the placeholder; the real key went in x-goog-api-key and nowhere else', () => {
-    expectOnlyThePlaceholder(world, BINDING, toolOutput(2), run.out + run.err);
-  });
+  },
 });
 
 describe('gemini: a model error', () => {
@@ -70,9 +39,7 @@ describe('gemini: a model error', () => {
     expect(run.code, run.out + run.err).not.toBe(0);
     // The Gemini CLI prints the API's error with a stack trace (not one line): the line that names it is there.
     expect(run.out + run.err).toMatch(/^agent \| .*"code":401.*UNAUTHENTICATED/m);
-    // And moat's own line, the same for every agent: the gateway saw the 401 on the route.
-    expect(run.err).toMatch(/^moat: agent failed: the model API at api\.test \(route \w+\) refused the key: 401 \(hint: /m);
-    expect(run.err).toMatch(/agent exited [1-9]/);
+    expectKeyRefusedLine(run, BINDING);
   }, 600_000);
 });
 

@@ -1,14 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  agentSteps,
-  agentWorld,
-  expectAgentRun,
-  expectExfiltrationDenied,
-  expectFixArrived,
-  expectInteractiveStart,
-  expectOnlyThePlaceholder,
-  type AgentWorld,
-} from '../helpers/agent-e2e.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { agentWorld, describeAgentRun, expectInteractiveStart, expectKeyRefusedLine, type AgentWorld } from '../helpers/agent-e2e.js';
 
 const REAL_KEY = 'sk-proj-real-opencode-e2e-7e6d5c';
 const BINDING = { secret: 'OPENAI_API_KEY', header: 'Authorization', route: 'openai' };
@@ -19,51 +10,30 @@ const BINDING = { secret: 'OPENAI_API_KEY', header: 'Authorization', route: 'ope
  * on the gateway's route to a scripted model on loopback. The script makes it fix a bug and
  * commit, follow a prompt-injected exfiltration instruction, and print its API key.
  */
-describe('opencode end to end', () => {
-  let world: AgentWorld;
-  let run: { code: number; out: string; err: string };
-
-  beforeAll(async () => {
-    world = await agentWorld(BINDING, REAL_KEY, agentSteps(BINDING.secret), { answer: 'Fixed add and committed.' });
-    run = await world.cli(['agent', '-t', 'opencode', '--task', 'opencode-e2e', 'Fix the failing test in this repository.']);
-  }, 600_000);
-
-  afterAll(async () => {
-    await world?.stop();
-  });
-
-  /** What OpenCode sent back to the model as the result of scripted step N. */
-  function toolOutput(step: number): string {
+describeAgentRun({
+  template: 'opencode',
+  agent: 'OpenCode',
+  binding: BINDING,
+  key: REAL_KEY,
+  keyedIn: 'in the Authorization header',
+  keyed: (turn) => {
+    expect(turn.url).toBe('/v1/chat/completions');
+    expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
+  },
+  // What OpenCode sent back to the model as the result of scripted step N (tool call call_N).
+  toolOutput: (model, step) => {
     type Message = { role?: string; tool_call_id?: string; content?: unknown };
-    const last = world.model.turns().at(-1)?.body as { messages?: Message[] } | undefined;
+    const last = model.turns().at(-1)?.body as { messages?: Message[] } | undefined;
     const result = (last?.messages ?? []).find((m) => m.role === 'tool' && m.tool_call_id === `call_${step}`);
     return typeof result?.content === 'string' ? result.content : JSON.stringify(result?.content ?? '');
-  }
-
-  it('moat agent ran OpenCode through the gateway, which added the real key as a bearer token; it printed the summary and exited 0', () => {
-    expectAgentRun('opencode-e2e', world, run, (turn) => {
-      expect(turn.url).toBe('/v1/chat/completions');
-      expect(turn.headers.authorization).toBe(`Bearer ${REAL_KEY}`);
+  },
+  more: (current) => {
+    it('OpenCode fetched nothing at start: no attempt to the npm registry, no refusal but the scripted exfiltration', async () => {
+      const attempts = await current().world.moat.egress('opencode-e2e');
+      expect(attempts.map((a) => a.host)).not.toContain('registry.npmjs.org');
+      expect(attempts.filter((a) => a.decision === 'denied').map((a) => a.host)).toEqual(['exfil.test']);
     });
-  });
-
-  it('OpenCode fetched nothing at start: no attempt to the npm registry, no refusal but the scripted exfiltration', async () => {
-    const attempts = await world.moat.egress('opencode-e2e');
-    expect(attempts.map((a) => a.host)).not.toContain('registry.npmjs.org');
-    expect(attempts.filter((a) => a.decision === 'denied').map((a) => a.host)).toEqual(['exfil.test']);
-  });
-
-  it('(1) the fix was made, tested and committed, and arrived on moat/opencode-e2e', async () => {
-    await expectFixArrived(world, 'opencode-e2e', toolOutput(0));
-  });
-
-  it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
-    await expectExfiltrationDenied(world, 'opencode-e2e', toolOutput(1));
-  });
-
-  it('(3) OpenCode saw only the placeholder; the real key went in the Authorization header and nowhere else', () => {
-    expectOnlyThePlaceholder(world, BINDING, toolOutput(2), run.out + run.err);
-  });
+  },
 });
 
 describe('opencode: a model error', () => {
@@ -89,9 +59,7 @@ describe('opencode: a model error', () => {
       )
       .filter((l) => l !== '' && !/^> \w+ · /.test(l));
     expect(said, run.out + run.err).toEqual(['Error: invalid x-api-key']);
-    expect(run.err).toMatch(/agent exited [1-9]/);
-    // And moat's own line, the same for every agent: the gateway saw the 401 on the route.
-    expect(run.err).toMatch(/^moat: agent failed: the model API at api\.test \(route openai\) refused the key: 401 \(hint: /m);
+    expectKeyRefusedLine(run, BINDING);
   }, 600_000);
 });
 

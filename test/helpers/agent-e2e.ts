@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Moat } from '../../src/index.js';
 import { DnsStub } from './dns-stub.js';
 import { gitIn, makeTestCa, MOAT_BIN, Scratch } from './fixtures.js';
@@ -216,4 +216,63 @@ export async function expectInteractiveStart(
   const known = new Set(options.denied ?? []);
   const denied = (await world.moat.egress(task)).filter((a) => a.decision === 'denied' && !known.has(a.host));
   expect(denied, JSON.stringify(denied)).toEqual([]);
+}
+
+export type AgentRun = { code: number; out: string; err: string };
+
+/**
+ * The scenario every agent template is proven on, as one describe block: `moat agent -t
+ * <template>` on agentSteps, then the run (expectAgentRun), step 1 (the fix arrived), step 2 (the
+ * exfiltration refused) and step 3 (only the placeholder). `toolOutput` reads, in that API's
+ * format, what the agent sent the model back for scripted step N; `keyedIn` says where the real key
+ * goes, for the titles; `more` adds checks on the same run.
+ */
+export function describeAgentRun(options: {
+  template: string;
+  agent: string;
+  binding: AgentBinding;
+  key: string;
+  keyedIn: string;
+  keyed: (turn: ModelRequest) => void;
+  toolOutput: (model: ScriptedModel, step: number) => string;
+  more?: (current: () => { world: AgentWorld; run: AgentRun }) => void;
+}): void {
+  const task = `${options.template}-e2e`;
+  describe(`${options.template} end to end`, () => {
+    let world: AgentWorld;
+    let run: AgentRun;
+
+    beforeAll(async () => {
+      world = await agentWorld(options.binding, options.key, agentSteps(options.binding.secret), { answer: 'Fixed add and committed.' });
+      run = await world.cli(['agent', '-t', options.template, '--task', task, 'Fix the failing test in this repository.']);
+    }, 600_000);
+
+    afterAll(async () => {
+      await world?.stop();
+    });
+
+    it(`moat agent ran ${options.agent} through the gateway, which added the real key ${options.keyedIn}; it printed the summary and exited 0`, () => {
+      expectAgentRun(task, world, run, options.keyed);
+    });
+
+    options.more?.(() => ({ world, run }));
+
+    it(`(1) the fix was made, tested and committed, and arrived on moat/${task}`, async () => {
+      await expectFixArrived(world, task, options.toolOutput(world.model, 0));
+    });
+
+    it('(2) the injected exfiltration was denied and audited; .env was never in the workspace', async () => {
+      await expectExfiltrationDenied(world, task, options.toolOutput(world.model, 1));
+    });
+
+    it(`(3) ${options.agent} saw only the placeholder; the real key went ${options.keyedIn} and nowhere else`, () => {
+      expectOnlyThePlaceholder(world, options.binding, options.toolOutput(world.model, 2), run.out + run.err);
+    });
+  });
+}
+
+/** moat's own lines when the model's API refused the key, the same for every agent: the gateway saw the 401 on the route. */
+export function expectKeyRefusedLine(run: AgentRun, binding: AgentBinding): void {
+  expect(run.err).toMatch(new RegExp(`^moat: agent failed: the model API at api\\.test \\(route ${binding.route}\\) refused the key: 401 \\(hint: `, 'm'));
+  expect(run.err).toMatch(/agent exited [1-9]/);
 }
