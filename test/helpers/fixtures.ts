@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -7,6 +7,7 @@ import Docker from 'dockerode';
 import { Moat } from '../../src/index.js';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import { DockerEngine } from '../../src/engine/docker-engine.js';
+import { TaskStore } from '../../src/state/task-store.js';
 
 export const GIT_ENV = {
   GIT_AUTHOR_NAME: 'Test User',
@@ -74,6 +75,18 @@ export async function stopServers(runtimeDir: string): Promise<void> {
   for (let i = 0; i < 300 && pids.some((pid) => existsSync(`/proc/${pid}`)); i += 1) await new Promise((r) => setTimeout(r, 100));
 }
 
+/**
+ * This suite run's id (global-setup.ts sets it before the workers start). Its scratch folders are
+ * named by it and the moat homes they make are listed under it, so that the leak check at the end
+ * of one run never takes a concurrent run's tasks or warm servers for its own leftovers.
+ */
+export const TEST_RUN = process.env.MOAT_TEST_RUN ?? 'solo';
+
+/** The file listing the keys of the moat homes a run's scratches made, one per line. */
+export function runHomesFile(run = TEST_RUN): string {
+  return join(tmpdir(), `moat-test-run-${run}.homes`);
+}
+
 export class Scratch {
   readonly root: string;
   readonly repo: string;
@@ -82,12 +95,13 @@ export class Scratch {
   private readonly moats: Moat[] = [];
 
   constructor(options: { commit?: boolean; name?: string } = {}) {
-    this.root = mkdtempSync(join(tmpdir(), 'moat-test-'));
+    this.root = mkdtempSync(join(tmpdir(), `moat-test-${TEST_RUN}-`));
     this.repo = join(this.root, options.name ?? 'repo');
     this.home = join(this.root, 'home');
     this.config = join(this.root, 'config.yaml');
     mkdirSync(this.repo, { recursive: true });
     mkdirSync(join(this.root, 'run'), { mode: 0o700 });
+    appendFileSync(runHomesFile(), `${new TaskStore(this.home).homeKey}\n`);
     gitIn(this.repo, 'init', '-q', '--initial-branch=main');
     gitIn(this.repo, 'config', 'user.name', 'Test User');
     gitIn(this.repo, 'config', 'user.email', 'test@example.invalid');

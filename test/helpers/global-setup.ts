@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
-import { serverProcesses } from './fixtures.js';
+import { runHomesFile, serverProcesses } from './fixtures.js';
 
 /**
  * Integration tests need the real engine: in CI an unreachable engine fails the run, it never
@@ -11,8 +13,11 @@ import { serverProcesses } from './fixtures.js';
  */
 /** Resources that existed before the suite (a user's own tasks) are not the suite's leaks. */
 const before = new Set<string>();
+/** This run's id, for the workers (fixtures.ts TEST_RUN); another suite running meanwhile has its own. */
+const run = randomBytes(6).toString('hex');
 
 export async function setup(): Promise<void> {
+  process.env.MOAT_TEST_RUN = run;
   const endpoint = await findEngine();
   const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
   await docker.ping();
@@ -26,9 +31,14 @@ export async function teardown(): Promise<void> {
   const endpoint = await findEngine();
   const docker = new Docker(connectionOptions(endpoint) as Docker.DockerOptions);
   const filters = { label: ['moat.task'] };
-  const containers = (await docker.listContainers({ all: true, filters })).filter((c) => !before.has(c.Id));
-  const networks = (await docker.listNetworks({ filters })).filter((n) => !before.has(n.Id));
-  const volumes = ((await docker.listVolumes({ filters })).Volumes ?? []).filter((v) => !before.has(v.Name));
+  // Ours: made since setup, by a home of this run's scratches, or with no home at all (what a test
+  // labels itself); never the tasks of another suite running on the same engine meanwhile.
+  const homes = new Set(readHomes());
+  rmSync(runHomesFile(run), { force: true });
+  const ours = (id: string, labels: Record<string, string> | undefined) => !before.has(id) && (!labels?.['moat.home'] || homes.has(labels['moat.home']));
+  const containers = (await docker.listContainers({ all: true, filters })).filter((c) => ours(c.Id, c.Labels));
+  const networks = (await docker.listNetworks({ filters })).filter((n) => ours(n.Id, n.Labels));
+  const volumes = ((await docker.listVolumes({ filters })).Volumes ?? []).filter((v) => ours(v.Name, v.Labels));
   const leftovers = [
     ...containers.map((c) => `container ${c.Names[0]}`),
     ...networks.map((n) => `network ${n.Name}`),
@@ -57,5 +67,13 @@ export async function teardown(): Promise<void> {
 }
 
 function testServers(): number[] {
-  return serverProcesses(join(tmpdir(), 'moat-test-'));
+  return serverProcesses(join(tmpdir(), `moat-test-${run}-`));
+}
+
+function readHomes(): string[] {
+  try {
+    return readFileSync(runHomesFile(run), 'utf8').split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
 }
