@@ -4,14 +4,13 @@
 // warm server, the sync of the task's work included, which comes right after the status). Extra
 // rows say where the time goes.
 // Prints medians, spread and ratios, and writes bench/results/exec.json. Not a test: nothing asserts a time.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serverEnv, settle, stopServers } from './warm-server.js';
 import { timed } from './timed.js';
 import { machine, printRows } from './figures.js';
-import { benchRepo } from './repo.js';
+import { benchHome } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
@@ -19,18 +18,7 @@ const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
 const launcher = join(import.meta.dirname, '..', 'bin', 'moat');
 if (!existsSync(join(import.meta.dirname, '..', 'dist', 'native', 'moat-client')))
   console.log('note: dist/native/moat-client is not built (no C compiler?): bin/moat starts Node for exec too');
-const root = mkdtempSync(join(tmpdir(), 'moat-bench-exec-'));
-const repo = benchRepo(root);
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), ...serverEnv(root) };
-
-const { TaskStore } = await import('../dist/state/task-store.js');
-const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
-process.on('exit', () => {
-  stopServers(root);
-  spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) >/dev/null 2>&1`]);
-  spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
-  rmSync(root, { recursive: true, force: true });
-});
+const { repo, env } = await benchHome('moat-bench-exec-', serverEnv, stopServers);
 
 const up = JSON.parse(execFileSync(process.execPath, [bin, 'up', '--task', 'warm', '--json'], { cwd: repo, env, encoding: 'utf8' }));
 const container = up.containerId;

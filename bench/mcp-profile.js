@@ -1,30 +1,16 @@
 // Where the time of a read_file of 1 MiB goes (issue 15): each stage timed on its own, in this
 // process, on the same task and file. Prints medians in ms. Not a test: nothing asserts a time.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import { ReadBuffer } from '@modelcontextprotocol/sdk/shared/stdio.js';
-import { benchRepo } from './repo.js';
+import { benchHome } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
-const root = mkdtempSync(join(tmpdir(), 'moat-bench-mcpprof-'));
-const repo = benchRepo(root);
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER: 'off' };
+const { repo, env } = await benchHome('moat-bench-mcpprof-', () => ({ MOAT_SERVER: 'off' }));
 const { Moat } = await import('../dist/moat.js');
-const { TaskStore } = await import('../dist/state/task-store.js');
 const { FileServers } = await import('../dist/mcp/file-server.js');
 const { WorkspaceFiles } = await import('../dist/mcp/workspace-files.js');
 const { SafeText } = await import('../dist/mcp/safe-text.js');
 const { fitContent } = await import('../dist/mcp/result-budget.js');
-const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
-const cleanup = () => {
-  spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) >/dev/null 2>&1`]);
-  spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
-  rmSync(root, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
 
 const moat = new Moat({ cwd: repo, env, progress: () => undefined });
 const record = await moat.up({ title: 'prof' });

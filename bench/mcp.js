@@ -6,30 +6,18 @@
 // call (MOAT_MCP_FILE_SERVER=off too), each on a `moat mcp` server of its own over the same task. The client is the MCP
 // SDK's own, over a real stdio pipe to `node bin/moat.js mcp`.
 // Prints medians, spread and ratios, and writes bench/results/mcp.json. Not a test: nothing asserts a time.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { timed } from './timed.js';
 import { machine, printRows } from './figures.js';
-import { benchRepo } from './repo.js';
+import { benchHome } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
-const root = mkdtempSync(join(tmpdir(), 'moat-bench-mcp-'));
-const repo = benchRepo(root);
-const env = { ...process.env, MOAT_HOME: join(root, 'home'), MOAT_CONFIG: join(root, 'config.yaml'), MOAT_SERVER: 'off' };
-
-const { TaskStore } = await import('../dist/state/task-store.js');
-const homeKey = new TaskStore(env.MOAT_HOME).homeKey;
-const cleanup = () => {
-  spawnSync('sh', ['-c', `docker rm -f $(docker ps -aq --filter label=moat.home=${homeKey}) >/dev/null 2>&1`]);
-  spawnSync('sh', ['-c', `for m in $(grep -o '${root}/[^ ]*/volume' /proc/self/mountinfo); do umount -l "$m"; done`]);
-  rmSync(root, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
+const { repo, env } = await benchHome('moat-bench-mcp-', () => ({ MOAT_SERVER: 'off' }));
 
 const connect = async (extra = {}, moat = bin) => {
   const client = new Client({ name: 'moat-bench', version: '1' });
