@@ -1,6 +1,6 @@
 import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Pod } from '@kubernetes/client-node';
 import { PassThrough, type Writable } from 'node:stream';
-import { MoatError } from '../errors.js';
+import { isMoatError, MoatError } from '../errors.js';
 import { LABEL } from '../domain/labels.js';
 import type { SandboxSpec } from '../domain/sandbox-spec.js';
 import type { LimitEnforcement } from '../domain/limit-enforcement.js';
@@ -18,8 +18,8 @@ import type {
   LogOptions,
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
-import { framedCommand, openExecSocket, runOverSocket } from './kubernetes-exec.js';
-import { guardFinished, watchPod } from './kubernetes-watch.js';
+import { framedCommand, openExecSocket, runOverSocket, untilPodEnds } from './kubernetes-exec.js';
+import { guardFinished, podEnd, podEndError, PodEndWatches, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
 /** Where moat's tasks go on a cluster, from the user's config (`kubernetes:`) and the environment. */
@@ -43,6 +43,9 @@ const DENY_POLICY = 'moat-sandbox-deny-all';
 /** What a command reports when its pod ended under it: killed, as by SIGKILL (128 + 9). */
 const EXIT_CONTAINER_GONE = 137;
 
+/** Execs that need no watch on their pod (startContainer's tries: it watches the pod itself). */
+const UNWATCHED = new WeakSet<object>();
+
 /**
  * Kubernetes: a task's sandbox is a Pod (kubernetes-pod.ts), its workspace an emptyDir of that pod
  * (sized; a ConfigMap of the same name stands for the "volume" so that it has labels and `gc`
@@ -63,6 +66,8 @@ export class KubernetesEngine implements ContainerEngine {
   private readonly pods = new Map<string, { user: string; nofile?: number }>();
   /** The volumes (config maps) this engine made, as it made them. */
   private readonly volumes = new Map<string, { data?: Record<string, string> }>();
+  /** Each pod's end, watched while commands run in it: they end with it. */
+  private readonly podEnds: PodEndWatches;
 
   constructor(private readonly target: KubernetesTarget) {
     this.kc = new KubeConfig();
@@ -100,6 +105,7 @@ export class KubernetesEngine implements ContainerEngine {
     this.namespace = target.namespace;
     this.endpoint = `${cluster.server} (namespace ${target.namespace})`;
     this.core = this.kc.makeApiClient(CoreV1Api);
+    this.podEnds = new PodEndWatches(this.kc, this.namespace);
   }
 
   async info(): Promise<EngineInfo> {
@@ -221,7 +227,10 @@ export class KubernetesEngine implements ContainerEngine {
   private async answers(id: string): Promise<boolean> {
     const facts = await this.podFacts(id);
     const sink = new PassThrough().resume();
-    return this.exec(id, { cmd: ['true'], user: facts.user }, { stdout: sink, stderr: sink }).then(
+    const io = { stdout: sink, stderr: sink };
+    // startContainer watches this pod already, and tries `true` every 200 ms: no watch of its own per try.
+    UNWATCHED.add(io);
+    return this.exec(id, { cmd: ['true'], user: facts.user }, io).then(
       (code) => code === 0,
       () => false,
     );
@@ -312,15 +321,25 @@ export class KubernetesEngine implements ContainerEngine {
     });
     for (const arg of cmd) query.append('command', arg);
     const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`;
+    // Joined before the stream opens, so an end while it opens is not missed.
+    const podWatch = UNWATCHED.has(io) ? undefined : this.podEnds.join(id);
     let socket;
     try {
       socket = await openExecSocket(this.kc, path);
     } catch (error) {
+      podWatch?.leave();
       throw this.wrapExec(error, id);
     }
+    const running = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
     const finished = this.unlessEvicted(
       id,
-      runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command'),
+      podWatch
+        ? untilPodEnds(
+            socket,
+            running,
+            podWatch.ended.then((end) => podEndError(id, end)),
+          ).finally(() => podWatch.leave())
+        : running,
     );
     if (!io.endWithContainer) return finished;
     const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
@@ -331,10 +350,11 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   /**
-   * A command killed (137) or cut off may have gone with its pod, evicted by the kubelet: a
-   * workspace past its emptyDir's sizeLimit ends that way, with no ENOSPC first. Then that is
-   * what the caller hears. The kubelet reports the eviction before it kills, so one read tells,
-   * a second one half a second later if the first finds the pod still running.
+   * A command killed (137) or cut off may have gone with its pod (evicted by the kubelet: a
+   * workspace past its emptyDir's sizeLimit ends that way, with no ENOSPC first; or deleted) before
+   * the pod's watch said so. Then that is what the caller hears. The kubelet reports an eviction
+   * before it kills, so one read tells, a second one half a second later if the first finds the
+   * pod still running.
    */
   private async unlessEvicted(id: string, finished: Promise<number>): Promise<number> {
     const outcome = await finished.then(
@@ -342,15 +362,18 @@ export class KubernetesEngine implements ContainerEngine {
       (error: unknown) => ({ error }),
     );
     if ('code' in outcome && outcome.code !== EXIT_CONTAINER_GONE) return outcome.code;
+    // Already the pod's end, as its watch told it.
+    if ('error' in outcome && isMoatError(outcome.error) && outcome.error.details?.podEnd) throw outcome.error;
     for (let attempt = 0; attempt < 2; attempt += 1) {
-      const pod = await this.readPod(id).catch(() => undefined);
-      if (pod?.status?.reason === 'Evicted') {
-        const why = (pod.status.message ?? '').replace(/\s+/g, ' ').trim().slice(0, 300);
-        throw new MoatError('E_ENGINE_FAILED', `pod ${id} was evicted by its node${why ? `: ${why}` : ''}`, {
-          hint: "a workspace past limits.disk (the emptyDir's sizeLimit) is evicted, not refused: raise limits.disk in your config, then `moat reset TASK` (commits synced before are on the task branch)",
-        });
-      }
-      if (!pod || !containerInfo(pod).running) break;
+      // Unreadable (the API server away): the command's own outcome stands.
+      const pod = await this.readPod(id).then(
+        (found) => ({ found }),
+        () => undefined,
+      );
+      if (!pod) break;
+      const end = podEnd(pod.found);
+      if (end) throw podEndError(id, end);
+      if (!pod.found || !containerInfo(pod.found).running) break;
       if (attempt === 0) await sleep(500);
     }
     if ('error' in outcome) throw outcome.error;
