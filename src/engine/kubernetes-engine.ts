@@ -43,6 +43,9 @@ const DENY_POLICY = 'moat-sandbox-deny-all';
 /** What a command reports when its pod ended under it: killed, as by SIGKILL (128 + 9). */
 const EXIT_CONTAINER_GONE = 137;
 
+/** How long a pod may stay unschedulable (no node takes it) before up gives up and says why. */
+const UNSCHEDULABLE_MS = 30_000;
+
 /** Execs that need no watch on their pod (startContainer's tries: it watches the pod itself). */
 const UNWATCHED = new WeakSet<object>();
 
@@ -201,9 +204,12 @@ export class KubernetesEngine implements ContainerEngine {
         if (verdict.failed) throw verdict.failed;
         if (verdict.unschedulable) {
           unschedulableSince ??= Date.now();
-          if (Date.now() - unschedulableSince > 30_000) {
-            throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id}: ${verdict.unschedulable}`, {
+          if (Date.now() - unschedulableSince > UNSCHEDULABLE_MS) {
+            const notReady = await this.notReadyNodes();
+            const said = notReady.length > 0 ? `; not Ready: ${notReady.join(', ')}` : '';
+            throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id} within ${UNSCHEDULABLE_MS / 1000} s: ${oneLine(verdict.unschedulable)}${said}`, {
               hint: 'check the nodes (kubectl get nodes; kubectl describe pod): a node not Ready, or not enough CPU or memory',
+              details: { pod: id, notReadyNodes: notReady },
             });
           }
         }
@@ -221,6 +227,14 @@ export class KubernetesEngine implements ContainerEngine {
     } finally {
       changes.stop();
     }
+  }
+
+  /** The nodes whose Ready condition is not True (unknown when they cannot be listed: none said). */
+  private async notReadyNodes(): Promise<string[]> {
+    const nodes = await this.core.listNode().catch(() => undefined);
+    return (nodes?.items ?? [])
+      .filter((node) => node.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
+      .map((node) => node.metadata?.name ?? '');
   }
 
   /** Whether a command runs in the pod's sandbox already (the kubelet may not have said so yet). */
@@ -664,6 +678,10 @@ function messageOf(error: unknown): string {
   }
   if (body && typeof body === 'object' && 'message' in body) return String((body as { message: unknown }).message);
   return String((error as Error).message ?? error).slice(0, 300);
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim().slice(0, 300);
 }
 
 function sleep(ms: number): Promise<void> {
