@@ -1,4 +1,4 @@
-import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { PassThrough, type Writable } from 'node:stream';
 import { isMoatError, MoatError } from '../errors.js';
 import { LABEL } from '../domain/labels.js';
@@ -127,6 +127,7 @@ export class KubernetesEngine implements ContainerEngine {
       securityOptions: [],
       rootless: false,
       runcVersion: node?.containerRuntimeVersion,
+      ...(nodes ? { nodes: nodes.items.map(nodeHealth) } : {}),
     };
   }
 
@@ -634,6 +635,14 @@ export function containerInfo(pod: V1Pod): ContainerInfo {
     ...(ended?.finishedAt ? { finishedAt: new Date(ended.finishedAt).toISOString() } : {}),
     labels: labelsOf(pod.metadata),
   };
+}
+
+/** Whether a node takes pods (its Ready condition is True), and the node controller's or kubelet's words when not. */
+function nodeHealth(node: V1Node): { name: string; ready: boolean; why?: string } {
+  const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+  const name = node.metadata?.name ?? '';
+  if (ready?.status === 'True') return { name, ready: true };
+  return { name, ready: false, why: oneLine(`${ready?.status === 'False' ? 'NotReady' : 'Ready unknown'}${ready?.message ? `: ${ready.message}` : ''}`) };
 }
 
 /** Prints the sandbox's cgroup figures (v1 or v2), CPU time twice half a second apart. */

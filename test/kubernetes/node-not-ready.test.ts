@@ -53,6 +53,10 @@ describe('moat on Kubernetes: the node not Ready', () => {
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
       expect(await nodeReady(core)).not.toBe('True');
+      // doctor says so, as a failing check with a fix.
+      const sick = (await moat.doctor()).checks.find((c) => c.name === 'nodes');
+      expect(sick).toMatchObject({ status: 'fail', fix: expect.stringMatching(/kubectl get nodes/) });
+      expect(sick?.detail).toMatch(/^no node is Ready, so no task can start: localhost \(Ready unknown: Kubelet stopped posting node status/);
 
       const error = await moat.up({ task: 'stuck' }).then(
         () => undefined,
@@ -74,6 +78,7 @@ describe('moat on Kubernetes: the node not Ready', () => {
       kubelet('start');
     }
     expect(await nodeReady(core)).toBe('True');
+    expect((await moat.doctor()).checks.find((c) => c.name === 'nodes')).toMatchObject({ status: 'ok', detail: '1 of 1 nodes Ready' });
     // The node takes pods again: a task starts and answers.
     await moat.up({ task: 'after' });
     await moat.rm('after', { force: true });
