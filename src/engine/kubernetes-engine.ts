@@ -19,7 +19,7 @@ import type {
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
 import { framedCommand, openExecSocket, runOverSocket, untilPodEnds } from './kubernetes-exec.js';
-import { guardFinished, podEnd, podEndError, PodEndWatches, watchPod } from './kubernetes-watch.js';
+import { guardFinished, podEnd, podEndError, PodEndWatches, podNotRunning, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
 /** Where moat's tasks go on a cluster, from the user's config (`kubernetes:`) and the environment. */
@@ -343,7 +343,7 @@ export class KubernetesEngine implements ContainerEngine {
       socket = await openExecSocket(this.kc, path);
     } catch (error) {
       podWatch?.leave();
-      throw this.wrapExec(error, id);
+      throw await this.unlessEnded(this.wrapExec(error, id), id);
     }
     const running = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
     const finished = this.unlessEvicted(
@@ -387,6 +387,8 @@ export class KubernetesEngine implements ContainerEngine {
       );
       if (!pod) break;
       const end = podEnd(pod.found);
+      // The kubelet refused the command (its container gone): it never ran, the pod had ended.
+      if (end && 'error' in outcome && isMoatError(outcome.error) && outcome.error.details?.ran === false) throw podNotRunning(id, end);
       if (end) throw podEndError(id, end);
       if (!pod.found || !containerInfo(pod.found).running) break;
       if (attempt === 0) await sleep(500);
@@ -524,6 +526,21 @@ export class KubernetesEngine implements ContainerEngine {
     } catch (error) {
       throw this.wrap(error, what);
     }
+  }
+
+  /**
+   * A refused exec into a pod that has ended (evicted, failed, being deleted) is a task not running,
+   * whatever words the API server or the kubelet chose for it: said as wrapExec says "not running".
+   */
+  private async unlessEnded(refused: MoatError, id: string): Promise<MoatError> {
+    const status = (refused.cause as { statusCode?: number } | undefined)?.statusCode;
+    if (status === 404 || status === 409) return refused;
+    const pod = await this.readPod(id).then(
+      (found) => ({ found }),
+      () => undefined,
+    );
+    const end = pod && podEnd(pod.found);
+    return end ? podNotRunning(id, end) : refused;
   }
 
   private wrapExec(error: unknown, id: string): MoatError {

@@ -68,6 +68,7 @@ export function exitCodeOf(status: {
   if (status.reason === 'NonZeroExitCode' && cause?.message && /^[0-9]+$/.test(cause.message)) return Number(cause.message);
   throw new MoatError('E_ENGINE_FAILED', `the command could not run in the pod: ${(status.message ?? 'no reason given').slice(0, 300)}`, {
     hint: 'check the pod with `moat doctor` and kubectl describe pod',
+    details: { ran: false },
   });
 }
 

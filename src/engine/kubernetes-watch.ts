@@ -76,6 +76,8 @@ export interface PodEnd {
   reason: 'evicted' | 'deleted' | 'failed';
   /** The kubelet's or the API server's words, on one line (empty when none were given). */
   message: string;
+  /** Seen at the watch's first read: the pod had ended before the command could run. */
+  already?: boolean;
 }
 
 /**
@@ -96,8 +98,21 @@ export function podEnd(pod: V1Pod | undefined): PodEnd | undefined {
   return undefined;
 }
 
+/**
+ * A command into a pod that had ended before it could run: "not running", as when the exec is
+ * refused (the status 409 is how the task layer knows it, and says `E_TASK_NOT_RUNNING`).
+ */
+export function podNotRunning(name: string, end: PodEnd): MoatError {
+  return new MoatError('E_ENGINE_FAILED', `pod ${name} is not running (${end.reason}${end.message ? `: ${end.message}` : ''})`, {
+    hint: 'moat reset TASK makes a new one',
+    cause: { statusCode: 409 },
+    details: { pod: name, podEnd: end.reason },
+  });
+}
+
 /** What a command hears when its pod ended under it: one line, why, and what to do. */
 export function podEndError(name: string, end: PodEnd): MoatError {
+  if (end.already) return podNotRunning(name, end);
   const details = { pod: name, podEnd: end.reason, ...(end.message ? { message: end.message } : {}) };
   const safe = 'commits synced before are on the task branch';
   if (end.reason === 'evicted') {
@@ -197,19 +212,22 @@ function followPod(kc: KubeConfig, namespace: string, name: string): { ended: Pr
   const again = () => {
     if (!stopped) timer = setTimeout(() => void round(), REWATCH_MS);
   };
+  let first = true;
   const round = async () => {
+    const already = first;
+    first = false;
     let pod: V1Pod;
     try {
       pod = await core.readNamespacedPod({ name, namespace });
     } catch (error) {
-      if ((error as { code?: unknown }).code === 404) finish({ reason: 'deleted', message: '' });
+      if ((error as { code?: unknown }).code === 404) finish({ reason: 'deleted', message: '', already });
       // Not answering: the command's own stream says so; the pod is read again meanwhile.
       else again();
       return;
     }
     if (stopped) return;
     const end = podEnd(pod);
-    if (end) return finish(end);
+    if (end) return finish({ ...end, already });
     const made = await new Watch(kc).watch(
       `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`,
       { fieldSelector: `metadata.name=${name}`, resourceVersion: pod.metadata?.resourceVersion, allowWatchBookmarks: false },

@@ -34,6 +34,10 @@ describe("a pod's end, as commands in it hear it", () => {
     expect(deleted.message).toBe('pod p was deleted while the command ran');
     expect(deleted.hint).toMatch(/moat reset TASK.*commits synced before/);
     expect(podEndError('p', { reason: 'failed', message: 'NodeLost: gone' }).message).toBe('pod p ended while the command ran: NodeLost: gone');
+    // Ended before the command could run: "not running" (409), which the task layer says as E_TASK_NOT_RUNNING.
+    const before = podEndError('p', { reason: 'evicted', message: 'Usage of EmptyDir volume "workspace" exceeds the limit "64Mi".', already: true });
+    expect(before.message).toBe('pod p is not running (evicted: Usage of EmptyDir volume "workspace" exceeds the limit "64Mi".)');
+    expect(before).toMatchObject({ cause: { statusCode: 409 }, hint: 'moat reset TASK makes a new one' });
   });
 });
 
