@@ -7,6 +7,7 @@
 #   bash scripts/cluster.sh stop      stop all it started, remove what it made, restore host settings
 #   bash scripts/cluster.sh status    say what runs (exit 0 only when the node is Ready)
 #   bash scripts/cluster.sh build     only build (or find) the cached binaries
+#   bash scripts/cluster.sh kubelet stop|start   fault tests: the node goes NotReady, and back (Ready, untainted)
 #
 # Paths: binaries in /var/cache/moat-k8s/<source-version>-<recipe-hash>/bin (outside the clone, kept by
 # stop); state in /var/lib/moat-k8s and /run/moat-k8s; logs in /var/log/moat-k8s. See docs/kubernetes.md.
@@ -580,10 +581,35 @@ cmd_status() {
   return $st
 }
 
+# For fault tests (a node that goes NotReady): the running cluster's kubelet alone, stopped and
+# started again with exactly start's flags. Its pods' containers live on in the cluster's dockerd
+# meanwhile; `kubelet start` returns once the node is Ready again and the node controller has taken
+# its not-ready/unreachable taints off (pods schedule again).
+node_untainted() {
+  [[ -z $(kubectl_admin get node localhost -o jsonpath='{.spec.taints[*].key}' 2>/dev/null | tr ' ' '\n' | grep '^node.kubernetes.io/\(not-ready\|unreachable\)$') ]]
+}
+cmd_kubelet() {
+  [[ -n $BIN && -s $STATE/admin.kubeconfig ]] && alive kube-apiserver || die "the cluster is not running" "start it first: bash scripts/cluster.sh start"
+  case ${1:-} in
+    stop)
+      end_process kubelet
+      log "kubelet stopped; the node controller marks the node not Ready after its grace period (40 s)"
+      ;;
+    start)
+      start_kubelet
+      wait_for 120 node node_ready || die "the node did not become Ready again" "see $LOGS/kubelet.log"
+      wait_for 60 "taints removed" node_untainted || die "the node kept its not-ready taints" "see $LOGS/kube-controller-manager.log"
+      log "kubelet started; node Ready and untainted"
+      ;;
+    *) die "unknown kubelet command '${1:-}'" "use kubelet stop or kubelet start" ;;
+  esac
+}
+
 case "${1:-start}" in
   build) ensure_binaries ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) die "unknown command '$1'" "use start, stop, status or build" ;;
+  kubelet) cmd_kubelet "${2:-}" ;;
+  *) die "unknown command '$1'" "use start, stop, status, build or kubelet stop|start" ;;
 esac

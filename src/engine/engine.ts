@@ -106,6 +106,8 @@ export interface EngineInfo {
   securityOptions: string[];
   rootless: boolean;
   runcVersion?: string;
+  /** A cluster's nodes (Kubernetes only), and whether each takes pods: doctor says which do not. */
+  nodes?: Array<{ name: string; ready: boolean; why?: string }>;
 }
 
 export interface BuildInput {

@@ -1,6 +1,6 @@
-import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { PassThrough, type Writable } from 'node:stream';
-import { MoatError } from '../errors.js';
+import { isMoatError, MoatError } from '../errors.js';
 import { LABEL } from '../domain/labels.js';
 import type { SandboxSpec } from '../domain/sandbox-spec.js';
 import type { LimitEnforcement } from '../domain/limit-enforcement.js';
@@ -18,8 +18,8 @@ import type {
   LogOptions,
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
-import { framedCommand, openExecSocket, runOverSocket } from './kubernetes-exec.js';
-import { guardFinished, watchPod } from './kubernetes-watch.js';
+import { framedCommand, openExecSocket, runOverSocket, untilPodEnds } from './kubernetes-exec.js';
+import { guardFinished, podEnd, podEndError, PodEndWatches, podNotRunning, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
 /** Where moat's tasks go on a cluster, from the user's config (`kubernetes:`) and the environment. */
@@ -43,6 +43,12 @@ const DENY_POLICY = 'moat-sandbox-deny-all';
 /** What a command reports when its pod ended under it: killed, as by SIGKILL (128 + 9). */
 const EXIT_CONTAINER_GONE = 137;
 
+/** How long a pod may stay unschedulable (no node takes it) before up gives up and says why. */
+const UNSCHEDULABLE_MS = 30_000;
+
+/** Execs that need no watch on their pod (startContainer's tries: it watches the pod itself). */
+const UNWATCHED = new WeakSet<object>();
+
 /**
  * Kubernetes: a task's sandbox is a Pod (kubernetes-pod.ts), its workspace an emptyDir of that pod
  * (sized; a ConfigMap of the same name stands for the "volume" so that it has labels and `gc`
@@ -63,6 +69,8 @@ export class KubernetesEngine implements ContainerEngine {
   private readonly pods = new Map<string, { user: string; nofile?: number }>();
   /** The volumes (config maps) this engine made, as it made them. */
   private readonly volumes = new Map<string, { data?: Record<string, string> }>();
+  /** Each pod's end, watched while commands run in it: they end with it. */
+  private readonly podEnds: PodEndWatches;
 
   constructor(private readonly target: KubernetesTarget) {
     this.kc = new KubeConfig();
@@ -100,6 +108,7 @@ export class KubernetesEngine implements ContainerEngine {
     this.namespace = target.namespace;
     this.endpoint = `${cluster.server} (namespace ${target.namespace})`;
     this.core = this.kc.makeApiClient(CoreV1Api);
+    this.podEnds = new PodEndWatches(this.kc, this.namespace);
   }
 
   async info(): Promise<EngineInfo> {
@@ -118,6 +127,7 @@ export class KubernetesEngine implements ContainerEngine {
       securityOptions: [],
       rootless: false,
       runcVersion: node?.containerRuntimeVersion,
+      ...(nodes ? { nodes: nodes.items.map(nodeHealth) } : {}),
     };
   }
 
@@ -195,9 +205,12 @@ export class KubernetesEngine implements ContainerEngine {
         if (verdict.failed) throw verdict.failed;
         if (verdict.unschedulable) {
           unschedulableSince ??= Date.now();
-          if (Date.now() - unschedulableSince > 30_000) {
-            throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id}: ${verdict.unschedulable}`, {
+          if (Date.now() - unschedulableSince > UNSCHEDULABLE_MS) {
+            const notReady = await this.notReadyNodes();
+            const said = notReady.length > 0 ? `; not Ready: ${notReady.join(', ')}` : '';
+            throw new MoatError('E_ENGINE_FAILED', `no node can take pod ${id} within ${UNSCHEDULABLE_MS / 1000} s: ${oneLine(verdict.unschedulable)}${said}`, {
               hint: 'check the nodes (kubectl get nodes; kubectl describe pod): a node not Ready, or not enough CPU or memory',
+              details: { pod: id, notReadyNodes: notReady },
             });
           }
         }
@@ -217,11 +230,22 @@ export class KubernetesEngine implements ContainerEngine {
     }
   }
 
+  /** The nodes whose Ready condition is not True (unknown when they cannot be listed: none said). */
+  private async notReadyNodes(): Promise<string[]> {
+    const nodes = await this.core.listNode().catch(() => undefined);
+    return (nodes?.items ?? [])
+      .filter((node) => node.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
+      .map((node) => node.metadata?.name ?? '');
+  }
+
   /** Whether a command runs in the pod's sandbox already (the kubelet may not have said so yet). */
   private async answers(id: string): Promise<boolean> {
     const facts = await this.podFacts(id);
     const sink = new PassThrough().resume();
-    return this.exec(id, { cmd: ['true'], user: facts.user }, { stdout: sink, stderr: sink }).then(
+    const io = { stdout: sink, stderr: sink };
+    // startContainer watches this pod already, and tries `true` every 200 ms: no watch of its own per try.
+    UNWATCHED.add(io);
+    return this.exec(id, { cmd: ['true'], user: facts.user }, io).then(
       (code) => code === 0,
       () => false,
     );
@@ -312,15 +336,25 @@ export class KubernetesEngine implements ContainerEngine {
     });
     for (const arg of cmd) query.append('command', arg);
     const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`;
+    // Joined before the stream opens, so an end while it opens is not missed.
+    const podWatch = UNWATCHED.has(io) ? undefined : this.podEnds.join(id);
     let socket;
     try {
       socket = await openExecSocket(this.kc, path);
     } catch (error) {
-      throw this.wrapExec(error, id);
+      podWatch?.leave();
+      throw await this.unlessEnded(this.wrapExec(error, id), id);
     }
+    const running = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
     const finished = this.unlessEvicted(
       id,
-      runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command'),
+      podWatch
+        ? untilPodEnds(
+            socket,
+            running,
+            podWatch.ended.then((end) => podEndError(id, end)),
+          ).finally(() => podWatch.leave())
+        : running,
     );
     if (!io.endWithContainer) return finished;
     const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
@@ -331,10 +365,11 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   /**
-   * A command killed (137) or cut off may have gone with its pod, evicted by the kubelet: a
-   * workspace past its emptyDir's sizeLimit ends that way, with no ENOSPC first. Then that is
-   * what the caller hears. The kubelet reports the eviction before it kills, so one read tells,
-   * a second one half a second later if the first finds the pod still running.
+   * A command killed (137) or cut off may have gone with its pod (evicted by the kubelet: a
+   * workspace past its emptyDir's sizeLimit ends that way, with no ENOSPC first; or deleted) before
+   * the pod's watch said so. Then that is what the caller hears. The kubelet reports an eviction
+   * before it kills, so one read tells, a second one half a second later if the first finds the
+   * pod still running.
    */
   private async unlessEvicted(id: string, finished: Promise<number>): Promise<number> {
     const outcome = await finished.then(
@@ -342,15 +377,20 @@ export class KubernetesEngine implements ContainerEngine {
       (error: unknown) => ({ error }),
     );
     if ('code' in outcome && outcome.code !== EXIT_CONTAINER_GONE) return outcome.code;
+    // Already the pod's end, as its watch told it.
+    if ('error' in outcome && isMoatError(outcome.error) && outcome.error.details?.podEnd) throw outcome.error;
     for (let attempt = 0; attempt < 2; attempt += 1) {
-      const pod = await this.readPod(id).catch(() => undefined);
-      if (pod?.status?.reason === 'Evicted') {
-        const why = (pod.status.message ?? '').replace(/\s+/g, ' ').trim().slice(0, 300);
-        throw new MoatError('E_ENGINE_FAILED', `pod ${id} was evicted by its node${why ? `: ${why}` : ''}`, {
-          hint: "a workspace past limits.disk (the emptyDir's sizeLimit) is evicted, not refused: raise limits.disk in your config, then `moat reset TASK` (commits synced before are on the task branch)",
-        });
-      }
-      if (!pod || !containerInfo(pod).running) break;
+      // Unreadable (the API server away): the command's own outcome stands.
+      const pod = await this.readPod(id).then(
+        (found) => ({ found }),
+        () => undefined,
+      );
+      if (!pod) break;
+      const end = podEnd(pod.found);
+      // The kubelet refused the command (its container gone): it never ran, the pod had ended.
+      if (end && 'error' in outcome && isMoatError(outcome.error) && outcome.error.details?.ran === false) throw podNotRunning(id, end);
+      if (end) throw podEndError(id, end);
+      if (!pod.found || !containerInfo(pod.found).running) break;
       if (attempt === 0) await sleep(500);
     }
     if ('error' in outcome) throw outcome.error;
@@ -488,6 +528,21 @@ export class KubernetesEngine implements ContainerEngine {
     }
   }
 
+  /**
+   * A refused exec into a pod that has ended (evicted, failed, being deleted) is a task not running,
+   * whatever words the API server or the kubelet chose for it: said as wrapExec says "not running".
+   */
+  private async unlessEnded(refused: MoatError, id: string): Promise<MoatError> {
+    const status = (refused.cause as { statusCode?: number } | undefined)?.statusCode;
+    if (status === 404 || status === 409) return refused;
+    const pod = await this.readPod(id).then(
+      (found) => ({ found }),
+      () => undefined,
+    );
+    const end = pod && podEnd(pod.found);
+    return end ? podNotRunning(id, end) : refused;
+  }
+
   private wrapExec(error: unknown, id: string): MoatError {
     const status = (error as { statusCode?: number }).statusCode;
     const body = String((error as { body?: string }).body ?? '');
@@ -599,6 +654,14 @@ export function containerInfo(pod: V1Pod): ContainerInfo {
   };
 }
 
+/** Whether a node takes pods (its Ready condition is True), and the node controller's or kubelet's words when not. */
+function nodeHealth(node: V1Node): { name: string; ready: boolean; why?: string } {
+  const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+  const name = node.metadata?.name ?? '';
+  if (ready?.status === 'True') return { name, ready: true };
+  return { name, ready: false, why: oneLine(`${ready?.status === 'False' ? 'NotReady' : 'Ready unknown'}${ready?.message ? `: ${ready.message}` : ''}`) };
+}
+
 /** Prints the sandbox's cgroup figures (v1 or v2), CPU time twice half a second apart. */
 const STATS_SCRIPT = `
 cpu() { cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || awk '/^usage_usec/ {print $2 * 1000}' /sys/fs/cgroup/cpu.stat 2>/dev/null; }
@@ -641,6 +704,10 @@ function messageOf(error: unknown): string {
   }
   if (body && typeof body === 'object' && 'message' in body) return String((body as { message: unknown }).message);
   return String((error as Error).message ?? error).slice(0, 300);
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim().slice(0, 300);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -68,6 +68,7 @@ export function exitCodeOf(status: {
   if (status.reason === 'NonZeroExitCode' && cause?.message && /^[0-9]+$/.test(cause.message)) return Number(cause.message);
   throw new MoatError('E_ENGINE_FAILED', `the command could not run in the pod: ${(status.message ?? 'no reason given').slice(0, 300)}`, {
     hint: 'check the pod with `moat doctor` and kubectl describe pod',
+    details: { ran: false },
   });
 }
 
@@ -146,4 +147,37 @@ export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string): P
         );
     });
   });
+}
+
+/** Statuses a command gets when its container is killed under it (SIGKILL, SIGTERM): its pod's end, not its own. */
+const KILLED = new Set([137, 143]);
+
+/**
+ * The command's status, unless its pod ends first: then `ended`'s error, and the socket is closed
+ * (the kubelet may never close it). A status that comes within `graceMs` of the pod's end is the
+ * command's own, kept unless it says the command was killed, by that very end.
+ */
+export async function untilPodEnds(socket: WebSocket, finished: Promise<number>, ended: Promise<Error>, graceMs = 1000): Promise<number> {
+  type Outcome = { code: number } | { error: unknown };
+  const outcome = finished.then<Outcome, Outcome>(
+    (code) => ({ code }),
+    (error: unknown) => ({ error }),
+  );
+  const first = await Promise.race([outcome, ended.then((end) => ({ end }))]);
+  if ('end' in first) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = await Promise.race([
+      outcome,
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (late && 'code' in late && !KILLED.has(late.code)) return late.code;
+    socket.terminate();
+    await outcome;
+    throw first.end;
+  }
+  if ('error' in first) throw first.error;
+  return first.code;
 }

@@ -64,6 +64,20 @@ function kubernetesChecks(plan: DiskPlan, checks: DoctorCheck[], enforcement: Re
   });
 }
 
+/** A cluster's nodes: a task's pod waits for a Ready one (up gives up after 30 s, kubernetes-engine.ts). */
+function nodesCheck(nodes: EngineInfo['nodes']): DoctorCheck {
+  const fix = 'kubectl get nodes; kubectl describe node NAME (a stopped kubelet, or a node cut off from the API server)';
+  if (!nodes) {
+    return { name: 'nodes', status: 'warn', detail: "moat could not list the cluster's nodes (no permission?): whether one is Ready is not checked", fix };
+  }
+  if (nodes.length === 0) return { name: 'nodes', status: 'fail', detail: 'the cluster has no node, so no task can start', fix };
+  const notReady = nodes.filter((node) => !node.ready);
+  const said = notReady.map((node) => `${node.name} (${node.why ?? 'not Ready'})`).join(', ');
+  if (notReady.length === nodes.length) return { name: 'nodes', status: 'fail', detail: `no node is Ready, so no task can start: ${said}`, fix };
+  const ready = `${nodes.length - notReady.length} of ${nodes.length} nodes Ready`;
+  return notReady.length > 0 ? { name: 'nodes', status: 'warn', detail: `${ready}; not Ready: ${said}`, fix } : { name: 'nodes', status: 'ok', detail: ready };
+}
+
 /** Checks that moat can do its job here, each finding with a fix. Never changes anything. */
 export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
@@ -118,6 +132,7 @@ export async function doctor(ctx: MoatContext): Promise<DoctorReport> {
 
   if (info?.kind === 'kubernetes') {
     kubernetesChecks(plan, checks, enforcement);
+    checks.push(nodesCheck(info.nodes));
     await reportLimitGaps(await ctx.engine(), await ctx.userConfig().catch(() => ({})), checks, enforcement);
     diskCapped = plan.disk !== 'none';
   } else if (info) {

@@ -130,4 +130,76 @@ describe('moat on Kubernetes: faults', () => {
     expect((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=cut' })).items).toEqual([]);
     expect((await core.listNamespacedConfigMap({ namespace: ns.name, labelSelector: 'moat.task=cut' })).items).toEqual([]);
   });
+
+  it('a pod evicted for writing past limits.disk: the command ends, one line says evicted for disk, commits home, rm and gc leave nothing', async () => {
+    await moat.up({ task: 'full' });
+    const commit = await moat.exec('full', ['sh', '-c', 'echo kept > kept.txt && git add kept.txt && git commit -qm "before the flood"'], captureIO().io, {
+      sync: true,
+    });
+    expect(commit.exitCode).toBe(0);
+    // Past the 64 MiB sizeLimit: no ENOSPC on an emptyDir, the kubelet evicts the pod instead
+    // (about 10 s later: cluster.sh's --volume-stats-agg-period), and the command must end then,
+    // not after its sleep (the test's 180 s would run out first).
+    const cap = captureIO();
+    const started = Date.now();
+    const error = await moat
+      .exec('full', ['sh', '-c', 'dd if=/dev/zero of=big bs=1M count=100 2>/dev/null; echo written; sleep 170'], cap.io, { sync: true })
+      .then(
+        (result) => result,
+        (e: unknown) => e,
+      );
+    const seconds = (Date.now() - started) / 1000;
+    expect(isMoatError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'E_ENGINE_FAILED', exitCode: 4, details: { podEnd: 'evicted' } });
+    expect((error as Error).message).toMatch(/^pod \S+ was evicted by its node: .*(EmptyDir|ephemeral)/i);
+    expect((error as Error).message).not.toContain('\n');
+    expect((error as { hint?: string }).hint).toMatch(/limits\.disk/);
+    expect(seconds).toBeLessThan(120);
+    expect(cap.out()).toContain('written');
+    const pods = await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=full' });
+    expect(pods.items.map((p) => p.status?.reason)).toEqual(['Evicted']);
+    // The next command: the task has no running container (the message shown when it is not so).
+    const next = await moat.exec('full', ['true'], captureIO().io, { sync: false }).then(
+      () => undefined,
+      (e: { code?: string; exitCode?: number; message?: string }) => ({ code: e.code, exitCode: e.exitCode, message: e.message }),
+    );
+    expect(next).toMatchObject({ code: 'E_TASK_NOT_RUNNING', exitCode: 7 });
+    expect(gitIn(scratch.repo, 'log', '--format=%s', '-1', 'moat/full')).toBe('before the flood');
+    await moat.rm('full', { force: true });
+    await moat.gc();
+    expect((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=full' })).items).toEqual([]);
+    expect((await core.listNamespacedConfigMap({ namespace: ns.name, labelSelector: 'moat.task=full' })).items).toEqual([]);
+  });
+
+  it('a pod deleted (as kubectl delete does) while a command runs: the command ends, one line says deleted, commits home', async () => {
+    await moat.up({ task: 'del' });
+    const commit = await moat.exec('del', ['sh', '-c', 'echo kept > kept.txt && git add kept.txt && git commit -qm "before the delete"'], captureIO().io, {
+      sync: true,
+    });
+    expect(commit.exitCode).toBe(0);
+    const cap = captureIO();
+    const running = moat.exec('del', ['sh', '-c', 'echo started; sleep 170'], cap.io, { sync: true }).then(
+      (result) => result,
+      (e: unknown) => e,
+    );
+    for (let i = 0; i < 300 && !cap.out().includes('started'); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(cap.out()).toContain('started');
+    const [pod] = (await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=del' })).items;
+    const started = Date.now();
+    // kubectl delete's default: a 30 s grace period, the pod marked for deletion at once.
+    await core.deleteNamespacedPod({ name: pod!.metadata!.name!, namespace: ns.name });
+    const error = await running;
+    const seconds = (Date.now() - started) / 1000;
+    expect(isMoatError(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'E_ENGINE_FAILED', exitCode: 4, details: { podEnd: 'deleted' } });
+    expect((error as Error).message).toBe(`pod ${pod!.metadata!.name} was deleted while the command ran`);
+    expect((error as { hint?: string }).hint).toMatch(/moat reset TASK/);
+    // Well within the pod's 30 s grace: the watch ended it, not the container's death.
+    expect(seconds).toBeLessThan(25);
+    expect(gitIn(scratch.repo, 'log', '--format=%s', '-1', 'moat/del')).toBe('before the delete');
+    await moat.rm('del', { force: true });
+    await moat.gc();
+    expect((await core.listNamespacedPod({ namespace: ns.name, labelSelector: 'moat.task=del' })).items).toEqual([]);
+    expect((await core.listNamespacedConfigMap({ namespace: ns.name, labelSelector: 'moat.task=del' })).items).toEqual([]);
+  });
 });
