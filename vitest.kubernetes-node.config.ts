@@ -2,7 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * The node-not-Ready fault (test/kubernetes/node-not-ready.test.ts): it stops the one node's
- * kubelet, so it runs alone, after the rest of the Kubernetes phase (.ci/run), on a cluster of its own start.
+ * kubelet, so it runs alone, last in the Kubernetes phase of .ci/run (on the same cluster, after
+ * the other files).
  */
 export default defineConfig({
   test: {
