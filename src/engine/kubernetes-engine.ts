@@ -172,7 +172,7 @@ export class KubernetesEngine implements ContainerEngine {
       workspaceBytes: Number.isInteger(bytes) && bytes > 0 ? bytes : undefined,
       gvisorRuntimeClass: this.target.gvisorRuntimeClass,
     }) as V1Pod;
-    const pod = await this.call(() => this.core.createNamespacedPod({ namespace: this.namespace, body }), `create pod ${spec.name}`);
+    const pod = await this.createPod(body, spec.name);
     this.pods.set(spec.name, { user: spec.user, nofile: spec.limits.nofile });
     return pod.metadata?.name ?? spec.name;
   }
@@ -237,13 +237,14 @@ export class KubernetesEngine implements ContainerEngine {
     await this.deletePod(id, timeoutSeconds);
   }
 
+  /**
+   * Deleted with no grace and not waited for: the API server drops a pod deleted with grace 0 at
+   * once, and its containers' end is the kubelet's business (nothing of the task's work is in them
+   * any more: it was brought home first). A pod of the same name made next (reset, a helper) waits
+   * in createContainer for a leftover instead, and `gc` and `ls` find one that stays.
+   */
   async removeContainer(id: string): Promise<void> {
     await this.deletePod(id, 0);
-    // Gone for good before returning: the next pod of the same name (reset) must not meet this one.
-    for (let waited = 0; waited < 60_000; waited += 200) {
-      if (!(await this.readPod(id))) break;
-      await sleep(200);
-    }
     this.pods.delete(id);
   }
 
@@ -455,6 +456,26 @@ export class KubernetesEngine implements ContainerEngine {
     const facts = { user: `${context?.runAsUser ?? 0}:${context?.runAsGroup ?? 0}`, nofile: nofileOf(pod.metadata?.annotations) };
     this.pods.set(id, facts);
     return facts;
+  }
+
+  /**
+   * Creates the pod; one of the same name still there (removed a moment ago and not yet gone, as
+   * removeContainer does not wait) is waited for, up to a minute, then the create is tried again.
+   */
+  private async createPod(body: V1Pod, name: string): Promise<V1Pod> {
+    for (let waited = 0; ; waited += 200) {
+      let conflict: unknown;
+      try {
+        return await this.core.createNamespacedPod({ namespace: this.namespace, body });
+      } catch (error) {
+        if (statusOf(error) !== 409 || waited >= 60_000) throw this.wrap(error, `create pod ${name}`);
+        conflict = error;
+      }
+      const old = await this.readPod(name);
+      // One that is not on its way out is a name taken for good: that is the caller's error to hear.
+      if (old && old.metadata?.deletionTimestamp === undefined) throw this.wrap(conflict, `create pod ${name}`);
+      if (old) await sleep(200);
+    }
   }
 
   private async deletePod(id: string, grace: number): Promise<void> {
