@@ -18,7 +18,8 @@ import type {
   LogOptions,
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
-import { framedCommand, openExecSocket, runOverSocket } from './kubernetes-exec.js';
+import { framedCommand, openExecSocket, runOverSocket, stdinFrame } from './kubernetes-exec.js';
+import { aheadFacts, dropAhead, openAhead, takeAhead, WAIT_SCRIPT } from './kubernetes-exec-ahead.js';
 import { guardFinished, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
@@ -191,7 +192,7 @@ export class KubernetesEngine implements ContainerEngine {
     try {
       for (;;) {
         const verdict = startVerdict(pod);
-        if (verdict === 'running') return;
+        if (verdict === 'running') return this.openAhead(id, await this.podFacts(id));
         if (verdict.failed) throw verdict.failed;
         if (verdict.unschedulable) {
           unschedulableSince ??= Date.now();
@@ -207,7 +208,7 @@ export class KubernetesEngine implements ContainerEngine {
           });
         }
         const guarded = guardFinished(pod);
-        if (guarded && (await this.answers(id))) return;
+        if (guarded && (await this.answers(id))) return this.openAhead(id, await this.podFacts(id));
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -215,6 +216,22 @@ export class KubernetesEngine implements ContainerEngine {
     } finally {
       changes.stop();
     }
+  }
+
+  private aheadKey(id: string): string {
+    return `${this.kc.getCurrentCluster()?.server ?? ''}|${this.kc.getCurrentUser()?.name ?? ''}|${this.namespace}|${id}`;
+  }
+
+  /** An exec opened ahead into a pod that answers, for its next command without a terminal. */
+  private openAhead(id: string, facts: { user: string; nofile?: number }): void {
+    const query = new URLSearchParams({ container: SANDBOX_CONTAINER, stdout: 'true', stderr: 'true', stdin: 'true', tty: 'false' });
+    for (const arg of ['/bin/sh', '-c', WAIT_SCRIPT, 'moat-wait']) query.append('command', arg);
+    openAhead(
+      this.kc,
+      this.aheadKey(id),
+      `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`,
+      facts,
+    );
   }
 
   /** Whether a command runs in the pod's sandbox already (the kubelet may not have said so yet). */
@@ -234,6 +251,7 @@ export class KubernetesEngine implements ContainerEngine {
 
   /** A pod cannot be stopped and kept: stopping it removes it (its workspace with it). */
   async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    dropAhead(this.aheadKey(id));
     await this.deletePod(id, timeoutSeconds);
   }
 
@@ -244,6 +262,7 @@ export class KubernetesEngine implements ContainerEngine {
    * in createContainer for a leftover instead, and `gc` and `ls` find one that stays.
    */
   async removeContainer(id: string): Promise<void> {
+    dropAhead(this.aheadKey(id));
     await this.deletePod(id, 0);
     this.pods.delete(id);
   }
@@ -313,11 +332,19 @@ export class KubernetesEngine implements ContainerEngine {
     });
     for (const arg of cmd) query.append('command', arg);
     const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`;
-    let socket;
-    try {
-      socket = await openExecSocket(this.kc, path);
-    } catch (error) {
-      throw this.wrapExec(error, id);
+    // Without a terminal, the exec opened ahead into the pod runs it (kubernetes-exec-ahead.ts);
+    // stdin then always travels framed (none: its end at once), and the next one is opened ahead.
+    const words = pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner;
+    let socket = tty ? undefined : await takeAhead(this.aheadKey(id), words);
+    if (socket) {
+      if (!io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
+      this.openAhead(id, pod);
+    } else {
+      try {
+        socket = await openExecSocket(this.kc, path);
+      } catch (error) {
+        throw this.wrapExec(error, id);
+      }
     }
     const finished = this.unlessEvicted(
       id,
@@ -448,7 +475,7 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   private async podFacts(id: string): Promise<{ user: string; nofile?: number }> {
-    const known = this.pods.get(id);
+    const known = this.pods.get(id) ?? aheadFacts(this.aheadKey(id));
     if (known) return known;
     const pod = await this.readPod(id);
     if (!pod) throw new MoatError('E_ENGINE_FAILED', `pod ${id} is gone`, { hint: 'moat reset TASK makes a new one', cause: { statusCode: 404 } });

@@ -1,0 +1,117 @@
+import type { Socket } from 'node:net';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type WebSocket from 'ws';
+import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
+
+/**
+ * Exec streams opened ahead: an exec's WebSocket setup (TLS to the API server, its upgrade, the
+ * kubelet's and the runtime's exec) costs hundreds of milliseconds, more than most commands. So
+ * once a pod answers, and after each command that used one, an exec of {@link WAIT_SCRIPT} is
+ * opened into it: a shell that waits for one command. The next command without a terminal
+ * sends its argv (the same words the exec would carry: env, working directory, open-files limit)
+ * as the first frame of stdin, then its stdin as usual, and runs at once.
+ *
+ * The command runs exactly as through its own exec: the same container, user and environment
+ * (an exec's, set by the pod's spec; the waiting shell adds nothing), a session of its own, its
+ * status as the exec's. The host writes the words; the sandbox can end a waiting shell (the caller
+ * then opens its own exec), and a process of the sandbox's user could write into the shell's stdin
+ * through /proc, as it can already signal or trace any command that user runs: nothing it could
+ * not do before, and what comes back (output, status) is read as untrusted as ever.
+ *
+ * Kept per process (the warm server serves many requests, each with an engine of its own), one
+ * per pod; a waiting stream holds no process open (its socket is unref'd until it is used).
+ */
+
+/**
+ * Reads the command's words (shell-quoted by the host: "length\n" then the words), then unframes
+ * the rest of stdin into it as kubernetes-exec.ts's framing does (the same script after the first frame).
+ * 125 when no command came (the stream closed while waiting).
+ */
+export const WAIT_SCRIPT =
+  'exec 3<&0; IFS= read -r n <&3 && [ "$n" -gt 0 ] 2>/dev/null && words=$(head -c "$n" <&3) && eval "set -- $words" || exit 125; ' +
+  '{ while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done <&3 2>/dev/null & } | /usr/bin/setsid -w "$@" 3<&-';
+
+/** One word for sh: single-quoted, a quote inside as '\''. */
+export function shellWord(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The first frame a waiting shell reads: the command as shell words. */
+export function commandFrame(cmd: readonly string[]): Buffer {
+  return stdinFrame(cmd.map(shellWord).join(' '));
+}
+
+interface Waiting {
+  socket: Promise<WebSocket | undefined>;
+  /** The pod's facts (its user, its open-files limit), so that a request's engine need not read the pod. */
+  facts: { user: string; nofile?: number };
+}
+
+const waiting = new Map<string, Waiting>();
+
+function rawSocket(socket: WebSocket): Socket | undefined {
+  return (socket as unknown as { _socket?: Socket })._socket;
+}
+
+/**
+ * Opens a waiting exec into the pod (`path`: its exec URL for {@link WAIT_SCRIPT}) unless one is
+ * open or opening. It is dropped when it ends or says anything while waiting (the shell died).
+ */
+export function openAhead(kc: KubeConfig, key: string, path: string, facts: Waiting['facts']): void {
+  if (waiting.has(key)) return;
+  const entry: Waiting = {
+    facts,
+    socket: openExecSocket(kc, path).then(
+      (socket) => {
+        rawSocket(socket)?.unref();
+        const drop = () => {
+          if (waiting.get(key) === entry) waiting.delete(key);
+          socket.terminate();
+        };
+        // The API server sends each channel an empty frame first; anything more means the shell ended.
+        socket.on('message', (data: Buffer) => {
+          if (data.length > 1) drop();
+        });
+        socket.once('close', drop);
+        socket.once('error', drop);
+        return socket;
+      },
+      () => {
+        if (waiting.get(key) === entry) waiting.delete(key);
+        return undefined;
+      },
+    ),
+  };
+  waiting.set(key, entry);
+}
+
+/**
+ * The waiting exec of this pod, now the caller's: the command's frame is sent on it, and the
+ * socket is the caller's to run over (runOverSocket). Undefined when none is open.
+ */
+export async function takeAhead(key: string, cmd: readonly string[]): Promise<WebSocket | undefined> {
+  const entry = waiting.get(key);
+  if (!entry) return undefined;
+  waiting.delete(key);
+  const socket = await entry.socket;
+  if (!socket || socket.readyState !== 1) return undefined;
+  socket.removeAllListeners('message');
+  socket.removeAllListeners('close');
+  socket.removeAllListeners('error');
+  rawSocket(socket)?.ref();
+  socket.send(commandFrame(cmd));
+  return socket;
+}
+
+/** The facts a waiting exec was opened with. */
+export function aheadFacts(key: string): Waiting['facts'] | undefined {
+  return waiting.get(key)?.facts;
+}
+
+/** The pod went: its waiting exec (if any) is closed. */
+export function dropAhead(key: string): void {
+  const entry = waiting.get(key);
+  if (!entry) return;
+  waiting.delete(key);
+  void entry.socket.then((socket) => socket?.terminate());
+}
