@@ -180,9 +180,11 @@ export class KubernetesEngine implements ContainerEngine {
 
   /**
    * A pod starts once created: this waits until its sandbox runs, and says why when it will not.
-   * The pod is watched (no polling delay), and once its network guard has finished, an exec of
-   * `true` is tried on each change and every 200 ms: the kubelet reports a started container only
-   * at its next relist (up to a second later), and a command that runs is the proof that counts.
+   * The pod is watched (no polling delay), and once its network guard has finished, the exec the
+   * first command will use (kubernetes-exec-ahead.ts) is tried on each change and every 200 ms
+   * until its shell says it runs: the kubelet reports a started container only at its next relist
+   * (up to a second later), and a command that runs is the proof that counts. So the proof costs
+   * the first command (the seed) nothing.
    */
   async startContainer(id: string): Promise<void> {
     const deadline = Date.now() + 180_000;
@@ -192,7 +194,7 @@ export class KubernetesEngine implements ContainerEngine {
     try {
       for (;;) {
         const verdict = startVerdict(pod);
-        if (verdict === 'running') return this.openAhead(id, await this.podFacts(id));
+        if (verdict === 'running') return void this.openAhead(id, await this.podFacts(id));
         if (verdict.failed) throw verdict.failed;
         if (verdict.unschedulable) {
           unschedulableSince ??= Date.now();
@@ -208,7 +210,8 @@ export class KubernetesEngine implements ContainerEngine {
           });
         }
         const guarded = guardFinished(pod);
-        if (guarded && (await this.answers(id))) return this.openAhead(id, await this.podFacts(id));
+        // The proof is the exec opened ahead for the first command (the seed): its shell runs.
+        if (guarded && (await this.openAhead(id, await this.podFacts(id)))) return;
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -223,24 +226,14 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   /** An exec opened ahead into a pod that answers, for its next command without a terminal. */
-  private openAhead(id: string, facts: { user: string; nofile?: number }): void {
+  private openAhead(id: string, facts: { user: string; nofile?: number }): Promise<boolean> {
     const query = new URLSearchParams({ container: SANDBOX_CONTAINER, stdout: 'true', stderr: 'true', stdin: 'true', tty: 'false' });
     for (const arg of ['/bin/sh', '-c', WAIT_SCRIPT, 'moat-wait']) query.append('command', arg);
-    openAhead(
+    return openAhead(
       this.kc,
       this.aheadKey(id),
       `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`,
       facts,
-    );
-  }
-
-  /** Whether a command runs in the pod's sandbox already (the kubelet may not have said so yet). */
-  private async answers(id: string): Promise<boolean> {
-    const facts = await this.podFacts(id);
-    const sink = new PassThrough().resume();
-    return this.exec(id, { cmd: ['true'], user: facts.user }, { stdout: sink, stderr: sink }).then(
-      (code) => code === 0,
-      () => false,
     );
   }
 
@@ -338,7 +331,7 @@ export class KubernetesEngine implements ContainerEngine {
     let socket = tty ? undefined : await takeAhead(this.aheadKey(id), words);
     if (socket) {
       if (!io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
-      this.openAhead(id, pod);
+      void this.openAhead(id, pod);
     } else {
       try {
         socket = await openExecSocket(this.kc, path);

@@ -23,12 +23,13 @@ import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
  */
 
 /**
- * Reads the command's words (shell-quoted by the host: "length\n" then the words), then unframes
- * the rest of stdin into it as kubernetes-exec.ts's framing does (the same script after the first frame).
- * 125 when no command came (the stream closed while waiting).
+ * Says it runs ("R" on stdout: the proof that a command runs in the sandbox, as a pod's start
+ * needs one), reads the command's words (shell-quoted by the host: "length\n" then the words),
+ * then unframes the rest of stdin into it as kubernetes-exec.ts's framing does (the same script
+ * after the first frame). 125 when no command came (the stream closed while waiting).
  */
 export const WAIT_SCRIPT =
-  'exec 3<&0; IFS= read -r n <&3 && [ "$n" -gt 0 ] 2>/dev/null && words=$(head -c "$n" <&3) && eval "set -- $words" || exit 125; ' +
+  'printf R; exec 3<&0; IFS= read -r n <&3 && [ "$n" -gt 0 ] 2>/dev/null && words=$(head -c "$n" <&3) && eval "set -- $words" || exit 125; ' +
   '{ while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done <&3 2>/dev/null & } | /usr/bin/setsid -w "$@" 3<&-';
 
 /** One word for sh: single-quoted, a quote inside as '\''. */
@@ -43,6 +44,8 @@ export function commandFrame(cmd: readonly string[]): Buffer {
 
 interface Waiting {
   socket: Promise<WebSocket | undefined>;
+  /** The shell said it runs (false: the exec was refused or ended first). */
+  ready: Promise<boolean>;
   /** The pod's facts (its user, its open-files limit), so that a request's engine need not read the pod. */
   facts: { user: string; nofile?: number };
 }
@@ -55,34 +58,47 @@ function rawSocket(socket: WebSocket): Socket | undefined {
 
 /**
  * Opens a waiting exec into the pod (`path`: its exec URL for {@link WAIT_SCRIPT}) unless one is
- * open or opening. It is dropped when it ends or says anything while waiting (the shell died).
+ * open or opening; resolves once its shell runs (true) or it failed (false). It is dropped when it
+ * ends or says anything more while waiting (the shell died).
  */
-export function openAhead(kc: KubeConfig, key: string, path: string, facts: Waiting['facts']): void {
-  if (waiting.has(key)) return;
+export function openAhead(kc: KubeConfig, key: string, path: string, facts: Waiting['facts']): Promise<boolean> {
+  const open = waiting.get(key);
+  if (open) return open.ready;
+  let said: (ready: boolean) => void = () => undefined;
   const entry: Waiting = {
     facts,
+    ready: new Promise<boolean>((resolve) => (said = resolve)),
     socket: openExecSocket(kc, path).then(
       (socket) => {
         rawSocket(socket)?.unref();
+        let ready = false;
         const drop = () => {
+          said(false);
           if (waiting.get(key) === entry) waiting.delete(key);
           socket.terminate();
         };
-        // The API server sends each channel an empty frame first; anything more means the shell ended.
+        // The API server sends each channel an empty frame first; then the shell's "R" on stdout;
+        // anything more means the shell ended.
         socket.on('message', (data: Buffer) => {
-          if (data.length > 1) drop();
+          if (data.length <= 1) return;
+          if (!ready && data[0] === 1 && data.subarray(1).toString() === 'R') {
+            ready = true;
+            said(true);
+          } else drop();
         });
         socket.once('close', drop);
         socket.once('error', drop);
         return socket;
       },
       () => {
+        said(false);
         if (waiting.get(key) === entry) waiting.delete(key);
         return undefined;
       },
     ),
   };
   waiting.set(key, entry);
+  return entry.ready;
 }
 
 /**
@@ -94,7 +110,11 @@ export async function takeAhead(key: string, cmd: readonly string[]): Promise<We
   if (!entry) return undefined;
   waiting.delete(key);
   const socket = await entry.socket;
-  if (!socket || socket.readyState !== 1) return undefined;
+  // Not before its "R": that byte is the waiting shell's, not the command's output.
+  if (!socket || !(await entry.ready) || socket.readyState !== 1) {
+    socket?.terminate();
+    return undefined;
+  }
   socket.removeAllListeners('message');
   socket.removeAllListeners('close');
   socket.removeAllListeners('error');
@@ -114,4 +134,9 @@ export function dropAhead(key: string): void {
   if (!entry) return;
   waiting.delete(key);
   void entry.socket.then((socket) => socket?.terminate());
+}
+
+/** Whether a waiting exec into the pod is open or opening. */
+export function hasAhead(key: string): boolean {
+  return waiting.has(key);
 }
