@@ -36,6 +36,11 @@ export interface KubernetesTarget {
   imageEngine?: ContainerEngine;
   /** The RuntimeClass that runs pods under gVisor (isolation: gvisor). */
   gvisorRuntimeClass?: string;
+  /**
+   * Open an exec ahead into each pod for its next command (kubernetes-exec-ahead.ts); default
+   * on. MOAT_K8S_EXEC_AHEAD=off: each command opens its own (to measure against, or to rule it out).
+   */
+  execAhead?: boolean;
 }
 
 /** The NetworkPolicy that denies every pod moat makes all traffic: a second layer where the network plugin enforces it. */
@@ -194,7 +199,10 @@ export class KubernetesEngine implements ContainerEngine {
     try {
       for (;;) {
         const verdict = startVerdict(pod);
-        if (verdict === 'running') return void this.openAhead(id, await this.podFacts(id));
+        if (verdict === 'running') {
+          if (this.target.execAhead !== false) void this.openAhead(id, await this.podFacts(id));
+          return;
+        }
         if (verdict.failed) throw verdict.failed;
         if (verdict.unschedulable) {
           unschedulableSince ??= Date.now();
@@ -211,7 +219,7 @@ export class KubernetesEngine implements ContainerEngine {
         }
         const guarded = guardFinished(pod);
         // The proof is the exec opened ahead for the first command (the seed): its shell runs.
-        if (guarded && (await this.openAhead(id, await this.podFacts(id)))) return;
+        if (guarded && (this.target.execAhead === false ? await this.answers(id) : await this.openAhead(id, await this.podFacts(id)))) return;
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -223,6 +231,16 @@ export class KubernetesEngine implements ContainerEngine {
 
   private aheadKey(id: string): string {
     return `${this.kc.getCurrentCluster()?.server ?? ''}|${this.kc.getCurrentUser()?.name ?? ''}|${this.namespace}|${id}`;
+  }
+
+  /** Whether a command runs in the pod's sandbox already (without an exec opened ahead, the proof of its start). */
+  private async answers(id: string): Promise<boolean> {
+    const facts = await this.podFacts(id);
+    const sink = new PassThrough().resume();
+    return this.exec(id, { cmd: ['true'], user: facts.user }, { stdout: sink, stderr: sink }).then(
+      (code) => code === 0,
+      () => false,
+    );
   }
 
   /** An exec opened ahead into a pod that answers, for its next command without a terminal. */
@@ -328,7 +346,7 @@ export class KubernetesEngine implements ContainerEngine {
     // Without a terminal, the exec opened ahead into the pod runs it (kubernetes-exec-ahead.ts);
     // stdin then always travels framed (none: its end at once), and the next one is opened ahead.
     const words = pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner;
-    let socket = tty ? undefined : await takeAhead(this.aheadKey(id), words);
+    let socket = tty || this.target.execAhead === false ? undefined : await takeAhead(this.aheadKey(id), words);
     if (socket) {
       if (!io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
       void this.openAhead(id, pod);

@@ -86,6 +86,11 @@ export class TaskPool {
     return entry;
   }
 
+  /** How many tasks are ready to take now, of every shape (not those still being made). */
+  readyCount(): number {
+    return [...this.ready.values()].reduce((sum, entries) => sum + entries.length, 0);
+  }
+
   /** Whether a task of this shape is ready to take now (not one still being made). */
   has(key: string): boolean {
     return (this.ready.get(key)?.length ?? 0) > 0;
