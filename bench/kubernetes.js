@@ -70,29 +70,52 @@ try {
     kubectl(['delete', 'pod', name, '--grace-period=0', '--force', '--wait=true'], { stdio: ['pipe', 'pipe', 'ignore'] });
   };
 
-  // 1. moat run -- true against a bare pod.
-  const samples = { 'moat run -- true': [], 'bare pod (kubectl apply, wait, exec, delete)': [], 'moat run -- true, MOAT_POOL=off': [] };
+  // 1. moat run -- true against a bare pod. Each round runs the scenarios in a rotated order, and
+  // each starts on a quiet cluster: after the pooled run, its server makes the next pod ahead (a
+  // whole pod start, seconds of the node's CPU), so the next scenario waits until that one is
+  // ready; and a pod moat removed without waiting is let go first (its containers are stopped by
+  // the kubelet after the API server dropped it).
+  const scenarios = [
+    ['moat run -- true', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env })],
+    [
+      'bare pod (kubectl apply, wait, exec, delete)',
+      (i) => {
+        const start = process.hrtime.bigint();
+        bare(`bare-${i}`);
+        return Number(process.hrtime.bigint() - start) / 1e6;
+      },
+    ],
+    ['moat run -- true, MOAT_POOL=off', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } })],
+    ...(process.env.BENCH_K8S_AHEAD_OFF
+      ? [
+          [
+            'moat run -- true, MOAT_POOL=off, MOAT_K8S_EXEC_AHEAD=off',
+            () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'off' } }),
+          ],
+        ]
+      : []),
+    ...(beforeBin
+      ? [
+          [
+            'BENCH_K8S_BEFORE: moat run -- true, MOAT_POOL=off',
+            () => timed(process.execPath, [beforeBin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
+          ],
+        ]
+      : []),
+  ];
+  const samples = Object.fromEntries(scenarios.map(([name]) => [name, []]));
+  // Every pod of the namespace is a spare ready to take: none being made, none on its way out.
+  const quiet = () => {
+    for (let waited = 0; waited < 120 && kubectl(['get', 'pods', '-o', 'name']).split('\n').filter(Boolean).length > readySpares(); waited += 1)
+      spawnSync('sleep', ['0.5']);
+    settle();
+  };
   for (let i = 0; i < rounds; i += 1) {
-    samples['moat run -- true'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env }));
-    settle();
-    samples['moat run -- true, MOAT_POOL=off'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }));
-    settle();
-    if (process.env.BENCH_K8S_AHEAD_OFF) {
-      (samples['moat run -- true, MOAT_POOL=off, MOAT_K8S_EXEC_AHEAD=off'] ??= []).push(
-        timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'off' } }),
-      );
-      settle();
+    for (let j = 0; j < scenarios.length; j += 1) {
+      const [name, run] = scenarios[(i + j) % scenarios.length];
+      quiet();
+      samples[name].push(run(i));
     }
-    if (beforeBin) {
-      (samples['BENCH_K8S_BEFORE: moat run -- true, MOAT_POOL=off'] ??= []).push(
-        timed(process.execPath, [beforeBin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
-      );
-      settle();
-    }
-    const start = process.hrtime.bigint();
-    bare(`bare-${i}`);
-    samples['bare pod (kubectl apply, wait, exec, delete)'].push(Number(process.hrtime.bigint() - start) / 1e6);
-    settle();
   }
   const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
   console.log(`kubernetes: ${rounds} rounds, alternating`);

@@ -178,6 +178,8 @@ export class KubernetesEngine implements ContainerEngine {
       workspaceBytes: Number.isInteger(bytes) && bytes > 0 ? bytes : undefined,
       gvisorRuntimeClass: this.target.gvisorRuntimeClass,
     }) as V1Pod;
+    // An exec left waiting in an earlier pod of this name (reset, a helper) is not this one's.
+    dropAhead(this.aheadKey(spec.name));
     const pod = await this.createPod(body, spec.name);
     this.pods.set(spec.name, { user: spec.user, nofile: spec.limits.nofile });
     return pod.metadata?.name ?? spec.name;
@@ -250,7 +252,11 @@ export class KubernetesEngine implements ContainerEngine {
     return openAhead(
       this.kc,
       this.aheadKey(id),
-      `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`,
+      {
+        namespace: this.namespace,
+        name: id,
+        path: `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`,
+      },
       facts,
     );
   }

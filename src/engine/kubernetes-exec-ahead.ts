@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import type WebSocket from 'ws';
 import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
 
@@ -19,7 +19,10 @@ import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
  * not do before, and what comes back (output, status) is read as untrusted as ever.
  *
  * Kept per process (the warm server serves many requests, each with an engine of its own), one
- * per pod; a waiting stream holds no process open (its socket is unref'd until it is used).
+ * per pod; a waiting stream holds no process open (its socket is unref'd until it is used). The
+ * pod is watched while its exec waits: one deleted (behind moat's back too), ending or no longer
+ * watched loses its waiting exec at once, so that a command never goes into a pod that is gone
+ * (its container may outlive the pod's record for seconds) and hears "not running" as before.
  */
 
 /**
@@ -44,6 +47,8 @@ export function commandFrame(cmd: readonly string[]): Buffer {
 
 interface Waiting {
   socket: Promise<WebSocket | undefined>;
+  /** The watch of the pod while its exec waits. */
+  watch?: Promise<AbortController | undefined>;
   /** The shell said it runs (false: the exec was refused or ended first). */
   ready: Promise<boolean>;
   /** The pod's facts (its user, its open-files limit), so that a request's engine need not read the pod. */
@@ -61,29 +66,38 @@ function rawSocket(socket: WebSocket): Socket | undefined {
  * open or opening; resolves once its shell runs (true) or it failed (false). It is dropped when it
  * ends or says anything more while waiting (the shell died).
  */
-export function openAhead(kc: KubeConfig, key: string, path: string, facts: Waiting['facts']): Promise<boolean> {
+export function openAhead(kc: KubeConfig, key: string, pod: { namespace: string; name: string; path: string }, facts: Waiting['facts']): Promise<boolean> {
   const open = waiting.get(key);
   if (open) return open.ready;
   let said: (ready: boolean) => void = () => undefined;
+  // Ready once the shell said R and the watch has seen the pod, not on its way out.
+  let shellRuns = false;
+  let podRuns = false;
+  let dropped = false;
+  const drop = () => {
+    if (dropped) return;
+    dropped = true;
+    said(false);
+    if (waiting.get(key) === entry) waiting.delete(key);
+    void entry.socket.then((socket) => socket?.terminate());
+    void entry.watch?.then((controller) => controller?.abort());
+  };
+  const settle = () => {
+    if (shellRuns && podRuns && !dropped) said(true);
+  };
   const entry: Waiting = {
     facts,
     ready: new Promise<boolean>((resolve) => (said = resolve)),
-    socket: openExecSocket(kc, path).then(
+    socket: openExecSocket(kc, pod.path).then(
       (socket) => {
         rawSocket(socket)?.unref();
-        let ready = false;
-        const drop = () => {
-          said(false);
-          if (waiting.get(key) === entry) waiting.delete(key);
-          socket.terminate();
-        };
         // The API server sends each channel an empty frame first; then the shell's "R" on stdout;
         // anything more means the shell ended.
         socket.on('message', (data: Buffer) => {
           if (data.length <= 1) return;
-          if (!ready && data[0] === 1 && data.subarray(1).toString() === 'R') {
-            ready = true;
-            said(true);
+          if (!shellRuns && data[0] === 1 && data.subarray(1).toString() === 'R') {
+            shellRuns = true;
+            settle();
           } else drop();
         });
         socket.once('close', drop);
@@ -91,12 +105,31 @@ export function openAhead(kc: KubeConfig, key: string, path: string, facts: Wait
         return socket;
       },
       () => {
-        said(false);
-        if (waiting.get(key) === entry) waiting.delete(key);
+        drop();
         return undefined;
       },
     ),
   };
+  entry.watch = new Watch(kc)
+    .watch(
+      `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods`,
+      { fieldSelector: `metadata.name=${pod.name}`, allowWatchBookmarks: false },
+      (type: string, object: V1Pod) => {
+        // Pending is not gone: the kubelet reports a started container late, the R is the proof.
+        const phase = object.status?.phase;
+        if (type === 'DELETED' || object.metadata?.deletionTimestamp != null || phase === 'Failed' || phase === 'Succeeded') return drop();
+        podRuns = true;
+        settle();
+      },
+      drop,
+    )
+    .then(
+      (controller) => controller,
+      () => {
+        drop();
+        return undefined;
+      },
+    );
   waiting.set(key, entry);
   return entry.ready;
 }
@@ -108,10 +141,14 @@ export function openAhead(kc: KubeConfig, key: string, path: string, facts: Wait
 export async function takeAhead(key: string, cmd: readonly string[]): Promise<WebSocket | undefined> {
   const entry = waiting.get(key);
   if (!entry) return undefined;
+  // Not before its "R" (that byte is the waiting shell's, not the command's output) and the
+  // watch's word that the pod is there.
+  const ready = await entry.ready;
+  if (waiting.get(key) !== entry) return undefined;
   waiting.delete(key);
+  void entry.watch?.then((controller) => controller?.abort());
   const socket = await entry.socket;
-  // Not before its "R": that byte is the waiting shell's, not the command's output.
-  if (!socket || !(await entry.ready) || socket.readyState !== 1) {
+  if (!socket || !ready || socket.readyState !== 1) {
     socket?.terminate();
     return undefined;
   }
@@ -134,6 +171,7 @@ export function dropAhead(key: string): void {
   if (!entry) return;
   waiting.delete(key);
   void entry.socket.then((socket) => socket?.terminate());
+  void entry.watch?.then((controller) => controller?.abort());
 }
 
 /** Whether a waiting exec into the pod is open or opening. */
