@@ -352,7 +352,13 @@ export class KubernetesEngine implements ContainerEngine {
     // Without a terminal, the exec opened ahead into the pod runs it (kubernetes-exec-ahead.ts);
     // stdin then always travels framed (none: its end at once), and the next one is opened ahead.
     const words = pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner;
-    let socket = tty || this.target.execAhead === false ? undefined : await takeAhead(this.aheadKey(id), words);
+    let socket =
+      tty || this.target.execAhead === false
+        ? undefined
+        : await takeAhead(this.aheadKey(id), words, async () => {
+            const current = await this.readPod(id);
+            return current?.metadata?.deletionTimestamp == null ? current?.metadata?.uid : undefined;
+          });
     if (socket) {
       if (!io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
       void this.openAhead(id, pod);

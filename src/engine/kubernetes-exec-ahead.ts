@@ -47,6 +47,8 @@ export function commandFrame(cmd: readonly string[]): Buffer {
 
 interface Waiting {
   socket: Promise<WebSocket | undefined>;
+  /** The pod the watch saw (its uid): a pod of the same name made later is another. */
+  uid?: string;
   /** The watch of the pod while its exec waits. */
   watch?: Promise<AbortController | undefined>;
   /** The shell said it runs (false: the exec was refused or ended first). */
@@ -118,6 +120,8 @@ export function openAhead(kc: KubeConfig, key: string, pod: { namespace: string;
         // Pending is not gone: the kubelet reports a started container late, the R is the proof.
         const phase = object.status?.phase;
         if (type === 'DELETED' || object.metadata?.deletionTimestamp != null || phase === 'Failed' || phase === 'Succeeded') return drop();
+        entry.uid ??= object.metadata?.uid;
+        if (object.metadata?.uid !== entry.uid) return drop();
         podRuns = true;
         settle();
       },
@@ -135,16 +139,25 @@ export function openAhead(kc: KubeConfig, key: string, pod: { namespace: string;
 }
 
 /**
- * The waiting exec of this pod, now the caller's: the command's frame is sent on it, and the
+ * The waiting exec of this pod, now the caller's (`podUid`: the pod's uid as a read finds it, or
+ * undefined when it is gone or on its way out): the command's frame is sent on it, and the
  * socket is the caller's to run over (runOverSocket). Undefined when none is open.
  */
-export async function takeAhead(key: string, cmd: readonly string[]): Promise<WebSocket | undefined> {
+export async function takeAhead(key: string, cmd: readonly string[], podUid: () => Promise<string | undefined>): Promise<WebSocket | undefined> {
   const entry = waiting.get(key);
   if (!entry) return undefined;
   // Not before its "R" (that byte is the waiting shell's, not the command's output) and the
   // watch's word that the pod is there.
   const ready = await entry.ready;
   if (waiting.get(key) !== entry) return undefined;
+  // The watch's word may be a moment behind a deletion (the pod's containers outlive its record
+  // for seconds): one read says the pod the exec waits in is still there, not on its way out.
+  const uid = ready ? await podUid().catch(() => undefined) : undefined;
+  if (waiting.get(key) !== entry) return undefined;
+  if (uid === undefined || uid !== entry.uid) {
+    dropAhead(key);
+    return undefined;
+  }
   waiting.delete(key);
   void entry.watch?.then((controller) => controller?.abort());
   const socket = await entry.socket;
