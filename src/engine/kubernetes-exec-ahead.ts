@@ -49,6 +49,8 @@ interface Waiting {
   socket: Promise<WebSocket | undefined>;
   /** The pod the watch saw (its uid): a pod of the same name made later is another. */
   uid?: string;
+  /** Taken by a command: the socket is the command's, nothing of the wait may end it any more. */
+  taken?: boolean;
   /** The watch of the pod while its exec waits. */
   watch?: Promise<AbortController | undefined>;
   /** The shell said it runs (false: the exec was refused or ended first). */
@@ -77,7 +79,8 @@ export function openAhead(kc: KubeConfig, key: string, pod: { namespace: string;
   let podRuns = false;
   let dropped = false;
   const drop = () => {
-    if (dropped) return;
+    // The watch's end (aborted when a command takes the exec) says nothing about the exec then.
+    if (dropped || entry.taken) return;
     dropped = true;
     said(false);
     if (waiting.get(key) === entry) waiting.delete(key);
@@ -159,6 +162,7 @@ export async function takeAhead(key: string, cmd: readonly string[], podUid: () 
     return undefined;
   }
   waiting.delete(key);
+  entry.taken = true;
   void entry.watch?.then((controller) => controller?.abort());
   const socket = await entry.socket;
   if (!socket || !ready || socket.readyState !== 1) {
