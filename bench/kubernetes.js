@@ -7,7 +7,7 @@
 //    machine, so one made ahead per shape cannot keep up with a claim every 3 s). Whether a spare
 //    was ready when each claim began is read from the task store, and claims that found none (they
 //    waited for one being made: a pool-size result) are reported apart;
-// BENCH_K8S_AHEAD_OFF=1 adds a row for MOAT_K8S_EXEC_AHEAD=off (no exec opened ahead), alternating too;
+// BENCH_K8S_AHEAD_ON=1 adds a row for MOAT_K8S_EXEC_AHEAD=on (an exec opened ahead), alternating too;
 // BENCH_K8S_BEFORE=/path/to/other/bin/moat.js adds a row for another build's `moat run -- true`
 //    MOAT_POOL=off (the change's before, e.g. main's checkout, built), alternating in the same rounds;
 // 3. 20 tasks at once (`moat up` x 20 in parallel) against 20 bare pods applied at once, each
@@ -86,11 +86,11 @@ try {
       },
     ],
     ['moat run -- true, MOAT_POOL=off', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } })],
-    ...(process.env.BENCH_K8S_AHEAD_OFF
+    ...(process.env.BENCH_K8S_AHEAD_ON
       ? [
           [
-            'moat run -- true, MOAT_POOL=off, MOAT_K8S_EXEC_AHEAD=off',
-            () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'off' } }),
+            'moat run -- true, MOAT_POOL=off, MOAT_K8S_EXEC_AHEAD=on',
+            () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'on' } }),
           ],
         ]
       : []),

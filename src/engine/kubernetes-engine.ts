@@ -37,8 +37,10 @@ export interface KubernetesTarget {
   /** The RuntimeClass that runs pods under gVisor (isolation: gvisor). */
   gvisorRuntimeClass?: string;
   /**
-   * Open an exec ahead into each pod for its next command (kubernetes-exec-ahead.ts); default
-   * on. MOAT_K8S_EXEC_AHEAD=off: each command opens its own (to measure against, or to rule it out).
+   * Open an exec ahead into each pod for its next command (kubernetes-exec-ahead.ts):
+   * MOAT_K8S_EXEC_AHEAD=on. Off by default: measured, it made a claim's exec ~60-100 ms faster but
+   * `run` without the pool ~0.7 s slower (its short commands come faster than the next exec opens,
+   * and the opens compete for a small node's CPU); docs/benchmarks.md.
    */
   execAhead?: boolean;
 }
@@ -187,11 +189,10 @@ export class KubernetesEngine implements ContainerEngine {
 
   /**
    * A pod starts once created: this waits until its sandbox runs, and says why when it will not.
-   * The pod is watched (no polling delay), and once its network guard has finished, the exec the
-   * first command will use (kubernetes-exec-ahead.ts) is tried on each change and every 200 ms
-   * until its shell says it runs: the kubelet reports a started container only at its next relist
-   * (up to a second later), and a command that runs is the proof that counts. So the proof costs
-   * the first command (the seed) nothing.
+   * The pod is watched (no polling delay), and once its network guard has finished, an exec of
+   * `true` (with MOAT_K8S_EXEC_AHEAD=on: the exec the first command will use, until its shell says
+   * it runs) is tried on each change and every 200 ms: the kubelet reports a started container
+   * only at its next relist (up to a second later), and a command that runs is the proof that counts.
    */
   async startContainer(id: string): Promise<void> {
     const deadline = Date.now() + 180_000;
