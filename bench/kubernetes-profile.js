@@ -69,6 +69,17 @@ const print = (title, total) => {
   console.log(`\n${title}: ${total.toFixed(0)} ms`);
   for (const s of steps.sort((a, b) => a.start - b.start)) console.log(`  +${s.start.toFixed(0).padStart(5)} ${s.ms.toFixed(0).padStart(5)} ms  ${s.label}`);
 };
+/** Runs `fn` with the clock and the steps reset, and prints them with the time of its first output. */
+const timedFirstOutput = async (title, fn) => {
+  steps = [];
+  t0 = performance.now();
+  let first;
+  const out = new PassThrough();
+  out.once('data', () => (first = performance.now() - t0));
+  out.resume();
+  await fn({ stdout: out, stderr: new PassThrough().resume() });
+  print(`${title}; first output at ${first?.toFixed(0)} ms`, performance.now() - t0);
+};
 const sink = () => ({ stdout: new PassThrough().resume(), stderr: new PassThrough().resume() });
 
 execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, 'create', 'namespace', namespace], { stdio: 'ignore' });
@@ -88,14 +99,7 @@ try {
   await moat.up({ task: 'claimed' });
   for (let i = 0; i < rounds; i += 1) {
     const fresh = new Moat({ cwd: repo, env });
-    steps = [];
-    t0 = performance.now();
-    let first;
-    const out = new PassThrough();
-    out.once('data', () => (first = performance.now() - t0));
-    out.resume();
-    await fresh.exec('claimed', ['echo', 'hi'], { stdout: out, stderr: new PassThrough().resume() }, { sync: false });
-    print(`exec in a running task (a claim's path), round ${i + 1}; first output at ${first?.toFixed(0)} ms`, performance.now() - t0);
+    await timedFirstOutput(`exec in a running task (a claim's path), round ${i + 1}`, (io) => fresh.exec('claimed', ['echo', 'hi'], io, { sync: false }));
   }
   await moat.rm('claimed', { force: true });
 
@@ -108,14 +112,9 @@ try {
     pool.makeWanted();
     for (let waited = 0; pool.readyCount() === 0 && waited < 120_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    steps = [];
-    t0 = performance.now();
-    let first;
-    const out = new PassThrough();
-    out.once('data', () => (first = performance.now() - t0));
-    out.resume();
-    await new Moat({ cwd: repo, env: poolEnv, pool }).run(['echo', 'claimed'], { stdout: out, stderr: new PassThrough().resume() });
-    print(`run -- echo claiming a task made ahead, round ${i + 1}; first output at ${first?.toFixed(0)} ms`, performance.now() - t0);
+    await timedFirstOutput(`run -- echo claiming a task made ahead, round ${i + 1}`, (io) =>
+      new Moat({ cwd: repo, env: poolEnv, pool }).run(['echo', 'claimed'], io),
+    );
   }
   await pool.close();
 } finally {
