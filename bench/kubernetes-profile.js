@@ -1,7 +1,9 @@
 // Where `moat run -- true` (MOAT_POOL=off, no warm server) spends its time on the cluster of
 // scripts/cluster.sh: every engine call and every API request timed, from the run's start, in the
-// library (dist/) as the CLI runs it. Then an exec in a running task (a pool claim's path: one
-// read of the pod, then the exec). Not a test: it prints, it asserts nothing.
+// library (dist/) as the CLI runs it. Then an exec in a running task (one read of the pod at most,
+// then the exec), and `moat run -- echo` claiming a task made ahead (the warm server's pool, here
+// in-process: no CLI start, no socket hop), each step from the claim's start and the first output.
+// Not a test: it prints, it asserts nothing.
 // `npm run build && node bench/kubernetes-profile.js` (BENCH_ROUNDS, default 3).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -12,6 +14,7 @@ import { PassThrough } from 'node:stream';
 import { CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
 import { Moat } from '../dist/index.js';
 import { KubernetesEngine } from '../dist/engine/kubernetes-engine.js';
+import { TaskPool } from '../dist/service/task-pool.js';
 import { benchRepo } from './repo.js';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -66,6 +69,17 @@ const print = (title, total) => {
   console.log(`\n${title}: ${total.toFixed(0)} ms`);
   for (const s of steps.sort((a, b) => a.start - b.start)) console.log(`  +${s.start.toFixed(0).padStart(5)} ${s.ms.toFixed(0).padStart(5)} ms  ${s.label}`);
 };
+/** Runs `fn` with the clock and the steps reset, and prints them with the time of its first output. */
+const timedFirstOutput = async (title, fn) => {
+  steps = [];
+  t0 = performance.now();
+  let first;
+  const out = new PassThrough();
+  out.once('data', () => (first = performance.now() - t0));
+  out.resume();
+  await fn({ stdout: out, stderr: new PassThrough().resume() });
+  print(`${title}; first output at ${first?.toFixed(0)} ms`, performance.now() - t0);
+};
 const sink = () => ({ stdout: new PassThrough().resume(), stderr: new PassThrough().resume() });
 
 execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, 'create', 'namespace', namespace], { stdio: 'ignore' });
@@ -85,16 +99,24 @@ try {
   await moat.up({ task: 'claimed' });
   for (let i = 0; i < rounds; i += 1) {
     const fresh = new Moat({ cwd: repo, env });
-    steps = [];
-    t0 = performance.now();
-    let first;
-    const out = new PassThrough();
-    out.once('data', () => (first = performance.now() - t0));
-    out.resume();
-    await fresh.exec('claimed', ['echo', 'hi'], { stdout: out, stderr: new PassThrough().resume() }, { sync: false });
-    print(`exec in a running task (a claim's path), round ${i + 1}; first output at ${first?.toFixed(0)} ms`, performance.now() - t0);
+    await timedFirstOutput(`exec in a running task (a claim's path), round ${i + 1}`, (io) => fresh.exec('claimed', ['echo', 'hi'], io, { sync: false }));
   }
   await moat.rm('claimed', { force: true });
+
+  // A claim: the pool holds one task made ahead (made untimed, as the warm server makes it while
+  // the user reads; the clock starts once it is ready), then `run -- echo` takes it.
+  const pool = new TaskPool(4, 1);
+  const poolEnv = { ...env, MOAT_POOL: '1' };
+  await new Moat({ cwd: repo, env: poolEnv, pool }).run(['true'], sink());
+  for (let i = 0; i < rounds; i += 1) {
+    pool.makeWanted();
+    for (let waited = 0; pool.readyCount() === 0 && waited < 120_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await timedFirstOutput(`run -- echo claiming a task made ahead, round ${i + 1}`, (io) =>
+      new Moat({ cwd: repo, env: poolEnv, pool }).run(['echo', 'claimed'], io),
+    );
+  }
+  await pool.close();
 } finally {
   spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
   rmSync(root, { recursive: true, force: true });

@@ -2,13 +2,20 @@
 // 1. `moat run -- true` against a bare pod of the same spec created, waited for, exec'd and deleted
 //    by kubectl, alternating in one run (goal <= 1.3x);
 // 2. with the warm server's pool: the time from `moat run -- echo` to its first byte of output,
-//    over BENCH_CLAIMS runs (default 50; goal p99 <= 500 ms);
+//    over BENCH_CLAIMS runs (default 50; goal p99 <= 500 ms) BENCH_CLAIM_GAP seconds apart (default
+//    3), the pool sized by BENCH_POOL (MOAT_POOL=N, default 3: a pod takes ~5-6 s to make on this
+//    machine, so one made ahead per shape cannot keep up with a claim every 3 s). Whether a spare
+//    was ready when each claim began is read from the task store, and claims that found none (they
+//    waited for one being made: a pool-size result) are reported apart;
+// BENCH_K8S_AHEAD_ON=1 adds a row for MOAT_K8S_EXEC_AHEAD=on (an exec opened ahead), alternating too;
+// BENCH_K8S_BEFORE=/path/to/other/bin/moat.js adds a row for another build's `moat run -- true`
+//    MOAT_POOL=off (the change's before, e.g. main's checkout, built), alternating in the same rounds;
 // 3. 20 tasks at once (`moat up` x 20 in parallel) against 20 bare pods applied at once, each
 //    until all run; nothing may be lost.
 // Not a test: nothing here asserts a time. Everything it makes is in a namespace of its own, removed at the end.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { median, pct } from './figures.js';
@@ -37,6 +44,8 @@ const env = {
   MOAT_K8S_IMAGE_ENGINE: 'unix:///run/moat-k8s/docker.sock',
   ...serverEnv(root),
 };
+const poolSize = process.env.BENCH_POOL ?? '3';
+const beforeBin = process.env.BENCH_K8S_BEFORE;
 const moat = (args) => execFileSync(process.execPath, [bin, ...args], { cwd: repo, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, 'create', 'namespace', namespace], { stdio: 'ignore' });
@@ -61,17 +70,52 @@ try {
     kubectl(['delete', 'pod', name, '--grace-period=0', '--force', '--wait=true'], { stdio: ['pipe', 'pipe', 'ignore'] });
   };
 
-  // 1. moat run -- true against a bare pod.
-  const samples = { 'moat run -- true': [], 'bare pod (kubectl apply, wait, exec, delete)': [], 'moat run -- true, MOAT_POOL=off': [] };
+  // 1. moat run -- true against a bare pod. Each round runs the scenarios in a rotated order, and
+  // each starts on a quiet cluster: after the pooled run, its server makes the next pod ahead (a
+  // whole pod start, seconds of the node's CPU), so the next scenario waits until that one is
+  // ready; and a pod moat removed without waiting is let go first (its containers are stopped by
+  // the kubelet after the API server dropped it).
+  const scenarios = [
+    ['moat run -- true', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env })],
+    [
+      'bare pod (kubectl apply, wait, exec, delete)',
+      (i) => {
+        const start = process.hrtime.bigint();
+        bare(`bare-${i}`);
+        return Number(process.hrtime.bigint() - start) / 1e6;
+      },
+    ],
+    ['moat run -- true, MOAT_POOL=off', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } })],
+    ...(process.env.BENCH_K8S_AHEAD_ON
+      ? [
+          [
+            'moat run -- true, MOAT_POOL=off, MOAT_K8S_EXEC_AHEAD=on',
+            () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'on' } }),
+          ],
+        ]
+      : []),
+    ...(beforeBin
+      ? [
+          [
+            'BENCH_K8S_BEFORE: moat run -- true, MOAT_POOL=off',
+            () => timed(process.execPath, [beforeBin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
+          ],
+        ]
+      : []),
+  ];
+  const samples = Object.fromEntries(scenarios.map(([name]) => [name, []]));
+  // Every pod of the namespace is a spare ready to take: none being made, none on its way out.
+  const quiet = () => {
+    for (let waited = 0; waited < 120 && kubectl(['get', 'pods', '-o', 'name']).split('\n').filter(Boolean).length > readySpares(); waited += 1)
+      spawnSync('sleep', ['0.5']);
+    settle();
+  };
   for (let i = 0; i < rounds; i += 1) {
-    samples['moat run -- true'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env }));
-    settle();
-    samples['moat run -- true, MOAT_POOL=off'].push(timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }));
-    settle();
-    const start = process.hrtime.bigint();
-    bare(`bare-${i}`);
-    samples['bare pod (kubectl apply, wait, exec, delete)'].push(Number(process.hrtime.bigint() - start) / 1e6);
-    settle();
+    for (let j = 0; j < scenarios.length; j += 1) {
+      const [name, run] = scenarios[(i + j) % scenarios.length];
+      quiet();
+      samples[name].push(run(i));
+    }
   }
   const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
   console.log(`kubernetes: ${rounds} rounds, alternating`);
@@ -80,26 +124,47 @@ try {
     console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / rows[1].median).toFixed(2)} |`);
 
   // 2. Claims from the warm server's pool: spawn to the first byte of the command's output.
+  // Part 1's servers go first, with the spares they made: only this pool's spares are counted.
+  stopServers(root);
+  const claimEnv = { ...env, MOAT_POOL: poolSize };
   const firstByte = () =>
     new Promise((resolve, reject) => {
       const start = process.hrtime.bigint();
       let at;
-      const child = spawn(process.execPath, [bin, 'run', '--', 'echo', 'claimed'], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [bin, 'run', '--', 'echo', 'claimed'], { cwd: repo, env: claimEnv, stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout.once('data', () => (at = Number(process.hrtime.bigint() - start) / 1e6));
       let err = '';
       child.stderr.on('data', (c) => (err += c));
       child.on('exit', (code) => (code === 0 && at !== undefined ? resolve(at) : reject(new Error(`moat run failed (${code}): ${err}`))));
     });
   const claimed = [];
-  for (let i = 0; i < claims; i += 1) {
-    claimed.push(await firstByte());
-    // The pool makes the next one ahead: give it the time a person between two commands would.
-    spawnSync('sleep', [process.env.BENCH_CLAIM_GAP ?? '3']);
+  const withSpare = [];
+  const withoutSpare = [];
+  const gap = process.env.BENCH_CLAIM_GAP ?? '3';
+  if (claims > 0) {
+    // The server starts, and fills its pool, before the first timed claim (untimed, as a user's
+    // first command of the day would).
+    await firstByte();
+    for (let i = 0; i < 120 && readySpares() < Number(poolSize); i += 1) spawnSync('sleep', ['0.5']);
   }
-  if (claims > 0)
-    console.log(
-      `\nclaims: ${claims}; first output after p50 ${median(claimed).toFixed(0)} ms, p90 ${pct(claimed, 90).toFixed(0)} ms, p99 ${pct(claimed, 99).toFixed(0)} ms`,
-    );
+  for (let i = 0; i < claims; i += 1) {
+    const ready = readySpares();
+    const ms = await firstByte();
+    claimed.push(ms);
+    (ready > 0 ? withSpare : withoutSpare).push(ms);
+    // The pool makes the next ones ahead: give it the time a person between two commands would.
+    spawnSync('sleep', [gap]);
+  }
+  const figures = (xs) =>
+    xs.length > 0
+      ? `p50 ${median(xs).toFixed(0)} ms, p90 ${pct(xs, 90).toFixed(0)} ms, p99 ${pct(xs, 99).toFixed(0)} ms, max ${Math.max(...xs).toFixed(0)} ms`
+      : 'none';
+  if (claims > 0) {
+    console.log(`\nclaims: ${claims}, ${gap} s apart, pool MOAT_POOL=${poolSize} per shape; first output after:`);
+    console.log(`  all ${claims}: ${figures(claimed)}`);
+    console.log(`  ${withSpare.length} with a spare ready as the claim began: ${figures(withSpare)}`);
+    console.log(`  ${withoutSpare.length} with none ready (waited for one being made: the pool's size, not the claim): ${figures(withoutSpare)}`);
+  }
 
   // 3. Many at once (BENCH_PARALLEL=0 leaves it out).
   if (parallel > 0) await many(barePod);
@@ -107,6 +172,26 @@ try {
   stopServers(root);
   spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
   rmSync(root, { recursive: true, force: true });
+}
+
+/** Spares made ahead and ready to take: pooled task records with their pod, not yet claimed. */
+function readySpares() {
+  const repos = join(env.MOAT_HOME, 'repos');
+  if (!existsSync(repos)) return 0;
+  let ready = 0;
+  for (const key of readdirSync(repos)) {
+    const tasks = join(repos, key, 'tasks');
+    if (!existsSync(tasks)) continue;
+    for (const name of readdirSync(tasks)) {
+      try {
+        const record = JSON.parse(readFileSync(join(tasks, name, 'task.json'), 'utf8'));
+        if (record.state === 'pooled' && record.containerId && !existsSync(join(tasks, name, 'spare-claimed'))) ready += 1;
+      } catch {
+        // Being written or removed: not ready.
+      }
+    }
+  }
+  return ready;
 }
 
 async function many(barePod) {

@@ -1,7 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { Moat } from '../moat.js';
-import type { TaskPool } from '../service/task-pool.js';
+import { poolSize, type TaskPool } from '../service/task-pool.js';
 import type { PendingSyncs } from '../service/pending-sync.js';
 import type { RepositoryCache } from '../workspace/user-repo.js';
 import { MOAT_VERSION } from '../version.js';
@@ -112,7 +112,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text), outputError: () => undefined })
     .addHelpText(
       'after',
-      "\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal,\n130 cancelled by Ctrl-C (143 by TERM); exec, run and shell exit with the command's own status (128+N when killed by signal N).\n\nEnvironment: MOAT_HOME and MOAT_CONFIG move moat's files; MOAT_SERVER=off runs every command in its own\nprocess (no warm server, nothing made ahead); MOAT_POOL=off keeps the warm server but makes nothing\nahead; MOAT_SERVER_IDLE_SECONDS (default 300) is how long the warm server waits for the next command.",
+      "\nExit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 engine, 5 git, 6 not found, 7 conflict, 70 internal,\n130 cancelled by Ctrl-C (143 by TERM); exec, run and shell exit with the command's own status (128+N when killed by signal N).\n\nEnvironment: MOAT_HOME and MOAT_CONFIG move moat's files; MOAT_SERVER=off runs every command in its own\nprocess (no warm server, nothing made ahead); MOAT_POOL=off keeps the warm server but makes nothing\nahead (MOAT_POOL=N: N tasks made ahead per request shape, default 1); MOAT_SERVER_IDLE_SECONDS (default 300) is how long the warm server waits for the next command.",
     );
   registerLifecycle(program, cli);
   registerExec(program, cli);
@@ -125,6 +125,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   registerUi(program, cli);
 
   try {
+    // A bad MOAT_POOL is refused by every command, as the warm server that reads it cannot say so.
+    poolSize(process.env.MOAT_POOL);
     await program.parseAsync(argv);
   } catch (error) {
     if (error instanceof CommanderError) {

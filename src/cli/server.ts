@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { main } from './main.js';
 import { endAll } from './output.js';
-import { TaskPool } from '../service/task-pool.js';
+import { MAX_SPARES_PER_SERVER, poolSize, TaskPool } from '../service/task-pool.js';
 import { maxServers, retireExcessServers, retirableFile, RETIRE_SIGNAL } from '../service/warm-servers.js';
 import { PendingSyncs } from '../service/pending-sync.js';
 import { RepositoryCache } from '../workspace/user-repo.js';
@@ -31,8 +31,17 @@ interface Request {
 
 export async function serve(socketPath: string, options: { idleSeconds: number }): Promise<void> {
   const server = createServer({ allowHalfOpen: true }, (connection) => void handle(connection));
-  // MOAT_POOL=off: the warm server, but no task made ahead (no container waits in the background).
-  const pool = process.env.MOAT_POOL === 'off' ? undefined : new TaskPool();
+  // MOAT_POOL=off: the warm server, but no task made ahead (no container waits in the background);
+  // MOAT_POOL=N: N made ahead per request shape. A bad value makes nothing ahead here: every
+  // command refuses it (main.ts) before anything would be taken.
+  const spares = (() => {
+    try {
+      return poolSize(process.env.MOAT_POOL);
+    } catch {
+      return 0;
+    }
+  })();
+  const pool = spares > 0 ? new TaskPool(MAX_SPARES_PER_SERVER, spares) : undefined;
   // Syncs of execs whose status went out first; they finish before the server exits.
   const syncs = new PendingSyncs();
   const repos = new RepositoryCache();

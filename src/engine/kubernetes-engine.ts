@@ -18,7 +18,8 @@ import type {
   LogOptions,
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
-import { framedCommand, openExecSocket, runOverSocket, untilPodEnds } from './kubernetes-exec.js';
+import { framedCommand, openExecSocket, runOverSocket, stdinFrame, untilPodEnds } from './kubernetes-exec.js';
+import { aheadFacts, dropAhead, openAhead, takeAhead, WAIT_SCRIPT } from './kubernetes-exec-ahead.js';
 import { guardFinished, podEnd, podEndError, PodEndWatches, podNotRunning, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
@@ -35,6 +36,13 @@ export interface KubernetesTarget {
   imageEngine?: ContainerEngine;
   /** The RuntimeClass that runs pods under gVisor (isolation: gvisor). */
   gvisorRuntimeClass?: string;
+  /**
+   * Open an exec ahead into each pod for its next command (kubernetes-exec-ahead.ts):
+   * MOAT_K8S_EXEC_AHEAD=on. Off by default: measured, it made a claim's exec ~60-100 ms faster but
+   * `run` without the pool ~0.7 s slower (its short commands come faster than the next exec opens,
+   * and the opens compete for a small node's CPU); docs/benchmarks.md.
+   */
+  execAhead?: boolean;
 }
 
 /** The NetworkPolicy that denies every pod moat makes all traffic: a second layer where the network plugin enforces it. */
@@ -182,7 +190,9 @@ export class KubernetesEngine implements ContainerEngine {
       workspaceBytes: Number.isInteger(bytes) && bytes > 0 ? bytes : undefined,
       gvisorRuntimeClass: this.target.gvisorRuntimeClass,
     }) as V1Pod;
-    const pod = await this.call(() => this.core.createNamespacedPod({ namespace: this.namespace, body }), `create pod ${spec.name}`);
+    // An exec left waiting in an earlier pod of this name (reset, a helper) is not this one's.
+    dropAhead(this.aheadKey(spec.name));
+    const pod = await this.createPod(body, spec.name);
     this.pods.set(spec.name, { user: spec.user, nofile: spec.limits.nofile });
     return pod.metadata?.name ?? spec.name;
   }
@@ -190,8 +200,9 @@ export class KubernetesEngine implements ContainerEngine {
   /**
    * A pod starts once created: this waits until its sandbox runs, and says why when it will not.
    * The pod is watched (no polling delay), and once its network guard has finished, an exec of
-   * `true` is tried on each change and every 200 ms: the kubelet reports a started container only
-   * at its next relist (up to a second later), and a command that runs is the proof that counts.
+   * `true` (with MOAT_K8S_EXEC_AHEAD=on: the exec the first command will use, until its shell says
+   * it runs) is tried on each change and every 200 ms: the kubelet reports a started container
+   * only at its next relist (up to a second later), and a command that runs is the proof that counts.
    */
   async startContainer(id: string): Promise<void> {
     const deadline = Date.now() + 180_000;
@@ -201,7 +212,10 @@ export class KubernetesEngine implements ContainerEngine {
     try {
       for (;;) {
         const verdict = startVerdict(pod);
-        if (verdict === 'running') return;
+        if (verdict === 'running') {
+          if (this.target.execAhead !== false) void this.openAhead(id, await this.podFacts(id));
+          return;
+        }
         if (verdict.failed) throw verdict.failed;
         if (verdict.unschedulable) {
           unschedulableSince ??= Date.now();
@@ -220,7 +234,8 @@ export class KubernetesEngine implements ContainerEngine {
           });
         }
         const guarded = guardFinished(pod);
-        if (guarded && (await this.answers(id))) return;
+        // The proof is the exec opened ahead for the first command (the seed): its shell runs.
+        if (guarded && (this.target.execAhead === false ? await this.answers(id) : await this.openAhead(id, await this.podFacts(id)))) return;
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -238,7 +253,11 @@ export class KubernetesEngine implements ContainerEngine {
       .map((node) => node.metadata?.name ?? '');
   }
 
-  /** Whether a command runs in the pod's sandbox already (the kubelet may not have said so yet). */
+  private aheadKey(id: string): string {
+    return `${this.kc.getCurrentCluster()?.server ?? ''}|${this.kc.getCurrentUser()?.name ?? ''}|${this.namespace}|${id}`;
+  }
+
+  /** Whether a command runs in the pod's sandbox already (without an exec opened ahead, the proof of its start). */
   private async answers(id: string): Promise<boolean> {
     const facts = await this.podFacts(id);
     const sink = new PassThrough().resume();
@@ -251,6 +270,22 @@ export class KubernetesEngine implements ContainerEngine {
     );
   }
 
+  /** An exec opened ahead into a pod that answers, for its next command without a terminal. */
+  private openAhead(id: string, facts: { user: string; nofile?: number }): Promise<boolean> {
+    const query = new URLSearchParams({ container: SANDBOX_CONTAINER, stdout: 'true', stderr: 'true', stdin: 'true', tty: 'false' });
+    for (const arg of ['/bin/sh', '-c', WAIT_SCRIPT, 'moat-wait']) query.append('command', arg);
+    return openAhead(
+      this.kc,
+      this.aheadKey(id),
+      {
+        namespace: this.namespace,
+        name: id,
+        path: `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`,
+      },
+      facts,
+    );
+  }
+
   async inspectContainer(idOrName: string): Promise<ContainerInfo | undefined> {
     const pod = await this.readPod(idOrName);
     return pod ? containerInfo(pod) : undefined;
@@ -258,16 +293,19 @@ export class KubernetesEngine implements ContainerEngine {
 
   /** A pod cannot be stopped and kept: stopping it removes it (its workspace with it). */
   async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    dropAhead(this.aheadKey(id));
     await this.deletePod(id, timeoutSeconds);
   }
 
+  /**
+   * Deleted with no grace and not waited for: the API server drops a pod deleted with grace 0 at
+   * once, and its containers' end is the kubelet's business (nothing of the task's work is in them
+   * any more: it was brought home first). A pod of the same name made next (reset, a helper) waits
+   * in createContainer for a leftover instead, and `gc` and `ls` find one that stays.
+   */
   async removeContainer(id: string): Promise<void> {
+    dropAhead(this.aheadKey(id));
     await this.deletePod(id, 0);
-    // Gone for good before returning: the next pod of the same name (reset) must not meet this one.
-    for (let waited = 0; waited < 60_000; waited += 200) {
-      if (!(await this.readPod(id))) break;
-      await sleep(200);
-    }
     this.pods.delete(id);
   }
 
@@ -338,12 +376,32 @@ export class KubernetesEngine implements ContainerEngine {
     const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`;
     // Joined before the stream opens, so an end while it opens is not missed.
     const podWatch = UNWATCHED.has(io) ? undefined : this.podEnds.join(id);
+    // Without a terminal, the exec opened ahead into the pod runs it (kubernetes-exec-ahead.ts);
+    // stdin then always travels framed (none: its end at once), and the next one is opened ahead.
+    const words = pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner;
     let socket;
     try {
-      socket = await openExecSocket(this.kc, path);
+      socket =
+        tty || this.target.execAhead === false
+          ? undefined
+          : await takeAhead(this.aheadKey(id), words, async () => {
+              const current = await this.readPod(id);
+              return current?.metadata?.deletionTimestamp == null ? current?.metadata?.uid : undefined;
+            });
     } catch (error) {
       podWatch?.leave();
-      throw await this.unlessEnded(this.wrapExec(error, id), id);
+      throw error;
+    }
+    if (socket) {
+      if (!io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
+      void this.openAhead(id, pod);
+    } else {
+      try {
+        socket = await openExecSocket(this.kc, path);
+      } catch (error) {
+        podWatch?.leave();
+        throw await this.unlessEnded(this.wrapExec(error, id), id);
+      }
     }
     const running = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
     const finished = this.unlessEvicted(
@@ -487,7 +545,7 @@ export class KubernetesEngine implements ContainerEngine {
   }
 
   private async podFacts(id: string): Promise<{ user: string; nofile?: number }> {
-    const known = this.pods.get(id);
+    const known = this.pods.get(id) ?? aheadFacts(this.aheadKey(id));
     if (known) return known;
     const pod = await this.readPod(id);
     if (!pod) throw new MoatError('E_ENGINE_FAILED', `pod ${id} is gone`, { hint: 'moat reset TASK makes a new one', cause: { statusCode: 404 } });
@@ -495,6 +553,26 @@ export class KubernetesEngine implements ContainerEngine {
     const facts = { user: `${context?.runAsUser ?? 0}:${context?.runAsGroup ?? 0}`, nofile: nofileOf(pod.metadata?.annotations) };
     this.pods.set(id, facts);
     return facts;
+  }
+
+  /**
+   * Creates the pod; one of the same name still there (removed a moment ago and not yet gone, as
+   * removeContainer does not wait) is waited for, up to a minute, then the create is tried again.
+   */
+  private async createPod(body: V1Pod, name: string): Promise<V1Pod> {
+    for (let waited = 0; ; waited += 200) {
+      let conflict: unknown;
+      try {
+        return await this.core.createNamespacedPod({ namespace: this.namespace, body });
+      } catch (error) {
+        if (statusOf(error) !== 409 || waited >= 60_000) throw this.wrap(error, `create pod ${name}`);
+        conflict = error;
+      }
+      const old = await this.readPod(name);
+      // One that is not on its way out is a name taken for good: that is the caller's error to hear.
+      if (old && old.metadata?.deletionTimestamp === undefined) throw this.wrap(conflict, `create pod ${name}`);
+      if (old) await sleep(200);
+    }
   }
 
   private async deletePod(id: string, grace: number): Promise<void> {

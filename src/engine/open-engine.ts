@@ -55,5 +55,6 @@ async function openKubernetes(env: NodeJS.ProcessEnv, config: MoatConfig['kubern
     namespace: env.MOAT_K8S_NAMESPACE || config.namespace || 'default',
     imageEngine,
     gvisorRuntimeClass: config.gvisorRuntimeClass,
+    execAhead: env.MOAT_K8S_EXEC_AHEAD === 'on',
   });
 }

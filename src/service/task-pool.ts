@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MoatError } from '../errors.js';
 
 /** The user-repository ref a pooled task's workspace is fetched from, while it is being made. */
 export function poolRef(name: string): string {
@@ -28,8 +29,25 @@ export async function claimSpare(taskDir: string): Promise<boolean> {
   }
 }
 
-/** Spare tasks one server keeps at most (one per request shape). */
+/** Request shapes one server keeps spares for at most. */
 export const MAX_SPARES_PER_SERVER = 4;
+/** Spares one server keeps per request shape at most (MOAT_POOL=N). */
+export const MAX_SPARES_PER_SHAPE = 8;
+
+/**
+ * How many spares per request shape the warm server keeps, from MOAT_POOL: `off` (or 0) none,
+ * a number up to {@link MAX_SPARES_PER_SHAPE} that many, unset one. One is enough for a person
+ * between two commands; commands that come faster than a sandbox is made (a pod takes seconds)
+ * each find one ready only with as many made ahead as come while one is made.
+ */
+export function poolSize(value: string | undefined): number {
+  if (value === undefined || value === '') return 1;
+  if (value === 'off') return 0;
+  if (/^[0-9]+$/.test(value) && Number(value) <= MAX_SPARES_PER_SHAPE) return Number(value);
+  throw new MoatError('E_CONFIG_INVALID', `MOAT_POOL=${value.slice(0, 40)} is neither off nor a number of spares from 0 to ${MAX_SPARES_PER_SHAPE}`, {
+    hint: 'set MOAT_POOL=off (nothing made ahead), or MOAT_POOL=N for N tasks made ahead per request shape (default 1)',
+  });
+}
 
 interface Pooled {
   name: string;
@@ -38,57 +56,82 @@ interface Pooled {
 
 /**
  * Tasks made ahead of time by the warm CLI server: the container of the next `moat run` (or
- * `moat up` without a name) is started while the user reads the last one's output. One per
- * request shape; made only when the server has nothing else to do, and all removed when it stops.
+ * `moat up` without a name) is started while the user reads the last one's output. Up to
+ * `perShape` per request shape (MOAT_POOL=N); made only when the server has nothing else to do,
+ * and all removed when it stops.
  * A pooled task is an ordinary task record in state `pooled` whose creator is the server, so a
  * `gc` after the server's death collects it like any half-made task.
  */
 export class TaskPool {
-  private readonly ready = new Map<string, Pooled>();
-  private readonly wanted = new Map<string, () => Promise<Pooled | undefined>>();
+  private readonly ready = new Map<string, Pooled[]>();
+  private readonly wanted = new Map<string, { make: () => Promise<Pooled | undefined>; count: number }>();
   private readonly making = new Set<Promise<unknown>>();
-  private readonly makingFor = new Map<string, Promise<unknown>>();
+  private readonly makingFor = new Map<string, Set<Promise<unknown>>>();
   private closed = false;
 
-  constructor(private readonly maxEntries = MAX_SPARES_PER_SERVER) {}
+  constructor(
+    private readonly maxEntries = MAX_SPARES_PER_SERVER,
+    private readonly perShape = 1,
+  ) {}
 
   /**
    * A ready task made for exactly this key, now the caller's to finish; undefined if none. One
    * being made for the key is waited for: it is further along than one made from scratch.
    */
   async take(key: string): Promise<Pooled | undefined> {
-    if (!this.ready.has(key)) await this.makingFor.get(key);
-    const entry = this.ready.get(key);
-    this.ready.delete(key);
+    while (!this.ready.get(key)?.length && (this.makingFor.get(key)?.size ?? 0) > 0) await Promise.race(this.makingFor.get(key)!);
+    const entries = this.ready.get(key);
+    const entry = entries?.shift();
+    if (entries?.length === 0) this.ready.delete(key);
     return entry;
   }
 
-  /** Asks for a task of this shape to be made at the next quiet moment (see makeWanted). */
+  /** How many tasks are ready to take now, of every shape (not those still being made). */
+  readyCount(): number {
+    return [...this.ready.values()].reduce((sum, entries) => sum + entries.length, 0);
+  }
+
+  /** Whether a task of this shape is ready to take now (not one still being made). */
+  has(key: string): boolean {
+    return (this.ready.get(key)?.length ?? 0) > 0;
+  }
+
+  /** Asks for tasks of this shape to be made at the next quiet moment, up to the pool's size (see makeWanted). */
   want(key: string, make: () => Promise<Pooled | undefined>): void {
-    if (this.closed || this.ready.has(key)) return;
-    if (!this.wanted.has(key) && this.ready.size + this.wanted.size >= this.maxEntries) return;
-    this.wanted.set(key, make);
+    if (this.closed) return;
+    const count = this.perShape - (this.ready.get(key)?.length ?? 0) - (this.makingFor.get(key)?.size ?? 0);
+    if (count <= 0) return;
+    const shapes = new Set([...this.ready.keys(), ...this.wanted.keys(), ...this.makingFor.keys()]);
+    if (!shapes.has(key) && shapes.size >= this.maxEntries) return;
+    this.wanted.set(key, { make, count });
   }
 
   /** Makes what was asked for; the server calls this when no command is running. */
   makeWanted(): void {
-    for (const [key, make] of this.wanted) {
+    for (const [key, { make, count }] of this.wanted) {
       this.wanted.delete(key);
-      const job = make()
-        .then(async (entry) => {
-          if (!entry) return;
-          // Stopped meanwhile, or made twice: not kept.
-          if (this.closed || this.ready.has(key)) await entry.discard();
-          else this.ready.set(key, entry);
-        })
-        .catch(() => undefined)
-        .finally(() => {
-          this.making.delete(job);
-          if (this.makingFor.get(key) === job) this.makingFor.delete(key);
-        });
-      this.making.add(job);
-      this.makingFor.set(key, job);
+      for (let i = 0; i < count; i += 1) this.makeOne(key, make);
     }
+  }
+
+  private makeOne(key: string, make: () => Promise<Pooled | undefined>): void {
+    const job: Promise<unknown> = make()
+      .then(async (entry) => {
+        if (!entry) return;
+        const entries = this.ready.get(key) ?? [];
+        // Stopped meanwhile, or made more than the pool holds: not kept.
+        if (this.closed || entries.length >= this.perShape) await entry.discard();
+        else this.ready.set(key, [...entries, entry]);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        this.making.delete(job);
+        const jobs = this.makingFor.get(key);
+        jobs?.delete(job);
+        if (jobs?.size === 0) this.makingFor.delete(key);
+      });
+    this.making.add(job);
+    this.makingFor.set(key, (this.makingFor.get(key) ?? new Set()).add(job));
   }
 
   /** Removes every pooled task, after the ones being made are done. */
@@ -96,7 +139,7 @@ export class TaskPool {
     this.closed = true;
     this.wanted.clear();
     await Promise.all([...this.making]);
-    const entries = [...this.ready.values()];
+    const entries = [...this.ready.values()].flat();
     this.ready.clear();
     await Promise.all(entries.map((entry) => entry.discard().catch(() => undefined)));
   }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { claimSpare, TaskPool } from '../../src/service/task-pool.js';
+import { claimSpare, poolSize, TaskPool } from '../../src/service/task-pool.js';
 
 describe('tasks made ahead', () => {
   const entry = (name: string, discarded: string[]) => ({ name, discard: async () => void discarded.push(name) });
@@ -32,6 +32,63 @@ describe('tasks made ahead', () => {
     await pool.close();
     expect(discarded.sort()).toEqual(['a1', 'b1']);
     expect(await pool.take('a')).toBeUndefined();
+  });
+});
+
+describe('a pool of several per shape (MOAT_POOL=N)', () => {
+  const entry = (name: string, discarded: string[]) => ({ name, discard: async () => void discarded.push(name) });
+
+  it('makes up to N of one shape, each taken once, and makes again only what was taken', async () => {
+    const pool = new TaskPool(4, 3);
+    const discarded: string[] = [];
+    let made = 0;
+    const make = async () => entry(`t${(made += 1)}`, discarded);
+    pool.want('shape', make);
+    pool.makeWanted();
+    expect((await pool.take('shape'))?.name).toBe('t1');
+    // Two stay ready; one more is asked for, not three.
+    expect(pool.has('shape')).toBe(true);
+    pool.want('shape', make);
+    pool.makeWanted();
+    expect((await pool.take('shape'))?.name).toBe('t2');
+    expect((await pool.take('shape'))?.name).toBe('t3');
+    expect((await pool.take('shape'))?.name).toBe('t4');
+    expect(await pool.take('shape')).toBeUndefined();
+    expect(made).toBe(4);
+    await pool.close();
+    expect(discarded).toEqual([]);
+  });
+
+  it('a request with none ready waits for the first of those being made', async () => {
+    const pool = new TaskPool(4, 2);
+    const discarded: string[] = [];
+    const finishers: Array<() => void> = [];
+    pool.want(
+      'shape',
+      () =>
+        new Promise((resolve) => {
+          const name = `m${finishers.length + 1}`;
+          finishers.push(() => resolve(entry(name, discarded)));
+        }),
+    );
+    pool.makeWanted();
+    expect(finishers).toHaveLength(2);
+    const taking = pool.take('shape');
+    finishers[1]!();
+    expect((await taking)?.name).toBe('m2');
+    finishers[0]!();
+    // The one not taken stays ready until the pool closes, then goes.
+    expect((await pool.take('shape'))?.name).toBe('m1');
+    await pool.close();
+    expect(discarded).toEqual([]);
+  });
+
+  it('MOAT_POOL: off or 0 is none, unset is one, N is N, anything else is refused with a hint', () => {
+    expect(poolSize(undefined)).toBe(1);
+    expect(poolSize('off')).toBe(0);
+    expect(poolSize('0')).toBe(0);
+    expect(poolSize('3')).toBe(3);
+    for (const bad of ['on', '-1', '9', '2.5', ' 2']) expect(() => poolSize(bad)).toThrow(expect.objectContaining({ code: 'E_CONFIG_INVALID' }));
   });
 });
 
