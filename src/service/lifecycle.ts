@@ -258,7 +258,15 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
           : !sync.snapshotTaken
             ? 'its uncommitted work could not be read (the snapshot failed)'
             : undefined;
-  const work = unread === undefined && (sync!.commits > 0 || (sync!.skippedLarge ?? 0) > 0 || !(await workIsEmpty(ctx, record.baseCommit, sync!.wip)));
+  // A failed judgement keeps the task, stopped as down leaves it.
+  const work =
+    unread === undefined &&
+    (sync!.commits > 0 ||
+      (sync!.skippedLarge ?? 0) > 0 ||
+      !(await workIsEmpty(ctx, record.baseCommit, sync!.wip).catch(async (error: unknown) => {
+        await stopping.finish();
+        throw error;
+      })));
   const removed = unread === undefined && !work && !options.keep;
   if (removed && ctx.syncs) await removeAfterStatus(ctx, record, stopping);
   else {
