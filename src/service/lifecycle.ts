@@ -51,8 +51,21 @@ async function bringHome(ctx: MoatContext, task: string, options: { captured?: B
   const containerId = record.containerId;
   let removal: Promise<void> | undefined;
   const remove = () => (removal ??= containerId ? engine.removeContainer(containerId) : Promise.resolve());
+  // Started, not waited for, once the work is read: the sync brings it home meanwhile, and only
+  // finish (or the warm server, after the caller has its status) waits for the engine's removal.
+  const startRemoval = () => {
+    remove().catch(() => undefined);
+    return Promise.resolve();
+  };
+  let sync: SyncResult;
+  try {
+    sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: startRemoval });
+  } catch (error) {
+    // A removal already started ends before the error goes on, as it did inside the sync.
+    await removal?.catch(() => undefined);
+    throw error;
+  }
   // When the work could not be read, the container goes after the attempt all the same.
-  const sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: remove });
   const started = remove();
   // Awaited by finish (or by the warm server's removal): not a rejection nobody hears meanwhile.
   started.catch(() => undefined);

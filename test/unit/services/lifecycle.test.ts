@@ -141,6 +141,9 @@ describe('run on the warm server', () => {
     expect(w.engine.journal.some((line) => line.includes('moat-sync'))).toBe(true);
     const record = await ctx.store.get((await ctx.repo()).key, 'alpha');
     expect(record).toMatchObject({ state: 'removing', creatorPid: process.pid });
+    // Nobody's task any more: ls leaves it out (another process's too), gc sees it.
+    expect(await ctx.store.list(record!.repoKey)).toEqual([]);
+    expect((await ctx.store.listAll({ pooled: true })).map((r) => r.name)).toEqual(['alpha']);
     statusSent();
     await syncs.waitAll();
     expect(await ctx.store.get(record!.repoKey, 'alpha')).toBeUndefined();
