@@ -7,8 +7,10 @@ import type { TemplateSource, Toolchain } from './toolchain.js';
 /**
  * Where a task is in its life. `creating` left behind by a crash is what `gc` collects; `pooled`
  * is made ahead by the warm CLI server for the next `run`/`up` and is nobody's task until taken.
+ * `removing`: a `run` that left no work, its work read and judged, being removed by the warm server
+ * after the caller has its status; one whose server died is collected by `gc` like `creating`.
  */
-export type TaskState = 'creating' | 'pooled' | 'running' | 'stopped' | 'exited' | 'missing';
+export type TaskState = 'creating' | 'pooled' | 'running' | 'stopped' | 'exited' | 'missing' | 'removing';
 
 /** What moat records about a task on the host (never inside the sandbox, which the agent controls). */
 export interface TaskRecord {
@@ -69,7 +71,7 @@ export interface TaskRecord {
   user: { uid: number; gid: number };
   createdAt: string;
   state: TaskState;
-  /** Process that is creating the task (or keeps it pooled), so `gc` can tell a crash from work in progress. */
+  /** Process that is creating the task (or keeps it pooled, or is removing it), so `gc` can tell a crash from work in progress. */
   creatorPid?: number;
   /** For a pooled task: the shape of request it was made for. */
   poolKey?: string;

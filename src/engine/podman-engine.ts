@@ -53,15 +53,26 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
     return super.exec(id, nofile ? { ...command, cmd: underPrlimit(nofile, command.cmd) } : command, io);
   }
 
-  private readonly nofiles = new Map<string, number | undefined>();
+  /**
+   * Each container's nofile label, read once per process: the warm server opens an engine per
+   * command, and the inspect before every `run`'s exec was one more Podman call on its path.
+   * A container's labels never change; its entry goes with it (removeContainer).
+   */
+  private static readonly nofiles = new Map<string, number | undefined>();
 
   private async nofileOf(id: string): Promise<number | undefined> {
-    if (!this.nofiles.has(id)) {
+    const { nofiles } = PodmanEngine;
+    if (!nofiles.has(id)) {
       const info = await this.inspectContainer(id);
       const value = Number(info?.labels[NOFILE_LABEL]);
-      this.nofiles.set(id, Number.isInteger(value) && value > 0 ? value : undefined);
+      nofiles.set(id, Number.isInteger(value) && value > 0 ? value : undefined);
     }
-    return this.nofiles.get(id);
+    return nofiles.get(id);
+  }
+
+  override async removeContainer(id: string): Promise<void> {
+    await super.removeContainer(id);
+    PodmanEngine.nofiles.delete(id);
   }
 
   /**

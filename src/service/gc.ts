@@ -13,7 +13,7 @@ import { DEFAULT_BASE_IMAGE } from '../config/effective.js';
 export interface GcResult {
   removedContainers: string[];
   removedVolumes: string[];
-  /** Tasks whose creation was interrupted (moat killed during `up`), removed whole. */
+  /** Tasks whose creation (moat killed during `up`) or removal (a warm server killed after a `run`) was interrupted, removed whole. */
   removedTasks: string[];
   /** With `all`: spare tasks live warm servers had made ahead (they make another when next asked). */
   removedSpares: string[];
@@ -30,11 +30,11 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
   const result: GcResult = { removedContainers: [], removedVolumes: [], removedTasks: [], removedSpares: [] };
   const records = await ctx.store.listAll({ pooled: true });
 
-  // Half-made tasks, and pooled ones whose server is gone.
-  const interrupted = records.filter((r) => (r.state === 'creating' || r.state === 'pooled') && !processAlive(r.creatorPid));
+  // Half-made tasks, half-removed ones (a `run` without work), and pooled ones whose server is gone.
+  const interrupted = records.filter((r) => (r.state === 'creating' || r.state === 'removing' || r.state === 'pooled') && !processAlive(r.creatorPid));
   for (const record of interrupted) {
     await discardTask(ctx, record);
-    if (record.state === 'creating') result.removedTasks.push(record.name);
+    if (record.state !== 'pooled') result.removedTasks.push(record.name);
   }
   const removed = new Set(interrupted);
   if (options.all) {

@@ -8,6 +8,7 @@ import { releaseVolume, unmountVolume } from '../workspace/task-volume.js';
 import type { MoatContext } from './context.js';
 import { execCapturingWork, type ExecResult } from './exec.js';
 import { incomingRef, syncTask, wipRef, type SyncResult } from './sync.js';
+import { taskKey } from './pending-sync.js';
 import { startContainer, taskSpec, workspaceVolume } from './task-container.js';
 import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { addGrants, homeOf, taskEnv } from './task-env.js';
@@ -27,6 +28,21 @@ export interface DownResult {
 
 /** Removes the task's container after bringing its commits home; the workspace and branch stay. */
 export async function down(ctx: MoatContext, task: string, options: { captured?: Buffer } = {}): Promise<DownResult> {
+  const stopping = await bringHome(ctx, task, options);
+  await stopping.finish();
+  return stopping.result;
+}
+
+/** A task whose work is home and whose container is going: `finish` waits for it and stops the rest. */
+interface StoppingTask {
+  result: DownResult;
+  /** Resolves once the container is gone (its removal started as soon as the work was read). */
+  removal: Promise<void>;
+  finish(): Promise<void>;
+}
+
+/** The first half of {@link down}: the sync, with the container's removal started as soon as its work is read. */
+async function bringHome(ctx: MoatContext, task: string, options: { captured?: Buffer }): Promise<StoppingTask> {
   const repo = await ctx.repo();
   const record = await ctx.store.require(repo.key, task);
   const engine = await ctx.engine();
@@ -35,22 +51,39 @@ export async function down(ctx: MoatContext, task: string, options: { captured?:
   const containerId = record.containerId;
   let removal: Promise<void> | undefined;
   const remove = () => (removal ??= containerId ? engine.removeContainer(containerId) : Promise.resolve());
+  // Started, not waited for, once the work is read: the sync brings it home meanwhile, and only
+  // finish (or the warm server, after the caller has its status) waits for the engine's removal.
+  const startRemoval = () => {
+    remove().catch(() => undefined);
+    return Promise.resolve();
+  };
+  let sync: SyncResult;
+  try {
+    sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: startRemoval });
+  } catch (error) {
+    // A removal already started ends before the error goes on, as it did inside the sync.
+    await removal?.catch(() => undefined);
+    throw error;
+  }
   // When the work could not be read, the container goes after the attempt all the same.
-  const sync = await syncTask(ctx, repo, record, { captured: options.captured, afterRead: remove });
-  await remove();
-  const removed = containerId !== undefined;
-  delete record.containerId;
-  record.state = 'stopped';
-  await ctx.store.save(record);
-  await stopTaskAgent(ctx, record);
-  await stopBridge(ctx, record);
-  await suspendTaskEgress(ctx, record);
-  await closeTaskPorts(ctx, record);
-  // Nothing uses the task's volume until the next container: no mount lingers on the host.
-  await unmountVolume(ctx.store.taskDir(record.repoKey, task));
-  // The same for an engine-made cap: its loop device is detached, its image (the work) stays.
-  if (record.disk === 'engine') await engine.parkVolume(workspaceVolume(record));
-  return { task, removedContainer: removed, sync };
+  const started = remove();
+  // Awaited by finish (or by the warm server's removal): not a rejection nobody hears meanwhile.
+  started.catch(() => undefined);
+  const finish = async () => {
+    await started;
+    delete record.containerId;
+    record.state = 'stopped';
+    await ctx.store.save(record);
+    await stopTaskAgent(ctx, record);
+    await stopBridge(ctx, record);
+    await suspendTaskEgress(ctx, record);
+    await closeTaskPorts(ctx, record);
+    // Nothing uses the task's volume until the next container: no mount lingers on the host.
+    await unmountVolume(ctx.store.taskDir(record.repoKey, task));
+    // The same for an engine-made cap: its loop device is detached, its image (the work) stays.
+    if (record.disk === 'engine') await engine.parkVolume(workspaceVolume(record));
+  };
+  return { result: { task, removedContainer: containerId !== undefined, sync }, removal: started, finish };
 }
 
 /** A fresh container over the same workspace: the answer to "the sandbox is in a bad state". */
@@ -209,13 +242,16 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
   }
   let result: ExecResult | undefined;
   let captured: Buffer | undefined;
+  let stopping: StoppingTask | undefined;
   try {
     options.onCommand?.('started');
     ({ result, work: captured } = await execCapturingWork(ctx, record.name, cmd, io, { tty: options.tty, sync: false, captureWork: true }));
   } finally {
     options.onCommand?.('ended');
-    const downResult = await down(ctx, record.name, { captured });
-    if (result) result.sync = downResult.sync;
+    stopping = await bringHome(ctx, record.name, { captured });
+    if (result) result.sync = stopping.result.sync;
+    // The command failed to run: everything is stopped before its error goes on.
+    else await stopping.finish();
   }
   const sync = result.sync;
   // Removing deletes the workspace and the branch, so it needs a positive "there is nothing": a
@@ -235,10 +271,44 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
           : !sync.snapshotTaken
             ? 'its uncommitted work could not be read (the snapshot failed)'
             : undefined;
-  const work = unread === undefined && (sync!.commits > 0 || (sync!.skippedLarge ?? 0) > 0 || !(await workIsEmpty(ctx, record.baseCommit, sync!.wip)));
+  // A failed judgement keeps the task, stopped as down leaves it.
+  const work =
+    unread === undefined &&
+    (sync!.commits > 0 ||
+      (sync!.skippedLarge ?? 0) > 0 ||
+      !(await workIsEmpty(ctx, record.baseCommit, sync!.wip).catch(async (error: unknown) => {
+        await stopping.finish();
+        throw error;
+      })));
   const removed = unread === undefined && !work && !options.keep;
-  if (removed) await remove(ctx, record.name, { force: true });
+  if (removed && ctx.syncs) await removeAfterStatus(ctx, record, stopping);
+  else {
+    await stopping.finish();
+    if (removed) await remove(ctx, record.name, { force: true });
+  }
   return { ...result, branch: record.branch, work, removed, ...(unread && !work ? { keptBecause: unread } : {}) };
+}
+
+/**
+ * On the warm server, a task that left no work is removed after the caller has its status: its
+ * work was read and judged (there is none), so only the engine's removal of the container
+ * (Podman's takes 0.3-0.5 s) and the host's cleanup are left. Until then the record says
+ * `removing`, owned by this process: `gc` collects it if the server dies first, and the server's
+ * next commands wait for the removal (PendingSyncs), so none sees the task half-removed.
+ */
+async function removeAfterStatus(ctx: MoatContext, record: TaskRecord, stopping: StoppingTask): Promise<void> {
+  record.state = 'removing';
+  record.creatorPid = process.pid;
+  await ctx.store.save(record);
+  ctx.syncs!.add(taskKey(record), ctx.statusSent ?? Promise.resolve(), async () => {
+    await stopping.removal.catch(() => undefined);
+    await remove(ctx, record.name, { force: true }).catch(async (error: unknown) => {
+      // Nobody is left to tell: the record is handed to `gc` (no live owner), which removes the rest.
+      const current = await ctx.store.get(record.repoKey, record.name);
+      if (current) await ctx.store.save({ ...current, creatorPid: undefined });
+      throw error;
+    });
+  });
 }
 
 /** Does the snapshot of uncommitted work hold anything beyond the base? */

@@ -75,6 +75,8 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
       } else if (state === 'running') state = 'missing';
       const spare = record.state === 'pooled';
       if (spare) state = 'pooled';
+      // Its work was judged: none (lifecycle.ts removeAfterStatus). Whatever its container says, it is going.
+      if (record.state === 'removing') state = 'removing';
       const repo = spare ? undefined : await repoOf(record);
       // Work an exec left pending (moat killed before its sync) comes home before it is counted.
       if (repo) record = await settlePendingSync(ctx, repo, record);

@@ -116,12 +116,15 @@ export class TaskStore {
     await rm(this.taskDir(repoKey, name), { recursive: true, force: true, maxRetries: 2 });
   }
 
-  /** The tasks of a repository; pooled ones (nobody's yet) only when asked for. */
+  /**
+   * The tasks of a repository; pooled ones (nobody's yet) and ones being removed after a `run`
+   * that left no work (nobody's any more: lifecycle.ts removeAfterStatus) only when asked for.
+   */
   async list(repoKey: string, options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
     const names = await readdir(this.tasksDir(repoKey)).catch(() => [] as string[]);
     const records = await Promise.all(names.map((name) => this.get(repoKey, name).catch(() => undefined)));
     return records
-      .filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || r.state !== 'pooled'))
+      .filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || (r.state !== 'pooled' && r.state !== 'removing')))
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 

@@ -118,6 +118,8 @@ export class UserRepository {
 
   /** Commits in `tip` not in `base`. */
   async countCommits(base: string, tip: string): Promise<number> {
+    // A branch still at its base (every `run` that committed nothing): no git process to say 0.
+    if (assertObjectId(base, 'base') === assertObjectId(tip, 'tip')) return 0;
     const result = await this.run(['rev-list', '--count', `${assertObjectId(base, 'base')}..${assertObjectId(tip, 'tip')}`]);
     return Number(result.stdout.trim());
   }

@@ -322,6 +322,8 @@ describe('tasks made ahead by the warm server', () => {
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
     // The server now makes one ahead: nobody's task, so `ls` and commands by name do not see it.
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    // The run's own task is removed by its server after the status: a served command waits for that.
+    expect(moat(['ls', '--json']).code).toBe(0);
     const [pooled] = await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
     const pooledName = pooled!.Labels['moat.task']!;
     expect(JSON.parse(moat(['ls', '--json']).out)).toEqual([]);
@@ -393,6 +395,8 @@ describe('tasks made ahead by the warm server', () => {
       10_000,
     );
     expect(moat(['run', '--rm', '--', 'true']).code).toBe(0);
+    // The run's own task is removed by its server after the status: a served command waits for that.
+    expect(moat(['ls', '--json']).code).toBe(0);
     const [pooled] = await eventually(containers, (list) => list.length === 1 && list[0]!.State === 'running', 20_000);
     const spareName = pooled!.Labels['moat.task']!;
     // Not the user's task: plain ls leaves it out; ls -a shows it, marked.

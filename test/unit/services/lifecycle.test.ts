@@ -1,7 +1,10 @@
+import { spawnSync } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { up } from '../../../src/service/up.js';
-import { down, remove, reset } from '../../../src/service/lifecycle.js';
+import { down, remove, reset, run } from '../../../src/service/lifecycle.js';
+import { gc } from '../../../src/service/gc.js';
+import { PendingSyncs } from '../../../src/service/pending-sync.js';
 import { execInTask } from '../../../src/service/exec.js';
 import { workspaceVolume } from '../../../src/service/task-container.js';
 import type { TaskRecord } from '../../../src/domain/task.js';
@@ -120,5 +123,59 @@ describe('reset', () => {
       () => 0,
     );
     expect((await execInTask(w.context(), 'alpha', ['true'], { stdout: sink, stderr: sink })).exitCode).toBe(0);
+  });
+});
+
+describe('run on the warm server', () => {
+  const io = () => ({ stdout: new PassThrough().resume(), stderr: new PassThrough().resume() });
+
+  it('removes a task without work after the status went out: judged first, then removed whole', async () => {
+    const w = world();
+    const syncs = new PendingSyncs();
+    let statusSent = () => undefined as void;
+    const ctx = w.context({ syncs, statusSent: new Promise<void>((resolve) => (statusSent = resolve)) });
+    const result = await run(ctx, ['true'], io(), { task: 'alpha' });
+    // The memory engine knows no `true` (127): the status is the command's, and it left no work all the same.
+    expect(result).toMatchObject({ work: false, removed: true });
+    // Before the status: the work was read (the snapshot ran), the record says it is going, owned by this process.
+    expect(w.engine.journal.some((line) => line.includes('moat-sync'))).toBe(true);
+    const record = await ctx.store.get((await ctx.repo()).key, 'alpha');
+    expect(record).toMatchObject({ state: 'removing', creatorPid: process.pid });
+    // Nobody's task any more: ls leaves it out (another process's too), gc sees it.
+    expect(await ctx.store.list(record!.repoKey)).toEqual([]);
+    expect((await ctx.store.listAll({ pooled: true })).map((r) => r.name)).toEqual(['alpha']);
+    statusSent();
+    await syncs.waitAll();
+    expect(await ctx.store.get(record!.repoKey, 'alpha')).toBeUndefined();
+    expect(w.engine.containers.size).toBe(0);
+    expect(w.engine.volumes.size).toBe(0);
+    expect(refs(w)).toBe('');
+  });
+
+  it('keeps a task with work as before: stopped, with its branch, nothing left to the server', async () => {
+    const w = world();
+    const syncs = new PendingSyncs();
+    const ctx = w.context({ syncs, statusSent: new Promise<void>(() => undefined) });
+    const result = await run(ctx, ['commit', 'work'], io(), { task: 'alpha' });
+    expect(result).toMatchObject({ exitCode: 0, work: true, removed: false });
+    const record = await ctx.store.get((await ctx.repo()).key, 'alpha');
+    expect(record?.state).toBe('stopped');
+    expect(record?.containerId).toBeUndefined();
+    expect(w.engine.containers.size).toBe(0);
+    expect(git(w.repo, 'log', '-1', '--format=%s', 'moat/alpha')).toBe('work');
+  });
+
+  it('gc collects a task whose server died while removing it, its branch deleted only at its base', async () => {
+    const w = world();
+    const ctx = w.context();
+    const record = await up(ctx, { task: 'alpha', template: 'agentish' });
+    const dead = Number(spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim());
+    await ctx.store.save({ ...record, state: 'removing', creatorPid: dead });
+    const result = await gc(w.context());
+    expect(result.removedTasks).toEqual(['alpha']);
+    expect(await ctx.store.get(record.repoKey, 'alpha')).toBeUndefined();
+    expect(w.engine.containers.size).toBe(0);
+    expect(w.engine.volumes.size).toBe(0);
+    expect(refs(w)).toBe('');
   });
 });
