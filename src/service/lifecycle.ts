@@ -297,6 +297,10 @@ export async function run(ctx: MoatContext, cmd: string[], io: ExecIO, options: 
  * next commands wait for the removal (PendingSyncs), so none sees the task half-removed.
  */
 async function removeAfterStatus(ctx: MoatContext, record: TaskRecord, stopping: StoppingTask): Promise<void> {
+  // Its refs go before the status all the same (the work was judged empty: the branch is at its
+  // base), so that the branch the user lists right after `run` returns is not still there.
+  const repo = await ctx.repo();
+  await repo.deleteRefs([`refs/heads/${taskBranch(record.name)}`, wipRef(record.name), incomingRef(record.name)]);
   record.state = 'removing';
   record.creatorPid = process.pid;
   await ctx.store.save(record);
