@@ -92,6 +92,10 @@ for (let i = 0; i < rounds; i += 1) {
   await settle();
   for (const name of order) samples[name].push(await scenarios[name]());
 }
+// The rounds above read from four servers in turn. A client has one: its reads, one after
+// another on one server, are timed apart too (BENCH_MCP_ALONE of them).
+const alone = [];
+for (let i = 0; i < Number(process.env.BENCH_MCP_ALONE ?? 20); i += 1) alone.push(await clock(() => readOn(client, 'big.txt', 1048576)));
 await client.close();
 await served.close();
 await before?.close();
@@ -100,6 +104,11 @@ await perExec.close();
 const where = machine();
 const { rows, docker } = printRows(samples, rounds, where);
 fresh.sort((a, b) => a - b);
+alone.sort((a, b) => a - b);
+if (alone.length > 0)
+  console.log(
+    `${alone.length} 1 MiB read_file one after another on one server (as a client reads): median ${alone[alone.length >> 1].toFixed(0)} ms, p10 ${alone[Math.floor(alone.length * 0.1)].toFixed(0)}, p90 ${alone[Math.floor(alone.length * 0.9)].toFixed(0)}`,
+  );
 if (fresh.length > 0)
   console.log(
     `the first 1 MiB read_file of a server just started (${fresh.length} servers): median ${fresh[fresh.length >> 1].toFixed(0)} ms, each ${fresh.map((ms) => ms.toFixed(0)).join(', ')}; the rows above come after ${warmup} unmeasured rounds`,
@@ -116,5 +125,5 @@ if (before) {
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(
   join(import.meta.dirname, 'results', 'mcp.json'),
-  JSON.stringify({ date: new Date().toISOString(), machine: where, rounds, warmup, fresh, rows, ratio: rows[0].median / docker }, null, 2),
+  JSON.stringify({ date: new Date().toISOString(), machine: where, rounds, warmup, fresh, alone, rows, ratio: rows[0].median / docker }, null, 2),
 );
