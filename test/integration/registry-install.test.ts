@@ -218,10 +218,15 @@ describe.each(stacks)('a $toolchain project installing from a private registry',
     ]);
     console.log(`registry-install ${stack.toolchain}: refused run ${((Date.now() - started) / 1000).toFixed(1)} s`);
     expect(run.code, String(run)).not.toBe(0);
-    // The tool's own error names moat's reason; then moat-why, as an agent would run it, says what to ask for.
-    const [tool, why = ''] = run.out.split(/^(?=moat-why: )/m);
+    // The tool's own error names moat's reason; then moat-why, as an agent would run it, says what
+    // to ask for. The tool's error comes on stderr and moat-why's answer on stdout, two pipes whose
+    // order the reader does not keep: the tool's lines are told from moat's by their prefix instead.
+    const tool = run.out
+      .split('\n')
+      .filter((line) => !/^moat(-why)?: /.test(line))
+      .join('\n');
     expect(tool).toContain(stack.refusal(stack.host));
-    expect(why).toContain(
+    expect(run.out).toContain(
       `moat: egress denied (not in allowlist: ${stack.host}) for ${stack.host}:${registry.port}. If the task needs it, ask the user to run: moat allow refused ${stack.host}.`,
     );
     expect(run.out).not.toMatch(stack.passed);
