@@ -163,9 +163,8 @@ export async function remove(ctx: MoatContext, task: string, options: { force?: 
   await stopBridge(ctx, record);
   await removeTaskEgress(ctx, record);
   await closeTaskPorts(ctx, record);
-  const branchRef = `refs/heads/${taskBranch(task)}`;
-  const branchDeleted = (await repo.refValue(branchRef)) !== undefined;
-  await repo.deleteRefs([branchRef, wipRef(task), incomingRef(task)]);
+  const branchDeleted = (await repo.refValue(`refs/heads/${taskBranch(task)}`)) !== undefined;
+  await repo.deleteRefs(taskRefs(task));
   await ctx.store.remove(record.repoKey, task);
   return { task, branchDeleted, unmergedCommits: unmerged };
 }
@@ -300,7 +299,7 @@ async function removeAfterStatus(ctx: MoatContext, record: TaskRecord, stopping:
   // Its refs go before the status all the same (the work was judged empty: the branch is at its
   // base), so that the branch the user lists right after `run` returns is not still there.
   const repo = await ctx.repo();
-  await repo.deleteRefs([`refs/heads/${taskBranch(record.name)}`, wipRef(record.name), incomingRef(record.name)]);
+  await repo.deleteRefs(taskRefs(record.name));
   record.state = 'removing';
   record.creatorPid = process.pid;
   await ctx.store.save(record);
@@ -313,6 +312,11 @@ async function removeAfterStatus(ctx: MoatContext, record: TaskRecord, stopping:
       throw error;
     });
   });
+}
+
+/** The refs a task has in the user's repository: its branch, its parked work, its incoming commits. */
+function taskRefs(task: string): string[] {
+  return [`refs/heads/${taskBranch(task)}`, wipRef(task), incomingRef(task)];
 }
 
 /** Does the snapshot of uncommitted work hold anything beyond the base? */
