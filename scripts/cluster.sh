@@ -18,6 +18,7 @@ STATE=/var/lib/moat-k8s
 RUN=/run/moat-k8s
 LOGS=/var/log/moat-k8s
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
+source "${SELF%/*}/lib/close-inherited-fds.sh"
 
 log() { echo "cluster: $*" >&2; }
 die() {

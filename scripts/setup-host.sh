@@ -5,6 +5,7 @@
 # and CI, so the quick start works on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/close-inherited-fds.sh
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 # Installed programs, also the administrator's (dockerd, debootstrap, mkfs.ext4 are in /usr/sbin,

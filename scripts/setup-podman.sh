@@ -10,6 +10,7 @@
 # resource limit, which moat refuses unless the user's config accepts it (acceptUnenforcedLimits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/close-inherited-fds.sh
 say() { printf 'setup-podman: %s\n' "$*" >&2; }
 [[ $(id -u) -eq 0 ]] || { say "run as root (it installs packages and starts root's service)"; exit 1; }
 BASE=${MOAT_BASE_IMAGE:-moat-base:bookworm}
