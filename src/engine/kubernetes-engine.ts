@@ -45,6 +45,12 @@ export interface KubernetesTarget {
    * next exec opens, and the opens compete for a small node's CPU); docs/benchmarks.md.
    */
   execAhead?: ExecAheadMode;
+  /**
+   * A command run by an exec opened ahead ends at its status line (kubernetes-exec-status.ts),
+   * not at the exec's own status, which comes ~150-190 ms later. false (MOAT_K8S_STATUS_INBAND=off):
+   * the exec's own status is awaited, to measure the difference.
+   */
+  statusInBand?: boolean;
 }
 
 /** Which pods get an exec opened ahead: see {@link KubernetesTarget.execAhead}. */
@@ -402,9 +408,9 @@ export class KubernetesEngine implements ContainerEngine {
     // engine opened it (a spare's maker; the claim takes it); stdin then always travels framed
     // (none: its end at once). The next one is opened ahead only in a pod that gets one.
     const words = pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner;
-    let socket;
+    let taken;
     try {
-      socket =
+      taken =
         tty || this.target.execAhead === 'off'
           ? undefined
           : await takeAhead(this.aheadKey(id), words, async () => {
@@ -415,6 +421,7 @@ export class KubernetesEngine implements ContainerEngine {
       podWatch?.leave();
       throw error;
     }
+    let socket = taken?.socket;
     if (socket && !io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
     if (this.opensAhead(id)) void this.openAhead(id, pod);
     if (!socket) {
@@ -425,7 +432,12 @@ export class KubernetesEngine implements ContainerEngine {
         throw await this.unlessEnded(this.wrapExec(error, id), id);
       }
     }
-    const running = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
+    const running = runOverSocket(
+      socket,
+      { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize },
+      'the command',
+      taken ? { mark: taken.mark, early: this.target.statusInBand !== false } : undefined,
+    );
     const finished = this.unlessEvicted(
       id,
       podWatch

@@ -56,6 +56,7 @@ async function openKubernetes(env: NodeJS.ProcessEnv, config: MoatConfig['kubern
     imageEngine,
     gvisorRuntimeClass: config.gvisorRuntimeClass,
     execAhead: execAheadMode(env.MOAT_K8S_EXEC_AHEAD),
+    statusInBand: env.MOAT_K8S_STATUS_INBAND !== 'off',
   });
 }
 

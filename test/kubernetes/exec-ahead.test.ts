@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Moat } from '../../src/index.js';
+import { isMoatError, Moat } from '../../src/index.js';
 import { TaskPool } from '../../src/service/task-pool.js';
 import { captureIO } from '../helpers/fixtures.js';
 import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
@@ -18,7 +18,7 @@ import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
 const PROBE = [
   'sh',
   '-c',
-  'p=$PPID; while [ "${p:-0}" -gt 1 ]; do if tr "\\000" " " </proc/$p/cmdline | grep -q "moat-wai[t]"; then echo under-wait; fi; p=$(sed -n "s/^PPid:[[:space:]]*//p" /proc/$p/status); done; echo "uid=$(id -u) cwd=$(pwd) home=$HOME path=$PATH nofile=$(ulimit -n)"; exit 3',
+  'p=$PPID; while [ "${p:-0}" -gt 1 ]; do if tr "\\000" " " </proc/$p/cmdline | grep -q "moat-wai[t]"; then echo under-wait; fi; p=$(sed -n "s/^PPid:[[:space:]]*//p" /proc/$p/status); done; echo "uid=$(id -u) cwd=$(pwd) home=$HOME path=$PATH nofile=$(ulimit -n)"; echo err-tail >&2; exit 3',
 ];
 
 async function waitForSpare(pool: TaskPool): Promise<void> {
@@ -62,6 +62,7 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
     expect(own.code).toBe(3);
     expect(own.out).not.toContain('under-wait');
     expect(own.out).toMatch(/^uid=\d+ cwd=\/workspace home=\/home\/agent path=\S+ nofile=\d+\n$/);
+    expect(own.err).toBe('err-tail\n');
 
     await waitForSpare(pool);
     // The spare's pod says what it is (the pool's label), and only the spare's.
@@ -69,8 +70,9 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
     expect(pods.items.map((pod) => pod.metadata?.labels?.['moat.made-ahead'])).toEqual(['true']);
 
     const claim = await probe(moat());
+    // The status came in-band (kubernetes-exec-status.ts): neither channel shows its line, nor lost its tail.
     expect(claim.code).toBe(3);
-    expect(claim.err).toBe('');
+    expect(claim.err).toBe('err-tail\n');
     // One waiting shell above the command: the spare's; the rest as through its own exec.
     expect(claim.out).toBe(`under-wait\n${own.out}`);
 
@@ -87,6 +89,44 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
     expect(second.out()).toBe(own.out);
     await client.rm(task.name, { force: true });
   });
+
+  it(
+    "a spare's pod deleted mid-command (the claim's, in the waiting exec): E_ENGINE_FAILED; deleted before it: not running",
+    { timeout: 300_000 },
+    async () => {
+      const { pool, moat } = pooled();
+      expect((await probe(moat())).code).toBe(3);
+      const podOf = async (task: string) => (await ns.core.listNamespacedPod({ namespace: ns.name, labelSelector: `moat.task=${task}` })).items[0]!;
+
+      await waitForSpare(pool);
+      const client = moat();
+      const task = await client.up();
+      const cap = captureIO();
+      const running = client.exec(task.name, ['sh', '-c', 'echo started; sleep 170'], cap.io, { sync: false }).then(
+        (result) => result,
+        (e: unknown) => e,
+      );
+      for (let i = 0; i < 300 && !cap.out().includes('started'); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(cap.out()).toBe('started\n');
+      const pod = await podOf(task.name);
+      await ns.core.deleteNamespacedPod({ name: pod.metadata!.name!, namespace: ns.name });
+      const error = await running;
+      expect(isMoatError(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'E_ENGINE_FAILED', exitCode: 4, details: { podEnd: 'deleted' } });
+      await client.rm(task.name, { force: true });
+
+      // A claimed pod gone before its first command: the waiting exec is not used, the task is not running.
+      await waitForSpare(pool);
+      const gone = await client.up();
+      await ns.core.deleteNamespacedPod({ name: (await podOf(gone.name)).metadata!.name!, namespace: ns.name, gracePeriodSeconds: 0 });
+      const refused = await client.exec(gone.name, ['true'], captureIO().io, { sync: false }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(refused).toMatchObject({ code: 'E_TASK_NOT_RUNNING', exitCode: 7 });
+      await client.rm(gone.name, { force: true });
+    },
+  );
 
   it('MOAT_K8S_EXEC_AHEAD=off: the claim opens its own exec', { timeout: 300_000 }, async () => {
     const { pool, moat } = pooled({ MOAT_K8S_EXEC_AHEAD: 'off' });
