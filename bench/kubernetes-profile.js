@@ -78,7 +78,9 @@ const timedFirstOutput = async (title, fn) => {
   out.once('data', () => (first = performance.now() - t0));
   out.resume();
   await fn({ stdout: out, stderr: new PassThrough().resume() });
-  print(`${title}; first output at ${first?.toFixed(0)} ms`, performance.now() - t0);
+  const total = performance.now() - t0;
+  print(`${title}; first output at ${first?.toFixed(0)} ms`, total);
+  return { first, total };
 };
 const sink = () => ({ stdout: new PassThrough().resume(), stderr: new PassThrough().resume() });
 
@@ -104,19 +106,39 @@ try {
   await moat.rm('claimed', { force: true });
 
   // A claim: the pool holds one task made ahead (made untimed, as the warm server makes it while
-  // the user reads; the clock starts once it is ready), then `run -- echo` takes it.
-  const pool = new TaskPool(4, 1);
-  const poolEnv = { ...env, MOAT_POOL: '1' };
-  await new Moat({ cwd: repo, env: poolEnv, pool }).run(['true'], sink());
+  // the user reads; the clock starts once it is ready), then `run -- echo` takes it. Three ways,
+  // alternating each round, each with a pool of its own (the spare's maker's setting decides
+  // whether an exec waits in it): the default (an exec opened ahead into the spare, the status
+  // in-band), the exec's own status awaited instead (MOAT_K8S_STATUS_INBAND=off), and no exec
+  // opened ahead (MOAT_K8S_EXEC_AHEAD=off).
+  const variants = [
+    ['default (exec ahead into the spare, status in-band)', {}],
+    ['MOAT_K8S_STATUS_INBAND=off', { MOAT_K8S_STATUS_INBAND: 'off' }],
+    ['MOAT_K8S_EXEC_AHEAD=off', { MOAT_K8S_EXEC_AHEAD: 'off' }],
+  ].map(([name, extra]) => ({ name, env: { ...env, ...extra, MOAT_POOL: '1' }, pool: new TaskPool(4, 1), first: [], exec: [], total: [] }));
+  for (const variant of variants) await new Moat({ cwd: repo, env: variant.env, pool: variant.pool }).run(['true'], sink());
   for (let i = 0; i < rounds; i += 1) {
-    pool.makeWanted();
-    for (let waited = 0; pool.readyCount() === 0 && waited < 120_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    await timedFirstOutput(`run -- echo claiming a task made ahead, round ${i + 1}`, (io) =>
-      new Moat({ cwd: repo, env: poolEnv, pool }).run(['echo', 'claimed'], io),
-    );
+    for (const variant of variants) {
+      const { pool } = variant;
+      pool.makeWanted();
+      for (let waited = 0; pool.readyCount() === 0 && waited < 120_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const { first, total } = await timedFirstOutput(`run -- echo claiming a task made ahead, ${variant.name}, round ${i + 1}`, (io) =>
+        new Moat({ cwd: repo, env: variant.env, pool }).run(['echo', 'claimed'], io),
+      );
+      variant.first.push(first);
+      variant.total.push(total);
+      // The command's exec: the one under way when its output came.
+      variant.exec.push(steps.find((step) => step.label.startsWith('engine.exec') && step.start <= first && step.start + step.ms >= first)?.ms ?? NaN);
+    }
   }
-  await pool.close();
+  console.log('\nclaims of a spare, in-process (ms; each round in order):');
+  console.log('| | first output | the command exec, whole | the run, whole |\n|---|---|---|---|');
+  for (const v of variants)
+    console.log(
+      `| ${v.name} | ${v.first.map((x) => x.toFixed(0)).join(', ')} | ${v.exec.map((x) => x.toFixed(0)).join(', ')} | ${v.total.map((x) => x.toFixed(0)).join(', ')} |`,
+    );
+  await Promise.all(variants.map((v) => v.pool.close()));
 } finally {
   spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
   rmSync(root, { recursive: true, force: true });

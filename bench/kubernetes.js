@@ -7,7 +7,8 @@
 //    machine, so one made ahead per shape cannot keep up with a claim every 3 s). Whether a spare
 //    was ready when each claim began is read from the task store, and claims that found none (they
 //    waited for one being made: a pool-size result) are reported apart;
-// BENCH_K8S_AHEAD_ON=1 adds a row for MOAT_K8S_EXEC_AHEAD=on (an exec opened ahead), alternating too;
+// BENCH_K8S_AHEAD_ON=1 adds a row for MOAT_K8S_EXEC_AHEAD=on (an exec opened ahead into every pod; by
+//    default only into the pool's spares, so part 2's claims use one), alternating too;
 // BENCH_K8S_BEFORE=/path/to/other/bin/moat.js adds a row for another build's `moat run -- true`
 //    MOAT_POOL=off (the change's before, e.g. main's checkout, built), alternating in the same rounds;
 // 3. 20 tasks at once (`moat up` x 20 in parallel) against 20 bare pods applied at once, each

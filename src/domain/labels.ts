@@ -7,6 +7,11 @@ export const LABEL = {
   home: 'moat.home',
   role: 'moat.role',
   template: 'moat.template',
+  /**
+   * On a sandbox made ahead by a warm server's pool (a spare, waiting for a claim): an engine may
+   * prepare it for the claim's first command (Kubernetes opens an exec into it). Stays after the claim.
+   */
+  madeAhead: 'moat.made-ahead',
 } as const;
 
 export function resourceLabels(input: { task: string; repoKey: string; homeKey: string; version: string; role: string }): Record<string, string> {

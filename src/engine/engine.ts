@@ -15,6 +15,11 @@ export interface ContainerEngine {
   /** Host-local shortcuts this engine allows; every feature also works, or is refused clearly, without them. */
   readonly capabilities: EngineCapabilities;
   info(): Promise<EngineInfo>;
+  /**
+   * A cluster's nodes and whether each takes pods (Kubernetes only; undefined when they cannot be
+   * listed): the same reading as info().nodes, alone, for `ls` to say when a task's node is not Ready.
+   */
+  nodes?(): Promise<NodeHealth[] | undefined>;
   /** Cheap reachability check (the engine's ping), before anything is made. */
   ping(): Promise<void>;
   imageId(ref: string): Promise<string | undefined>;
@@ -143,7 +148,12 @@ export interface ContainerInfo {
   startedAt?: string;
   finishedAt?: string;
   labels: Record<string, string>;
+  /** The node the sandbox was placed on (a cluster's engine only). */
+  node?: string;
 }
+
+/** A cluster node, and whether it takes pods (its Ready condition), with the cluster's words when not. */
+export type NodeHealth = NonNullable<EngineInfo['nodes']>[number];
 
 export interface ExecCommand {
   cmd: string[];

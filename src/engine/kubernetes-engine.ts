@@ -16,6 +16,7 @@ import type {
   ExecCommand,
   ExecIO,
   LogOptions,
+  NodeHealth,
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
 import { framedCommand, openExecSocket, runOverSocket, stdinFrame, untilPodEnds } from './kubernetes-exec.js';
@@ -37,13 +38,23 @@ export interface KubernetesTarget {
   /** The RuntimeClass that runs pods under gVisor (isolation: gvisor). */
   gvisorRuntimeClass?: string;
   /**
-   * Open an exec ahead into each pod for its next command (kubernetes-exec-ahead.ts):
-   * MOAT_K8S_EXEC_AHEAD=on. Off by default: measured, it made a claim's exec ~60-100 ms faster but
-   * `run` without the pool ~0.7 s slower (its short commands come faster than the next exec opens,
-   * and the opens compete for a small node's CPU); docs/benchmarks.md.
+   * Which pods get an exec opened ahead for their next command (kubernetes-exec-ahead.ts),
+   * MOAT_K8S_EXEC_AHEAD: `spares` (the default) only the warm server's spares, whose claim comes
+   * seconds later; `on` every pod, after each command; `off` none. Not every pod by default:
+   * measured, `run` without the pool was ~0.7 s slower (its short commands come faster than the
+   * next exec opens, and the opens compete for a small node's CPU); docs/benchmarks.md.
    */
-  execAhead?: boolean;
+  execAhead?: ExecAheadMode;
+  /**
+   * A command run by an exec opened ahead ends at its status line (kubernetes-exec-status.ts),
+   * not at the exec's own status, which comes ~150-190 ms later. false (MOAT_K8S_STATUS_INBAND=off):
+   * the exec's own status is awaited, to measure the difference.
+   */
+  statusInBand?: boolean;
 }
+
+/** Which pods get an exec opened ahead: see {@link KubernetesTarget.execAhead}. */
+export type ExecAheadMode = 'spares' | 'on' | 'off';
 
 /** The NetworkPolicy that denies every pod moat makes all traffic: a second layer where the network plugin enforces it. */
 const DENY_POLICY = 'moat-sandbox-deny-all';
@@ -79,6 +90,12 @@ export class KubernetesEngine implements ContainerEngine {
   private readonly volumes = new Map<string, { data?: Record<string, string> }>();
   /** Each pod's end, watched while commands run in it: they end with it. */
   private readonly podEnds: PodEndWatches;
+  /**
+   * The pods this engine made as a pool's spare (labelled so by the pool, LABEL.madeAhead): an exec
+   * waits in each for the claim's command. The claim's request has an engine of its own, which
+   * takes the waiting exec and opens no other (its later commands open their own).
+   */
+  private readonly spares = new Set<string>();
 
   constructor(private readonly target: KubernetesTarget) {
     this.kc = new KubeConfig();
@@ -139,6 +156,11 @@ export class KubernetesEngine implements ContainerEngine {
     };
   }
 
+  async nodes(): Promise<NodeHealth[] | undefined> {
+    const nodes = await this.core.listNode().catch(() => undefined);
+    return nodes?.items.map(nodeHealth);
+  }
+
   async ping(): Promise<void> {
     await this.call(() => this.kc.makeApiClient(VersionApi).getCode(), 'reach the cluster');
   }
@@ -194,13 +216,14 @@ export class KubernetesEngine implements ContainerEngine {
     dropAhead(this.aheadKey(spec.name));
     const pod = await this.createPod(body, spec.name);
     this.pods.set(spec.name, { user: spec.user, nofile: spec.limits.nofile });
+    if (spec.labels[LABEL.madeAhead] === 'true') this.spares.add(spec.name);
     return pod.metadata?.name ?? spec.name;
   }
 
   /**
    * A pod starts once created: this waits until its sandbox runs, and says why when it will not.
    * The pod is watched (no polling delay), and once its network guard has finished, an exec of
-   * `true` (with MOAT_K8S_EXEC_AHEAD=on: the exec the first command will use, until its shell says
+   * `true` (in a pod that gets one, {@link opensAhead}: the exec the first command will use, until its shell says
    * it runs) is tried on each change and every 200 ms: the kubelet reports a started container
    * only at its next relist (up to a second later), and a command that runs is the proof that counts.
    */
@@ -213,7 +236,7 @@ export class KubernetesEngine implements ContainerEngine {
       for (;;) {
         const verdict = startVerdict(pod);
         if (verdict === 'running') {
-          if (this.target.execAhead !== false) void this.openAhead(id, await this.podFacts(id));
+          if (this.opensAhead(id)) void this.openAhead(id, await this.podFacts(id));
           return;
         }
         if (verdict.failed) throw verdict.failed;
@@ -235,7 +258,7 @@ export class KubernetesEngine implements ContainerEngine {
         }
         const guarded = guardFinished(pod);
         // The proof is the exec opened ahead for the first command (the seed): its shell runs.
-        if (guarded && (this.target.execAhead === false ? await this.answers(id) : await this.openAhead(id, await this.podFacts(id)))) return;
+        if (guarded && (this.opensAhead(id) ? await this.openAhead(id, await this.podFacts(id)) : await this.answers(id))) return;
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -247,10 +270,13 @@ export class KubernetesEngine implements ContainerEngine {
 
   /** The nodes whose Ready condition is not True (unknown when they cannot be listed: none said). */
   private async notReadyNodes(): Promise<string[]> {
-    const nodes = await this.core.listNode().catch(() => undefined);
-    return (nodes?.items ?? [])
-      .filter((node) => node.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
-      .map((node) => node.metadata?.name ?? '');
+    return ((await this.nodes()) ?? []).filter((node) => !node.ready).map((node) => node.name);
+  }
+
+  /** Whether this engine keeps an exec waiting in the pod for its next command (MOAT_K8S_EXEC_AHEAD). */
+  private opensAhead(id: string): boolean {
+    const mode = this.target.execAhead ?? 'spares';
+    return mode === 'on' || (mode === 'spares' && this.spares.has(id));
   }
 
   private aheadKey(id: string): string {
@@ -294,6 +320,7 @@ export class KubernetesEngine implements ContainerEngine {
   /** A pod cannot be stopped and kept: stopping it removes it (its workspace with it). */
   async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
     dropAhead(this.aheadKey(id));
+    this.spares.delete(id);
     await this.deletePod(id, timeoutSeconds);
   }
 
@@ -307,6 +334,7 @@ export class KubernetesEngine implements ContainerEngine {
     dropAhead(this.aheadKey(id));
     await this.deletePod(id, 0);
     this.pods.delete(id);
+    this.spares.delete(id);
   }
 
   async listContainers(labels: Record<string, string>): Promise<ContainerInfo[]> {
@@ -376,13 +404,14 @@ export class KubernetesEngine implements ContainerEngine {
     const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/pods/${encodeURIComponent(id)}/exec?${query.toString()}`;
     // Joined before the stream opens, so an end while it opens is not missed.
     const podWatch = UNWATCHED.has(io) ? undefined : this.podEnds.join(id);
-    // Without a terminal, the exec opened ahead into the pod runs it (kubernetes-exec-ahead.ts);
-    // stdin then always travels framed (none: its end at once), and the next one is opened ahead.
+    // Without a terminal, an exec waiting in the pod runs it (kubernetes-exec-ahead.ts), whichever
+    // engine opened it (a spare's maker; the claim takes it); stdin then always travels framed
+    // (none: its end at once). The next one is opened ahead only in a pod that gets one.
     const words = pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner;
-    let socket;
+    let taken;
     try {
-      socket =
-        tty || this.target.execAhead === false
+      taken =
+        tty || this.target.execAhead === 'off'
           ? undefined
           : await takeAhead(this.aheadKey(id), words, async () => {
               const current = await this.readPod(id);
@@ -392,10 +421,10 @@ export class KubernetesEngine implements ContainerEngine {
       podWatch?.leave();
       throw error;
     }
-    if (socket) {
-      if (!io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
-      void this.openAhead(id, pod);
-    } else {
+    let socket = taken?.socket;
+    if (socket && !io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
+    if (this.opensAhead(id)) void this.openAhead(id, pod);
+    if (!socket) {
       try {
         socket = await openExecSocket(this.kc, path);
       } catch (error) {
@@ -403,7 +432,12 @@ export class KubernetesEngine implements ContainerEngine {
         throw await this.unlessEnded(this.wrapExec(error, id), id);
       }
     }
-    const running = runOverSocket(socket, { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize }, 'the command');
+    const running = runOverSocket(
+      socket,
+      { stdin: io.stdin, stdout: io.stdout, stderr: io.stderr, tty, size: io.size, onResize: io.onResize },
+      'the command',
+      taken ? { mark: taken.mark, early: this.target.statusInBand !== false } : undefined,
+    );
     const finished = this.unlessEvicted(
       id,
       podWatch
@@ -729,11 +763,12 @@ export function containerInfo(pod: V1Pod): ContainerInfo {
     ...(sandbox?.state?.running?.startedAt ? { startedAt: new Date(sandbox.state.running.startedAt).toISOString() } : {}),
     ...(ended?.finishedAt ? { finishedAt: new Date(ended.finishedAt).toISOString() } : {}),
     labels: labelsOf(pod.metadata),
+    ...(pod.spec?.nodeName ? { node: pod.spec.nodeName } : {}),
   };
 }
 
 /** Whether a node takes pods (its Ready condition is True), and the node controller's or kubelet's words when not. */
-function nodeHealth(node: V1Node): { name: string; ready: boolean; why?: string } {
+function nodeHealth(node: V1Node): NodeHealth {
   const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
   const name = node.metadata?.name ?? '';
   if (ready?.status === 'True') return { name, ready: true };

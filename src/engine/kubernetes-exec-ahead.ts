@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import type WebSocket from 'ws';
 import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
+import { statusMark } from './kubernetes-exec-status.js';
 
 /**
  * Exec streams opened ahead: an exec's WebSocket setup (TLS to the API server, its upgrade, the
@@ -27,22 +28,26 @@ import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
 
 /**
  * Says it runs ("R" on stdout: the proof that a command runs in the sandbox, as a pod's start
- * needs one), reads the command's words (shell-quoted by the host: "length\n" then the words),
- * then unframes the rest of stdin into it as kubernetes-exec.ts's framing does (the same script
- * after the first frame). 125 when no command came (the stream closed while waiting).
+ * needs one), reads the command's words (shell-quoted by the host: "length\n" then the words; the
+ * first word is the status mark, kubernetes-exec-status.ts), then unframes the rest of stdin into it
+ * as kubernetes-exec.ts's framing does (the same script after the first frame). When the command
+ * ends, the shell writes its status after the mark on stdout and on stderr, then ends with it. 125
+ * when no command came (the stream closed while waiting).
  */
 export const WAIT_SCRIPT =
   'printf R; exec 3<&0; IFS= read -r n <&3 && [ "$n" -gt 0 ] 2>/dev/null && words=$(head -c "$n" <&3) && eval "set -- $words" || exit 125; ' +
-  '{ while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done <&3 2>/dev/null & } | /usr/bin/setsid -w "$@" 3<&-';
+  'mark=$1; shift; ' +
+  '{ while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done <&3 2>/dev/null & } | /usr/bin/setsid -w "$@" 3<&-; ' +
+  's=$?; printf "%s%d\\n" "$mark" "$s"; printf "%s%d\\n" "$mark" "$s" >&2; exit "$s"';
 
 /** One word for sh: single-quoted, a quote inside as '\''. */
 export function shellWord(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The first frame a waiting shell reads: the command as shell words. */
-export function commandFrame(cmd: readonly string[]): Buffer {
-  return stdinFrame(cmd.map(shellWord).join(' '));
+/** The first frame a waiting shell reads: the status mark, then the command, as shell words. */
+export function commandFrame(mark: string, cmd: readonly string[]): Buffer {
+  return stdinFrame([mark, ...cmd].map(shellWord).join(' '));
 }
 
 interface Waiting {
@@ -146,7 +151,11 @@ export function openAhead(kc: KubeConfig, key: string, pod: { namespace: string;
  * undefined when it is gone or on its way out): the command's frame is sent on it, and the
  * socket is the caller's to run over (runOverSocket). Undefined when none is open.
  */
-export async function takeAhead(key: string, cmd: readonly string[], podUid: () => Promise<string | undefined>): Promise<WebSocket | undefined> {
+export async function takeAhead(
+  key: string,
+  cmd: readonly string[],
+  podUid: () => Promise<string | undefined>,
+): Promise<{ socket: WebSocket; mark: string } | undefined> {
   const entry = waiting.get(key);
   if (!entry) return undefined;
   // Not before its "R" (that byte is the waiting shell's, not the command's output) and the
@@ -173,8 +182,9 @@ export async function takeAhead(key: string, cmd: readonly string[], podUid: () 
   socket.removeAllListeners('close');
   socket.removeAllListeners('error');
   rawSocket(socket)?.ref();
-  socket.send(commandFrame(cmd));
-  return socket;
+  const mark = statusMark();
+  socket.send(commandFrame(mark, cmd));
+  return { socket, mark };
 }
 
 /** The facts a waiting exec was opened with. */

@@ -2,6 +2,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { KubeConfig } from '@kubernetes/client-node';
 import WebSocket from 'ws';
 import { MoatError } from '../errors.js';
+import { StatusLine } from './kubernetes-exec-status.js';
 
 /**
  * A command in a pod through the API server's exec stream (the channel protocol,
@@ -86,21 +87,36 @@ export interface PodExecIO {
  * A socket that closes without a status (the API server or the node went away) is an error: the
  * command's fate is unknown.
  */
-export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string): Promise<number> {
+export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string, inBand?: { mark: string; early: boolean }): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     let status: number | undefined;
     let failure: unknown;
+    // A waiting shell's command (kubernetes-exec-ahead.ts): its status comes in-band, as the last
+    // line of stdout and of stderr (never passed on); once both came, the stream is done (unless
+    // `early` is false: then the stream's own status is awaited, to measure the difference).
+    const lines = inBand ? { 1: new StatusLine(inBand.mark), 2: new StatusLine(inBand.mark) } : undefined;
     socket.binaryType = 'nodebuffer';
+    const write = (out: Writable, payload: Buffer) => {
+      // Backpressure: a slow reader (a bundle going to disk) pauses the socket rather than piling up.
+      if (payload.length > 0 && !out.write(payload)) {
+        socket.pause();
+        out.once('drain', () => socket.resume());
+      }
+    };
     socket.on('message', (data: Buffer) => {
       if (data.length === 0) return;
       const channel = data[0];
       const payload = data.subarray(1);
-      // Backpressure: a slow reader (a bundle going to disk) pauses the socket rather than piling up.
       const out = channel === 1 ? io.stdout : channel === 2 ? io.stderr : undefined;
-      if (out && !out.write(payload)) {
-        socket.pause();
-        out.once('drain', () => socket.resume());
-      }
+      if (out && lines && (channel === 1 || channel === 2)) {
+        write(out, lines[channel].push(payload));
+        const [a, b] = [lines[1].code, lines[2].code];
+        // The same number on both lines; a line that was not one (forged) leaves it to the stream.
+        if (inBand?.early && status === undefined && typeof a === 'number' && a === b) {
+          status = a;
+          socket.terminate();
+        }
+      } else if (out) write(out, payload);
       if (channel === 3 && payload.length > 0) {
         try {
           status = exitCodeOf(JSON.parse(payload.toString('utf8')) as Parameters<typeof exitCodeOf>[0]);
@@ -132,6 +148,11 @@ export function runOverSocket(socket: WebSocket, io: PodExecIO, what: string): P
     }
     socket.on('error', (error: Error) => (failure ??= error));
     socket.on('close', () => {
+      // The stream ended without the status lines: what was held back was output after all.
+      if (lines && status === undefined) {
+        write(io.stdout, lines[1].flush());
+        write(io.stderr, lines[2].flush());
+      }
       stopResize?.();
       stdin?.off('data', onData);
       stdin?.off('end', onEnd);

@@ -55,6 +55,16 @@ async function openKubernetes(env: NodeJS.ProcessEnv, config: MoatConfig['kubern
     namespace: env.MOAT_K8S_NAMESPACE || config.namespace || 'default',
     imageEngine,
     gvisorRuntimeClass: config.gvisorRuntimeClass,
-    execAhead: env.MOAT_K8S_EXEC_AHEAD === 'on',
+    execAhead: execAheadMode(env.MOAT_K8S_EXEC_AHEAD),
+    statusInBand: env.MOAT_K8S_STATUS_INBAND !== 'off',
+  });
+}
+
+/** MOAT_K8S_EXEC_AHEAD: unset `spares` (only a pool's spares get an exec opened ahead), `on` every pod, `off` none. */
+export function execAheadMode(value: string | undefined): 'spares' | 'on' | 'off' {
+  if (value === undefined || value === '') return 'spares';
+  if (value === 'spares' || value === 'on' || value === 'off') return value;
+  throw new MoatError('E_CONFIG_INVALID', `MOAT_K8S_EXEC_AHEAD=${value.slice(0, 40)} is none of spares, on, off`, {
+    hint: "unset it (an exec opened ahead only into the pool's spares), or set on (every pod) or off (none)",
   });
 }

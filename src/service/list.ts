@@ -1,5 +1,5 @@
 import { enforcementText, type CgroupLimit } from '../domain/limit-enforcement.js';
-import type { LogOptions } from '../engine/engine.js';
+import type { LogOptions, NodeHealth } from '../engine/engine.js';
 import type { Writable } from 'node:stream';
 import type { Limits } from '../domain/limits.js';
 import type { TaskRecord, TaskState } from '../domain/task.js';
@@ -42,6 +42,11 @@ export interface TaskSummary {
   ports: OpenPort[];
   /** runc, or gvisor: gVisor's kernel between the task and the host (limits.pids then held by it, see `moat doctor`). */
   isolation: 'runc' | 'gvisor';
+  /**
+   * On a cluster: the node the task's pod was placed on, and whether it takes pods (Ready, as
+   * `moat doctor`'s nodes check reads it); `ready` absent when the nodes could not be listed.
+   */
+  node?: { name: string; ready?: boolean; why?: string };
 }
 
 /**
@@ -63,13 +68,22 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
       );
     return repos.get(record.repoPath)!;
   };
+  // Read once for every task on a node: the engine's nodes, as the doctor reads them.
+  let nodes: Promise<NodeHealth[] | undefined> | undefined;
+  const nodeOf = async (name: string): Promise<TaskSummary['node']> => {
+    nodes ??= engine.nodes?.().catch(() => undefined) ?? Promise.resolve(undefined);
+    const health = (await nodes)?.find((node) => node.name === name);
+    return health ? { name, ready: health.ready, ...(health.why ? { why: health.why } : {}) } : { name };
+  };
   return Promise.all(
     records.map(async (listed): Promise<TaskSummary> => {
       let record = listed;
       let state: TaskState = record.state;
       let stopReason: string | undefined;
+      let node: TaskSummary['node'];
       if (record.containerId) {
         const info = await engine.inspectContainer(record.containerId);
+        if (info?.node) node = await nodeOf(info.node);
         state = !info ? 'missing' : info.running ? 'running' : 'exited';
         if (info && !info.running) stopReason = whyStopped(record.limits.timeoutSeconds, info);
       } else if (state === 'running') state = 'missing';
@@ -101,6 +115,7 @@ export async function listTasks(ctx: MoatContext, options: { all?: boolean } = {
         containerId: record.containerId,
         ports: await listPorts(ctx, record),
         isolation: record.isolation ?? 'runc',
+        ...(node ? { node } : {}),
       };
     }),
   );

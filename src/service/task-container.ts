@@ -58,7 +58,8 @@ export function taskSpec(ctx: MoatContext, record: TaskRecord, env: Record<strin
     gvisorRuntime: record.isolation === 'gvisor' ? gvisorRuntimeOf(ctx) : undefined,
     sshAgentDir: role === 'task' ? record.sshAgentDir : undefined,
     readOnlyMounts: role === 'task' ? (record.mounts ?? []) : [],
-    labels: taskLabels(ctx, record, role),
+    // A pool's spare says so: its engine may ready it for the claim's first command.
+    labels: { ...taskLabels(ctx, record, role), ...(record.state === 'pooled' && role === 'task' ? { [LABEL.madeAhead]: 'true' } : {}) },
   });
 }
 

@@ -81,6 +81,9 @@ describe('moat on Kubernetes', () => {
     const task = await moat.up({ task: 'hard' });
     expect(task.workspace).toBe('volume');
     const p = await pod('hard');
+    // ls says where the pod runs, and that the node takes pods (node-not-ready.test.ts: when not).
+    expect((await moat.ls()).find((t) => t.name === 'hard')?.node).toEqual({ name: p.spec?.nodeName, ready: true });
+    expect(p.spec?.nodeName).toBe('localhost');
     expect(p.spec?.automountServiceAccountToken).toBe(false);
     expect(p.spec?.enableServiceLinks).toBe(false);
     expect(p.spec?.hostNetwork ?? false).toBe(false);

@@ -43,6 +43,9 @@ describe('moat on Kubernetes: the node not Ready', () => {
   it('moat up says no node can take the pod (one line, hint, exit 4) within its 30 s, and leaves nothing labelled', { timeout: 420_000 }, async () => {
     const core = ns.core;
     expect(await nodeReady(core)).toBe('True');
+    // A task made while the node was Ready: ls says so, then that its node no longer is.
+    await moat.up({ task: 'before' });
+    expect((await moat.ls()).find((t) => t.name === 'before')?.node).toEqual({ name: 'localhost', ready: true });
     kubelet('stop');
     try {
       // The node controller's grace (40 s), then its taint: poll for both, for at most 120 s.
@@ -57,6 +60,14 @@ describe('moat on Kubernetes: the node not Ready', () => {
       const sick = (await moat.doctor()).checks.find((c) => c.name === 'nodes');
       expect(sick).toMatchObject({ status: 'fail', fix: expect.stringMatching(/kubectl get nodes/) });
       expect(sick?.detail).toMatch(/^no node is Ready, so no task can start: localhost \(Ready unknown: Kubelet stopped posting node status/);
+      // ls (its summary is what --json prints) says the task's node is not Ready, in the doctor's words.
+      const listed = (await moat.ls()).find((t) => t.name === 'before');
+      expect(listed?.node).toMatchObject({
+        name: 'localhost',
+        ready: false,
+        why: expect.stringMatching(/^Ready unknown: Kubelet stopped posting node status/),
+      });
+      expect(sick?.detail).toContain(listed?.node?.why);
 
       const error = await moat.up({ task: 'stuck' }).then(
         () => undefined,
@@ -82,5 +93,6 @@ describe('moat on Kubernetes: the node not Ready', () => {
     // The node takes pods again: a task starts and answers.
     await moat.up({ task: 'after' });
     await moat.rm('after', { force: true });
+    await moat.rm('before', { force: true });
   });
 });

@@ -19,10 +19,11 @@ export function registerInspect(program: Command, cli: CliContext): void {
         tasks.length === 0
           ? 'no tasks (create one with: moat up)'
           : table([
-              ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE'],
+              ['TASK', 'STATE', 'BRANCH', 'COMMITS', 'AGE', 'EGRESS ok/denied', 'LIMITS', 'IMAGE', ...(tasks.some((t) => t.node) ? ['NODE'] : [])],
               ...tasks.map((t) => [
                 t.name,
-                t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state,
+                // A pod on a node that is not Ready may be reported running by a kubelet no longer heard from.
+                `${t.spare ? 'spare (made ahead)' : t.stopReason ? `${t.state}: ${t.stopReason.split(';')[0]}` : t.state}${t.node?.ready === false ? ' (node not Ready)' : ''}`,
                 t.branch,
                 String(t.commits),
                 formatAge(t.ageSeconds),
@@ -30,6 +31,7 @@ export function registerInspect(program: Command, cli: CliContext): void {
                 `${formatSize(t.limits.memoryBytes)}/${t.limits.cpus}cpu/${t.limits.pids}pids/net:${t.network}${t.ports.map((p) => ` port:${p.port}->${p.bind}:${p.hostPort}`).join('')}`,
                 // After the engine's column when there is one: /gvisor says what stands between it and the host.
                 `${t.image}${t.isolation === 'gvisor' ? ' /gvisor' : ''}`,
+                ...(tasks.some((x) => x.node) ? [nodeText(t.node)] : []),
               ]),
             ]),
       );
@@ -148,4 +150,11 @@ export function registerInspect(program: Command, cli: CliContext): void {
 /** A limit the engine does not enforce is never shown as one. */
 function limitText(limit: string, enforcement: string): string {
   return enforcement === 'enforced' ? limit : `${limit} (NOT enforced)`;
+}
+
+/** A task's node for `ls`: its name, and when it is not Ready, the cluster's words. */
+function nodeText(node: { name: string; ready?: boolean; why?: string } | undefined): string {
+  if (!node) return '-';
+  if (node.ready === false) return `${node.name}: NOT Ready (${node.why ?? 'no reason given'}); see moat doctor`;
+  return node.ready === undefined ? `${node.name} (Ready not known: the nodes could not be listed)` : node.name;
 }

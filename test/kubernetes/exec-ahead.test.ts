@@ -1,0 +1,151 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isMoatError, Moat } from '../../src/index.js';
+import { TaskPool } from '../../src/service/task-pool.js';
+import { captureIO } from '../helpers/fixtures.js';
+import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
+
+/**
+ * An exec opened ahead into a pool's spare (kubernetes-exec-ahead.ts): the claim's command runs in
+ * the shell that waited in the spare, with everything its own exec would have given it (user,
+ * working directory, environment, exit status); a task made for the request itself, and every
+ * command after the claim, open their own exec; MOAT_K8S_EXEC_AHEAD=off opens none.
+ */
+
+/**
+ * Prints "under-wait" for each ancestor that is a waiting shell (its cmdline names moat-wait; the
+ * bracket keeps this script's own words from matching), then what the command sees, and exits 3.
+ */
+const PROBE = [
+  'sh',
+  '-c',
+  'p=$PPID; while [ "${p:-0}" -gt 1 ]; do if tr "\\000" " " </proc/$p/cmdline | grep -q "moat-wai[t]"; then echo under-wait; fi; p=$(sed -n "s/^PPid:[[:space:]]*//p" /proc/$p/status); done; echo "uid=$(id -u) cwd=$(pwd) home=$HOME path=$PATH nofile=$(ulimit -n)"; echo err-tail >&2; exit 3',
+];
+
+async function waitForSpare(pool: TaskPool): Promise<void> {
+  pool.makeWanted();
+  for (let waited = 0; pool.readyCount() === 0 && waited < 120_000; waited += 200) await new Promise((resolve) => setTimeout(resolve, 200));
+  expect(pool.readyCount()).toBe(1);
+}
+
+describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
+  let ns: Awaited<ReturnType<typeof testNamespace>>;
+  let scratch: ClusterScratch;
+  const pools: TaskPool[] = [];
+
+  beforeAll(async () => {
+    ns = await testNamespace();
+    scratch = new ClusterScratch(ns.name);
+    // The pool's shape: no network, no keys.
+    scratch.writeConfig('acceptUnenforcedLimits: [pids]\nnetwork: none\n');
+  });
+  afterAll(async () => {
+    await Promise.all(pools.map((pool) => pool.close().catch(() => undefined)));
+    await scratch?.cleanup();
+    await ns?.remove();
+  });
+
+  const pooled = (env: Record<string, string> = {}) => {
+    const pool = new TaskPool(4, 1);
+    pools.push(pool);
+    return { pool, moat: () => new Moat({ cwd: scratch.repo, env: scratch.env({ MOAT_POOL: '1', ...env }), pool }) };
+  };
+  const probe = async (moat: Moat) => {
+    const cap = captureIO();
+    const result = await moat.run(PROBE, cap.io);
+    return { code: result.exitCode, out: cap.out(), err: cap.err() };
+  };
+
+  it("runs the claim's command in the spare's waiting exec, exactly as its own exec would, and opens no other", { timeout: 300_000 }, async () => {
+    const { pool, moat } = pooled();
+    // The first request finds no spare: its own task, its own exec; it asks for a spare.
+    const own = await probe(moat());
+    expect(own.code).toBe(3);
+    expect(own.out).not.toContain('under-wait');
+    expect(own.out).toMatch(/^uid=\d+ cwd=\/workspace home=\/home\/agent path=\S+ nofile=\d+\n$/);
+    expect(own.err).toBe('err-tail\n');
+
+    await waitForSpare(pool);
+    // The spare's pod says what it is (the pool's label), and only the spare's.
+    const pods = await ns.core.listNamespacedPod({ namespace: ns.name });
+    expect(pods.items.map((pod) => pod.metadata?.labels?.['moat.made-ahead'])).toEqual(['true']);
+
+    const claim = await probe(moat());
+    // The status came in-band (kubernetes-exec-status.ts): neither channel shows its line, nor lost its tail.
+    expect(claim.code).toBe(3);
+    expect(claim.err).toBe('err-tail\n');
+    // One waiting shell above the command: the spare's; the rest as through its own exec.
+    expect(claim.out).toBe(`under-wait\n${own.out}`);
+
+    // After the claim, the task's commands open their own: `up` takes the next spare, its first
+    // command the waiting exec, the second its own.
+    await waitForSpare(pool);
+    const client = moat();
+    const task = await client.up();
+    const first = captureIO();
+    const second = captureIO();
+    expect((await client.exec(task.name, PROBE, first.io, { sync: false })).exitCode).toBe(3);
+    expect((await client.exec(task.name, PROBE, second.io, { sync: false })).exitCode).toBe(3);
+    expect(first.out()).toBe(`under-wait\n${own.out}`);
+    expect(second.out()).toBe(own.out);
+    await client.rm(task.name, { force: true });
+  });
+
+  it(
+    "a spare's pod deleted mid-command (the claim's, in the waiting exec): E_ENGINE_FAILED; deleted before it: not running",
+    { timeout: 300_000 },
+    async () => {
+      const { pool, moat } = pooled();
+      expect((await probe(moat())).code).toBe(3);
+      const podOf = async (task: string) => (await ns.core.listNamespacedPod({ namespace: ns.name, labelSelector: `moat.task=${task}` })).items[0]!;
+
+      await waitForSpare(pool);
+      const client = moat();
+      const task = await client.up();
+      const cap = captureIO();
+      const running = client.exec(task.name, ['sh', '-c', 'echo started; sleep 170'], cap.io, { sync: false }).then(
+        (result) => result,
+        (e: unknown) => e,
+      );
+      for (let i = 0; i < 300 && !cap.out().includes('started'); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(cap.out()).toBe('started\n');
+      const pod = await podOf(task.name);
+      await ns.core.deleteNamespacedPod({ name: pod.metadata!.name!, namespace: ns.name });
+      const error = await running;
+      expect(isMoatError(error)).toBe(true);
+      expect(error).toMatchObject({ code: 'E_ENGINE_FAILED', exitCode: 4, details: { podEnd: 'deleted' } });
+      await client.rm(task.name, { force: true });
+
+      // A claimed pod gone before its first command: the waiting exec is not used, the task is not running.
+      await waitForSpare(pool);
+      const gone = await client.up();
+      await ns.core.deleteNamespacedPod({ name: (await podOf(gone.name)).metadata!.name!, namespace: ns.name, gracePeriodSeconds: 0 });
+      const refused = await client.exec(gone.name, ['true'], captureIO().io, { sync: false }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(refused).toMatchObject({ code: 'E_TASK_NOT_RUNNING', exitCode: 7 });
+      await client.rm(gone.name, { force: true });
+    },
+  );
+
+  it('MOAT_K8S_EXEC_AHEAD=off: the claim opens its own exec', { timeout: 300_000 }, async () => {
+    const { pool, moat } = pooled({ MOAT_K8S_EXEC_AHEAD: 'off' });
+    expect((await probe(moat())).code).toBe(3);
+    await waitForSpare(pool);
+    const claim = await probe(moat());
+    expect(claim.code).toBe(3);
+    expect(claim.out).toMatch(/^uid=\d+ cwd=\/workspace home=\/home\/agent path=\S+ nofile=\d+\n$/);
+  });
+
+  it('refuses a MOAT_K8S_EXEC_AHEAD it does not know, in one line with a hint', async () => {
+    const error = await scratch
+      .moat({ env: { MOAT_K8S_EXEC_AHEAD: 'sometimes' } })
+      .ls()
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(error).toMatchObject({ code: 'E_CONFIG_INVALID', hint: expect.stringMatching(/spares/) });
+    expect((error as Error).message).toMatch(/^MOAT_K8S_EXEC_AHEAD=sometimes is none of spares, on, off$/);
+  });
+});
