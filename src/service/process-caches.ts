@@ -1,0 +1,86 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { ContainerEngine } from '../engine/engine.js';
+
+/** Entries each cache keeps at most: one process serves a few environments and repositories. */
+const MAX_ENGINES = 8;
+const MAX_COMMITS = 256;
+
+/**
+ * Answers a long-lived process (the warm server) keeps from one command to the next, so that a
+ * request a spare can serve costs only what it must. Each answer is keyed by everything it was
+ * computed from (never shared across another environment, home, config or endpoint), and each is
+ * one that cannot change under the key, or whose being wrong is noticed and undone:
+ *
+ * - the engine, by the command's environment and the user's config file as it reads now: the
+ *   client and what it found out once (Podman's rootlessness, the disk cap's probe, which on a
+ *   docker-group user's engine is Docker's `/info`) serve every command of that key. It is pinged
+ *   on every command as before; a cached engine that does not answer is dropped and the engine
+ *   opened afresh (Podman's service, say, stopped after its idle time and started again by that open);
+ * - what a commit's tree holds (its top-level names, for choosing the template): a commit id names
+ *   its content, so the answer for a given repository and commit never changes.
+ */
+export class ProcessCaches {
+  private readonly engines = new Map<string, Promise<ContainerEngine>>();
+  private readonly trees = new Map<string, Promise<string[]>>();
+
+  /** The engine for this environment and user config, answering `ping` now; `open` makes one when none is kept. */
+  async engine(env: NodeJS.ProcessEnv, userConfigFile: string, open: () => Promise<ContainerEngine>): Promise<ContainerEngine> {
+    const key = await engineKey(env, userConfigFile);
+    const kept = this.engines.get(key);
+    if (kept) {
+      const engine = await kept.catch(() => undefined);
+      if (
+        engine &&
+        (await engine.ping().then(
+          () => true,
+          () => false,
+        ))
+      )
+        return engine;
+      if (this.engines.get(key) === kept) this.engines.delete(key);
+    }
+    const opened = open();
+    remember(this.engines, key, opened, MAX_ENGINES);
+    try {
+      const engine = await opened;
+      await engine.ping();
+      return engine;
+    } catch (error) {
+      // Nothing that failed is kept: the next command tries again, and says why if it fails too.
+      if (this.engines.get(key) === opened) this.engines.delete(key);
+      throw error;
+    }
+  }
+
+  /** `read(commit)`'s answer for this repository's commit, read once per process. */
+  async commitAnswer(gitDir: string, commit: string, what: string, read: () => Promise<string[]>): Promise<string[]> {
+    const key = `${gitDir}\0${commit}\0${what}`;
+    const kept = this.trees.get(key);
+    if (kept) return kept;
+    const answer = read();
+    remember(this.trees, key, answer, MAX_COMMITS);
+    answer.catch(() => this.trees.get(key) === answer && this.trees.delete(key));
+    return answer;
+  }
+}
+
+/** The newest entries kept, the oldest dropped past `max`. */
+function remember<T>(map: Map<string, T>, key: string, value: T, max: number): void {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > max) map.delete(map.keys().next().value!);
+}
+
+/**
+ * Which engine a command gets depends on its environment (MOAT_ENGINE, `--engine`, the sockets,
+ * KUBECONFIG…) and the user's config (`engine`, `kubernetes`): all of both is the key, the config
+ * as its bytes read now (a missing file is empty), so any edit opens the engine again.
+ */
+async function engineKey(env: NodeJS.ProcessEnv, userConfigFile: string): Promise<string> {
+  const config = await readFile(userConfigFile).catch(() => Buffer.alloc(0));
+  const vars = Object.entries(env)
+    .filter(([, value]) => value !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return createHash('sha256').update(JSON.stringify(vars)).update('\0').update(userConfigFile).update('\0').update(config).digest('hex');
+}
