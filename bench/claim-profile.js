@@ -3,7 +3,10 @@
 // timed alone after the claims, on the same context kind the warm server gives a command).
 // `node bench/claim-profile.js [dist folder]` (default: this checkout's dist/; another build's
 // to compare, e.g. /tmp/before/dist). BENCH_ROUNDS claims (default 15). The engine is the one
-// moat finds (MOAT_ENGINE/MOAT_ENGINE_SOCKET as for moat itself). Not a test: nothing asserts a time.
+// moat finds (MOAT_ENGINE/MOAT_ENGINE_SOCKET as for moat itself); BENCH_ENGINE=memory gives moat the
+// in-memory engine of the unit tests instead (no engine time at all: what is left is moat's own git,
+// config and template work; tasks are then left in place, not removed, and go with the folder).
+// Not a test: nothing asserts a time.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -32,7 +35,19 @@ const processCaches = await import(join(dist, 'service/process-caches.js')).catc
 const pool = new TaskPool(4, 1);
 const repos = new RepositoryCache();
 const caches = processCaches ? new processCaches.ProcessCaches() : undefined;
-const context = () => new MoatContext({ cwd: repo, env, pool, repos, ...(caches ? { caches } : {}) });
+const memory = process.env.BENCH_ENGINE === 'memory';
+const memoryEngine = memory
+  ? new (await import(join(dist, 'engine/memory-engine.js'))).MemoryEngine({ images: ['moat-base:bookworm'], capabilities: { hostMounts: true } })
+  : undefined;
+const context = () =>
+  new MoatContext({
+    cwd: repo,
+    env,
+    pool,
+    repos,
+    ...(caches ? { caches } : {}),
+    ...(memoryEngine ? { engine: async () => memoryEngine, hostUser: { uid: 1000, gid: 1000 } } : {}),
+  });
 const clock = async (fn) => {
   const start = performance.now();
   const value = await fn();
@@ -55,7 +70,7 @@ const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Mat
 try {
   // The first request makes its own task (and builds the image if needed), and asks for a spare.
   const first = await up(context(), {});
-  await remove(context(), first.name, { force: true });
+  if (!memory) await remove(context(), first.name, { force: true });
   const claims = [];
   let claimed = 0;
   for (let i = 0; i < rounds; i += 1) {
@@ -65,7 +80,7 @@ try {
     // The spare taken (the next one is only asked for, made once the server is quiet).
     if (pool.readyCount() === 0) claimed += 1;
     claims.push(ms);
-    await remove(context(), value.name, { force: true });
+    if (!memory) await remove(context(), value.name, { force: true });
   }
   // Each step of a plan, alone, on a fresh context (as a request gets).
   const steps = {};

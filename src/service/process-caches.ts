@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import type { ContainerEngine } from '../engine/engine.js';
 
 /** Entries each cache keeps at most: one process serves a few environments and repositories. */
@@ -18,11 +20,15 @@ const MAX_COMMITS = 256;
  *   on every command as before; a cached engine that does not answer is dropped and the engine
  *   opened afresh (Podman's service, say, stopped after its idle time and started again by that open);
  * - what a commit's tree holds (its top-level names, for choosing the template): a commit id names
- *   its content, so the answer for a given repository and commit never changes.
+ *   its content, so the answer for a given repository and commit never changes;
+ * - the user's git identity (user.name, user.email), keyed by the bytes of every config file git
+ *   reads for it (system, global, the repository's): an edit is a new key. Where one of them
+ *   includes other files or the repository has per-worktree config, git is asked every time.
  */
 export class ProcessCaches {
   private readonly engines = new Map<string, Promise<ContainerEngine>>();
   private readonly trees = new Map<string, Promise<string[]>>();
+  private readonly identities = new Map<string, Promise<{ name?: string; email?: string }>>();
 
   /** The engine for this environment and user config, answering `ping` now; `open` makes one when none is kept. */
   async engine(env: NodeJS.ProcessEnv, userConfigFile: string, open: () => Promise<ContainerEngine>): Promise<ContainerEngine> {
@@ -63,6 +69,36 @@ export class ProcessCaches {
     answer.catch(() => this.trees.get(key) === answer && this.trees.delete(key));
     return answer;
   }
+
+  /** The repository's git identity (`read`: git's answer), read again whenever a config file it comes from changed. */
+  async identity(gitDir: string, read: () => Promise<{ name?: string; email?: string }>): Promise<{ name?: string; email?: string }> {
+    const key = await identityKey(gitDir);
+    if (key === undefined) return read();
+    const kept = this.identities.get(key);
+    if (kept) return kept;
+    const answer = read();
+    remember(this.identities, key, answer, MAX_ENGINES);
+    answer.catch(() => this.identities.get(key) === answer && this.identities.delete(key));
+    return answer;
+  }
+}
+
+/**
+ * The config files git reads user.name and user.email from (moat's git runs with this process's
+ * HOME and XDG_CONFIG_HOME, and without GIT_CONFIG*: workspace/git.ts), as one key of their
+ * bytes; undefined where that is not the whole story (an include, per-worktree config).
+ */
+async function identityKey(gitDir: string): Promise<string | undefined> {
+  const home = process.env.HOME ?? homedir();
+  const xdg = process.env.XDG_CONFIG_HOME || join(home, '.config');
+  const files = ['/etc/gitconfig', join(xdg, 'git', 'config'), join(home, '.gitconfig'), join(gitDir, 'config')];
+  const hash = createHash('sha256');
+  for (const file of files) {
+    const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? Buffer.alloc(0) : undefined));
+    if (bytes === undefined || /include|worktreeconfig/i.test(bytes.toString('latin1'))) return undefined;
+    hash.update(file).update('\0').update(String(bytes.length)).update('\0').update(bytes);
+  }
+  return hash.digest('hex');
 }
 
 /** The newest entries kept, the oldest dropped past `max`. */

@@ -149,7 +149,7 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
     ctx.effectiveConfig(repo),
     repo.resolveCommit(baseRef),
     options.task === undefined ? Promise.resolve(undefined) : repo.refValue(`refs/heads/${branch}`),
-    repo.userIdentity(),
+    ctx.caches ? ctx.caches.identity(repo.gitDir, () => repo.userIdentity()) : repo.userIdentity(),
   ] as const);
   if (existing) {
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, {

@@ -85,6 +85,24 @@ describe("the warm server's caches", () => {
     }),
   );
 
+  it(
+    "reads the git identity again when the repository's config changes, and every time where it includes another file",
+    withConfig(async (file) => {
+      const gitDir = join(file, '..');
+      const caches = new ProcessCaches();
+      let reads = 0;
+      const read = async () => ({ name: `read ${(reads += 1)}` });
+      writeFileSync(join(gitDir, 'config'), '[user]\n\tname = a\n');
+      expect(await caches.identity(gitDir, read)).toEqual({ name: 'read 1' });
+      expect(await caches.identity(gitDir, read)).toEqual({ name: 'read 1' });
+      writeFileSync(join(gitDir, 'config'), '[user]\n\tname = b\n');
+      expect(await caches.identity(gitDir, read)).toEqual({ name: 'read 2' });
+      writeFileSync(join(gitDir, 'config'), '[include]\n\tpath = elsewhere\n');
+      expect(await caches.identity(gitDir, read)).toEqual({ name: 'read 3' });
+      expect(await caches.identity(gitDir, read)).toEqual({ name: 'read 4' });
+    }),
+  );
+
   it('reads what a commit holds once per repository and commit, and a failure not at all', async () => {
     const caches = new ProcessCaches();
     let reads = 0;
