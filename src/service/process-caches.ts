@@ -61,26 +61,24 @@ export class ProcessCaches {
 
   /** `read(commit)`'s answer for this repository's commit, read once per process. */
   async commitAnswer(gitDir: string, commit: string, what: string, read: () => Promise<string[]>): Promise<string[]> {
-    const key = `${gitDir}\0${commit}\0${what}`;
-    const kept = this.trees.get(key);
-    if (kept) return kept;
-    const answer = read();
-    remember(this.trees, key, answer, MAX_COMMITS);
-    answer.catch(() => this.trees.get(key) === answer && this.trees.delete(key));
-    return answer;
+    return readOnce(this.trees, `${gitDir}\0${commit}\0${what}`, MAX_COMMITS, read);
   }
 
   /** The repository's git identity (`read`: git's answer), read again whenever a config file it comes from changed. */
   async identity(gitDir: string, read: () => Promise<{ name?: string; email?: string }>): Promise<{ name?: string; email?: string }> {
     const key = await identityKey(gitDir);
-    if (key === undefined) return read();
-    const kept = this.identities.get(key);
-    if (kept) return kept;
-    const answer = read();
-    remember(this.identities, key, answer, MAX_ENGINES);
-    answer.catch(() => this.identities.get(key) === answer && this.identities.delete(key));
-    return answer;
+    return key === undefined ? read() : readOnce(this.identities, key, MAX_ENGINES, read);
   }
+}
+
+/** The answer kept under `key`, else `read`'s, kept unless it fails (the next caller reads again). */
+function readOnce<T>(map: Map<string, Promise<T>>, key: string, max: number, read: () => Promise<T>): Promise<T> {
+  const kept = map.get(key);
+  if (kept) return kept;
+  const answer = read();
+  remember(map, key, answer, max);
+  answer.catch(() => map.get(key) === answer && map.delete(key));
+  return answer;
 }
 
 /**
