@@ -34,7 +34,7 @@ export interface MoatOptions {
   statusSent?: Promise<void>;
   /** Repositories found by earlier commands of a long-lived process. */
   repos?: RepositoryCache;
-  /** Answers earlier commands of a long-lived process found (the engine, commits' trees): process-caches.ts. */
+  /** Answers earlier commands of a long-lived process found (the engine, commits' trees, the git identity): process-caches.ts. */
   caches?: ProcessCaches;
 }
 
