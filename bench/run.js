@@ -13,6 +13,9 @@
 // user who runs the benchmark), four more: `moat run --rm -- true` on Podman (its own home and warm
 // server, pool on and off, and MOAT_SERVER=off) against `podman run --rm` with the flags moat gives
 // Podman (runc, explicit nproc, keep-id when rootless). BENCH_PODMAN=only runs these four alone.
+// BENCH_BEFORE=/path/to/another/bin/moat.js (main built in another folder): that build's pooled
+// `moat run --rm -- true` (its own home and warm server) alternates in the same rounds, on Docker
+// and, with BENCH_PODMAN, on Podman, so a change is measured against its base in one run.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -123,6 +126,14 @@ if (podman) {
     ...dockerArgs.slice(1).map((arg) => (arg === image ? made.image : arg === uid ? `${made.user.uid}:${made.user.gid}` : arg)),
   ].flatMap((arg) => (arg === 'nofile=4096:4096' ? [arg, '--ulimit', `nproc=${hostNproc()}:${hostNproc()}`] : [arg]));
 }
+// Another build, beside this one: its own home and warm server, the same repository and engine.
+const before = process.env.BENCH_BEFORE;
+const beforeEnv = (base, dir) => {
+  mkdirSync(join(root, dir), { recursive: true });
+  return { ...base, MOAT_HOME: join(root, dir, 'home'), ...serverEnv(join(root, dir)) };
+};
+const BEFORE = 'BENCH_BEFORE (another build): moat run --rm -- true (warm server, pool)';
+const PODMAN_BEFORE = () => `Podman ${podmanMode}: BENCH_BEFORE (another build): moat run --rm -- true (warm server, pool)`;
 const PODMAN_MOAT = () => `Podman ${podmanMode}: moat run --rm -- true (warm server, pool)`;
 const PODMAN_NO_POOL = () => `Podman ${podmanMode}: moat run --rm -- true, MOAT_POOL=off`;
 const PODMAN_COLD = () => `Podman ${podmanMode}: moat run --rm -- true, MOAT_SERVER=off`;
@@ -143,6 +154,14 @@ const scenarios = {
         [NO_POOL]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
         [COLD]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...env, MOAT_SERVER: 'off' } }),
         [DOCKER]: () => timed('docker', dockerArgs),
+        ...(before
+          ? {
+              [BEFORE]: (
+                (e) => () =>
+                  timed(process.execPath, [before, 'run', '--rm', '--', 'true'], { cwd: repo, env: e })
+              )(beforeEnv(env, 'before')),
+            }
+          : {}),
       }
     : {}),
   ...(remote
@@ -157,6 +176,14 @@ const scenarios = {
         [PODMAN_NO_POOL()]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...podmanEnv, MOAT_POOL: 'off' } }),
         [PODMAN_COLD()]: () => timed(process.execPath, [bin, 'run', '--rm', '--', 'true'], { cwd: repo, env: { ...podmanEnv, MOAT_SERVER: 'off' } }),
         [PODMAN_BARE()]: () => timed('podman', podmanArgs),
+        ...(before
+          ? {
+              [PODMAN_BEFORE()]: (
+                (e) => () =>
+                  timed(process.execPath, [before, 'run', '--rm', '--', 'true'], { cwd: repo, env: e })
+              )(beforeEnv(podmanEnv, 'podman-before')),
+            }
+          : {}),
       }
     : {}),
   ...(gvisor
@@ -177,6 +204,7 @@ for (let i = 0; i < rounds; i += 1) {
 stopServers(root);
 if (remote) stopServers(join(root, 'remote'));
 if (podman) stopServers(join(root, 'podman'));
+if (before) for (const dir of ['before', 'podman-before']) stopServers(join(root, dir));
 rmSync(root, { recursive: true, force: true });
 
 const median = (xs) => {
@@ -198,6 +226,7 @@ if (runcRows)
   console.log(
     `ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`,
   );
+if (before && runcRows) console.log(`BENCH_BEFORE: ratio before / docker run (median): ${(row(BEFORE).median / dockerRow.median).toFixed(2)}`);
 if (remote) console.log(`remote engine: ratio moat / docker run (median): ${(remoteMoatRow.median / remoteDockerRow.median).toFixed(2)}`);
 const gvisorRatio = gvisor ? row(GVISOR_MOAT).median / row(GVISOR_DOCKER).median : undefined;
 const gvisorNoPoolRatio = gvisor ? row(GVISOR_NO_POOL).median / row(GVISOR_DOCKER).median : undefined;
@@ -217,6 +246,10 @@ const podmanRatios = podman
 if (podman)
   console.log(
     `Podman ${podmanMode}: ratio moat / podman run (median): ${podmanRatios.ratio.toFixed(2)} (goal <= 1.3); with MOAT_POOL=off ${podmanRatios.noPoolRatio.toFixed(2)}; with MOAT_SERVER=off ${podmanRatios.coldRatio.toFixed(2)}`,
+  );
+if (before && podman)
+  console.log(
+    `Podman ${podmanMode}: BENCH_BEFORE: ratio before / podman run (median): ${(row(PODMAN_BEFORE()).median / row(PODMAN_BARE()).median).toFixed(2)}`,
   );
 // Run as another user (rootless Podman as that user) the checkout may not be theirs to write: the figures are printed above.
 try {

@@ -4,6 +4,7 @@ import { Moat } from '../moat.js';
 import { poolSize, type TaskPool } from '../service/task-pool.js';
 import type { PendingSyncs } from '../service/pending-sync.js';
 import type { RepositoryCache } from '../workspace/user-repo.js';
+import type { ProcessCaches } from '../service/process-caches.js';
 import { MOAT_VERSION } from '../version.js';
 import { ExitCode, MoatError } from '../errors.js';
 import { registerAgent, registerExec } from './commands/exec.js';
@@ -46,6 +47,8 @@ export interface CliIO {
   syncs?: PendingSyncs;
   statusSent?: Promise<void>;
   repos?: RepositoryCache;
+  /** The warm server's answers kept between commands (process-caches.ts). */
+  caches?: ProcessCaches;
 }
 
 function processIO(): CliIO {
@@ -94,6 +97,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
         syncs: io.syncs,
         statusSent: io.statusSent,
         repos: io.repos,
+        caches: io.caches,
         ...engineEnv(program.opts<{ engine?: string }>().engine),
       }),
     setExit: (code) => {

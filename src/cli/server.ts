@@ -8,6 +8,7 @@ import { MAX_SPARES_PER_SERVER, poolSize, TaskPool } from '../service/task-pool.
 import { maxServers, retireExcessServers, retirableFile, RETIRE_SIGNAL } from '../service/warm-servers.js';
 import { PendingSyncs } from '../service/pending-sync.js';
 import { RepositoryCache } from '../workspace/user-repo.js';
+import { ProcessCaches } from '../service/process-caches.js';
 
 /**
  * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
@@ -45,6 +46,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   // Syncs of execs whose status went out first; they finish before the server exits.
   const syncs = new PendingSyncs();
   const repos = new RepositoryCache();
+  const caches = new ProcessCaches();
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   // Past the servers' cap (warm-servers.ts): stop at the first moment no command is running.
@@ -142,6 +144,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
         syncs,
         statusSent: sent,
         repos,
+        caches,
       }).catch(() => 70);
       // Everything the command printed goes out before its status.
       await endAll([stdout, stderr]);

@@ -85,6 +85,15 @@ export interface TemplateImageRequest {
  * is a hash of everything that goes into it, so a cached image is reused and a change rebuilds.
  */
 export async function ensureTemplateImage(engine: ContainerEngine, request: TemplateImageRequest): Promise<string> {
+  return (await planTemplateImage(engine, request)).ensure();
+}
+
+/**
+ * The image's tag (read from the base image's id and the template's files: a changed base or
+ * template is a new tag), and `ensure`, which finds the image or builds it. Apart so that a caller
+ * that already knows the image is there (a spare's container runs from it) skips the engine's inspect.
+ */
+export async function planTemplateImage(engine: ContainerEngine, request: TemplateImageRequest): Promise<{ tag: string; ensure: () => Promise<string> }> {
   const root = request.templatesDir ?? (await templateRoot(request.template));
   let spec = await loadTemplate(root, request.template);
   // A shared recipe (build: _toolchains) comes from the built-in templates when the user's folder has none.
@@ -120,8 +129,18 @@ export async function ensureTemplateImage(engine: ContainerEngine, request: Temp
       .update('\0');
   // An image name has no `+`: codex+python is tagged moat-codex_python.
   const tag = `moat-${request.template.replaceAll('+', '_')}:${hash.digest('hex').slice(0, 16)}`;
-  if (await engine.imageId(tag)) return tag;
+  return { tag, ensure: async () => ((await engine.imageId(tag)) ? tag : buildTemplateImage(engine, request, spec, dir, files, sandboxUser, tag)) };
+}
 
+async function buildTemplateImage(
+  engine: ContainerEngine,
+  request: TemplateImageRequest,
+  spec: TemplateSpec,
+  dir: string,
+  files: string[],
+  sandboxUser: Buffer,
+  tag: string,
+): Promise<string> {
   request.onProgress?.(`building image ${tag} (template ${request.template} on ${request.baseImage})`);
   // The build context: the template's files, the host's CA bundle for the build's downloads, and
   // the step that makes the sandbox's user (one recipe for every template).

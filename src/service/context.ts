@@ -5,6 +5,7 @@ import { effectiveConfig, type EffectiveConfig } from '../config/effective.js';
 import type { MoatConfig } from '../config/schema.js';
 import type { TaskPool } from './task-pool.js';
 import type { PendingSyncs } from './pending-sync.js';
+import type { ProcessCaches } from './process-caches.js';
 import type { ContainerEngine } from '../engine/engine.js';
 import { parseIsolation } from '../domain/isolation.js';
 import { TaskStore } from '../state/task-store.js';
@@ -33,6 +34,8 @@ export interface MoatOptions {
   statusSent?: Promise<void>;
   /** Repositories found by earlier commands of a long-lived process. */
   repos?: RepositoryCache;
+  /** Answers earlier commands of a long-lived process found (the engine, commits' trees, the git identity): process-caches.ts. */
+  caches?: ProcessCaches;
 }
 
 export class MoatContext {
@@ -47,6 +50,7 @@ export class MoatContext {
   readonly pool?: TaskPool;
   readonly syncs?: PendingSyncs;
   readonly statusSent?: Promise<void>;
+  readonly caches?: ProcessCaches;
   private readonly options: MoatOptions;
   private readonly engineFactory: () => Promise<ContainerEngine>;
   private enginePromise?: Promise<ContainerEngine>;
@@ -57,6 +61,7 @@ export class MoatContext {
     this.pool = options.pool;
     this.syncs = options.syncs;
     this.statusSent = options.statusSent;
+    this.caches = options.caches;
     this.cwd = options.cwd ?? process.cwd();
     this.env = options.env ?? process.env;
     this.paths = options.paths ?? resolvePaths(this.env);
@@ -75,6 +80,11 @@ export class MoatContext {
 
   /** The engine, found and checked once per context; a dead daemon fails here, before anything is made. */
   engine(): Promise<ContainerEngine> {
+    // A long-lived process keeps the engine it opened for the same environment and config (pinged
+    // each time); an engine given by the caller is the caller's to keep.
+    if (this.caches && !this.options.engine) {
+      this.enginePromise ??= this.caches.engine(this.env, resolvePaths(this.env).userConfig, this.engineFactory);
+    }
     this.enginePromise ??= this.engineFactory().then(async (engine) => {
       await engine.ping();
       return engine;

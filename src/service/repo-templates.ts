@@ -109,7 +109,9 @@ export async function chooseTaskTemplate(
       return fromRepo;
     });
   const statedSpec = stated ? await loadTemplate(await locate(stated.ref), stated.ref) : undefined;
-  const detection = detect && (!statedSpec || statedSpec.detect) ? detectToolchains(await topLevelFiles(repo, commit)) : { toolchains: [], markers: [] };
+  // A commit names its content: a long-lived process reads its top level once.
+  const files = () => ctx.caches?.commitAnswer(repo.gitDir, commit, 'top-level files', () => topLevelFiles(repo, commit)) ?? topLevelFiles(repo, commit);
+  const detection = detect && (!statedSpec || statedSpec.detect) ? detectToolchains(await files()) : { toolchains: [], markers: [] };
   const choice = chooseTemplate(stated, detection, statedSpec ?? {});
   const root = await locate(choice.template);
   return { choice, root, spec: await loadTemplate(root, choice.template) };

@@ -15,7 +15,7 @@ import { bindSecrets, pushSecrets } from './secrets.js';
 import { generateTaskName, taskBranch, validateTaskName } from '../domain/task-name.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
-import { ensureTemplateImage } from '../image/template-image.js';
+import { planTemplateImage } from '../image/template-image.js';
 import type { TemplateSpec } from '../image/template.js';
 import type { EffectiveConfig } from '../config/effective.js';
 import { SANDBOX_HOME } from '../domain/sandbox-spec.js';
@@ -127,6 +127,11 @@ interface TaskPlan {
   identity: { name?: string; email?: string };
   /** The request's shape when a task made ahead could serve it (task-pool.ts); undefined otherwise. */
   poolKey?: string;
+  /**
+   * Finds or builds the image, where the plan did not: a spare of this very key was ready, and its
+   * container runs from that image. Whatever is made from the plan instead calls it first.
+   */
+  ensureImage?: () => Promise<string>;
 }
 
 async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan> {
@@ -138,11 +143,13 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
   const repo = await ctx.repo();
   const baseRef = options.base ?? 'HEAD';
   const branch = taskBranch(name);
+  // A generated name's branch is not looked up (one git process less): making it is atomic
+  // (createRef), and fails with the same E_TASK_EXISTS in the unlikely case it is taken.
   const [config, baseCommit, existing, userIdentity] = await inOrder([
     ctx.effectiveConfig(repo),
     repo.resolveCommit(baseRef),
-    repo.refValue(`refs/heads/${branch}`),
-    repo.userIdentity(),
+    options.task === undefined ? Promise.resolve(undefined) : repo.refValue(`refs/heads/${branch}`),
+    ctx.caches ? ctx.caches.identity(repo.gitDir, () => repo.userIdentity()) : repo.userIdentity(),
   ] as const);
   if (existing) {
     throw new MoatError('E_TASK_EXISTS', `branch ${branch} already exists`, {
@@ -186,6 +193,20 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
   if (!userChoseTemplate && (spec.egress?.length || spec.secret)) {
     ctx.progress(`note: the repository chose template ${template}; its network and key are not granted (pass -t ${template} to grant them)`);
   }
+  // The image's tag (the base image's inspect, the template's files) is read while the rest is
+  // checked; its error, if any, comes in its turn below. Nothing is built here.
+  const imagePlanned = planTemplateImage(engine, {
+    template,
+    templatesDir: root,
+    baseImage: dev?.image ?? config.baseImage,
+    uid: user.uid,
+    gid: user.gid,
+    onProgress: ctx.progress,
+    env: ctx.env,
+    // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
+    signal,
+  });
+  imagePlanned.catch(() => undefined);
   const templateEnv = { ...(dev?.containerEnv ?? {}), ...(userChoseTemplate ? (spec.env ?? {}) : {}) };
   Object.assign(env, templateEnv);
   // A secret's command may wait for a passphrase: a cancel does not wait for it.
@@ -235,18 +256,7 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
   // Where no host loop mount can cap it, the workspace is an engine volume that the engine caps (disk-plan.ts).
   const diskPlan = await planDisk(engine, { uid: ctx.hostUser.uid, helperImage: config.baseImage, env: ctx.env });
   if (diskPlan.disk === 'none') ctx.progress(`note: the workspace is NOT capped: ${diskPlan.why}; /tmp and home are capped tmpfs`);
-  // A cancelled build is stopped in the engine too, so nothing goes on building after moat exits.
-  const imageBuilt = ensureTemplateImage(engine, {
-    template,
-    templatesDir: root,
-    baseImage: dev?.image ?? config.baseImage,
-    uid: user.uid,
-    gid: user.gid,
-    onProgress: ctx.progress,
-    env: ctx.env,
-    signal,
-  });
-  const image = await untilCancelled(imageBuilt, signal);
+  const { tag: image, ensure: ensureImage } = await untilCancelled(imagePlanned, signal);
 
   const identity = { ...userIdentity, ...config.git };
   // A nameless request of the common shape (no network, no keys, the current HEAD) can take a task
@@ -262,29 +272,34 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
     !dev &&
     !config.limits.timeoutSeconds &&
     !config.limits.idleSeconds;
-  const poolKeyOf = () =>
-    poolKey({
-      home: ctx.store.home,
-      engine: engine.endpoint,
-      repoKey: repo.key,
-      repoPath: repo.path,
-      baseCommit,
-      template,
-      image,
-      limits: config.limits,
-      network,
-      egress,
-      templateEnv,
-      flagEnv,
-      mounts,
-      user,
-      disk: diskPlan.disk,
-      env,
-      identity,
-      // A spare made under one runtime never serves a request for another (gVisor's made ahead like runc's).
-      isolation,
-      ...(isolation === 'gvisor' ? { runtime: gvisorRuntimeOf(ctx) } : {}),
-    });
+  const key = poolable
+    ? poolKey({
+        home: ctx.store.home,
+        engine: engine.endpoint,
+        repoKey: repo.key,
+        repoPath: repo.path,
+        baseCommit,
+        template,
+        image,
+        limits: config.limits,
+        network,
+        egress,
+        templateEnv,
+        flagEnv,
+        mounts,
+        user,
+        disk: diskPlan.disk,
+        env,
+        identity,
+        // A spare made under one runtime never serves a request for another (gVisor's made ahead like runc's).
+        isolation,
+        ...(isolation === 'gvisor' ? { runtime: gvisorRuntimeOf(ctx) } : {}),
+      })
+    : undefined;
+  // A spare of this key is ready: its container runs from this image, so the engine is not asked
+  // whether the image exists (if the claim fails after all, the task made instead checks first).
+  const imageKnown = key !== undefined && ctx.pool!.has(key);
+  if (!imageKnown) await untilCancelled(ensureImage(), signal);
   return {
     name,
     repo,
@@ -311,7 +326,8 @@ async function planTask(ctx: MoatContext, options: UpOptions): Promise<TaskPlan>
     isolation,
     diskPlan,
     identity,
-    ...(poolable ? { poolKey: poolKeyOf() } : {}),
+    ...(key !== undefined ? { poolKey: key } : {}),
+    ...(imageKnown ? { ensureImage } : {}),
   };
 }
 
@@ -351,6 +367,7 @@ async function makeSpare(ctx: MoatContext, options: UpOptions, key: string): Pro
  */
 async function provisionTask(ctx: MoatContext, plan: TaskPlan, how: { spare?: boolean; signal?: AbortSignal }): Promise<TaskRecord> {
   const { signal, spare } = how;
+  if (plan.ensureImage) await untilCancelled(plan.ensureImage(), signal);
   const { name, repo, branch, baseCommit, engine, env, secrets, network, diskPlan, dev, spec, user, identity } = plan;
   const { disk, inVolume } = diskPlan;
   const record: TaskRecord = {
