@@ -14,6 +14,12 @@ export interface ContainerEngine {
   readonly endpoint: string;
   /** Host-local shortcuts this engine allows; every feature also works, or is refused clearly, without them. */
   readonly capabilities: EngineCapabilities;
+  /**
+   * Files the engine was opened from whose edits change where it points (a kubeconfig: its current
+   * context, server, credentials). A long-lived process that keeps the engine opens it again when
+   * one of them changed (service/process-caches.ts).
+   */
+  readonly sourceFiles?: readonly string[];
   info(): Promise<EngineInfo>;
   /**
    * A cluster's nodes and whether each takes pods (Kubernetes only; undefined when they cannot be

@@ -1,4 +1,6 @@
 import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { PassThrough, type Writable } from 'node:stream';
 import { isMoatError, MoatError } from '../errors.js';
 import { LABEL } from '../domain/labels.js';
@@ -80,6 +82,7 @@ export class KubernetesEngine implements ContainerEngine {
   readonly kind = 'kubernetes' as const;
   readonly endpoint: string;
   readonly capabilities: EngineCapabilities = { hostMounts: false, hostCgroups: false, workspaceOutlivesSandbox: false };
+  readonly sourceFiles: readonly string[];
   private readonly kc: KubeConfig;
   private readonly core: CoreV1Api;
   private readonly namespace: string;
@@ -99,6 +102,10 @@ export class KubernetesEngine implements ContainerEngine {
 
   constructor(private readonly target: KubernetesTarget) {
     this.kc = new KubeConfig();
+    // What loadFromDefault reads: KUBECONFIG's files, else ~/.kube/config.
+    this.sourceFiles = target.kubeconfig
+      ? [target.kubeconfig]
+      : (process.env.KUBECONFIG?.split(delimiter).filter(Boolean) ?? [join(homedir(), '.kube', 'config')]);
     try {
       if (target.kubeconfig) this.kc.loadFromFile(target.kubeconfig);
       else this.kc.loadFromDefault();

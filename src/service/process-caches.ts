@@ -14,7 +14,8 @@ const MAX_COMMITS = 256;
  * computed from (never shared across another environment, home, config or endpoint), and each is
  * one that cannot change under the key, or whose being wrong is noticed and undone:
  *
- * - the engine, by the command's environment and the user's config file as it reads now: the
+ * - the engine, by the command's environment and the user's config file as it reads now (and
+ *   opened again when a file it was opened from, a kubeconfig, changed since): the
  *   client and what it found out once (Podman's rootlessness, the disk cap's probe, which on a
  *   docker-group user's engine is Docker's `/info`) serve every command of that key. It is pinged
  *   on every command as before; a cached engine that does not answer is dropped and the engine
@@ -27,6 +28,8 @@ const MAX_COMMITS = 256;
  */
 export class ProcessCaches {
   private readonly engines = new Map<string, Promise<ContainerEngine>>();
+  /** Each kept engine's source files (a kubeconfig) as they were when it was opened: an edit opens it again. */
+  private readonly sources = new WeakMap<ContainerEngine, string>();
   private readonly trees = new Map<string, Promise<string[]>>();
   private readonly identities = new Map<string, Promise<{ name?: string; email?: string }>>();
 
@@ -38,6 +41,7 @@ export class ProcessCaches {
       const engine = await kept.catch(() => undefined);
       if (
         engine &&
+        (await sourcesKey(engine)) === this.sources.get(engine) &&
         (await engine.ping().then(
           () => true,
           () => false,
@@ -50,6 +54,7 @@ export class ProcessCaches {
     remember(this.engines, key, opened, MAX_ENGINES);
     try {
       const engine = await opened;
+      this.sources.set(engine, await sourcesKey(engine));
       await engine.ping();
       return engine;
     } catch (error) {
@@ -94,6 +99,16 @@ async function identityKey(gitDir: string): Promise<string | undefined> {
   for (const file of files) {
     const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? Buffer.alloc(0) : undefined));
     if (bytes === undefined || /include|worktreeconfig/i.test(bytes.toString('latin1'))) return undefined;
+    hash.update(file).update('\0').update(String(bytes.length)).update('\0').update(bytes);
+  }
+  return hash.digest('hex');
+}
+
+/** The bytes of the files an engine was opened from (ContainerEngine.sourceFiles), as one key; a missing file is empty. */
+async function sourcesKey(engine: ContainerEngine): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of engine.sourceFiles ?? []) {
+    const bytes = await readFile(file).catch(() => Buffer.alloc(0));
     hash.update(file).update('\0').update(String(bytes.length)).update('\0').update(bytes);
   }
   return hash.digest('hex');

@@ -6,9 +6,10 @@ import { ProcessCaches } from '../../src/service/process-caches.js';
 import type { ContainerEngine } from '../../src/engine/engine.js';
 
 /** A stand-in engine: only ping is asked of it here; `alive` says whether it answers. */
-function fakeEngine(name: string, state: { alive: boolean; pings: number }): ContainerEngine {
+function fakeEngine(name: string, state: { alive: boolean; pings: number }, sourceFiles?: string[]): ContainerEngine {
   return {
     endpoint: name,
+    sourceFiles,
     ping: async () => {
       state.pings += 1;
       if (!state.alive) throw new Error(`${name} is down`);
@@ -56,6 +57,25 @@ describe("the warm server's caches", () => {
       const edited = await caches.engine({ A: '1' }, file, open);
       expect(edited).not.toBe(docker);
       expect(opened).toBe(3);
+    }),
+  );
+
+  it(
+    'opens the engine again when a file it was opened from changed (a kubeconfig switched to another context)',
+    withConfig(async (file) => {
+      const kubeconfig = `${file}.kubeconfig`;
+      writeFileSync(kubeconfig, 'current-context: one\n');
+      const caches = new ProcessCaches();
+      const state = { alive: true, pings: 0 };
+      let opened = 0;
+      const open = async () => fakeEngine(`e${(opened += 1)}`, state, [kubeconfig]);
+      const first = await caches.engine({ A: '1' }, file, open);
+      expect(await caches.engine({ A: '1' }, file, open)).toBe(first);
+      writeFileSync(kubeconfig, 'current-context: two\n');
+      const switched = await caches.engine({ A: '1' }, file, open);
+      expect(switched).not.toBe(first);
+      expect(await caches.engine({ A: '1' }, file, open)).toBe(switched);
+      expect(opened).toBe(2);
     }),
   );
 
