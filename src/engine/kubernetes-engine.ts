@@ -86,7 +86,6 @@ export class KubernetesEngine implements ContainerEngine {
   private readonly kc: KubeConfig;
   private readonly core: CoreV1Api;
   private readonly namespace: string;
-  private policyMade = false;
   /** Per pod: what each command needs (its user and open-files limit), read once. */
   private readonly pods = new Map<string, { user: string; nofile?: number }>();
   /** The volumes (config maps) this engine made, as it made them. */
@@ -553,8 +552,12 @@ export class KubernetesEngine implements ContainerEngine {
     };
   }
 
+  /**
+   * Asked before every pod this engine makes, not once per engine: a warm server keeps its engine
+   * from one command to the next, and a policy deleted meanwhile (by hand, or with its namespace)
+   * must not leave the next pod without it. One request, off a claim's path (spares are made ahead).
+   */
   private async ensureDenyPolicy(): Promise<void> {
-    if (this.policyMade) return;
     const body = {
       metadata: { name: DENY_POLICY, labels: { [LABEL.role]: 'policy' } },
       spec: { podSelector: { matchExpressions: [{ key: LABEL.task, operator: 'Exists' }] }, policyTypes: ['Ingress', 'Egress'], ingress: [], egress: [] },
@@ -564,7 +567,6 @@ export class KubernetesEngine implements ContainerEngine {
     } catch (error) {
       if (statusOf(error) !== 409) throw this.wrap(error, 'create the NetworkPolicy that denies the sandboxes all traffic');
     }
-    this.policyMade = true;
   }
 
   private async readVolume(name: string) {
