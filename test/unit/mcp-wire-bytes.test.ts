@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { decodeText, wireBytes } from '../../src/mcp/result-budget.js';
+import { messageLine } from '../../src/mcp/stdio-transport.js';
+import { terminalLines } from '../../src/domain/terminal-text.js';
+
+/**
+ * The fast paths of a big read_file (latin1 for ASCII, escapes counted without a match array)
+ * must give exactly what the plain ways gave: the same string, the same count, the same bytes.
+ */
+const samples: Buffer[] = [
+  Buffer.from(''),
+  Buffer.from('plain ascii\n\twith "quotes" and \\ backslashes\n'.repeat(50)),
+  Buffer.from('ctrl \x1b[2K \x00 \x7f \r\n'),
+  Buffer.from('utf-8: é ü 中文 😀 \u202e bidi \u200b zero-width\n'),
+  Buffer.from([0x61, 0x80, 0xff, 0xc3, 0x28, 0xe2, 0x82]), // invalid UTF-8 and a cut sequence
+  Buffer.from('😀').subarray(0, 2), // a character cut in half
+  Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 256)),
+];
+
+describe('read_file fast paths give what the plain ways gave', () => {
+  it('decodeText is toString("utf8")', () => {
+    for (const bytes of samples) expect(decodeText(bytes)).toBe(bytes.toString('utf8'));
+  });
+
+  it('wireBytes counts what JSON.stringify of the escaped text takes', () => {
+    for (const bytes of samples) {
+      const text = bytes.toString('utf8');
+      expect(wireBytes(text)).toBe(Buffer.byteLength(JSON.stringify(terminalLines(text))));
+    }
+  });
+
+  it('messageLine is the UTF-8 of the JSON line', () => {
+    for (const bytes of samples) {
+      const message = {
+        jsonrpc: '2.0',
+        id: 1,
+        result: {
+          content: [
+            { type: 'text', text: bytes.toString('utf8') },
+            { type: 'text', text: '\ud800 lone' },
+          ],
+        },
+      };
+      expect(messageLine(message).equals(Buffer.from(`${JSON.stringify(message)}\n`))).toBe(true);
+    }
+  });
+});
