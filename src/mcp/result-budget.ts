@@ -49,3 +49,17 @@ export function fitContent(bytes: Buffer, encoding: 'text' | 'base64', budget = 
     used = Math.floor(((used * budget) / size) * 0.95);
   }
 }
+
+/**
+ * Where text cut after `at` bytes should end so as not to split a UTF-8 character: `at`, or the
+ * start of a character that begins before `at` and ends after it (at most three bytes back). A
+ * page of text then ends before that character and the next page starts with it whole, instead
+ * of two pages each showing half of it as U+FFFD. Never 0: a page shows at least one byte.
+ */
+export function characterStart(bytes: Buffer, at: number): number {
+  let lead = at - 1;
+  while (lead > 0 && at - lead < 4 && ((bytes[lead] ?? 0) & 0xc0) === 0x80) lead -= 1;
+  const byte = bytes[lead] ?? 0;
+  const length = byte >= 0xf0 && byte < 0xf8 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+  return lead > 0 && lead + length > at && byte >= 0xc0 ? lead : at;
+}

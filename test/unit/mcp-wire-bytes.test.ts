@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeText, wireBytes } from '../../src/mcp/result-budget.js';
+import { characterStart, decodeText, wireBytes } from '../../src/mcp/result-budget.js';
 import { messageLine } from '../../src/mcp/stdio-transport.js';
 import { terminalLines } from '../../src/domain/terminal-text.js';
 
@@ -43,5 +43,15 @@ describe('read_file fast paths give what the plain ways gave', () => {
       };
       expect(messageLine(message).equals(Buffer.from(`${JSON.stringify(message)}\n`))).toBe(true);
     }
+  });
+});
+
+describe('a page of text ends on a character boundary', () => {
+  it('backs off to the start of a character the cut would split, never to 0', () => {
+    const bytes = Buffer.from('aé😀b'); // a, é (2 bytes), 😀 (4 bytes), b
+    const expected = [0, 1, 1, 3, 3, 3, 3, 7, 8];
+    for (let at = 0; at <= bytes.length; at += 1) expect(characterStart(bytes, at), `at ${at}`).toBe(expected[at]);
+    expect(characterStart(Buffer.from('😀'), 2)).toBe(2); // only one character: shown cut rather than nothing
+    expect(characterStart(Buffer.from([0x80, 0x80, 0x80, 0x80, 0x80]), 4)).toBe(4); // not UTF-8: cut where asked
   });
 });
