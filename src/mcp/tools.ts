@@ -7,7 +7,7 @@ import { BackgroundCommands, RunningCommand, type CommandOutcome } from './comma
 import { createOptions } from './policy.js';
 import type { FileServers } from './file-server.js';
 import { WorkspaceFiles } from './workspace-files.js';
-import { characterStart, decodeText, fitContent } from './result-budget.js';
+import { filePage } from './file-page.js';
 import { listPending, MAX_REASON, requestHost } from '../service/pending.js';
 
 /** What a tool gets besides its arguments: a Moat for this call, its cancel, and its progress. */
@@ -271,32 +271,9 @@ export const TOOLS: ToolDefinition[] = [
       // A page is the same read as a whole file (the same walk, checks and caps: nothing about
       // which bytes may be read depends on the offset), cut here.
       const file = await files(call).read(args.task, args.path, Math.min(offset + (args.maxBytes ?? MAX_READ_BYTES), MAX_READ_BYTES));
-      const from = Math.min(offset, file.content.length);
-      const page = file.content.subarray(from);
-      const encoding = args.encoding ?? 'text';
-      const fitted = fitContent(page, encoding);
-      const more = from + fitted.used < file.size;
-      const used = encoding === 'text' && more ? characterStart(page, fitted.used) : fitted.used;
-      const content = used === fitted.used ? fitted.content : decodeText(page.subarray(0, used));
-      const end = from + used;
-      const truncated = end < file.size;
-      const nextOffset = truncated && end < MAX_READ_BYTES ? end : undefined;
-      const data = {
-        path: file.path,
-        size: file.size,
-        truncated,
-        encoding,
-        shown: used,
-        ...(args.offset !== undefined ? { offset } : {}),
-        ...(nextOffset !== undefined ? { nextOffset } : {}),
-      };
-      const cut = fitted.used < page.length ? ' (cut to fit one MCP message)' : '';
-      const shown = args.offset !== undefined ? `bytes ${from} to ${end} shown${cut}` : truncated ? `only the first ${used} shown${cut}` : '';
-      const next =
-        nextOffset !== undefined ? `; read on with offset ${nextOffset}` : truncated ? `; bytes past the first ${MAX_READ_BYTES} cannot be read here` : '';
-      const note = `(${file.path}: ${file.size} bytes${shown ? `, ${shown}` : ''}${next})`;
+      const { data, text } = filePage(file, { offset: args.offset, encoding: args.encoding ?? 'text' });
       // The content once, as the first text item; what a program needs besides is in _meta (server.ts).
-      return { data, text: [content, note], structured: false };
+      return { data, text, structured: false };
     },
   }),
   define({
