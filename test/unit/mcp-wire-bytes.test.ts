@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { characterStart, decodeText, wireBytes } from '../../src/mcp/result-budget.js';
-import { messageLine } from '../../src/mcp/stdio-transport.js';
 import { terminalLines } from '../../src/domain/terminal-text.js';
 
 /**
@@ -26,22 +25,6 @@ describe('read_file fast paths give what the plain ways gave', () => {
     for (const bytes of samples) {
       const text = bytes.toString('utf8');
       expect(wireBytes(text)).toBe(Buffer.byteLength(JSON.stringify(terminalLines(text))));
-    }
-  });
-
-  it('messageLine is the UTF-8 of the JSON line', () => {
-    for (const bytes of samples) {
-      const message = {
-        jsonrpc: '2.0',
-        id: 1,
-        result: {
-          content: [
-            { type: 'text', text: bytes.toString('utf8') },
-            { type: 'text', text: '\ud800 lone' },
-          ],
-        },
-      };
-      expect(messageLine(message).equals(Buffer.from(`${JSON.stringify(message)}\n`))).toBe(true);
     }
   });
 });
