@@ -5,9 +5,9 @@
  * back to the kernel (an mmap per allocation, and a trim of the heap's top), so the next read
  * faults every page in again: 500+ page faults per 1 MiB read in a server that idled between
  * reads (a client turning between servers, a model thinking), which made its read and decode
- * 2-3x slower than a server read again at once (measured: read+fit 18-27 ms against 5-14).
+ * 1.5-2.5x slower than a server read again at once (measured: 22-35 ms against 14-15).
  * Allocations under 16 MiB from the heap and up to 64 MiB kept free at its top cut that to 330
- * faults and the read+fit to 11-18 ms. The cost: a server keeps up to that much freed memory.
+ * faults and 13-19 ms (docs/benchmarks.md, issue 15's fourth pass). The cost: a server keeps up to that much freed memory.
  * Only glibc reads these; on another libc they are an unread variable.
  */
 const TUNABLES = { 'glibc.malloc.mmap_threshold': String(16 * 1024 * 1024), 'glibc.malloc.trim_threshold': String(64 * 1024 * 1024) };
