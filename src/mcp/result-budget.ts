@@ -26,7 +26,9 @@ export function wireBytes(content: string): number {
 /**
  * Bytes as text, the same string as `toString('utf8')`: ASCII (most source, logs, base64) is
  * decoded as latin1, a plain copy, where V8's UTF-8 decoder took 4-13 ms for 1 MiB (measured,
- * Node 20); isAscii itself is a SIMD scan of well under 0.1 ms.
+ * Node 20); isAscii itself is a SIMD scan of well under 0.1 ms. A megabyte of such text lives in
+ * malloc'd memory outside V8's heap, which is why the server keeps what it frees (server-memory.ts):
+ * without that, the pages faulted in again cost more than the decode saved.
  */
 export function decodeText(bytes: Buffer): string {
   return isAscii(bytes) ? bytes.toString('latin1') : bytes.toString('utf8');
