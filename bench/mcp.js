@@ -53,6 +53,22 @@ const readOn = async (on, path, bytes) => {
   const read = await callOn(on, 'read_file', { task, path });
   if (read.size !== bytes || read.content.length !== bytes) throw new Error(`read ${read.size} bytes`);
 };
+// A client that reads a big file a page at a time (read_file's offset): smaller messages, more calls.
+const readPages = async (on, path, bytes, page) => {
+  let offset = 0;
+  let read = 0;
+  while (offset !== undefined) {
+    const part = await callOn(on, 'read_file', { task, path, offset, maxBytes: page });
+    read += part.content.length;
+    offset = part.nextOffset;
+  }
+  if (read !== bytes) throw new Error(`read ${read} bytes in pages`);
+};
+// BENCH_MCP_PAUSE=ms: a pause before each timed call of the rounds and of the fresh servers, so
+// that what the steps before left running (the engine after an exec, another process's garbage
+// collection, a server's own start) has ended: with it, a figure is the call alone.
+const pause = Number(process.env.BENCH_MCP_PAUSE ?? 0);
+const idle = () => (pause > 0 ? new Promise((resolve) => setTimeout(resolve, pause)) : undefined);
 const scenarios = {
   'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
   'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
@@ -62,6 +78,7 @@ const scenarios = {
   'MCP read_file, 1 KiB (read by the host)': () => clock(() => readOn(client, 'small.txt', 1024)),
   'MCP read_file, 1 KiB, resident file server (before)': () => clock(() => readOn(served, 'small.txt', 1024)),
   'MCP read_file, 1 KiB, one exec per call': () => clock(() => readOn(perExec, 'small.txt', 1024)),
+  'MCP read_file, 1 MiB in four pages of 256 KiB (offset, read by the host)': () => clock(() => readPages(client, 'big.txt', 1048576, 262144)),
   'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
   ...(before
     ? {
@@ -82,6 +99,7 @@ const settle = () => call('diff_task', { task, patch: false });
 const fresh = [];
 for (let i = 0; i < Number(process.env.BENCH_MCP_FRESH ?? 3); i += 1) {
   const cold = await connect();
+  await idle();
   fresh.push(await clock(() => readOn(cold, 'big.txt', 1048576)));
   await cold.close();
 }
@@ -90,12 +108,18 @@ for (let i = 0; i < Math.max(1, warmup); i += 1) for (const name of order) await
 const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
 for (let i = 0; i < rounds; i += 1) {
   await settle();
-  for (const name of order) samples[name].push(await scenarios[name]());
+  for (const name of order) {
+    await idle();
+    samples[name].push(await scenarios[name]());
+  }
 }
 // The rounds above read from four servers in turn. A client has one: its reads, one after
 // another on one server, are timed apart too (BENCH_MCP_ALONE of them).
 const alone = [];
-for (let i = 0; i < Number(process.env.BENCH_MCP_ALONE ?? 20); i += 1) alone.push(await clock(() => readOn(client, 'big.txt', 1048576)));
+for (let i = 0; i < Number(process.env.BENCH_MCP_ALONE ?? 20); i += 1) {
+  await idle();
+  alone.push(await clock(() => readOn(client, 'big.txt', 1048576)));
+}
 await client.close();
 await served.close();
 await before?.close();

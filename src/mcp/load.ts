@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { serverEnvironment } from './server-memory.js';
 
 /**
  * `moat mcp` runs the server in a child process of its own (dist/mcp/main.js) that inherits the
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url';
  */
 export function runMcpServer(cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const main = fileURLToPath(new URL('../../dist/mcp/main.js', import.meta.url));
-  const child = spawn(process.execPath, [main, cwd], { stdio: 'inherit', env });
+  const child = spawn(process.execPath, [main, cwd], { stdio: 'inherit', env: serverEnvironment(env) });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);
   process.on('SIGTERM', forward);
   process.on('SIGINT', forward);

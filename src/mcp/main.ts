@@ -5,6 +5,10 @@
  */
 import { reportError } from '../cli/output.js';
 import { serveMcp } from './server.js';
+import { restoreClientEnvironment } from './server-memory.js';
+
+// glibc has read its tunables (server-memory.ts); what this server runs gets the client's environment.
+restoreClientEnvironment();
 
 const cwd = process.argv[2] ?? process.cwd();
 // A closed pipe is the client leaving, not an error of ours.

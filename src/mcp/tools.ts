@@ -7,7 +7,7 @@ import { BackgroundCommands, RunningCommand, type CommandOutcome } from './comma
 import { createOptions } from './policy.js';
 import type { FileServers } from './file-server.js';
 import { WorkspaceFiles } from './workspace-files.js';
-import { fitContent } from './result-budget.js';
+import { filePage } from './file-page.js';
 import { listPending, MAX_REASON, requestHost } from '../service/pending.js';
 
 /** What a tool gets besides its arguments: a Moat for this call, its cancel, and its progress. */
@@ -251,24 +251,29 @@ export const TOOLS: ToolDefinition[] = [
   define({
     name: 'read_file',
     title: 'Read a file of a task',
-    description: `Reads a file of the task's workspace as the sandbox sees it (never a host path; links resolved inside the workspace only). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most ${MAX_READ_BYTES} bytes, and what fits one message (about 4 MiB of text, 3 MiB in base64). The content is the first text item, the second says the path, the size and whether it was cut (the same as data in _meta["moat/result"]: path, size, truncated, encoding, shown bytes).`,
+    description: `Reads a file of the task's workspace as the sandbox sees it (never a host path; links resolved inside the workspace only). Text comes with control and invisible characters shown escaped (\\x1b, \\u202e); ask for base64 for the exact bytes. At most the first ${MAX_READ_BYTES} bytes of a file, and what fits one message (about 4 MiB of text, 3 MiB in base64); offset and maxBytes read it a page at a time (smaller messages): a result that does not reach the end says the offset to read on from. The content is the first text item, the second says the path, the size, the bytes shown and whether more follows (the same as data in _meta["moat/result"]: path, size, truncated, encoding, shown bytes, and offset and nextOffset for a page).`,
     input: {
       task,
       path,
       encoding: z.enum(['text', 'base64']).describe('"text" (default, UTF-8, escaped for display) or "base64" (exact bytes).').optional(),
       maxBytes: z.number().int().min(1).max(MAX_READ_BYTES).describe(`Most bytes to return (default ${MAX_READ_BYTES}).`).optional(),
+      offset: z
+        .number()
+        .int()
+        .min(0)
+        .max(MAX_READ_BYTES)
+        .describe(`Byte of the file to start at (default 0; bytes past the first ${MAX_READ_BYTES} cannot be read): the nextOffset of the previous page.`)
+        .optional(),
     },
     annotations: { readOnlyHint: true },
     async run(args, call) {
-      const file = await files(call).read(args.task, args.path, args.maxBytes);
-      const encoding = args.encoding ?? 'text';
-      const { content, used } = fitContent(file.content, encoding);
-      const truncated = file.truncated || used < file.content.length;
-      const data = { path: file.path, size: file.size, truncated, encoding, shown: used };
-      const cut = used < file.content.length ? ' (cut to fit one MCP message)' : '';
-      const note = `(${file.path}: ${file.size} bytes${truncated ? `, only the first ${used} shown${cut}` : ''})`;
+      const offset = args.offset ?? 0;
+      // A page is the same read as a whole file (the same walk, checks and caps: nothing about
+      // which bytes may be read depends on the offset), cut here.
+      const file = await files(call).read(args.task, args.path, Math.min(offset + (args.maxBytes ?? MAX_READ_BYTES), MAX_READ_BYTES));
+      const { data, text } = filePage(file, { offset: args.offset, encoding: args.encoding ?? 'text' });
       // The content once, as the first text item; what a program needs besides is in _meta (server.ts).
-      return { data, text: [content, note], structured: false };
+      return { data, text, structured: false };
     },
   }),
   define({

@@ -193,6 +193,28 @@ describe('moat mcp: the tools over stdio', () => {
     expect(RAW_UNSAFE.test(escaped.text)).toBe(false);
     const cut = await call(client, 'read_file', { task, path: 'src/app.txt', maxBytes: 5 });
     expect(cut.data).toMatchObject({ content: 'goodb', truncated: true, size: 26 });
+    // A page at a time: each result says where the next starts, and the pages make the file again,
+    // a character the page limit would split left whole for the next page.
+    const text = 'héllo wörld 😀 ümlaut\n'.repeat(3);
+    await call(client, 'write_file', { task, path: 'pages.txt', content: text });
+    for (const encoding of ['text', 'base64'] as const) {
+      const pages: string[] = [];
+      let offset: number | undefined = 0;
+      for (let i = 0; offset !== undefined && i < 100; i += 1) {
+        const page = await call(client, 'read_file', { task, path: 'pages.txt', offset, maxBytes: 5, encoding });
+        expect(page.isError, page.text).toBe(false);
+        expect(page.data).toMatchObject({ size: Buffer.byteLength(text), offset });
+        expect(page.data.content).not.toContain('\ufffd');
+        pages.push(page.data.content);
+        expect(page.data.truncated).toBe(page.data.nextOffset !== undefined);
+        if (page.data.nextOffset !== undefined) expect(page.text).toContain(`read on with offset ${page.data.nextOffset}`);
+        offset = page.data.nextOffset;
+      }
+      expect(offset).toBeUndefined();
+      expect(encoding === 'text' ? pages.join('') : Buffer.concat(pages.map((p) => Buffer.from(p, 'base64'))).toString()).toBe(text);
+    }
+    const past = await call(client, 'read_file', { task, path: 'pages.txt', offset: 10_000 });
+    expect(past.data).toMatchObject({ content: '', truncated: false, shown: 0, offset: 10_000 });
     const listed = await call(client, 'list_files', { task, depth: 3 });
     const paths = listed.data.entries.map((e: { path: string }) => e.path);
     expect(paths).toEqual(expect.arrayContaining(['src', 'src/app.txt', 'bin.dat', 'made.txt']));

@@ -87,6 +87,7 @@ describe('moat mcp: the boundary', () => {
     for (const path of paths) {
       for (const [tool, args] of [
         ['read_file', { path }],
+        ['read_file', { path, offset: 1, maxBytes: 16 }],
         ['list_files', { path }],
         ['write_file', { path, content: 'planted' }],
         ['edit_file', { path, search: 'a', replace: 'b' }],
@@ -120,6 +121,11 @@ describe('moat mcp: the boundary', () => {
       expect(read.text).toMatch(/leads out of the workspace|does not exist/);
       noMarker(read.text);
       expect(read.text).not.toContain('root:x:0:0');
+      // A page is the same read, cut after: an offset changes nothing of what may be read.
+      const page = await call(client, 'read_file', { task, path: link, offset: 4, maxBytes: 64 });
+      expect(page.isError, `${link} (page): ${page.text}`).toBe(true);
+      noMarker(page.text);
+      expect(page.text).not.toContain('root:x:0:0');
     }
     for (const link of ['l-sshdir', 'l-git', 'l-otherdir', 'l-root', 'l-up']) {
       const listed = await call(client, 'list_files', { task, path: link });
