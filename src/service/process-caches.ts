@@ -36,12 +36,20 @@ export class ProcessCaches {
   /** The engine for this environment and user config, answering `ping` now; `open` makes one when none is kept. */
   async engine(env: NodeJS.ProcessEnv, userConfigFile: string, open: () => Promise<ContainerEngine>): Promise<ContainerEngine> {
     const key = await engineKey(env, userConfigFile);
+    // A user config that exists but cannot be read: nothing is kept, and opening says why.
+    if (key === undefined) {
+      const engine = await open();
+      await engine.ping();
+      return engine;
+    }
     const kept = this.engines.get(key);
     if (kept) {
       const engine = await kept.catch(() => undefined);
+      const sources = engine && (await sourcesKey(engine));
       if (
         engine &&
-        (await sourcesKey(engine)) === this.sources.get(engine) &&
+        sources !== undefined &&
+        sources === this.sources.get(engine) &&
         (await engine.ping().then(
           () => true,
           () => false,
@@ -54,7 +62,8 @@ export class ProcessCaches {
     remember(this.engines, key, opened, MAX_ENGINES);
     try {
       const engine = await opened;
-      this.sources.set(engine, await sourcesKey(engine));
+      const sources = await sourcesKey(engine);
+      if (sources !== undefined) this.sources.set(engine, sources);
       await engine.ping();
       return engine;
     } catch (error) {
@@ -95,20 +104,19 @@ async function identityKey(gitDir: string): Promise<string | undefined> {
   const home = process.env.HOME ?? homedir();
   const xdg = process.env.XDG_CONFIG_HOME || join(home, '.config');
   const files = ['/etc/gitconfig', join(xdg, 'git', 'config'), join(home, '.gitconfig'), join(gitDir, 'config')];
+  return filesKey(files, (bytes) => !/include|worktreeconfig/i.test(bytes.toString('latin1')));
+}
+
+/**
+ * The bytes of `files` as one key, or undefined when they cannot stand for what is read from them:
+ * a file that exists but cannot be read (its content unknown), or one `complete` says depends on
+ * more than its own bytes. A missing file is empty: its appearing later changes the key.
+ */
+async function filesKey(files: readonly string[], complete: (bytes: Buffer) => boolean = () => true): Promise<string | undefined> {
   const hash = createHash('sha256');
   for (const file of files) {
     const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? Buffer.alloc(0) : undefined));
-    if (bytes === undefined || /include|worktreeconfig/i.test(bytes.toString('latin1'))) return undefined;
-    hash.update(file).update('\0').update(String(bytes.length)).update('\0').update(bytes);
-  }
-  return hash.digest('hex');
-}
-
-/** The bytes of the files an engine was opened from (ContainerEngine.sourceFiles), as one key; a missing file is empty. */
-async function sourcesKey(engine: ContainerEngine): Promise<string> {
-  const hash = createHash('sha256');
-  for (const file of engine.sourceFiles ?? []) {
-    const bytes = await readFile(file).catch(() => Buffer.alloc(0));
+    if (bytes === undefined || !complete(bytes)) return undefined;
     hash.update(file).update('\0').update(String(bytes.length)).update('\0').update(bytes);
   }
   return hash.digest('hex');
@@ -126,10 +134,16 @@ function remember<T>(map: Map<string, T>, key: string, value: T, max: number): v
  * KUBECONFIG…) and the user's config (`engine`, `kubernetes`): all of both is the key, the config
  * as its bytes read now (a missing file is empty), so any edit opens the engine again.
  */
-async function engineKey(env: NodeJS.ProcessEnv, userConfigFile: string): Promise<string> {
-  const config = await readFile(userConfigFile).catch(() => Buffer.alloc(0));
+async function engineKey(env: NodeJS.ProcessEnv, userConfigFile: string): Promise<string | undefined> {
+  const config = await filesKey([userConfigFile]);
+  if (config === undefined) return undefined;
   const vars = Object.entries(env)
     .filter(([, value]) => value !== undefined)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return createHash('sha256').update(JSON.stringify(vars)).update('\0').update(userConfigFile).update('\0').update(config).digest('hex');
+  return createHash('sha256').update(JSON.stringify(vars)).update('\0').update(config).digest('hex');
+}
+
+/** The files an engine was opened from (ContainerEngine.sourceFiles, a kubeconfig), as one key: see filesKey. */
+function sourcesKey(engine: ContainerEngine): Promise<string | undefined> {
+  return filesKey(engine.sourceFiles ?? []);
 }

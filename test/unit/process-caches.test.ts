@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ProcessCaches } from '../../src/service/process-caches.js';
@@ -76,6 +76,29 @@ describe("the warm server's caches", () => {
       expect(switched).not.toBe(first);
       expect(await caches.engine({ A: '1' }, file, open)).toBe(switched);
       expect(opened).toBe(2);
+    }),
+  );
+
+  it(
+    'keeps no engine whose config or kubeconfig cannot be read (its content unknown), and opens it each time',
+    withConfig(async (file) => {
+      // A directory where a file is expected: readable by no one, root included.
+      const kubeconfig = `${file}.kubeconfig.d`;
+      mkdirSync(kubeconfig);
+      const caches = new ProcessCaches();
+      const state = { alive: true, pings: 0 };
+      let opened = 0;
+      const open = async () => fakeEngine(`e${(opened += 1)}`, state, [kubeconfig]);
+      const first = await caches.engine({}, file, open);
+      expect(await caches.engine({}, file, open)).not.toBe(first);
+      expect(opened).toBe(2);
+      const unreadableConfig = `${file}.d`;
+      mkdirSync(unreadableConfig);
+      const plain = async () => fakeEngine(`p${(opened += 1)}`, state);
+      const one = await caches.engine({}, unreadableConfig, plain);
+      expect(await caches.engine({}, unreadableConfig, plain)).not.toBe(one);
+      expect(opened).toBe(4);
+      expect(state.pings).toBe(4);
     }),
   );
 
