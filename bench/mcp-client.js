@@ -36,13 +36,14 @@ export async function mcpClient(moat, cwd, env) {
 // Run as a child: one client per process, driven by the bench over IPC.
 if (process.send && process.argv[2] === 'child') {
   let client;
+  // The bench gone (done or failed): leave, which closes the server's stdin, so it leaves too.
+  process.on('disconnect', () => process.exit(0));
   process.on('message', async ({ id, op, moat, cwd, env, name, args }) => {
     try {
       if (op === 'connect') client = await mcpClient(moat, cwd, env);
       const value = op === 'call' ? await client.call(name, args) : undefined;
       if (op === 'close') await client.close();
       process.send({ id, value });
-      if (op === 'close') process.disconnect();
     } catch (error) {
       process.send({ id, error: String(error?.stack ?? error) });
     }

@@ -43,7 +43,11 @@ const connect = async (extra = {}, moat = bin) => {
       child.send({ id, ...message });
     });
   await ask({ op: 'connect', moat, cwd: repo, env: { ...env, ...extra } });
-  return { call: (name, args) => ask({ op: 'call', name, args }), close: () => ask({ op: 'close' }) };
+  const close = async () => {
+    await ask({ op: 'close' });
+    child.disconnect();
+  };
+  return { call: (name, args) => ask({ op: 'call', name, args }), close };
 };
 // BENCH_MCP_BEFORE=/path/to/other/bin/moat.js: another build's `moat mcp` over the same task (the
 // change's before, e.g. main's checkout, built), read in the same rounds.
