@@ -4,13 +4,14 @@
 // 1 KiB read by the host (where the workspace is a host folder: src/mcp/host-read.ts), through the
 // task's resident file server (MOAT_MCP_HOST_READ=off: the way before it) and through one exec per
 // call (MOAT_MCP_FILE_SERVER=off too), each on a `moat mcp` server of its own over the same task. The client is the MCP
-// SDK's own, over a real stdio pipe to `node bin/moat.js mcp`.
+// SDK's own, over a real stdio pipe to `node bin/moat.js mcp`, each in a process of its own
+// (bench/mcp-client.js says why: this process forks `docker exec`, and a process that forks pays
+// for it at its next big read; BENCH_MCP_CLIENTS=shared puts them back in this process, to see it).
 // Prints medians, spread and ratios, and writes bench/results/mcp.json. Not a test: nothing asserts a time.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { mcpClient } from './mcp-client.js';
 import { timed } from './timed.js';
 import { machine, printRows } from './figures.js';
 import { benchHome } from './repo.js';
@@ -19,10 +20,34 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
 const { repo, env } = await benchHome('moat-bench-mcp-', () => ({ MOAT_SERVER: 'off' }));
 
+const shared = process.env.BENCH_MCP_CLIENTS === 'shared';
+/** A client of `node <moat> mcp`: call(name, args) gives { ms (as the client saw it), value }. */
 const connect = async (extra = {}, moat = bin) => {
-  const client = new Client({ name: 'moat-bench', version: '1' });
-  await client.connect(new StdioClientTransport({ command: process.execPath, args: [moat, 'mcp'], cwd: repo, env: { ...env, ...extra }, stderr: 'inherit' }));
-  return client;
+  if (shared) return mcpClient(moat, repo, { ...env, ...extra });
+  const child = fork(join(import.meta.dirname, 'mcp-client.js'), ['child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const waiting = new Map();
+  let next = 0;
+  child.on('message', ({ id, value, error }) => {
+    const { resolve, reject } = waiting.get(id);
+    waiting.delete(id);
+    if (error) reject(new Error(error));
+    else resolve(value);
+  });
+  child.on('exit', (code) => {
+    for (const { reject } of waiting.values()) reject(new Error(`the client process left (${code})`));
+  });
+  const ask = (message) =>
+    new Promise((resolve, reject) => {
+      const id = next++;
+      waiting.set(id, { resolve, reject });
+      child.send({ id, ...message });
+    });
+  await ask({ op: 'connect', moat, cwd: repo, env: { ...env, ...extra } });
+  const close = async () => {
+    await ask({ op: 'close' });
+    child.disconnect();
+  };
+  return { call: (name, args) => ask({ op: 'call', name, args }), close };
 };
 // BENCH_MCP_BEFORE=/path/to/other/bin/moat.js: another build's `moat mcp` over the same task (the
 // change's before, e.g. main's checkout, built), read in the same rounds.
@@ -30,13 +55,10 @@ const before = process.env.BENCH_MCP_BEFORE ? await connect({}, process.env.BENC
 const client = await connect();
 const served = await connect({ MOAT_MCP_HOST_READ: 'off' });
 const perExec = await connect({ MOAT_MCP_FILE_SERVER: 'off', MOAT_MCP_HOST_READ: 'off' });
-const callOn = async (on, name, args) => {
-  const result = await on.callTool({ name, arguments: args }, undefined, { timeout: 600_000 });
-  if (result.isError) throw new Error(`${name}: ${result.content.map((c) => c.text).join(' ')}`);
-  // read_file: the content is the first text item, its data in _meta.
-  return result.structuredContent ?? { ...result._meta['moat/result'], content: result.content[0].text };
-};
+const callOn = async (on, name, args) => (await on.call(name, args)).value;
 const call = (name, args) => callOn(client, name, args);
+/** A timed call: its time as the client saw it. */
+const timedCall = async (on, name, args) => (await on.call(name, args)).ms;
 const task = (await call('create_task', { title: 'bench' })).task;
 const list = JSON.parse(execFileSync(process.execPath, [bin, 'ls', '--json'], { cwd: repo, env, encoding: 'utf8' }));
 const record = list.find((t) => t.name === task);
@@ -44,25 +66,27 @@ const container = record.containerId;
 const user = execFileSync('docker', ['inspect', '-f', '{{.Config.User}}', container], { encoding: 'utf8' }).trim();
 await call('run_command', { task, command: 'head -c 786432 /dev/urandom | base64 -w 76 | head -c 1048576 > big.txt && head -c 1024 big.txt > small.txt' });
 
-const clock = async (run) => {
-  const start = process.hrtime.bigint();
-  await run();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-};
+// The client process's minor page faults per 1 MiB read of the default server (mcp-client.js says why they matter).
+let clientFaults = [];
 const readOn = async (on, path, bytes) => {
-  const read = await callOn(on, 'read_file', { task, path });
-  if (read.size !== bytes || read.content.length !== bytes) throw new Error(`read ${read.size} bytes`);
+  const { ms, value, faults } = await on.call('read_file', { task, path });
+  if (on === client && bytes === 1048576) clientFaults.push(faults);
+  if (value.size !== bytes || value.contentLength !== bytes) throw new Error(`read ${value.size} bytes`);
+  return ms;
 };
 // A client that reads a big file a page at a time (read_file's offset): smaller messages, more calls.
 const readPages = async (on, path, bytes, page) => {
   let offset = 0;
   let read = 0;
+  let ms = 0;
   while (offset !== undefined) {
-    const part = await callOn(on, 'read_file', { task, path, offset, maxBytes: page });
-    read += part.content.length;
-    offset = part.nextOffset;
+    const part = await on.call('read_file', { task, path, offset, maxBytes: page });
+    read += part.value.contentLength;
+    offset = part.value.nextOffset;
+    ms += part.ms;
   }
   if (read !== bytes) throw new Error(`read ${read} bytes in pages`);
+  return ms;
 };
 // BENCH_MCP_PAUSE=ms: a pause before each timed call of the rounds and of the fresh servers, so
 // that what the steps before left running (the engine after an exec, another process's garbage
@@ -70,20 +94,20 @@ const readPages = async (on, path, bytes, page) => {
 const pause = Number(process.env.BENCH_MCP_PAUSE ?? 0);
 const idle = () => (pause > 0 ? new Promise((resolve) => setTimeout(resolve, pause)) : undefined);
 const scenarios = {
-  'MCP run_command `true` (round trip from the client; the sync follows the result)': () => clock(() => call('run_command', { task, command: 'true' })),
+  'MCP run_command `true` (round trip from the client; the sync follows the result)': () => timedCall(client, 'run_command', { task, command: 'true' }),
   'docker exec (same container, same user and workdir)': async () => timed('docker', ['exec', '-u', user, '-w', '/workspace', container, 'true']),
-  'MCP read_file, 1 MiB (read by the host, the default)': () => clock(() => readOn(client, 'big.txt', 1048576)),
-  'MCP read_file, 1 MiB, resident file server (before; MOAT_MCP_HOST_READ=off)': () => clock(() => readOn(served, 'big.txt', 1048576)),
-  'MCP read_file, 1 MiB, one exec per call (MOAT_MCP_FILE_SERVER=off too)': () => clock(() => readOn(perExec, 'big.txt', 1048576)),
-  'MCP read_file, 1 KiB (read by the host)': () => clock(() => readOn(client, 'small.txt', 1024)),
-  'MCP read_file, 1 KiB, resident file server (before)': () => clock(() => readOn(served, 'small.txt', 1024)),
-  'MCP read_file, 1 KiB, one exec per call': () => clock(() => readOn(perExec, 'small.txt', 1024)),
-  'MCP read_file, 1 MiB in four pages of 256 KiB (offset, read by the host)': () => clock(() => readPages(client, 'big.txt', 1048576, 262144)),
-  'MCP list_tasks (a call that runs nothing in the sandbox)': () => clock(() => call('list_tasks', {})),
+  'MCP read_file, 1 MiB (read by the host, the default)': () => readOn(client, 'big.txt', 1048576),
+  'MCP read_file, 1 MiB, resident file server (before; MOAT_MCP_HOST_READ=off)': () => readOn(served, 'big.txt', 1048576),
+  'MCP read_file, 1 MiB, one exec per call (MOAT_MCP_FILE_SERVER=off too)': () => readOn(perExec, 'big.txt', 1048576),
+  'MCP read_file, 1 KiB (read by the host)': () => readOn(client, 'small.txt', 1024),
+  'MCP read_file, 1 KiB, resident file server (before)': () => readOn(served, 'small.txt', 1024),
+  'MCP read_file, 1 KiB, one exec per call': () => readOn(perExec, 'small.txt', 1024),
+  'MCP read_file, 1 MiB in four pages of 256 KiB (offset, read by the host)': () => readPages(client, 'big.txt', 1048576, 262144),
+  'MCP list_tasks (a call that runs nothing in the sandbox)': () => timedCall(client, 'list_tasks', {}),
   ...(before
     ? {
-        'MCP read_file, 1 MiB, BENCH_MCP_BEFORE (another build)': () => clock(() => readOn(before, 'big.txt', 1048576)),
-        'MCP read_file, 1 KiB, BENCH_MCP_BEFORE (another build)': () => clock(() => readOn(before, 'small.txt', 1024)),
+        'MCP read_file, 1 MiB, BENCH_MCP_BEFORE (another build)': () => readOn(before, 'big.txt', 1048576),
+        'MCP read_file, 1 KiB, BENCH_MCP_BEFORE (another build)': () => readOn(before, 'small.txt', 1024),
       }
     : {}),
 };
@@ -100,11 +124,12 @@ const fresh = [];
 for (let i = 0; i < Number(process.env.BENCH_MCP_FRESH ?? 3); i += 1) {
   const cold = await connect();
   await idle();
-  fresh.push(await clock(() => readOn(cold, 'big.txt', 1048576)));
+  fresh.push(await readOn(cold, 'big.txt', 1048576));
   await cold.close();
 }
 const warmup = Number(process.env.BENCH_MCP_WARMUP ?? 10);
 for (let i = 0; i < Math.max(1, warmup); i += 1) for (const name of order) await scenarios[name]();
+clientFaults = [];
 const samples = Object.fromEntries(Object.keys(scenarios).map((k) => [k, []]));
 for (let i = 0; i < rounds; i += 1) {
   await settle();
@@ -115,10 +140,12 @@ for (let i = 0; i < rounds; i += 1) {
 }
 // The rounds above read from four servers in turn. A client has one: its reads, one after
 // another on one server, are timed apart too (BENCH_MCP_ALONE of them).
+const roundFaults = clientFaults;
+clientFaults = [];
 const alone = [];
 for (let i = 0; i < Number(process.env.BENCH_MCP_ALONE ?? 20); i += 1) {
   await idle();
-  alone.push(await clock(() => readOn(client, 'big.txt', 1048576)));
+  alone.push(await readOn(client, 'big.txt', 1048576));
 }
 await client.close();
 await served.close();
@@ -127,12 +154,17 @@ await perExec.close();
 
 const where = machine();
 const { rows, docker } = printRows(samples, rounds, where);
+console.log(`clients: ${shared ? 'in the bench process (BENCH_MCP_CLIENTS=shared), which forks docker exec between rounds' : 'each in a process of its own'}`);
 fresh.sort((a, b) => a - b);
 alone.sort((a, b) => a - b);
 if (alone.length > 0)
   console.log(
     `${alone.length} 1 MiB read_file one after another on one server (as a client reads): median ${alone[alone.length >> 1].toFixed(0)} ms, p10 ${alone[Math.floor(alone.length * 0.1)].toFixed(0)}, p90 ${alone[Math.floor(alone.length * 0.9)].toFixed(0)}`,
   );
+const medianOf = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? NaN;
+console.log(
+  `the client process's minor page faults per 1 MiB read of the default server: in the rounds median ${medianOf(roundFaults)}, one after another median ${medianOf(clientFaults)} (~600 when the client's freed memory is reused as it is; ~3,000 after a fork or while its allocator warms up)`,
+);
 if (fresh.length > 0)
   console.log(
     `the first 1 MiB read_file of a server just started (${fresh.length} servers): median ${fresh[fresh.length >> 1].toFixed(0)} ms, each ${fresh.map((ms) => ms.toFixed(0)).join(', ')}; the rows above come after ${warmup} unmeasured rounds`,
@@ -149,5 +181,20 @@ if (before) {
 mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
 writeFileSync(
   join(import.meta.dirname, 'results', 'mcp.json'),
-  JSON.stringify({ date: new Date().toISOString(), machine: where, rounds, warmup, fresh, alone, rows, ratio: rows[0].median / docker }, null, 2),
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      machine: where,
+      clients: shared ? 'shared' : 'own',
+      rounds,
+      warmup,
+      fresh,
+      alone,
+      clientFaults: { rounds: roundFaults, alone: clientFaults },
+      rows,
+      ratio: rows[0].median / docker,
+    },
+    null,
+    2,
+  ),
 );
