@@ -79,6 +79,9 @@ interface Waiting {
 
 const waiting = new Map<string, Waiting>();
 
+/** How long a command waits for a waiting exec still opening (a spare's start waits for it first, so seldom at all). */
+const TAKE_WAIT_MS = 2000;
+
 /** What opens an exec of the waiting shell and hands back its hijacked stream, demultiplexed into `sinks`. */
 export type OpenWaitingExec = (sinks: WaitingSinks) => Promise<{ exec: Docker.Exec; stream: ExecStream }>;
 
@@ -137,8 +140,12 @@ export interface TakenExec {
 export async function takeAhead(key: string, user: string, words: readonly string[]): Promise<TakenExec | undefined> {
   const entry = waiting.get(key);
   if (!entry || entry.user !== user) return undefined;
-  // Not before its "R": that byte is the waiting shell's, not the command's output.
-  const ready = await entry.ready;
+  // Not before its "R": that byte is the waiting shell's, not the command's output. One still
+  // opening after {@link TAKE_WAIT_MS} (the engine stuck) is given up: the command opens its own.
+  let timer: NodeJS.Timeout | undefined;
+  const ready = await Promise.race([entry.ready, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), TAKE_WAIT_MS)))]);
+  clearTimeout(timer);
+  if (!ready) dropAhead(key);
   if (!ready || waiting.get(key) !== entry) return undefined;
   waiting.delete(key);
   const opened = await entry.opened;

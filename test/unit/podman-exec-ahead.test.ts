@@ -142,6 +142,13 @@ describe('an exec opened ahead (Podman, podman-exec-ahead.ts)', () => {
     expect(io.out()).toBe('partial');
   });
 
+  it('a waiting exec still opening after 2 s is given up: the command opens its own', async () => {
+    const k = key();
+    void openAhead(k, 'u', () => new Promise(() => undefined));
+    expect(await takeAhead(k, 'u', ['true'])).toBeUndefined();
+    expect(hasAhead(k)).toBe(false);
+  });
+
   it('MOAT_PODMAN_EXEC_AHEAD: unset or spares, off; anything else is refused with a hint (exit 3)', () => {
     expect(podmanExecAheadMode(undefined)).toBe('spares');
     expect(podmanExecAheadMode('')).toBe('spares');
