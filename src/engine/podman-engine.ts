@@ -68,8 +68,8 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
     await super.startContainer(id);
     const key = this.aheadKey(id);
     const user = PodmanEngine.spares.get(key);
-    if (user === undefined || this.execAhead === 'off') return;
     PodmanEngine.spares.delete(key);
+    if (user === undefined || this.execAhead === 'off') return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       openAhead(key, user, (sinks) => this.openWaitingExec(id, user, sinks)),
