@@ -13,6 +13,7 @@
 // user who runs the benchmark), four more: `moat run --rm -- true` on Podman (its own home and warm
 // server, pool on and off, and MOAT_SERVER=off) against `podman run --rm` with the flags moat gives
 // Podman (runc, explicit nproc, keep-id when rootless). BENCH_PODMAN=only runs these four alone.
+// BENCH_SAMPLES=1 prints each row's rounds in order.
 // BENCH_BEFORE=/path/to/another/bin/moat.js (main built in another folder): that build's pooled
 // `moat run --rm -- true` (its own home and warm server) alternates in the same rounds, on Docker
 // and, with BENCH_PODMAN, on Podman, so a change is measured against its base in one run.
@@ -222,6 +223,8 @@ const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'cpu'}), ${(total
 console.log(`machine: ${machine}; ${rounds} rounds, alternating`);
 console.log('| scenario | median ms | p10 ms | p90 ms |\n|---|---|---|---|');
 for (const row of rows) console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} |`);
+// BENCH_SAMPLES=1: each row's rounds in order (a claim that found no spare stands out from the rest).
+if (process.env.BENCH_SAMPLES === '1') for (const [name, xs] of Object.entries(samples)) console.log(`${name}: ${xs.map((x) => x.toFixed(0)).join(' ')}`);
 if (runcRows)
   console.log(
     `ratio moat / docker run (median): ${(moatRow.median / dockerRow.median).toFixed(2)} (goal <= 1.2); with MOAT_POOL=off ${(noPoolRow.median / dockerRow.median).toFixed(2)}; with MOAT_SERVER=off ${(coldRow.median / dockerRow.median).toFixed(2)}`,

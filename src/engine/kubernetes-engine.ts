@@ -22,7 +22,8 @@ import type {
 } from './engine.js';
 import { captureExec } from './exec-capture.js';
 import { framedCommand, openExecSocket, runOverSocket, stdinFrame, untilPodEnds } from './kubernetes-exec.js';
-import { aheadFacts, dropAhead, openAhead, takeAhead, WAIT_SCRIPT } from './kubernetes-exec-ahead.js';
+import { aheadFacts, dropAhead, openAhead, takeAhead } from './kubernetes-exec-ahead.js';
+import { WAIT_SCRIPT } from './exec-ahead-script.js';
 import { guardFinished, podEnd, podEndError, PodEndWatches, podNotRunning, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
@@ -48,7 +49,7 @@ export interface KubernetesTarget {
    */
   execAhead?: ExecAheadMode;
   /**
-   * A command run by an exec opened ahead ends at its status line (kubernetes-exec-status.ts),
+   * A command run by an exec opened ahead ends at its status line (exec-ahead-status.ts),
    * not at the exec's own status, which comes ~150-190 ms later. false (MOAT_K8S_STATUS_INBAND=off):
    * the exec's own status is awaited, to measure the difference.
    */

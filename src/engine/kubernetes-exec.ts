@@ -2,7 +2,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { KubeConfig } from '@kubernetes/client-node';
 import WebSocket from 'ws';
 import { MoatError } from '../errors.js';
-import { StatusLine } from './kubernetes-exec-status.js';
+import { StatusLine } from './exec-ahead-status.js';
 
 /**
  * A command in a pod through the API server's exec stream (the channel protocol,

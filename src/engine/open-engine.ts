@@ -36,7 +36,10 @@ export async function openEngine(env: NodeJS.ProcessEnv = process.env): Promise<
     if (!(await ensurePodmanService(env).catch(() => undefined))) throw error;
     endpoint = await findEngine({ ...env, MOAT_ENGINE: 'podman' });
   }
-  if (endpoint.kind === 'podman') return new (await import('./podman-engine.js')).PodmanEngine(endpoint);
+  if (endpoint.kind === 'podman') {
+    const { podmanExecAheadMode } = await import('./podman-exec-ahead.js');
+    return new (await import('./podman-engine.js')).PodmanEngine(endpoint, { execAhead: podmanExecAheadMode(env.MOAT_PODMAN_EXEC_AHEAD) });
+  }
   return new (await import('./docker-engine.js')).DockerEngine(endpoint);
 }
 

@@ -6,6 +6,9 @@ import { MoatError } from '../errors.js';
 import type { SandboxSpec } from '../domain/sandbox-spec.js';
 import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domain/limit-enforcement.js';
 import { connectionOptions, type EngineEndpoint } from './find-engine.js';
+import { LABEL } from '../domain/labels.js';
+import { WAIT_SCRIPT } from './exec-ahead-script.js';
+import { commandWords, dropAhead, openAhead, runTaken, takeAhead, type ExecStream, type PodmanExecAhead, type WaitingSinks } from './podman-exec-ahead.js';
 
 /** The cgroup controller that holds each limit: where the container does not get it, the limit is not enforced. */
 const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu', pids: 'pids' };
@@ -20,10 +23,14 @@ const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu',
 export class PodmanEngine extends DockerEngine implements ContainerEngine {
   private readonly client: PodmanClient;
 
-  constructor(endpoint: EngineEndpoint) {
+  /** Which containers get an exec opened ahead (podman-exec-ahead.ts): MOAT_PODMAN_EXEC_AHEAD. */
+  private readonly execAhead: PodmanExecAhead;
+
+  constructor(endpoint: EngineEndpoint, options: { execAhead?: PodmanExecAhead } = {}) {
     const client = new PodmanClient(connectionOptions(endpoint) as Docker.DockerOptions);
     super({ ...endpoint, kind: 'podman' }, client);
     this.client = client;
+    this.execAhead = options.execAhead ?? 'spares';
     if (endpoint.transport === 'unix') client.localSocket = endpoint.socketPath;
   }
 
@@ -39,7 +46,60 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
         hint: 'use Docker with runsc registered (as root: bash scripts/setup-gvisor.sh) for isolation: gvisor, or isolation: runc on Podman',
       });
     }
-    return super.createContainer(spec);
+    const id = await super.createContainer(spec);
+    // A pool's spare: its claim's first command will find an exec waiting (startContainer opens it).
+    if (spec.labels[LABEL.madeAhead] === 'true') PodmanEngine.spares.set(this.aheadKey(id), spec.user);
+    return id;
+  }
+
+  /** The pool's spares this process made, by {@link aheadKey}: the user their waiting exec runs as. */
+  private static readonly spares = new Map<string, string>();
+
+  private aheadKey(id: string): string {
+    return `${this.endpoint}|${id}`;
+  }
+
+  /**
+   * A spare gets its waiting exec once it runs, before it is offered (a claim comes seconds later):
+   * waited for, at most {@link AHEAD_WAIT_MS}, so that a claim seldom finds it still opening. One that
+   * fails leaves the spare as it was: its claim's command opens its own exec.
+   */
+  override async startContainer(id: string): Promise<void> {
+    await super.startContainer(id);
+    const key = this.aheadKey(id);
+    const user = PodmanEngine.spares.get(key);
+    PodmanEngine.spares.delete(key);
+    if (user === undefined || this.execAhead === 'off') return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      openAhead(key, user, (sinks) => this.openWaitingExec(id, user, sinks)),
+      new Promise((resolve) => (timer = setTimeout(resolve, AHEAD_WAIT_MS).unref())),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** An exec of the waiting shell as `user`, its stdout and stderr demultiplexed into `sinks`. */
+  private async openWaitingExec(id: string, user: string, sinks: WaitingSinks): Promise<{ exec: Docker.Exec; stream: ExecStream }> {
+    const exec = await this.client.getContainer(id).exec({
+      Cmd: ['/bin/sh', '-c', WAIT_SCRIPT, 'moat-wait'],
+      User: user,
+      AttachStdin: true,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+    });
+    const stream = (await exec.start({ hijack: true, stdin: true, Tty: false })) as unknown as ExecStream;
+    const writer = (to: (chunk: Buffer) => void) => ({ write: (chunk: Buffer) => (to(chunk), true) }) as unknown as NodeJS.WritableStream;
+    this.client.modem.demuxStream(stream, writer(sinks.out), writer(sinks.err));
+    stream.on('end', sinks.end);
+    stream.on('close', sinks.end);
+    stream.on('error', sinks.end);
+    return { exec, stream };
+  }
+
+  override async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    dropAhead(this.aheadKey(id));
+    await super.stopContainer(id, timeoutSeconds);
   }
 
   /**
@@ -50,7 +110,29 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
    */
   override async exec(id: string, command: ExecCommand, io: ExecIO): Promise<number> {
     const nofile = (await this.client.rootless()) ? await this.nofileOf(id) : undefined;
-    return super.exec(id, nofile ? { ...command, cmd: underPrlimit(nofile, command.cmd) } : command, io);
+    const cmd = nofile ? underPrlimit(nofile, command.cmd) : command.cmd;
+    // Without a terminal, an exec waiting in a spare runs the claim's first command (podman-exec-ahead.ts).
+    if (!command.tty && !io.endWithContainer && this.execAhead !== 'off') {
+      const taken = await takeAhead(this.aheadKey(id), command.user, commandWords(cmd, command.workdir, command.env));
+      if (taken) return runTaken(taken, io, () => this.execStatus(taken.exec));
+    }
+    return super.exec(id, { ...command, cmd }, io);
+  }
+
+  /** An exec's own status, as the engine reports it (it can lag the end of the exec's stream by a moment). */
+  private async execStatus(exec: Docker.Exec): Promise<number> {
+    for (let attempt = 0; attempt < 50; attempt += 1) {
+      const state = await exec.inspect().catch((error: unknown) => {
+        // The container gone under the command: the cause keeps the engine's 404 (E_TASK_NOT_RUNNING to the caller).
+        throw new MoatError('E_ENGINE_FAILED', `could not inspect exec: ${(error as Error).message}`, {
+          hint: 'check the engine with `moat doctor`',
+          cause: error,
+        });
+      });
+      if (!state.Running && state.ExitCode !== null) return state.ExitCode;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new MoatError('E_ENGINE_FAILED', 'the engine did not report the exit status of the command', { hint: 'check the engine with `moat doctor`' });
   }
 
   /**
@@ -71,6 +153,8 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
   }
 
   override async removeContainer(id: string): Promise<void> {
+    dropAhead(this.aheadKey(id));
+    PodmanEngine.spares.delete(this.aheadKey(id));
     await super.removeContainer(id);
     PodmanEngine.nofiles.delete(id);
   }
@@ -256,6 +340,9 @@ function hostNproc(): number {
 function localCgroupVersion(): '1' | '2' {
   return existsSync('/sys/fs/cgroup/cgroup.controllers') ? '2' : '1';
 }
+
+/** How long a spare's start waits for its exec opened ahead to say it runs. */
+const AHEAD_WAIT_MS = 5000;
 
 /** Where a rootless sandbox's nofile limit is kept for the commands moat runs in it later. */
 const NOFILE_LABEL = 'moat.nofile';

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { commandFrame, shellWord, WAIT_SCRIPT } from '../../src/engine/kubernetes-exec-ahead.js';
+import { commandFrame } from '../../src/engine/kubernetes-exec-ahead.js';
+import { shellWord, WAIT_SCRIPT } from '../../src/engine/exec-ahead-script.js';
 import { stdinFrame } from '../../src/engine/kubernetes-exec.js';
-import { StatusLine, statusMark } from '../../src/engine/kubernetes-exec-status.js';
+import { StatusLine, statusMark } from '../../src/engine/exec-ahead-status.js';
 
 const MARK = statusMark();
 
