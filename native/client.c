@@ -1,6 +1,6 @@
 // moat-client: the `moat` command's native front (bin/moat runs it when it was built). It runs
 // `moat exec` and `moat run` (without --tty) on the user's warm CLI server (src/cli/server.ts, which documents
-// the wire format) without starting Node; every other command, and exec when no server answers,
+// the wire format) without starting Node; every other command, and exec or run when no server answers,
 // goes to Node (bin/moat.js) unchanged, with the same environment and arguments.
 //
 // The server is found as bin/moat.js finds it (bin/server-client.js serverKey(): the same bytes
