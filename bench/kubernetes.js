@@ -13,12 +13,17 @@
 //    MOAT_POOL=off (the change's before, e.g. main's checkout, built), alternating in the same rounds;
 // 3. 20 tasks at once (`moat up` x 20 in parallel) against 20 bare pods applied at once, each
 //    until all run; nothing may be lost.
+// Every moat command runs as the user types it: bin/moat (the native client where it was built,
+// which serves `run` on the warm server without a Node start); BENCH_K8S_NODE_CLIENT=1 runs
+// `node bin/moat.js` instead (the Node client, as before 2 December). BENCH_K8S_TRACE=1 traces the
+// claims (bench/kubernetes-trace.cjs in the warm server and any Node client) and prints where each
+// one's time went, from the spawn to its first output.
 // Not a test: nothing here asserts a time. Everything it makes is in a namespace of its own, removed at the end.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { median, pct } from './figures.js';
 import { serverEnv, settle, stopServers } from './warm-server.js';
 import { timed } from './timed.js';
@@ -32,6 +37,10 @@ const kubectlBin = existsSync('/run/moat-k8s/bin') ? `${readFileSync('/run/moat-
 const namespace = `moat-bench-${randomBytes(3).toString('hex')}`;
 const kubectl = (args, options = {}) => execFileSync(kubectlBin, ['--kubeconfig', kubeconfig, '-n', namespace, ...args], { encoding: 'utf8', ...options });
 const bin = join(import.meta.dirname, '..', 'bin', 'moat.js');
+// The command a user types (its launcher picks the native client or Node), or Node's client.
+const moatCommand = (script) => (process.env.BENCH_K8S_NODE_CLIENT ? [process.execPath, script] : [join(dirname(script), 'moat')]);
+const [moatExe, ...moatPre] = moatCommand(bin);
+const traceLog = process.env.BENCH_K8S_TRACE ? join(tmpdir(), `moat-k8s-trace-${process.pid}.jsonl`) : undefined;
 const root = mkdtempSync(join(tmpdir(), 'moat-bench-k8s-'));
 const repo = benchRepo(root);
 writeFileSync(join(root, 'config.yaml'), 'acceptUnenforcedLimits: [pids]\n');
@@ -77,7 +86,7 @@ try {
   // ready; and a pod moat removed without waiting is let go first (its containers are stopped by
   // the kubelet after the API server dropped it).
   const scenarios = [
-    ['moat run -- true', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env })],
+    ['moat run -- true', () => timed(moatExe, [...moatPre, 'run', '--', 'true'], { cwd: repo, env })],
     [
       'bare pod (kubectl apply, wait, exec, delete)',
       (i) => {
@@ -86,12 +95,12 @@ try {
         return Number(process.hrtime.bigint() - start) / 1e6;
       },
     ],
-    ['moat run -- true, MOAT_POOL=off', () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } })],
+    ['moat run -- true, MOAT_POOL=off', () => timed(moatExe, [...moatPre, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } })],
     ...(process.env.BENCH_K8S_AHEAD_ON
       ? [
           [
             'moat run -- true, MOAT_POOL=off, MOAT_K8S_EXEC_AHEAD=on',
-            () => timed(process.execPath, [bin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'on' } }),
+            () => timed(moatExe, [...moatPre, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off', MOAT_K8S_EXEC_AHEAD: 'on' } }),
           ],
         ]
       : []),
@@ -99,7 +108,10 @@ try {
       ? [
           [
             'BENCH_K8S_BEFORE: moat run -- true, MOAT_POOL=off',
-            () => timed(process.execPath, [beforeBin, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } }),
+            () => {
+              const [exe, ...pre] = moatCommand(beforeBin);
+              return timed(exe, [...pre, 'run', '--', 'true'], { cwd: repo, env: { ...env, MOAT_POOL: 'off' } });
+            },
           ],
         ]
       : []),
@@ -119,21 +131,31 @@ try {
     }
   }
   const rows = Object.entries(samples).map(([name, xs]) => ({ name, median: median(xs), p10: pct(xs, 10), p90: pct(xs, 90) }));
-  console.log(`kubernetes: ${rounds} rounds, alternating`);
-  console.log('| scenario | median ms | p10 ms | p90 ms | x bare pod |\n|---|---|---|---|---|');
-  for (const row of rows)
+  // BENCH_ROUNDS=0: the claims alone.
+  if (rounds > 0) console.log(`kubernetes: ${rounds} rounds, alternating`);
+  if (rounds > 0) console.log('| scenario | median ms | p10 ms | p90 ms | x bare pod |\n|---|---|---|---|---|');
+  for (const row of rounds > 0 ? rows : [])
     console.log(`| ${row.name} | ${row.median.toFixed(0)} | ${row.p10.toFixed(0)} | ${row.p90.toFixed(0)} | ${(row.median / rows[1].median).toFixed(2)} |`);
 
   // 2. Claims from the warm server's pool: spawn to the first byte of the command's output.
   // Part 1's servers go first, with the spares they made: only this pool's spares are counted.
   stopServers(root);
-  const claimEnv = { ...env, MOAT_POOL: poolSize };
+  const claimEnv = {
+    ...env,
+    MOAT_POOL: poolSize,
+    ...(traceLog ? { MOAT_TRACE_LOG: traceLog, NODE_OPTIONS: `--require ${join(import.meta.dirname, 'kubernetes-trace.cjs')}` } : {}),
+  };
+  const claimTimes = [];
   const firstByte = () =>
     new Promise((resolve, reject) => {
       const start = process.hrtime.bigint();
+      const spawnedAt = performance.timeOrigin + performance.now();
       let at;
-      const child = spawn(process.execPath, [bin, 'run', '--', 'echo', 'claimed'], { cwd: repo, env: claimEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stdout.once('data', () => (at = Number(process.hrtime.bigint() - start) / 1e6));
+      const child = spawn(moatExe, [...moatPre, 'run', '--', 'echo', 'claimed'], { cwd: repo, env: claimEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.once('data', () => {
+        at = Number(process.hrtime.bigint() - start) / 1e6;
+        claimTimes.push({ spawnedAt, at });
+      });
       let err = '';
       child.stderr.on('data', (c) => (err += c));
       child.on('exit', (code) => (code === 0 && at !== undefined ? resolve(at) : reject(new Error(`moat run failed (${code}): ${err}`))));
@@ -165,6 +187,7 @@ try {
     console.log(`  all ${claims}: ${figures(claimed)}`);
     console.log(`  ${withSpare.length} with a spare ready as the claim began: ${figures(withSpare)}`);
     console.log(`  ${withoutSpare.length} with none ready (waited for one being made: the pool's size, not the claim): ${figures(withoutSpare)}`);
+    if (traceLog) printTrace(traceLog, claimTimes.slice(1));
   }
 
   // 3. Many at once (BENCH_PARALLEL=0 leaves it out).
@@ -173,6 +196,40 @@ try {
   stopServers(root);
   spawnSync(kubectlBin, ['--kubeconfig', kubeconfig, 'delete', 'namespace', namespace, '--wait=true'], { stdio: 'ignore' });
   rmSync(root, { recursive: true, force: true });
+  if (traceLog) rmSync(traceLog, { force: true });
+}
+
+/**
+ * Each claim's time line from the trace (bench/kubernetes-trace.cjs): from the spawn, when the
+ * server accepted it, then every event of the server's until the first output (its API requests,
+ * git, event-loop stalls and GC pauses; those of the spare being made meanwhile among them), and a
+ * summary of the parts over all claims.
+ */
+function printTrace(file, times) {
+  const events = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line))
+    .sort((a, b) => a.t - b.t);
+  const parts = { connect: [], toFirstApi: [], stalls: [], fromLastApi: [] };
+  console.log('\nclaims traced (ms from the spawn; server events until the first output):');
+  times.forEach(({ spawnedAt, at }, i) => {
+    const end = spawnedAt + at;
+    const accept = events.find((e) => e.role === 'server' && e.event === 'accept' && e.t >= spawnedAt && e.t <= end);
+    const during = events.filter((e) => e.role === 'server' && e.t >= (accept?.t ?? spawnedAt) && e.t <= end && e.event !== 'accept');
+    const rel = (t) => (t - spawnedAt).toFixed(0);
+    const said = during.map((e) => `+${rel(e.t)} ${e.event}${e.what ? ` ${e.what}` : ''}${e.ms ? ` ${e.ms}ms` : ''}`);
+    console.log(`  #${i + 1} ${at.toFixed(0)} ms: accepted +${accept ? rel(accept.t) : '?'}; ${said.join('; ')}`);
+    if (!accept) return;
+    parts.connect.push(accept.t - spawnedAt);
+    const api = during.filter((e) => e.event === 'http');
+    if (api.length > 0) parts.toFirstApi.push(api[0].t - accept.t);
+    const answers = during.filter((e) => e.event === 'http-response' || e.event === 'http-upgrade');
+    if (answers.length > 0) parts.fromLastApi.push(end - answers.at(-1).t);
+    parts.stalls.push(during.filter((e) => e.event === 'stall' || e.event === 'gc').reduce((sum, e) => sum + e.ms, 0));
+  });
+  for (const [name, xs] of Object.entries(parts))
+    if (xs.length > 0) console.log(`  ${name}: p50 ${median(xs).toFixed(0)} ms, p90 ${pct(xs, 90).toFixed(0)} ms, max ${Math.max(...xs).toFixed(0)} ms`);
 }
 
 /** Spares made ahead and ready to take: pooled task records with their pod, not yet claimed. */

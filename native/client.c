@@ -1,6 +1,6 @@
 // moat-client: the `moat` command's native front (bin/moat runs it when it was built). It runs
-// `moat exec` (without --tty) on the user's warm CLI server (src/cli/server.ts, which documents
-// the wire format) without starting Node; every other command, and exec when no server answers,
+// `moat exec` and `moat run` (without --tty) on the user's warm CLI server (src/cli/server.ts, which documents
+// the wire format) without starting Node; every other command, and exec or run when no server answers,
 // goes to Node (bin/moat.js) unchanged, with the same environment and arguments.
 //
 // The server is found as bin/moat.js finds it (bin/server-client.js serverKey(): the same bytes
@@ -127,9 +127,15 @@ static void put_json_string(bytes *b, const char *s) {
 static const char *const VOLATILE[] = {"PWD", "OLDPWD", "_", "SHLVL"};
 static const char *const PATH_VARIABLES[] = {"MOAT_HOME", "MOAT_CONFIG", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "HOME"};
 
-/** As servedCommand() in bin/server-client.js, for exec: no --tty, no server turned off, absolute paths. */
+/**
+ * As servedCommand() in bin/server-client.js, for exec (no -t/--tty) and run (no --tty; its -t is
+ * --template): no server turned off, absolute paths. run too, since a claim of a task made ahead
+ * is a few hundred ms on the server, and a Node start would add its own on top of each.
+ */
 static int served_exec(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "exec") != 0) return 0;
+  if (argc < 2) return 0;
+  int run = strcmp(argv[1], "run") == 0;
+  if (!run && strcmp(argv[1], "exec") != 0) return 0;
   const char *server = getenv("MOAT_SERVER");
   if (server && strcmp(server, "off") == 0) return 0;
   for (size_t i = 0; i < sizeof PATH_VARIABLES / sizeof *PATH_VARIABLES; i++) {
@@ -137,7 +143,7 @@ static int served_exec(int argc, char **argv) {
     if (value && *value && *value != '/') return 0;
   }
   for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
-    if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tty") == 0) return 0;
+    if ((!run && strcmp(argv[i], "-t") == 0) || strcmp(argv[i], "--tty") == 0) return 0;
   return 1;
 }
 

@@ -72,6 +72,19 @@ describe('moat exec through the native client', () => {
     expect(served.out).toBe('started\ndone\n');
   });
 
+  it('runs run with a warm server without starting Node, its -t being the template, not a terminal', async () => {
+    const served = await programDuring(['run', '-t', 'shell']);
+    expect(served.program).toBe(CLIENT);
+    expect(served.code).toBe(0);
+    expect(served.out).toBe('started\ndone\n');
+    const failed = moat(['run', '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(failed.code).toBe(3);
+    expect(failed.out.toString()).toBe('out\n');
+    // The tasks that left no work are gone: only the one made for the other tests is left.
+    const list = moat(['ls', '--json']);
+    expect(JSON.parse(list.out.toString()).map((t: { name: string }) => t.name)).toEqual(['nat']);
+  });
+
   it.each([0, 1, 3, 255])('passes exit status %i through, stdout and stderr apart', (status) => {
     const result = moat(['exec', 'nat', '--no-sync', '--', 'sh', '-c', `echo out; echo err >&2; exit ${status}`]);
     expect(result.code).toBe(status);
