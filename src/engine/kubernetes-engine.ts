@@ -1,3 +1,4 @@
+import { envCommand } from './env-command.js';
 import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -406,9 +407,8 @@ export class KubernetesEngine implements ContainerEngine {
       throw new MoatError('E_INTERNAL', `a command as ${command.user} cannot run in pod ${id}, whose user is ${pod.user}`);
     }
     const tty = command.tty ?? false;
-    const env = Object.entries(command.env ?? {}).map(([key, value]) => `${key}=${value}`);
     // exec has no working directory or environment of its own: env(1) gives both, prlimit the rlimit.
-    const inner = ['/usr/bin/env', ...(command.workdir ? ['-C', command.workdir] : []), ...env, '--', ...command.cmd];
+    const inner = envCommand(command.cmd, command.workdir, command.env);
     const cmd = framedCommand(pod.nofile ? ['/usr/bin/prlimit', `--nofile=${pod.nofile}:${pod.nofile}`, '--', ...inner] : inner, io.stdin !== undefined, tty);
     const query = new URLSearchParams({
       container: SANDBOX_CONTAINER,

@@ -8,7 +8,8 @@ import { CGROUP_LIMITS, type CgroupLimit, type LimitEnforcement } from '../domai
 import { connectionOptions, type EngineEndpoint } from './find-engine.js';
 import { LABEL } from '../domain/labels.js';
 import { WAIT_SCRIPT } from './exec-ahead-script.js';
-import { commandWords, dropAhead, openAhead, runTaken, takeAhead, type ExecStream, type PodmanExecAhead, type WaitingSinks } from './podman-exec-ahead.js';
+import { envCommand } from './env-command.js';
+import { dropAhead, openAhead, runTaken, takeAhead, type ExecStream, type PodmanExecAhead, type WaitingSinks } from './podman-exec-ahead.js';
 
 /** The cgroup controller that holds each limit: where the container does not get it, the limit is not enforced. */
 const CONTROLLER: Record<CgroupLimit, string> = { memory: 'memory', cpus: 'cpu', pids: 'pids' };
@@ -113,7 +114,7 @@ export class PodmanEngine extends DockerEngine implements ContainerEngine {
     const cmd = nofile ? underPrlimit(nofile, command.cmd) : command.cmd;
     // Without a terminal, an exec waiting in a spare runs the claim's first command (podman-exec-ahead.ts).
     if (!command.tty && !io.endWithContainer && this.execAhead !== 'off') {
-      const taken = await takeAhead(this.aheadKey(id), command.user, commandWords(cmd, command.workdir, command.env));
+      const taken = await takeAhead(this.aheadKey(id), command.user, envCommand(cmd, command.workdir, command.env));
       if (taken) return runTaken(taken, io, () => this.execStatus(taken.exec));
     }
     return super.exec(id, { ...command, cmd }, io);

@@ -50,13 +50,6 @@ export function commandFrame(mark: string, cmd: readonly string[]): Buffer {
   return frame([mark, ...cmd].map(shellWord).join(' '));
 }
 
-/** The words that give a command its working directory and environment, as an exec's WorkingDir and Env would. */
-export function commandWords(cmd: readonly string[], workdir: string | undefined, env: Record<string, string> | undefined): string[] {
-  const pairs = Object.entries(env ?? {}).map(([key, value]) => `${key}=${value}`);
-  // `--` before the pairs: after a NAME=VALUE, env takes `--` for the command's name.
-  return ['/usr/bin/env', ...(workdir ? ['-C', workdir] : []), '--', ...pairs, ...cmd];
-}
-
 /** The hijacked stream of an exec. */
 export type ExecStream = NodeJS.ReadWriteStream & { destroy(): void; end(): void };
 

@@ -144,6 +144,16 @@ describe('moat on Kubernetes', () => {
     expect(gitIn(scratch.repo, 'log', '--format=%s', '-1', 'moat/hard')).toBe('made in a pod');
   });
 
+  it("gives a command the variables and working directory it was asked for (exec's --env, a terminal's TERM)", async () => {
+    const cap = captureIO();
+    const result = await moat.exec('hard', ['sh', '-c', 'echo "$GREETING|$OTHER|$PWD"'], cap.io, {
+      sync: false,
+      env: { GREETING: "it's me", OTHER: 'a -- b' },
+      workdir: '/tmp',
+    });
+    expect({ code: result.exitCode, out: cap.out(), err: cap.err() }).toEqual({ code: 0, out: "it's me|a -- b|/tmp\n", err: '' });
+  });
+
   it('brings commits and uncommitted work home on down, and the next pod gets both back', async () => {
     await sh('hard', 'echo changed >> README.md; echo new > untracked.txt', { sync: true });
     const first = (await pod('hard')).metadata!.uid;

@@ -4,8 +4,8 @@ import { EventEmitter } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { WAIT_SCRIPT } from '../../src/engine/exec-ahead-script.js';
+import { envCommand } from '../../src/engine/env-command.js';
 import {
-  commandWords,
   dropAhead,
   hasAhead,
   openAhead,
@@ -59,7 +59,7 @@ describe('an exec opened ahead (Podman, podman-exec-ahead.ts)', () => {
     const shell = localShell();
     expect(await openAhead(k, '1000:1000', shell.open)).toBe(true);
     expect(hasAhead(k)).toBe(true);
-    const words = commandWords(['sh', '-c', 'pwd; echo "$GREETING"; cat; echo oops >&2; exit 7'], '/tmp', { GREETING: "it's here" });
+    const words = envCommand(['sh', '-c', 'pwd; echo "$GREETING"; cat; echo oops >&2; exit 7'], '/tmp', { GREETING: "it's here" });
     const taken = await takeAhead(k, '1000:1000', words);
     expect(taken).toBeDefined();
     // Taken: the next command opens its own.
