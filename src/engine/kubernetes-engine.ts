@@ -414,7 +414,8 @@ export class KubernetesEngine implements ContainerEngine {
       container: SANDBOX_CONTAINER,
       stdout: 'true',
       stderr: String(!tty),
-      stdin: String(io.stdin !== undefined),
+      // A terminal always has its input side: without it the kubelet (1.20, dockershim) passes no output back.
+      stdin: String(io.stdin !== undefined || tty),
       tty: String(tty),
     });
     for (const arg of cmd) query.append('command', arg);

@@ -154,6 +154,18 @@ describe('moat on Kubernetes', () => {
     expect({ code: result.exitCode, out: cap.out(), err: cap.err() }).toEqual({ code: 0, out: "it's me|a -- b|/tmp\n", err: '' });
   });
 
+  it('runs a command on a terminal, as moat shell does (stdin from the terminal), with TERM set', async () => {
+    const cap = captureIO('typed\n');
+    const result = await moat.exec('hard', ['sh', '-c', 'echo "term=$TERM"; tty'], cap.io, { sync: false, tty: true });
+    expect(result.exitCode).toBe(0);
+    expect(cap.out()).toMatch(/term=[A-Za-z0-9._+-]+\r?\n/);
+    expect(cap.out()).toMatch(/\/dev\/pts\/\d+/);
+    // From the library, without any input: the output still comes (the kubelet sends none without an input side).
+    const quiet = captureIO();
+    expect((await moat.exec('hard', ['sh', '-c', 'echo "term=$TERM"'], quiet.io, { sync: false, tty: true })).exitCode).toBe(0);
+    expect(quiet.out()).toMatch(/term=[A-Za-z0-9._+-]+\r?\n/);
+  });
+
   it('brings commits and uncommitted work home on down, and the next pod gets both back', async () => {
     await sh('hard', 'echo changed >> README.md; echo new > untracked.txt', { sync: true });
     const first = (await pod('hard')).metadata!.uid;
