@@ -71,8 +71,10 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     for (let waited = 0; active > 0 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
     await syncs.waitAll();
     await pool?.close();
-    await unlink(`${socketPath}.pid`).catch(() => undefined);
+    // The pid file goes last: once it is gone, so is everything else of this server (a reader
+    // that waits for it, gc or the cap's sweep, never sees a retirable file without its server).
     await unlink(retirableFile(socketPath)).catch(() => undefined);
+    await unlink(`${socketPath}.pid`).catch(() => undefined);
     process.exit(0);
   };
   process.once('SIGTERM', () => void shutDown());
