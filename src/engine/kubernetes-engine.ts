@@ -1,4 +1,3 @@
-import { envCommand } from './env-command.js';
 import { CoreV1Api, KubeConfig, Log, NetworkingV1Api, VersionApi, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -21,6 +20,7 @@ import type {
   LogOptions,
   NodeHealth,
 } from './engine.js';
+import { envCommand } from './env-command.js';
 import { captureExec } from './exec-capture.js';
 import { framedCommand, openExecSocket, runOverSocket, stdinFrame, untilPodEnds } from './kubernetes-exec.js';
 import { aheadFacts, dropAhead, openAhead, takeAhead } from './kubernetes-exec-ahead.js';

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import type WebSocket from 'ws';
 import { openExecSocket, stdinFrame } from './kubernetes-exec.js';
-import { shellWord } from './exec-ahead-script.js';
+import { commandWords } from './exec-ahead-script.js';
 import { statusMark } from './exec-ahead-status.js';
 
 /**
@@ -29,7 +29,7 @@ import { statusMark } from './exec-ahead-status.js';
 
 /** The first frame a waiting shell reads: the status mark, then the command, as shell words. */
 export function commandFrame(mark: string, cmd: readonly string[]): Buffer {
-  return stdinFrame([mark, ...cmd].map(shellWord).join(' '));
+  return stdinFrame(commandWords(mark, cmd));
 }
 
 interface Waiting {

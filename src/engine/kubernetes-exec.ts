@@ -2,6 +2,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { KubeConfig } from '@kubernetes/client-node';
 import WebSocket from 'ws';
 import { MoatError } from '../errors.js';
+import { frame, UNFRAME_LOOP } from './exec-ahead-script.js';
 import { StatusLine } from './exec-ahead-status.js';
 
 /**
@@ -42,8 +43,7 @@ export async function openExecSocket(kc: KubeConfig, path: string): Promise<WebS
  * signalling the group of the pid the command records (service/exec.ts), and in the shell's group
  * that pid would lead none. `-w` keeps the status should setsid have to fork.
  */
-const UNFRAME_SCRIPT =
-  'exec 3<&0; { while IFS= read -r n && [ "$n" -gt 0 ] 2>/dev/null; do head -c "$n" || exit 1; done <&3 2>/dev/null & } | /usr/bin/setsid -w "$@" 3<&-';
+const UNFRAME_SCRIPT = `exec 3<&0; ${UNFRAME_LOOP}`;
 
 /** The command as sent: with stdin and no terminal, behind the unframing script. */
 export function framedCommand(cmd: string[], stdin: boolean, tty: boolean): string[] {
@@ -52,9 +52,7 @@ export function framedCommand(cmd: string[], stdin: boolean, tty: boolean): stri
 
 /** One frame of stdin on the wire (channel byte first); an empty chunk is the end. */
 export function stdinFrame(data: Buffer | string): Buffer {
-  // Readable.from([text]) yields strings: framed by their bytes, not their characters.
-  const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-  return Buffer.concat([Buffer.from([0]), Buffer.from(`${chunk.length}\n`), chunk]);
+  return Buffer.concat([Buffer.from([0]), frame(data)]);
 }
 
 /** The exec's end as the API server reports it on channel 3 (a metav1.Status). */

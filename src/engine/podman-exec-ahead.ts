@@ -2,7 +2,7 @@ import type Docker from 'dockerode';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { MoatError } from '../errors.js';
-import { shellWord } from './exec-ahead-script.js';
+import { commandWords, frame } from './exec-ahead-script.js';
 import { StatusLine, statusMark } from './exec-ahead-status.js';
 
 /**
@@ -37,17 +37,6 @@ export function podmanExecAheadMode(value: string | undefined): PodmanExecAhead 
   throw new MoatError('E_CONFIG_INVALID', `MOAT_PODMAN_EXEC_AHEAD=${value.slice(0, 40)} is neither spares nor off`, {
     hint: "unset it (an exec opened ahead only into the pool's spares), or set off (every command opens its own exec)",
   });
-}
-
-/** One frame of a waiting shell's stdin: "length\n" then the bytes; an empty one is stdin's end. */
-export function frame(data: Buffer | string): Buffer {
-  const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-  return Buffer.concat([Buffer.from(`${chunk.length}\n`), chunk]);
-}
-
-/** The first frame: the status mark, then the command, as shell words. */
-export function commandFrame(mark: string, cmd: readonly string[]): Buffer {
-  return frame([mark, ...cmd].map(shellWord).join(' '));
 }
 
 /** The hijacked stream of an exec. */
@@ -209,10 +198,10 @@ export function runTaken(taken: TakenExec, io: { stdin?: Readable; stdout: Writa
     const write = (data: Buffer) => {
       if (!settled) stream.write(data);
     };
-    const onData = (chunk: Buffer | string) => write(frame(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+    const onData = (chunk: Buffer | string) => write(frame(chunk));
     const onEnd = () => write(frame(Buffer.alloc(0)));
     // The words go only now that this command's sinks listen: none of its output is lost.
-    write(commandFrame(mark, taken.words));
+    write(frame(commandWords(mark, taken.words)));
     if (io.stdin) {
       io.stdin.on('data', onData);
       io.stdin.on('end', onEnd);
