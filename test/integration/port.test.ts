@@ -91,6 +91,8 @@ describe('moat port', () => {
       message: expect.stringContaining('EADDRINUSE'),
     });
     await moat.closePort('a', 3001);
+    // Free as closePort returns (the forwarder closes its socket before it exits).
+    expect(await free(open.hostPort)).toBe(true);
     const blocker = createServer();
     // If something else holds 3001 already, it blocks just as well.
     await new Promise<void>((resolve) => blocker.once('error', () => resolve()).listen(3001, '127.0.0.1', () => resolve()));
