@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,43 @@ export function sh(cmd: string, args: string[], cwd: string, env: Record<string,
 
 export function gitIn(cwd: string, ...args: string[]): string {
   return sh('git', args, cwd).trim();
+}
+
+/** How a command run by `finish` ended, its output as text. */
+export interface Finished {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command to its end, given `input` (none: stdin closed), without blocking this test
+ * worker's event loop as spawnSync does. Why it matters: vitest's worker gives the main process 60 s
+ * to acknowledge each report of a test's progress, and the acknowledgement is read only when the
+ * loop turns; synchronous tests run back to back without a turn, so a file of them that takes over
+ * a minute ends the run with "Timeout calling onTaskUpdate" although every test passed (seen on a
+ * loaded machine: terminal-output's last four tests took 64 s).
+ */
+export function finish(
+  cmd: string,
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeout?: number } = {},
+): Promise<Finished> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: options.cwd, env: options.env, stdio: ['pipe', 'pipe', 'pipe'], timeout: options.timeout });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    // A command that exits without reading its input closes the pipe: not this caller's error.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.input ?? '');
+    child.once('error', reject);
+    child.once('close', (status, signal) =>
+      resolve({ status, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') }),
+    );
+  });
 }
 
 /** A scratch world for one test: a user repository with one commit, a moat home, a user config. */

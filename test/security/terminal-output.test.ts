@@ -1,8 +1,8 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { finish, gitIn, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
 import { firstRaw as firstRawIn } from '../helpers/unsafe-chars.js';
 
 /**
@@ -53,18 +53,12 @@ const PLANT = [
   'cat <&3 >/dev/null || true',
 ].join('\n');
 
-describe('nothing a sandbox writes reaches the terminal unescaped', () => {
+describe('nothing a sandbox writes reaches the terminal unescaped', async () => {
   const scratch = new Scratch();
   const printed: Array<{ command: string; stdout: string; stderr: string; status: number | null }> = [];
 
-  function moat(args: string[], options: { env?: Record<string, string> } = {}) {
-    const result = spawnSync(process.execPath, [MOAT_BIN, ...args], {
-      cwd: scratch.repo,
-      env: scratch.env(options.env),
-      encoding: 'utf8',
-      input: '',
-      maxBuffer: 16 * 1024 * 1024,
-    });
+  async function moat(args: string[], options: { env?: Record<string, string> } = {}) {
+    const result = await finish(process.execPath, [MOAT_BIN, ...args], { cwd: scratch.repo, env: scratch.env(options.env) });
     const entry = { command: `moat ${args.join(' ')}`, stdout: result.stdout, stderr: result.stderr, status: result.status };
     printed.push(entry);
     return entry;
@@ -109,20 +103,20 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     const yaml = `description: ${description}\nbuild: shell\nagent: [bash, -c, ${JSON.stringify(answer)}, planter, "{prompt}"]\n`;
     writeFileSync(join(templates, 'planter', 'template.yaml'), yaml);
     scratch.writeConfig(`templates: [${templates}]\n`);
-    expect(moat(['up', '--task', 'plant', '--allow', 'allowed.test']).status).toBe(0);
-    const planted = moat(['exec', 'plant', '--no-sync', '--', 'bash', '-c', PLANT]);
+    expect((await moat(['up', '--task', 'plant', '--allow', 'allowed.test'])).status).toBe(0);
+    const planted = await moat(['exec', 'plant', '--no-sync', '--', 'bash', '-c', PLANT]);
     expect(planted.status, planted.stderr).toBe(0);
   }, 600_000);
   afterAll(async () => {
     await scratch.cleanup();
   });
 
-  it('the plants took: the raw bytes are there for the commands to show (logs --raw, the stored audit)', () => {
-    expect(moat(['logs', 'plant', '--raw']).stdout).toContain('\x1b[2K');
-    expect(moat(['egress', 'plant', '--json']).stdout).toContain('\\u001b[2K');
+  it('the plants took: the raw bytes are there for the commands to show (logs --raw, the stored audit)', async () => {
+    expect((await moat(['logs', 'plant', '--raw'])).stdout).toContain('\x1b[2K');
+    expect((await moat(['egress', 'plant', '--json'])).stdout).toContain('\\u001b[2K');
   });
 
-  it('review: sync, diff (patch, stat, names, JSON), flags', () => {
+  it('review: sync, diff (patch, stat, names, JSON), flags', async () => {
     for (const args of [
       ['sync', 'plant'],
       ['diff', 'plant'],
@@ -131,32 +125,32 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
       ['diff', 'plant', '--json'],
       ['sync', 'plant', '--json'],
     ]) {
-      const entry = moat(args);
+      const entry = await moat(args);
       expect(entry.status, entry.stderr).toBe(0);
       expectSafe(entry);
     }
-    const names = moat(['diff', 'plant', '--name-only']).stdout.trim().split('\n');
+    const names = (await moat(['diff', 'plant', '--name-only'])).stdout.trim().split('\n');
     // One line per file: the newline in each name shows as \n.
     expect(names).toHaveLength(5);
     expect(
       names.some((n) => n.startsWith('src-\\x1b[2K\\x1b[1A\\x1b]0;pwned\\x07') && n.includes('\\r\\x7f\\x9b 31m\\u202egnp\\u200b\\u{e0041}\\nmoat: FORGED')),
     ).toBe(true);
-    const flags = moat(['diff', 'plant']).stderr;
+    const flags = (await moat(['diff', 'plant'])).stderr;
     expect(flags).toMatch(/^moat: flag: link-\\x1b\[2K.*\\nmoat: FORGED: symbolic link, symbolic link pointing outside the repository -> "\/etc\//m);
     expect(flags).toMatch(/^moat: flag: run-\\x1b\[2K.*: new executable$/m);
     // The diff body shows the content's escapes; the lines of the file stay lines.
-    expect(moat(['diff', 'plant']).stdout).toContain('+moat: FORGED\n+\\x1b[2K');
-    expect(JSON.parse(moat(['diff', 'plant', '--json']).stdout).files.map((f: { path: string }) => f.path)).toContain(
+    expect((await moat(['diff', 'plant'])).stdout).toContain('+moat: FORGED\n+\\x1b[2K');
+    expect(JSON.parse((await moat(['diff', 'plant', '--json'])).stdout).files.map((f: { path: string }) => f.path)).toContain(
       `run-${'\x1b[2K\x1b[1A\x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\r\x7f\u009b 31m\u202egnp\u200b\u{e0041}\nmoat: FORGED'}.sh`,
     );
   });
 
-  it('egress: the hosts it tried and the rule text they produced', () => {
-    const text = moat(['egress', 'plant']);
+  it('egress: the hosts it tried and the rule text they produced', async () => {
+    const text = await moat(['egress', 'plant']);
     expect(text.stdout.trim().split('\n')).toHaveLength(2);
     expect(text.stdout).toContain('CONNECT h\\x1b[2K');
     expectSafe(text);
-    const json = moat(['egress', 'plant', '--json']);
+    const json = await moat(['egress', 'plant', '--json']);
     expectSafe(json);
     expect(
       json.stdout
@@ -167,8 +161,8 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     ).toContain('\x1b[2K');
   });
 
-  it('logs: escaped by default, lines kept; --raw is the bytes', () => {
-    const logs = moat(['logs', 'plant']);
+  it('logs: escaped by default, lines kept; --raw is the bytes', async () => {
+    const logs = await moat(['logs', 'plant']);
     expect(logs.status).toBe(0);
     // The container's output is lines of the sandbox's own: none in escapes, none passing for moat's.
     expectSafe(logs);
@@ -176,7 +170,7 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expect(logs.stdout).toContain('\nplant | moat: FORGED');
     expect(logs.stdout).toContain('plant | log line \\x1b[2K\\x1b[1A');
     expect(logs.stdout.split('\n').filter((line) => line !== '' && !line.startsWith('plant | '))).toEqual([]);
-    expect(moat(['logs', 'plant', '--raw', '-n', '5']).stdout).toContain('\x1b]52;c;');
+    expect((await moat(['logs', 'plant', '--raw', '-n', '5'])).stdout).toContain('\x1b]52;c;');
   });
 
   it('the following commands: logs -f, egress -f, stats -f (and its JSON)', async () => {
@@ -188,12 +182,12 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expectSafe(await follow(['stats', 'plant', '-f', '--json'], /plant/));
   }, 300_000);
 
-  it("templates: a template's description", () => {
-    const entry = moat(['templates']);
+  it("templates: a template's description", async () => {
+    const entry = await moat(['templates']);
     expect(entry.status, entry.stderr).toBe(0);
     expect(entry.stdout).toContain('plants \\x1b[2K\\u202e\\u3164 escapes\\nmoat: FORGED');
     expectSafe(entry);
-    expectSafe(moat(['templates', '--json']));
+    expectSafe(await moat(['templates', '--json']));
   });
 
   it("approve: the hosts a repository's moat.yaml asks for, as they reach the checkout after a merge", async () => {
@@ -205,7 +199,7 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
       gitIn(other.repo, 'add', '-A');
       gitIn(other.repo, 'commit', '-qm', 'asks');
       for (const args of [['approve'], ['approve', '--json']]) {
-        const result = spawnSync(process.execPath, [MOAT_BIN, ...args], { cwd: other.repo, env: other.env(), encoding: 'utf8', input: '' });
+        const result = await finish(process.execPath, [MOAT_BIN, ...args], { cwd: other.repo, env: other.env() });
         const entry = { command: `moat ${args.join(' ')}`, stdout: result.stdout, stderr: result.stderr, status: result.status };
         printed.push(entry);
         // A host like this is refused (or approved); either way what is printed about it is escaped.
@@ -217,57 +211,56 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     }
   });
 
-  it('ls, ls -a, stats, their JSON', () => {
+  it('ls, ls -a, stats, their JSON', async () => {
     for (const args of [['ls'], ['ls', '-a'], ['ls', '--json'], ['stats'], ['stats', '--json']]) {
-      const entry = moat(args);
+      const entry = await moat(args);
       expect(entry.status, entry.stderr).toBe(0);
       expectSafe(entry);
     }
   });
 
-  it('merge and apply: the confirmation errors name the flagged files, escaped', () => {
-    const refused = moat(['merge', 'plant']);
+  it('merge and apply: the confirmation errors name the flagged files, escaped', async () => {
+    const refused = await moat(['merge', 'plant']);
     expect(refused.status).not.toBe(0);
     expect(refused.stderr).toContain('moat: error: the task changes files');
     expectSafe(refused);
-    expectSafe(moat(['merge', 'plant', '--json']));
+    expectSafe(await moat(['merge', 'plant', '--json']));
     // On a terminal (util-linux script gives one) moat asks instead; the question names the same
     // files, escaped. Only the payload's bytes are looked for: the terminal's own CR and
     // readline's cursor moves are in this transcript too.
-    const asked = spawnSync('sh', ['-c', `(sleep 3; printf 'n\\n') | script -qec "${process.execPath} ${MOAT_BIN} merge plant" /dev/null`], {
+    const asked = await finish('sh', ['-c', `(sleep 3; printf 'n\\n') | script -qec "${process.execPath} ${MOAT_BIN} merge plant" /dev/null`], {
       cwd: scratch.repo,
       env: scratch.env(),
-      encoding: 'utf8',
       timeout: 60_000,
     });
     expect(asked.stdout).toContain('Continue? [y/N]');
     for (const raw of ['\x1b[2K', '\x1b[1A', '\x1b]0;pwned', '\x1b]52', '\x07', '\x7f', '\u009b', '\u202e', '\u200b', '\u{e0041}'])
       expect(asked.stdout, JSON.stringify(raw)).not.toContain(raw);
     expect(FORGED.test(asked.stdout.replaceAll('\r', ''))).toBe(false);
-    expectSafe(moat(['apply', 'plant']));
+    expectSafe(await moat(['apply', 'plant']));
     // apply lays the files on the checkout; then merge refuses (they are in its way).
-    const applied = moat(['apply', 'plant', '--yes']);
+    const applied = await moat(['apply', 'plant', '--yes']);
     expect(applied.status, applied.stderr).toBe(0);
     expectSafe(applied);
-    const refusedAgain = moat(['merge', 'plant', '--yes']);
+    const refusedAgain = await moat(['merge', 'plant', '--yes']);
     expect(refusedAgain.status).not.toBe(0);
     expectSafe(refusedAgain);
     gitIn(scratch.repo, 'reset', '-q', '--hard');
     gitIn(scratch.repo, 'clean', '-qfd');
-    const merged = moat(['merge', 'plant', '--yes']);
+    const merged = await moat(['merge', 'plant', '--yes']);
     expect(merged.status, merged.stderr).toBe(0);
     expectSafe(merged);
   });
 
-  it("exec, down, run, agent and rm: moat's own lines around the program's output", () => {
-    expectSafe(moat(['exec', 'plant', '--', 'true']));
-    expectSafe(moat(['down', 'plant']));
+  it("exec, down, run, agent and rm: moat's own lines around the program's output", async () => {
+    expectSafe(await moat(['exec', 'plant', '--', 'true']));
+    expectSafe(await moat(['down', 'plant']));
     // The same files again (in a folder of their own: the merge above brought the first ones to HEAD), no network.
     const files = PLANT.split('\n# network')[0]!.replace('set -e', 'set -e; mkdir again; cd again');
-    const run = moat(['run', '--task', 'runner', '--', 'bash', '-c', files]);
+    const run = await moat(['run', '--task', 'runner', '--', 'bash', '-c', files]);
     expect(run.stderr).toContain('task runner finished (exit 0); 1 commit(s)');
     expectSafe(run);
-    const agent = moat(['agent', '--task', 'agent', '-t', 'planter', 'hello']);
+    const agent = await moat(['agent', '--task', 'agent', '-t', 'planter', 'hello']);
     expect(agent.status, agent.stderr).toBe(0);
     // The agent's answer is lines of its own, shown escaped; the summary and git's stat below it are moat's.
     expectSafe(agent);
@@ -278,10 +271,10 @@ describe('nothing a sandbox writes reaches the terminal unescaped', () => {
     expect(agent.stderr.slice(agent.stderr.lastIndexOf('err \\x1b'))).toMatch(
       /\nmoat: task agent on moat\/agent: agent exited 0; egress 0 allowed, 0 denied\n/,
     );
-    for (const task of ['plant', 'runner', 'agent']) expectSafe(moat(['rm', '-f', task]));
+    for (const task of ['plant', 'runner', 'agent']) expectSafe(await moat(['rm', '-f', task]));
   }, 600_000);
 
-  it('every command above printed nothing raw (the whole transcript)', () => {
+  it('every command above printed nothing raw (the whole transcript)', async () => {
     expect(printed.length).toBeGreaterThan(25);
     for (const entry of printed) {
       if (entry.command.includes('--raw')) continue;
