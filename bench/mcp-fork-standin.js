@@ -7,30 +7,17 @@
 // the programs forked by the server (as before) and by its helper (MOAT_STANDIN_SPAWNER=on, as
 // `moat mcp` now runs). No container: runs without the test lock. Not a test: nothing asserts a time.
 //   BENCH_RUNS (3) runs of BENCH_ROUNDS (10) pairs per variant
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { serverEnvironment } from '../dist/mcp/server-memory.js';
+import { bigTextFile } from './big-text.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const dist = join(import.meta.dirname, '..', 'dist');
-const dir = mkdtempSync(join(tmpdir(), 'moat-bench-fork-standin-'));
-const file = join(dir, 'big.txt');
-// 1 MiB of base64 in lines of 76, as bench/mcp.js reads.
-writeFileSync(
-  file,
-  (
-    randomBytes(786432)
-      .toString('base64')
-      .match(/.{1,76}/g) ?? []
-  )
-    .join('\n')
-    .slice(0, 1048576),
-);
+const { dir, file } = bigTextFile('moat-bench-fork-standin-');
 const faultsOf = (pid) => {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
