@@ -112,7 +112,7 @@ export class LineTransport implements Transport {
 
 /** Strings this long are written a slice at a time (jsonLine). */
 const LONG_STRING = 256 * 1024;
-/** Characters per slice: its JSON fits one of V8's regular heap pages. */
+/** Characters per slice: its JSON (of most text) fits one of V8's regular heap pages. */
 const SLICE = 32 * 1024;
 
 /**
