@@ -6,31 +6,18 @@
 // variants interleaved. No container: runs without the test lock.
 //   node bench/mcp-alternate.js [OTHER_DIST]   (OTHER_DIST: e.g. main's build, /tmp/before/dist)
 // Not a test: nothing asserts a time.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { serverEnvironment } from '../dist/mcp/server-memory.js';
+import { bigTextFile } from './big-text.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 8);
 const here = join(import.meta.dirname, '..', 'dist');
 const other = process.argv[2];
-const dir = mkdtempSync(join(tmpdir(), 'moat-bench-alternate-'));
-const file = join(dir, 'big.txt');
-// 1 MiB of base64 in lines of 76, as bench/mcp.js reads.
-writeFileSync(
-  file,
-  (
-    randomBytes(786432)
-      .toString('base64')
-      .match(/.{1,76}/g) ?? []
-  )
-    .join('\n')
-    .slice(0, 1048576),
-);
+const { dir, file } = bigTextFile('moat-bench-alternate-');
 
 const variants = {
   'this build, with moat mcp tunables': { dist: here, env: serverEnvironment(process.env) },

@@ -8,16 +8,41 @@ export interface ProcessResult {
   error?: Error;
 }
 
+export interface ProcessOptions {
+  cwd: string;
+  env: Record<string, string>;
+  input?: string;
+  maxBytes?: number;
+  uid?: number;
+  gid?: number;
+}
+
+/** What starts runProcess's programs: spawnProcess here, or another process's (setProcessRunner). */
+export type ProcessRunner = (file: string, args: string[], options: ProcessOptions) => Promise<ProcessResult>;
+
+let runner: ProcessRunner | undefined;
+
+/**
+ * Has runProcess start its programs through `next` (undefined: from this process again). The MCP
+ * server starts them from a small helper process instead of forking itself: a fork makes every
+ * page of the forking process copy-on-write, and the server's next big read_file then faults
+ * its pages back (src/mcp/spawner.ts).
+ */
+export function setProcessRunner(next: ProcessRunner | undefined): void {
+  runner = next;
+}
+
 /**
  * Runs a program with an argv array (never a shell) and collects its output. Deliberately small:
  * host git runs a dozen times per task operation, and a process library's load and per-call cost
  * showed up in `moat run`'s start-up time (see docs/benchmarks.md).
  */
-export function runProcess(
-  file: string,
-  args: string[],
-  options: { cwd: string; env: Record<string, string>; input?: string; maxBytes?: number; uid?: number; gid?: number },
-): Promise<ProcessResult> {
+export function runProcess(file: string, args: string[], options: ProcessOptions): Promise<ProcessResult> {
+  return runner ? runner(file, args, options) : spawnProcess(file, args, options);
+}
+
+/** runProcess in this process: a child of its own. */
+export function spawnProcess(file: string, args: string[], options: ProcessOptions): Promise<ProcessResult> {
   return new Promise((resolve) => {
     const child = spawn(file, args, {
       cwd: options.cwd,
