@@ -44,7 +44,8 @@ export interface KubernetesTarget {
   /**
    * Which pods get an exec opened ahead for their next command (kubernetes-exec-ahead.ts),
    * MOAT_K8S_EXEC_AHEAD: `spares` (the default) only the warm server's spares, whose claim comes
-   * seconds later; `on` every pod, after each command; `off` none. Not every pod by default:
+   * seconds later; `on` every pod, after each command; `off` none. Except with `off`, every pod's
+   * start is proven by one (its first command takes it). Not every pod by default:
    * measured, `run` without the pool was ~0.7 s slower (its short commands come faster than the
    * next exec opens, and the opens compete for a small node's CPU); docs/benchmarks.md.
    */
@@ -244,7 +245,7 @@ export class KubernetesEngine implements ContainerEngine {
       for (;;) {
         const verdict = startVerdict(pod);
         if (verdict === 'running') {
-          if (this.opensAhead(id)) void this.openAhead(id, await this.podFacts(id));
+          if (this.startsAhead()) void this.openAhead(id, await this.podFacts(id));
           return;
         }
         if (verdict.failed) throw verdict.failed;
@@ -266,7 +267,7 @@ export class KubernetesEngine implements ContainerEngine {
         }
         const guarded = guardFinished(pod);
         // The proof is the exec opened ahead for the first command (the seed): its shell runs.
-        if (guarded && (this.opensAhead(id) ? await this.openAhead(id, await this.podFacts(id)) : await this.answers(id))) return;
+        if (guarded && (this.startsAhead() ? await this.openAhead(id, await this.podFacts(id)) : await this.answers(id))) return;
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -285,6 +286,15 @@ export class KubernetesEngine implements ContainerEngine {
   private opensAhead(id: string): boolean {
     const mode = this.target.execAhead ?? 'spares';
     return mode === 'on' || (mode === 'spares' && this.spares.has(id));
+  }
+
+  /**
+   * Whether a pod's start is proven by an exec opened ahead, which the first command (the seed)
+   * then takes, in every pod (not only spares): the proof and the seed on one exec, one setup
+   * fewer on a pool-less `run`. Only later commands depend on {@link opensAhead}.
+   */
+  private startsAhead(): boolean {
+    return this.target.execAhead !== 'off';
   }
 
   private aheadKey(id: string): string {
@@ -431,6 +441,11 @@ export class KubernetesEngine implements ContainerEngine {
     }
     let socket = taken?.socket;
     if (socket && !io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
+    // A spare taken is a claimed task: its later commands open their own exec (also where one
+    // engine made the spare and serves the claim, as in the warm server), and none is opened ahead
+    // while this first command's output is on its way: on a small node, an exec being made competes
+    // with it through the same API server, kubelet and runtime.
+    if (taken) this.spares.delete(id);
     if (this.opensAhead(id)) void this.openAhead(id, pod);
     if (!socket) {
       try {
