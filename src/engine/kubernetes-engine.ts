@@ -441,12 +441,6 @@ export class KubernetesEngine implements ContainerEngine {
     }
     let socket = taken?.socket;
     if (socket && !io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
-    // A spare taken is a claimed task: its later commands open their own exec (also where one
-    // engine made the spare and serves the claim, as in the warm server), and none is opened ahead
-    // while this first command's output is on its way: on a small node, an exec being made competes
-    // with it through the same API server, kubelet and runtime.
-    if (taken) this.spares.delete(id);
-    if (this.opensAhead(id)) void this.openAhead(id, pod);
     if (!socket) {
       try {
         socket = await openExecSocket(this.kc, path);
@@ -471,6 +465,16 @@ export class KubernetesEngine implements ContainerEngine {
           ).finally(() => podWatch.leave())
         : running,
     );
+    // The next command's exec is opened once this one has ended, not while its output is on its
+    // way (a claim's first command): on a small node an exec being made competes with it, through
+    // the same API server, kubelet and runtime.
+    if (this.opensAhead(id)) {
+      void finished
+        .catch(() => undefined)
+        .then(() => {
+          if (this.opensAhead(id)) void this.openAhead(id, pod);
+        });
+    }
     if (!io.endWithContainer) return finished;
     const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
     if (!gone) return finished;
