@@ -46,7 +46,9 @@ if (file) {
   for (const name of ['spawn', 'execFile']) {
     const original = childProcess[name];
     childProcess[name] = function (command, args, ...rest) {
-      const what = [command, ...(Array.isArray(args) ? args.slice(0, 3) : [])].join(' ').slice(0, 80);
+      // git's subcommand, past its -c options.
+      const words = Array.isArray(args) ? args.filter((word, i) => word !== '-c' && args[i - 1] !== '-c') : [];
+      const what = [command, ...words.slice(0, 3)].join(' ').slice(0, 80);
       const child = original.call(this, command, args, ...rest);
       log('child', { what });
       child.once('exit', () => log('child-exit', { what }));

@@ -25,6 +25,7 @@ import { captureExec } from './exec-capture.js';
 import { framedCommand, openExecSocket, runOverSocket, stdinFrame, untilPodEnds } from './kubernetes-exec.js';
 import { aheadFacts, dropAhead, openAhead, takeAhead } from './kubernetes-exec-ahead.js';
 import { WAIT_SCRIPT } from './exec-ahead-script.js';
+import { forgetStart, mayRunUnreported, proveStart, reportedRunning, startProven } from './kubernetes-start-proof.js';
 import { guardFinished, podEnd, podEndError, PodEndWatches, podNotRunning, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
 
@@ -44,7 +45,8 @@ export interface KubernetesTarget {
   /**
    * Which pods get an exec opened ahead for their next command (kubernetes-exec-ahead.ts),
    * MOAT_K8S_EXEC_AHEAD: `spares` (the default) only the warm server's spares, whose claim comes
-   * seconds later; `on` every pod, after each command; `off` none. Not every pod by default:
+   * seconds later; `on` every pod, after each command; `off` none. Except with `off`, every pod's
+   * start is proven by one (its first command takes it). Not every pod by default:
    * measured, `run` without the pool was ~0.7 s slower (its short commands come faster than the
    * next exec opens, and the opens compete for a small node's CPU); docs/benchmarks.md.
    */
@@ -222,6 +224,7 @@ export class KubernetesEngine implements ContainerEngine {
     }) as V1Pod;
     // An exec left waiting in an earlier pod of this name (reset, a helper) is not this one's.
     dropAhead(this.aheadKey(spec.name));
+    forgetStart(this.aheadKey(spec.name));
     const pod = await this.createPod(body, spec.name);
     this.pods.set(spec.name, { user: spec.user, nofile: spec.limits.nofile });
     if (spec.labels[LABEL.madeAhead] === 'true') this.spares.add(spec.name);
@@ -244,7 +247,7 @@ export class KubernetesEngine implements ContainerEngine {
       for (;;) {
         const verdict = startVerdict(pod);
         if (verdict === 'running') {
-          if (this.opensAhead(id)) void this.openAhead(id, await this.podFacts(id));
+          if (this.startsAhead()) void this.openAhead(id, await this.podFacts(id));
           return;
         }
         if (verdict.failed) throw verdict.failed;
@@ -266,7 +269,11 @@ export class KubernetesEngine implements ContainerEngine {
         }
         const guarded = guardFinished(pod);
         // The proof is the exec opened ahead for the first command (the seed): its shell runs.
-        if (guarded && (this.opensAhead(id) ? await this.openAhead(id, await this.podFacts(id)) : await this.answers(id))) return;
+        if (guarded && (this.startsAhead() ? await this.openAhead(id, await this.podFacts(id)) : await this.answers(id))) {
+          // Ahead of the pod's status (kubernetes-start-proof.ts): inspectContainer says running.
+          proveStart(this.aheadKey(id), pod.metadata?.uid);
+          return;
+        }
         const next = await changes.next(guarded ? 200 : 1000);
         // No watch (refused, or ended): each wait ends with a read instead.
         pod = next ?? (changes.open() ? pod : await this.call(() => this.core.readNamespacedPod({ name: id, namespace: this.namespace }), `read pod ${id}`));
@@ -285,6 +292,15 @@ export class KubernetesEngine implements ContainerEngine {
   private opensAhead(id: string): boolean {
     const mode = this.target.execAhead ?? 'spares';
     return mode === 'on' || (mode === 'spares' && this.spares.has(id));
+  }
+
+  /**
+   * Whether a pod's start is proven by an exec opened ahead, which the first command (the seed)
+   * then takes, in every pod (not only spares): the proof and the seed on one exec, one setup
+   * fewer on a pool-less `run`. Only later commands depend on {@link opensAhead}.
+   */
+  private startsAhead(): boolean {
+    return this.target.execAhead !== 'off';
   }
 
   private aheadKey(id: string): string {
@@ -322,12 +338,29 @@ export class KubernetesEngine implements ContainerEngine {
 
   async inspectContainer(idOrName: string): Promise<ContainerInfo | undefined> {
     const pod = await this.readPod(idOrName);
-    return pod ? containerInfo(pod) : undefined;
+    return pod ? containerInfo(pod, await this.startedUnreported(pod)) : undefined;
+  }
+
+  /**
+   * Whether a pod runs whose status does not say so yet (kubernetes-start-proof.ts): its start
+   * proven in this process, else asked (a `true` in its sandbox; only in the second or so between
+   * a start and the kubelet's report of it, so another process's `up` is covered too).
+   */
+  private async startedUnreported(pod: V1Pod): Promise<boolean> {
+    const name = pod.metadata?.name ?? '';
+    const key = this.aheadKey(name);
+    if (reportedRunning(pod)) forgetStart(key);
+    if (!mayRunUnreported(pod)) return false;
+    if (startProven(key, pod)) return true;
+    const answers = await this.answers(name);
+    if (answers) proveStart(key, pod.metadata?.uid);
+    return answers;
   }
 
   /** A pod cannot be stopped and kept: stopping it removes it (its workspace with it). */
   async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
     dropAhead(this.aheadKey(id));
+    forgetStart(this.aheadKey(id));
     this.spares.delete(id);
     await this.deletePod(id, timeoutSeconds);
   }
@@ -340,6 +373,7 @@ export class KubernetesEngine implements ContainerEngine {
    */
   async removeContainer(id: string): Promise<void> {
     dropAhead(this.aheadKey(id));
+    forgetStart(this.aheadKey(id));
     await this.deletePod(id, 0);
     this.pods.delete(id);
     this.spares.delete(id);
@@ -347,7 +381,7 @@ export class KubernetesEngine implements ContainerEngine {
 
   async listContainers(labels: Record<string, string>): Promise<ContainerInfo[]> {
     const list = await this.call(() => this.core.listNamespacedPod({ namespace: this.namespace, labelSelector: labelSelector(labels) }), 'list pods');
-    return list.items.map(containerInfo);
+    return list.items.map((pod) => containerInfo(pod));
   }
 
   /**
@@ -419,7 +453,8 @@ export class KubernetesEngine implements ContainerEngine {
     let taken;
     try {
       taken =
-        tty || this.target.execAhead === 'off'
+        // A probe of the pod's start (answers) never takes the exec that waits for a command.
+        tty || this.target.execAhead === 'off' || UNWATCHED.has(io)
           ? undefined
           : await takeAhead(this.aheadKey(id), words, async () => {
               const current = await this.readPod(id);
@@ -431,7 +466,6 @@ export class KubernetesEngine implements ContainerEngine {
     }
     let socket = taken?.socket;
     if (socket && !io.stdin) socket.send(stdinFrame(Buffer.alloc(0)));
-    if (this.opensAhead(id)) void this.openAhead(id, pod);
     if (!socket) {
       try {
         socket = await openExecSocket(this.kc, path);
@@ -456,6 +490,16 @@ export class KubernetesEngine implements ContainerEngine {
           ).finally(() => podWatch.leave())
         : running,
     );
+    // The next command's exec is opened once this one has ended, not while its output is on its
+    // way (a claim's first command): on a small node an exec being made competes with it, through
+    // the same API server, kubelet and runtime.
+    if (this.opensAhead(id)) {
+      void finished
+        .catch(() => undefined)
+        .then(() => {
+          if (this.opensAhead(id)) void this.openAhead(id, pod);
+        });
+    }
     if (!io.endWithContainer) return finished;
     const gone = await Promise.race([finished.then(() => false), this.whenStopped(id, finished)]);
     if (!gone) return finished;
@@ -755,14 +799,17 @@ export function startVerdict(pod: V1Pod): 'running' | { failed?: MoatError; unsc
   return { waiting: sandbox?.state?.waiting?.reason ?? status?.phase };
 }
 
-/** A pod in moat's terms: running while its sandbox runs; its end (exit status, OOM, eviction) once it ended. */
-export function containerInfo(pod: V1Pod): ContainerInfo {
+/**
+ * A pod in moat's terms: running while its sandbox runs; its end (exit status, OOM, eviction) once
+ * it ended. `proven`: its sandbox was proven to run before the status says so (kubernetes-start-proof.ts).
+ */
+export function containerInfo(pod: V1Pod, proven = false): ContainerInfo {
   const sandbox = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
   const ended = sandbox?.state?.terminated;
   const phase = pod.status?.phase ?? 'Pending';
   const deleting = pod.metadata?.deletionTimestamp !== undefined;
   const evicted = pod.status?.reason === 'Evicted';
-  const running = !deleting && phase === 'Running' && sandbox?.state?.running !== undefined;
+  const running = !deleting && (reportedRunning(pod) || (proven && mayRunUnreported(pod)));
   return {
     id: pod.metadata?.name ?? '',
     name: pod.metadata?.name ?? '',

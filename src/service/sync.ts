@@ -8,7 +8,7 @@ import { OBJECT_ID } from '../workspace/git.js';
 import type { UserRepository } from '../workspace/user-repo.js';
 import type { MoatContext } from './context.js';
 import { runningContainer, withWorkspaceContainer } from './task-container.js';
-import { clearMarkers, killPoint, pendingMarkers, taskKey } from './pending-sync.js';
+import { clearMarkers, killPoint, markDone, pendingMarkers, taskKey } from './pending-sync.js';
 
 /**
  * Runs inside the sandbox, as the sandbox user: snapshots uncommitted work into a commit on a
@@ -198,6 +198,9 @@ export async function syncTask(
     const result = await bringHome(ctx, repo, record, snapshot, bundleFile);
     // Home (or parked beside the user's branch), or nothing a second read would change.
     if (!('error' in snapshot) || snapshot.final) await clearMarkers(ctx.store, record, [...(fresh ? due : []), ...(options.markers ?? [])]);
+    // Not read: the given execs' work is due, so the next command on the task reads it first (a
+    // marker left `running` by this live process would be due only once the process ends).
+    else await Promise.all((options.markers ?? []).map((marker) => markDone(ctx.store, record, marker)));
     return result;
   } finally {
     await afterRead;

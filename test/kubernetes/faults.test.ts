@@ -137,6 +137,9 @@ describe('moat on Kubernetes: faults', () => {
       sync: true,
     });
     expect(commit.exitCode).toBe(0);
+    // Home already, not left for a later read (the next command evicts the pod: nothing is left to read).
+    expect(commit.sync?.warning).toBeUndefined();
+    expect(gitIn(scratch.repo, 'log', '--format=%s', '-1', 'moat/full')).toBe('before the flood');
     // Past the 64 MiB sizeLimit: no ENOSPC on an emptyDir, the kubelet evicts the pod instead
     // (about 10 s later: cluster.sh's --volume-stats-agg-period), and the command must end then,
     // not after its sleep (the test's 180 s would run out first).
