@@ -52,6 +52,8 @@ export function poolSize(value: string | undefined): number {
 interface Pooled {
   name: string;
   discard: () => Promise<void>;
+  /** Makes the spare's branch through a git process started with it (prepared-ref.ts); false: ask git. */
+  createBranch?: () => Promise<boolean>;
 }
 
 /**

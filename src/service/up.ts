@@ -33,6 +33,7 @@ import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
 import { claimSpare, poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
+import { prepareCreateRef } from '../workspace/prepared-ref.js';
 import { Rollback } from './rollback.js';
 
 export interface UpOptions {
@@ -353,7 +354,11 @@ async function fromPool(ctx: MoatContext, plan: TaskPlan, key: string, options: 
  * not for the command that asked, so that command's cancel is not its), and kept only if the
  * request's shape is still the same (the config or HEAD may have changed in between).
  */
-async function makeSpare(ctx: MoatContext, options: UpOptions, key: string): Promise<{ name: string; discard: () => Promise<void> } | undefined> {
+async function makeSpare(
+  ctx: MoatContext,
+  options: UpOptions,
+  key: string,
+): Promise<{ name: string; discard: () => Promise<void>; createBranch: () => Promise<boolean> } | undefined> {
   // Each host-side step waits while a command is served (TaskPool.quiet): a claim goes first.
   const pause = () => ctx.pool?.quiet() ?? Promise.resolve();
   await pause();
@@ -361,7 +366,14 @@ async function makeSpare(ctx: MoatContext, options: UpOptions, key: string): Pro
   if (plan.poolKey !== key) return undefined;
   await pause();
   const made = await provisionTask(ctx, plan, { spare: true, pause });
-  return { name: made.name, discard: () => discardTask(ctx, made) };
+  // The branch's git process is started now, while nothing is served, so the claim forks none.
+  await pause();
+  const branch = prepareCreateRef(plan.repo.path, `refs/heads/${made.branch}`, made.baseCommit, 'moat: create task branch');
+  return {
+    name: made.name,
+    discard: () => (branch.cancel(), discardTask(ctx, made)),
+    createBranch: () => branch.create(),
+  };
 }
 
 /**
@@ -597,7 +609,7 @@ function refuseHostOnly(endpoint: string, wanted: { sshKeys: string[]; mounts: u
 async function claimPooled(
   ctx: MoatContext,
   repo: UserRepository,
-  pooled: { name: string; discard: () => Promise<void> },
+  pooled: { name: string; discard: () => Promise<void>; createBranch?: () => Promise<boolean> },
   key: string,
   signal?: AbortSignal,
 ): Promise<TaskRecord | undefined> {
@@ -609,10 +621,14 @@ async function claimPooled(
   if (
     !record ||
     !usable ||
-    !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(
-      () => true,
-      () => false,
-    ))
+    // The git process started with the spare, else (or when it refused: git says why) a new one.
+    !(
+      (await pooled.createBranch?.().catch(() => false)) ||
+      (await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(
+        () => true,
+        () => false,
+      ))
+    )
   ) {
     await pooled.discard().catch(() => undefined);
     return undefined;
