@@ -87,6 +87,9 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   async function handle(connection: Socket): Promise<void> {
     active += 1;
     clearTimeout(idleTimer);
+    // Spares being made wait at their next host-side step until this command's first output is
+    // out, or it ends (TaskPool.hold): a claim has the event loop to itself.
+    const release = pool?.hold() ?? (() => undefined);
     let statusSent = () => undefined as void;
     const sent = new Promise<void>((resolve) => (statusSent = resolve));
     try {
@@ -119,7 +122,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       });
       // A client that went away sends nothing more.
       connection.once('close', () => stdin.end());
-      const stdout = frameWriter(connection, FRAME.stdout);
+      const stdout = frameWriter(connection, FRAME.stdout, release);
       const stderr = frameWriter(connection, FRAME.stderr);
       // An exec waits for the syncs of its own task only (service/exec.ts); anything else sees
       // every commit home first.
@@ -159,6 +162,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
       connection.destroy();
       statusSent();
     } finally {
+      release();
       active -= 1;
       // The pid file's time says when this server last served: the least recently used goes first.
       const now = new Date();
@@ -254,10 +258,13 @@ function frame(type: number, body: Buffer): Buffer {
 }
 
 /** Every write becomes one frame on the connection, in order; a slow client holds the writer back. */
-function frameWriter(connection: Socket, type: number): Writable {
+function frameWriter(connection: Socket, type: number, onWrite?: () => void): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, done) {
-      if (connection.destroyed || connection.write(frame(type, chunk))) return done();
+      const written = connection.destroyed || connection.write(frame(type, chunk));
+      // The first output is on its way (the server's hold on spares ends with it).
+      onWrite?.();
+      if (written) return done();
       const go = () => {
         connection.off('drain', go);
         connection.off('close', go);

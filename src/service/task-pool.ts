@@ -52,7 +52,15 @@ export function poolSize(value: string | undefined): number {
 interface Pooled {
   name: string;
   discard: () => Promise<void>;
+  /** Makes the spare's branch through a git process started with it (prepared-ref.ts); false: ask git. */
+  createBranch?: () => Promise<boolean>;
 }
+
+/**
+ * How long a spare's host-side step waits at most for the commands being served: a command that
+ * prints nothing for minutes must not leave the pool empty (and the next claim waiting for a pod).
+ */
+export const QUIET_WAIT_MS = 2000;
 
 /**
  * Tasks made ahead of time by the warm CLI server: the container of the next `moat run` (or
@@ -68,6 +76,11 @@ export class TaskPool {
   private readonly making = new Set<Promise<unknown>>();
   private readonly makingFor = new Map<string, Set<Promise<unknown>>>();
   private closed = false;
+  /** Commands being served whose first output is not out yet (hold()). */
+  private holds = 0;
+  /** Requests waiting in take() for a spare still being made: its steps must not wait for them. */
+  private takers = 0;
+  private readonly quietWaiters = new Set<() => void>();
 
   constructor(
     private readonly maxEntries = MAX_SPARES_PER_SERVER,
@@ -79,11 +92,60 @@ export class TaskPool {
    * being made for the key is waited for: it is further along than one made from scratch.
    */
   async take(key: string): Promise<Pooled | undefined> {
-    while (!this.ready.get(key)?.length && (this.makingFor.get(key)?.size ?? 0) > 0) await Promise.race(this.makingFor.get(key)!);
+    if (!this.ready.get(key)?.length && (this.makingFor.get(key)?.size ?? 0) > 0) {
+      // This request waits for a spare being made: that spare's steps go on now (quiet()).
+      this.takers += 1;
+      this.openQuiet();
+      try {
+        while (!this.ready.get(key)?.length && (this.makingFor.get(key)?.size ?? 0) > 0) await Promise.race(this.makingFor.get(key)!);
+      } finally {
+        this.takers -= 1;
+      }
+    }
     const entries = this.ready.get(key);
     const entry = entries?.shift();
     if (entries?.length === 0) this.ready.delete(key);
     return entry;
+  }
+
+  /**
+   * A command is being served (the warm server, from its request until the command's first output
+   * or its end): a spare being made meanwhile takes its next host-side step (a git child, an exec,
+   * a seed's bundle) only after, so that the claim has the server's event loop and the machine's
+   * cores to itself (docs/benchmarks.md: each git child the server forks stalls its loop 20-90 ms
+   * under load, and the spare made beside a claim made the slow claims). Returns the release; a
+   * second call does nothing.
+   */
+  hold(): () => void {
+    this.holds += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds -= 1;
+      if (this.holds === 0) this.openQuiet();
+    };
+  }
+
+  /**
+   * Resolves when no command holds the server (hold()), at once when a request waits in take()
+   * for a spare being made (it waits for these very steps), and after {@link QUIET_WAIT_MS} at most.
+   */
+  quiet(): Promise<void> {
+    if (this.holds === 0 || this.takers > 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.quietWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, QUIET_WAIT_MS);
+      this.quietWaiters.add(done);
+    });
+  }
+
+  private openQuiet(): void {
+    for (const done of [...this.quietWaiters]) done();
   }
 
   /** How many tasks are ready to take now, of every shape (not those still being made). */
@@ -137,6 +199,7 @@ export class TaskPool {
   /** Removes every pooled task, after the ones being made are done. */
   async close(): Promise<void> {
     this.closed = true;
+    this.openQuiet();
     this.wanted.clear();
     await Promise.all([...this.making]);
     const entries = [...this.ready.values()].flat();

@@ -33,6 +33,7 @@ import { connectSandbox, stopBridge } from './egress-bridge.js';
 import { cancelledError, isCancelledError, throwIfCancelled, untilCancelled } from './cancel.js';
 import { claimSpare, poolKey, poolRef } from './task-pool.js';
 import type { UserRepository } from '../workspace/user-repo.js';
+import { prepareCreateRef } from '../workspace/prepared-ref.js';
 import { Rollback } from './rollback.js';
 
 export interface UpOptions {
@@ -353,11 +354,26 @@ async function fromPool(ctx: MoatContext, plan: TaskPlan, key: string, options: 
  * not for the command that asked, so that command's cancel is not its), and kept only if the
  * request's shape is still the same (the config or HEAD may have changed in between).
  */
-async function makeSpare(ctx: MoatContext, options: UpOptions, key: string): Promise<{ name: string; discard: () => Promise<void> } | undefined> {
+async function makeSpare(
+  ctx: MoatContext,
+  options: UpOptions,
+  key: string,
+): Promise<{ name: string; discard: () => Promise<void>; createBranch: () => Promise<boolean> } | undefined> {
+  // Each host-side step waits while a command is served (TaskPool.quiet): a claim goes first.
+  const pause = () => ctx.pool?.quiet() ?? Promise.resolve();
+  await pause();
   const plan = await planTask(ctx, { ...options, task: undefined, signal: undefined });
   if (plan.poolKey !== key) return undefined;
-  const made = await provisionTask(ctx, plan, { spare: true });
-  return { name: made.name, discard: () => discardTask(ctx, made) };
+  await pause();
+  const made = await provisionTask(ctx, plan, { spare: true, pause });
+  // The branch's git process is started now, while nothing is served, so the claim forks none.
+  await pause();
+  const branch = prepareCreateRef(plan.repo.path, `refs/heads/${made.branch}`, made.baseCommit, 'moat: create task branch');
+  return {
+    name: made.name,
+    discard: () => (branch.cancel(), discardTask(ctx, made)),
+    createBranch: () => branch.create(),
+  };
 }
 
 /**
@@ -365,8 +381,13 @@ async function makeSpare(ctx: MoatContext, options: UpOptions, key: string): Pro
  * comes when it is claimed), the workspace, the way out, the container, the home. Each step that
  * happened is undone if a later one fails or the request is cancelled.
  */
-async function provisionTask(ctx: MoatContext, plan: TaskPlan, how: { spare?: boolean; signal?: AbortSignal }): Promise<TaskRecord> {
+async function provisionTask(
+  ctx: MoatContext,
+  plan: TaskPlan,
+  how: { spare?: boolean; signal?: AbortSignal; /** A spare's wait for the commands being served, between its steps. */ pause?: () => Promise<void> },
+): Promise<TaskRecord> {
   const { signal, spare } = how;
+  const pause = how.pause ?? (() => Promise.resolve());
   if (plan.ensureImage) await untilCancelled(plan.ensureImage(), signal);
   const { name, repo, branch, baseCommit, engine, env, secrets, network, diskPlan, dev, spec, user, identity } = plan;
   const { disk, inVolume } = diskPlan;
@@ -432,16 +453,27 @@ async function provisionTask(ctx: MoatContext, plan: TaskPlan, how: { spare?: bo
       rollback.add(() => stopTaskAgent(ctx, record));
       throwIfCancelled(signal);
     }
+    await pause();
     const id = inVolume
-      ? await provisionInVolume(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, helperImage: plan.config.baseImage })
+      ? await provisionInVolume(ctx, engine, record, env, rollback, {
+          repo,
+          branch,
+          baseCommit,
+          sourceRef,
+          identity,
+          helperImage: plan.config.baseImage,
+          pause,
+        })
       : await provisionOnHost(ctx, engine, record, env, rollback, { repo, branch, baseCommit, sourceRef, identity, workspacePath });
     throwIfCancelled(signal);
+    await pause();
     await seedHome(engine, id, `${user.uid}:${user.gid}`, homeOf(spec, record.sshKeys), secrets.bound);
     // postCreateCommand may run for minutes; removing the container (the rollback) ends it.
     if (dev?.postCreateCommand) await untilCancelled(postCreate(engine, id, `${user.uid}:${user.gid}`, dev.postCreateCommand, ctx.progress), signal);
     throwIfCancelled(signal);
     record.containerId = id;
     if (spare) {
+      await pause();
       await repo.deleteRef(sourceRef, baseCommit);
     } else {
       record.state = 'running';
@@ -464,6 +496,8 @@ type Provision = {
   identity: { name?: string; email?: string };
   /** The user's base image: a capped volume's helper runs from it, never from the task's image. */
   helperImage?: string;
+  /** A spare's wait for the commands being served (TaskPool.quiet), before its seed's bundle and exec. */
+  pause?: () => Promise<void>;
 };
 
 /**
@@ -512,7 +546,10 @@ async function provisionInVolume(
   const id = await startContainer(engine, taskSpec(ctx, record, env));
   rollback.add(() => engine.removeContainer(id));
   const bundleFile = join(ctx.store.taskDir(record.repoKey, record.name), `seed-${process.pid}.bundle`);
-  await seedVolumeWorkspace({ ...input, bundleFile, exec: sandboxExec(engine, id, record) });
+  const exec = sandboxExec(engine, id, record);
+  const pause = input.pause ?? (() => Promise.resolve());
+  await pause();
+  await seedVolumeWorkspace({ ...input, bundleFile, exec: async (cmd, stdin) => (await pause(), exec(cmd, stdin)) });
   if (record.network !== 'none') {
     rollback.add(() => stopBridge(ctx, record));
     await connectSandbox(ctx, engine, id, record);
@@ -572,7 +609,7 @@ function refuseHostOnly(endpoint: string, wanted: { sshKeys: string[]; mounts: u
 async function claimPooled(
   ctx: MoatContext,
   repo: UserRepository,
-  pooled: { name: string; discard: () => Promise<void> },
+  pooled: { name: string; discard: () => Promise<void>; createBranch?: () => Promise<boolean> },
   key: string,
   signal?: AbortSignal,
 ): Promise<TaskRecord | undefined> {
@@ -584,10 +621,14 @@ async function claimPooled(
   if (
     !record ||
     !usable ||
-    !(await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(
-      () => true,
-      () => false,
-    ))
+    // The git process started with the spare, else (or when it refused: git says why) a new one.
+    !(
+      (await pooled.createBranch?.().catch(() => false)) ||
+      (await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(
+        () => true,
+        () => false,
+      ))
+    )
   ) {
     await pooled.discard().catch(() => undefined);
     return undefined;

@@ -7,7 +7,7 @@ import { MoatError } from '../errors.js';
  * the hardening below as defence in depth: a hook, fsmonitor or pager must never run because
  * moat ran git.
  */
-const HARDENING = [
+export const HARDENING = [
   '-c',
   'core.hooksPath=/dev/null',
   '-c',

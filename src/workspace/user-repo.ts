@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MoatError } from '../errors.js';
 import { assertObjectId, git } from './git.js';
+import { headFromFiles } from './head-file.js';
 
 /**
  * The user's own repository. moat runs git here only with hardening flags, only with refs it
@@ -55,6 +56,9 @@ export class UserRepository {
 
   /** Resolves a user-given ref to a commit id; `HEAD` on an unborn branch is a clear error. */
   async resolveCommit(ref: string): Promise<string> {
+    // HEAD, the common case, from git's files where their layout is plain (no git child: head-file.ts).
+    const fromFiles = ref === 'HEAD' ? await headFromFiles(this.path, this.gitDir) : undefined;
+    if (fromFiles) return fromFiles;
     const result = await this.run(['rev-parse', '--verify', '--quiet', '--end-of-options', `${ref}^{commit}`], [1, 128]);
     if (result.exitCode !== 0) {
       if (ref === 'HEAD') {

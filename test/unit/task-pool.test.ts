@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { claimSpare, poolSize, TaskPool } from '../../src/service/task-pool.js';
+import { claimSpare, poolSize, QUIET_WAIT_MS, TaskPool } from '../../src/service/task-pool.js';
 
 describe('tasks made ahead', () => {
   const entry = (name: string, discarded: string[]) => ({ name, discard: async () => void discarded.push(name) });
@@ -101,6 +101,59 @@ describe('a spare task is claimed once', () => {
       expect(await claimSpare(dir)).toBe(false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a spare being made waits while a command is served', () => {
+  const entry = (name: string) => ({ name, discard: async () => undefined });
+  const settled = async (promise: Promise<unknown>) => {
+    let done = false;
+    void promise.then(() => (done = true));
+    for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+    return done;
+  };
+
+  it('quiet() waits for every hold to be released, and at once with none', async () => {
+    const pool = new TaskPool();
+    expect(await settled(pool.quiet())).toBe(true);
+    const first = pool.hold();
+    const second = pool.hold();
+    const waiting = pool.quiet();
+    expect(await settled(waiting)).toBe(false);
+    first();
+    first(); // a second release does nothing: the other command still holds
+    expect(await settled(waiting)).toBe(false);
+    second();
+    expect(await settled(waiting)).toBe(true);
+  });
+
+  it('a request waiting in take() for the spare being made lets that spare go on (no deadlock)', async () => {
+    const pool = new TaskPool();
+    const release = pool.hold();
+    pool.want('shape', async () => {
+      await pool.quiet();
+      return entry('made');
+    });
+    pool.makeWanted();
+    // The request that holds the server is the one waiting for the spare: it gets it.
+    expect((await pool.take('shape'))?.name).toBe('made');
+    release();
+  });
+
+  it('a command that holds long does not starve the pool: quiet() gives up after QUIET_WAIT_MS', async () => {
+    vi.useFakeTimers();
+    try {
+      const pool = new TaskPool();
+      pool.hold();
+      let done = false;
+      void pool.quiet().then(() => (done = true));
+      await vi.advanceTimersByTimeAsync(QUIET_WAIT_MS - 1);
+      expect(done).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(done).toBe(true);
+    } finally {
+      vi.useRealTimers();
     }
   });
 });
