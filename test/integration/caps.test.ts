@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileS
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually, MOAT_BIN, Scratch, serverPids } from '../helpers/fixtures.js';
-import { processRunning } from '../helpers/process-state.js';
+import { processAlive } from '../../src/state/process-alive.js';
 
 function cli(scratch: Scratch, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
   const result = spawnSync(process.execPath, [MOAT_BIN, ...args], {
@@ -51,7 +51,7 @@ describe('the cap on warm servers', () => {
    * Servers whose process runs, by their pid files. A server that stops removes its pid file, maybe
    * between the listing and the read: serverPids allows for that (a read of it here threw ENOENT).
    */
-  const live = () => serverPids(join(scratch.root, 'run')).filter(processRunning);
+  const live = () => serverPids(join(scratch.root, 'run')).filter((pid) => processAlive(pid));
 
   it('stops the least recently used past the cap, and removes the files of dead ones', async () => {
     const env = (n: number) => ({ MOAT_SERVER_MAX: '2', MOAT_OTHER: String(n) });
