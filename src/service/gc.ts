@@ -66,6 +66,8 @@ export async function gc(ctx: MoatContext, options: { all?: boolean } = {}): Pro
     const task = ctx.store.taskOfDir(taskDir);
     if (task && !live.has(`${task.repoKey}/${task.name}`)) await releaseVolume(taskDir);
   }
+  // After the volumes above: a folder a killed removal left aside may still hold a mounted one.
+  await ctx.store.collectLeftovers();
   for (const volume of await engine.listVolumes(owned)) {
     if (!live.has(`${volume.labels[LABEL.repo]}/${volume.labels[LABEL.task]}`)) {
       await engine.removeVolume(volume.name);

@@ -4,6 +4,12 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { MoatError } from '../errors.js';
 import type { TaskRecord } from '../domain/task.js';
+import { processAlive } from './process-alive.js';
+
+/** What TaskStore leaves aside while it makes or removes a task folder; group 1 is the owner's pid. */
+const ASIDE = /^\.(?:new|removed)-(\d+)-[0-9a-f]+$/;
+/** A task's folder name (task-name.ts): never one of the folders set aside. */
+const isTaskFolder = (name: string) => !name.startsWith('.');
 
 /**
  * Task records on the host, one JSON file per task under `<home>/repos/<repoKey>/tasks/<name>/`.
@@ -48,7 +54,11 @@ export class TaskStore {
         return [];
       }
     };
-    return list(this.reposDir).flatMap((repoKey) => list(this.tasksDir(repoKey)).map((name) => this.taskDir(repoKey, name)));
+    return list(this.reposDir).flatMap((repoKey) =>
+      list(this.tasksDir(repoKey))
+        .filter(isTaskFolder)
+        .map((name) => this.taskDir(repoKey, name)),
+    );
   }
 
   /** Inside the task's volume (a capped filesystem where the machine allows one). */
@@ -89,18 +99,26 @@ export class TaskStore {
     return record;
   }
 
-  /** Reserves the task directory; fails if the task exists (mkdir is atomic, so two `up`s cannot both win). */
+  /**
+   * Reserves the task directory; fails if the task exists. The folder appears under its name with
+   * its record already in it (made aside, then renamed: a rename onto a folder that has a record
+   * fails, so two `up`s cannot both win). A process killed half-way leaves a folder `gc` sees
+   * (a record naming its dead creator) or aside (collectLeftovers), never a nameless one.
+   */
   async reserve(record: TaskRecord): Promise<void> {
     await mkdir(this.tasksDir(record.repoKey), { recursive: true, mode: 0o700 });
+    const aside = this.asidePath(record.repoKey, 'new');
+    await mkdir(aside, { mode: 0o700 });
     try {
-      await mkdir(this.taskDir(record.repoKey, record.name), { mode: 0o700 });
+      await writeFile(join(aside, 'task.json'), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+      await rename(aside, this.taskDir(record.repoKey, record.name));
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      await rm(aside, { recursive: true, force: true });
+      if (['EEXIST', 'ENOTEMPTY'].includes((error as NodeJS.ErrnoException).code ?? '')) {
         throw new MoatError('E_TASK_EXISTS', `task ${record.name} already exists`, { hint: 'choose another --task name, or `moat rm` the old one' });
       }
       throw error;
     }
-    await this.save(record);
   }
 
   /** Atomic write: a crash leaves the old record or the new one, never half of one. */
@@ -112,8 +130,43 @@ export class TaskStore {
     await rename(tmp, file);
   }
 
+  /**
+   * Removes a task's folder. It leaves its name in one step (a rename) before anything in it is
+   * deleted: a recursive delete takes task.json among the first files, so a process killed during
+   * it used to leave a folder without a record, which neither `ls`, `rm` nor `gc` could see, and
+   * whose name no task could take again. What a killed removal leaves aside, `gc` collects.
+   */
   async remove(repoKey: string, name: string): Promise<void> {
-    await rm(this.taskDir(repoKey, name), { recursive: true, force: true, maxRetries: 2 });
+    const aside = this.asidePath(repoKey, 'removed');
+    try {
+      await rename(this.taskDir(repoKey, name), aside);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    await rm(aside, { recursive: true, force: true, maxRetries: 2 });
+  }
+
+  /**
+   * Folders a killed `reserve` or `remove` left aside (their process is gone), deleted; the ones of
+   * live processes are theirs to finish. Returns the paths deleted.
+   */
+  async collectLeftovers(): Promise<string[]> {
+    const collected: string[] = [];
+    for (const repoKey of await readdir(this.reposDir).catch(() => [] as string[])) {
+      for (const name of await readdir(this.tasksDir(repoKey)).catch(() => [] as string[])) {
+        const owner = ASIDE.exec(name);
+        if (!owner || processAlive(Number(owner[1]))) continue;
+        await rm(join(this.tasksDir(repoKey), name), { recursive: true, force: true, maxRetries: 2 });
+        collected.push(join(this.tasksDir(repoKey), name));
+      }
+    }
+    return collected;
+  }
+
+  /** A folder beside the tasks that no task name can match (names start with a letter or digit). */
+  private asidePath(repoKey: string, why: 'new' | 'removed'): string {
+    return join(this.tasksDir(repoKey), `.${why}-${process.pid}-${randomBytes(4).toString('hex')}`);
   }
 
   /**
@@ -121,7 +174,7 @@ export class TaskStore {
    * that left no work (nobody's any more: lifecycle.ts removeAfterStatus) only when asked for.
    */
   async list(repoKey: string, options: { pooled?: boolean } = {}): Promise<TaskRecord[]> {
-    const names = await readdir(this.tasksDir(repoKey)).catch(() => [] as string[]);
+    const names = (await readdir(this.tasksDir(repoKey)).catch(() => [] as string[])).filter(isTaskFolder);
     const records = await Promise.all(names.map((name) => this.get(repoKey, name).catch(() => undefined)));
     return records
       .filter((r): r is TaskRecord => r !== undefined && (options.pooled === true || (r.state !== 'pooled' && r.state !== 'removing')))

@@ -102,8 +102,14 @@ describe('isolation: gvisor', () => {
   it('ends a command with 137 when its gVisor sandbox dies under it (the engine alone would never return)', async () => {
     const task = await moat.up({ task: 'dies' });
     const started = Date.now();
-    const running = moat.exec('dies', ['sleep', '300'], captureIO().io, { sync: false });
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Killed once the command runs (it says so), not after a guess at how long an exec takes to start:
+    // killed before, the exec would find no running container, and no 137 would be asked of it.
+    const cap = captureIO();
+    const running = moat.exec('dies', ['sh', '-c', 'echo started; exec sleep 300'], cap.io, { sync: false });
+    await new Promise<void>((resolve, reject) => {
+      cap.io.stdout.on('data', () => cap.out().includes('started') && resolve());
+      running.then(() => reject(new Error(`the command ended before it started: ${cap.err()}`)), reject);
+    });
     await docker.getContainer(task.containerId!).kill({ signal: 'SIGKILL' });
     expect((await running).exitCode).toBe(137);
     expect(Date.now() - started).toBeLessThan(60_000);

@@ -2,7 +2,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, MOAT_BIN, Scratch } from '../helpers/fixtures.js';
+import { eventually, MOAT_BIN, Scratch, serverPids } from '../helpers/fixtures.js';
+import { processAlive } from '../../src/state/process-alive.js';
 
 function cli(scratch: Scratch, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
   const result = spawnSync(process.execPath, [MOAT_BIN, ...args], {
@@ -46,12 +47,11 @@ describe('the cap on warm servers', () => {
   const scratch = new Scratch();
   afterAll(() => scratch.cleanup());
   const dir = () => join(scratch.root, 'run', `moat-${process.getuid!()}`);
-  /** Servers whose process is alive, by their pid files. */
-  const live = () =>
-    (existsSync(dir()) ? readdirSync(dir()) : [])
-      .filter((f) => f.endsWith('.sock.pid'))
-      .map((f) => Number(readFileSync(join(dir(), f), 'utf8')))
-      .filter((pid) => existsSync(`/proc/${pid}`));
+  /**
+   * Servers whose process runs, by their pid files. A server that stops removes its pid file, maybe
+   * between the listing and the read: serverPids allows for that (a read of it here threw ENOENT).
+   */
+  const live = () => serverPids(join(scratch.root, 'run')).filter((pid) => processAlive(pid));
 
   it('stops the least recently used past the cap, and removes the files of dead ones', async () => {
     const env = (n: number) => ({ MOAT_SERVER_MAX: '2', MOAT_OTHER: String(n) });

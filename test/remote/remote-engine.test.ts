@@ -3,7 +3,7 @@ import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectionOptions, findEngine } from '../../src/engine/find-engine.js';
 import type { Moat } from '../../src/index.js';
-import { captureIO, gitIn, Scratch } from '../helpers/fixtures.js';
+import { captureIO, eventually, gitIn, Scratch } from '../helpers/fixtures.js';
 
 /**
  * Against an engine that shares neither moat's filesystem nor its network (scripts/setup-remote-engine.sh,
@@ -86,7 +86,11 @@ describe('a remote engine', () => {
     expect(cap.out()).toContain('upstream saw /hello3');
     expect(cap.out()).toMatch(/\n403\n?$/);
     expect(seen).toEqual(['/hello1', '/hello2', '/hello3']);
-    const audit = await moat.egress('net');
+    // An allowed connection is logged when it closes, a moment after its client is done.
+    const audit = await eventually(
+      () => moat.egress('net'),
+      (a) => a.filter((r) => r.decision === 'allowed').length >= 3,
+    );
     expect(audit.filter((a) => a.decision === 'allowed').length).toBeGreaterThanOrEqual(3);
     expect(audit.some((a) => a.decision === 'denied' && a.host === 'denied.invalid')).toBe(true);
     // moat-why reads the bridge's copy of the denials file (it follows the gateway's within a poll).

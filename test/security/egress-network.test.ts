@@ -313,8 +313,14 @@ describe('an inspecting proxy in a range the gateway refuses, and what doctor su
     expect(after.checks.filter((c) => c.name.startsWith('egress')).map((c) => c.status)).toEqual(['ok', 'ok']);
     // The running task picks the user's settings up with its next policy change.
     await moat.changeEgress('corp', { allow: ['registry.corp.test'] });
+    const logged = (await moat.egress('corp')).length;
     expect(await run(moat, 'corp', `curl -sS -m 10 http://registry.corp.test:${port}/ok 2>&1`)).toContain('proxy saw /ok');
-    expect((await moat.egress('corp')).at(-1)).toMatchObject({ decision: 'allowed', address });
+    // An allowed connection is logged when it closes, a moment after the client is done.
+    const audited = await eventually(
+      () => moat.egress('corp'),
+      (a) => a.length > logged,
+    );
+    expect(audited.at(-1)).toMatchObject({ decision: 'allowed', address });
     // An address in the range is still no target by itself.
     expect(await run(moat, 'corp', `curl -sS -m 10 http://${address}:${port}/direct 2>&1`)).toContain(`egress denied (not in allowlist: ${address})`);
   });
