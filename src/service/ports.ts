@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseIp } from '../domain/ip-address.js';
 import type { TaskRecord } from '../domain/task.js';
 import { MoatError } from '../errors.js';
+import { processAlive } from '../state/process-alive.js';
 import type { MoatContext } from './context.js';
 import type { ForwarderSpec, OpenPortState } from './port-forwarder.js';
 
@@ -161,9 +162,12 @@ async function closeOne(ctx: MoatContext, record: Pick<TaskRecord, 'repoKey' | '
   const open = (await listPorts(ctx, record)).find((p) => p.port === port);
   if (!open) return false;
   const file = join(portsDir(ctx, record), `${port}.json`);
-  // Checked again right before the signal: the pid must still be this forward's.
-  if (await isForwarder(open.pid, file)) process.kill(open.pid, 'SIGTERM');
-  for (let i = 0; i < 100 && (await isForwarder(open.pid, file)); i += 1) await new Promise((r) => setTimeout(r, 50));
+  // Checked again right before the signal: the pid must still be this forward's. Then waited for
+  // until it has exited, a zombie included (its socket is closed; its parent reaps it when it can).
+  if (await isForwarder(open.pid, file)) {
+    process.kill(open.pid, 'SIGTERM');
+    for (let i = 0; i < 100 && processAlive(open.pid); i += 1) await new Promise((r) => setTimeout(r, 50));
+  }
   await rm(file, { force: true });
   return true;
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { processAlive } from '../../src/state/process-alive.js';
 import { connect, createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -105,7 +105,8 @@ describe('moat port', () => {
   it('closing frees the host port and stops the forwarder; a bad port is one line with exit 2', async () => {
     const open = (await moat.ls()).find((t) => t.name === 'a')!.ports.find((p) => p.port === 3000)!;
     expect(await moat.closePort('a', 3000)).toBe(true);
-    expect(existsSync(`/proc/${open.pid}`)).toBe(false);
+    // Exited (a zombie until its parent reaps it counts: its files are closed).
+    expect(processAlive(open.pid)).toBe(false);
     expect(await free(open.hostPort)).toBe(true);
     expect(await talk(open.hostPort)).toMatch(/^error ECONNREFUSED/);
     expect(await moat.closePort('a', 3000)).toBe(false);
@@ -129,7 +130,8 @@ describe('moat port', () => {
     expect(open.hostPort).toBe(chosen);
     expect(await talk(open.hostPort)).toBe('hello-from-a\n');
     await moat.down('a');
-    expect(existsSync(`/proc/${open.pid}`)).toBe(false);
+    // Exited (a zombie until its parent reaps it counts: its files are closed).
+    expect(processAlive(open.pid)).toBe(false);
     expect(await free(open.hostPort)).toBe(true);
     expect((await moat.ls()).find((t) => t.name === 'a')!.ports).toEqual([]);
   });

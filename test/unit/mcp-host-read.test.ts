@@ -24,7 +24,7 @@ describe('mcp: the host-side read of a workspace file', () => {
   writeFileSync(join(ws, 'src', 'deep', 'f.txt'), 'INSIDE\n');
   const read = (path: string, limit = 8 * 1024 * 1024, owner = uid) => readOnHost(ws, path.split('/'), owner, limit);
 
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  afterAll(() => rmSync(root, { recursive: true, force: true, maxRetries: 5 }));
 
   it('reads a plain file, with its size, up to the limit', async () => {
     expect(await read('src/deep/f.txt')).toEqual({ content: Buffer.from('INSIDE\n'), size: 7 });
@@ -98,7 +98,9 @@ describe('mcp: the host-side read of a workspace file', () => {
     const swapper = spawn(
       'sh',
       ['-c', 'cd "$0" && while :; do rm -rf d; cp -a real d; rm -rf d; ln -s "$1" d; cp -P lf f.l; mv -Tf f.l f; cp rf f.r; mv -Tf f.r f; done', ws, outside],
-      { stdio: 'ignore' },
+      // A group of its own, killed whole: a cp or mv of the loop left running would write into the
+      // folder while afterAll removes it (ENOTEMPTY).
+      { stdio: 'ignore', detached: true },
     );
     const seen = new Set<string>();
     try {
@@ -111,7 +113,9 @@ describe('mcp: the host-side read of a workspace file', () => {
         }
       }
     } finally {
-      swapper.kill('SIGKILL');
+      const exited = new Promise((resolve) => swapper.once('exit', resolve));
+      process.kill(-swapper.pid!, 'SIGKILL');
+      await exited;
     }
     // The race ran: some reads met the folder or the file, some fell back to the sandbox.
     expect(seen.has('fallback')).toBe(true);
