@@ -58,11 +58,11 @@ function relay(client: Socket): void {
 }
 
 function leave(code: number): never {
-  // The listening socket is closed first (synchronously, by libuv) so the host port is free once
-  // this process's command line is gone, which is what closePort waits for: a dying process loses
-  // its command line (its memory) before the kernel closes its files, so a socket left to the exit
-  // could still hold the port for a moment after closePort returned (seen on CI: the next listen
-  // on that port failed, then the port was free again).
+  // The listening socket is closed first (synchronously, by libuv), so the host port is free
+  // before this process exits, not at some point of the kernel's exit: closePort waits for the
+  // exit (ports.ts), and without this a socket left to the exit could still hold the port for a
+  // moment after closePort returned (seen on CI: the next listen on that port failed, then the
+  // port was free again).
   server.close();
   rmSync(spec.stateFile, { force: true });
   for (const client of connections) client.destroy();
