@@ -1,5 +1,5 @@
 // Does a fork in the MCP server slow its next 1 MiB read_file, and does starting its programs
-// from a helper process (src/mcp/spawner.ts) take that away (issue 15, sixth pass)? Without the
+// from a helper process (src/workspace/spawner.ts) take that away (issue 15, sixth pass)? Without the
 // engine: the SDK's own client over a real stdio pipe to a stand-in server (bench/mcp-standin-
 // server.js: moat's own answer path reading a host file), a read after a read and a read after
 // a call that runs `git --version` 8 times through runProcess, as a diff_task's git does; the
@@ -56,7 +56,7 @@ async function run(spawner) {
   return got;
 }
 
-const variants = { 'forked by the server (before)': false, 'forked by its helper (src/mcp/spawner.ts)': true };
+const variants = { 'forked by the server (before)': false, 'forked by its helper (src/workspace/spawner.ts)': true };
 const all = Object.fromEntries(Object.keys(variants).map((name) => [name, { afterRead: [], afterGit: [] }]));
 for (let i = 0; i < runs; i += 1)
   for (const [name, spawner] of Object.entries(variants)) {

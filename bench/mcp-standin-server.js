@@ -4,7 +4,7 @@
 // the read took (read, decode, measure, escape), which bench/mcp-alternate.js collects. A call
 // named `git` runs `git --version` BENCH_GIT_RUNS times (8) through moat's runProcess, as a
 // diff_task's git does; with MOAT_STANDIN_SPAWNER=on from the MCP server's helper process
-// (src/mcp/spawner.ts), as `moat mcp` starts them (bench/mcp-fork-standin.js).
+// (src/workspace/spawner.ts), as `moat mcp` starts them (bench/mcp-fork-standin.js).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -19,7 +19,7 @@ const { SafeText } = await load('mcp/safe-text.js');
 const safe = new SafeText(new Set());
 const { runProcess, setProcessRunner } = await load('workspace/run-process.js');
 if (process.env.MOAT_STANDIN_SPAWNER === 'on') {
-  const { Spawner } = await load('mcp/spawner.js');
+  const { Spawner } = await load('workspace/spawner.js');
   const spawner = new Spawner();
   spawner.start();
   setProcessRunner(spawner.run);

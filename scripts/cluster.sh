@@ -316,19 +316,22 @@ KCFG
 # An OCI runtime wrapper: this host lacks CAP_SYS_RESOURCE, so runc cannot set the negative
 # oom_score_adj the kubelet asks for (pause: -998, Guaranteed pods: -997) and fails the container
 # ("can't get final child's PID from pipe: EOF"). The wrapper drops a negative oomScoreAdj from the
-# bundle's config.json, then runs runc unchanged. Only the cluster's own dockerd uses it.
+# bundle's config.json, then runs runc unchanged. Only the cluster's own dockerd uses it. It runs
+# for every runc call (each exec's too), so it is dash, not bash, and jq starts only for a bundle
+# whose config holds a negative oomScoreAdj (containerd writes it compact: "oomScoreAdj":-998):
+# the node's own cost per call stays close to a real node's.
 write_runtime_wrapper() {
   cat >"$STATE/runc-wrapper" <<'WRAP'
-#!/bin/bash
+#!/bin/sh
 bundle=
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case ${args[i]} in
-    --bundle | -b) bundle=${args[i + 1]:-} ;;
-    --bundle=*) bundle=${args[i]#--bundle=} ;;
-  esac
+prev=
+for arg in "$@"; do
+  case $prev in --bundle | -b) bundle=$arg ;; esac
+  case $arg in --bundle=*) bundle=${arg#--bundle=} ;; esac
+  prev=$arg
 done
-if [[ -n $bundle && -f $bundle/config.json ]] && jq -e '(.process.oomScoreAdj // 0) < 0' "$bundle/config.json" >/dev/null; then
+if [ -n "$bundle" ] && [ -f "$bundle/config.json" ] && grep -q '"oomScoreAdj":-' "$bundle/config.json" &&
+  jq -e '(.process.oomScoreAdj // 0) < 0' "$bundle/config.json" >/dev/null; then
   jq -c 'del(.process.oomScoreAdj)' "$bundle/config.json" >"$bundle/config.json.moat" && mv "$bundle/config.json.moat" "$bundle/config.json"
 fi
 exec runc "$@"

@@ -28,6 +28,7 @@ import { WAIT_SCRIPT } from './exec-ahead-script.js';
 import { forgetStart, mayRunUnreported, proveStart, reportedRunning, startProven } from './kubernetes-start-proof.js';
 import { guardFinished, podEnd, podEndError, PodEndWatches, podNotRunning, watchPod } from './kubernetes-watch.js';
 import { LABELS_ANNOTATION, labelSelector, labelsOf, nofileOf, podLabels, podManifest, SANDBOX_CONTAINER } from './kubernetes-pod.js';
+import { spareGate } from './background-gate.js';
 
 /** Where moat's tasks go on a cluster, from the user's config (`kubernetes:`) and the environment. */
 export interface KubernetesTarget {
@@ -247,7 +248,10 @@ export class KubernetesEngine implements ContainerEngine {
       for (;;) {
         const verdict = startVerdict(pod);
         if (verdict === 'running') {
-          if (this.startsAhead()) void this.openAhead(id, await this.podFacts(id));
+          if (this.startsAhead()) {
+            const facts = await this.podFacts(id);
+            void this.untilQuiet(id).then(() => this.openAhead(id, facts));
+          }
           return;
         }
         if (verdict.failed) throw verdict.failed;
@@ -268,6 +272,7 @@ export class KubernetesEngine implements ContainerEngine {
           });
         }
         const guarded = guardFinished(pod);
+        if (guarded) await this.untilQuiet(id);
         // The proof is the exec opened ahead for the first command (the seed): its shell runs.
         if (guarded && (this.startsAhead() ? await this.openAhead(id, await this.podFacts(id)) : await this.answers(id))) {
           // Ahead of the pod's status (kubernetes-start-proof.ts): inspectContainer says running.
@@ -301,6 +306,11 @@ export class KubernetesEngine implements ContainerEngine {
    */
   private startsAhead(): boolean {
     return this.target.execAhead !== 'off';
+  }
+
+  /** A spare's next step waits while the warm server serves a command (background-gate.ts); any other pod's goes at once. */
+  private untilQuiet(id: string): Promise<void> {
+    return this.spares.has(id) ? spareGate() : Promise.resolve();
   }
 
   private aheadKey(id: string): string {
@@ -497,7 +507,7 @@ export class KubernetesEngine implements ContainerEngine {
       void finished
         .catch(() => undefined)
         .then(() => {
-          if (this.opensAhead(id)) void this.openAhead(id, pod);
+          if (this.opensAhead(id)) void this.untilQuiet(id).then(() => this.opensAhead(id) && this.openAhead(id, pod));
         });
     }
     if (!io.endWithContainer) return finished;

@@ -6,7 +6,7 @@
 import { reportError } from '../cli/output.js';
 import { serveMcp } from './server.js';
 import { restoreClientEnvironment } from './server-memory.js';
-import { Spawner } from './spawner.js';
+import { Spawner } from '../workspace/spawner.js';
 import { setProcessRunner } from '../workspace/run-process.js';
 
 // glibc has read its tunables (server-memory.ts); what this server runs gets the client's environment.

@@ -615,22 +615,32 @@ async function claimPooled(
 ): Promise<TaskRecord | undefined> {
   const record = await ctx.store.get(repo.key, pooled.name).catch(() => undefined);
   const engine = await ctx.engine();
-  const usable = record?.state === 'pooled' && record.poolKey === key && (await runningContainer(engine, record)) !== undefined;
+  if (!record || record.state !== 'pooled' || record.poolKey !== key) {
+    await pooled.discard().catch(() => undefined);
+    return undefined;
+  }
   // gc --all may be removing this spare right now: whoever claims it first has it.
-  if (record && usable && !(await claimSpare(ctx.store.taskDir(record.repoKey, record.name)).catch(() => false))) return undefined;
-  if (
-    !record ||
-    !usable ||
+  if (!(await claimSpare(ctx.store.taskDir(record.repoKey, record.name)).catch(() => false))) return undefined;
+  // Whether its container still runs is asked while its branch is made (one round trip to the
+  // engine beside one git process started ahead: the claim waits for the longer of the two only,
+  // and its command still comes after both); a container gone takes that branch along.
+  const branch = `refs/heads/${record.branch}`;
+  const [running, made] = await Promise.allSettled([
+    runningContainer(engine, record),
     // The git process started with the spare, else (or when it refused: git says why) a new one.
-    !(
+    (async () =>
       (await pooled.createBranch?.().catch(() => false)) ||
-      (await repo.createRef(`refs/heads/${record.branch}`, record.baseCommit).then(
+      (await repo.createRef(branch, record.baseCommit).then(
         () => true,
         () => false,
-      ))
-    )
-  ) {
+      )))(),
+  ]);
+  const branchMade = made.status === 'fulfilled' && made.value;
+  if (running.status === 'rejected' || running.value === undefined || !branchMade) {
+    if (branchMade) await repo.deleteRef(branch, record.baseCommit).catch(() => false);
     await pooled.discard().catch(() => undefined);
+    // The engine did not answer: said as before, by the read that failed.
+    if (running.status === 'rejected') throw running.reason;
     return undefined;
   }
   try {

@@ -26,7 +26,7 @@ let runner: ProcessRunner | undefined;
  * Has runProcess start its programs through `next` (undefined: from this process again). The MCP
  * server starts them from a small helper process instead of forking itself: a fork makes every
  * page of the forking process copy-on-write, and the server's next big read_file then faults
- * its pages back (src/mcp/spawner.ts).
+ * its pages back (src/workspace/spawner.ts).
  */
 export function setProcessRunner(next: ProcessRunner | undefined): void {
   runner = next;

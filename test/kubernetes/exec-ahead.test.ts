@@ -1,8 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { CoreV1Api } from '@kubernetes/client-node';
 import { isMoatError, Moat } from '../../src/index.js';
 import { TaskPool } from '../../src/service/task-pool.js';
 import { captureIO } from '../helpers/fixtures.js';
-import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
+import { ADMIN_KUBECONFIG, ClusterScratch, KUBECTL, testNamespace } from '../helpers/kubernetes.js';
+import { setSpareGate } from '../../src/engine/background-gate.js';
 
 /**
  * An exec opened ahead into a pool's spare (kubernetes-exec-ahead.ts): the claim's command runs in
@@ -20,6 +24,26 @@ const PROBE = [
   '-c',
   'p=$PPID; while [ "${p:-0}" -gt 1 ]; do if tr "\\000" " " </proc/$p/cmdline | grep -q "moat-wai[t]"; then echo under-wait; fi; p=$(sed -n "s/^PPid:[[:space:]]*//p" /proc/$p/status); done; echo "uid=$(id -u) cwd=$(pwd) home=$HOME path=$PATH nofile=$(ulimit -n)"; echo err-tail >&2; exit 3',
 ];
+
+const run = promisify(execFile);
+
+/** The first pod of the selector whose sandbox container runs, as its node reports it. */
+async function runningPod(core: CoreV1Api, namespace: string, labelSelector: string): Promise<string> {
+  for (let waited = 0; waited < 120_000; waited += 200) {
+    const pods = await core.listNamespacedPod({ namespace, labelSelector });
+    const running = pods.items.find((pod) => pod.status?.containerStatuses?.some((c) => c.name === 'sandbox' && c.state?.running));
+    if (running) return running.metadata!.name!;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`no pod of ${labelSelector} runs`);
+}
+
+/** How many waiting shells (moat-wait) run in the pod's sandbox, asked through kubectl's own exec. */
+async function waitingShells(namespace: string, pod: string): Promise<number> {
+  const script = 'n=0; for f in /proc/[0-9]*/cmdline; do if tr "\\000" " " <"$f" 2>/dev/null | grep -q "moat-wai[t]"; then n=$((n+1)); fi; done; echo $n';
+  const { stdout } = await run(KUBECTL, ['--kubeconfig', ADMIN_KUBECONFIG, '-n', namespace, 'exec', pod, '-c', 'sandbox', '--', 'sh', '-c', script]);
+  return Number(stdout.trim());
+}
 
 async function waitForSpare(pool: TaskPool): Promise<void> {
   pool.makeWanted();
@@ -136,6 +160,40 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
     expect(claim.code).toBe(3);
     expect(claim.out).toMatch(/^uid=\d+ cwd=\/workspace home=\/home\/agent path=\S+ nofile=\d+\n$/);
   });
+
+  it(
+    "a spare's engine steps (the proof of its start, the exec opened ahead) wait for the spare gate, as the warm server shuts it while it serves a command; another pod's do not",
+    { timeout: 300_000 },
+    async () => {
+      const { pool, moat } = pooled();
+      expect((await probe(moat())).code).toBe(3);
+      let open: () => void = () => undefined;
+      const shut = new Promise<void>((resolve) => (open = resolve));
+      setSpareGate(() => shut);
+      let pod: string | undefined;
+      try {
+        pool.makeWanted();
+        // The spare's pod runs (its node says so), and no shell waits in it while the gate is shut.
+        pod = await runningPod(ns.core, ns.name, 'moat.made-ahead=true');
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        expect(await waitingShells(ns.name, pod)).toBe(0);
+        // A task of its own (no pool) is no spare: it starts and runs commands, gate or not.
+        const own = scratch.moat({ env: { MOAT_POOL: 'off' } });
+        const task = await own.up();
+        expect((await own.exec(task.name, PROBE, captureIO().io, { sync: false })).exitCode).toBe(3);
+        await own.rm(task.name, { force: true });
+        expect(await waitingShells(ns.name, pod)).toBe(0);
+      } finally {
+        open();
+        setSpareGate(undefined);
+      }
+      // Once open, the spare is made to the end: a shell waits in it, and the claim runs there.
+      await waitForSpare(pool);
+      for (let i = 0; i < 150 && (await waitingShells(ns.name, pod!)) !== 1; i += 1) await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(await waitingShells(ns.name, pod!)).toBe(1);
+      expect((await probe(moat())).out).toMatch(/^under-wait\n/);
+    },
+  );
 
   it('refuses a MOAT_K8S_EXEC_AHEAD it does not know, in one line with a hint', async () => {
     const error = await scratch

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Spawner } from '../../src/mcp/spawner.js';
+import { Spawner } from '../../src/workspace/spawner.js';
 import { runProcess, setProcessRunner, spawnProcess } from '../../src/workspace/run-process.js';
 
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 
-/** The MCP server's programs start from its helper process (dist/mcp/spawner-main.js: npm run build first), as runProcess would start them here. */
+/** The MCP server's programs start from its helper process (dist/workspace/spawner-main.js: npm run build first), as runProcess would start them here. */
 describe('moat mcp process starter', () => {
   let spawner: Spawner | undefined;
   afterEach(() => {

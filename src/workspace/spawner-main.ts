@@ -1,9 +1,9 @@
 /**
- * The `moat mcp` server's process starter (src/mcp/spawner.ts starts it, once): runs each program
+ * A long-lived server's process starter (spawner.ts starts it, once): runs each program
  * the server asks for over IPC with runProcess's own code and sends back what it printed and how
  * it ended. Its memory is a few pages of its own, so the forks cost it little and the server none.
  */
-import { spawnProcess, type ProcessOptions } from '../workspace/run-process.js';
+import { spawnProcess, type ProcessOptions } from './run-process.js';
 
 interface Request {
   id: number;

@@ -1,9 +1,10 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { spawnProcess, type ProcessOptions, type ProcessResult, type ProcessRunner } from '../workspace/run-process.js';
+import { spawnProcess, type ProcessOptions, type ProcessResult, type ProcessRunner } from './run-process.js';
 
-// From dist/mcp/ and from src/mcp/ (the unit tests) alike: the helper runs built (npm run build).
-const MAIN = fileURLToPath(new URL('../../dist/mcp/spawner-main.js', import.meta.url));
+// From dist/workspace/, the CLI's bundle in dist/cli/ and src/workspace/ (the unit tests) alike: the
+// helper runs built (npm run build).
+const MAIN = fileURLToPath(new URL('../../dist/workspace/spawner-main.js', import.meta.url));
 
 interface Answer {
   id: number;
@@ -12,13 +13,16 @@ interface Answer {
 }
 
 /**
- * Starts the `moat mcp` server's programs (git for a diff or a sync, above all) from a small helper
- * process (spawner-main.ts) instead of the server itself. Node starts a child with fork(), after
+ * Starts a long-lived server's programs (`moat mcp`'s and the warm CLI server's: git for a diff,
+ * a sync or a spare, above all) from a small helper process (spawner-main.ts) instead of the
+ * server itself. Node starts a child with fork(), after
  * which every page of the parent is copy-on-write: each page the server writes next takes a page
  * fault (30-37 µs on the VMs measured), and a 1 MiB read_file writes megabytes (the read, the
  * text, the message). A read right after a diff_task, whose git ran from the server, took
  * ~1,000 more faults and 15-25 ms more than a read after a read (docs/benchmarks.md, issue 15's
- * sixth pass). The helper is forked once, when the server starts and its heap is small; its own
+ * sixth pass). The warm server's loop, at 150-200 MB, stalls 15-50 ms in each fork() under load,
+ * and a spare's git child forked just before a claim arrived delayed that claim (issue 19's sixth
+ * pass). The helper is forked once, when the server starts and its heap is small; its own
  * pages are few, and what a fork costs it is its own, off the server's thread.
  *
  * The same runProcess code runs there (the same argv, environment, input, limits, uid and gid),
@@ -46,7 +50,7 @@ export class Spawner {
     const gone = () => {
       if (this.child !== child) return;
       this.child = undefined;
-      const error = new Error('the moat mcp process starter left while the program ran');
+      const error = new Error('the moat process starter left while the program ran');
       for (const resolve of this.waiting.values()) resolve({ stdout: '', stderr: '', exitCode: undefined, error });
       this.waiting.clear();
     };
