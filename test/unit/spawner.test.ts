@@ -4,8 +4,8 @@ import { runProcess, setProcessRunner, spawnProcess } from '../../src/workspace/
 
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 
-/** The MCP server's programs start from its helper process (dist/workspace/spawner-main.js: npm run build first), as runProcess would start them here. */
-describe('moat mcp process starter', () => {
+/** The long-lived servers' programs (moat mcp's, the warm CLI server's) start from a helper process (dist/workspace/spawner-main.js: npm run build first), as runProcess would start them here. */
+describe('the process starter of moat mcp and the warm server', () => {
   let spawner: Spawner | undefined;
   afterEach(() => {
     setProcessRunner(undefined);
