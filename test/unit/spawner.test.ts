@@ -4,7 +4,10 @@ import { runProcess, setProcessRunner, spawnProcess } from '../../src/workspace/
 
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 
-/** The long-lived servers' programs (moat mcp's, the warm CLI server's) start from a helper process (dist/workspace/spawner-main.js: npm run build first), as runProcess would start them here. */
+/**
+ * The long-lived servers' programs (moat mcp's, the warm CLI server's) start from a helper process
+ * (dist/workspace/spawner-main.js: npm run build first), as runProcess would start them here.
+ */
 describe('the process starter of moat mcp and the warm server', () => {
   let spawner: Spawner | undefined;
   afterEach(() => {
