@@ -506,8 +506,10 @@ export class KubernetesEngine implements ContainerEngine {
     if (this.opensAhead(id)) {
       void finished
         .catch(() => undefined)
+        .then(() => this.untilQuiet(id))
         .then(() => {
-          if (this.opensAhead(id)) void this.untilQuiet(id).then(() => this.opensAhead(id) && this.openAhead(id, pod));
+          // Asked again after the waits: a spare removed meanwhile is no spare any more.
+          if (this.opensAhead(id)) void this.openAhead(id, pod);
         });
     }
     if (!io.endWithContainer) return finished;
