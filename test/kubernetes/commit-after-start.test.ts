@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Moat } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { captureIO, gitIn } from '../helpers/fixtures.js';
-import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
+import { clusterFixture, NO_NETWORK_CONFIG } from '../helpers/cluster-fixture.js';
 
 /**
  * A commit made by the first command after `up`, with sync, is on the task branch when the command
@@ -12,22 +11,10 @@ import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
  * Several rounds, since whether the status still lags is the node's timing.
  */
 describe('moat on Kubernetes: a commit right after the start comes home', () => {
-  let ns: Awaited<ReturnType<typeof testNamespace>>;
-  let scratch: ClusterScratch;
-  let moat: Moat;
-
-  beforeAll(async () => {
-    ns = await testNamespace();
-    scratch = new ClusterScratch(ns.name);
-    scratch.writeConfig('acceptUnenforcedLimits: [pids]\nnetwork: none\n');
-    moat = scratch.moat();
-  });
-  afterAll(async () => {
-    await scratch?.cleanup();
-    await ns?.remove();
-  });
+  const cluster = clusterFixture(NO_NETWORK_CONFIG);
 
   it('the first command commits with sync: the commit is on moat/<task>, with no warning, in every round', { timeout: 300_000 }, async () => {
+    const { ns, scratch, moat } = cluster;
     let lagged = 0;
     const rounds = 6;
     for (let round = 0; round < rounds; round += 1) {

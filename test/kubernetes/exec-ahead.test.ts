@@ -1,11 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { CoreV1Api } from '@kubernetes/client-node';
 import { isMoatError, Moat } from '../../src/index.js';
 import { TaskPool } from '../../src/service/task-pool.js';
 import { captureIO } from '../helpers/fixtures.js';
-import { ADMIN_KUBECONFIG, ClusterScratch, KUBECTL, testNamespace } from '../helpers/kubernetes.js';
+import { ADMIN_KUBECONFIG, KUBECTL } from '../helpers/kubernetes.js';
+import { clusterFixture, NO_NETWORK_CONFIG } from '../helpers/cluster-fixture.js';
 import { setSpareGate } from '../../src/engine/background-gate.js';
 
 /**
@@ -52,26 +53,18 @@ async function waitForSpare(pool: TaskPool): Promise<void> {
 }
 
 describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
-  let ns: Awaited<ReturnType<typeof testNamespace>>;
-  let scratch: ClusterScratch;
+  // The pool's shape: no network, no keys.
+  const cluster = clusterFixture(NO_NETWORK_CONFIG);
   const pools: TaskPool[] = [];
-
-  beforeAll(async () => {
-    ns = await testNamespace();
-    scratch = new ClusterScratch(ns.name);
-    // The pool's shape: no network, no keys.
-    scratch.writeConfig('acceptUnenforcedLimits: [pids]\nnetwork: none\n');
-  });
+  // Before the fixture's removal of the namespace (after-hooks run as a stack).
   afterAll(async () => {
     await Promise.all(pools.map((pool) => pool.close().catch(() => undefined)));
-    await scratch?.cleanup();
-    await ns?.remove();
   });
 
   const pooled = (env: Record<string, string> = {}) => {
     const pool = new TaskPool(4, 1);
     pools.push(pool);
-    return { pool, moat: () => new Moat({ cwd: scratch.repo, env: scratch.env({ MOAT_POOL: '1', ...env }), pool }) };
+    return { pool, moat: () => new Moat({ cwd: cluster.scratch.repo, env: cluster.scratch.env({ MOAT_POOL: '1', ...env }), pool }) };
   };
   const probe = async (moat: Moat) => {
     const cap = captureIO();
@@ -90,7 +83,7 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
 
     await waitForSpare(pool);
     // The spare's pod says what it is (the pool's label), and only the spare's.
-    const pods = await ns.core.listNamespacedPod({ namespace: ns.name });
+    const pods = await cluster.ns.core.listNamespacedPod({ namespace: cluster.ns.name });
     expect(pods.items.map((pod) => pod.metadata?.labels?.['moat.made-ahead'])).toEqual(['true']);
 
     const claim = await probe(moat());
@@ -120,7 +113,8 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
     async () => {
       const { pool, moat } = pooled();
       expect((await probe(moat())).code).toBe(3);
-      const podOf = async (task: string) => (await ns.core.listNamespacedPod({ namespace: ns.name, labelSelector: `moat.task=${task}` })).items[0]!;
+      const podOf = async (task: string) =>
+        (await cluster.ns.core.listNamespacedPod({ namespace: cluster.ns.name, labelSelector: `moat.task=${task}` })).items[0]!;
 
       await waitForSpare(pool);
       const client = moat();
@@ -133,7 +127,7 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
       for (let i = 0; i < 300 && !cap.out().includes('started'); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
       expect(cap.out()).toBe('started\n');
       const pod = await podOf(task.name);
-      await ns.core.deleteNamespacedPod({ name: pod.metadata!.name!, namespace: ns.name });
+      await cluster.ns.core.deleteNamespacedPod({ name: pod.metadata!.name!, namespace: cluster.ns.name });
       const error = await running;
       expect(isMoatError(error)).toBe(true);
       expect(error).toMatchObject({ code: 'E_ENGINE_FAILED', exitCode: 4, details: { podEnd: 'deleted' } });
@@ -142,7 +136,7 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
       // A claimed pod gone before its first command: the waiting exec is not used, the task is not running.
       await waitForSpare(pool);
       const gone = await client.up();
-      await ns.core.deleteNamespacedPod({ name: (await podOf(gone.name)).metadata!.name!, namespace: ns.name, gracePeriodSeconds: 0 });
+      await cluster.ns.core.deleteNamespacedPod({ name: (await podOf(gone.name)).metadata!.name!, namespace: cluster.ns.name, gracePeriodSeconds: 0 });
       const refused = await client.exec(gone.name, ['true'], captureIO().io, { sync: false }).then(
         () => undefined,
         (e: unknown) => e,
@@ -174,29 +168,29 @@ describe('moat on Kubernetes: an exec opened ahead into a spare', () => {
       try {
         pool.makeWanted();
         // The spare's pod runs (its node says so), and no shell waits in it while the gate is shut.
-        pod = await runningPod(ns.core, ns.name, 'moat.made-ahead=true');
+        pod = await runningPod(cluster.ns.core, cluster.ns.name, 'moat.made-ahead=true');
         await new Promise((resolve) => setTimeout(resolve, 1500));
-        expect(await waitingShells(ns.name, pod)).toBe(0);
+        expect(await waitingShells(cluster.ns.name, pod)).toBe(0);
         // A task of its own (no pool) is no spare: it starts and runs commands, gate or not.
-        const own = scratch.moat({ env: { MOAT_POOL: 'off' } });
+        const own = cluster.scratch.moat({ env: { MOAT_POOL: 'off' } });
         const task = await own.up();
         expect((await own.exec(task.name, PROBE, captureIO().io, { sync: false })).exitCode).toBe(3);
         await own.rm(task.name, { force: true });
-        expect(await waitingShells(ns.name, pod)).toBe(0);
+        expect(await waitingShells(cluster.ns.name, pod)).toBe(0);
       } finally {
         open();
         setSpareGate(undefined);
       }
       // Once open, the spare is made to the end: a shell waits in it, and the claim runs there.
       await waitForSpare(pool);
-      for (let i = 0; i < 150 && (await waitingShells(ns.name, pod!)) !== 1; i += 1) await new Promise((resolve) => setTimeout(resolve, 200));
-      expect(await waitingShells(ns.name, pod!)).toBe(1);
+      for (let i = 0; i < 150 && (await waitingShells(cluster.ns.name, pod!)) !== 1; i += 1) await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(await waitingShells(cluster.ns.name, pod!)).toBe(1);
       expect((await probe(moat())).out).toMatch(/^under-wait\n/);
     },
   );
 
   it('refuses a MOAT_K8S_EXEC_AHEAD it does not know, in one line with a hint', async () => {
-    const error = await scratch
+    const error = await cluster.scratch
       .moat({ env: { MOAT_K8S_EXEC_AHEAD: 'sometimes' } })
       .ls()
       .then(

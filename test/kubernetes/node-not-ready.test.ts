@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { CoreV1Api } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isMoatError, type Moat } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { isMoatError } from '../../src/index.js';
 import { gitIn } from '../helpers/fixtures.js';
-import { ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
+import { clusterFixture, NO_NETWORK_CONFIG } from '../helpers/cluster-fixture.js';
 
 /**
  * The one node goes NotReady: its kubelet is stopped (scripts/cluster.sh kubelet stop), the node
@@ -25,22 +25,10 @@ async function nodeReady(core: CoreV1Api): Promise<string | undefined> {
 }
 
 describe('moat on Kubernetes: the node not Ready', () => {
-  let ns: Awaited<ReturnType<typeof testNamespace>>;
-  let scratch: ClusterScratch;
-  let moat: Moat;
-
-  beforeAll(async () => {
-    ns = await testNamespace();
-    scratch = new ClusterScratch(ns.name);
-    scratch.writeConfig('acceptUnenforcedLimits: [pids]\nnetwork: none\n');
-    moat = scratch.moat();
-  });
-  afterAll(async () => {
-    await scratch?.cleanup();
-    await ns?.remove();
-  });
+  const cluster = clusterFixture(NO_NETWORK_CONFIG);
 
   it('moat up says no node can take the pod (one line, hint, exit 4) within its 30 s, and leaves nothing labelled', { timeout: 420_000 }, async () => {
+    const { ns, scratch, moat } = cluster;
     const core = ns.core;
     expect(await nodeReady(core)).toBe('True');
     // A task made while the node was Ready: ls says so, then that its node no longer is.
