@@ -766,8 +766,8 @@ export class KubernetesEngine implements ContainerEngine {
 /** Where a starting pod is: running, still on its way, or failed (and why, in moat's words). */
 export function startVerdict(pod: V1Pod): 'running' | { failed?: MoatError; unschedulable?: string; waiting?: string } {
   const status = pod.status;
+  if (reportedRunning(pod)) return 'running';
   const sandbox = status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
-  if (status?.phase === 'Running' && sandbox?.state?.running) return 'running';
   const image = pod.spec?.containers[0]?.image ?? '';
   for (const container of [...(status?.initContainerStatuses ?? []), ...(status?.containerStatuses ?? [])]) {
     const reason = container.state?.waiting?.reason ?? '';

@@ -35,7 +35,7 @@ export function startProven(key: string, pod: V1Pod): boolean {
 /** Whether the status says the sandbox runs (then no proof is needed). */
 export function reportedRunning(pod: V1Pod): boolean {
   const sandbox = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
-  return pod.status?.phase === 'Running' && sandbox?.state?.running !== undefined;
+  return pod.status?.phase === 'Running' && sandbox?.state?.running != null;
 }
 
 /**

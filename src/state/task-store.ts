@@ -47,6 +47,13 @@ export class TaskStore {
    * synchronous so that no listener changes while it runs.
    */
   taskDirsSync(): string[] {
+    return this.tasksFoldersSync()
+      .filter(({ name }) => isTaskFolder(name))
+      .map(({ path }) => path);
+  }
+
+  /** Every folder in every repository's tasks folder (tasks, and ones set aside), by name and path. */
+  private tasksFoldersSync(): Array<{ name: string; path: string }> {
     const list = (dir: string) => {
       try {
         return readdirSync(dir);
@@ -54,11 +61,7 @@ export class TaskStore {
         return [];
       }
     };
-    return list(this.reposDir).flatMap((repoKey) =>
-      list(this.tasksDir(repoKey))
-        .filter(isTaskFolder)
-        .map((name) => this.taskDir(repoKey, name)),
-    );
+    return list(this.reposDir).flatMap((repoKey) => list(this.tasksDir(repoKey)).map((name) => ({ name, path: join(this.tasksDir(repoKey), name) })));
   }
 
   /** Inside the task's volume (a capped filesystem where the machine allows one). */
@@ -153,13 +156,11 @@ export class TaskStore {
    */
   async collectLeftovers(): Promise<string[]> {
     const collected: string[] = [];
-    for (const repoKey of await readdir(this.reposDir).catch(() => [] as string[])) {
-      for (const name of await readdir(this.tasksDir(repoKey)).catch(() => [] as string[])) {
-        const owner = ASIDE.exec(name);
-        if (!owner || processAlive(Number(owner[1]))) continue;
-        await rm(join(this.tasksDir(repoKey), name), { recursive: true, force: true, maxRetries: 2 });
-        collected.push(join(this.tasksDir(repoKey), name));
-      }
+    for (const { name, path } of this.tasksFoldersSync()) {
+      const owner = ASIDE.exec(name);
+      if (!owner || processAlive(Number(owner[1]))) continue;
+      await rm(path, { recursive: true, force: true, maxRetries: 2 });
+      collected.push(path);
     }
     return collected;
   }

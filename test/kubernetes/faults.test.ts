@@ -6,7 +6,8 @@ import { KubeConfig, type CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMoatError, type Moat } from '../../src/index.js';
 import { captureIO, gitIn } from '../helpers/fixtures.js';
-import { ADMIN_KUBECONFIG, ClusterScratch, testNamespace } from '../helpers/kubernetes.js';
+import { clusterFixture, NO_NETWORK_CONFIG } from '../helpers/cluster-fixture.js';
+import { ADMIN_KUBECONFIG, type ClusterScratch } from '../helpers/kubernetes.js';
 
 /**
  * The faults of issue 19 on the real cluster (scripts/cluster.sh): each one line with a hint and a
@@ -45,7 +46,8 @@ class ApiProxy {
 }
 
 describe('moat on Kubernetes: faults', () => {
-  let ns: Awaited<ReturnType<typeof testNamespace>>;
+  const cluster = clusterFixture(`${NO_NETWORK_CONFIG}limits:\n  memory: 256m\n  disk: 64m\n`);
+  let ns: typeof cluster.ns;
   let scratch: ClusterScratch;
   let moat: Moat;
   let core: CoreV1Api;
@@ -53,11 +55,8 @@ describe('moat on Kubernetes: faults', () => {
   let proxied: string;
 
   beforeAll(async () => {
-    ns = await testNamespace();
+    ({ ns, scratch, moat } = cluster);
     core = ns.core;
-    scratch = new ClusterScratch(ns.name);
-    scratch.writeConfig('acceptUnenforcedLimits: [pids]\nnetwork: none\nlimits:\n  memory: 256m\n  disk: 64m\n');
-    moat = scratch.moat();
     const kc = new KubeConfig();
     kc.loadFromFile(ADMIN_KUBECONFIG);
     const server = new URL(kc.getCurrentCluster()!.server);
@@ -67,10 +66,9 @@ describe('moat on Kubernetes: faults', () => {
     proxied = join(scratch.root, 'proxied.kubeconfig');
     writeFileSync(proxied, readFileSync(ADMIN_KUBECONFIG, 'utf8').replace(server.origin, `https://${server.hostname}:${proxy.port}`));
   });
+  // Before the fixture's removal of the namespace and home (after-hooks run as a stack).
   afterAll(async () => {
     await proxy?.cut();
-    await scratch?.cleanup();
-    await ns?.remove();
   });
 
   it('passes Ctrl-C on to a command that also reads stdin, and ends with it', async () => {
