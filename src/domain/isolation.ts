@@ -24,11 +24,17 @@ export function parseIsolation(value: string | undefined, where: string): Isolat
 
 /**
  * The pids cgroup limit of a gVisor sandbox's container. runsc's own threads (the Sentry, the
- * gofer, their goroutines' OS threads) run in the container's cgroup and count against it: about
- * 56 at rest and about 11 more per process the agent runs (measured with runsc 20221219, ptrace
- * platform). The user's figure is enforced inside the sandbox instead, by gVisor's kernel
- * (RLIMIT_NPROC: gVisor counts the sandbox's own tasks, unlike the host kernel's per-uid count).
+ * gofer, their goroutines' OS threads, and on the ptrace platform a stub thread per address space
+ * and Sentry thread that entered it) run in the container's cgroup and count against it: about 44-56
+ * at rest and 8-11 more per process the agent keeps. A fork bomb's churn (forks refused, processes
+ * ending and made again) takes far more, with a part that does not grow with the limit: peaks of
+ * 1556 host pids at pids 32, 4136 at 64, 5024 at 128, 7910 at 512 (runsc 20221219, ptrace, 2 cores,
+ * no CPU limit). At pids x 12 + 64 such a bomb ran the cgroup out on one machine: runsc could not
+ * make a thread and the sandbox died with its task. Hence room for the churn; the cgroup still bounds
+ * what a sandbox (or an escape from it) takes of the host's pids. The user's figure is enforced
+ * inside the sandbox, by gVisor's kernel (RLIMIT_NPROC: gVisor counts the sandbox's own tasks,
+ * unlike the host kernel's per-uid count).
  */
 export function gvisorHostPids(pids: number): number {
-  return pids * 12 + 64;
+  return pids * 16 + 4096;
 }

@@ -70,7 +70,7 @@ export async function gvisorCheck(
       },
       enforcement: {
         gvisor: `isolation: gvisor runs each task on gVisor's user-space kernel (runtime ${runtime}); its way out is moat's exec bridge`,
-        'gvisor.pids': `under gVisor, limits.pids is held by gVisor's kernel (RLIMIT_NPROC per sandbox); the host's pids cgroup gets pids x 12 + 64 (${gvisorHostPids(DEFAULT_LIMITS.pids)} for the default) for runsc's own threads`,
+        'gvisor.pids': `under gVisor, limits.pids is held by gVisor's kernel (RLIMIT_NPROC per sandbox); the host's pids cgroup gets pids x 16 + 4096 (${gvisorHostPids(DEFAULT_LIMITS.pids)} for the default) for runsc's own threads`,
       },
     };
   } catch (error) {
