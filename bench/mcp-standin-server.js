@@ -17,13 +17,8 @@ const { LineTransport } = await load('mcp/stdio-transport.js');
 const { fitContent } = await load('mcp/result-budget.js');
 const { SafeText } = await load('mcp/safe-text.js');
 const safe = new SafeText(new Set());
-const { runProcess, setProcessRunner } = await load('workspace/run-process.js');
-if (process.env.MOAT_STANDIN_SPAWNER === 'on') {
-  const { Spawner } = await load('workspace/spawner.js');
-  const spawner = new Spawner();
-  spawner.start();
-  setProcessRunner(spawner.run);
-}
+const { runProcess } = await load('workspace/run-process.js');
+if (process.env.MOAT_STANDIN_SPAWNER === 'on') (await load('workspace/spawner.js')).startProgramsFromHelper();
 const server = new Server({ name: 'moat-standin', version: '1' }, { capabilities: { tools: {} } });
 server.setRequestHandler(CallToolRequestSchema, async (request) => {
   if (request.params.name === 'git') {

@@ -10,8 +10,7 @@ import { PendingSyncs } from '../service/pending-sync.js';
 import { RepositoryCache } from '../workspace/user-repo.js';
 import { ProcessCaches } from '../service/process-caches.js';
 import { setSpareGate } from '../engine/background-gate.js';
-import { Spawner } from '../workspace/spawner.js';
-import { setProcessRunner } from '../workspace/run-process.js';
+import { startProgramsFromHelper } from '../workspace/spawner.js';
 
 /**
  * The CLI kept warm: runs commands without a terminal (up, down, ls, exec and run without --tty,
@@ -50,9 +49,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
   if (pool) setSpareGate(() => pool.quiet());
   // Git and the other programs start from a helper forked now, while this heap is small: a fork
   // of the server itself stalls its loop, and the commands it serves with it (spawner.ts).
-  const spawner = new Spawner();
-  spawner.start();
-  setProcessRunner(spawner.run);
+  const stopSpawner = startProgramsFromHelper();
   // Syncs of execs whose status went out first; they finish before the server exits.
   const syncs = new PendingSyncs();
   const repos = new RepositoryCache();
@@ -81,7 +78,7 @@ export async function serve(socketPath: string, options: { idleSeconds: number }
     for (let waited = 0; active > 0 && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
     await syncs.waitAll();
     await pool?.close();
-    spawner.stop();
+    stopSpawner();
     // The pid file goes last: once it is gone, so is everything else of this server (a reader
     // that waits for it, gc or the cap's sweep, never sees a retirable file without its server).
     await unlink(retirableFile(socketPath)).catch(() => undefined);

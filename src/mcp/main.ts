@@ -6,17 +6,14 @@
 import { reportError } from '../cli/output.js';
 import { serveMcp } from './server.js';
 import { restoreClientEnvironment } from './server-memory.js';
-import { Spawner } from '../workspace/spawner.js';
-import { setProcessRunner } from '../workspace/run-process.js';
+import { startProgramsFromHelper } from '../workspace/spawner.js';
 
 // glibc has read its tunables (server-memory.ts); what this server runs gets the client's environment.
 restoreClientEnvironment();
 
 // The server's programs (git above all) start from a helper forked now, while this heap is small,
 // so the server never forks again (spawner.ts says what a fork costs its next big read).
-const spawner = new Spawner();
-spawner.start();
-setProcessRunner(spawner.run);
+startProgramsFromHelper();
 
 const cwd = process.argv[2] ?? process.cwd();
 // A closed pipe is the client leaving, not an error of ours.

@@ -61,7 +61,10 @@ export class TaskStore {
         return [];
       }
     };
-    return list(this.reposDir).flatMap((repoKey) => list(this.tasksDir(repoKey)).map((name) => ({ name, path: join(this.tasksDir(repoKey), name) })));
+    return list(this.reposDir).flatMap((repoKey) => {
+      const dir = this.tasksDir(repoKey);
+      return list(dir).map((name) => ({ name, path: join(dir, name) }));
+    });
   }
 
   /** Inside the task's volume (a capped filesystem where the machine allows one). */

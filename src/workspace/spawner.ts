@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { spawnProcess, type ProcessOptions, type ProcessResult, type ProcessRunner } from './run-process.js';
+import { setProcessRunner, spawnProcess, type ProcessOptions, type ProcessResult, type ProcessRunner } from './run-process.js';
 
 // From dist/workspace/, the CLI's bundle in dist/cli/ and src/workspace/ (the unit tests) alike: the
 // helper runs built (npm run build).
@@ -92,4 +92,16 @@ export class Spawner {
     this.child.unref();
     this.child.channel?.unref();
   }
+}
+
+/**
+ * A long-lived server's start (`moat mcp`, the warm CLI server): its helper forked now, while its
+ * heap is small, and runProcess starting this process's programs from it from now on. Returns
+ * what leaves the helper.
+ */
+export function startProgramsFromHelper(): () => void {
+  const spawner = new Spawner();
+  spawner.start();
+  setProcessRunner(spawner.run);
+  return () => spawner.stop();
 }
